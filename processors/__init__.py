@@ -1,0 +1,1 @@
+"""The stream processor: ingest streams -> transforms -> topic history + fan-out."""

@@ -1,0 +1,107 @@
+"""The web process: aiohttp app with the Socket.IO server, ingest API and health checks.
+
+`create_app(settings)` builds everything from the settings it is given; nothing is
+created at import time.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from importlib import resources
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from redis.asyncio import Redis
+
+from realtime import errors, jsoncodec
+from realtime.connections import connect
+from realtime.fanout import FanoutManager
+from realtime.health import Readiness, healthz
+from realtime.ingest import IngestHandler, IngestWriter
+from realtime.namespace import TopicNamespace
+from realtime.settings import Settings
+from realtime.socketserver import SocketServer
+
+logger = logging.getLogger(__name__)
+
+SETTINGS = web.AppKey("settings", Settings)
+REDIS = web.AppKey("redis", Redis)
+SIO = web.AppKey("sio", SocketServer)
+MANAGER = web.AppKey("manager", FanoutManager)
+INGEST = web.AppKey("ingest", IngestWriter)
+
+STATIC_DIR = resources.files("realtime") / "static"
+
+
+def create_sio(settings: Settings, manager: FanoutManager) -> SocketServer:
+    sio = SocketServer(
+        async_mode="aiohttp",
+        client_manager=manager,
+        json=jsoncodec,
+        # None means same-origin only; an explicit list opts other origins in.
+        cors_allowed_origins=list(settings.cors_origins) or None,
+        logger=False,
+        engineio_logger=False,
+    )
+    sio.register_namespace(TopicNamespace(settings))
+    return sio
+
+
+async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
+    redis = connect(app[SETTINGS])
+    app[REDIS] = redis
+    app[INGEST] = IngestWriter(redis, app[SETTINGS])
+    yield
+    await redis.aclose()
+
+
+async def _disconnect_clients(app: web.Application) -> None:
+    """On shutdown, before aiohttp waits for in-flight requests: close every Socket.IO
+    connection, which also answers pending long-poll requests."""
+    await app[SIO].shutdown()
+
+
+async def _manager_ctx(app: web.Application) -> AsyncIterator[None]:
+    yield
+    await app[MANAGER].aclose()
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """An unexpected exception becomes a JSON 500 for the caller and a traceback in our log."""
+    try:
+        return await handler(request)
+    except web.HTTPException:
+        raise
+    except Exception:
+        logger.exception("unhandled error in %s %s", request.method, request.path)
+        return web.json_response(
+            errors.error_body(errors.INTERNAL, "Internal server error."), status=500
+        )
+
+
+async def index(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(str(STATIC_DIR / "index.html"))
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(
+        client_max_size=max(settings.max_body_bytes, 1_048_576), middlewares=[json_errors]
+    )
+    app[SETTINGS] = settings
+    app.cleanup_ctx.append(_redis_ctx)
+
+    manager = FanoutManager(settings)
+    sio = create_sio(settings, manager)
+    sio.attach(app)
+    app[SIO] = sio
+    app[MANAGER] = manager
+    app.on_shutdown.append(_disconnect_clients)
+    app.cleanup_ctx.append(_manager_ctx)
+
+    app.router.add_post("/api/v1/events", IngestHandler(INGEST, settings).handle)
+    app.router.add_get("/readyz", Readiness(REDIS).handle)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/", index)
+    return app

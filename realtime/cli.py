@@ -1,0 +1,171 @@
+"""The `realtime` command: serve, process, dev, watch, publish."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Coroutine, Sequence
+from typing import Any, TypeVar
+
+from realtime import __version__, jsoncodec
+from realtime.settings import Settings, SettingsError
+
+T = TypeVar("T")
+
+logger = logging.getLogger("realtime")
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is not available on Windows
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine on a fresh loop. Long-running commands install their own SIGINT and
+    SIGTERM handlers (a clean stop), so this does not turn Ctrl-C into a cancellation."""
+    loop = _new_loop()
+    try:
+        return loop.run_until_complete(coro)
+    finally:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from realtime.app import create_app
+
+    if args.host:
+        settings = settings.with_overrides(host=args.host)
+    if args.port is not None:
+        settings = settings.with_overrides(port=args.port)
+    if settings.insecure:
+        logger.warning("REALTIME_INSECURE=1: clients and producers are not authenticated")
+    app = create_app(settings)
+    logger.info("web listening on http://%s:%d", settings.host, settings.port)
+    web.run_app(
+        app,
+        host=settings.host,
+        port=settings.port,
+        loop=_new_loop(),
+        print=None,
+        access_log=None,
+        # A long-poll whose client went away is cancelled instead of holding shutdown.
+        handler_cancellation=True,
+        shutdown_timeout=10.0,
+    )
+    return 0
+
+
+def cmd_process(settings: Settings, args: argparse.Namespace) -> int:
+    from processors.worker import run_worker
+
+    if args.consumer:
+        settings = settings.with_overrides(consumer=args.consumer)
+    _run(run_worker(settings, burst=args.burst))
+    return 0
+
+
+def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
+    from realtime.dev import run_dev
+
+    port = args.port if args.port is not None else settings.port
+    return _run(run_dev(port, demo=not args.no_demo))
+
+
+def _default_url(settings: Settings) -> str:
+    return f"http://127.0.0.1:{settings.port}"
+
+
+def cmd_watch(settings: Settings, args: argparse.Namespace) -> int:
+    from realtime.watch import watch
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        transports = ["polling"] if args.polling else None
+        await watch(args.url or _default_url(settings), args.topics, stop, transports=transports)
+
+    _run(main())
+    return 0
+
+
+def cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
+    from realtime.watch import publish
+
+    try:
+        data = jsoncodec.loads(args.data)
+    except jsoncodec.JSONDecodeError as exc:
+        print(f"realtime publish: DATA is not JSON: {exc}", file=sys.stderr)
+        return 2
+    status, body = _run(publish(args.url or _default_url(settings), args.topic, data, args.ts))
+    print(jsoncodec.dumps(body))
+    return 0 if status == 202 else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="realtime",
+        description="Realtime server for live analytics dashboards.",
+        epilog="Configuration comes from the environment (REDIS_URL, PORT, REALTIME_*); "
+        "see the README.",
+    )
+    parser.add_argument("--version", action="version", version=f"realtime {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run a web process (Socket.IO, ingest API, health)")
+    serve.add_argument("--host", help="address to bind (default REALTIME_HOST or 0.0.0.0)")
+    serve.add_argument("--port", type=int, help="port to bind (default PORT or 8080)")
+    serve.set_defaults(func=cmd_serve)
+
+    process = sub.add_parser("process", help="run a worker (consumer group on the ingest streams)")
+    process.add_argument("--burst", action="store_true", help="exit once no entries are left")
+    process.add_argument("--consumer", help="consumer name (default REALTIME_CONSUMER or host-pid)")
+    process.set_defaults(func=cmd_process)
+
+    dev = sub.add_parser("dev", help="run everything locally: Redis, web, worker, demo feed")
+    dev.add_argument("--port", type=int, help="web port (default PORT or 8080)")
+    dev.add_argument("--no-demo", action="store_true", help="do not feed demo metrics")
+    dev.set_defaults(func=cmd_dev)
+
+    watch = sub.add_parser("watch", help="print live events of topics until Ctrl-C")
+    watch.add_argument("topics", nargs="+", metavar="TOPIC")
+    watch.add_argument("--url", help="server URL (default http://127.0.0.1:$PORT)")
+    watch.add_argument("--polling", action="store_true", help="use HTTP long-polling only")
+    watch.set_defaults(func=cmd_watch)
+
+    publish = sub.add_parser("publish", help="post one event")
+    publish.add_argument("topic", metavar="TOPIC")
+    publish.add_argument("data", metavar="JSON", help="the event data, a JSON object")
+    publish.add_argument("--ts", type=int, help="event time in epoch milliseconds (default now)")
+    publish.add_argument("--url", help="server URL (default http://127.0.0.1:$PORT)")
+    publish.set_defaults(func=cmd_publish)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"realtime: configuration error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    _setup_logging(settings.log_level)
+    sys.exit(args.func(settings, args))

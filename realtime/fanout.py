@@ -1,0 +1,127 @@
+"""Fan-out between processes: the python-socketio Redis client manager, made dependable.
+
+The worker publishes room emits through a write-only instance; every web instance
+listens and emits to its local room members. We subclass `socketio.AsyncRedisManager`
+at its transport seam (`_publish` / `_listen`) rather than fork it:
+
+- the channel name comes from `realtime.keys`;
+- JSON goes through orjson;
+- a failed publish raises in the worker (the stock manager logs and drops it), so the
+  worker does not acknowledge an entry whose emit never left;
+- the listener reconnects with capped, jittered backoff and pings an idle connection so
+  a dead one is noticed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import socketio
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from realtime import jsoncodec
+from realtime.backoff import Backoff
+from realtime.connections import connect
+from realtime.keys import NAMESPACE, UPDATE_EVENT, Keys
+from realtime.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+IDLE_PING_S = 15.0
+
+
+class FanoutError(RuntimeError):
+    """A publish to Redis failed; nothing was sent to the web instances."""
+
+
+class FanoutManager(socketio.AsyncRedisManager):  # type: ignore[misc]
+    name = "realtime-redis"
+
+    def __init__(self, settings: Settings, *, write_only: bool = False) -> None:
+        super().__init__(
+            url=settings.redis_url,
+            channel=Keys(settings.prefix).fanout_channel(),
+            write_only=write_only,
+            logger=logger,
+            json=jsoncodec,
+        )
+        self.settings = settings
+        self._publisher: Redis | None = None
+
+    # -- publishing (worker and web) ------------------------------------------------------
+
+    def _client(self) -> Redis:
+        if self._publisher is None:
+            self._publisher = connect(self.settings)
+        return self._publisher
+
+    def _message(self, topic: str, events: list[dict[str, Any]]) -> dict[str, Any]:
+        """The stock manager's emit message, as `AsyncPubSubManager.emit` builds it."""
+        return {
+            "method": "emit",
+            "event": UPDATE_EVENT,
+            "data": [events],
+            "binary": False,
+            "namespace": NAMESPACE,
+            "room": topic,
+            "skip_sid": None,
+            "callback": None,
+            "host_id": self.host_id,
+        }
+
+    async def publish_updates(self, batches: Sequence[tuple[str, list[dict[str, Any]]]]) -> None:
+        """Publish one `update` emit per (topic, events) in one round trip, in order.
+
+        Raises FanoutError when Redis did not take them.
+        """
+        if not batches:
+            return
+        try:
+            async with self._client().pipeline(transaction=False) as pipe:
+                for topic, events in batches:
+                    pipe.publish(self.channel, jsoncodec.dumpb(self._message(topic, events)))
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise FanoutError(f"publish to {self.channel} failed: {exc}") from exc
+
+    async def _publish(self, data: Any) -> None:
+        try:
+            await self._client().publish(self.channel, jsoncodec.dumpb(data))
+        except (RedisError, OSError) as exc:
+            if self.write_only:
+                raise FanoutError(f"publish to {self.channel} failed: {exc}") from exc
+            logger.warning("fan-out publish failed: %s", exc)
+
+    # -- listening (web) ------------------------------------------------------------------
+
+    async def _listen(self) -> AsyncIterator[bytes]:
+        backoff = Backoff(base_s=0.1, cap_s=5.0)
+        while True:
+            client = connect(self.settings)
+            pubsub = client.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self.channel)
+                if backoff.attempt:
+                    logger.info("fan-out listener reconnected to Redis")
+                backoff.reset()
+                while True:
+                    message = await pubsub.get_message(timeout=IDLE_PING_S)
+                    if message is None:
+                        await pubsub.ping()
+                    elif message["type"] == "message":
+                        yield message["data"]
+            except (RedisError, OSError) as exc:
+                logger.warning("fan-out listener lost Redis: %s", exc)
+            finally:
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await client.aclose()
+            await asyncio.sleep(backoff.next_delay())
+
+    async def aclose(self) -> None:
+        if self._publisher is not None:
+            await self._publisher.aclose()
+            self._publisher = None

@@ -1,0 +1,120 @@
+"""HTTP ingest, the first step of the data path: `POST /api/v1/events` -> ingest streams.
+
+A 202 answer means Redis holds every event of the request (one MULTI/EXEC), each in the
+ingest stream of its topic's partition. Bad input changes nothing: the whole request is
+validated before anything is written.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from aiohttp import web
+from marshmallow import ValidationError
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from realtime import errors, jsoncodec
+from realtime.keys import Keys
+from realtime.schemas import EventSchema, field_errors
+from realtime.settings import Settings
+from realtime.topics import partition_of
+
+logger = logging.getLogger(__name__)
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The request body, refusing more than `limit` bytes without buffering past it."""
+    if request.content_length is not None and request.content_length > limit:
+        raise BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_chunked(65536):
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def json_error(
+    status: int, code: str, message: str, fields: dict[str, Any] | None = None
+) -> web.Response:
+    return web.json_response(
+        errors.error_body(code, message, fields), status=status, dumps=jsoncodec.dumps
+    )
+
+
+def ingest_fields(event: dict[str, Any], now_ms: int) -> dict[str, bytes | str]:
+    """One ingest stream entry: topic, event time (ms) and the data as JSON."""
+    return {
+        "topic": event["topic"],
+        "ts": str(event.get("ts", now_ms)),
+        "data": jsoncodec.dumpb(event["data"]),
+    }
+
+
+class IngestWriter:
+    """Appends validated events to the partitioned ingest streams, atomically per request."""
+
+    def __init__(self, redis: Redis, settings: Settings) -> None:
+        self.redis = redis
+        self.keys = Keys(settings.prefix)
+        self.partitions = settings.partitions
+
+    async def append(self, events: list[dict[str, Any]]) -> list[str]:
+        now_ms = int(time.time() * 1000)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for event in events:
+                stream = self.keys.ingest(partition_of(event["topic"], self.partitions))
+                pipe.xadd(stream, ingest_fields(event, now_ms))  # type: ignore[arg-type]
+            ids = await pipe.execute()
+        return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+
+
+class IngestHandler:
+    """The `POST /api/v1/events` handler; the writer comes from the running app."""
+
+    def __init__(self, writer_key: web.AppKey[IngestWriter], settings: Settings) -> None:
+        self.writer_key = writer_key
+        self.max_body = settings.max_body_bytes
+        self.max_batch = settings.max_batch
+        self.schema = EventSchema()
+
+    async def handle(self, request: web.Request) -> web.Response:
+        try:
+            body = await read_body(request, self.max_body)
+        except BodyTooLarge:
+            return json_error(413, errors.TOO_LARGE, f"Request body exceeds {self.max_body} bytes.")
+        try:
+            payload = jsoncodec.loads(body)
+        except jsoncodec.JSONDecodeError as exc:
+            return json_error(400, errors.INVALID_JSON, f"Body is not valid JSON: {exc}")
+        items = payload if isinstance(payload, list) else [payload]
+        if not items:
+            return json_error(400, errors.INVALID, "Send one event or a non-empty list of events.")
+        if len(items) > self.max_batch:
+            return json_error(
+                413, errors.TOO_LARGE, f"Batch of {len(items)} events exceeds {self.max_batch}."
+            )
+        try:
+            events: list[dict[str, Any]] = self.schema.load(items, many=True)
+        except ValidationError as exc:
+            fields = field_errors(exc)
+            if not isinstance(payload, list):
+                fields = fields.get("0", fields)
+            return json_error(400, errors.INVALID, "Invalid event.", fields)
+        try:
+            ids = await request.app[self.writer_key].append(events)
+        except (RedisError, OSError) as exc:
+            logger.warning("ingest refused, Redis unavailable: %s", exc)
+            response = json_error(503, errors.UNAVAILABLE, "Storage unavailable; retry later.")
+            response.headers["Retry-After"] = "1"
+            return response
+        return web.json_response({"ids": ids}, status=202, dumps=jsoncodec.dumps)

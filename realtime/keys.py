@@ -1,0 +1,35 @@
+"""Names shared across processes: Redis keys, pub/sub channels and Socket.IO event names.
+
+Every process builds these from the configured prefix through this module, so a web
+instance, a worker and a test always agree on them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+UPDATE_EVENT = "update"
+SUBSCRIBE_EVENT = "subscribe"
+UNSUBSCRIBE_EVENT = "unsubscribe"
+NAMESPACE = "/"
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str = "rt:"
+
+    def ingest(self, partition: int) -> str:
+        """The ingest stream of one partition: producers XADD, the worker group reads."""
+        return f"{self.prefix}ingest:{partition}"
+
+    def topic(self, topic: str) -> str:
+        """A topic's history stream; its entry ids are the topic's event ids."""
+        return f"{self.prefix}topic:{topic}"
+
+    def dead_letters(self) -> str:
+        """Entries the worker gave up on, with the error."""
+        return f"{self.prefix}dead"
+
+    def fanout_channel(self) -> str:
+        """The pub/sub channel web instances listen on for room emits."""
+        return f"{self.prefix}fanout"

@@ -1,0 +1,120 @@
+"""Configuration: read from the environment once, at the entry point, then passed down.
+
+Every environment variable the system understands is read here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+DEFAULT_PORT = 8080
+
+
+class SettingsError(ValueError):
+    """An environment variable has a value we cannot use; the message names it."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool = False) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    if raw in {"0", "false", "no", "off"}:
+        return False
+    raise SettingsError(f"{name} must be 1/0, true/false, yes/no or on/off, got {raw!r}")
+
+
+def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    raw = env.get(name, "")
+    return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+
+def default_consumer_name() -> str:
+    """Unique per worker process: host (the pod name on Kubernetes) and pid."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a web or worker process needs to know, from `Settings.from_env`."""
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    host: str = "0.0.0.0"
+    port: int = DEFAULT_PORT
+    prefix: str = "rt:"
+    insecure: bool = False
+    cors_origins: tuple[str, ...] = ()
+    log_level: str = "INFO"
+    # ingest
+    partitions: int = 4
+    max_body_bytes: int = 1_048_576
+    max_batch: int = 1000
+    # history
+    history_maxlen: int = 10_000
+    # worker
+    consumer: str = field(default_factory=default_consumer_name)
+    group: str = "processors"
+    batch_size: int = 256
+    block_ms: int = 1000
+    # redis client
+    redis_timeout_s: float = 5.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from environment variables (`os.environ` by default)."""
+        e: Mapping[str, str] = os.environ if env is None else env
+        prefix = e.get("REALTIME_PREFIX", "rt:")
+        if not prefix:
+            raise SettingsError("REALTIME_PREFIX must not be empty")
+        settings = cls(
+            redis_url=e.get("REDIS_URL", "").strip() or cls.redis_url,
+            host=e.get("REALTIME_HOST", "").strip() or cls.host,
+            port=_int(e, "PORT", DEFAULT_PORT, minimum=0),
+            prefix=prefix,
+            insecure=_bool(e, "REALTIME_INSECURE"),
+            cors_origins=_list(e, "REALTIME_CORS_ORIGINS"),
+            log_level=e.get("REALTIME_LOG_LEVEL", "INFO").strip().upper() or "INFO",
+            partitions=_int(e, "REALTIME_PARTITIONS", cls.partitions, minimum=1),
+            max_body_bytes=_int(e, "REALTIME_MAX_BODY_BYTES", cls.max_body_bytes, minimum=1),
+            max_batch=_int(e, "REALTIME_MAX_BATCH", cls.max_batch, minimum=1),
+            history_maxlen=_int(e, "REALTIME_HISTORY_MAXLEN", cls.history_maxlen, minimum=1),
+            consumer=e.get("REALTIME_CONSUMER", "").strip() or default_consumer_name(),
+            batch_size=_int(e, "REALTIME_BATCH_SIZE", cls.batch_size, minimum=1),
+            block_ms=_int(e, "REALTIME_BLOCK_MS", cls.block_ms, minimum=1),
+            redis_timeout_s=_float(e, "REALTIME_REDIS_TIMEOUT_S", cls.redis_timeout_s, 0.1),
+        )
+        return replace(settings, **overrides) if overrides else settings
+
+    def with_overrides(self, **overrides: Any) -> Settings:
+        return replace(self, **overrides)

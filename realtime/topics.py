@@ -1,0 +1,21 @@
+"""Topic rules: which names are valid, and which ingest partition a topic belongs to."""
+
+from __future__ import annotations
+
+import re
+import zlib
+
+TOPIC_PATTERN = r"^[a-z0-9][a-z0-9_.:-]{0,127}$"
+_TOPIC_RE = re.compile(TOPIC_PATTERN)
+
+
+def is_valid_topic(name: object) -> bool:
+    return isinstance(name, str) and _TOPIC_RE.fullmatch(name) is not None
+
+
+def partition_of(topic: str, partitions: int) -> int:
+    """Stable across processes, hosts and Python versions: CRC-32 of the UTF-8 name.
+
+    (Python's built-in `hash` is salted per process, so it cannot be used.)
+    """
+    return zlib.crc32(topic.encode("utf-8")) % partitions
