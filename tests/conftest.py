@@ -1,0 +1,74 @@
+"""Fixtures that start real services (Redis, web and worker processes) and always stop them."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+
+from realtime.connections import connect
+from realtime.embedded import RedisServer
+from realtime.settings import Settings
+from tests.helpers.processes import ProcessGroup
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One redis-server for the session; tests keep apart through their own key prefix."""
+    server = RedisServer(directory=tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of this test's own, which it may stop, kill and restart."""
+    server = RedisServer(directory=tmp_path / "redis").start()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"t{uuid.uuid4().hex[:12]}:"
+
+
+@pytest.fixture
+def settings(redis_server: RedisServer, prefix: str) -> Settings:
+    return Settings(
+        redis_url=redis_server.url,
+        prefix=prefix,
+        insecure=True,
+        partitions=4,
+        block_ms=200,
+        redis_timeout_s=2.0,
+        consumer=f"test-{uuid.uuid4().hex[:8]}",
+    )
+
+
+@pytest.fixture
+async def redis(settings: Settings) -> AsyncIterator[Redis]:
+    client = connect(settings)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def processes(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[ProcessGroup]:
+    """Start `realtime` processes; all are stopped at the end, their logs shown on failure."""
+    group = ProcessGroup(tmp_path / "logs")
+    yield group
+    group.stop_all()
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        print(group.logs())
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    report = yield
+    setattr(item, "rep_" + report.when, report)
+    return report

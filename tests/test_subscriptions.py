@@ -1,0 +1,107 @@
+"""Socket.IO subscribe/unsubscribe: acks, error acks, and what a client then receives."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from processors.consumer import Consumer
+from realtime.fanout import FanoutManager
+from realtime.settings import Settings
+from tests.helpers.clients import Collector, post_events
+from tests.helpers.inprocess import running_app
+
+
+@pytest.fixture
+async def base_url(settings: Settings) -> AsyncIterator[str]:
+    async with running_app(settings) as url:
+        yield url
+
+
+@pytest.fixture
+async def worker(redis: Redis, settings: Settings) -> AsyncIterator[None]:
+    """The consumer loop running in this test's event loop."""
+    stop = asyncio.Event()
+    fanout = FanoutManager(settings, write_only=True)
+    task = asyncio.create_task(Consumer(redis, fanout, settings).run(stop))
+    yield
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    await fanout.aclose()
+
+
+@pytest.fixture
+async def client(base_url: str) -> AsyncIterator[Collector]:
+    collector = await Collector().connect(base_url)
+    yield collector
+    await collector.close()
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({}, "topic"),
+        ({"topic": "Has Spaces"}, "topic"),
+        ({"topic": 42}, "topic"),
+        ({"topic": "ok", "unexpected": True}, "unexpected"),
+        ("metrics.cpu", "_schema"),
+        (["metrics.cpu"], "_schema"),
+        (None, "_schema"),
+    ],
+)
+async def test_invalid_subscribe_gets_an_error_ack(
+    client: Collector, payload: Any, field: str
+) -> None:
+    ack = await client.call("subscribe", payload)
+    assert ack["ok"] is False
+    assert ack["error"]["code"] == "invalid"
+    assert field in ack["error"]["fields"]
+    # The connection stays usable.
+    assert (await client.call("subscribe", {"topic": "still.fine"}))["ok"] is True
+
+
+async def test_invalid_unsubscribe_gets_an_error_ack(client: Collector) -> None:
+    ack = await client.call("unsubscribe", {"topic": "NOPE"})
+    assert ack["ok"] is False
+    assert ack["error"]["code"] == "invalid"
+
+
+async def test_subscribe_ack_names_the_topic(client: Collector) -> None:
+    assert await client.call("subscribe", {"topic": "metrics.cpu"}) == {
+        "ok": True,
+        "topic": "metrics.cpu",
+    }
+    assert await client.call("unsubscribe", {"topic": "metrics.cpu"}) == {
+        "ok": True,
+        "topic": "metrics.cpu",
+    }
+
+
+async def test_unsubscribed_topics_stop_arriving(
+    client: Collector, base_url: str, worker: None
+) -> None:
+    await client.subscribe("sub.a")
+    await client.subscribe("sub.b")
+    [first] = await post_events(base_url, {"topic": "sub.a", "data": {"n": 1}})
+    await client.wait_for(1)
+    await client.call("unsubscribe", {"topic": "sub.a"})
+    await post_events(base_url, {"topic": "sub.a", "data": {"n": 2}})
+    [marker] = await post_events(base_url, {"topic": "sub.b", "data": {}})
+    await client.wait_for(2)
+    assert [e["id"] for e in client.events] == [first, marker]
+
+
+async def test_unknown_events_and_extra_arguments_do_not_break_the_connection(
+    client: Collector, base_url: str, worker: None
+) -> None:
+    await client.client.emit("no.such.event", {"x": 1})
+    ack = await client.call("subscribe", ({"topic": "a"}, {"topic": "b"}))
+    assert ack["ok"] is False
+    await client.subscribe("still.works")
+    [event_id] = await post_events(base_url, {"topic": "still.works", "data": {}})
+    await client.wait_for(1)
+    assert client.events[0]["id"] == event_id

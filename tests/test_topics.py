@@ -1,0 +1,34 @@
+"""Unit tests: topic names and the topic -> partition hash."""
+
+from __future__ import annotations
+
+import zlib
+
+import pytest
+
+from realtime.topics import is_valid_topic, partition_of
+
+
+@pytest.mark.parametrize(
+    "name", ["a", "0", "metrics.cpu", "orders.by_region.eu", "a:b-c_d", "a" * 128]
+)
+def test_valid_topics(name: str) -> None:
+    assert is_valid_topic(name)
+
+
+@pytest.mark.parametrize(
+    "name", ["", "A", "_a", ".a", "a b", "a/b", "a" * 129, "é", "a\n", None, 3, b"abc"]
+)
+def test_invalid_topics(name: object) -> None:
+    assert not is_valid_topic(name)
+
+
+def test_partition_is_crc32_mod_partitions() -> None:
+    # The documented hash: producers in other languages can compute it too.
+    assert partition_of("metrics.cpu", 16) == zlib.crc32(b"metrics.cpu") % 16
+    assert partition_of("metrics.cpu", 1) == 0
+
+
+def test_partitions_spread_topics() -> None:
+    used = {partition_of(f"topic.{i}", 8) for i in range(200)}
+    assert used == set(range(8))

@@ -1,0 +1,120 @@
+"""The consumer loop in-process against real Redis: history, fan-out, acks, dead letters."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from processors.consumer import Consumer
+from processors.groups import trim_acknowledged
+from realtime import jsoncodec
+from realtime.fanout import FanoutManager
+from realtime.ingest import IngestWriter
+from realtime.keys import Keys
+from realtime.settings import Settings
+from realtime.topics import partition_of
+
+
+@pytest.fixture
+async def consumer(redis: Redis, settings: Settings) -> AsyncIterator[Consumer]:
+    fanout = FanoutManager(settings, write_only=True)
+    yield Consumer(redis, fanout, settings)
+    await fanout.aclose()
+
+
+async def run_burst(consumer: Consumer) -> None:
+    await asyncio.wait_for(consumer.run(asyncio.Event(), burst=True), 20)
+
+
+async def history(redis: Redis, settings: Settings, topic: str) -> list[tuple[str, dict[str, Any]]]:
+    entries = await redis.xrange(Keys(settings.prefix).topic(topic))
+    return [
+        (i.decode(), {"ts": int(f[b"ts"]), "data": jsoncodec.loads(f[b"data"])}) for i, f in entries
+    ]
+
+
+async def test_events_reach_history_with_their_ingest_ids(
+    consumer: Consumer, redis: Redis, settings: Settings
+) -> None:
+    writer = IngestWriter(redis, settings)
+    ids = await writer.append([{"topic": "a", "data": {"n": n}, "ts": 1000 + n} for n in range(5)])
+    ids += await writer.append([{"topic": "b", "data": {"n": 9}}])
+    await run_burst(consumer)
+    assert await history(redis, settings, "a") == [
+        (ids[n], {"ts": 1000 + n, "data": {"n": n}}) for n in range(5)
+    ]
+    assert [i for i, _ in await history(redis, settings, "b")] == [ids[5]]
+    for p in range(settings.partitions):
+        pending = await redis.xpending(Keys(settings.prefix).ingest(p), settings.group)
+        assert pending["pending"] == 0
+
+
+async def test_a_redelivered_entry_does_not_create_a_second_history_entry(
+    consumer: Consumer, redis: Redis, settings: Settings
+) -> None:
+    writer = IngestWriter(redis, settings)
+    await writer.append([{"topic": "a", "data": {"n": n}} for n in range(3)])
+    stream = Keys(settings.prefix).ingest(partition_of("a", settings.partitions))
+    entries = await redis.xrange(stream)
+    await run_burst(consumer)
+    # The same entries again, as after a crash between history write and ack.
+    result = await consumer.handle(stream, entries)
+    assert result.events == 3
+    assert len(await history(redis, settings, "a")) == 3
+
+
+async def test_a_malformed_entry_is_dead_lettered_and_the_partition_moves_on(
+    consumer: Consumer, redis: Redis, settings: Settings
+) -> None:
+    keys = Keys(settings.prefix)
+    stream = keys.ingest(partition_of("a", settings.partitions))
+    await consumer.ensure_groups()
+    await redis.xadd(stream, {"topic": "a", "ts": "1", "data": "{broken"})
+    [good_id] = await IngestWriter(redis, settings).append([{"topic": "a", "data": {"ok": True}}])
+    await run_burst(consumer)
+    [(_, dead)] = await redis.xrange(keys.dead_letters())
+    assert dead[b"stream"] == stream.encode()
+    assert b"malformed" in dead[b"error"]
+    assert [i for i, _ in await history(redis, settings, "a")] == [good_id]
+    assert (await redis.xpending(stream, settings.group))["pending"] == 0
+
+
+async def test_each_batch_is_published_once_per_topic_in_order(
+    consumer: Consumer, redis: Redis, settings: Settings
+) -> None:
+    pubsub = redis.pubsub(ignore_subscribe_messages=True)
+    await pubsub.subscribe(Keys(settings.prefix).fanout_channel())
+    ids = await IngestWriter(redis, settings).append(
+        [{"topic": "a", "data": {"n": n}} for n in range(4)]
+    )
+    await run_burst(consumer)
+    message = None
+    async with asyncio.timeout(5):
+        while message is None:  # the subscribe confirmation reads as None
+            message = await pubsub.get_message(timeout=1)
+    emit = jsoncodec.loads(message["data"])
+    assert emit["method"] == "emit"
+    assert emit["event"] == "update"
+    assert emit["room"] == "a"
+    [events] = emit["data"]
+    assert [e["id"] for e in events] == ids
+    assert [e["data"]["n"] for e in events] == [0, 1, 2, 3]
+    await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+
+async def test_trim_keeps_only_unacknowledged_entries(
+    consumer: Consumer, redis: Redis, settings: Settings
+) -> None:
+    stream = Keys(settings.prefix).ingest(partition_of("a", settings.partitions))
+    writer = IngestWriter(redis, settings)
+    await writer.append([{"topic": "a", "data": {"n": n}} for n in range(5)])
+    await run_burst(consumer)
+    # Two more: delivered to a consumer but not acknowledged (it "crashed").
+    late = await writer.append([{"topic": "a", "data": {"n": n}} for n in (5, 6)])
+    await redis.xreadgroup(settings.group, "crashed", {stream: ">"})
+    await trim_acknowledged(redis, stream, settings.group)
+    assert [i.decode() for i, _ in await redis.xrange(stream)] == late
