@@ -2,6 +2,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# npm is optional: without it the JS client suite and the dashboard are skipped.
+NPM := $(shell command -v npm 2>/dev/null)
+NODE_DEPS := $(if $(NPM),node_modules/.installed)
 
 .PHONY: run test lint format clean
 
@@ -18,12 +21,18 @@ $(VENV)/.installed-test: $(BIN)/python setup.cfg pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $@
 
+# The locked npm packages (socket.io-client for the JS suite, the dashboard's build tools);
+# reinstalled only when the lock file changes.
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	@touch $@
+
 ## run: everything on this machine (embedded Redis unless REDIS_URL is set), with demo data
 run: $(VENV)/.installed-run
 	$(BIN)/realtime dev
 
 ## test: lint, type-check, then the whole test suite against real Redis and real processes
-test: $(VENV)/.installed-test lint
+test: $(VENV)/.installed-test $(NODE_DEPS) lint
 	$(BIN)/pytest
 
 lint: $(VENV)/.installed-test
@@ -36,4 +45,4 @@ format: $(VENV)/.installed-test
 	$(BIN)/ruff format realtime processors tests
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) node_modules build *.egg-info .pytest_cache .mypy_cache .ruff_cache

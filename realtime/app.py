@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from importlib import resources
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 from redis.asyncio import Redis
 
-from realtime import errors, jsoncodec
+from realtime import dashboard, errors, jsoncodec
 from realtime.connections import connect
 from realtime.fanout import FanoutManager
 from realtime.health import Readiness, healthz
@@ -31,8 +30,6 @@ SIO = web.AppKey("sio", SocketServer)
 MANAGER = web.AppKey("manager", FanoutManager)
 INGEST = web.AppKey("ingest", IngestWriter)
 
-STATIC_DIR = resources.files("realtime") / "static"
-
 
 def create_sio(settings: Settings, manager: FanoutManager) -> SocketServer:
     sio = SocketServer(
@@ -41,6 +38,8 @@ def create_sio(settings: Settings, manager: FanoutManager) -> SocketServer:
         json=jsoncodec,
         # None means same-origin only; an explicit list opts other origins in.
         cors_allowed_origins=list(settings.cors_origins) or None,
+        ping_interval=settings.ping_interval_s,
+        ping_timeout=settings.ping_timeout_s,
         logger=False,
         engineio_logger=False,
     )
@@ -81,10 +80,6 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         )
 
 
-async def index(request: web.Request) -> web.FileResponse:
-    return web.FileResponse(str(STATIC_DIR / "index.html"))
-
-
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
         client_max_size=max(settings.max_body_bytes, 1_048_576), middlewares=[json_errors]
@@ -103,5 +98,5 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_post("/api/v1/events", IngestHandler(INGEST, settings).handle)
     app.router.add_get("/readyz", Readiness(REDIS).handle)
     app.router.add_get("/healthz", healthz)
-    app.router.add_get("/", index)
+    dashboard.add_routes(app)
     return app

@@ -75,6 +75,11 @@ class Settings:
     prefix: str = "rt:"
     insecure: bool = False
     cors_origins: tuple[str, ...] = ()
+    # Engine.IO heartbeat: the server pings every interval; no pong within the timeout
+    # closes the connection (python-socketio's defaults, as socket.io's). Whole seconds:
+    # python-engineio truncates the interval it announces to clients to whole seconds.
+    ping_interval_s: int = 25
+    ping_timeout_s: int = 20
     log_level: str = "INFO"
     # ingest
     partitions: int = 4
@@ -104,6 +109,8 @@ class Settings:
             prefix=prefix,
             insecure=_bool(e, "REALTIME_INSECURE"),
             cors_origins=_list(e, "REALTIME_CORS_ORIGINS"),
+            ping_interval_s=_int(e, "REALTIME_PING_INTERVAL_S", cls.ping_interval_s, minimum=1),
+            ping_timeout_s=_int(e, "REALTIME_PING_TIMEOUT_S", cls.ping_timeout_s, minimum=1),
             log_level=e.get("REALTIME_LOG_LEVEL", "INFO").strip().upper() or "INFO",
             partitions=_int(e, "REALTIME_PARTITIONS", cls.partitions, minimum=1),
             max_body_bytes=_int(e, "REALTIME_MAX_BODY_BYTES", cls.max_body_bytes, minimum=1),

@@ -1,0 +1,147 @@
+// realtime-client.js: topic subscriptions that survive reconnects, for socket.io-client 4.x.
+//
+// Plain ES module, no dependencies: pass it a socket from `io(...)`. It
+//   - subscribes each topic on every (re)connect, with `since` = the last id it saw,
+//     so the server replays what was missed (the README's "Resume after a reconnect");
+//   - drops events it has already seen (ids at or below a topic's last id), so a
+//     replay that overlaps live delivery never shows an event twice;
+//   - tells you when the server could not replay everything (`recovered: false`: a gap).
+//
+//   import { io } from "socket.io-client";
+//   import { Subscriptions } from "/static/realtime-client.js";
+//   const subs = new Subscriptions(io(), {
+//     onEvents: (events) => { ... },                          // new events only, each once
+//     onSubscribed: (topic, ack, { resumed }) => { ... },     // every subscribe ack
+//   });
+//   subs.subscribe("metrics.cpu");
+//
+// Served by every realtime web process at /static/realtime-client.js.
+
+/** Parse an event id "<ms>-<seq>" into a pair of numbers. */
+export function parseId(id) {
+  const dash = id.indexOf("-");
+  if (dash < 0) return [Number(id), 0];
+  return [Number(id.slice(0, dash)), Number(id.slice(dash + 1))];
+}
+
+/** Compare two event ids as (ms, seq) integer pairs: <0, 0 or >0. Never compare as strings. */
+export function compareIds(a, b) {
+  const [am, as] = parseId(a);
+  const [bm, bs] = parseId(b);
+  return am !== bm ? am - bm : as - bs;
+}
+
+const NOOP = () => {};
+
+export class Subscriptions {
+  /**
+   * @param socket  a socket.io-client Socket (connected or not; its reconnection is used)
+   * @param options
+   *   onEvents(events)                     new events, each once, in id order per topic
+   *   onSubscribed(topic, ack, {resumed})  after each successful subscribe; `resumed` is true
+   *                                        when it asked for a replay (`since`): then
+   *                                        `ack.recovered === false` means events were missed
+   *   onGap(topic, ack)                    shorthand: called when a resume was not recovered
+   *   onError(topic, errorOrAck)           a refused subscribe (the topic is dropped) or a
+   *                                        timeout (retried on the next connect)
+   *   subscribeOptions                     extra fields for every subscribe, e.g. {snapshot: 1}
+   *   ackTimeoutMs                         how long to wait for an ack (default 10000)
+   */
+  constructor(socket, options = {}) {
+    this.socket = socket;
+    this.onEvents = options.onEvents ?? NOOP;
+    this.onSubscribed = options.onSubscribed ?? NOOP;
+    this.onGap = options.onGap ?? NOOP;
+    this.onError = options.onError ?? NOOP;
+    this.subscribeOptions = options.subscribeOptions ?? {};
+    this.ackTimeoutMs = options.ackTimeoutMs ?? 10000;
+    /** topic -> {lastId: string | null, options: object} */
+    this.topics = new Map();
+    this._onConnect = () => {
+      for (const topic of this.topics.keys()) this._send(topic);
+    };
+    this._onUpdate = (events) => this._receive(events);
+    socket.on("connect", this._onConnect);
+    socket.on("update", this._onUpdate);
+  }
+
+  /** Subscribe now if connected, else on the next connect; resolves with that ack. */
+  subscribe(topic, options = {}) {
+    let entry = this.topics.get(topic);
+    if (entry === undefined) {
+      entry = { lastId: null, options, waiters: [] };
+      this.topics.set(topic, entry);
+    }
+    if (this.socket.connected) return this._send(topic);
+    return new Promise((resolve) => entry.waiters.push(resolve));
+  }
+
+  /** Stop following a topic; forgets its last id. */
+  async unsubscribe(topic) {
+    this.topics.delete(topic);
+    if (!this.socket.connected) return { ok: true, topic };
+    return this.socket.timeout(this.ackTimeoutMs).emitWithAck("unsubscribe", { topic });
+  }
+
+  /** The last event id seen on a topic, or null. */
+  lastId(topic) {
+    return this.topics.get(topic)?.lastId ?? null;
+  }
+
+  /** Detach from the socket (the socket itself stays as it is). */
+  close() {
+    this.socket.off("connect", this._onConnect);
+    this.socket.off("update", this._onUpdate);
+    this.topics.clear();
+  }
+
+  async _send(topic, { resume = true } = {}) {
+    const entry = this.topics.get(topic);
+    const request = { topic, ...this.subscribeOptions, ...entry.options };
+    const resumed = resume && entry.lastId !== null;
+    if (resumed) request.since = entry.lastId;
+    let ack;
+    try {
+      ack = await this.socket.timeout(this.ackTimeoutMs).emitWithAck("subscribe", request);
+    } catch (error) {
+      // No ack in time, or the connection dropped: the next connect retries.
+      this.onError(topic, error);
+      ack = { ok: false, topic, error: { code: "timeout", message: String(error) } };
+      return this._settle(entry, ack);
+    }
+    if (!ack?.ok) {
+      if (resumed && ack?.error?.fields?.since) {
+        // A server without resume (older than the `since` field): plain subscribe, and
+        // report the missed stretch as a gap.
+        const plain = await this._send(topic, { resume: false });
+        if (plain?.ok) this.onGap(topic, { ...plain, recovered: false });
+        return plain;
+      }
+      if (this.topics.get(topic) === entry) this.topics.delete(topic);
+      this.onError(topic, ack);
+      return this._settle(entry, ack);
+    }
+    // A snapshot carried in the ack is delivered like any other event.
+    if (Array.isArray(ack.events)) this._receive(ack.events);
+    this.onSubscribed(topic, ack, { resumed });
+    if (resumed && ack.recovered === false) this.onGap(topic, ack);
+    return this._settle(entry, ack);
+  }
+
+  _settle(entry, ack) {
+    for (const resolve of entry.waiters.splice(0)) resolve(ack);
+    return ack;
+  }
+
+  _receive(events) {
+    const fresh = [];
+    for (const event of events) {
+      const entry = this.topics.get(event.topic);
+      if (entry === undefined) continue; // unsubscribed meanwhile
+      if (entry.lastId !== null && compareIds(event.id, entry.lastId) <= 0) continue;
+      entry.lastId = event.id;
+      fresh.push(event);
+    }
+    if (fresh.length) this.onEvents(fresh);
+  }
+}

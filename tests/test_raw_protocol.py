@@ -1,0 +1,269 @@
+"""The wire protocol spoken by hand, as the Socket.IO Swift and Java SDKs speak it.
+
+Engine.IO v4 frames (`0` open, `2`/`3` ping/pong, `5` upgrade, `6` noop) carrying
+Socket.IO v5 packets (`40` connect, `42` event, `42N`/`43N` event/ack with ack id N), JSON
+text only. If these pass, a client in any language needs nothing beyond the public specs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from realtime.embedded import RedisServer
+from tests.helpers.clients import post_events
+from tests.helpers.processes import RealtimeProcess
+from tests.helpers.stack import fresh_settings, running_stack
+
+PING_INTERVAL_S = 1  # whole seconds: python-engineio announces whole seconds only
+PING_TIMEOUT_S = 1
+RECORD_SEPARATOR = "\x1e"  # between packets in one long-polling payload
+
+
+@pytest.fixture(scope="module")
+def web(
+    redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RealtimeProcess]:
+    settings = fresh_settings(redis_server)
+    with running_stack(
+        settings, tmp_path_factory.mktemp("raw-stack"),
+        REALTIME_PING_INTERVAL_S=str(PING_INTERVAL_S), REALTIME_PING_TIMEOUT_S=str(PING_TIMEOUT_S),
+    ) as web:  # fmt: skip
+        yield web
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+def eio_url(web: RealtimeProcess, transport: str, sid: str | None = None) -> str:
+    url = f"{web.url}/socket.io/?EIO=4&transport={transport}"
+    return url + (f"&sid={sid}" if sid else "")
+
+
+def parse_open(frame: str) -> dict[str, Any]:
+    assert frame[0] == "0", frame
+    handshake: dict[str, Any] = json.loads(frame[1:])
+    return handshake
+
+
+class RawWebsocket:
+    """A websocket that answers pings when told to and sorts frames by kind."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse, answer_pings: bool = True) -> None:
+        self.ws = ws
+        self.answer_pings = answer_pings
+        self.pings = 0
+
+    async def send(self, frame: str) -> None:
+        await self.ws.send_str(frame)
+
+    async def recv(self, timeout: float = 10.0) -> str:
+        """The next frame that is not a ping or a noop (pings are counted and, if asked,
+        answered)."""
+        while True:
+            message = await asyncio.wait_for(self.ws.receive(), timeout)
+            assert message.type == aiohttp.WSMsgType.TEXT, f"not a text frame: {message}"
+            frame: str = message.data
+            if frame == "6":  # noop: python-engineio sends one around an upgrade; ignored
+                continue
+            if frame == "2":
+                self.pings += 1
+                if self.answer_pings:
+                    await self.send("3")
+                continue
+            return frame
+
+    async def answer_pings_until(self, pings: int) -> None:
+        """Answer pings until `pings` were seen; the connection must stay open meanwhile."""
+        while self.pings < pings:
+            message = await asyncio.wait_for(self.ws.receive(), 5 * PING_INTERVAL_S)
+            assert message.type == aiohttp.WSMsgType.TEXT, message
+            assert message.data == "2", message
+            self.pings += 1
+            await self.send("3")
+
+    async def call(self, ack_id: int, event: str, data: Any) -> Any:
+        """`42N[event, data]` -> the matching `43N[ack]`; any `update` met meanwhile is an error."""
+        await self.send(f"42{ack_id}" + json.dumps([event, data]))
+        frame = await self.recv()
+        prefix = f"43{ack_id}"
+        assert frame.startswith(prefix + "["), frame
+        [ack] = json.loads(frame[len(prefix) :])
+        return ack
+
+    async def updates(self, count: int) -> list[dict[str, Any]]:
+        """Read `42["update", [...]]` frames until `count` topic events arrived."""
+        events: list[dict[str, Any]] = []
+        while len(events) < count:
+            frame = await self.recv()
+            assert frame.startswith("42["), frame
+            name, payload = json.loads(frame[2:])
+            assert name == "update"
+            assert isinstance(payload, list)
+            assert payload
+            events += payload
+        return events
+
+
+async def connect_namespace(raw: RawWebsocket, auth: dict[str, Any] | None = None) -> str:
+    await raw.send("40" + (json.dumps(auth) if auth is not None else ""))
+    frame = await raw.recv()
+    assert frame.startswith("40{"), frame
+    sid: str = json.loads(frame[2:])["sid"]
+    return sid
+
+
+async def test_websocket_session_with_acks_updates_and_heartbeat(
+    web: RealtimeProcess, http: aiohttp.ClientSession
+) -> None:
+    async with http.ws_connect(eio_url(web, "websocket")) as ws:
+        raw = RawWebsocket(ws)
+        handshake = parse_open(await raw.recv())
+        assert handshake["upgrades"] == []  # already on the best transport
+        assert handshake["pingInterval"] == PING_INTERVAL_S * 1000
+        assert handshake["pingTimeout"] == PING_TIMEOUT_S * 1000
+        assert handshake["maxPayload"] > 0
+        assert handshake["sid"]
+
+        # The Swift/Java SDKs send their `auth` object in CONNECT; auth is off here.
+        assert await connect_namespace(raw, {"token": "from-the-app"})
+
+        assert await raw.call(1, "subscribe", {"topic": "raw.ws"}) == {
+            "ok": True,
+            "topic": "raw.ws",
+        }
+        refused = await raw.call(2, "subscribe", {"topic": "Nope!"})
+        assert refused["ok"] is False
+        assert refused["error"]["code"] == "invalid"
+        # Ack ids are arbitrary integers: a multi-digit one comes back as it was sent.
+        ack = await raw.call(4096, "subscribe", {"topic": "raw.ws2"})
+        assert ack == {"ok": True, "topic": "raw.ws2"}
+
+        ids = await post_events(web.url, [{"topic": "raw.ws", "data": {"n": n}} for n in range(3)])
+        events = await raw.updates(3)
+        assert [e["id"] for e in events] == ids
+        assert [e["data"] for e in events] == [{"n": 0}, {"n": 1}, {"n": 2}]
+        assert set(events[0]) == {"topic", "id", "ts", "data"}
+
+        # Heartbeat: the server pings every pingInterval; a client that answers `3` stays
+        # connected well past pingInterval + pingTimeout.
+        await raw.answer_pings_until(3)
+        assert not ws.closed
+        ack = await raw.call(3, "unsubscribe", {"topic": "raw.ws"})
+        assert ack == {"ok": True, "topic": "raw.ws"}
+
+
+async def test_a_client_that_stops_answering_pings_is_disconnected(
+    web: RealtimeProcess, http: aiohttp.ClientSession
+) -> None:
+    """A phone that lost its network without a FIN: the server notices within
+    pingInterval + pingTimeout and closes, so its subscriptions do not linger."""
+    async with http.ws_connect(eio_url(web, "websocket")) as ws:
+        raw = RawWebsocket(ws, answer_pings=False)
+        parse_open(await raw.recv())
+        await connect_namespace(raw)
+        message = await asyncio.wait_for(
+            _first_non_ping(raw), timeout=10 * (PING_INTERVAL_S + PING_TIMEOUT_S)
+        )
+        assert message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED), message
+        assert raw.pings >= 1
+
+
+async def _first_non_ping(raw: RawWebsocket) -> aiohttp.WSMessage:
+    while True:
+        message = await raw.ws.receive()
+        if message.type == aiohttp.WSMsgType.TEXT and message.data == "2":
+            raw.pings += 1
+            continue
+        return message
+
+
+class RawPolling:
+    """Engine.IO long-polling: GET to receive, POST to send, one session id."""
+
+    def __init__(self, http: aiohttp.ClientSession, web: RealtimeProcess) -> None:
+        self.http = http
+        self.web = web
+        self.sid = ""
+
+    async def open(self) -> dict[str, Any]:
+        [frame] = await self.get(url=eio_url(self.web, "polling"))
+        handshake = parse_open(frame)
+        self.sid = handshake["sid"]
+        return handshake
+
+    async def get(self, url: str | None = None) -> list[str]:
+        async with self.http.get(url or eio_url(self.web, "polling", self.sid)) as response:
+            assert response.status == 200, await response.text()
+            return (await response.text()).split(RECORD_SEPARATOR)
+
+    async def post(self, *frames: str) -> None:
+        async with self.http.post(
+            eio_url(self.web, "polling", self.sid), data=RECORD_SEPARATOR.join(frames).encode()
+        ) as response:
+            # The body ("ok" in the spec, "OK" from python-engineio) is ignored by clients.
+            assert response.status == 200, await response.text()
+
+    async def frames_until(self, count: int) -> list[str]:
+        frames: list[str] = []
+        while len(frames) < count:
+            frames += [f for f in await self.get() if f != "6"]  # `6`: noop
+        return frames
+
+
+async def test_long_polling_session(web: RealtimeProcess, http: aiohttp.ClientSession) -> None:
+    poll = RawPolling(http, web)
+    handshake = await poll.open()
+    assert handshake["upgrades"] == ["websocket"]
+
+    await poll.post("40")
+    [connected] = await poll.frames_until(1)
+    assert connected.startswith("40{")
+
+    # Two packets in one POST, separated by \x1e, as the SDKs batch them.
+    await poll.post('421["subscribe",{"topic":"raw.poll"}]', '422["subscribe",{"topic":"Bad"}]')
+    acks = await poll.frames_until(2)
+    assert acks[0] == '431[{"ok":true,"topic":"raw.poll"}]'
+    assert acks[1].startswith('432[{"ok":false,')
+
+    ids = await post_events(web.url, [{"topic": "raw.poll", "data": {"n": n}} for n in range(3)])
+    events: list[dict[str, Any]] = []
+    while len(events) < 3:
+        for frame in await poll.frames_until(1):
+            if frame == "2":  # the heartbeat travels over polling too
+                await poll.post("3")
+                continue
+            name, payload = json.loads(frame[2:])
+            assert frame.startswith("42["), frame
+            assert name == "update", frame
+            events += payload
+    assert [e["id"] for e in events] == ids
+
+
+async def test_polling_then_upgrade_to_websocket(
+    web: RealtimeProcess, http: aiohttp.ClientSession
+) -> None:
+    """The Java SDK's default: open over polling, probe a websocket, then switch."""
+    poll = RawPolling(http, web)
+    await poll.open()
+    await poll.post("40")
+    assert (await poll.frames_until(1))[0].startswith("40{")
+
+    async with http.ws_connect(eio_url(web, "websocket", poll.sid)) as ws:
+        raw = RawWebsocket(ws)
+        await raw.send("2probe")
+        assert await raw.recv() == "3probe"
+        await raw.send("5")  # upgrade: from now on everything goes over the websocket
+        ack = await raw.call(7, "subscribe", {"topic": "raw.up"})
+        assert ack == {"ok": True, "topic": "raw.up"}
+        ids = await post_events(web.url, {"topic": "raw.up", "data": {"n": 1}})
+        [event] = await raw.updates(1)
+        assert event["id"] == ids[0]
