@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -98,5 +99,5 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_post("/api/v1/events", IngestHandler(INGEST, settings).handle)
     app.router.add_get("/readyz", Readiness(REDIS).handle)
     app.router.add_get("/healthz", healthz)
-    dashboard.add_routes(app)
+    dashboard.add_routes(app, Path(settings.dashboard_dir) if settings.dashboard_dir else None)
     return app

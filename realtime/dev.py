@@ -14,10 +14,12 @@ import signal
 import sys
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 
+from realtime.dashboard import is_built
 from realtime.demo import DEMO_TOPICS, run_demo_feed
 from realtime.embedded import RedisServer
 
@@ -85,6 +87,12 @@ async def run_dev(port: int, *, demo: bool = True, env: Mapping[str, str] | None
         await _wait_ready(url, children)
         where = f"embedded {redis.binary} at {redis.url}" if redis else base_env["REDIS_URL"]
         print(f"realtime dev: open {url}/  (Redis: {where})", flush=True)
+        dashboard_dir = base_env.get("REALTIME_DASHBOARD_DIR")
+        if not is_built(Path(dashboard_dir) if dashboard_dir else None):
+            print(
+                "realtime dev: the dashboard is not built (needs npm: make dashboard); / says how",
+                flush=True,
+            )
         if demo:
             print(
                 f"realtime dev: demo metrics on {', '.join(DEMO_TOPICS)}; "

@@ -81,6 +81,8 @@ class Settings:
     ping_interval_s: int = 25
     ping_timeout_s: int = 20
     log_level: str = "INFO"
+    # The built dashboard served at `/`; empty: the one built into the package.
+    dashboard_dir: str = ""
     # ingest
     partitions: int = 4
     max_body_bytes: int = 1_048_576
@@ -112,6 +114,7 @@ class Settings:
             ping_interval_s=_int(e, "REALTIME_PING_INTERVAL_S", cls.ping_interval_s, minimum=1),
             ping_timeout_s=_int(e, "REALTIME_PING_TIMEOUT_S", cls.ping_timeout_s, minimum=1),
             log_level=e.get("REALTIME_LOG_LEVEL", "INFO").strip().upper() or "INFO",
+            dashboard_dir=e.get("REALTIME_DASHBOARD_DIR", "").strip(),
             partitions=_int(e, "REALTIME_PARTITIONS", cls.partitions, minimum=1),
             max_body_bytes=_int(e, "REALTIME_MAX_BODY_BYTES", cls.max_body_bytes, minimum=1),
             max_batch=_int(e, "REALTIME_MAX_BATCH", cls.max_batch, minimum=1),

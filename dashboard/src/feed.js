@@ -1,0 +1,163 @@
+// The one socket.io connection and everything it feeds. Events are buffered as they arrive
+// and flushed into the log, the chart series and the store once per animation frame: never
+// a store update per message. The same loop measures the page's own render rate.
+import { io } from "socket.io-client";
+import { Subscriptions } from "../../realtime/static/realtime-client.js";
+import { RateMeter, RingLog, Series } from "./buffers.js";
+import { useStore } from "./store.js";
+
+export const LOG_CAPACITY = 100_000;
+
+export const log = new RingLog(LOG_CAPACITY);
+export const series = new Map(); // topic -> Series
+let pending = [];
+
+const frames = new RateMeter();
+const arrivals = new RateMeter();
+let flushMsAvg = 0;
+
+function seriesOf(topic) {
+  let s = series.get(topic);
+  if (s === undefined) {
+    s = new Series();
+    series.set(topic, s);
+  }
+  return s;
+}
+
+function receive(events) {
+  for (const event of events) pending.push(event);
+  arrivals.add(performance.now(), events.length);
+}
+
+function flush() {
+  if (pending.length === 0) return;
+  const started = performance.now();
+  const batch = pending;
+  pending = [];
+  const topics = new Set();
+  for (const event of batch) {
+    log.push(event);
+    seriesOf(event.topic).add(event);
+    topics.add(event.topic);
+  }
+  const state = useStore.getState();
+  state.learnTopics([...topics]);
+  flushMsAvg = 0.9 * flushMsAvg + 0.1 * (performance.now() - started);
+  useStore.setState({
+    frame: state.frame + 1,
+    logLength: log.length,
+    totalEvents: state.totalEvents + batch.length,
+  });
+}
+
+let lastPerf = 0;
+function onFrame(now) {
+  frames.add(now);
+  flush();
+  if (now - lastPerf >= 250) {
+    lastPerf = now;
+    useStore.setState({
+      perf: {
+        fps: frames.rate(now),
+        eventsPerSec: arrivals.rate(now),
+        flushMs: flushMsAvg,
+        pending: pending.length,
+      },
+    });
+  }
+  requestAnimationFrame(onFrame);
+}
+
+function setConnection(patch) {
+  useStore.setState((s) => ({ connection: { ...s.connection, ...patch } }));
+}
+
+function setTopicError(topic, message) {
+  useStore.setState((s) => ({ topicErrors: { ...s.topicErrors, [topic]: message } }));
+}
+
+export function startFeed(url = undefined) {
+  const socket = io(url, { transports: ["websocket", "polling"], reconnectionDelayMax: 5000 });
+  const subs = new Subscriptions(socket, {
+    onEvents: receive,
+    onSubscribed: (topic, ack, { resumed }) => {
+      setTopicError(topic, null);
+      if (resumed && ack.recovered !== false) {
+        useStore.setState((s) => ({ resume: { ...s.resume, state: "recovered", at: Date.now() } }));
+      }
+    },
+    onGap: (topic) =>
+      useStore.setState((s) => ({
+        resume: {
+          state: "gap",
+          at: Date.now(),
+          gaps: [...s.resume.gaps.slice(-9), { topic, at: Date.now() }],
+        },
+      })),
+    onError: (topic, error) => setTopicError(topic, error?.error?.message ?? String(error)),
+  });
+
+  socket.on("connect", () =>
+    setConnection({
+      status: "connected",
+      attempt: 0,
+      error: null,
+      transport: socket.io.engine.transport.name,
+      connects: useStore.getState().connection.connects + 1,
+    }),
+  );
+  socket.io.on("open", () =>
+    socket.io.engine.on("upgrade", (transport) => setConnection({ transport: transport.name })),
+  );
+  socket.io.on("reconnect_attempt", (attempt) => setConnection({ status: "reconnecting", attempt }));
+  socket.on("disconnect", (reason) => {
+    setConnection({ status: "reconnecting", transport: null, error: reason });
+    // The server closed this session on purpose (e.g. a slow client): come back anyway,
+    // and resume where we were.
+    if (reason === "io server disconnect") socket.connect();
+  });
+  socket.on("connect_error", (error) =>
+    setConnection({
+      status: socket.active ? "reconnecting" : "refused",
+      error: error.message,
+    }),
+  );
+
+  // Follow the topic picker: subscribe what was added, unsubscribe what was removed.
+  const follow = (topics) => {
+    for (const topic of topics) if (!subs.topics.has(topic)) subs.subscribe(topic);
+    for (const topic of [...subs.topics.keys()]) if (!topics.includes(topic)) subs.unsubscribe(topic);
+  };
+  follow(useStore.getState().topics);
+  useStore.subscribe((state, previous) => {
+    if (state.topics !== previous.topics) follow(state.topics);
+  });
+
+  requestAnimationFrame(onFrame);
+  // rAF stops in a hidden tab; keep draining the buffer there so it cannot grow unbounded.
+  setInterval(() => {
+    if (document.hidden) flush();
+  }, 1000);
+
+  // For people debugging in the console, and for the browser tests.
+  window.__realtime = {
+    socket,
+    subs,
+    log,
+    series,
+    store: useStore,
+    /** Feed synthetic events through the same buffer as socket events. */
+    inject: (events) => receive(events),
+    stats: () => ({
+      fps: frames.rate(performance.now()),
+      eventsPerSec: arrivals.rate(performance.now()),
+      flushMs: flushMsAvg,
+      logLength: log.length,
+      totalEvents: useStore.getState().totalEvents,
+      connection: useStore.getState().connection,
+      resume: useStore.getState().resume,
+    }),
+  };
+  return { socket, subs };
+}

@@ -1,0 +1,153 @@
+// Unit tests of the pure JS parts (node's own test runner; tests/test_js_units.py runs it):
+// the resume helper against a scripted socket, and the dashboard's buffers.
+import assert from "node:assert/strict";
+import { EventEmitter } from "node:events";
+import { test } from "node:test";
+import { RateMeter, RingLog, Series, numericFields } from "../../dashboard/src/buffers.js";
+import { Subscriptions, compareIds } from "../../realtime/static/realtime-client.js";
+
+/** Enough of a socket.io-client Socket: records emits, answers with scripted acks. */
+class FakeSocket extends EventEmitter {
+  constructor(answer) {
+    super();
+    this.connected = false;
+    this.sent = [];
+    this.answer = answer;
+  }
+  timeout() {
+    return this;
+  }
+  async emitWithAck(event, data) {
+    this.sent.push([event, data]);
+    return this.answer(event, data);
+  }
+  connect() {
+    this.connected = true;
+    this.emit("connect");
+  }
+  drop() {
+    this.connected = false;
+    this.emit("disconnect", "transport close");
+  }
+}
+
+const ev = (topic, id, value = 0) => ({ topic, id, ts: 0, data: { value } });
+const tick = () => new Promise((resolve) => setImmediate(resolve));
+
+test("ids compare as (ms, seq) integer pairs, not strings", () => {
+  assert.ok(compareIds("9-0", "10-0") < 0);
+  assert.ok(compareIds("10-2", "10-10") < 0);
+  assert.equal(compareIds("5-1", "5-1"), 0);
+  assert.ok(compareIds("1700000000001-0", "1700000000000-99") > 0);
+});
+
+test("resubscribes with since after a reconnect and drops what it has seen", async () => {
+  const socket = new FakeSocket((event, data) => ({ ok: true, topic: data.topic, recovered: true }));
+  const got = [];
+  const subscribed = [];
+  const subs = new Subscriptions(socket, {
+    onEvents: (events) => got.push(...events.map((e) => e.id)),
+    onSubscribed: (topic, ack, { resumed }) => subscribed.push(resumed),
+  });
+  const first = subs.subscribe("a"); // not connected yet: sent on connect
+  assert.equal(socket.sent.length, 0);
+  socket.connect();
+  assert.deepEqual(await first, { ok: true, topic: "a", recovered: true });
+  assert.deepEqual(socket.sent, [["subscribe", { topic: "a" }]]);
+
+  socket.emit("update", [ev("a", "1-0"), ev("a", "2-0"), ev("b", "1-0")]);
+  socket.drop();
+  socket.connect();
+  await tick();
+  assert.deepEqual(socket.sent[1], ["subscribe", { topic: "a", since: "2-0" }]);
+  // The replay overlaps what was seen: only the new ones come through.
+  socket.emit("update", [ev("a", "2-0"), ev("a", "3-0")]);
+  socket.emit("update", [ev("a", "3-0"), ev("a", "10-0")]);
+  assert.deepEqual(got, ["1-0", "2-0", "3-0", "10-0"]);
+  assert.deepEqual(subscribed, [false, true]);
+  assert.equal(subs.lastId("a"), "10-0");
+});
+
+test("recovered: false is reported as a gap, and a snapshot in the ack is delivered", async () => {
+  const socket = new FakeSocket((event, data) =>
+    data.since ? { ok: true, topic: "a", recovered: false, events: [ev("a", "50-0")] } : { ok: true, topic: "a" },
+  );
+  const gaps = [];
+  const got = [];
+  const subs = new Subscriptions(socket, {
+    onGap: (topic) => gaps.push(topic),
+    onEvents: (events) => got.push(...events.map((e) => e.id)),
+  });
+  socket.connect();
+  await subs.subscribe("a");
+  socket.emit("update", [ev("a", "1-0")]);
+  socket.drop();
+  socket.connect();
+  await tick();
+  assert.deepEqual(gaps, ["a"]);
+  assert.deepEqual(got, ["1-0", "50-0"]);
+});
+
+test("a server without `since` gets a plain subscribe, and the caller a gap", async () => {
+  const socket = new FakeSocket((event, data) =>
+    "since" in data
+      ? { ok: false, error: { code: "invalid", message: "x", fields: { since: ["Unknown field."] } } }
+      : { ok: true, topic: data.topic },
+  );
+  const gaps = [];
+  const errors = [];
+  const subs = new Subscriptions(socket, { onGap: (t) => gaps.push(t), onError: (t) => errors.push(t) });
+  socket.connect();
+  await subs.subscribe("a");
+  socket.emit("update", [ev("a", "1-0")]);
+  socket.drop();
+  socket.connect();
+  await tick();
+  await tick();
+  assert.deepEqual(socket.sent.map(([, d]) => d), [{ topic: "a" }, { topic: "a", since: "1-0" }, { topic: "a" }]);
+  assert.deepEqual(gaps, ["a"]);
+  assert.deepEqual(errors, []);
+  assert.ok(subs.topics.has("a"));
+});
+
+test("a refused subscribe drops the topic and reports the error", async () => {
+  const socket = new FakeSocket(() => ({ ok: false, error: { code: "forbidden", message: "no" } }));
+  const errors = [];
+  const subs = new Subscriptions(socket, { onError: (t, ack) => errors.push([t, ack.error.code]) });
+  socket.connect();
+  const ack = await subs.subscribe("secret");
+  assert.equal(ack.ok, false);
+  assert.deepEqual(errors, [["secret", "forbidden"]]);
+  assert.ok(!subs.topics.has("secret"));
+  socket.emit("update", [ev("secret", "1-0")]);
+});
+
+test("RingLog keeps the newest `capacity` entries in order", () => {
+  const log = new RingLog(3);
+  for (let i = 0; i < 5; i += 1) log.push(i);
+  assert.equal(log.length, 3);
+  assert.deepEqual(log.toArray(), [2, 3, 4]);
+  assert.equal(log.fromNewest(0), 4);
+  assert.equal(log.get(0), 2);
+});
+
+test("Series keeps numeric fields as uPlot columns, value first, x ascending", () => {
+  assert.deepEqual(numericFields({ order: 7, value: 1, region: "eu", ok: true }), ["value", "order"]);
+  const s = new Series(2);
+  s.add({ ts: 2000, data: { value: 1 } });
+  s.add({ ts: 1000, data: { value: 2, p95: 9 } }); // late timestamp, new field
+  assert.deepEqual(s.data(), [[2, 2], [1, 2], [null, 9]]);
+  for (let i = 0; i < 5; i += 1) s.add({ ts: 3000 + i, data: { value: i } });
+  assert.ok(s.length <= 4);
+  assert.equal(s.last(), 4);
+  assert.equal(s.add({ ts: 0, data: { text: "x" } }), true); // known fields stay, as nulls
+});
+
+test("RateMeter counts over the last second", () => {
+  const meter = new RateMeter();
+  meter.add(0, 5);
+  meter.add(500, 5);
+  assert.equal(meter.rate(900), 10);
+  assert.equal(meter.rate(1200), 5);
+  assert.equal(meter.rate(2000), 0);
+});

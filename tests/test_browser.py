@@ -1,0 +1,246 @@
+"""The dashboard in a real browser (headless Debian chromium) against real processes.
+
+It loads, its chart moves when events are posted, it comes back after its web process
+restarts, and it keeps rendering while 500 events/s arrive on top of 100,000 log rows.
+A screenshot is saved to artifacts/dashboard.png (README: Dashboard).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import statistics
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from realtime.embedded import RedisServer
+from tests.helpers.browser import ARTIFACTS, dashboard_page, require_browser
+from tests.helpers.clients import post_events
+from tests.helpers.processes import ProcessGroup, RealtimeProcess
+from tests.helpers.stack import fresh_settings, running_stack
+
+# The render rate (median) the dashboard must keep while 500 events/s arrive. Generous on
+# purpose: chromium renders 60 fps here when idle and the page's main thread stays mostly
+# idle under this load, but on 2 shared cores the web, worker and Redis compete with it.
+# This catches a page that stalls (e.g. a log that is not virtualized), not a slow machine.
+RENDER_FLOOR_FPS = 10
+LOAD_EVENTS_PER_S = 500
+LOAD_SECONDS = 4
+LOG_ROWS = 100_000
+
+
+@pytest.fixture(autouse=True)
+def _browser_available() -> None:
+    require_browser()
+
+
+@pytest.fixture(scope="module")
+def web(
+    redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RealtimeProcess]:
+    with running_stack(fresh_settings(redis_server), tmp_path_factory.mktemp("ui-stack")) as web:
+        yield web
+
+
+async def wait_connected(page: Any) -> None:
+    await page.wait_for_selector(
+        '[data-testid=connection][data-status="connected"]', timeout=20_000
+    )
+
+
+async def logged(page: Any, topic: str) -> list[str]:
+    """The ids of the logged events of `topic`, oldest first."""
+    return list(
+        await page.evaluate(
+            "(t) => window.__realtime.log.toArray().filter((e) => e.topic === t).map((e) => e.id)",
+            topic,
+        )
+    )
+
+
+async def test_dashboard_loads_and_its_chart_moves_with_posted_events(web: RealtimeProcess) -> None:
+    async with dashboard_page(f"{web.url}/?topics=ui.wave,ui.orders") as (page, problems):
+        await wait_connected(page)
+        chart = page.locator('.chart[data-topic="ui.wave"]')
+        assert await chart.get_attribute("data-points") == "0"
+
+        now = int(time.time() * 1000)
+
+        def wave(start: int, end: int) -> list[dict[str, Any]]:
+            return [
+                {"topic": "ui.wave", "ts": now - (120 - n) * 500,
+                 "data": {"value": round(50 + 30 * math.sin(n / 6), 2)}}
+                for n in range(start, end)
+            ]  # fmt: skip
+
+        ids = await post_events(web.url, wave(0, 60))
+        await page.wait_for_selector('.chart[data-topic="ui.wave"][data-points="60"]')
+        before = await chart.locator("canvas").screenshot()
+        ids += await post_events(web.url, wave(60, 120))
+        await page.wait_for_selector('.chart[data-topic="ui.wave"][data-points="120"]')
+        after = await chart.locator("canvas").screenshot()
+        assert before != after, "the chart did not change"
+        assert (
+            float(await chart.get_attribute("data-last") or "nan")
+            == wave(119, 120)[0]["data"]["value"]
+        )
+        assert await logged(page, "ui.wave") == ids
+
+        orders = [
+            {"topic": "ui.orders", "ts": now - (40 - n) * 1500,
+             "data": {"value": 20 + (n * 7) % 50, "items": 1 + n % 4, "region": "eu"}}
+            for n in range(40)
+        ]  # fmt: skip
+        await post_events(web.url, orders)
+        await page.wait_for_selector('.chart[data-topic="ui.orders"][data-points="40"]')
+        assert "160 rows" in await page.locator("[data-testid=log-count]").inner_text()
+        ARTIFACTS.mkdir(exist_ok=True)
+        await page.screenshot(path=str(ARTIFACTS / "dashboard.png"))
+        assert problems.errors == []
+
+
+async def restart_under_the_page(
+    page: Any, web: RealtimeProcess, other: RealtimeProcess, topic: str
+) -> tuple[list[str], list[str], list[str]]:
+    """Post 10 events, kill the page's web process, post 10 more through the other one,
+    start it again, post 10 more and wait for the last to show; returns the three id lists."""
+
+    async def post(count: int) -> list[str]:
+        return await post_events(
+            other.url, [{"topic": topic, "data": {"value": n % 7}} for n in range(count)]
+        )
+
+    before = await post(10)
+    await page.wait_for_function(
+        f"() => window.__realtime.subs.lastId('{topic}') === '{before[-1]}'"
+    )
+    web.kill()
+    status = page.locator("[data-testid=connection]")
+    await page.wait_for_selector('[data-testid=connection][data-status="reconnecting"]')
+    await page.wait_for_function(
+        "() => Number(document.querySelector('[data-testid=connection]').dataset.attempt) >= 1"
+    )
+    assert "Reconnecting… attempt" in await status.inner_text()
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / f"dashboard-{topic}-reconnecting.png"))
+    during = await post(10)  # while the page is away
+
+    web.start().wait_ready()
+    await wait_connected(page)
+    after = await post(10)
+    await page.wait_for_function(
+        f"() => window.__realtime.subs.lastId('{topic}') === '{after[-1]}'"
+    )
+    return before, during, after
+
+
+async def test_dashboard_reconnects_after_its_web_process_restarts(
+    redis_server: RedisServer, processes: ProcessGroup
+) -> None:
+    """The page's web process dies and comes back on the same address: the page shows
+    "reconnecting" with its attempt count, reconnects and keeps logging, each event once."""
+    settings = fresh_settings(redis_server)
+    web = processes.web(settings)
+    other = processes.web(settings)  # producers keep posting through this one
+    processes.worker(settings)
+    async with dashboard_page(f"{web.url}/?topics=ui.restart") as (page, problems):
+        await wait_connected(page)
+        before, _, after = await restart_under_the_page(page, web, other, "ui.restart")
+        seen = await logged(page, "ui.restart")
+        assert seen[:10] == before
+        assert seen[-10:] == after
+        assert len(seen) == len(set(seen)), "an event was logged twice"
+        # Chromium logs the refused reconnects; anything else is a problem.
+        assert [e for e in problems.errors if "/socket.io/" not in e] == []
+
+
+@pytest.mark.skip(reason="needs resume (issue 3: subscribe {topic, since} replays history)")
+async def test_dashboard_resumes_with_no_gap_after_its_web_process_restarts(
+    redis_server: RedisServer, processes: ProcessGroup
+) -> None:
+    """With resume, the events posted while the page was away are replayed: the log has
+    every event exactly once, in order, and the page says it resumed with no gap."""
+    settings = fresh_settings(redis_server)
+    web = processes.web(settings)
+    other = processes.web(settings)
+    processes.worker(settings)
+    async with dashboard_page(f"{web.url}/?topics=ui.resume") as (page, _):
+        await wait_connected(page)
+        before, during, after = await restart_under_the_page(page, web, other, "ui.resume")
+        assert await logged(page, "ui.resume") == before + during + after
+        status = page.locator("[data-testid=connection]")
+        assert await status.get_attribute("data-resume") == "recovered"
+        assert "no gap" in await status.inner_text()
+
+
+async def test_render_rate_holds_with_100k_log_rows_and_500_events_per_second(
+    web: RealtimeProcess,
+) -> None:
+    async with dashboard_page(f"{web.url}/?topics=ui.load") as (page, problems):
+        await wait_connected(page)
+        # 100,000 rows through the same buffer as socket events.
+        await page.evaluate(
+            """(rows) => {
+                const now = Date.now();
+                for (let i = 0; i < rows; i += 5000) {
+                    const chunk = [];
+                    for (let j = i; j < Math.min(rows, i + 5000); j++)
+                        chunk.push({topic: "ui.synthetic", id: `${now}-${j}`, ts: now,
+                                    data: {value: j % 100}});
+                    window.__realtime.inject(chunk);
+                }
+            }""",
+            LOG_ROWS,
+        )
+        await page.wait_for_function(f"() => window.__realtime.stats().logLength === {LOG_ROWS}")
+        rows_in_dom = await page.locator(".log .row").count()
+        assert 0 < rows_in_dom < 100, f"{rows_in_dom} rows in the DOM: the log is not virtualized"
+
+        # The injected rows count as arrivals for a second; start once that has passed.
+        await page.wait_for_function("() => window.__realtime.stats().eventsPerSec === 0")
+        # Sample the page's own numbers twice a second while the load runs.
+        await page.evaluate(
+            "() => { window.__samples = []; window.__sampler = setInterval("
+            "() => window.__samples.push(window.__realtime.stats()), 500); }"
+        )
+        batch_size = LOAD_EVENTS_PER_S // 10
+        total = LOAD_EVENTS_PER_S * LOAD_SECONDS
+        scroller = page.locator(".log .scroller")
+        await scroller.hover()
+        async with aiohttp.ClientSession() as http:
+            posted: list[str] = []
+            started = time.monotonic()
+            for k, start in enumerate(range(0, total, batch_size)):
+                events = [
+                    {"topic": "ui.load", "data": {"value": n % 97}}
+                    for n in range(start, start + batch_size)
+                ]
+                posted += await post_events(web.url, events, http)
+                if k % 5 == 0:  # a reader scrolling the log meanwhile
+                    await page.mouse.wheel(0, 600 if k % 10 == 0 else -400)
+                # Pacing, not synchronisation: one batch every 100 ms.
+                await asyncio.sleep(max(0.0, started + (k + 1) * 0.1 - time.monotonic()))
+        await page.wait_for_function(
+            f"() => window.__realtime.stats().totalEvents >= {LOG_ROWS + total}", timeout=30_000
+        )
+        samples = await page.evaluate(
+            "() => { clearInterval(window.__sampler); return window.__samples; }"
+        )
+
+        loaded = [s for s in samples if s["eventsPerSec"] > 0]
+        fps = [s["fps"] for s in loaded]
+        rates = [s["eventsPerSec"] for s in loaded]
+        print(
+            f"\ndashboard under load: render fps median {statistics.median(fps)} min {min(fps)} "
+            f"over {len(fps)} samples; events/s median {statistics.median(rates)} "
+            f"max {max(rates)}; flush {loaded[-1]['flushMs']:.2f} ms; "
+            f"log rows {loaded[-1]['logLength']}"
+        )
+        assert statistics.median(fps) >= RENDER_FLOOR_FPS, fps
+        assert await logged(page, "ui.load") == posted
+        assert await page.locator(".log .row").count() < 100
+        assert problems.errors == []
