@@ -11,23 +11,26 @@ import asyncio
 import math
 import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web as aioweb
+from aiohttp.test_utils import TestServer
 
-from realtime.embedded import RedisServer
+from realtime.embedded import RedisServer, free_port
 from tests.helpers.browser import ARTIFACTS, dashboard_page, require_browser
 from tests.helpers.clients import post_events
 from tests.helpers.processes import ProcessGroup, RealtimeProcess
 from tests.helpers.stack import fresh_settings, running_stack
 
 # The render rate (median) the dashboard must keep while 500 events/s arrive. Generous on
-# purpose: chromium renders 60 fps here when idle and the page's main thread stays mostly
-# idle under this load, but on 2 shared cores the web, worker and Redis compete with it.
-# This catches a page that stalls (e.g. a log that is not virtualized), not a slow machine.
-RENDER_FLOOR_FPS = 10
+# purpose: chromium renders 60 fps here when idle and 25-40 fps under this load, but on
+# 2 shared cores the web, worker, Redis and other test runs compete with it. It catches a
+# page that stalls; the log's virtualization is asserted directly (rows in the DOM).
+RENDER_FLOOR_FPS = 5
 LOAD_EVENTS_PER_S = 500
 LOAD_SECONDS = 4
 LOG_ROWS = 100_000
@@ -101,6 +104,55 @@ async def test_dashboard_loads_and_its_chart_moves_with_posted_events(web: Realt
         ARTIFACTS.mkdir(exist_ok=True)
         await page.screenshot(path=str(ARTIFACTS / "dashboard.png"))
         assert problems.errors == []
+
+
+@asynccontextmanager
+async def proxy_refusing_websockets(upstream: str) -> AsyncIterator[str]:
+    """A reverse proxy that answers 403 to every websocket upgrade, as some corporate
+    proxies do, and passes everything else through; yields its URL."""
+
+    async def forward(request: aioweb.Request) -> aioweb.StreamResponse:
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            return aioweb.Response(status=403, text="websockets are not allowed here")
+        # The Host header stays the proxy's, so the server's same-origin check holds.
+        async with session.request(
+            request.method, upstream + request.path_qs,
+            headers=request.headers, data=await request.read(), allow_redirects=False,
+        ) as response:  # fmt: skip
+            return aioweb.Response(
+                status=response.status, body=await response.read(),
+                headers={k: v for k, v in response.headers.items()
+                         if k.lower() in ("content-type", "cache-control", "set-cookie")},
+            )  # fmt: skip
+
+    app = aioweb.Application()
+    app.router.add_route("*", "/{tail:.*}", forward)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None)) as session:
+        server = TestServer(app, host="127.0.0.1", port=free_port())
+        await server.start_server()
+        try:
+            yield str(server.make_url("")).rstrip("/")
+        finally:
+            await server.close()
+
+
+async def test_dashboard_falls_back_to_long_polling_when_websockets_are_refused(
+    web: RealtimeProcess,
+) -> None:
+    async with (
+        proxy_refusing_websockets(web.url) as proxy,
+        dashboard_page(f"{proxy}/?topics=ui.poll") as (page, problems),
+    ):
+        await wait_connected(page)
+        status = await page.locator("[data-testid=connection]").inner_text()
+        assert "Connected · polling" in status
+        ids = await post_events(
+            web.url, [{"topic": "ui.poll", "data": {"value": n}} for n in range(5)]
+        )
+        await page.wait_for_selector('.chart[data-topic="ui.poll"][data-points="5"]')
+        assert await logged(page, "ui.poll") == ids
+        # Chromium logs the refused websocket handshake; nothing else may go wrong.
+        assert [e for e in problems.errors if "/socket.io/" not in e] == []
 
 
 async def restart_under_the_page(

@@ -78,7 +78,13 @@ function setTopicError(topic, message) {
 }
 
 export function startFeed(url = undefined) {
-  const socket = io(url, { transports: ["websocket", "polling"], reconnectionDelayMax: 5000 });
+  // Websocket first (no sticky sessions needed behind a load balancer), long-polling when
+  // a proxy refuses websockets.
+  const socket = io(url, {
+    transports: ["websocket", "polling"],
+    tryAllTransports: true,
+    reconnectionDelayMax: 5000,
+  });
   const subs = new Subscriptions(socket, {
     onEvents: receive,
     onSubscribed: (topic, ack, { resumed }) => {

@@ -59,7 +59,8 @@ class PageProblems:
 
     def on_console(self, message: Any) -> None:
         if message.type == "error":
-            self.errors.append(f"console: {message.text}")
+            # The location names the resource for network errors ("Failed to load resource").
+            self.errors.append(f"console: {message.text} at {message.location.get('url', '?')}")
 
     def on_pageerror(self, error: Any) -> None:
         self.errors.append(f"uncaught: {error}")

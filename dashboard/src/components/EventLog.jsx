@@ -2,27 +2,40 @@
 // exist in the DOM, so 100,000 rows cost what 30 do. While the reader is scrolled down, new
 // rows are added above without moving what they are reading.
 import { useVirtualizer } from "@tanstack/react-virtual";
-import { useLayoutEffect, useRef } from "react";
+import { memo, useLayoutEffect, useRef } from "react";
 import { LOG_CAPACITY, log } from "../feed.js";
 import { useStore } from "../store.js";
 
 const ROW_HEIGHT = 24;
 
-function time(ts) {
-  const d = new Date(ts);
-  return `${d.toLocaleTimeString([], { hour12: false })}.${String(d.getMilliseconds()).padStart(3, "0")}`;
+const pad = (n, width = 2) => String(n).padStart(width, "0");
+
+// Formatting is the costly part of a row; each event is formatted once, when first shown.
+const formatted = new WeakMap();
+function format(event) {
+  let text = formatted.get(event);
+  if (text === undefined) {
+    const d = new Date(event.ts);
+    text = {
+      time: `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}.${pad(d.getMilliseconds(), 3)}`,
+      data: JSON.stringify(event.data),
+    };
+    formatted.set(event, text);
+  }
+  return text;
 }
 
-function Row({ event, style }) {
+const Row = memo(function Row({ event, start }) {
+  const text = format(event);
   return (
-    <div className="row" style={style}>
-      <span className="ts">{time(event.ts)}</span>
+    <div className="row" style={{ transform: `translateY(${start}px)` }}>
+      <span className="ts">{text.time}</span>
       <span className="topic">{event.topic}</span>
       <span className="id">{event.id}</span>
-      <span className="data">{JSON.stringify(event.data)}</span>
+      <span className="data">{text.data}</span>
     </div>
   );
-}
+});
 
 export function EventLog() {
   const length = useStore((s) => s.logLength);
@@ -61,13 +74,11 @@ export function EventLog() {
       </header>
       <div className="scroller" ref={scroller}>
         <div style={{ height: virtualizer.getTotalSize(), position: "relative" }}>
-          {virtualizer.getVirtualItems().map((item) => (
-            <Row
-              key={item.key}
-              event={log.fromNewest(item.index)}
-              style={{ position: "absolute", top: 0, height: ROW_HEIGHT, transform: `translateY(${item.start}px)` }}
-            />
-          ))}
+          {virtualizer.getVirtualItems().map((item) => {
+            const event = log.fromNewest(item.index);
+            // Keyed by the event, not the index: a row that only moves keeps its DOM.
+            return <Row key={`${event.topic}/${event.id}`} event={event} start={item.start} />;
+          })}
         </div>
       </div>
     </section>
