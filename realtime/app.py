@@ -6,15 +6,17 @@ created at import time.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 from redis.asyncio import Redis
 
-from realtime import dashboard, errors, jsoncodec
+from realtime import admin, dashboard, errors, jsoncodec, request_id
 from realtime.connections import connect
 from realtime.fanout import FanoutManager
 from realtime.health import Readiness, healthz
@@ -37,12 +39,14 @@ def create_sio(settings: Settings, manager: FanoutManager) -> SocketServer:
         async_mode="aiohttp",
         client_manager=manager,
         json=jsoncodec,
-        # None means same-origin only; an explicit list opts other origins in.
-        cors_allowed_origins=list(settings.cors_origins) or None,
+        # Same-origin only unless origins are configured (plus the Admin UI's, if on).
+        cors_allowed_origins=admin.cors_allowed_origins(settings),
         ping_interval=settings.ping_interval_s,
         ping_timeout=settings.ping_timeout_s,
         logger=False,
         engineio_logger=False,
+        admin_namespace=admin.ADMIN_NAMESPACE,
+        admin_only_origin=admin.admin_only_origin(settings),
     )
     sio.register_namespace(TopicNamespace(settings))
     return sio
@@ -65,6 +69,18 @@ async def _disconnect_clients(app: web.Application) -> None:
 async def _manager_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
     await app[MANAGER].aclose()
+
+
+def _admin_ctx(instrumented: Any) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        yield
+        # Its own shutdown() waits out a sleep of the stats loop; cancelling is immediate.
+        task = instrumented.stats_task
+        if task is not None:
+            task.cancel()
+            await asyncio.wait([task])
+
+    return ctx
 
 
 @web.middleware
@@ -95,6 +111,10 @@ def create_app(settings: Settings) -> web.Application:
     app[MANAGER] = manager
     app.on_shutdown.append(_disconnect_clients)
     app.cleanup_ctx.append(_manager_ctx)
+    instrumented = admin.instrument(sio, settings)
+    if instrumented is not None:
+        app.cleanup_ctx.append(_admin_ctx(instrumented))
+    request_id.install(app)
 
     app.router.add_post("/api/v1/events", IngestHandler(INGEST, settings).handle)
     app.router.add_get("/readyz", Readiness(REDIS).handle)

@@ -11,6 +11,8 @@ from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
 
 from realtime import __version__, jsoncodec
+from realtime.logs import bind, redact_url
+from realtime.logs import setup as setup_logging
 from realtime.settings import Settings, SettingsError
 
 T = TypeVar("T")
@@ -37,14 +39,6 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
         loop.close()
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-
-
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from aiohttp import web
 
@@ -57,7 +51,18 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     if settings.insecure:
         logger.warning("REALTIME_INSECURE=1: clients and producers are not authenticated")
     app = create_app(settings)
-    logger.info("web listening on http://%s:%d", settings.host, settings.port)
+    logger.info(
+        "web listening on http://%s:%d (Redis %s)",
+        settings.host,
+        settings.port,
+        redact_url(settings.redis_url),
+    )
+    if settings.admin_enabled:
+        logger.info(
+            "Socket.IO Admin UI on namespace /admin (%s; extra origin: %s)",
+            "read-only" if settings.admin_read_only else "read-write",
+            settings.admin_origin or "none",
+        )
     web.run_app(
         app,
         host=settings.host,
@@ -77,6 +82,8 @@ def cmd_process(settings: Settings, args: argparse.Namespace) -> int:
 
     if args.consumer:
         settings = settings.with_overrides(consumer=args.consumer)
+    bind(consumer=settings.consumer)
+    logger.info("worker using Redis %s", redact_url(settings.redis_url))
     _run(run_worker(settings, burst=args.burst))
     return 0
 
@@ -167,5 +174,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     except SettingsError as exc:
         print(f"realtime: configuration error: {exc}", file=sys.stderr)
         sys.exit(2)
-    _setup_logging(settings.log_level)
+    try:
+        setup_logging(settings)
+    except ValueError as exc:
+        print(f"realtime: configuration error: {exc}", file=sys.stderr)
+        sys.exit(2)
     sys.exit(args.func(settings, args))

@@ -22,6 +22,7 @@ import aiohttp
 from realtime.dashboard import is_built
 from realtime.demo import DEMO_TOPICS, run_demo_feed
 from realtime.embedded import RedisServer
+from realtime.logs import redact_url
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +86,11 @@ async def run_dev(port: int, *, demo: bool = True, env: Mapping[str, str] | None
         )
         children.append(await _spawn(["process"], base_env))
         await _wait_ready(url, children)
-        where = f"embedded {redis.binary} at {redis.url}" if redis else base_env["REDIS_URL"]
+        where = (
+            f"embedded {redis.binary} at {redis.url}"
+            if redis
+            else redact_url(base_env["REDIS_URL"])
+        )
         print(f"realtime dev: open {url}/  (Redis: {where})", flush=True)
         dashboard_dir = base_env.get("REALTIME_DASHBOARD_DIR")
         if not is_built(Path(dashboard_dir) if dashboard_dir else None):

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
 
 DEFAULT_PORT = 8080
 
@@ -55,9 +56,26 @@ def _bool(env: Mapping[str, str], name: str, default: bool = False) -> bool:
     raise SettingsError(f"{name} must be 1/0, true/false, yes/no or on/off, got {raw!r}")
 
 
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return choices[0]
+    if raw not in choices:
+        raise SettingsError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+    return raw
+
+
 def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     raw = env.get(name, "")
     return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+
+def secret(default: str = "") -> Any:
+    """A setting that holds a secret: left out of `repr` and redacted from every log line."""
+    return field(default=default, repr=False, metadata={"secret": True})
+
+
+LOG_FORMATS = ("plain", "json")
 
 
 def default_consumer_name() -> str:
@@ -96,6 +114,12 @@ class Settings:
     block_ms: int = 1000
     # redis client
     redis_timeout_s: float = 5.0
+    # operations: log format, Socket.IO Admin UI
+    log_format: str = "plain"
+    admin_user: str = ""
+    admin_password: str = secret()
+    admin_read_only: bool = True
+    admin_origin: str = "https://admin.socket.io"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -123,8 +147,56 @@ class Settings:
             batch_size=_int(e, "REALTIME_BATCH_SIZE", cls.batch_size, minimum=1),
             block_ms=_int(e, "REALTIME_BLOCK_MS", cls.block_ms, minimum=1),
             redis_timeout_s=_float(e, "REALTIME_REDIS_TIMEOUT_S", cls.redis_timeout_s, 0.1),
+            log_format=_choice(e, "REALTIME_LOG_FORMAT", LOG_FORMATS),
+            admin_user=e.get("REALTIME_ADMIN_USER", "").strip(),
+            admin_password=e.get("REALTIME_ADMIN_PASSWORD", ""),
+            admin_read_only=_bool(e, "REALTIME_ADMIN_READ_ONLY", default=True),
+            admin_origin=e.get("REALTIME_ADMIN_ORIGIN", cls.admin_origin).strip().rstrip("/"),
         )
+        if bool(settings.admin_user) != bool(settings.admin_password):
+            raise SettingsError(
+                "REALTIME_ADMIN_USER and REALTIME_ADMIN_PASSWORD must be set together"
+            )
         return replace(settings, **overrides) if overrides else settings
+
+    @property
+    def admin_enabled(self) -> bool:
+        return bool(self.admin_user and self.admin_password)
+
+    def secret_values(self) -> tuple[str, ...]:
+        """Every secret these settings hold (fields made with `secret()` and the Redis
+        password), for the log redaction in `realtime.logs`."""
+        values = [getattr(self, f.name) for f in fields(self) if f.metadata.get("secret")]
+        flat = [v for value in values for v in (value if isinstance(value, tuple) else (value,))]
+        url = urlsplit(self.redis_url)
+        for password in [url.password or "", *parse_qs(url.query).get("password", [])]:
+            flat += [password, unquote(password)]
+        return tuple(sorted({v for v in flat if isinstance(v, str) and v}, key=len, reverse=True))
 
     def with_overrides(self, **overrides: Any) -> Settings:
         return replace(self, **overrides)
+
+
+class _RecordingEnv(Mapping[str, str]):
+    """An empty environment that remembers every name asked of it."""
+
+    def __init__(self) -> None:
+        self.names: set[str] = set()
+
+    def __getitem__(self, name: str) -> str:
+        self.names.add(name)
+        raise KeyError(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+def environment_variables() -> frozenset[str]:
+    """The names `Settings.from_env` reads, found by running it (so the list cannot drift
+    from the code). It reads every variable unconditionally; keep it that way."""
+    env = _RecordingEnv()
+    Settings.from_env(env)
+    return frozenset(env.names)

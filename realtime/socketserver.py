@@ -4,17 +4,88 @@
   GET is still waiting. python-engineio closes the socket without answering that GET, so
   the request hangs until the ping timeout (the client's `disconnect()` waits for it, and
   a server shutdown waits for it too). We answer it at once with an empty payload.
+- Every handler runs with the client's id (and the topic of a subscribe/unsubscribe) in
+  its log context, so anything it logs says which client and topic it was about.
+- An origin allowed only for the Admin UI (`realtime.admin`) may open `/admin` and no
+  other namespace.
 """
 
 from __future__ import annotations
 
+import contextvars
+import logging
 from typing import Any
 
 import engineio
 import socketio
 
+from realtime.keys import SUBSCRIBE_EVENT, UNSUBSCRIBE_EVENT
+from realtime.logs import log_context
+from realtime.topics import is_valid_topic
+
+logger = logging.getLogger(__name__)
+
+_TOPIC_EVENTS = frozenset({SUBSCRIBE_EVENT, UNSUBSCRIBE_EVENT})
+
+
+def _context_of(event: str, args: tuple[Any, ...]) -> dict[str, str]:
+    fields: dict[str, str] = {}
+    if args and isinstance(args[0], str):
+        fields["client"] = args[0]
+    if event in _TOPIC_EVENTS and len(args) > 1 and isinstance(args[1], dict):
+        topic = args[1].get("topic")
+        if isinstance(topic, str) and is_valid_topic(topic):
+            fields["topic"] = topic  # only a valid name: no client junk in log lines
+    return fields
+
 
 class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
+    def __init__(
+        self,
+        *args: Any,
+        admin_namespace: str | None = None,
+        admin_only_origin: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.admin_namespace = admin_namespace
+        self.admin_only_origin = admin_only_origin
+
+    async def _trigger_event(self, event: str, namespace: str, *args: Any) -> Any:
+        with log_context(**_context_of(event, args)):
+            if event == "connect":
+                self._check_origin(namespace, args)
+            result = await super()._trigger_event(event, namespace, *args)
+            if event == "connect":
+                outcome = "refused" if result is False else "accepted"
+                logger.debug("connect to %s %s", namespace, outcome)
+            elif event == "disconnect":
+                logger.debug("disconnected from %s", namespace)
+            elif event in _TOPIC_EVENTS:
+                logger.debug("%s answered %s", event, result)
+            return result
+
+    def _check_origin(self, namespace: str, args: tuple[Any, ...]) -> None:
+        if self.admin_only_origin is None or namespace == self.admin_namespace:
+            return
+        environ = args[1] if len(args) > 1 and isinstance(args[1], dict) else {}
+        if environ.get("HTTP_ORIGIN") == self.admin_only_origin:
+            logger.info(
+                "refused %s: origin %s may open only %s",
+                namespace,
+                self.admin_only_origin,
+                self.admin_namespace,
+            )
+            raise socketio.exceptions.ConnectionRefusedError("origin not allowed")
+
+    async def _handle_eio_connect(self, eio_sid: str, environ: dict[str, Any]) -> Any:
+        if not self.manager_initialized:  # type: ignore[has-type]
+            # The manager starts its listener task here; it outlives this request, so it
+            # must not inherit the request's log context (request id, client).
+            self.manager_initialized = True
+            contextvars.Context().run(self.manager.initialize)
+        return await super()._handle_eio_connect(eio_sid, environ)
+
     async def _handle_eio_disconnect(self, eio_sid: str, reason: Any) -> None:
         await super()._handle_eio_disconnect(eio_sid, reason)
         if reason == engineio.AsyncServer.reason.CLIENT_DISCONNECT:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from realtime.settings import Settings, SettingsError
+from realtime.settings import Settings, SettingsError, environment_variables
 
 
 def test_defaults() -> None:
@@ -57,3 +57,39 @@ def test_bad_values_name_the_variable(env: dict[str, str], name: str) -> None:
 def test_consumer_names_differ_between_processes_by_default() -> None:
     # host-pid: unique per process; two settings in one process share it.
     assert Settings.from_env({}).consumer.endswith(f"-{__import__('os').getpid()}")
+
+
+def test_operations_settings() -> None:
+    settings = Settings.from_env(
+        {
+            "REALTIME_LOG_FORMAT": "JSON",
+            "REALTIME_ADMIN_USER": "ops",
+            "REALTIME_ADMIN_PASSWORD": "pw",
+            "REALTIME_ADMIN_ORIGIN": "https://admin.example.com/",
+        }
+    )
+    assert settings.log_format == "json"
+    assert settings.admin_enabled
+    assert settings.admin_read_only
+    assert settings.admin_origin == "https://admin.example.com"
+    assert not Settings.from_env({}).admin_enabled
+
+
+@pytest.mark.parametrize(
+    ("env", "name"),
+    [
+        ({"REALTIME_LOG_FORMAT": "xml"}, "REALTIME_LOG_FORMAT"),
+        ({"REALTIME_ADMIN_USER": "ops"}, "REALTIME_ADMIN_PASSWORD"),
+        ({"REALTIME_ADMIN_PASSWORD": "pw"}, "REALTIME_ADMIN_USER"),
+    ],
+)
+def test_bad_operations_values_name_the_variable(env: dict[str, str], name: str) -> None:
+    with pytest.raises(SettingsError, match=name):
+        Settings.from_env(env)
+
+
+def test_environment_variables_lists_what_from_env_reads() -> None:
+    names = environment_variables()
+    assert {"REDIS_URL", "PORT", "REALTIME_PARTITIONS", "REALTIME_LOG_FORMAT"} <= names
+    # The naming rule of the README: REDIS_URL, PORT, and REALTIME_* only.
+    assert all(n in {"REDIS_URL", "PORT"} or n.startswith("REALTIME_") for n in names)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -93,7 +94,7 @@ class RealtimeProcess:
         try:
             return self.process.wait(timeout_s)
         except subprocess.TimeoutExpired:
-            self.process.kill()
+            self.kill()
             return self.process.wait()
 
     def kill(self) -> None:
@@ -108,6 +109,37 @@ class RealtimeProcess:
             return ""
 
 
+class ShellProcess(RealtimeProcess):
+    """A shell command line in a session of its own; signals go to the whole group."""
+
+    def __init__(self, name: str, command: str, env: Mapping[str, str], log_path: Path) -> None:
+        super().__init__(name, [], env, log_path)
+        self.command = command
+
+    def start(self) -> ShellProcess:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                ["/bin/sh", "-c", self.command],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        return self
+
+    def signal(self, sig: int) -> None:
+        # The group may outlive the shell (a command it did not exec), so always signal it.
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, sig)
+
+    def kill(self) -> None:
+        self.signal(signal.SIGKILL)
+        if self.process is not None:
+            self.process.wait()
+
+
 class ProcessGroup:
     def __init__(self, log_dir: Path) -> None:
         self.log_dir = log_dir
@@ -119,8 +151,9 @@ class ProcessGroup:
         return proc
 
     def web(
-        self, settings: Settings, *, port: int | None = None, **extra_env: str
+        self, settings: Settings, *, port: int | None = None, ready: bool = True, **extra_env: str
     ) -> RealtimeProcess:
+        """A web process; waits for /readyz (or only /healthz with ready=False)."""
         port = port or free_port()
         proc = self._add(
             "web",
@@ -128,7 +161,17 @@ class ProcessGroup:
             settings_env(settings, **extra_env),
         )
         proc.port = port
-        return proc.start().wait_ready()
+        proc.start()
+        if not ready:
+            wait_http(proc.url + "/healthz", process=proc.process)
+            return proc
+        return proc.wait_ready()
+
+    def shell(self, name: str, command: str, env: Mapping[str, str]) -> ShellProcess:
+        """A command line run by /bin/sh, as a Procfile's is."""
+        proc = ShellProcess(name, command, env, self.log_dir / f"{name}-{len(self.started)}.log")
+        self.started.append(proc)
+        return proc.start()
 
     def worker(self, settings: Settings, *extra_args: str, **extra_env: str) -> RealtimeProcess:
         proc = self._add("worker", ["process", *extra_args], settings_env(settings, **extra_env))
