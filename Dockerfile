@@ -2,8 +2,17 @@
 #   docker build -t registry.example.com/realtime:0.1.0 .
 # Kept minimal and conventional; it is not built by the test suite (no container builds
 # on the development machines), the manifests it feeds are.
-FROM python:3.11-slim
 
+# The browser dashboard, built by Vite into realtime/static/dashboard/.
+FROM node:20-slim AS dashboard
+WORKDIR /src
+COPY package.json package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY dashboard ./dashboard
+COPY realtime/static ./realtime/static
+RUN npm run build
+
+FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -13,6 +22,7 @@ WORKDIR /app
 COPY pyproject.toml setup.cfg README.md ./
 COPY realtime ./realtime
 COPY processors ./processors
+COPY --from=dashboard /src/realtime/static/dashboard ./realtime/static/dashboard
 RUN pip install . && rm -rf /app/build
 
 # The uid/gid the manifests' securityContext runs as; the root filesystem is read-only
