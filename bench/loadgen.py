@@ -1,0 +1,122 @@
+"""The load generator: many lean Socket.IO clients in this process's one event loop
+(realtime.loadtest.wsclient), counting deliveries of the current step and their latency."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from realtime.loadtest import wsclient
+from realtime.loadtest.stats import FLOOR_MS, INV_STEP, Histogram, percentile
+
+_log = math.log
+_floor = math.floor
+
+
+@dataclass
+class Tally:
+    """Deliveries of the current step (events whose data.s is `step`) and of older ones."""
+
+    step: int = -1
+    delivered: int = 0
+    stale: int = 0
+    latency: Histogram = field(default_factory=Histogram)
+
+    def reset(self, step: int) -> None:
+        self.step = step
+        self.delivered = 0
+        self.stale = 0
+        self.latency = Histogram()
+
+    def on_update(self, client: wsclient.SioWebSocket, events: list[Any], at_ms: float) -> None:
+        # Called once per delivered message: Histogram.record inlined (a hot loop).
+        step = self.step
+        latency = self.latency
+        buckets = latency.buckets
+        n = 0
+        for event in events:
+            data = event["data"]
+            if data["s"] == step:
+                value = at_ms - data["t"]
+                if value < FLOOR_MS:
+                    value = FLOOR_MS
+                index = _floor(_log(value) * INV_STEP)
+                buckets[index] = buckets.get(index, 0) + 1
+                latency.total += value
+                if value > latency.max:
+                    latency.max = value
+                n += 1
+            else:
+                self.stale += 1
+        latency.count += n
+        self.delivered += n
+
+    @property
+    def seen(self) -> int:
+        return self.delivered + self.stale
+
+
+@dataclass
+class Clients:
+    clients: list[wsclient.SioWebSocket]
+    connect_ms: list[float]  # sorted
+    elapsed_s: float
+    failures: int
+
+    @property
+    def rate(self) -> float:
+        return len(self.clients) / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def connect_p(self, q: float) -> float:
+        return percentile(self.connect_ms, q)
+
+    def close(self) -> None:
+        for client in self.clients:
+            client.abort()
+
+
+async def open_clients(
+    urls: Sequence[str],
+    count: int,
+    topic_of: Callable[[int], str | None],
+    tally: Tally,
+    *,
+    concurrency: int = 200,
+    deflate: bool = True,
+    timeout_s: float = 30.0,
+) -> Clients:
+    """Connect `count` clients round-robin over `urls`, client i subscribed to topic_of(i)."""
+    gate = asyncio.Semaphore(concurrency)
+    clients: list[wsclient.SioWebSocket] = []
+    times: list[float] = []
+    failures = 0
+
+    async def one(i: int) -> None:
+        nonlocal failures
+        async with gate:
+            started = time.perf_counter()
+            try:
+                client = await wsclient.connect(
+                    urls[i % len(urls)], deflate=deflate, on_update=tally.on_update, timeout=timeout_s
+                )
+            except (OSError, TimeoutError, ValueError):
+                failures += 1
+                return
+            times.append((time.perf_counter() - started) * 1000)
+            topic = topic_of(i)
+            if topic is not None:
+                ack = await client.call("subscribe", {"topic": topic}, timeout=timeout_s)
+                if not (isinstance(ack, dict) and ack.get("ok")):
+                    raise RuntimeError(f"subscribe {topic} refused: {ack}")
+            client.tag = topic
+            clients.append(client)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(count)))
+    elapsed = time.perf_counter() - started
+    times.sort()
+    return Clients(clients, times, elapsed, failures)

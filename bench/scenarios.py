@@ -1,0 +1,426 @@
+"""The benchmark scenarios. Each starts the server kind it is given (pinned to the server
+core), runs, stops it, and returns its metrics as a flat dict.
+
+Cores: the server under test alone on the server core; the load generator (this
+process), Redis, the publisher and our worker share the client core, and their CPU is
+reported per step so the load generator's headroom is visible.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench import procstat
+from bench.loadgen import Clients, Tally, open_clients
+from bench.servers import (
+    NODE,
+    OURS,
+    BenchError,
+    Proc,
+    Publisher,
+    start_server,
+    start_worker,
+)
+from bench.stepping import RateSearch
+from realtime.embedded import RedisServer, free_port
+
+P99_LIMIT_MS = 250.0
+LOSS_LIMIT = 0.001
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Sizes and durations: --quick (smoke), default, --full."""
+
+    idle_clients: int
+    fanout_subscribers: int
+    topics: int
+    per_topic: int
+    step_s: float
+    refinements: int
+    start_rate: float  # deliveries/s of the first step
+    overload_factor: float
+    pipeline_subscribers: int
+    pipeline_rate: float  # events/s
+    pipeline_s: float
+    bystander_rate: float  # events/s to a topic nobody watches
+    max_drain_s: float = 2.0
+
+
+QUICK = Profile(300, 100, 10, 10, 1.0, 0, 500, 3.0, 100, 20, 2.0, 200)
+DEFAULT = Profile(5000, 1000, 100, 10, 2.0, 2, 1000, 3.0, 1000, 100, 5.0, 500)
+FULL = Profile(10_000, 1000, 100, 10, 5.0, 3, 1000, 3.0, 1000, 100, 30.0, 500)
+
+
+@dataclass
+class Bench:
+    redis: RedisServer
+    server_cpus: set[int]
+    client_cpus: set[int]
+    log_dir: Path
+    profile: Profile
+    deflate: bool = True
+    progress: Callable[[str], None] = print
+    _step: int = 0
+    extra_procs: list[Proc] = field(default_factory=list)
+
+    @property
+    def redis_pid(self) -> int:
+        assert self.redis.process is not None, "Redis is not running"
+        return self.redis.process.pid
+
+    def next_step(self) -> int:
+        self._step += 1
+        return self._step
+
+    async def flush_redis(self) -> None:
+        from redis.asyncio import Redis
+
+        client = Redis.from_url(self.redis.url)
+        try:
+            await client.flushall()
+        finally:
+            await client.aclose()
+
+
+@dataclass
+class Deployment:
+    """The running processes of one server kind for one scenario."""
+
+    kind: str
+    servers: list[Proc]
+    urls: list[str]
+    publisher: Publisher
+    worker: Proc | None = None
+
+    def client_side(self) -> list[Proc]:
+        procs = [self.publisher.proc]
+        return [*procs, self.worker] if self.worker is not None else procs
+
+
+@contextlib.asynccontextmanager
+async def deploy(
+    bench: Bench, kind: str, instances: int = 1, mode: str = "stream"
+) -> AsyncIterator[Deployment]:
+    await bench.flush_redis()
+    servers: list[Proc] = []
+    worker: Proc | None = None
+    publisher: Publisher | None = None
+    try:
+        urls = []
+        for i in range(instances):
+            port = free_port()
+            servers.append(
+                await start_server(
+                    kind, port, bench.redis.url, bench.server_cpus, bench.log_dir, f"{kind}-{i}"
+                )
+            )
+            urls.append(f"http://127.0.0.1:{port}")
+        if kind == OURS:
+            worker = await start_worker(bench.redis.url, bench.client_cpus, bench.log_dir)
+        pub_mode = mode if kind == OURS else ("pysio" if kind != NODE else "node")
+        publisher = await Publisher.start(
+            kind, pub_mode, bench.redis.url, urls[0], bench.client_cpus, bench.log_dir
+        )
+        yield Deployment(kind, servers, urls, publisher, worker)
+    finally:
+        if publisher is not None:
+            await publisher.stop()
+        if worker is not None:
+            await worker.stop()
+        for server in servers:
+            await server.stop()
+
+
+@dataclass
+class StepStats:
+    rate: float  # deliveries/s asked for
+    published: int
+    expected: int
+    delivered: int
+    delivered_in_window: int
+    publish_s: float
+    p50_ms: float
+    p99_ms: float
+    server_cpu_s: float
+    client_core_busy: float  # fraction of the client core: load generator + Redis + publisher
+    loadgen_busy: float
+
+    @property
+    def loss(self) -> float:
+        return 1 - self.delivered / self.expected if self.expected else 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.loss <= LOSS_LIMIT and self.p99_ms <= P99_LIMIT_MS
+
+    @property
+    def window_rate(self) -> float:
+        """Deliveries per second received while the publisher was publishing."""
+        return self.delivered_in_window / self.publish_s if self.publish_s > 0 else 0.0
+
+    @property
+    def us_per_delivery(self) -> float:
+        return self.server_cpu_s / self.delivered * 1e6 if self.delivered else math.nan
+
+
+async def settle(tally: Tally, quiet_s: float = 0.5, max_s: float = 60.0) -> None:
+    """Wait until nothing has arrived for `quiet_s` (a backlog from an overloaded step)."""
+    deadline = time.monotonic() + max_s
+    last = tally.seen
+    quiet_since = time.monotonic()
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+        if tally.seen != last:
+            last = tally.seen
+            quiet_since = time.monotonic()
+        elif time.monotonic() - quiet_since >= quiet_s:
+            return
+
+
+async def run_step(
+    bench: Bench,
+    dep: Deployment,
+    tally: Tally,
+    topics: list[str],
+    per_topic: int,
+    deliveries_per_s: float,
+    duration_s: float,
+) -> StepStats:
+    events_per_s = deliveries_per_s / per_topic
+    count = max(1, round(events_per_s * duration_s))
+    expected = count * per_topic
+    step = bench.next_step()
+    tally.reset(step)
+    client_procs = [*dep.client_side()]
+    server0 = sum(p.cpu() for p in dep.servers)
+    client0 = sum(p.cpu() for p in client_procs) + procstat.cpu_seconds(bench.redis_pid)
+    self0 = procstat.self_cpu_seconds()
+    wall0 = time.monotonic()
+    answer = await dep.publisher.publish(topics, events_per_s, count, step)
+    publish_s = time.monotonic() - wall0
+    in_window = tally.delivered
+    deadline = time.monotonic() + bench.profile.max_drain_s
+    last, last_change = tally.delivered, time.monotonic()
+    while tally.delivered < expected and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+        if tally.delivered != last:
+            last, last_change = tally.delivered, time.monotonic()
+        elif time.monotonic() - last_change > 0.5:
+            break
+    wall = time.monotonic() - wall0
+    server_cpu = sum(p.cpu() for p in dep.servers) - server0
+    self_cpu = procstat.self_cpu_seconds() - self0
+    client_cpu = (
+        sum(p.cpu() for p in client_procs) + procstat.cpu_seconds(bench.redis_pid) - client0
+    )
+    for proc in dep.servers:
+        proc.check_alive()
+    stats = StepStats(
+        rate=deliveries_per_s,
+        published=int(answer["published"]),
+        expected=expected,
+        delivered=tally.delivered,
+        delivered_in_window=in_window,
+        publish_s=publish_s,
+        p50_ms=tally.latency.percentile(50),
+        p99_ms=tally.latency.percentile(99),
+        server_cpu_s=server_cpu,
+        client_core_busy=(client_cpu + self_cpu) / wall,
+        loadgen_busy=self_cpu / wall,
+    )
+    bench.progress(
+        f"    {deliveries_per_s:>9,.0f}/s  delivered {stats.delivered:>8,}/{expected:<8,}"
+        f" p50 {stats.p50_ms:7.1f} ms  p99 {stats.p99_ms:7.1f} ms"
+        f"  server {stats.us_per_delivery:6.1f} us/delivery"
+        f"  loadgen {stats.loadgen_busy:4.0%} client core {stats.client_core_busy:4.0%}"
+        f"  {'ok' if stats.ok else 'FAIL'}"
+    )
+    if not stats.ok:
+        await settle(tally)
+    return stats
+
+
+async def find_sustained(
+    bench: Bench, dep: Deployment, tally: Tally, topics: list[str], per_topic: int
+) -> dict[str, Any]:
+    """Step the rate: max sustained deliveries/s, then the overloaded ceiling."""
+    profile = bench.profile
+    await run_step(bench, dep, tally, topics, per_topic, profile.start_rate / 2, 1.0)  # warm-up
+    search = RateSearch(profile.start_rate, factor=2.0, refinements=profile.refinements)
+    steps: list[StepStats] = []
+    while (rate := search.next_rate()) is not None:
+        stats = await run_step(bench, dep, tally, topics, per_topic, rate, profile.step_s)
+        steps.append(stats)
+        search.record(rate, stats.ok)
+    best = max((s for s in steps if s.ok), key=lambda s: s.rate, default=None)
+    failed = [s for s in steps if not s.ok]
+    over_rate = max(search.best, profile.start_rate) * profile.overload_factor
+    bench.progress(f"    overload at {over_rate:,.0f}/s:")
+    over = await run_step(bench, dep, tally, topics, per_topic, over_rate, profile.step_s)
+    await settle(tally)
+    return {
+        "sustained_per_s": search.best,
+        "sustained_p50_ms": best.p50_ms if best else math.nan,
+        "sustained_p99_ms": best.p99_ms if best else math.nan,
+        "sustained_us_per_delivery": best.us_per_delivery if best else math.nan,
+        "overloaded_per_s": over.window_rate,
+        "overloaded_us_per_delivery": over.server_cpu_s / over.delivered_in_window * 1e6
+        if over.delivered_in_window
+        else math.nan,
+        "loadgen_cpu_max": max(s.loadgen_busy for s in [*steps, over]),
+        "client_core_max": max(s.client_core_busy for s in [*steps, over]),
+        "steps": len(steps) + 1,
+        "first_failure": _failure_reason(failed[0]) if failed else None,
+    }
+
+
+def _failure_reason(step: StepStats) -> str:
+    why = []
+    if step.p99_ms > P99_LIMIT_MS:
+        why.append(f"p99 {step.p99_ms:.0f} ms")
+    if step.loss > LOSS_LIMIT:
+        why.append(f"loss {step.loss:.2%}")
+    return f"{step.rate:,.0f}/s: " + ", ".join(why)
+
+
+def _topic_names(n: int) -> list[str]:
+    return [f"bench.t{i}" for i in range(n)]
+
+
+# -- scenarios ----------------------------------------------------------------------------
+
+
+async def idle(bench: Bench, kind: str) -> dict[str, Any]:
+    """Idle connections: RSS per connection at N, connect rate and connect time."""
+    n = bench.profile.idle_clients
+    async with deploy(bench, kind) as dep:
+        server = dep.servers[0]
+        await asyncio.sleep(1.0)  # let start-up allocations settle
+        base = server.rss_kib()
+        tally = Tally()
+        self0 = procstat.self_cpu_seconds()
+        clients = await open_clients(dep.urls, n, lambda i: None, tally, deflate=bench.deflate)
+        loadgen = (procstat.self_cpu_seconds() - self0) / clients.elapsed_s
+        try:
+            await asyncio.sleep(2.0)
+            rss = server.rss_kib()
+            alive = sum(1 for c in clients.clients if c.is_open)
+        finally:
+            clients.close()
+    bench.progress(
+        f"    {alive:,} connections: {(rss - base) / max(alive, 1):.1f} KiB each, "
+        f"{clients.rate:,.0f} connects/s, loadgen {loadgen:.0%}"
+    )
+    return {
+        "connections": alive,
+        "failures": clients.failures,
+        "kib_per_connection": (rss - base) / max(alive, 1),
+        "rss_mib": rss / 1024,
+        "connects_per_s": clients.rate,
+        "connect_p50_ms": clients.connect_p(50),
+        "connect_p99_ms": clients.connect_p(99),
+        "loadgen_cpu_max": loadgen,
+    }
+
+
+async def _fanout(
+    bench: Bench, kind: str, n_topics: int, per_topic: int, instances: int = 1
+) -> dict[str, Any]:
+    topics = _topic_names(n_topics)
+    tally = Tally()
+    async with deploy(bench, kind, instances) as dep:
+        clients = await open_clients(
+            dep.urls, n_topics * per_topic, lambda i: topics[i % n_topics], tally,
+            deflate=bench.deflate,
+        )  # fmt: skip
+        try:
+            _check_clients(clients, n_topics * per_topic)
+            result = await find_sustained(bench, dep, tally, topics, per_topic)
+            if instances > 1:
+                result.update(await _bystander(bench, dep, tally))
+        finally:
+            clients.close()
+    return result
+
+
+def _check_clients(clients: Clients, want: int) -> None:
+    if len(clients.clients) != want:
+        raise BenchError(f"only {len(clients.clients)} of {want} clients connected")
+
+
+async def _bystander(bench: Bench, dep: Deployment, tally: Tally) -> dict[str, Any]:
+    """CPU an instance spends per event of a topic none of its clients watch."""
+    rate = bench.profile.bystander_rate
+    count = max(1, round(rate * bench.profile.step_s))
+    cpu0 = [p.cpu() for p in dep.servers]
+    tally.reset(bench.next_step())
+    await dep.publisher.publish(["bench.nobody"], rate, count, tally.step)
+    await asyncio.sleep(0.5)  # let the instances finish what Redis delivered
+    used = [p.cpu() - c for p, c in zip(dep.servers, cpu0, strict=True)]
+    per_event = sum(used) / len(used) / count * 1e6
+    bench.progress(f"    topic without subscribers: {per_event:.1f} us per event per instance")
+    return {"unwatched_us_per_event": per_event}
+
+
+async def fanout(bench: Bench, kind: str) -> dict[str, Any]:
+    """1 topic x N subscribers on one instance."""
+    return await _fanout(bench, kind, 1, bench.profile.fanout_subscribers)
+
+
+async def topics(bench: Bench, kind: str) -> dict[str, Any]:
+    """100 topics x 10 subscribers on one instance."""
+    return await _fanout(bench, kind, bench.profile.topics, bench.profile.per_topic)
+
+
+async def two_instances(bench: Bench, kind: str) -> dict[str, Any]:
+    """1 topic x N subscribers split over two instances sharing Redis (both on the server
+    core), then the cost of traffic for a topic that neither instance hosts."""
+    return await _fanout(bench, kind, 1, bench.profile.fanout_subscribers, instances=2)
+
+
+async def pipeline(bench: Bench, kind: str) -> dict[str, Any]:
+    """Ours only: HTTP ingest -> stream -> worker -> clients, latency at a fixed rate."""
+    if kind != OURS:
+        return {}
+    profile = bench.profile
+    topic = ["bench.pipeline"]
+    tally = Tally()
+    async with deploy(bench, kind, mode="http") as dep:
+        clients = await open_clients(
+            dep.urls, profile.pipeline_subscribers, lambda i: topic[0], tally, deflate=bench.deflate
+        )
+        try:
+            _check_clients(clients, profile.pipeline_subscribers)
+            rate = profile.pipeline_rate * profile.pipeline_subscribers
+            await run_step(bench, dep, tally, topic, profile.pipeline_subscribers, rate / 2, 1.0)
+            step = await run_step(
+                bench, dep, tally, topic, profile.pipeline_subscribers, rate, profile.pipeline_s
+            )
+        finally:
+            clients.close()
+    return {
+        "events_per_s": profile.pipeline_rate,
+        "subscribers": profile.pipeline_subscribers,
+        "p50_ms": step.p50_ms,
+        "p99_ms": step.p99_ms,
+        "loss": step.loss,
+        "loadgen_cpu_max": step.loadgen_busy,
+        "client_core_max": step.client_core_busy,
+    }
+
+
+SCENARIOS: dict[str, Callable[[Bench, str], Any]] = {
+    "idle": idle,
+    "fanout": fanout,
+    "topics": topics,
+    "two-instances": two_instances,
+    "pipeline": pipeline,
+}
