@@ -1,4 +1,4 @@
-"""The `realtime` command: serve, process, dev, watch, publish."""
+"""The `realtime` command: serve, process, dev, watch, publish, loadtest."""
 
 from __future__ import annotations
 
@@ -127,6 +127,12 @@ def cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if status == 202 else 1
 
 
+def cmd_loadtest(settings: Settings, args: argparse.Namespace) -> int:
+    from realtime.loadtest import command
+
+    return command.run(args, _default_url(settings), _new_loop)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="realtime",
@@ -164,6 +170,14 @@ def build_parser() -> argparse.ArgumentParser:
     publish.add_argument("--ts", type=int, help="event time in epoch milliseconds (default now)")
     publish.add_argument("--url", help="server URL (default http://127.0.0.1:$PORT)")
     publish.set_defaults(func=cmd_publish)
+
+    from realtime.loadtest.command import add_arguments as add_loadtest_arguments
+
+    loadtest = sub.add_parser(
+        "loadtest", help="simulate N clients and a producer against a deployment; report"
+    )
+    add_loadtest_arguments(loadtest)
+    loadtest.set_defaults(func=cmd_loadtest)
     return parser
 
 

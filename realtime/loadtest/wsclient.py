@@ -25,8 +25,9 @@ _time = time.time
 _loads = orjson.loads
 _UPDATE_START = len(frames.UPDATE_PREFIX)
 
-UpdateCallback = Callable[["SioWebSocket", list[Any], float], None]
-CloseCallback = Callable[["SioWebSocket", BaseException | None], None]
+# Callbacks get the client (a SioWebSocket or a polling.SioPolling), then their arguments.
+UpdateCallback = Callable[[Any, list[Any], float], None]
+CloseCallback = Callable[[Any, BaseException | None], None]
 
 
 def now_ms() -> float:
@@ -34,7 +35,7 @@ def now_ms() -> float:
     return time.time() * 1000.0
 
 
-def _noop_update(client: SioWebSocket, events: list[Any], at_ms: float) -> None:
+def _noop_update(client: Any, events: list[Any], at_ms: float) -> None:
     return None
 
 
