@@ -51,13 +51,13 @@ test: $(VENV)/.installed-test $(NODE_DEPS) lint
 	$(BIN)/pytest
 
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check realtime processors tests
-	$(BIN)/ruff format --check realtime processors tests
+	$(BIN)/ruff check realtime processors tests bench
+	$(BIN)/ruff format --check realtime processors tests bench
 	$(BIN)/mypy
 
 format: $(VENV)/.installed-test
-	$(BIN)/ruff check --fix realtime processors tests
-	$(BIN)/ruff format realtime processors tests
+	$(BIN)/ruff check --fix realtime processors tests bench
+	$(BIN)/ruff format realtime processors tests bench
 
 clean:
 	rm -rf $(VENV) node_modules realtime/static/dashboard build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -4,7 +4,6 @@ invocation and print medians, ratios and noise (see the README's "Benchmarks")."
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import platform
 import sys
@@ -48,7 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="smoke mode: tiny sizes, ~1 minute")
     size.add_argument("--full", action="store_true", help="long version: 10,000 idle, 5 s steps")
-    parser.add_argument("--runs", type=int, default=1, help="repeat everything; medians (default 1)")
+    parser.add_argument(
+        "--runs", type=int, default=1, help="repeat everything; medians (default 1)"
+    )
     parser.add_argument(
         "--scenarios",
         type=_names(list(scenarios.SCENARIOS)),
@@ -70,8 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="clients do not offer permessage-deflate (browsers do, so by default they do)",
     )
-    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON ('-': stdout)")
-    parser.add_argument("--log-dir", type=Path, help="server and publisher logs (default: a temp dir)")
+    parser.add_argument(
+        "--json", metavar="PATH", help="also write the results as JSON ('-': stdout)"
+    )
+    parser.add_argument(
+        "--log-dir", type=Path, help="server and publisher logs (default: a temp dir)"
+    )
     return parser
 
 

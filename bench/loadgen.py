@@ -101,7 +101,10 @@ async def open_clients(
             started = time.perf_counter()
             try:
                 client = await wsclient.connect(
-                    urls[i % len(urls)], deflate=deflate, on_update=tally.on_update, timeout=timeout_s
+                    urls[i % len(urls)],
+                    deflate=deflate,
+                    on_update=tally.on_update,
+                    timeout=timeout_s,
                 )
             except (OSError, TimeoutError, ValueError):
                 failures += 1

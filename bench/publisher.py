@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -115,7 +116,7 @@ async def run_job(sender: Sender, job: dict[str, Any]) -> dict[str, Any]:
 
 
 async def main(mode: str, redis_url: str, url: str) -> None:
-    senders = {
+    senders: dict[str, Callable[[], Sender]] = {
         "stream": lambda: StreamSender(redis_url),
         "http": lambda: HttpSender(url),
         "pysio": lambda: PysioSender(redis_url),

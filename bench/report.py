@@ -102,7 +102,7 @@ def noise(entry: dict[str, Any]) -> float:
     mid = entry.get("median")
     if len(numbers) < 2 or not _number(mid) or not mid:
         return math.nan
-    return (max(numbers) - min(numbers)) / abs(mid)
+    return float((max(numbers) - min(numbers)) / abs(mid))
 
 
 def table(results: dict[str, Any], titles: dict[str, str]) -> str:
@@ -120,7 +120,9 @@ def table(results: dict[str, Any], titles: dict[str, str]) -> str:
             row = [title, metric.label + ("" if not metric.better else f" ({metric.better})")]
             title = ""
             for server in servers:
-                row.append(_fmt(by_server.get(server, {}).get(metric.key, {}).get("median"), metric.fmt))
+                row.append(
+                    _fmt(by_server.get(server, {}).get(metric.key, {}).get("median"), metric.fmt)
+                )
             for ref in refs:
                 r = rat.get(scenario, {}).get(ref, {}).get(metric.key)
                 row.append("-" if r is None or not metric.better else f"{r:.2f}x")
@@ -131,7 +133,10 @@ def table(results: dict[str, Any], titles: dict[str, str]) -> str:
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
     lines = []
     for n, row in enumerate([head, *rows]):
-        cells = [c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))]
+        cells = [
+            c.ljust(w) if i < 2 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ]
         lines.append("  ".join(cells).rstrip())
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))

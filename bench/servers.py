@@ -50,6 +50,10 @@ def _pin(cpus: set[int]) -> Any:
     return preexec
 
 
+def _open_log(path: Path) -> Any:
+    return open(path, "ab")  # handed to the child, closed after the spawn
+
+
 def node_ready() -> str | None:
     """Why the Node reference cannot run, or None when it can."""
     if shutil.which("node") is None:
@@ -73,7 +77,7 @@ class Proc:
 
     async def start(self) -> Proc:
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_dir / f"{self.name}.log", "ab")  # noqa: SIM115 - the child owns it
+        log = _open_log(self.log_dir / f"{self.name}.log")
         try:
             self.process = await asyncio.create_subprocess_exec(
                 *self.args,
@@ -213,7 +217,9 @@ class Publisher:
         self, topics: Sequence[str], rate: float, count: int, step: int, pad: int = 0
     ) -> dict[str, Any]:
         process = self.proc.process
-        assert process is not None and process.stdin is not None and process.stdout is not None
+        assert process is not None, "publisher not started"
+        assert process.stdin is not None
+        assert process.stdout is not None
         job = {"topics": list(topics), "rate": rate, "count": count, "step": step, "pad": pad}
         process.stdin.write(jsoncodec.dumpb(job) + b"\n")
         await process.stdin.drain()

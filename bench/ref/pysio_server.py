@@ -22,7 +22,7 @@ def main(port: int, redis_url: str) -> None:
         async_mode="aiohttp", client_manager=socketio.AsyncRedisManager(redis_url)
     )
 
-    @sio.on("subscribe")  # type: ignore[misc]
+    @sio.on("subscribe")  # type: ignore[untyped-decorator]
     async def subscribe(sid: str, payload: Any) -> dict[str, Any]:
         topic = payload.get("topic") if isinstance(payload, dict) else None
         if not isinstance(topic, str):

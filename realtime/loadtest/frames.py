@@ -177,7 +177,7 @@ class FrameReader:
     _inflater: Any = None
 
     def feed(self, data: bytes) -> list[tuple[int, bytes]]:
-        if not self._buffer and data[0] == 0x81:  # the hot path: one whole small text frame
+        if not self._buffer and len(data) > 2 and data[0] == 0x81:  # hot: one small text frame
             length = data[1]
             if length < 126:
                 if len(data) == length + 2:

@@ -55,7 +55,9 @@ def build_result(test: LoadTest) -> dict[str, Any]:
             "failed": config.clients - subscribed,
         },
         "connect_ms": c.connect.summary((50, 95, 99)),
-        "connects_per_s": round(subscribed / test.ramp_elapsed_s, 1) if test.ramp_elapsed_s else None,
+        "connects_per_s": round(subscribed / test.ramp_elapsed_s, 1)
+        if test.ramp_elapsed_s
+        else None,
         "published": {
             "events": c.published,
             "requests": c.publish_requests,
@@ -141,13 +143,18 @@ def format_table(result: dict[str, Any]) -> str:
         (
             "errors",
             f"{result['errors']['total']:,}"
-            + (f"  {result['errors']['by_kind']}; first: {result['errors']['first']}"
-               if result["errors"]["total"] else ""),
+            + (
+                f"  {result['errors']['by_kind']}; first: {result['errors']['first']}"
+                if result["errors"]["total"]
+                else ""
+            ),
         ),
         (
             "reconnects",
             f"{rec['count']:,} of {rec['disconnects']:,} disconnects"
-            + (f", p50 {_ms(rec['ms']['p50'])} p99 {_ms(rec['ms']['p99'])}" if rec["count"] else ""),
+            + (
+                f", p50 {_ms(rec['ms']['p50'])} p99 {_ms(rec['ms']['p99'])}" if rec["count"] else ""
+            ),
         ),
     ]
     restart = result.get("restart")
@@ -158,8 +165,8 @@ def format_table(result: dict[str, Any]) -> str:
                 "restart",
                 f"at {restart['at_s']:g} s: {what}"
                 + (f" (exit {restart['exit_code']})" if "exit_code" in restart else "")
-                + f"; {restart['reconnected']:,} reconnected, {restart['still_down']:,} still down, "
-                f"{restart['missed']:,} events missed",
+                + f"; {restart['reconnected']:,} reconnected, "
+                f"{restart['still_down']:,} still down, {restart['missed']:,} events missed",
             )
         )
     rows.append(("result", "PASS" if result["ok"] else "FAIL"))

@@ -10,7 +10,6 @@ measure how long clients took to come back and what they missed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import secrets
 import signal
@@ -25,11 +24,13 @@ import aiohttp
 from realtime import jsoncodec
 from realtime.backoff import Backoff
 from realtime.loadtest import polling, wsclient
+from realtime.loadtest.frames import ProtocolError
 from realtime.loadtest.stats import Histogram
 
 PUBLISH_TICK_S = 0.01
 PUBLISH_GRACE_S = 5.0  # retrying refused batches after the end of --duration
 PUBLISH_TIMEOUT_S = 10.0  # one POST
+DRAIN_QUIET_S = 2.0
 
 
 class LoadTestError(RuntimeError):
@@ -220,7 +221,9 @@ class LoadTest:
             )
         client.tag = sim
         try:
-            ack = await client.call("subscribe", {"topic": sim.topic}, timeout=config.connect_timeout_s)
+            ack = await client.call(
+                "subscribe", {"topic": sim.topic}, timeout=config.connect_timeout_s
+            )
         except BaseException:
             client.abort()
             raise
@@ -239,7 +242,7 @@ class LoadTest:
             started = time.perf_counter()
             try:
                 await self._open(sim)
-            except (OSError, TimeoutError, ValueError, wsclient.ProtocolError) as exc:
+            except (OSError, TimeoutError, ValueError, ProtocolError) as exc:
                 self.counters.error("connect", _describe(exc))
                 return
             self.counters.connect.record((time.perf_counter() - started) * 1000)
@@ -250,7 +253,7 @@ class LoadTest:
             await asyncio.sleep(backoff.next_delay())
             try:
                 await self._open(sim)
-            except (OSError, TimeoutError, ValueError, wsclient.ProtocolError):
+            except (OSError, TimeoutError, ValueError, ProtocolError):
                 continue  # the instance is still down: keep trying, as real clients do
             self.counters.reconnects += 1
             if sim.down_since is not None:
@@ -271,7 +274,7 @@ class LoadTest:
         config = self.config
         url = config.url.rstrip("/") + "/api/v1/events"
         pad = "x" * config.payload_bytes
-        seqs = dict.fromkeys(self.topics, 0)
+        seqs: dict[str, int] = dict.fromkeys(self.topics, 0)
         count = max(1, round(config.rate * config.duration_s))
         start = time.monotonic()
         give_up = start + config.duration_s + PUBLISH_GRACE_S
@@ -285,7 +288,7 @@ class LoadTest:
             if due <= sent:
                 await asyncio.sleep(PUBLISH_TICK_S)
                 continue
-            batch = []
+            batch: list[dict[str, Any]] = []
             for n in range(sent, due):
                 topic = self.topics[n % len(self.topics)]
                 data: dict[str, Any] = {"lt": wsclient.now_ms(), "seq": seqs[topic]}
@@ -364,7 +367,7 @@ class LoadTest:
         sim = Sim(-1, self.topics[0], self.config.polling_share >= 1.0)
         try:
             client = await self._open(sim)
-        except (OSError, TimeoutError, ValueError, wsclient.ProtocolError) as exc:
+        except (OSError, TimeoutError, ValueError, ProtocolError) as exc:
             raise LoadTestError(f"cannot connect to {self.config.url}: {_describe(exc)}") from None
         sim.client = None  # so its close is not taken for a disconnect
         client.close()
@@ -424,19 +427,26 @@ class LoadTest:
             if sim.subscribed:
                 subscribers[sim.topic] = subscribers.get(sim.topic, 0) + 1
         return sum(
-            n * subscribers.get(topic, 0)
-            for topic, n in self.counters.per_topic_published.items()
+            n * subscribers.get(topic, 0) for topic, n in self.counters.per_topic_published.items()
         )
 
     async def _drain(self) -> None:
-        deadline = time.monotonic() + self.config.drain_s
-        last, since = self.counters.delivered, time.monotonic()
-        while time.monotonic() < deadline:
-            if self.counters.delivered >= self.expected() and not self._reconnecting():
-                return
+        """Wait for late deliveries and reconnecting clients, at most --drain seconds; stop
+        early once everyone is back and nothing arrived for DRAIN_QUIET_S (what is still
+        missing then is lost, e.g. published while a client was away)."""
+        now = time.monotonic()
+        deadline = now + self.config.drain_s
+        last, last_change = self.counters.delivered, now
+        while now < deadline:
+            if not self._reconnecting():
+                if self.counters.delivered >= self.expected():
+                    return
+                if now - last_change >= DRAIN_QUIET_S:
+                    return
             await asyncio.sleep(0.05)
+            now = time.monotonic()
             if self.counters.delivered != last:
-                last, since = self.counters.delivered, time.monotonic()
+                last, last_change = self.counters.delivered, now
 
     def _reconnecting(self) -> int:
         return sum(1 for s in self.sims if s.down_since is not None)

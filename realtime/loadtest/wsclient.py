@@ -76,7 +76,9 @@ class SioWebSocket(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
-        self.transport.write(frames.handshake_request(self.host, self.path, self.key, deflate=self.deflate))
+        self.transport.write(
+            frames.handshake_request(self.host, self.path, self.key, deflate=self.deflate)
+        )
 
     def data_received(self, data: bytes) -> None:
         reader = self.reader
@@ -163,9 +165,13 @@ class SioWebSocket(asyncio.Protocol):
             self._fail(ConnectionRefusedError(f"Socket.IO connect refused: {packet.data}"))
         elif packet.kind == frames.SIO_DISCONNECT:
             self.abort()
-        elif packet.kind == frames.SIO_EVENT and isinstance(packet.data, list) and packet.data:
-            if packet.data[0] == "update" and len(packet.data) > 1:
-                self.on_update(self, packet.data[1], now_ms())
+        elif (
+            packet.kind == frames.SIO_EVENT
+            and isinstance(packet.data, list)
+            and len(packet.data) > 1
+            and packet.data[0] == "update"
+        ):  # an `update` the hot path did not recognise (e.g. a namespace prefix)
+            self.on_update(self, packet.data[1], now_ms())
 
     def _write(self, payload: bytes, opcode: int = frames.OP_TEXT) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -234,7 +240,7 @@ async def connect(
     """Open one client and wait until Socket.IO connected it to namespace `/`."""
     host, port, path = split_url(url)
     loop = asyncio.get_running_loop()
-    transport: asyncio.BaseTransport | None = None
+    transport: asyncio.BaseTransport | None = None  # uvloop's has abort() too
     try:
         async with asyncio.timeout(timeout):
             transport, protocol = await loop.create_connection(
@@ -252,6 +258,6 @@ async def connect(
             await protocol.ready
     except BaseException:
         if transport is not None:
-            transport.abort()
+            cast(asyncio.Transport, transport).abort()
         raise
     return protocol
