@@ -13,7 +13,7 @@ import contextlib
 import math
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +69,6 @@ class Bench:
     deflate: bool = True
     progress: Callable[[str], None] = print
     _step: int = 0
-    extra_procs: list[Proc] = field(default_factory=list)
 
     @property
     def redis_pid(self) -> int:

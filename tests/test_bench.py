@@ -1,4 +1,5 @@
-"""The benchmark's search for a maximum sustained rate (bench/stepping.py)."""
+"""The benchmark's pure parts: the search for a maximum sustained rate (bench/stepping.py)
+and the report (bench/report.py)."""
 
 from __future__ import annotations
 
@@ -41,3 +42,21 @@ def test_stops_at_the_ceiling_and_reports_nothing_when_all_fail() -> None:
 def test_rejects_a_search_that_cannot_move() -> None:
     with pytest.raises(ValueError, match="factor"):
         RateSearch(100, factor=1)
+
+
+def test_report_takes_medians_and_ratios_to_each_reference() -> None:
+    from bench.report import collect, ratios, table
+
+    runs = [
+        {"fanout": {"ours": {"sustained_per_s": v}, "node": {"sustained_per_s": 2 * v}}}
+        for v in (1000.0, 3000.0, 2000.0)
+    ]
+    results = collect(runs)
+    assert results["fanout"]["ours"]["sustained_per_s"] == {
+        "runs": [1000.0, 3000.0, 2000.0],
+        "median": 2000.0,
+    }
+    assert ratios(results)["fanout"]["node"]["sustained_per_s"] == 0.5
+    text = table(results, {"fanout": "fan-out 1x1,000"})
+    row = next(line for line in text.splitlines() if line.startswith("fan-out 1x1,000"))
+    assert row.split()[-4:] == ["2,000", "4,000", "0.50x", "±50%"]
