@@ -23,12 +23,14 @@ class Tally:
 
     step: int = -1
     delivered: int = 0
+    packets: int = 0  # `update` packets (WebSocket frames) that carried them
     stale: int = 0
     latency: Histogram = field(default_factory=Histogram)
 
     def reset(self, step: int) -> None:
         self.step = step
         self.delivered = 0
+        self.packets = 0
         self.stale = 0
         self.latency = Histogram()
 
@@ -54,6 +56,8 @@ class Tally:
                 self.stale += 1
         latency.count += n
         self.delivered += n
+        if n:
+            self.packets += 1
 
     @property
     def seen(self) -> int:

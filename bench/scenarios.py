@@ -144,6 +144,7 @@ class StepStats:
     published: int
     expected: int
     delivered: int
+    packets: int
     delivered_in_window: int
     publish_s: float
     p50_ms: float
@@ -164,6 +165,10 @@ class StepStats:
     def window_rate(self) -> float:
         """Deliveries per second received while the publisher was publishing."""
         return self.delivered_in_window / self.publish_s if self.publish_s > 0 else 0.0
+
+    @property
+    def events_per_packet(self) -> float:
+        return self.delivered / self.packets if self.packets else math.nan
 
     @property
     def us_per_delivery(self) -> float:
@@ -212,8 +217,8 @@ async def run_step(
         await asyncio.sleep(0.02)
         if tally.delivered != last:
             last, last_change = tally.delivered, time.monotonic()
-        elif time.monotonic() - last_change > 0.5:
-            break
+        elif last and time.monotonic() - last_change > 0.5:
+            break  # deliveries started, then stopped: the rest is lost
     wall = time.monotonic() - wall0
     server_cpu = sum(p.cpu() for p in dep.servers) - server0
     self_cpu = procstat.self_cpu_seconds() - self0
@@ -227,6 +232,7 @@ async def run_step(
         published=int(answer["published"]),
         expected=expected,
         delivered=tally.delivered,
+        packets=tally.packets,
         delivered_in_window=in_window,
         publish_s=publish_s,
         p50_ms=tally.latency.percentile(50),
@@ -239,6 +245,7 @@ async def run_step(
         f"    {deliveries_per_s:>9,.0f}/s  delivered {stats.delivered:>8,}/{expected:<8,}"
         f" p50 {stats.p50_ms:7.1f} ms  p99 {stats.p99_ms:7.1f} ms"
         f"  server {stats.us_per_delivery:6.1f} us/delivery"
+        f"  {stats.events_per_packet:4.1f} ev/packet"
         f"  loadgen {stats.loadgen_busy:4.0%} client core {stats.client_core_busy:4.0%}"
         f"  {'ok' if stats.ok else 'FAIL'}"
     )
@@ -253,7 +260,13 @@ async def find_sustained(
     """Step the rate: max sustained deliveries/s, then the overloaded ceiling."""
     profile = bench.profile
     await run_step(bench, dep, tally, topics, per_topic, profile.start_rate / 2, 1.0)  # warm-up
-    search = RateSearch(profile.start_rate, factor=2.0, refinements=profile.refinements)
+    # Below one event per second per topic a step says little: that is the floor.
+    search = RateSearch(
+        max(profile.start_rate, per_topic),
+        factor=2.0,
+        refinements=profile.refinements,
+        floor=per_topic,
+    )
     steps: list[StepStats] = []
     while (rate := search.next_rate()) is not None:
         stats = await run_step(bench, dep, tally, topics, per_topic, rate, profile.step_s)
@@ -270,10 +283,12 @@ async def find_sustained(
         "sustained_p50_ms": best.p50_ms if best else math.nan,
         "sustained_p99_ms": best.p99_ms if best else math.nan,
         "sustained_us_per_delivery": best.us_per_delivery if best else math.nan,
+        "sustained_events_per_packet": best.events_per_packet if best else math.nan,
         "overloaded_per_s": over.window_rate,
         "overloaded_us_per_delivery": over.server_cpu_s / over.delivered_in_window * 1e6
         if over.delivered_in_window
         else math.nan,
+        "overloaded_events_per_packet": over.events_per_packet,
         "loadgen_cpu_max": max(s.loadgen_busy for s in [*steps, over]),
         "client_core_max": max(s.client_core_busy for s in [*steps, over]),
         "steps": len(steps) + 1,
@@ -356,15 +371,24 @@ def _check_clients(clients: Clients, want: int) -> None:
 
 
 async def _bystander(bench: Bench, dep: Deployment, tally: Tally) -> dict[str, Any]:
-    """CPU an instance spends per event of a topic none of its clients watch."""
+    """CPU an instance spends per event of a topic none of its clients watch, less what it
+    spends in the same time with no traffic (pings, timers of its idle connections)."""
     rate = bench.profile.bystander_rate
     count = max(1, round(rate * bench.profile.step_s))
+    quiet = [p.cpu() for p in dep.servers]
+    started = time.monotonic()
+    await asyncio.sleep(bench.profile.step_s + 0.5)
+    idle_per_s = sum(p.cpu() - c for p, c in zip(dep.servers, quiet, strict=True)) / (
+        time.monotonic() - started
+    )
     cpu0 = [p.cpu() for p in dep.servers]
+    started = time.monotonic()
     tally.reset(bench.next_step())
     await dep.publisher.publish(["bench.nobody"], rate, count, tally.step)
     await asyncio.sleep(0.5)  # let the instances finish what Redis delivered
-    used = [p.cpu() - c for p, c in zip(dep.servers, cpu0, strict=True)]
-    per_event = sum(used) / len(used) / count * 1e6
+    used = sum(p.cpu() - c for p, c in zip(dep.servers, cpu0, strict=True))
+    used -= idle_per_s * (time.monotonic() - started)
+    per_event = max(used, 0.0) / len(dep.servers) / count * 1e6
     bench.progress(f"    topic without subscribers: {per_event:.1f} us per event per instance")
     return {"unwatched_us_per_event": per_event}
 
@@ -411,6 +435,8 @@ async def pipeline(bench: Bench, kind: str) -> dict[str, Any]:
         "p50_ms": step.p50_ms,
         "p99_ms": step.p99_ms,
         "loss": step.loss,
+        "events_per_packet": step.events_per_packet,
+        "us_per_delivery": step.us_per_delivery,
         "loadgen_cpu_max": step.loadgen_busy,
         "client_core_max": step.client_core_busy,
     }
