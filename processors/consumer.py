@@ -1,54 +1,57 @@
-"""The consumer loop: XREADGROUP a batch, transform, write history, fan out, XACK.
+"""The worker's coordinator: which partitions this worker owns, and a runner for each.
 
-An entry is acknowledged only after its topic events are in history and published.
-After a failure the consumer first re-reads its own pending entries (id 0), so nothing
-it was given is skipped and each partition's order holds.
+Every `lease_ms / 3` it heartbeats its membership, renews its leases (a partition whose
+lease was lost, or not renewed in time, has its runner stopped), works out its fair
+share of partitions from the live workers, hands over partitions above its share (the
+runner finishes its batch, then the lease is released, so the next owner starts at
+once) and takes free partitions below it. Each owned partition has a `PartitionRunner`
+(`processors/partition.py`). Every `HOUSEKEEPING_S` it trims acknowledged entries from
+its partitions and removes dead workers' consumers from the group.
+
+Any number of workers can run: at most one owns a partition at a time, and partitions
+move between them as workers come and go.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Mapping, Sequence
+import uuid
 from dataclasses import dataclass
-from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisError
 
-from processors.dead_letters import DeadLetters
-from processors.groups import ensure_group, trim_acknowledged
-from processors.history import HistoryWriter
-from processors.transform import (
-    TopicEvent,
-    TransformError,
-    decode_entry,
-    group_by_topic,
-    passthrough,
-)
+from processors.fenced import FencedPartition
+from processors.groups import ensure_group, remove_dead_consumers, trim_acknowledged
+from processors.leases import Lease, Leases
+from processors.membership import Membership, fair_share
+from processors.partition import PartitionRunner, Transform
+from processors.transform import passthrough
 from realtime.backoff import Backoff
-from realtime.fanout import FanoutError, FanoutManager
+from realtime.fanout import FanoutManager
 from realtime.keys import Keys
 from realtime.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-TRIM_INTERVAL_S = 10.0
-
-Fields = Mapping[bytes | str, bytes | str]
-Entry = tuple[bytes | str, Fields]
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+HOUSEKEEPING_S = 10.0
+STOP_GRACE_S = 10.0
 
 
 @dataclass
-class BatchResult:
-    entries: int = 0
-    events: int = 0
-    dead: int = 0
+class Owned:
+    lease: Lease
+    runner: PartitionRunner
+    task: asyncio.Task[None]
+
+
+def owner_token(consumer: str) -> str:
+    """Unique per process start: a restarted worker with the same consumer name does not
+    inherit its predecessor's leases; it takes partitions over like anybody else."""
+    return f"{consumer}#{uuid.uuid4().hex[:8]}"
 
 
 class Consumer:
@@ -57,103 +60,204 @@ class Consumer:
         redis: Redis,
         fanout: FanoutManager,
         settings: Settings,
+        *,
+        transform: Transform = passthrough,
+        fenced: bool = True,
     ) -> None:
         self.redis = redis
         self.fanout = fanout
         self.settings = settings
         self.keys = Keys(settings.prefix)
         self.group = settings.group
-        self.name = settings.consumer
-        self.streams = [self.keys.ingest(p) for p in range(settings.partitions)]
-        self.history = HistoryWriter(redis, self.keys, settings.history_maxlen)
-        self.dead_letters = DeadLetters(redis, self.keys)
-        self.processed = 0
-        self._last_trim = 0.0
+        self.owner = owner_token(settings.consumer)
+        self.transform = transform
+        self.fenced = fenced
+        self.leases = Leases(redis, self.keys, self.owner, settings.lease_ms)
+        self.membership = Membership(redis, self.keys, self.owner, settings.lease_ms)
+        self.owned: dict[int, Owned] = {}
+        self.handing_over: set[int] = set()
+        # Runners of lost partitions still finishing their batch (their fenced writes
+        # fail); a partition is not taken again until its old runner has returned.
+        self.retiring: dict[int, Owned] = {}
+        self._processed = 0
+        # Notified after every tick: lets a caller wait for an ownership change.
+        self.changed = asyncio.Condition()
+        self._groups_ready = False
+        self._last_housekeeping = time.monotonic()
+
+    @property
+    def tick_s(self) -> float:
+        return self.settings.lease_ms / 3000
+
+    @property
+    def processed(self) -> int:
+        """Entries this worker has committed (events written or dead-lettered)."""
+        running = [*self.owned.values(), *self.retiring.values()]
+        return self._processed + sum(o.runner.processed for o in running)
+
+    def partitions(self) -> list[int]:
+        """The partitions this worker owns now."""
+        return sorted(self.owned)
 
     async def ensure_groups(self) -> None:
-        for stream in self.streams:
-            await ensure_group(self.redis, stream, self.group)
-
-    async def read(self, pending: bool, block_ms: int) -> list[tuple[str, list[Entry]]]:
-        """Our own pending entries (pending=True) or new ones."""
-        start = "0" if pending else ">"
-        reply: Any = await self.redis.xreadgroup(
-            self.group,
-            self.name,
-            dict.fromkeys(self.streams, start),
-            count=self.settings.batch_size,
-            block=None if pending else block_ms,
-        )
-        return [(_text(stream), entries) for stream, entries in reply or [] if entries]
-
-    async def handle(self, stream: str, entries: Sequence[Entry]) -> BatchResult:
-        """Process one stream's batch in order; ack it once durable and published."""
-        result = BatchResult(entries=len(entries))
-        if not entries:
-            return result
-        events: list[TopicEvent] = []
-        for raw_id, fields in entries:
-            entry_id = _text(raw_id)
-            try:
-                events.extend(passthrough(decode_entry(entry_id, fields)))
-            except TransformError as exc:
-                await self.dead_letters.add(stream, entry_id, fields, str(exc))
-                result.dead += 1
-        await self.history.append(events)
-        await self.fanout.publish_updates(group_by_topic(events))
-        await self.redis.xack(stream, self.group, *[_text(i) for i, _ in entries])
-        result.events = len(events)
-        self.processed += len(entries)
-        return result
-
-    async def maybe_trim(self) -> None:
-        now = time.monotonic()
-        if now - self._last_trim < TRIM_INTERVAL_S:
+        if self._groups_ready:
             return
-        self._last_trim = now
-        for stream in self.streams:
-            await trim_acknowledged(self.redis, stream, self.group)
+        for partition in range(self.settings.partitions):
+            await ensure_group(self.redis, self.keys.ingest(partition), self.group)
+        self._groups_ready = True
+
+    # -- the main loop --------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event, *, burst: bool = False) -> None:
-        """Consume until `stop` is set; in burst mode, return once nothing is left."""
-        backoff = Backoff(base_s=0.1, cap_s=5.0)
-        pending = True
-        groups_ready = False
-        while not stop.is_set():
-            try:
-                if not groups_ready:
-                    await self.ensure_groups()
-                    groups_ready = True
-                batches = await self.read(pending, self.settings.block_ms)
-                if not batches:
-                    if pending:
-                        pending = False
-                        continue
-                    if burst:
-                        return
-                for stream, entries in batches:
-                    await self.handle(stream, entries)
-                await self.maybe_trim()
-                backoff.reset()
-            except asyncio.CancelledError:
-                raise
-            except ResponseError as exc:
-                if str(exc).startswith("NOGROUP"):
-                    groups_ready = False
-                delay = backoff.next_delay()
-                logger.warning("worker: Redis refused (%s); retrying in %.1fs", exc, delay)
-                pending = True
+        """Coordinate until `stop`; in burst mode, drain the partitions this worker gets
+        and return."""
+        try:
+            if burst:
+                await self._burst()
+                return
+            backoff = Backoff(base_s=0.1, cap_s=self.tick_s)
+            while not stop.is_set():
+                try:
+                    await self.tick()
+                    backoff.reset()
+                    delay = self.tick_s
+                except (RedisError, OSError) as exc:
+                    self._groups_ready = False
+                    delay = backoff.next_delay()
+                    logger.warning("worker: Redis unavailable (%s); retrying in %.1fs", exc, delay)
                 await _sleep_or_stop(stop, delay)
-            except (RedisError, OSError, FanoutError) as exc:
-                delay = backoff.next_delay()
-                logger.warning("worker: Redis unavailable (%s); retrying in %.1fs", exc, delay)
-                pending = True
-                await _sleep_or_stop(stop, delay)
+        finally:
+            await self.shutdown()
+
+    async def _burst(self) -> None:
+        await self.ensure_groups()
+        alive = await self.membership.heartbeat()
+        await self._acquire(fair_share(self.owner, alive, self.settings.partitions), burst=True)
+        await asyncio.gather(*(owned.task for owned in self.owned.values()))
+
+    async def tick(self) -> None:
+        await self.ensure_groups()
+        alive = await self.membership.heartbeat()
+        await self._reap()
+        await self._renew()
+        target = fair_share(self.owner, alive, self.settings.partitions)
+        keeping = [p for p in self.partitions() if p not in self.handing_over]
+        for partition in keeping[target:]:
+            logger.info("handing partition %d over (fair share is %d)", partition, target)
+            self.handing_over.add(partition)
+            self.owned[partition].runner.stop()
+        if len(keeping) < target:
+            await self._acquire(target)
+        if time.monotonic() - self._last_housekeeping >= HOUSEKEEPING_S:
+            self._last_housekeeping = time.monotonic()
+            await self._housekeeping(alive)
+        async with self.changed:
+            self.changed.notify_all()
+
+    # -- leases and runners ---------------------------------------------------------------
+
+    async def _acquire(self, target: int, *, burst: bool = False) -> None:
+        for partition in range(self.settings.partitions):
+            if len(self.owned) - len(self.handing_over) >= target:
+                return
+            if partition in self.owned or partition in self.retiring:
+                continue
+            lease = await self.leases.acquire(partition)
+            if lease is not None:
+                self._start(lease, burst=burst)
+
+    def _start(self, lease: Lease, *, burst: bool) -> None:
+        partition = lease.partition
+        fenced = FencedPartition(
+            self.redis,
+            self.keys,
+            partition,
+            token=lease.token,
+            group=self.group,
+            consumer=self.owner,
+            history_maxlen=self.settings.history_maxlen,
+            fenced=self.fenced,
+        )
+        runner = PartitionRunner(
+            fenced,
+            self.redis,
+            self.keys,
+            self.fanout,
+            batch_size=self.settings.batch_size,
+            block_ms=self.settings.block_ms,
+            max_attempts=self.settings.max_attempts,
+            transform=self.transform,
+            burst=burst,
+        )
+        task = asyncio.create_task(runner.run(), name=f"partition-{partition}")
+        self.owned[partition] = Owned(lease, runner, task)
+        logger.info("owning partition %d", partition)
+
+    async def _renew(self) -> None:
+        """Renew our leases; retire the runners of partitions whose lease we lost or
+        could not renew in time (their fenced reads and writes would fail anyway)."""
+        now = time.monotonic()
+        stale = [o.lease for o in self.owned.values() if o.lease.expired(now)]
+        fresh = [o.lease for o in self.owned.values() if not o.lease.expired(now)]
+        lost = await self.leases.renew(fresh)
+        for lease in [*stale, *lost]:
+            logger.warning("lost the lease of partition %d", lease.partition)
+            owned = self.owned.pop(lease.partition)
+            self.handing_over.discard(lease.partition)
+            owned.runner.stop()
+            self.retiring[lease.partition] = owned
+
+    async def _reap(self) -> None:
+        """Account for runners that returned: handed over, lost, or crashed."""
+        for partition, owned in list(self.retiring.items()):
+            if owned.task.done():
+                del self.retiring[partition]
+                self._finished(partition, owned)
+        for partition, owned in list(self.owned.items()):
+            if not owned.task.done():
+                continue
+            del self.owned[partition]
+            self.handing_over.discard(partition)
+            self._finished(partition, owned)
+            if not owned.runner.lost:
+                # Handed over or crashed: release it so the next owner starts at once.
+                with contextlib.suppress(RedisError, OSError):
+                    if await self.leases.release(owned.lease):
+                        logger.info("released partition %d", partition)
+
+    def _finished(self, partition: int, owned: Owned) -> None:
+        self._processed += owned.runner.processed
+        if not owned.task.cancelled() and owned.task.exception() is not None:
+            logger.error("partition %d: runner crashed", partition, exc_info=owned.task.exception())
+
+    async def _housekeeping(self, alive: list[str]) -> None:
+        for partition in self.partitions():
+            stream = self.keys.ingest(partition)
+            await trim_acknowledged(self.redis, stream, self.group)
+            await remove_dead_consumers(
+                self.redis, stream, self.group, set(alive), min_idle_ms=self.settings.lease_ms
+            )
+
+    # -- shutdown -------------------------------------------------------------------------
+
+    async def shutdown(self) -> None:
+        """Stop every runner (each finishes its batch), release the leases, leave."""
+        running = [*self.owned.values(), *self.retiring.values()]
+        for owned in running:
+            owned.runner.stop()
+        tasks = [owned.task for owned in running]
+        if tasks:
+            grace = STOP_GRACE_S + self.settings.block_ms / 1000
+            _, late = await asyncio.wait(tasks, timeout=grace)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+        await self._reap()
+        with contextlib.suppress(RedisError, OSError):
+            await self.membership.leave()
 
 
 async def _sleep_or_stop(stop: asyncio.Event, delay: float) -> None:
-    try:
+    with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(delay):
             await stop.wait()
-    except TimeoutError:
-        pass

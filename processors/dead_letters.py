@@ -1,47 +1,151 @@
-"""Dead letters: ingest entries the worker gave up on, kept with their error.
+"""Dead letters: ingest entries the worker gave up on, kept with their error in `rt:dead`.
 
-The partition moves on; nothing is silently dropped.
+An entry is dead-lettered when it can never be processed (malformed), when processing
+it failed `REALTIME_MAX_ATTEMPTS` times in a row, or when it has been handed to workers
+`REALTIME_MAX_ATTEMPTS` times without ever completing (it crashes them). The record is
+written by the same atomic commit that acknowledges the entry: the partition moves on
+and nothing is silently dropped. `realtime dlq list|replay|drop` works on this stream.
+
+A record holds where the entry came from (`stream`, `id`), why it was given up
+(`error`, `attempts`, `at`), and the entry's own fields, byte for byte, as
+`entry.<field>`, so a replay re-queues exactly what the producer sent.
 """
 
 from __future__ import annotations
 
-import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from redis.asyncio import Redis
 
-from realtime import jsoncodec
 from realtime.keys import Keys
+from realtime.topics import is_valid_topic, partition_of
 
-logger = logging.getLogger(__name__)
-
-DEAD_LETTER_MAXLEN = 100_000
+ENTRY_PREFIX = "entry."
+MAX_ERROR_CHARS = 2000
 
 
 def _text(value: bytes | str) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
-class DeadLetters:
-    def __init__(self, redis: Redis, keys: Keys) -> None:
-        self.redis = redis
-        self.key = keys.dead_letters()
+def dead_letter_record(
+    stream: str,
+    entry_id: str,
+    fields: Mapping[bytes | str, bytes | str],
+    error: str,
+    attempts: int,
+    now_ms: int | None = None,
+) -> list[bytes | str | int]:
+    """The field/value list of a record in `rt:dead`."""
+    at = int(time.time() * 1000) if now_ms is None else now_ms
+    record: list[bytes | str | int] = [
+        "stream", stream,
+        "id", entry_id,
+        "error", error[:MAX_ERROR_CHARS],
+        "attempts", attempts,
+        "at", at,
+    ]  # fmt: skip
+    for name, value in fields.items():
+        record += [ENTRY_PREFIX + _text(name), value]
+    return record
 
-    async def add(
-        self, stream: str, entry_id: str, fields: Mapping[bytes | str, bytes | str], error: str
-    ) -> None:
-        logger.error("dead-lettering %s %s: %s", stream, entry_id, error)
-        record = {
-            "stream": stream,
-            "id": entry_id,
-            "error": error,
-            "fields": jsoncodec.dumps({_text(k): _text(v) for k, v in fields.items()}),
-            "at": str(int(time.time() * 1000)),
-        }
-        await self.redis.xadd(
-            self.key,
-            record,  # type: ignore[arg-type]
-            maxlen=DEAD_LETTER_MAXLEN,
-            approximate=True,
+
+@dataclass(frozen=True)
+class DeadLetter:
+    id: str  # the record's id in rt:dead
+    stream: str
+    entry_id: str
+    error: str
+    attempts: int
+    at: int
+    fields: dict[str, bytes]
+
+    @classmethod
+    def from_record(cls, record_id: bytes | str, raw: Mapping[bytes, bytes]) -> DeadLetter:
+        values = {_text(k): v for k, v in raw.items()}
+
+        def number(name: str) -> int:
+            try:
+                return int(values.get(name, b"0"))
+            except ValueError:
+                return 0
+
+        return cls(
+            id=_text(record_id),
+            stream=_text(values.get("stream", b"")),
+            entry_id=_text(values.get("id", b"")),
+            error=_text(values.get("error", b"")),
+            attempts=number("attempts"),
+            at=number("at"),
+            fields={
+                k.removeprefix(ENTRY_PREFIX): v
+                for k, v in values.items()
+                if k.startswith(ENTRY_PREFIX)
+            },
         )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "stream": self.stream,
+            "entry_id": self.entry_id,
+            "error": self.error,
+            "attempts": self.attempts,
+            "at": self.at,
+            "entry": {k: _text(v) for k, v in self.fields.items()},
+        }
+
+
+class DeadLetterStore:
+    """Read, re-queue and drop dead letters (the `realtime dlq` command)."""
+
+    def __init__(self, redis: Redis, keys: Keys, partitions: int) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.key = keys.dead_letters()
+        self.partitions = partitions
+
+    async def count(self) -> int:
+        return int(await self.redis.xlen(self.key))
+
+    async def page(self, limit: int = 100, after: str | None = None) -> list[DeadLetter]:
+        """The oldest `limit` records (after the record id `after`)."""
+        start = "-" if after is None else f"({after}"
+        records: Any = await self.redis.xrange(self.key, min=start, count=limit)
+        return [DeadLetter.from_record(i, fields) for i, fields in records]
+
+    async def get(self, ids: Sequence[str]) -> list[DeadLetter]:
+        found = []
+        for record_id in ids:
+            records: Any = await self.redis.xrange(self.key, record_id, record_id)
+            found += [DeadLetter.from_record(i, fields) for i, fields in records]
+        return found
+
+    def target_stream(self, letter: DeadLetter) -> str:
+        """The topic's partition today (partitions may have changed since), else the
+        stream the entry came from."""
+        topic = _text(letter.fields.get("topic", b""))
+        if is_valid_topic(topic):
+            return self.keys.ingest(partition_of(topic, self.partitions))
+        return letter.stream
+
+    async def replay(self, letters: Sequence[DeadLetter]) -> list[tuple[DeadLetter, str]]:
+        """Re-queue each entry as a new ingest entry and drop its record, atomically
+        per entry; returns (letter, new ingest id) pairs. The new id is later than the
+        events that went past it, so the replayed event sorts after them."""
+        replayed = []
+        for letter in letters:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.xadd(self.target_stream(letter), letter.fields)  # type: ignore[arg-type]
+                pipe.xdel(self.key, letter.id)
+                new_id, _ = await pipe.execute()
+            replayed.append((letter, _text(new_id)))
+        return replayed
+
+    async def drop(self, letters: Sequence[DeadLetter]) -> int:
+        if not letters:
+            return 0
+        return int(await self.redis.xdel(self.key, *[letter.id for letter in letters]))

@@ -48,3 +48,35 @@ async def trim_acknowledged(redis: Redis, stream: str, group: str) -> None:
 
 def _name(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+_REMOVE_IF_IDLE = """
+local removed = 0
+for i = 2, #ARGV do
+  if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[i]) == 0 then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[i])
+    removed = removed + 1
+  end
+end
+return removed
+"""
+
+
+async def remove_dead_consumers(
+    redis: Redis, stream: str, group: str, alive: set[str], min_idle_ms: int
+) -> int:
+    """Delete the group's consumers that belong to no live worker, have been idle for
+    `min_idle_ms` and have nothing pending (their entries were claimed by the new owner).
+    The pending check and the delete run together in Redis, so nothing pending is lost."""
+    consumers = await redis.xinfo_consumers(stream, group)
+    dead = [
+        _name(c["name"])
+        for c in consumers
+        if _name(c["name"]) not in alive and int(c["idle"]) >= min_idle_ms
+    ]
+    if not dead:
+        return 0
+    removed = await redis.eval(_REMOVE_IF_IDLE, 1, stream, group, *dead)
+    if removed:
+        logger.info("removed %d consumer(s) of dead workers from %s", removed, stream)
+    return int(removed)

@@ -22,14 +22,17 @@ async def run_worker(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    redis = connect(settings, blocking_ms=settings.block_ms)
+    # No automatic retry: a consumer-group read resent after a lost reply would strand
+    # the entries of the first one. The runners handle errors themselves (recovery).
+    redis = connect(settings, blocking_ms=settings.block_ms, retries=0)
     fanout = FanoutManager(settings, write_only=True)
     consumer = Consumer(redis, fanout, settings)
     logger.info(
-        "worker %s consuming %d partition(s) as group %s",
-        settings.consumer,
+        "worker %s sharing %d partition(s) as group %s (lease %d ms)",
+        consumer.owner,
         settings.partitions,
         settings.group,
+        settings.lease_ms,
     )
     try:
         await consumer.run(stop, burst=burst)
@@ -38,5 +41,5 @@ async def run_worker(
             loop.remove_signal_handler(sig)
         await fanout.aclose()
         await redis.aclose()
-    logger.info("worker %s stopped after %d entries", settings.consumer, consumer.processed)
+    logger.info("worker %s stopped after %d entries", consumer.owner, consumer.processed)
     return consumer.processed

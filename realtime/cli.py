@@ -1,4 +1,4 @@
-"""The `realtime` command: serve, process, dev, watch, publish, loadtest."""
+"""The `realtime` command: serve, process, dev, watch, publish, loadtest, dlq."""
 
 from __future__ import annotations
 
@@ -133,6 +133,12 @@ def cmd_loadtest(settings: Settings, args: argparse.Namespace) -> int:
     return command.run(args, _default_url(settings), _new_loop)
 
 
+def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
+    from processors.dlq import run_dlq
+
+    return _run(run_dlq(settings, args))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="realtime",
@@ -178,6 +184,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_loadtest_arguments(loadtest)
     loadtest.set_defaults(func=cmd_loadtest)
+
+    from processors.dlq import add_parser as add_dlq_parser
+
+    add_dlq_parser(sub).set_defaults(func=cmd_dlq)
     return parser
 
 

@@ -6,8 +6,9 @@ at its transport seam (`_publish` / `_listen`) rather than fork it:
 
 - the channel name comes from `realtime.keys`;
 - JSON goes through orjson;
-- a failed publish raises in the worker (the stock manager logs and drops it), so the
-  worker does not acknowledge an entry whose emit never left;
+- the worker does not publish through the manager: it takes the encoded messages
+  (`encode_updates`) and publishes them inside its atomic commit, so an entry is
+  acknowledged exactly when its events are in history and published;
 - the listener reconnects with capped, jittered backoff and pings an idle connection so
   a dead one is noticed.
 """
@@ -73,20 +74,15 @@ class FanoutManager(socketio.AsyncRedisManager):  # type: ignore[misc]
             "host_id": self.host_id,
         }
 
-    async def publish_updates(self, batches: Sequence[tuple[str, list[dict[str, Any]]]]) -> None:
-        """Publish one `update` emit per (topic, events) in one round trip, in order.
-
-        Raises FanoutError when Redis did not take them.
-        """
-        if not batches:
-            return
-        try:
-            async with self._client().pipeline(transaction=False) as pipe:
-                for topic, events in batches:
-                    pipe.publish(self.channel, jsoncodec.dumpb(self._message(topic, events)))
-                await pipe.execute()
-        except (RedisError, OSError) as exc:
-            raise FanoutError(f"publish to {self.channel} failed: {exc}") from exc
+    def encode_updates(
+        self, batches: Sequence[tuple[str, list[dict[str, Any]]]]
+    ) -> list[tuple[str, bytes]]:
+        """(channel, message) per (topic, events): what to PUBLISH for one `update` emit
+        each. The worker publishes these inside its atomic commit."""
+        return [
+            (self.channel, jsoncodec.dumpb(self._message(topic, events)))
+            for topic, events in batches
+        ]
 
     async def _publish(self, data: Any) -> None:
         try:

@@ -30,6 +30,14 @@ class Keys:
         """Entries the worker gave up on, with the error."""
         return f"{self.prefix}dead"
 
+    def lease(self, partition: int) -> str:
+        """Who owns a partition: the owner's token, with a TTL the owner keeps renewing."""
+        return f"{self.prefix}lease:{partition}"
+
+    def workers(self) -> str:
+        """Live workers: a sorted set of owner tokens scored by heartbeat expiry (ms)."""
+        return f"{self.prefix}workers"
+
     def fanout_channel(self) -> str:
         """The pub/sub channel web instances listen on for room emits."""
         return f"{self.prefix}fanout"

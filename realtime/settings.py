@@ -112,6 +112,8 @@ class Settings:
     group: str = "processors"
     batch_size: int = 256
     block_ms: int = 1000
+    lease_ms: int = 5000
+    max_attempts: int = 5
     # redis client
     redis_timeout_s: float = 5.0
     # operations: log format, Socket.IO Admin UI
@@ -146,6 +148,8 @@ class Settings:
             consumer=e.get("REALTIME_CONSUMER", "").strip() or default_consumer_name(),
             batch_size=_int(e, "REALTIME_BATCH_SIZE", cls.batch_size, minimum=1),
             block_ms=_int(e, "REALTIME_BLOCK_MS", cls.block_ms, minimum=1),
+            lease_ms=_int(e, "REALTIME_LEASE_MS", cls.lease_ms, minimum=300),
+            max_attempts=_int(e, "REALTIME_MAX_ATTEMPTS", cls.max_attempts, minimum=1),
             redis_timeout_s=_float(e, "REALTIME_REDIS_TIMEOUT_S", cls.redis_timeout_s, 0.1),
             log_format=_choice(e, "REALTIME_LOG_FORMAT", LOG_FORMATS),
             admin_user=e.get("REALTIME_ADMIN_USER", "").strip(),

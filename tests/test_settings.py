@@ -27,6 +27,8 @@ def test_values_from_env() -> None:
             "REALTIME_PARTITIONS": "16",
             "REALTIME_HISTORY_MAXLEN": "500",
             "REALTIME_CONSUMER": "pod-7",
+            "REALTIME_LEASE_MS": "2000",
+            "REALTIME_MAX_ATTEMPTS": "3",
         }
     )
     assert settings.redis_url == "redis://r:1/2"
@@ -37,6 +39,8 @@ def test_values_from_env() -> None:
     assert settings.partitions == 16
     assert settings.history_maxlen == 500
     assert settings.consumer == "pod-7"
+    assert settings.lease_ms == 2000
+    assert settings.max_attempts == 3
 
 
 @pytest.mark.parametrize(
@@ -47,6 +51,8 @@ def test_values_from_env() -> None:
         ({"REALTIME_INSECURE": "maybe"}, "REALTIME_INSECURE"),
         ({"REALTIME_PREFIX": ""}, "REALTIME_PREFIX"),
         ({"REALTIME_REDIS_TIMEOUT_S": "soon"}, "REALTIME_REDIS_TIMEOUT_S"),
+        ({"REALTIME_LEASE_MS": "50"}, "REALTIME_LEASE_MS"),
+        ({"REALTIME_MAX_ATTEMPTS": "0"}, "REALTIME_MAX_ATTEMPTS"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], name: str) -> None:

@@ -1,4 +1,4 @@
-"""The consumer loop in-process against real Redis: history, fan-out, acks, dead letters."""
+"""The worker in-process against real Redis: history, fan-out, acks, dead letters."""
 
 from __future__ import annotations
 
@@ -57,14 +57,14 @@ async def test_a_redelivered_entry_does_not_create_a_second_history_entry(
     consumer: Consumer, redis: Redis, settings: Settings
 ) -> None:
     writer = IngestWriter(redis, settings)
-    await writer.append([{"topic": "a", "data": {"n": n}} for n in range(3)])
+    ids = await writer.append([{"topic": "a", "data": {"n": n}} for n in range(3)])
     stream = Keys(settings.prefix).ingest(partition_of("a", settings.partitions))
-    entries = await redis.xrange(stream)
     await run_burst(consumer)
-    # The same entries again, as after a crash between history write and ack.
-    result = await consumer.handle(stream, entries)
-    assert result.events == 3
-    assert len(await history(redis, settings, "a")) == 3
+    # Every entry delivered again, as when an operator rewinds the group.
+    await redis.xgroup_setid(stream, settings.group, "0")
+    await run_burst(consumer)
+    assert [i for i, _ in await history(redis, settings, "a")] == ids
+    assert (await redis.xpending(stream, settings.group))["pending"] == 0
 
 
 async def test_a_malformed_entry_is_dead_lettered_and_the_partition_moves_on(
@@ -79,6 +79,8 @@ async def test_a_malformed_entry_is_dead_lettered_and_the_partition_moves_on(
     [(_, dead)] = await redis.xrange(keys.dead_letters())
     assert dead[b"stream"] == stream.encode()
     assert b"malformed" in dead[b"error"]
+    assert dead[b"attempts"] == b"1"  # retrying a malformed entry cannot help
+    assert dead[b"entry.data"] == b"{broken"
     assert [i for i, _ in await history(redis, settings, "a")] == [good_id]
     assert (await redis.xpending(stream, settings.group))["pending"] == 0
 

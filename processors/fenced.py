@@ -1,0 +1,269 @@
+"""Every Redis operation a partition's owner makes, fenced by its lease.
+
+Each of these runs as one Lua script that first checks the partition's lease still
+holds our token, so a worker that lost its lease (paused past its expiry, cut off from
+Redis) can neither take entries out of the stream nor write anything for them:
+
+- `read`: XREADGROUP `>` (non-blocking; `wait` blocks on a plain XREAD instead, which
+  hands nothing out);
+- `claim`: the partition's pending entries, oldest first, from whichever consumer had
+  them (a previous owner that died), with their delivery counts;
+- `commit`: a batch's history entries, fan-out publishes, dead letters and acks, all or
+  nothing as far as publishing and acking go.
+
+Because a lease changes hands only inside Redis, and every read and commit checks it
+there, the next owner's `claim` sees every entry the previous owner ever read and did
+not acknowledge: nothing is skipped and the partition's order holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from realtime.keys import Keys
+
+Fields = Mapping[bytes | str, bytes | str]
+Value = bytes | str | int
+
+_FENCE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {-1} end
+"""
+
+_READ = """
+local reply = redis.call('XREADGROUP', 'GROUP', ARGV[2], ARGV[3], 'COUNT', ARGV[4],
+                         'STREAMS', KEYS[2], '>')
+if reply then return {0, reply[1][2]} end
+-- Nothing new: every entry up to the stream's last one has been handed out, so the
+-- caller waits for entries after it.
+local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+if #last == 0 then return {0, {}, '0-0'} end
+return {0, {}, last[1][1]}
+"""
+
+_CLAIM = """
+local pending = redis.call('XPENDING', KEYS[2], ARGV[2], '-', '+', ARGV[4])
+if #pending == 0 then return {0, {}, {}, 0} end
+local ids, delivered = {}, {}
+for i, p in ipairs(pending) do
+  ids[i] = p[1]
+  delivered[p[1]] = p[4]
+end
+local claimed = redis.call('XCLAIM', KEYS[2], ARGV[2], ARGV[3], 0, unpack(ids))
+local entries, counts, present = {}, {}, {}
+for _, entry in ipairs(claimed) do
+  if entry then
+    entries[#entries + 1] = entry
+    counts[#counts + 1] = delivered[entry[1]] + 1
+    present[entry[1]] = true
+  end
+end
+-- An entry deleted from the stream while pending can never be processed; Redis 7
+-- drops it from the pending list on XCLAIM, Redis 6.2 keeps it: ack it on both.
+local gone = {}
+for _, id in ipairs(ids) do
+  if not present[id] then gone[#gone + 1] = id end
+end
+if #gone > 0 then redis.call('XACK', KEYS[2], ARGV[2], unpack(gone)) end
+return {0, entries, counts, #ids}
+"""
+
+# KEYS: lease, ingest stream, dead-letter stream, then one history key per event.
+# ARGV: lease token, group, history maxlen, dead-letter maxlen, then
+#   event count, and per event: id, field-arg count f, f field/value args;
+#   publish count, and per publish: channel, payload;
+#   dead-letter count, and per dead letter: field-arg count f, f field/value args;
+#   then every entry id to acknowledge.
+_COMMIT = """
+local i = 6
+for e = 1, tonumber(ARGV[5]) do
+  local f = tonumber(ARGV[i + 1])
+  local r = redis.pcall('XADD', KEYS[3 + e], 'MAXLEN', '~', ARGV[3], ARGV[i],
+                        unpack(ARGV, i + 2, i + 1 + f))
+  if type(r) == 'table' and r.err then
+    -- An id at or below the stream's last: written by an earlier delivery. Skip it.
+    if not string.find(r.err, 'equal or smaller', 1, true) then
+      -- A key of the wrong type fails this entry every time: report which one.
+      if string.sub(r.err, 1, 9) == 'WRONGTYPE' then return {e, r.err} end
+      return redis.error_reply(r.err)
+    end
+  end
+  i = i + 2 + f
+end
+local publishes = tonumber(ARGV[i])
+i = i + 1
+for _ = 1, publishes do
+  redis.call('PUBLISH', ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
+local dead = tonumber(ARGV[i])
+i = i + 1
+for _ = 1, dead do
+  local f = tonumber(ARGV[i])
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', unpack(ARGV, i + 1, i + f))
+  i = i + 1 + f
+end
+local n = #ARGV
+while i <= n do
+  local j = math.min(i + 999, n)  -- unpack has a stack limit
+  redis.call('XACK', KEYS[2], ARGV[2], unpack(ARGV, i, j))
+  i = j + 1
+end
+return {0}
+"""
+
+LEASE_LOST = -1
+DEAD_LETTER_MAXLEN = 100_000
+
+
+def fenced_script(body: str, *, fenced: bool = True) -> str:
+    """A script body behind the lease check (`fenced=False` is for the benchmark's
+    measurement of what the check costs, never for production use)."""
+    return (_FENCE if fenced else "") + body
+
+
+class LeaseLost(Exception):
+    """The partition's lease is no longer ours: stop reading and writing it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    id: str
+    fields: Fields
+    deliveries: int = 1  # how many times the group has handed this entry out
+
+
+@dataclass
+class ReadResult:
+    entries: list[Entry]
+    last_id: str = "0-0"  # with no entries: wait for entries after this one
+
+
+@dataclass
+class ClaimResult:
+    entries: list[Entry]
+    done: bool  # nothing was pending: the partition has been recovered
+
+
+@dataclass
+class HistoryWrite:
+    key: str
+    id: str
+    fields: list[Value]
+
+
+@dataclass
+class CommitPlan:
+    """What one commit writes, in order; built by the partition runner."""
+
+    history: list[HistoryWrite] = field(default_factory=list)
+    publishes: list[tuple[str, bytes]] = field(default_factory=list)
+    dead_letters: list[list[Value]] = field(default_factory=list)
+    acks: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.acks or self.history or self.publishes or self.dead_letters)
+
+
+@dataclass(frozen=True)
+class CommitFailure:
+    """History event `event_index` (0-based, in plan order) failed with `error`;
+    the events before it are written, nothing was published or acknowledged."""
+
+    event_index: int
+    error: str
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _entry(raw: Sequence[Any], deliveries: int = 1) -> Entry:
+    entry_id, flat = raw
+    fields = dict(zip(flat[::2], flat[1::2], strict=True))
+    return Entry(_text(entry_id), fields, deliveries)
+
+
+class FencedPartition:
+    """One partition's stream, used under the lease whose token is `token`."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        partition: int,
+        *,
+        token: str,
+        group: str,
+        consumer: str,
+        history_maxlen: int,
+        fenced: bool = True,
+    ) -> None:
+        self.redis = redis
+        self.partition = partition
+        self.stream = keys.ingest(partition)
+        self.lease_key = keys.lease(partition)
+        self.dead_key = keys.dead_letters()
+        self.token = token
+        self.group = group
+        self.consumer = consumer
+        self.history_maxlen = history_maxlen
+        self._read = redis.register_script(fenced_script(_READ, fenced=fenced))
+        self._claim = redis.register_script(fenced_script(_CLAIM, fenced=fenced))
+        self._commit = redis.register_script(fenced_script(_COMMIT, fenced=fenced))
+
+    def _args(self, count: int) -> list[Value]:
+        return [self.token, self.group, self.consumer, count]
+
+    async def read(self, count: int) -> ReadResult:
+        """Up to `count` entries nobody has been given yet."""
+        reply = await self._read(keys=[self.lease_key, self.stream], args=self._args(count))
+        if reply[0] == LEASE_LOST:
+            raise LeaseLost(self.stream)
+        if reply[1]:
+            return ReadResult([_entry(raw) for raw in reply[1]])
+        return ReadResult([], _text(reply[2]))
+
+    async def claim(self, count: int) -> ClaimResult:
+        """Up to `count` pending entries (anyone's), oldest first, now ours."""
+        reply = await self._claim(keys=[self.lease_key, self.stream], args=self._args(count))
+        if reply[0] == LEASE_LOST:
+            raise LeaseLost(self.stream)
+        entries = [_entry(raw, int(n)) for raw, n in zip(reply[1], reply[2], strict=True)]
+        return ClaimResult(entries, done=int(reply[3]) == 0)
+
+    async def wait(self, after_id: str, block_ms: int) -> None:
+        """Block until the stream has an entry after `after_id` or `block_ms` passed."""
+        await self.redis.xread({self.stream: after_id}, count=1, block=block_ms)
+
+    async def commit(self, plan: CommitPlan) -> CommitFailure | None:
+        """Write the plan atomically; a CommitFailure names a history write that failed
+        (a key of the wrong type); raises LeaseLost, or ResponseError for anything else."""
+        keys: list[str] = [self.lease_key, self.stream, self.dead_key]
+        args: list[Value] = [self.token, self.group, self.history_maxlen, DEAD_LETTER_MAXLEN]
+        args.append(len(plan.history))
+        for write in plan.history:
+            keys.append(write.key)
+            args += [write.id, len(write.fields), *write.fields]
+        args.append(len(plan.publishes))
+        for channel, payload in plan.publishes:
+            args += [channel, payload]
+        args.append(len(plan.dead_letters))
+        for record in plan.dead_letters:
+            args += [len(record), *record]
+        args += plan.acks
+        reply = await self._commit(keys=keys, args=args)
+        status = int(reply[0])
+        if status == 0:
+            return None
+        if status == LEASE_LOST:
+            raise LeaseLost(self.stream)
+        return CommitFailure(status - 1, _text(reply[1]))
+
+
+def is_missing_group(exc: ResponseError) -> bool:
+    return "NOGROUP" in str(exc)

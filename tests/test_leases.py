@@ -1,0 +1,117 @@
+"""Partition leases and fencing against real Redis, and the fair-share rule (pure)."""
+
+from __future__ import annotations
+
+import pytest
+from redis.asyncio import Redis
+
+from processors.fenced import CommitPlan, FencedPartition, HistoryWrite, LeaseLost
+from processors.groups import ensure_group
+from processors.leases import Lease, Leases
+from processors.membership import Membership, fair_share
+from realtime.keys import Keys
+from realtime.settings import Settings
+
+
+@pytest.fixture
+def keys(settings: Settings) -> Keys:
+    return Keys(settings.prefix)
+
+
+def fenced(redis: Redis, keys: Keys, token: str) -> FencedPartition:
+    return FencedPartition(redis, keys, 0, token=token, group="g", consumer="c", history_maxlen=100)
+
+
+async def test_a_lease_has_one_holder_until_released(redis: Redis, keys: Keys) -> None:
+    a = Leases(redis, keys, "worker-a", lease_ms=10_000)
+    b = Leases(redis, keys, "worker-b", lease_ms=10_000)
+    lease = await a.acquire(0)
+    assert lease is not None
+    assert await b.acquire(0) is None
+    assert await a.holder(0) == lease.token
+    # Renewing or releasing needs the token: b can do neither.
+    b_lease = Lease(0, "worker-b/1", 0.0)
+    assert await b.renew([b_lease]) == [b_lease]
+    assert await b.release(b_lease) is False
+    assert await a.renew([lease]) == []
+    assert await a.release(lease) is True
+    assert await b.acquire(0) is not None
+
+
+async def test_an_expired_lease_is_taken_over_and_the_old_token_is_refused(
+    redis: Redis, keys: Keys
+) -> None:
+    a = Leases(redis, keys, "worker-a", lease_ms=10_000)
+    b = Leases(redis, keys, "worker-b", lease_ms=10_000)
+    old = await a.acquire(0)
+    assert old is not None
+    await redis.delete(keys.lease(0))  # as if it expired while worker-a was paused
+    new = await b.acquire(0)
+    assert new is not None
+    assert await a.renew([old]) == [old]  # worker-a learns it lost the partition
+    assert await b.renew([new]) == []
+
+
+async def test_each_acquisition_gets_a_new_token(redis: Redis, keys: Keys) -> None:
+    leases = Leases(redis, keys, "worker-a", lease_ms=10_000)
+    first = await leases.acquire(0)
+    assert first is not None
+    await leases.release(first)
+    second = await leases.acquire(0)
+    assert second is not None
+    assert first.token != second.token
+
+
+async def test_fenced_reads_and_commits_refuse_a_lost_lease(redis: Redis, keys: Keys) -> None:
+    stream = keys.ingest(0)
+    await ensure_group(redis, stream, "g")
+    await redis.xadd(stream, {"topic": "a", "ts": "1", "data": "{}"})
+    leases = Leases(redis, keys, "worker-a", lease_ms=10_000)
+    lease = await leases.acquire(0)
+    assert lease is not None
+    await leases.release(lease)
+    partition = fenced(redis, keys, lease.token)
+    with pytest.raises(LeaseLost):
+        await partition.read(10)
+    with pytest.raises(LeaseLost):
+        await partition.claim(10)
+    plan = CommitPlan(history=[HistoryWrite(keys.topic("a"), "1-1", ["ts", "1", "data", "{}"])])
+    with pytest.raises(LeaseLost):
+        await partition.commit(plan)
+    # Nothing was handed out or written.
+    assert (await redis.xpending(stream, "g"))["pending"] == 0
+    assert await redis.exists(keys.topic("a")) == 0
+
+
+async def test_membership_lists_live_workers(redis: Redis, keys: Keys) -> None:
+    a = Membership(redis, keys, "worker-a", ttl_ms=10_000)
+    b = Membership(redis, keys, "worker-b", ttl_ms=10_000)
+    assert await a.heartbeat() == ["worker-a"]
+    assert await b.heartbeat() == ["worker-a", "worker-b"]
+    await a.leave()
+    assert await b.heartbeat() == ["worker-b"]
+    # A heartbeat that expired is dropped by the next one.
+    gone = Membership(redis, keys, "worker-gone", ttl_ms=-1)
+    await gone.heartbeat()
+    assert await b.heartbeat() == ["worker-b"]
+
+
+@pytest.mark.parametrize(
+    ("partitions", "workers", "shares"),
+    [
+        (4, 1, [4]),
+        (4, 2, [2, 2]),
+        (4, 3, [2, 1, 1]),
+        (4, 5, [1, 1, 1, 1, 0]),
+        (16, 3, [6, 5, 5]),
+    ],
+)
+def test_fair_shares_add_up_to_the_partitions(
+    partitions: int, workers: int, shares: list[int]
+) -> None:
+    alive = [f"w{i}" for i in range(workers)]
+    assert [fair_share(w, alive, partitions) for w in alive] == shares
+
+
+def test_a_worker_missing_from_the_list_counts_itself() -> None:
+    assert fair_share("w9", ["w0"], 4) == 2

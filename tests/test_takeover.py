@@ -1,0 +1,137 @@
+"""Partition takeover in-process against real Redis: a dead owner's pending entries are
+finished first and in order, entries that keep killing workers are dead-lettered, dead
+consumers are cleaned up, and partitions are shared out and handed over."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+
+from processors.consumer import Consumer
+from processors.groups import ensure_group, remove_dead_consumers
+from realtime import jsoncodec
+from realtime.fanout import FanoutManager
+from realtime.ingest import IngestWriter
+from realtime.keys import Keys
+from realtime.settings import Settings
+from realtime.topics import partition_of
+
+
+@pytest.fixture
+async def fanout(settings: Settings) -> AsyncIterator[FanoutManager]:
+    manager = FanoutManager(settings, write_only=True)
+    yield manager
+    await manager.aclose()
+
+
+async def history_ids(redis: Redis, keys: Keys, topic: str) -> list[str]:
+    return [i.decode() for i, _ in await redis.xrange(keys.topic(topic))]
+
+
+async def consumer_names(redis: Redis, stream: str, group: str) -> set[str]:
+    return {c["name"].decode() for c in await redis.xinfo_consumers(stream, group)}
+
+
+async def wait_for(consumer: Consumer, condition: Callable[[], bool], timeout: float = 10) -> None:
+    async with asyncio.timeout(timeout), consumer.changed:
+        await consumer.changed.wait_for(condition)
+
+
+async def published_ids(pubsub: PubSub, count: int, timeout: float = 10) -> dict[str, list[str]]:
+    """Event ids per topic from the fan-out channel, until `count` events arrived."""
+    seen: dict[str, list[str]] = {}
+    async with asyncio.timeout(timeout):
+        while sum(map(len, seen.values())) < count:
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
+            if message is not None:
+                emit = jsoncodec.loads(message["data"])
+                seen.setdefault(emit["room"], []).extend(e["id"] for e in emit["data"][0])
+    return seen
+
+
+async def test_a_dead_owners_pending_entries_are_finished_first_in_order(
+    redis: Redis, settings: Settings, fanout: FanoutManager
+) -> None:
+    keys = Keys(settings.prefix)
+    stream = keys.ingest(partition_of("a", settings.partitions))
+    await ensure_group(redis, stream, settings.group)
+    writer = IngestWriter(redis, settings)
+    ids = await writer.append([{"topic": "a", "data": {"n": n}} for n in range(3)])
+    # A worker read them and died before committing.
+    await redis.xreadgroup(settings.group, "dead-worker#1", {stream: ">"})
+    ids += await writer.append([{"topic": "a", "data": {"n": n}} for n in range(3, 5)])
+    # Its consumer is kept while it has entries pending.
+    assert await remove_dead_consumers(redis, stream, settings.group, set(), 0) == 0
+
+    await asyncio.wait_for(Consumer(redis, fanout, settings).run(asyncio.Event(), burst=True), 20)
+
+    assert await history_ids(redis, keys, "a") == ids
+    assert (await redis.xpending(stream, settings.group))["pending"] == 0
+    assert "dead-worker#1" in await consumer_names(redis, stream, settings.group)
+    await remove_dead_consumers(redis, stream, settings.group, set(), 0)
+    assert "dead-worker#1" not in await consumer_names(redis, stream, settings.group)
+
+
+async def test_an_entry_that_keeps_killing_workers_is_dead_lettered(
+    redis: Redis, settings: Settings, fanout: FanoutManager
+) -> None:
+    settings = settings.with_overrides(max_attempts=3)
+    keys = Keys(settings.prefix)
+    stream = keys.ingest(partition_of("a", settings.partitions))
+    await ensure_group(redis, stream, settings.group)
+    writer = IngestWriter(redis, settings)
+    [killer] = await writer.append([{"topic": "a", "data": {"n": 0}}])
+    # Three workers took it and died (delivery count 3); the next delivery is the 4th.
+    await redis.xreadgroup(settings.group, "dead#1", {stream: ">"})
+    for name in ("dead#2", "dead#3"):
+        await redis.xclaim(stream, settings.group, name, 0, [killer])
+    [survivor] = await writer.append([{"topic": "a", "data": {"n": 1}}])
+
+    await asyncio.wait_for(Consumer(redis, fanout, settings).run(asyncio.Event(), burst=True), 20)
+
+    assert await history_ids(redis, keys, "a") == [survivor]
+    [(_, dead)] = await redis.xrange(keys.dead_letters())
+    assert dead[b"id"] == killer.encode()
+    assert dead[b"attempts"] == b"4"
+    assert b"delivered 4 times" in dead[b"error"]
+
+
+async def test_workers_share_partitions_and_hand_them_over_on_shutdown(
+    redis: Redis, settings: Settings, fanout: FanoutManager
+) -> None:
+    settings = settings.with_overrides(lease_ms=300, partitions=4)
+    keys = Keys(settings.prefix)
+    first, second = Consumer(redis, fanout, settings), Consumer(redis, fanout, settings)
+    stop_first, stop_second = asyncio.Event(), asyncio.Event()
+    tasks = [
+        asyncio.create_task(first.run(stop_first)),
+        asyncio.create_task(second.run(stop_second)),
+    ]
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(keys.fanout_channel())
+    try:
+        await wait_for(second, lambda: len(first.partitions()) == len(second.partitions()) == 2)
+        assert set(first.partitions()) | set(second.partitions()) == {0, 1, 2, 3}
+        ids = await IngestWriter(redis, settings).append(
+            [{"topic": f"t{n}", "data": {"n": n}} for n in range(20)]
+        )
+
+        stop_first.set()
+        await asyncio.wait_for(tasks[0], 10)
+        await wait_for(second, lambda: second.partitions() == [0, 1, 2, 3])
+        ids += await IngestWriter(redis, settings).append(
+            [{"topic": f"t{n}", "data": {"n": n}} for n in range(20)]
+        )
+        expected = {f"t{n}": [ids[n], ids[20 + n]] for n in range(20)}
+        assert await published_ids(pubsub, 40) == expected
+        assert {t: await history_ids(redis, keys, t) for t in expected} == expected
+    finally:
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        stop_first.set()
+        stop_second.set()
+        await asyncio.wait_for(asyncio.gather(*tasks), 10)
+    assert await redis.keys(keys.lease(0)[:-1] + "*") == []  # every lease released
