@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import aiohttp
@@ -19,6 +19,7 @@ class Collector:
         self.name = name
         self.client = socketio.AsyncClient(reconnection=False, json=jsoncodec, handle_sigint=False)
         self.events: list[dict[str, Any]] = []
+        self.ids: set[str] = set()
         self.packets = 0
         self._changed = asyncio.Condition()
         self.client.on("update", self._on_update)
@@ -27,6 +28,7 @@ class Collector:
         async with self._changed:
             self.packets += 1
             self.events.extend(events)
+            self.ids.update(e["id"] for e in events)
             self._changed.notify_all()
 
     async def connect(self, url: str, transports: Sequence[str] | None = None) -> Collector:
@@ -45,16 +47,24 @@ class Collector:
 
     async def wait_for(self, count: int, timeout: float = 30.0) -> list[dict[str, Any]]:
         """Wait until at least `count` events arrived; fails with what did arrive."""
+        await self.wait_until(lambda: len(self.events) >= count, f"{count} events", timeout)
+        return self.events
+
+    async def wait_for_id(self, event_id: str, timeout: float = 30.0) -> list[dict[str, Any]]:
+        """Wait until the event `event_id` arrived."""
+        await self.wait_until(lambda: event_id in self.ids, event_id, timeout)
+        return self.events
+
+    async def wait_until(
+        self, condition: Callable[[], bool], what: str, timeout: float = 30.0
+    ) -> None:
         async with self._changed:
             try:
-                await asyncio.wait_for(
-                    self._changed.wait_for(lambda: len(self.events) >= count), timeout
-                )
+                await asyncio.wait_for(self._changed.wait_for(condition), timeout)
             except TimeoutError:
                 raise AssertionError(
-                    f"{self.name}: {len(self.events)} of {count} events after {timeout}s"
+                    f"{self.name}: no {what} after {timeout}s ({len(self.events)} events)"
                 ) from None
-        return self.events
 
     def topic_events(self, topic: str) -> list[dict[str, Any]]:
         return [e for e in self.events if e["topic"] == topic]
