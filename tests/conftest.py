@@ -7,12 +7,25 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 from redis.asyncio import Redis
 
 from realtime.connections import connect
 from realtime.embedded import RedisServer
 from realtime.settings import Settings
 from tests.helpers.processes import ProcessGroup
+
+# Property tests: deterministic (same examples every run, no example database) and lean.
+hypothesis_settings.register_profile(
+    "realtime",
+    max_examples=50,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+hypothesis_settings.load_profile("realtime")
 
 
 @pytest.fixture(scope="session")
