@@ -78,8 +78,14 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_process(settings: Settings, args: argparse.Namespace) -> int:
+    from processors.pipeline_config import PipelinesError, load_pipelines
     from processors.worker import run_worker
 
+    try:  # refuse a bad pipelines file before doing anything
+        load_pipelines(settings.pipelines_file)
+    except PipelinesError as exc:
+        print(f"realtime process: {exc}", file=sys.stderr)
+        return 2
     if args.consumer:
         settings = settings.with_overrides(consumer=args.consumer)
     bind(consumer=settings.consumer)
@@ -139,6 +145,19 @@ def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
     return _run(run_dlq(settings, args))
 
 
+def cmd_pipelines_check(settings: Settings, args: argparse.Namespace) -> int:
+    from processors.pipeline_config import PipelinesError, describe, load_pipelines
+
+    path = args.file if args.file is not None else settings.pipelines_file
+    try:
+        config = load_pipelines(path)
+    except PipelinesError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    print(describe(config))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="realtime",
@@ -188,6 +207,22 @@ def build_parser() -> argparse.ArgumentParser:
     from processors.dlq import add_parser as add_dlq_parser
 
     add_dlq_parser(sub).set_defaults(func=cmd_dlq)
+
+    pipelines = sub.add_parser("pipelines", help="stream-processing pipelines")
+    pipelines_sub = pipelines.add_subparsers(dest="pipelines_command", required=True)
+    check = pipelines_sub.add_parser(
+        "check",
+        help="validate a pipelines file and print it (exit 2 if invalid)",
+        description="Validate a pipelines file (YAML or JSON) as the worker does at start-up "
+        "and print the parsed pipelines; exit status 2 and the problems if it is invalid.",
+    )
+    check.add_argument(
+        "file",
+        nargs="?",
+        metavar="FILE",
+        help="default: $REALTIME_PIPELINES, else the built-in default pipelines",
+    )
+    check.set_defaults(func=cmd_pipelines_check)
     return parser
 
 

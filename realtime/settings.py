@@ -114,6 +114,7 @@ class Settings:
     block_ms: int = 1000
     lease_ms: int = 5000
     max_attempts: int = 5
+    pipelines_file: str = ""  # empty: the built-in default pipelines
     # redis client
     redis_timeout_s: float = 5.0
     # operations: log format, Socket.IO Admin UI
@@ -150,6 +151,7 @@ class Settings:
             block_ms=_int(e, "REALTIME_BLOCK_MS", cls.block_ms, minimum=1),
             lease_ms=_int(e, "REALTIME_LEASE_MS", cls.lease_ms, minimum=300),
             max_attempts=_int(e, "REALTIME_MAX_ATTEMPTS", cls.max_attempts, minimum=1),
+            pipelines_file=e.get("REALTIME_PIPELINES", "").strip(),
             redis_timeout_s=_float(e, "REALTIME_REDIS_TIMEOUT_S", cls.redis_timeout_s, 0.1),
             log_format=_choice(e, "REALTIME_LOG_FORMAT", LOG_FORMATS),
             admin_user=e.get("REALTIME_ADMIN_USER", "").strip(),

@@ -14,6 +14,7 @@ def test_defaults() -> None:
     assert settings.prefix == "rt:"
     assert settings.insecure is False
     assert settings.cors_origins == ()
+    assert settings.pipelines_file == ""
 
 
 def test_values_from_env() -> None:
@@ -29,6 +30,7 @@ def test_values_from_env() -> None:
             "REALTIME_CONSUMER": "pod-7",
             "REALTIME_LEASE_MS": "2000",
             "REALTIME_MAX_ATTEMPTS": "3",
+            "REALTIME_PIPELINES": " /etc/realtime/pipelines.yaml ",
         }
     )
     assert settings.redis_url == "redis://r:1/2"
@@ -41,6 +43,7 @@ def test_values_from_env() -> None:
     assert settings.consumer == "pod-7"
     assert settings.lease_ms == 2000
     assert settings.max_attempts == 3
+    assert settings.pipelines_file == "/etc/realtime/pipelines.yaml"
 
 
 @pytest.mark.parametrize(
