@@ -24,41 +24,45 @@ explicitly so that a redelivery is refused as a duplicate). So:
    own ingest stream (`rt:ingest:{partition_of(target)}`, auto id, `RoutedEvent.
    ingest_fields()` with hops + 1) and come back as ordinary entries of the target:
    pass-through id = that ingest id; the target's windows live in its own partition.
-   Exactly once: those XADDs go in the same MULTI/EXEC as the checkpoint recording the
-   source entry as done, and entries at or below the checkpoint offset are not routed
-   again.
+   Exactly once: those XADDs go in one MULTI/EXEC with the field `routed` = the last
+   source entry id they cover, and entries at or below it are not routed again.
 
 ## Checkpoint (per partition, a hash: add `Keys.windows(p)` -> `rt:windows:{p}`)
 
-- field `offset`: the last ingest entry id whose effects (window feeds and routes) are
-  in the saved state;
+- field `offset` (OFFSET_FIELD): the last ingest entry id fed into the saved window
+  state;
+- field `routed` (ROUTED_FIELD): the last ingest entry id whose routed copies are
+  written;
 - field `{pipeline}|{topic}`: that `TopicWindows` state (compact JSON, see
   `TopicWindows.to_state`), written only when it changed since the last checkpoint.
   A field not rewritten is still exact: nothing touched that topic since.
 
 Per batch of entries of partition p, the worker:
-1. skips feeds and routes of entries with id <= offset (they are in the state; their
-   pass-through is idempotent anyway, so it may be redone);
-2. plans each entry, collects pass-through events, feeds windows (`feed`), collects
-   window outputs and routed copies;
-3. writes pass-through and window outputs to history (explicit ids, duplicates
+1. plans each entry; feeds its windows (`feed`) only if its id > `offset`, keeps its
+   routed copies only if its id > `routed` (pass-through is idempotent: always redo);
+2. writes pass-through events and window outputs to history (explicit ids, duplicates
    skipped) and fans them out;
-4. in one MULTI/EXEC: XADD the routed copies to their targets' ingest streams, HSET
-   `checkpoint(last_entry_id).fields`, HDEL `checkpoint(...).removed`;
-5. XACKs the batch. A crash anywhere before 4 replays from the old checkpoint and
-   recomputes identical window outputs; a crash between 4 and 5 redelivers entries that
-   step 1 skips.
+3. MULTI/EXEC: XADD the routed copies, HSET `routed` = the batch's last id;
+4. at most every ~1 s (and before releasing the lease), MULTI/EXEC: HSET
+   `checkpoint(last fed id).fields`, HDEL `.removed`; then XACK every entry up to that
+   offset. Entries stay pending until a checkpoint covers them, so a new owner replays
+   at most ~1 s. (Checkpointing every batch also works but costs far more: every busy
+   topic's state is serialised per batch; see bench/aggregate.py.)
+A crash anywhere replays the pending entries from the last checkpoint: the windows
+come out identical (see "Determinism" in processors/windows.py), history refuses the
+repeated ids, and `routed` keeps the copies from being sent twice.
 
 The timer: `advance(T)` closes windows of idle topics. T must be an ingest-clock time
 such that every entry of this partition with an id ms below T has been fed: e.g. take
 Redis `TIME` in the same pipeline *before* an XREADGROUP that returned fewer entries
-than COUNT for this partition, and call `advance` after feeding those entries. Outputs
-are written like steps 3-4 (with an unchanged offset). With that rule, what each
-window contains does not depend on when the timer ran, so a new owner that restores
-the checkpoint and replays the partition's pending entries produces exactly what the
-old one would have. On takeover: HGETALL `rt:windows:{p}` -> `restore`, which returns
-the offset for step 1. Changing REALTIME_PARTITIONS moves topics between partitions
-and strands their window state: drain first.
+than COUNT for this partition (with the claimed pending entries of a previous owner
+already done), and call `advance` after feeding those entries. Outputs are written like
+step 2. With that rule, what each window contains does not depend on when the timer
+ran, so a new owner that restores the checkpoint and replays the partition's pending
+entries produces exactly what the old one would have. On takeover: HGETALL
+`rt:windows:{p}` -> `restore`, which returns both offsets. Changing
+REALTIME_PARTITIONS moves topics between partitions and strands their window state:
+drain first.
 """
 
 from __future__ import annotations
@@ -74,6 +78,7 @@ from processors.transform import IngestEvent, TopicEvent
 from processors.windows import ClosedWindow, TopicWindows
 
 OFFSET_FIELD = "offset"
+ROUTED_FIELD = "routed"
 SEPARATOR = "|"  # neither pipeline names nor topics contain it
 EVICT_AFTER_MS = 3_600_000  # an idle topic's watermark is forgotten after an hour
 
@@ -101,7 +106,8 @@ class Checkpoint:
 
 @dataclass
 class Restored:
-    offset: str | None = None
+    offset: str | None = None  # window state includes the entries up to here
+    routed: str | None = None  # routed copies are written for the entries up to here
     restored: int = 0
     discarded: list[tuple[str, str]] = field(default_factory=list)  # (field, why)
 
@@ -191,9 +197,12 @@ class Aggregator:
         result = Restored()
         for raw_name, raw_value in fields.items():
             name = raw_name.decode() if isinstance(raw_name, bytes) else raw_name
-            if name == OFFSET_FIELD:
+            if name in (OFFSET_FIELD, ROUTED_FIELD):
                 value = raw_value.decode() if isinstance(raw_value, bytes) else raw_value
-                result.offset = value
+                if name == OFFSET_FIELD:
+                    result.offset = value
+                else:
+                    result.routed = value
                 continue
             pipeline, _, topic = name.partition(SEPARATOR)
             key = (pipeline, topic)

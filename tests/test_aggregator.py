@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from processors.aggregator import (
     EVICT_AFTER_MS,
     OFFSET_FIELD,
+    ROUTED_FIELD,
     Aggregator,
     parse_id,
     state_field,
@@ -129,6 +130,7 @@ def test_restore_drops_state_that_no_longer_fits_the_pipelines() -> None:
     aggregator = Aggregator(PIPELINES)
     process(aggregator, [entry(1000, "metrics.a", 1)])
     fields: dict[bytes | str, bytes | str] = dict(aggregator.checkpoint("1000-0").fields)
+    fields[ROUTED_FIELD] = b"1000-0"
     fields[state_field("gone", "metrics.a")] = b"{}"
     fields[state_field("metrics", "metrics.b")] = b"not json"
     changed = Pipelines(
@@ -143,6 +145,7 @@ def test_restore_drops_state_that_no_longer_fits_the_pipelines() -> None:
     )
     restored = Aggregator(changed).restore(fields)
     assert restored.offset == "1000-0"
+    assert restored.routed == "1000-0"
     assert restored.restored == 0
     discarded = dict(restored.discarded)
     assert discarded.pop("gone|metrics.a") == "pipeline no longer aggregates this topic"
