@@ -24,8 +24,9 @@ explicitly so that a redelivery is refused as a duplicate). So:
    own ingest stream (`rt:ingest:{partition_of(target)}`, auto id, `RoutedEvent.
    ingest_fields()` with hops + 1) and come back as ordinary entries of the target:
    pass-through id = that ingest id; the target's windows live in its own partition.
-   Exactly once: those XADDs go in one MULTI/EXEC with the field `routed` = the last
-   source entry id they cover, and entries at or below it are not routed again.
+   Exactly once: those XADDs go in the same lease-fenced commit that sets the field
+   `routed` = the last source entry id they cover; entries at or below it are not
+   routed again.
 
 ## Checkpoint (per partition, a hash: add `Keys.windows(p)` -> `rt:windows:{p}`)
 
@@ -37,28 +38,32 @@ explicitly so that a redelivery is refused as a duplicate). So:
   `TopicWindows.to_state`), written only when it changed since the last checkpoint.
   A field not rewritten is still exact: nothing touched that topic since.
 
-Per batch of entries of partition p, the worker:
+Per batch of entries of partition p, the partition runner (processors/partition.py)
+does, in its one lease-fenced commit script per batch (processors/fenced.py), which
+the integration extends with the routed XADDs and the HSET/HDEL:
 1. plans each entry; feeds its windows (`feed`) only if its id > `offset`, keeps its
    routed copies only if its id > `routed` (pass-through is idempotent: always redo);
-2. writes pass-through events and window outputs to history (explicit ids, duplicates
-   skipped) and fans them out;
-3. MULTI/EXEC: XADD the routed copies, HSET `routed` = the batch's last id;
-4. at most every ~1 s (and before releasing the lease), MULTI/EXEC: HSET
-   `checkpoint(last fed id).fields`, HDEL `.removed`; then XACK every entry up to that
-   offset. Entries stay pending until a checkpoint covers them, so a new owner replays
-   at most ~1 s. (Checkpointing every batch also works but costs far more: every busy
-   topic's state is serialised per batch; see bench/aggregate.py.)
-A crash anywhere replays the pending entries from the last checkpoint: the windows
-come out identical (see "Determinism" in processors/windows.py), history refuses the
-repeated ids, and `routed` keeps the copies from being sent twice.
+2. commits: history writes for pass-through events and window outputs (explicit ids,
+   "equal or smaller" skipped as today), publishes, dead letters, the routed copies'
+   XADDs, and HSET `routed` = the batch's last id;
+3. acknowledges entries only in a commit that also checkpoints them: HSET
+   `checkpoint(last fed id).fields`, HDEL `.removed`, XACK every entry up to that
+   offset. Simplest: do it in every batch's commit. Cheaper at high rates: about once
+   a second (and before giving the lease up), leaving entries pending in between, since
+   a checkpoint serialises every changed topic's state and per-batch checkpoints cost
+   more than the aggregation itself (bench/aggregate.py).
+Because acks and checkpoints commit together under the lease, "pending" means "not in
+the checkpoint": a new owner restores the checkpoint and feeds every claimed pending
+entry; the windows come out identical (see "Determinism" in processors/windows.py),
+history refuses the repeated ids, and `routed` keeps copies from being sent twice.
 
 The timer: `advance(T)` closes windows of idle topics. T must be an ingest-clock time
-such that every entry of this partition with an id ms below T has been fed: e.g. take
-Redis `TIME` in the same pipeline *before* an XREADGROUP that returned fewer entries
-than COUNT for this partition (with the claimed pending entries of a previous owner
-already done), and call `advance` after feeding those entries. Outputs are written like
-step 2. With that rule, what each window contains does not depend on when the timer
-ran, so a new owner that restores the checkpoint and replays the partition's pending
+such that every entry of this partition with an id ms below T has been fed: e.g. have
+the fenced read script call `TIME` before its XREADGROUP and return it; when that read
+returned fewer entries than COUNT (and the claimed pending entries of a previous owner
+are done), call `advance(T)` after feeding them. Outputs are committed like step 2.
+With that rule, what each window contains does not depend on when the timer ran, so a
+new owner that restores the checkpoint and replays the partition's pending
 entries produces exactly what the old one would have. On takeover: HGETALL
 `rt:windows:{p}` -> `restore`, which returns both offsets. Changing
 REALTIME_PARTITIONS moves topics between partitions and strands their window state:
