@@ -1,6 +1,6 @@
 """Benchmark: the pure aggregation path on one core, against pass-through, in one run.
 
-    .venv/bin/python bench/aggregate.py [--topics 1000] [--events 200000] [--runs 5]
+    .venv/bin/python -m bench.aggregate [--topics 1000] [--events 200000] [--runs 5]
 
 Feeds the same ingest entries (as the worker gets them from Redis: bytes fields) through
 
@@ -35,7 +35,7 @@ from processors.pipeline_config import default_pipelines
 from processors.pipelines import Pipelines
 from processors.transform import decode_entry, passthrough
 
-Entry = tuple[bytes, dict[bytes, bytes]]
+Entry = tuple[bytes, dict[bytes | str, bytes | str]]
 
 
 def make_entries(topics: int, events: int, rate: int, seed: int = 1) -> list[Entry]:
@@ -48,7 +48,11 @@ def make_entries(topics: int, events: int, rate: int, seed: int = 1) -> list[Ent
         ts = ms - rnd.randint(0, 300)
         topic = names[rnd.randrange(topics)]
         data = orjson.dumps({"value": round(rnd.gauss(50, 15), 3), "host": topic[-4:]})
-        fields = {b"topic": topic.encode(), b"ts": str(ts).encode(), b"data": data}
+        fields: dict[bytes | str, bytes | str] = {
+            b"topic": topic.encode(),
+            b"ts": str(ts).encode(),
+            b"data": data,
+        }
         entries.append((f"{ms}-{i % 7}".encode(), fields))
     return entries
 
