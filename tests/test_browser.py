@@ -106,6 +106,31 @@ async def test_dashboard_loads_and_its_chart_moves_with_posted_events(web: Realt
         assert problems.errors == []
 
 
+async def test_topic_picker_follows_and_unfollows_any_topic(web: RealtimeProcess) -> None:
+    async with dashboard_page(f"{web.url}/?topics=") as (page, problems):
+        await wait_connected(page)
+        assert "Pick a topic" in await page.locator(".charts").inner_text()
+        field = page.get_by_label("Topic")
+        await field.fill("Not A Topic")
+        await page.get_by_role("button", name="Follow").click()
+        assert "Topics are lowercase" in await page.locator(".picker .error").inner_text()
+
+        # An aggregate-style name (issue 5's `topic:window`) is a topic like any other.
+        await field.fill("ui.picked:1s")
+        await page.get_by_role("button", name="Follow").click()
+        await page.wait_for_function("() => window.__realtime.subs.topics.has('ui.picked:1s')")
+        ids = await post_events(web.url, {"topic": "ui.picked:1s", "data": {"avg": 3.5}})
+        await page.wait_for_selector('.chart[data-topic="ui.picked:1s"][data-points="1"]')
+        assert await logged(page, "ui.picked:1s") == ids
+
+        await page.get_by_title("Stop following ui.picked:1s").first.click()
+        await page.wait_for_selector('.chart[data-topic="ui.picked:1s"]', state="detached")
+        assert not await page.evaluate("() => window.__realtime.subs.topics.has('ui.picked:1s')")
+        # The choice is remembered for the next visit (without ?topics=).
+        assert await page.evaluate("() => localStorage.getItem('realtime.topics')") == "[]"
+        assert problems.errors == []
+
+
 @asynccontextmanager
 async def proxy_refusing_websockets(upstream: str) -> AsyncIterator[str]:
     """A reverse proxy that answers 403 to every websocket upgrade, as some corporate
