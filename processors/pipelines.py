@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 
 from processors.aggregate import numeric
 from processors.pipeline_config import PipelineConfig, PipelinesConfig
-from processors.predicates import get_path
+from processors.predicates import Path, get_path
 from processors.routing import INVALID_TOPIC, MISSING_KEY
 from processors.transform import IngestEvent, TopicEvent
 from processors.windows import WindowSpec
@@ -124,6 +124,10 @@ class _TopicPlan:
     passthrough: bool
     windows: tuple[tuple[PipelineConfig, tuple[str, ...] | Skip], ...]
     routers: tuple[PipelineConfig, ...]
+    # For the per-event path: (pipeline, spec, outputs, field path) of each windowed
+    # pipeline whose outputs are usable, and the skips that hold for every event.
+    feeds: tuple[tuple[str, WindowSpec, tuple[str, ...], Path], ...]
+    skips: tuple[Skip, ...]
 
 
 class Pipelines:
@@ -186,6 +190,12 @@ class Pipelines:
             passthrough=all(p.passthrough for p in matching),
             windows=tuple(windows),
             routers=tuple(p for p in matching if p.routes),
+            feeds=tuple(
+                (p.name, p.windows.spec, outputs, p.windows.field)
+                for p, outputs in windows
+                if p.windows is not None and not isinstance(outputs, Skip)
+            ),
+            skips=tuple(outputs for _, outputs in windows if isinstance(outputs, Skip)),
         )
 
     def plan(self, event: IngestEvent, hops: int = 0) -> Plan:
@@ -205,18 +215,13 @@ class Pipelines:
         )
         feeds: list[WindowFeed] = []
         routed: list[RoutedEvent] = []
-        skipped: list[Skip] = []
-        for p, outputs in topic.windows:
-            if isinstance(outputs, Skip):
-                skipped.append(outputs)
-                continue
-            assert p.windows is not None
-            path = p.windows.field
+        skipped: list[Skip] = list(topic.skips)
+        for name, spec, outputs, path in topic.feeds:
             value = numeric(data.get(path[0]) if len(path) == 1 else get_path(data, path))
             if value is None:
-                skipped.append(Skip(p.name, NOT_NUMERIC))
+                skipped.append(Skip(name, NOT_NUMERIC))
             else:
-                feeds.append(WindowFeed(p.name, p.windows.spec, outputs, value))
+                feeds.append(WindowFeed(name, spec, outputs, value))
         for p in topic.routers:
             self._route(p, event, hops, routed, skipped)
         return Plan(passthrough, routed, feeds, skipped)

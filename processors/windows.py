@@ -82,7 +82,9 @@ class TopicWindows:
     """Open panes and windows of one (pipeline, source topic), and its watermark."""
 
     __slots__ = (
+        "_lateness",
         "_next_close",
+        "_pane",
         "last_ingest",
         "late",
         "max_ts",
@@ -94,6 +96,8 @@ class TopicWindows:
 
     def __init__(self, spec: WindowSpec) -> None:
         self.spec = spec
+        self._pane = spec.sizes[0]
+        self._lateness = spec.lateness
         self.watermark = NEVER
         self.max_ts = NEVER
         self.last_ingest = NEVER
@@ -110,13 +114,19 @@ class TopicWindows:
 
     def add(self, value: float, ts: int, ms: int, seq: int, out: list[ClosedWindow]) -> bool:
         """Feed one event (ingest id ms-seq); False if late. Closed windows go to `out`."""
-        lateness = self.spec.lateness
-        if self.max_ts == NEVER:
+        # The per-event path: raise_watermark is inlined, spec fields are cached.
+        lateness = self._lateness
+        max_ts = self.max_ts
+        if max_ts == NEVER:
             self.last_ingest = ms
         elif ms > self.last_ingest:
-            self.raise_watermark(self.max_ts + (ms - self.last_ingest) - lateness, out)
+            watermark = max_ts + (ms - self.last_ingest) - lateness
             self.last_ingest = ms
-        pane = self.spec.pane
+            if watermark > self.watermark:
+                self.watermark = watermark
+                if watermark >= self._next_close:
+                    self._close(out)
+        pane = self._pane
         start = ts - ts % pane
         if start + pane <= self.watermark:
             self.late += 1
@@ -127,9 +137,13 @@ class TopicWindows:
             if start + pane < self._next_close:
                 self._next_close = start + pane
         aggregate.add(value, ts, ms, seq)
-        if ts > self.max_ts:
+        if ts > max_ts:
             self.max_ts = ts
-            self.raise_watermark(ts - lateness, out)
+            watermark = ts - lateness
+            if watermark > self.watermark:
+                self.watermark = watermark
+                if watermark >= self._next_close:
+                    self._close(out)
         return True
 
     def advance(self, clock_ms: int, out: list[ClosedWindow]) -> None:
