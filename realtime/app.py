@@ -18,12 +18,16 @@ from redis.asyncio import Redis
 
 from realtime import admin, dashboard, errors, jsoncodec, request_id
 from realtime.connections import connect
+from realtime.delivery import Delivery
 from realtime.fanout import FanoutManager
 from realtime.health import Readiness, healthz
+from realtime.history import HistoryReader
 from realtime.ingest import IngestHandler, IngestWriter
+from realtime.keys import Keys
 from realtime.namespace import TopicNamespace
 from realtime.settings import Settings
 from realtime.socketserver import SocketServer
+from realtime.subscriptions import Subscriptions
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +36,7 @@ REDIS = web.AppKey("redis", Redis)
 SIO = web.AppKey("sio", SocketServer)
 MANAGER = web.AppKey("manager", FanoutManager)
 INGEST = web.AppKey("ingest", IngestWriter)
+DELIVERY = web.AppKey("delivery", Delivery)
 
 
 def create_sio(settings: Settings, manager: FanoutManager) -> SocketServer:
@@ -48,16 +53,13 @@ def create_sio(settings: Settings, manager: FanoutManager) -> SocketServer:
         admin_namespace=admin.ADMIN_NAMESPACE,
         admin_only_origin=admin.admin_only_origin(settings),
     )
-    sio.register_namespace(TopicNamespace(settings))
     return sio
 
 
 async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
-    redis = connect(app[SETTINGS])
-    app[REDIS] = redis
-    app[INGEST] = IngestWriter(redis, app[SETTINGS])
     yield
-    await redis.aclose()
+    await app[DELIVERY].aclose()
+    await app[REDIS].aclose()
 
 
 async def _disconnect_clients(app: web.Application) -> None:
@@ -102,10 +104,17 @@ def create_app(settings: Settings) -> web.Application:
         client_max_size=max(settings.max_body_bytes, 1_048_576), middlewares=[json_errors]
     )
     app[SETTINGS] = settings
+    redis = connect(settings)  # no I/O until first use; closed by _redis_ctx
+    app[REDIS] = redis
+    app[INGEST] = IngestWriter(redis, settings)
     app.cleanup_ctx.append(_redis_ctx)
 
     manager = FanoutManager(settings)
     sio = create_sio(settings, manager)
+    delivery = Delivery(sio, HistoryReader(redis, Keys(settings.prefix)), Subscriptions())
+    manager.attach(delivery)
+    sio.register_namespace(TopicNamespace(settings, delivery))
+    app[DELIVERY] = delivery
     sio.attach(app)
     app[SIO] = sio
     app[MANAGER] = manager

@@ -108,16 +108,21 @@ def _default_url(settings: Settings) -> str:
 def cmd_watch(settings: Settings, args: argparse.Namespace) -> int:
     from realtime.watch import watch
 
-    async def main() -> None:
+    async def main() -> int:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        transports = ["polling"] if args.polling else None
-        await watch(args.url or _default_url(settings), args.topics, stop, transports=transports)
+        return await watch(
+            args.url or [_default_url(settings)],
+            args.topics,
+            stop,
+            transports=["polling"] if args.polling else None,
+            since=args.since,
+            snapshot=args.snapshot,
+        )
 
-    _run(main())
-    return 0
+    return _run(main())
 
 
 def cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
@@ -183,10 +188,20 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--no-demo", action="store_true", help="do not feed demo metrics")
     dev.set_defaults(func=cmd_dev)
 
-    watch = sub.add_parser("watch", help="print live events of topics until Ctrl-C")
+    watch = sub.add_parser(
+        "watch", help="print the events of topics until Ctrl-C, resuming after reconnects"
+    )
     watch.add_argument("topics", nargs="+", metavar="TOPIC")
-    watch.add_argument("--url", help="server URL (default http://127.0.0.1:$PORT)")
+    watch.add_argument(
+        "--url",
+        action="append",
+        help="server URL (default http://127.0.0.1:$PORT); repeat it to fail over between servers",
+    )
     watch.add_argument("--polling", action="store_true", help="use HTTP long-polling only")
+    watch.add_argument("--since", metavar="ID", help="start after this event id (replay from it)")
+    watch.add_argument(
+        "--snapshot", type=int, metavar="N", help="first print the newest N events of each topic"
+    )
     watch.set_defaults(func=cmd_watch)
 
     publish = sub.add_parser("publish", help="post one event")

@@ -10,7 +10,11 @@ at its transport seam (`_publish` / `_listen`) rather than fork it:
   (`encode_updates`) and publishes them inside its atomic commit, so an entry is
   acknowledged exactly when its events are in history and published;
 - the listener reconnects with capped, jittered backoff and pings an idle connection so
-  a dead one is noticed.
+  a dead one is noticed;
+- on a web instance, `update` emits go through `realtime.delivery` (per-connection
+  state: each event once, in order), and every time the listener has (re)subscribed,
+  Redis having confirmed it, the instance's subscriptions catch up from history: what
+  was published while it was not subscribed is not lost.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import socketio
 from redis.asyncio import Redis
@@ -29,6 +33,9 @@ from realtime.backoff import Backoff
 from realtime.connections import connect
 from realtime.keys import NAMESPACE, UPDATE_EVENT, Keys
 from realtime.settings import Settings
+
+if TYPE_CHECKING:
+    from realtime.delivery import Delivery
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +59,11 @@ class FanoutManager(socketio.AsyncRedisManager):  # type: ignore[misc]
         )
         self.settings = settings
         self._publisher: Redis | None = None
+        self.delivery: Delivery | None = None
+
+    def attach(self, delivery: Delivery) -> None:
+        """Deliver `update` emits through `delivery` (web instances)."""
+        self.delivery = delivery
 
     # -- publishing (worker and web) ------------------------------------------------------
 
@@ -94,16 +106,44 @@ class FanoutManager(socketio.AsyncRedisManager):  # type: ignore[misc]
 
     # -- listening (web) ------------------------------------------------------------------
 
+    async def _handle_emit(self, message: dict[str, Any]) -> None:
+        data = message.get("data")
+        if (
+            self.delivery is not None
+            and message.get("event") == UPDATE_EVENT
+            and message.get("namespace", NAMESPACE) == NAMESPACE
+            and isinstance(message.get("room"), str)
+            and message.get("callback") is None
+            and isinstance(data, list)
+            and len(data) == 1
+            and isinstance(data[0], list)
+        ):
+            await self.delivery.live(message["room"], data[0])
+            return
+        await super()._handle_emit(message)
+
+    async def _subscribe(self, pubsub: Any) -> None:
+        """SUBSCRIBE, and wait until Redis confirms it: from then on nothing published
+        passes us by, so the catch-up that follows reads history late enough."""
+        await pubsub.subscribe(self.channel)
+        async with asyncio.timeout(self.settings.redis_timeout_s):
+            while True:
+                message = await pubsub.get_message(timeout=self.settings.redis_timeout_s)
+                if message is not None and message["type"] == "subscribe":
+                    return
+
     async def _listen(self) -> AsyncIterator[bytes]:
         backoff = Backoff(base_s=0.1, cap_s=5.0)
         while True:
             client = connect(self.settings)
-            pubsub = client.pubsub(ignore_subscribe_messages=True)
+            pubsub = client.pubsub()
             try:
-                await pubsub.subscribe(self.channel)
+                await self._subscribe(pubsub)
                 if backoff.attempt:
                     logger.info("fan-out listener reconnected to Redis")
                 backoff.reset()
+                if self.delivery is not None:
+                    self.delivery.catch_up()
                 while True:
                     message = await pubsub.get_message(timeout=IDLE_PING_S)
                     if message is None:

@@ -50,7 +50,8 @@ def covers(oldest: StreamId | None, since: StreamId) -> bool:
 @dataclass
 class ResumePoint:
     recovered: bool
-    events: list[WireEvent]  # the first page after `since` (empty when not recovered)
+    page: list[WireEvent]  # the first events after `since` (empty when not recovered)
+    latest: list[WireEvent]  # the newest events, oldest first (for a snapshot)
 
 
 class HistoryReader:
@@ -61,18 +62,22 @@ class HistoryReader:
     def _decode(self, topic: str, entries: Sequence[RawEntry]) -> list[WireEvent]:
         return [decode_event(topic, i, f) for i, f in entries]
 
-    async def resume(self, topic: str, since: StreamId, count: int) -> ResumePoint:
-        """Whether history covers `since`, and the first `count` events after it, read
-        in one transaction so the two agree."""
+    async def resume(self, topic: str, since: StreamId, count: int, latest: int) -> ResumePoint:
+        """Whether history covers `since`, the first `count` events after it and the
+        newest `latest` events, read in one transaction so they agree."""
         key = self.keys.topic(topic)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.xrange(key, count=1)
             pipe.xrange(key, min=f"({format_id(since)}", count=count)
-            oldest_entries, page = await pipe.execute()
+            pipe.xrevrange(key, count=latest)
+            oldest_entries, page, newest = await pipe.execute()
         oldest = parse_id(oldest_entries[0][0]) if oldest_entries else None
-        if not covers(oldest, since):
-            return ResumePoint(False, [])
-        return ResumePoint(True, self._decode(topic, page))
+        recovered = covers(oldest, since)
+        return ResumePoint(
+            recovered,
+            self._decode(topic, page) if recovered else [],
+            self._decode(topic, newest[::-1]),
+        )
 
     async def after(self, topic: str, after: StreamId, count: int) -> list[WireEvent]:
         """Up to `count` events after `after`, oldest first."""

@@ -3,6 +3,11 @@
 A 202 answer means Redis holds every event of the request (one MULTI/EXEC), each in the
 ingest stream of its topic's partition. Bad input changes nothing: the whole request is
 validated before anything is written.
+
+An event may carry an idempotency `key`: the same key for the same topic within
+`REALTIME_IDEMPOTENCY_TTL_S` answers the id the first one got and stores nothing new, so
+a producer can retry a request whose answer it did not get. Requests with keys are
+written by one Lua script instead of MULTI/EXEC (still all or nothing).
 """
 
 from __future__ import annotations
@@ -60,6 +65,31 @@ def ingest_fields(event: dict[str, Any], now_ms: int) -> dict[str, bytes | str]:
     }
 
 
+# KEYS: per event, its ingest stream and its idempotency key ('' for none).
+# ARGV: the keys' TTL (s), then per event: field-arg count f, f field/value args.
+_APPEND_IDEMPOTENT = """
+local ids = {}
+local a = 2
+for i = 1, #KEYS / 2 do
+  local stream, idem = KEYS[2 * i - 1], KEYS[2 * i]
+  local f = tonumber(ARGV[a])
+  local id = false
+  if idem ~= '' then id = redis.call('GET', idem) end
+  if not id then
+    id = redis.call('XADD', stream, '*', unpack(ARGV, a + 1, a + f))
+    if idem ~= '' then redis.call('SET', idem, id, 'EX', ARGV[1]) end
+  end
+  ids[i] = id
+  a = a + 1 + f
+end
+return ids
+"""
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 class IngestWriter:
     """Appends validated events to the partitioned ingest streams, atomically per request."""
 
@@ -67,15 +97,37 @@ class IngestWriter:
         self.redis = redis
         self.keys = Keys(settings.prefix)
         self.partitions = settings.partitions
+        self.idempotency_ttl_s = settings.idempotency_ttl_s
+        self._append_idempotent = redis.register_script(_APPEND_IDEMPOTENT)
+
+    def _stream(self, event: dict[str, Any]) -> str:
+        return self.keys.ingest(partition_of(event["topic"], self.partitions))
 
     async def append(self, events: list[dict[str, Any]]) -> list[str]:
         now_ms = int(time.time() * 1000)
+        if any("key" in event for event in events):
+            return await self._append_with_keys(events, now_ms)
         async with self.redis.pipeline(transaction=True) as pipe:
             for event in events:
-                stream = self.keys.ingest(partition_of(event["topic"], self.partitions))
-                pipe.xadd(stream, ingest_fields(event, now_ms))  # type: ignore[arg-type]
+                pipe.xadd(self._stream(event), ingest_fields(event, now_ms))  # type: ignore[arg-type]
             ids = await pipe.execute()
-        return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+        return [_text(i) for i in ids]
+
+    async def _append_with_keys(self, events: list[dict[str, Any]], now_ms: int) -> list[str]:
+        keys: list[str] = []
+        args: list[bytes | str | int] = [self.idempotency_ttl_s]
+        for event in events:
+            key = event.get("key")
+            keys += [
+                self._stream(event),
+                "" if key is None else self.keys.idempotency(event["topic"], key),
+            ]
+            fields = ingest_fields(event, now_ms)
+            args.append(2 * len(fields))
+            for name, value in fields.items():
+                args += [name, value]
+        ids = await self._append_idempotent(keys=keys, args=args)
+        return [_text(i) for i in ids]
 
 
 class IngestHandler:

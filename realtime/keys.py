@@ -38,6 +38,10 @@ class Keys:
         """Live workers: a sorted set of owner tokens scored by heartbeat expiry (ms)."""
         return f"{self.prefix}workers"
 
+    def idempotency(self, topic: str, key: str) -> str:
+        """The ingest id an event with this idempotency key was first accepted under."""
+        return f"{self.prefix}idem:{topic}:{key}"
+
     def fanout_channel(self) -> str:
         """The pub/sub channel web instances listen on for room emits."""
         return f"{self.prefix}fanout"

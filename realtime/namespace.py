@@ -1,8 +1,9 @@
 """Socket.IO namespace `/`: clients subscribe to topics; a topic is a room.
 
-Client to server: `subscribe {topic}` and `unsubscribe {topic}`, each acknowledged with
-`{"ok": true, "topic"}` or `{"ok": false, "error": {"code", "message", "fields"?}}`.
-Server to client: `update`, a list of topic events (emitted by the fan-out manager).
+Client to server: `subscribe {topic, since?, snapshot?}` and `unsubscribe {topic}`, each
+acknowledged with `{"ok": true, "topic", ...}` or `{"ok": false, "error": {"code",
+"message", "fields"?}}`. Server to client: `update`, a list of topic events; after a
+subscribe, its ack comes first, then the replay, then live events (`realtime.delivery`).
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ import socketio
 from marshmallow import Schema, ValidationError
 
 from realtime import errors
+from realtime.delivery import Delivery, HistoryUnavailable
 from realtime.keys import NAMESPACE
 from realtime.schemas import SubscribeSchema, UnsubscribeSchema, field_errors
 from realtime.settings import Settings
+from realtime.streamids import parse_id
 
 logger = logging.getLogger(__name__)
 
@@ -30,9 +33,10 @@ def _single_payload(schema: Schema, args: tuple[Any, ...]) -> dict[str, Any]:
 
 
 class TopicNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, delivery: Delivery) -> None:
         super().__init__(NAMESPACE)
         self.settings = settings
+        self.delivery = delivery
         self._subscribe = SubscribeSchema()
         self._unsubscribe = UnsubscribeSchema()
 
@@ -45,8 +49,13 @@ class TopicNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         except ValidationError as exc:
             return errors.error_ack(errors.INVALID, "Invalid subscribe request.", field_errors(exc))
         topic = request["topic"]
-        await self.enter_room(sid, topic)
-        return {"ok": True, "topic": topic}
+        since = parse_id(request["since"]) if "since" in request else None
+        try:
+            return await self.delivery.subscribe(sid, topic, since, request.get("snapshot"))
+        except HistoryUnavailable:
+            return errors.error_ack(
+                errors.UNAVAILABLE, "History is unavailable; subscribe again shortly."
+            )
 
     async def on_unsubscribe(self, sid: str, *args: Any) -> dict[str, Any]:
         try:
@@ -56,5 +65,8 @@ class TopicNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
                 errors.INVALID, "Invalid unsubscribe request.", field_errors(exc)
             )
         topic = request["topic"]
-        await self.leave_room(sid, topic)
+        await self.delivery.unsubscribe(sid, topic)
         return {"ok": True, "topic": topic}
+
+    async def on_disconnect(self, sid: str, *reason: Any) -> None:
+        self.delivery.disconnected(sid)

@@ -9,6 +9,7 @@ from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
+from realtime.streamids import STREAM_ID_PATTERN
 from realtime.topics import TOPIC_PATTERN
 
 # marshmallow formats this with {regex}; the pattern itself has braces, so it is not inlined.
@@ -43,13 +44,24 @@ class EventSchema(Schema):
     key = fields.String(validate=validate.Length(min=1, max=256))
 
 
+MAX_SNAPSHOT = 1000
+
+
 class SubscribeSchema(Schema):
-    """`subscribe {topic}` from a Socket.IO client."""
+    """`subscribe {topic, since?, snapshot?}` from a Socket.IO client."""
 
     class Meta:
         unknown = RAISE
 
     topic = topic_field(required=True)
+    # The id of the last event the client has: replay what came after it.
+    since = fields.String(
+        validate=validate.Regexp(
+            STREAM_ID_PATTERN, error="An event id such as 1700000000000-0, as received."
+        )
+    )
+    # How many of the newest events to put in the ack.
+    snapshot = StrictInteger(validate=validate.Range(min=0, max=MAX_SNAPSHOT))
 
 
 class UnsubscribeSchema(Schema):

@@ -105,6 +105,7 @@ class Settings:
     partitions: int = 4
     max_body_bytes: int = 1_048_576
     max_batch: int = 1000
+    idempotency_ttl_s: int = 3600
     # history
     history_maxlen: int = 10_000
     # worker
@@ -145,6 +146,9 @@ class Settings:
             partitions=_int(e, "REALTIME_PARTITIONS", cls.partitions, minimum=1),
             max_body_bytes=_int(e, "REALTIME_MAX_BODY_BYTES", cls.max_body_bytes, minimum=1),
             max_batch=_int(e, "REALTIME_MAX_BATCH", cls.max_batch, minimum=1),
+            idempotency_ttl_s=_int(
+                e, "REALTIME_IDEMPOTENCY_TTL_S", cls.idempotency_ttl_s, minimum=1
+            ),
             history_maxlen=_int(e, "REALTIME_HISTORY_MAXLEN", cls.history_maxlen, minimum=1),
             consumer=e.get("REALTIME_CONSUMER", "").strip() or default_consumer_name(),
             batch_size=_int(e, "REALTIME_BATCH_SIZE", cls.batch_size, minimum=1),

@@ -8,6 +8,9 @@
   its log context, so anything it logs says which client and topic it was about.
 - An origin allowed only for the Admin UI (`realtime.admin`) may open `/admin` and no
   other namespace.
+- `drop(sid)` ends a connection the way a network failure would (no close packet), so
+  that the client's own reconnection takes over: socket.io clients do not reconnect
+  after a server-side disconnect.
 """
 
 from __future__ import annotations
@@ -85,6 +88,15 @@ class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
             self.manager_initialized = True
             contextvars.Context().run(self.manager.initialize)
         return await super()._handle_eio_connect(eio_sid, environ)
+
+    async def drop(self, sid: str, namespace: str) -> None:
+        """Close the client's transport without a close packet: it reconnects by itself."""
+        eio_sid = self.manager.eio_sid_from_sid(sid, namespace)
+        socket = self.eio.sockets.get(eio_sid) if eio_sid is not None else None
+        if socket is None:
+            return
+        await socket.close(wait=False, abort=True)
+        socket.queue.put_nowait(None)  # ends the writer (websocket) or the pending poll
 
     async def _handle_eio_disconnect(self, eio_sid: str, reason: Any) -> None:
         await super()._handle_eio_disconnect(eio_sid, reason)

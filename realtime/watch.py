@@ -8,10 +8,9 @@ from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 import aiohttp
-import socketio
 
 from realtime import jsoncodec
-from realtime.keys import SUBSCRIBE_EVENT, UPDATE_EVENT
+from realtime.client import RealtimeClient
 
 
 def format_event(event: dict[str, Any]) -> str:
@@ -21,21 +20,22 @@ def format_event(event: dict[str, Any]) -> str:
 
 
 async def watch(
-    url: str,
+    urls: str | Sequence[str],
     topics: Sequence[str],
     stop: asyncio.Event,
     *,
     out: TextIO = sys.stdout,
     err: TextIO = sys.stderr,
     transports: Sequence[str] | None = None,
+    since: str | None = None,
+    snapshot: int | None = None,
     on_event: Callable[[dict[str, Any]], None] | None = None,
-) -> None:
-    """Subscribe to `topics` (again after every reconnect) and print events until `stop`."""
-    # handle_sigint=False: Ctrl-C is ours to handle (a clean stop), not engineio's.
-    client = socketio.AsyncClient(reconnection=True, json=jsoncodec, handle_sigint=False)
+) -> int:
+    """Print the events of `topics` until `stop`, resuming after every reconnect (the
+    SDK, `realtime.client`); returns 1 if the server refused a topic, else 0."""
+    refused = False
 
-    @client.on(UPDATE_EVENT)  # type: ignore[untyped-decorator]
-    async def on_update(events: list[dict[str, Any]]) -> None:
+    def on_events(events: list[dict[str, Any]]) -> None:
         for event in events:
             try:
                 print(format_event(event), file=out, flush=True)
@@ -45,29 +45,30 @@ async def watch(
             if on_event is not None:
                 on_event(event)
 
-    async def subscribe_all() -> None:
-        for topic in topics:
-            ack = await client.call(SUBSCRIBE_EVENT, {"topic": topic}, timeout=10)
-            if not ack.get("ok"):
-                print(f"subscribe {topic} refused: {ack.get('error')}", file=err, flush=True)
-                stop.set()
+    def on_gap(topic: str, ack: dict[str, Any]) -> None:
+        print(f"{topic}: events were missed (history no longer holds them)", file=err, flush=True)
 
-    @client.event  # type: ignore[untyped-decorator]
-    async def connect() -> None:
-        # The connect handler runs inside the client's read loop: waiting for an ack
-        # here would wait forever, so subscribe from a task of its own.
-        client.start_background_task(subscribe_all)
+    def on_error(topic: str, ack: dict[str, Any]) -> None:
+        nonlocal refused
+        refused = True
+        print(f"subscribe {topic} refused: {ack.get('error')}", file=err, flush=True)
+        stop.set()
 
-    @client.event  # type: ignore[untyped-decorator]
-    async def disconnect(reason: Any = None) -> None:
-        if not stop.is_set():
-            print(f"disconnected ({reason}); reconnecting", file=err, flush=True)
-
-    await client.connect(url, transports=list(transports) if transports else None)
+    client = RealtimeClient(
+        urls, on_events=on_events, on_gap=on_gap, on_error=on_error, transports=transports
+    )
+    tasks: list[asyncio.Task[Any]] = [asyncio.create_task(client.connect())]
+    tasks += [
+        asyncio.create_task(client.subscribe(t, since=since, snapshot=snapshot)) for t in topics
+    ]
     try:
         await stop.wait()
     finally:
-        await client.disconnect()
+        await client.close()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return 1 if refused else 0
 
 
 async def publish(

@@ -235,7 +235,6 @@ async def test_dashboard_reconnects_after_its_web_process_restarts(
         assert [e for e in problems.errors if "/socket.io/" not in e] == []
 
 
-@pytest.mark.skip(reason="needs resume (issue 3: subscribe {topic, since} replays history)")
 async def test_dashboard_resumes_with_no_gap_after_its_web_process_restarts(
     redis_server: RedisServer, processes: ProcessGroup
 ) -> None:

@@ -122,3 +122,38 @@ async def test_health_and_readiness(base_url: str, http: aiohttp.ClientSession) 
     async with http.get(base_url + "/readyz") as r:
         assert r.status == 200
         assert (await r.json())["status"] == "ready"
+
+
+async def test_an_idempotency_key_makes_a_retry_answer_the_same_id_and_store_nothing(
+    base_url: str, http: aiohttp.ClientSession, redis: Redis, settings: Settings
+) -> None:
+    event = {"topic": "metrics.cpu", "data": {"value": 1}, "key": "reading-42"}
+    status, first = await post(http, base_url, json.dumps(event))
+    assert status == 202
+    # The producer did not get the answer and sends the request again.
+    status, again = await post(http, base_url, json.dumps(event))
+    assert (status, again) == (202, first)
+    assert await ingest_lengths(redis, settings) == 1
+    ttl = await redis.ttl(Keys(settings.prefix).idempotency("metrics.cpu", "reading-42"))
+    assert 0 < ttl <= settings.idempotency_ttl_s
+
+
+async def test_idempotency_keys_in_a_batch_with_and_without_keys(
+    base_url: str, http: aiohttp.ClientSession, redis: Redis, settings: Settings
+) -> None:
+    batch = [
+        {"topic": "a", "data": {"n": 1}, "key": "k1"},
+        {"topic": "a", "data": {"n": 2}},
+        {"topic": "a", "data": {"n": 3}, "key": "k1"},  # the same event again
+        {"topic": "b", "data": {"n": 4}, "key": "k1"},  # keys are per topic
+    ]
+    status, body = await post(http, base_url, json.dumps(batch))
+    assert status == 202
+    k1_a, plain, repeat, k1_b = body["ids"]
+    assert repeat == k1_a != plain
+    assert await ingest_lengths(redis, settings) == 3
+    keys = Keys(settings.prefix)
+    for topic, event_id, data in (("a", k1_a, b'{"n":1}'), ("b", k1_b, b'{"n":4}')):
+        stream = keys.ingest(partition_of(topic, settings.partitions))
+        [(_, fields)] = await redis.xrange(stream, event_id, event_id)
+        assert fields[b"data"] == data

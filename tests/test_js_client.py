@@ -212,7 +212,6 @@ async def test_helper_resubscribes_after_a_web_restart(
     assert not client.of("subscribe_error"), client.of("subscribe_error")
 
 
-@pytest.mark.skip(reason="needs resume (issue 3: subscribe {topic, since} replays history)")
 async def test_helper_resumes_with_no_gap_after_a_web_restart(
     redis_server: RedisServer, processes: ProcessGroup, js: Callable[..., JsClient]
 ) -> None:

@@ -31,6 +31,7 @@ def test_values_from_env() -> None:
             "REALTIME_LEASE_MS": "2000",
             "REALTIME_MAX_ATTEMPTS": "3",
             "REALTIME_PIPELINES": " /etc/realtime/pipelines.yaml ",
+            "REALTIME_IDEMPOTENCY_TTL_S": "60",
         }
     )
     assert settings.redis_url == "redis://r:1/2"
@@ -44,6 +45,7 @@ def test_values_from_env() -> None:
     assert settings.lease_ms == 2000
     assert settings.max_attempts == 3
     assert settings.pipelines_file == "/etc/realtime/pipelines.yaml"
+    assert settings.idempotency_ttl_s == 60
 
 
 @pytest.mark.parametrize(

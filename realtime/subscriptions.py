@@ -1,0 +1,201 @@
+"""Per-connection subscription state on a web instance: what each connection has been
+sent, per topic, so that it gets every event once and in order.
+
+Pure: no I/O, no clock. `realtime/delivery.py` drives it with what arrives (live fan-out
+batches) and what it reads (history pages), and sends what it returns.
+
+A subscription is in one of two phases:
+
+- **backlog**: right after `subscribe` (or when the instance's fan-out listener
+  reconnected, a catch-up), while history is read. Live batches are buffered. Replayed
+  events are sent once their id is above the connection's last id. `finish` then sends
+  the buffered events above the last id and goes live. History is written before it is
+  published, so an event is either in what was read or arrives live afterwards: no gap.
+  A buffer that cannot be trusted (it outgrew its bound, or the fan-out listener
+  reconnected meanwhile and live events may have been missed) is dropped, and the
+  caller reads history again: everything that was or should have been in it is there.
+- **live**: each live batch is sent minus the ids at or below the last id (a worker's
+  retry publishes an event again; a replay may overlap).
+
+The caller owns ordering: it sends what a call returns before it makes the next call
+for the same connection, without suspending in between.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from realtime.streamids import StreamId, parse_id
+
+WireEvent = dict[str, Any]
+
+DEFAULT_BUFFER_LIMIT = 10_000
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Events of one topic in id order, with their ids parsed once."""
+
+    topic: str
+    events: list[WireEvent]
+    ids: list[StreamId]
+
+    @classmethod
+    def of(cls, topic: str, events: list[WireEvent]) -> Batch:
+        return cls(topic, events, [parse_id(e["id"]) for e in events])
+
+    def after(self, last: StreamId | None) -> list[WireEvent]:
+        """The events with an id above `last` (all of them: the very same list)."""
+        if last is None or not self.ids or self.ids[0] > last:
+            return self.events
+        return self.events[bisect.bisect_right(self.ids, last) :]
+
+
+@dataclass
+class Cursor:
+    generation: int
+    last: StreamId | None  # the newest id this connection has been sent (or told about)
+    backlog: bool = True
+    buffer: list[Batch] = field(default_factory=list)
+    buffered: int = 0
+    stale: bool = False  # the buffer may miss events: read history again before finishing
+
+    def take(self, batch: Batch) -> list[WireEvent]:
+        out = batch.after(self.last)
+        if out:
+            self.last = batch.ids[-1]
+        return out
+
+
+@dataclass(frozen=True)
+class Target:
+    """One subscription a backlog is delivered to."""
+
+    sid: str
+    generation: int
+    last: StreamId | None
+
+
+class Subscriptions:
+    """All subscriptions of this instance's connections: sid -> topic -> Cursor."""
+
+    def __init__(self, buffer_limit: int = DEFAULT_BUFFER_LIMIT) -> None:
+        self.buffer_limit = buffer_limit
+        self._connections: dict[str, dict[str, Cursor]] = {}
+        self._generation = 0
+
+    def _cursor(self, sid: str, topic: str, generation: int | None = None) -> Cursor | None:
+        cursor = self._connections.get(sid, {}).get(topic)
+        if cursor is None or (generation is not None and cursor.generation != generation):
+            return None
+        return cursor
+
+    def topics(self, sid: str) -> list[str]:
+        return list(self._connections.get(sid, {}))
+
+    def count(self) -> int:
+        return sum(map(len, self._connections.values()))
+
+    def last(self, sid: str, topic: str) -> StreamId | None:
+        cursor = self._cursor(sid, topic)
+        return None if cursor is None else cursor.last
+
+    def is_live(self, sid: str, topic: str) -> bool:
+        cursor = self._cursor(sid, topic)
+        return cursor is not None and not cursor.backlog
+
+    # -- the backlog phase ----------------------------------------------------------------
+
+    def begin(self, sid: str, topic: str, last: StreamId | None) -> int:
+        """Start (or restart) a subscription in the backlog phase; returns its generation,
+        which every later backlog call must present (a newer subscribe wins)."""
+        self._generation += 1
+        self._connections.setdefault(sid, {})[topic] = Cursor(self._generation, last)
+        return self._generation
+
+    def position(self, sid: str, topic: str, generation: int, last: StreamId) -> None:
+        """Set where the subscription starts, before anything was sent: the newest
+        event when it subscribed (the client was sent it in the ack, or is not
+        interested in older ones)."""
+        cursor = self._cursor(sid, topic, generation)
+        if cursor is not None:
+            cursor.last = last
+
+    def replayed(self, sid: str, generation: int, batch: Batch) -> list[WireEvent]:
+        """Events read from history for this subscription: the ones to send now."""
+        cursor = self._cursor(sid, batch.topic, generation)
+        if cursor is None or not cursor.backlog:
+            return []
+        return cursor.take(batch)
+
+    def finish(self, sid: str, topic: str, generation: int) -> tuple[list[WireEvent], bool]:
+        """End the backlog: the buffered events to send now, and True. If the buffer is
+        stale, nothing and False: read history after `last` again, then finish."""
+        cursor = self._cursor(sid, topic, generation)
+        if cursor is None or not cursor.backlog:
+            return [], True
+        if cursor.stale:
+            cursor.stale = False
+            return [], False
+        out: list[WireEvent] = []
+        for batch in cursor.buffer:
+            out += cursor.take(batch)
+        cursor.buffer, cursor.buffered, cursor.backlog = [], 0, False
+        return out, True
+
+    # -- the live phase -------------------------------------------------------------------
+
+    def live(self, sid: str, batch: Batch) -> list[WireEvent]:
+        """A live batch for one connection: what to send it now (`batch.events` itself
+        when it is all new, so the caller can share one encoded packet)."""
+        cursor = self._cursor(sid, batch.topic)
+        if cursor is None:
+            return []
+        if cursor.backlog:
+            if cursor.stale:
+                return []
+            if cursor.buffered + len(batch.events) > self.buffer_limit:
+                cursor.buffer, cursor.buffered, cursor.stale = [], 0, True
+            else:
+                cursor.buffer.append(batch)
+                cursor.buffered += len(batch.events)
+            return []
+        return cursor.take(batch)
+
+    # -- catch-up after the fan-out listener reconnected ----------------------------------
+
+    def begin_catch_up(self) -> dict[str, list[Target]]:
+        """The fan-out listener (re)subscribed: live events published while it was not
+        subscribed were missed. Put every live subscription that has a position back into
+        the backlog phase and return them per topic, to be caught up from history. A
+        subscription already in its backlog reads history again before it finishes. (One
+        without a position, live-only because history was unavailable when it
+        subscribed, cannot catch up and stays live.)"""
+        targets: dict[str, list[Target]] = {}
+        for sid, cursors in self._connections.items():
+            for topic, cursor in cursors.items():
+                if cursor.backlog:
+                    cursor.buffer, cursor.buffered, cursor.stale = [], 0, True
+                    continue
+                if cursor.last is None:
+                    continue
+                self._generation += 1
+                cursors[topic] = Cursor(self._generation, cursor.last)
+                targets.setdefault(topic, []).append(Target(sid, self._generation, cursor.last))
+        return targets
+
+    # -- ending ---------------------------------------------------------------------------
+
+    def end(self, sid: str, topic: str) -> None:
+        cursors = self._connections.get(sid)
+        if cursors is not None:
+            cursors.pop(topic, None)
+            if not cursors:
+                del self._connections[sid]
+
+    def drop(self, sid: str) -> Sequence[str]:
+        """Forget a connection; returns its topics."""
+        return list(self._connections.pop(sid, {}))
