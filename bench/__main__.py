@@ -4,8 +4,10 @@ invocation and print medians, ratios and noise (see the README's "Benchmarks")."
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import platform
+import signal
 import sys
 import tempfile
 import time
@@ -91,6 +93,11 @@ def titles(profile: scenarios.Profile) -> dict[str, str]:
 
 
 async def run(args: argparse.Namespace, profile: scenarios.Profile, log_dir: Path) -> list[Any]:
+    # SIGTERM and Ctrl-C cancel the run, so every server and Redis it started is stopped.
+    main_task = asyncio.current_task()
+    assert main_task is not None
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(sig, main_task.cancel)
     os.sched_setaffinity(0, {args.client_cpu})
     redis = RedisServer(directory=log_dir / "redis").start()
     for tid in os.listdir(f"/proc/{redis.process.pid}/task"):  # type: ignore[union-attr]
@@ -142,6 +149,9 @@ def main() -> int:
     except BenchError as exc:
         print(f"python -m bench: {exc}\n(logs in {log_dir})", file=sys.stderr)
         return 1
+    except asyncio.CancelledError:
+        print("python -m bench: interrupted; everything it started is stopped", file=sys.stderr)
+        return 130
     results = report.collect(runs)
     document = {
         "machine": {

@@ -36,6 +36,7 @@ METRICS: dict[str, list[Metric]] = {
         Metric("overloaded_us_per_delivery", "  server us/delivery", "lower", ".1f"),
         Metric("overloaded_events_per_packet", "  events per packet", "", ".1f"),
         Metric("loadgen_cpu_max", "load generator CPU (max)", "", ".0%"),
+        Metric("loadgen_capacity_per_s", "load generator capacity, packets/s", "", ",.0f"),
         Metric("client_core_max", "client core busy (max)", "", ".0%"),
     ],
     "pipeline": [

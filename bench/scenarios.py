@@ -32,6 +32,7 @@ from bench.stepping import RateSearch
 from realtime.embedded import RedisServer, free_port
 
 P99_LIMIT_MS = 250.0
+MAX_OVERLOAD = 150_000.0  # deliveries/s: past this the load generator would be the limit
 LOSS_LIMIT = 0.001
 
 
@@ -152,6 +153,7 @@ class StepStats:
     server_cpu_s: float
     client_core_busy: float  # fraction of the client core: load generator + Redis + publisher
     loadgen_busy: float
+    loadgen_cpu_s: float
 
     @property
     def loss(self) -> float:
@@ -240,6 +242,7 @@ async def run_step(
         server_cpu_s=server_cpu,
         client_core_busy=(client_cpu + self_cpu) / wall,
         loadgen_busy=self_cpu / wall,
+        loadgen_cpu_s=self_cpu,
     )
     bench.progress(
         f"    {deliveries_per_s:>9,.0f}/s  delivered {stats.delivered:>8,}/{expected:<8,}"
@@ -274,7 +277,11 @@ async def find_sustained(
         search.record(rate, stats.ok)
     best = max((s for s in steps if s.ok), key=lambda s: s.rate, default=None)
     failed = [s for s in steps if not s.ok]
-    over_rate = max(search.best, profile.start_rate) * profile.overload_factor
+    # Overload: well past the best rate and past what the server's CPU per delivery allows
+    # (a server that fails on latency early was never pushed to its throughput).
+    cpu_bound = max((1e6 / s.us_per_delivery for s in steps if s.delivered), default=0.0)
+    floor = max(search.best, profile.start_rate) * profile.overload_factor
+    over_rate = max(floor, min(cpu_bound * 2, MAX_OVERLOAD))
     bench.progress(f"    overload at {over_rate:,.0f}/s:")
     over = await run_step(bench, dep, tally, topics, per_topic, over_rate, profile.step_s)
     await settle(tally)
@@ -290,6 +297,10 @@ async def find_sustained(
         else math.nan,
         "overloaded_events_per_packet": over.events_per_packet,
         "loadgen_cpu_max": max(s.loadgen_busy for s in [*steps, over]),
+        # What one core of load generator could receive, from its busiest step.
+        "loadgen_capacity_per_s": over.packets / over.loadgen_cpu_s
+        if over.loadgen_cpu_s > 0
+        else math.nan,
         "client_core_max": max(s.client_core_busy for s in [*steps, over]),
         "steps": len(steps) + 1,
         "first_failure": _failure_reason(failed[0]) if failed else None,

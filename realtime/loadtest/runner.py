@@ -156,11 +156,9 @@ class LoadTest:
         self.counters = Counters()
         self.phase = "ramp"
         self.started = time.monotonic()
-        self.publish_started: float | None = None
         self.publish_elapsed_s = 0.0
         self.ramp_elapsed_s = 0.0
         self.restart: dict[str, Any] | None = None
-        self.missed_in_restart = 0
         self._stopping = False
         self._connector: aiohttp.TCPConnector | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -380,7 +378,7 @@ class LoadTest:
             self.phase = "ramp"
             gate = asyncio.Semaphore(config.ramp_concurrency)
             ramp_started = time.monotonic()
-            ticker = asyncio.create_task(self._tick())
+            self._spawn(self._tick())
             await asyncio.gather(*(self._connect_one(s, gate) for s in self.sims))
             self.ramp_elapsed_s = time.monotonic() - ramp_started
             if self.connected == 0:
@@ -388,20 +386,20 @@ class LoadTest:
                     f"no client could connect to {config.url}: {self.counters.first_error}"
                 )
             self.phase = "publish"
-            self.publish_started = time.monotonic()
             async with aiohttp.ClientSession(
                 connector=self._connector,
                 connector_owner=False,
                 timeout=aiohttp.ClientTimeout(total=PUBLISH_TIMEOUT_S),
             ) as http:
                 restart = asyncio.create_task(self._restart_later()) if config.restarts else None
+                if restart is not None:
+                    self._tasks.add(restart)  # cancelled with the rest if publishing fails
                 await self._publish(http)
                 if restart is not None:
                     await restart
             self.phase = "drain"
             await self._drain()
             self.phase = "done"
-            ticker.cancel()
             self.progress(self, "done")
             return self.result()
         finally:
