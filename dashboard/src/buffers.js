@@ -40,18 +40,22 @@ export class RingLog {
 
 const MAX_FIELDS = 6;
 
-/** The numeric fields of an event's data (at most MAX_FIELDS): `value` first, then in
- * key order. The first one is the topic's headline number. */
+// Charted first, in this order: a raw metric's value, then a window aggregate's summary
+// (issue 5's `topic:window` outputs carry count/sum/min/max/avg/last/p50/p95/p99).
+const PREFERRED = ["value", "avg", "min", "max", "p95", "p99", "p50", "last"];
+// Times are not values: `window_start`, `window_end`, `ts`, `timestamp`, `created_at`, ...
+const TIME_LIKE = /(^|_)(ts|time|timestamp|start|end|at)$/i;
+
+/** The numeric fields of an event's data worth charting (at most MAX_FIELDS): preferred
+ * names first, then the others in key order. The first one is the topic's headline. */
 export function numericFields(data) {
-  const fields = [];
-  if (data === null || typeof data !== "object") return fields;
-  for (const [key, value] of Object.entries(data)) {
-    if (typeof value === "number" && Number.isFinite(value)) fields.push(key);
-    if (fields.length === MAX_FIELDS) break;
-  }
-  const at = fields.indexOf("value");
-  if (at > 0) fields.unshift(...fields.splice(at, 1));
-  return fields;
+  if (data === null || typeof data !== "object") return [];
+  const numeric = Object.keys(data).filter(
+    (key) => typeof data[key] === "number" && Number.isFinite(data[key]) && !TIME_LIKE.test(key),
+  );
+  const preferred = PREFERRED.filter((key) => numeric.includes(key));
+  const others = numeric.filter((key) => !PREFERRED.includes(key));
+  return [...preferred, ...others].slice(0, MAX_FIELDS);
 }
 
 /**

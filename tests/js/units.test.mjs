@@ -133,6 +133,11 @@ test("RingLog keeps the newest `capacity` entries in order", () => {
 
 test("Series keeps numeric fields as uPlot columns, value first, x ascending", () => {
   assert.deepEqual(numericFields({ order: 7, value: 1, region: "eu", ok: true }), ["value", "order"]);
+  // A window aggregate (issue 5): its summary, never its window times.
+  const window = { window_start: 1e12, window_end: 1e12 + 1000, count: 4, sum: 10, min: 1, max: 4,
+                   avg: 2.5, last: 4, p50: 2, p95: 4, p99: 4 };
+  assert.deepEqual(numericFields(window), ["avg", "min", "max", "p95", "p99", "p50"]);
+  assert.deepEqual(numericFields({ ts: 5, created_at: 6, latency_ms: 7 }), ["latency_ms"]);
   const s = new Series(2);
   s.add({ ts: 2000, data: { value: 1 } });
   s.add({ ts: 1000, data: { value: 2, p95: 9 } }); // late timestamp, new field
