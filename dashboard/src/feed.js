@@ -7,10 +7,12 @@ import { RateMeter, RingLog, Series } from "./buffers.js";
 import { useStore } from "./store.js";
 
 export const LOG_CAPACITY = 100_000;
+const SNAPSHOT = 200;
 
 export const log = new RingLog(LOG_CAPACITY);
 export const series = new Map(); // topic -> Series
 let pending = [];
+let gaps = 0;
 
 const frames = new RateMeter();
 const arrivals = new RateMeter();
@@ -38,7 +40,7 @@ function flush() {
   const topics = new Set();
   for (const event of batch) {
     log.push(event);
-    seriesOf(event.topic).add(event);
+    if (!event.gap) seriesOf(event.topic).add(event);
     topics.add(event.topic);
   }
   const state = useStore.getState();
@@ -86,6 +88,8 @@ export function startFeed(url = undefined) {
     reconnectionDelayMax: 5000,
   });
   const subs = new Subscriptions(socket, {
+    // The newest events in the first ack, so charts start with recent history.
+    subscribeOptions: { snapshot: SNAPSHOT },
     onEvents: receive,
     onSubscribed: (topic, ack, { resumed }) => {
       setTopicError(topic, null);
@@ -93,14 +97,18 @@ export function startFeed(url = undefined) {
         useStore.setState((s) => ({ resume: { ...s.resume, state: "recovered", at: Date.now() } }));
       }
     },
-    onGap: (topic) =>
+    onGap: (topic) => {
+      // A marker row in the log where the missed events would have been.
+      gaps += 1;
+      pending.push({ topic, id: `gap-${gaps}`, ts: Date.now(), data: null, gap: true });
       useStore.setState((s) => ({
         resume: {
           state: "gap",
           at: Date.now(),
           gaps: [...s.resume.gaps.slice(-9), { topic, at: Date.now() }],
         },
-      })),
+      }));
+    },
     onError: (topic, error) => setTopicError(topic, error?.error?.message ?? String(error)),
   });
 

@@ -32,6 +32,8 @@ export function compareIds(a, b) {
 }
 
 const NOOP = () => {};
+// Subscribe fields a server may not know yet (it then refuses them as unknown).
+const OPTIONAL_FIELDS = ["since", "snapshot"];
 
 export class Subscriptions {
   /**
@@ -44,7 +46,9 @@ export class Subscriptions {
    *   onGap(topic, ack)                    shorthand: called when a resume was not recovered
    *   onError(topic, errorOrAck)           a refused subscribe (the topic is dropped) or a
    *                                        timeout (retried on the next connect)
-   *   subscribeOptions                     extra fields for every subscribe, e.g. {snapshot: 1}
+   *   subscribeOptions                     extra fields for every subscribe, e.g. {snapshot: 100}:
+   *                                        the newest 100 events in the first ack (and in
+   *                                        place of a replay that is not possible)
    *   ackTimeoutMs                         how long to wait for an ack (default 10000)
    */
   constructor(socket, options = {}) {
@@ -95,11 +99,12 @@ export class Subscriptions {
     this.topics.clear();
   }
 
-  async _send(topic, { resume = true } = {}) {
+  async _send(topic, dropped = []) {
     const entry = this.topics.get(topic);
     const request = { topic, ...this.subscribeOptions, ...entry.options };
-    const resumed = resume && entry.lastId !== null;
-    if (resumed) request.since = entry.lastId;
+    if (entry.lastId !== null) request.since = entry.lastId;
+    for (const key of dropped) delete request[key];
+    const resumed = "since" in request;
     let ack;
     try {
       ack = await this.socket.timeout(this.ackTimeoutMs).emitWithAck("subscribe", request);
@@ -110,21 +115,25 @@ export class Subscriptions {
       return this._settle(entry, ack);
     }
     if (!ack?.ok) {
-      if (resumed && ack?.error?.fields?.since) {
-        // A server without resume (older than the `since` field): plain subscribe, and
-        // report the missed stretch as a gap.
-        const plain = await this._send(topic, { resume: false });
-        if (plain?.ok) this.onGap(topic, { ...plain, recovered: false });
+      // A server older than an optional field (`since`, `snapshot`) refuses it as unknown:
+      // subscribe without it; a resume that could not be asked for is a gap.
+      const unknown = Object.keys(ack?.error?.fields ?? {}).filter(
+        (key) => OPTIONAL_FIELDS.includes(key) && key in request,
+      );
+      if (ack?.error?.code === "invalid" && unknown.length) {
+        const plain = await this._send(topic, [...dropped, ...unknown]);
+        if (plain?.ok && unknown.includes("since")) this.onGap(topic, { ...plain, recovered: false });
         return plain;
       }
       if (this.topics.get(topic) === entry) this.topics.delete(topic);
       this.onError(topic, ack);
       return this._settle(entry, ack);
     }
+    // The gap comes before the snapshot the server sends in its place.
+    if (resumed && ack.recovered === false) this.onGap(topic, ack);
     // A snapshot carried in the ack is delivered like any other event.
     if (Array.isArray(ack.events)) this._receive(ack.events);
     this.onSubscribed(topic, ack, { resumed });
-    if (resumed && ack.recovered === false) this.onGap(topic, ack);
     return this._settle(entry, ack);
   }
 

@@ -110,6 +110,20 @@ test("a server without `since` gets a plain subscribe, and the caller a gap", as
   assert.ok(subs.topics.has("a"));
 });
 
+test("an optional field the server does not know is dropped, not fatal", async () => {
+  const socket = new FakeSocket((event, data) =>
+    "snapshot" in data
+      ? { ok: false, error: { code: "invalid", message: "x", fields: { snapshot: ["Unknown field."] } } }
+      : { ok: true, topic: data.topic },
+  );
+  const gaps = [];
+  const subs = new Subscriptions(socket, { subscribeOptions: { snapshot: 5 }, onGap: (t) => gaps.push(t) });
+  socket.connect();
+  assert.deepEqual(await subs.subscribe("a"), { ok: true, topic: "a" });
+  assert.deepEqual(socket.sent.map(([, d]) => d), [{ topic: "a", snapshot: 5 }, { topic: "a" }]);
+  assert.deepEqual(gaps, []);
+});
+
 test("a refused subscribe drops the topic and reports the error", async () => {
   const socket = new FakeSocket(() => ({ ok: false, error: { code: "forbidden", message: "no" } }));
   const errors = [];

@@ -27,6 +27,15 @@ function format(event) {
 
 const Row = memo(function Row({ event, start }) {
   const text = format(event);
+  if (event.gap) {
+    return (
+      <div className="row gap" style={{ transform: `translateY(${start}px)` }}>
+        <span className="ts">{text.time}</span>
+        <span className="topic">{event.topic}</span>
+        <span className="data">⚠ events missed here: the server's history no longer held them</span>
+      </div>
+    );
+  }
   return (
     <div className="row" style={{ transform: `translateY(${start}px)` }}>
       <span className="ts">{text.time}</span>
