@@ -44,8 +44,9 @@ export class Subscriptions {
    *                                        when it asked for a replay (`since`): then
    *                                        `ack.recovered === false` means events were missed
    *   onGap(topic, ack)                    shorthand: called when a resume was not recovered
-   *   onError(topic, errorOrAck)           a refused subscribe (the topic is dropped) or a
-   *                                        timeout (retried on the next connect)
+   *   onError(topic, errorOrAck)           a refused subscribe (the topic is dropped), a
+   *                                        timeout (retried on the next connect) or
+   *                                        `unavailable` (retried with backoff)
    *   subscribeOptions                     extra fields for every subscribe, e.g. {snapshot: 100}:
    *                                        the newest 100 events in the first ack (and in
    *                                        place of a replay that is not possible)
@@ -125,16 +126,31 @@ export class Subscriptions {
         if (plain?.ok && unknown.includes("since")) this.onGap(topic, { ...plain, recovered: false });
         return plain;
       }
-      if (this.topics.get(topic) === entry) this.topics.delete(topic);
       this.onError(topic, ack);
+      if (ack?.error?.code === "unavailable") {
+        // History could not be read just now (Redis): keep the topic, ask again shortly.
+        this._retryLater(topic, entry);
+        return this._settle(entry, ack);
+      }
+      if (this.topics.get(topic) === entry) this.topics.delete(topic);
       return this._settle(entry, ack);
     }
+    entry.retries = 0;
     // The gap comes before the snapshot the server sends in its place.
     if (resumed && ack.recovered === false) this.onGap(topic, ack);
     // A snapshot carried in the ack is delivered like any other event.
     if (Array.isArray(ack.events)) this._receive(ack.events);
     this.onSubscribed(topic, ack, { resumed });
     return this._settle(entry, ack);
+  }
+
+  _retryLater(topic, entry) {
+    entry.retries = (entry.retries ?? 0) + 1;
+    const delay = Math.min(10000, 250 * 2 ** entry.retries) * (0.5 + Math.random() / 2);
+    setTimeout(() => {
+      // Unless unsubscribed or disconnected meanwhile (a reconnect subscribes anyway).
+      if (this.topics.get(topic) === entry && this.socket.connected) this._send(topic);
+    }, delay);
   }
 
   _settle(entry, ack) {

@@ -124,6 +124,21 @@ test("an optional field the server does not know is dropped, not fatal", async (
   assert.deepEqual(gaps, []);
 });
 
+test("`unavailable` keeps the topic and asks again", { timeout: 5000 }, async () => {
+  let answers = 0;
+  const socket = new FakeSocket((event, data) =>
+    ++answers === 1 ? { ok: false, error: { code: "unavailable", message: "history" } } : { ok: true, topic: data.topic },
+  );
+  let subscribed;
+  const retried = new Promise((resolve) => (subscribed = resolve));
+  const subs = new Subscriptions(socket, { onSubscribed: (topic) => subscribed(topic) });
+  socket.connect();
+  assert.equal((await subs.subscribe("a")).ok, false);
+  assert.ok(subs.topics.has("a"));
+  assert.equal(await retried, "a"); // the retry, 250-500 ms later
+  assert.equal(socket.sent.length, 2);
+});
+
 test("a refused subscribe drops the topic and reports the error", async () => {
   const socket = new FakeSocket(() => ({ ok: false, error: { code: "forbidden", message: "no" } }));
   const errors = [];
