@@ -30,7 +30,6 @@ from realtime.loadtest.stats import Histogram
 PUBLISH_TICK_S = 0.01
 PUBLISH_GRACE_S = 5.0  # retrying refused batches after the end of --duration
 PUBLISH_TIMEOUT_S = 10.0  # one POST
-DRAIN_QUIET_S = 2.0
 
 
 class LoadTestError(RuntimeError):
@@ -429,22 +428,19 @@ class LoadTest:
         )
 
     async def _drain(self) -> None:
-        """Wait for late deliveries and reconnecting clients, at most --drain seconds; stop
-        early once everyone is back and nothing arrived for DRAIN_QUIET_S (what is still
-        missing then is lost, e.g. published while a client was away)."""
-        now = time.monotonic()
-        deadline = now + self.config.drain_s
-        last, last_change = self.counters.delivered, now
-        while now < deadline:
-            if not self._reconnecting():
-                if self.counters.delivered >= self.expected():
-                    return
-                if now - last_change >= DRAIN_QUIET_S:
-                    return
+        """Wait, at most --drain seconds, until every client is connected and has its
+        topic's last event; what it skipped on the way (while away) stays missed."""
+        deadline = time.monotonic() + self.config.drain_s
+        while time.monotonic() < deadline:
+            if not self._reconnecting() and self._tails_complete():
+                return
             await asyncio.sleep(0.05)
-            now = time.monotonic()
-            if self.counters.delivered != last:
-                last, last_change = self.counters.delivered, now
+
+    def _tails_complete(self) -> bool:
+        published = self.counters.per_topic_published
+        return all(
+            sim.last_seq >= published.get(sim.topic, 0) - 1 for sim in self.sims if sim.subscribed
+        )
 
     def _reconnecting(self) -> int:
         return sum(1 for s in self.sims if s.down_since is not None)
