@@ -133,7 +133,12 @@ class Consumer:
         await self.ensure_groups()
         alive = await self.membership.heartbeat()
         await self._acquire(fair_share(self.owner, alive, self.settings.partitions), burst=True)
-        await asyncio.gather(*(owned.task for owned in self.owned.values()))
+        # Keep the leases (and our membership) alive while the runners drain.
+        while tasks := [o.task for o in [*self.owned.values(), *self.retiring.values()]]:
+            await asyncio.wait(tasks, timeout=self.tick_s)
+            await self.membership.heartbeat()
+            await self._renew()
+            await self._reap()
 
     async def tick(self) -> None:
         await self.ensure_groups()

@@ -9,7 +9,8 @@ Redis) can neither take entries out of the stream nor write anything for them:
 - `claim`: the partition's pending entries, oldest first, from whichever consumer had
   them (a previous owner that died), with their delivery counts;
 - `commit`: a batch's history entries, fan-out publishes, dead letters and acks, all or
-  nothing as far as publishing and acking go.
+  nothing as far as publishing and acking go (a history write that fails stops the
+  script before anything is published or acknowledged).
 
 Because a lease changes hands only inside Redis, and every read and commit checks it
 there, the next owner's `claim` sees every entry the previous owner ever read and did
@@ -25,6 +26,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
+from realtime import jsoncodec
 from realtime.keys import Keys
 
 Fields = Mapping[bytes | str, bytes | str]
@@ -72,18 +74,17 @@ if #gone > 0 then redis.call('XACK', KEYS[2], ARGV[2], unpack(gone)) end
 return {0, entries, counts, #ids}
 """
 
-# KEYS: lease, ingest stream, dead-letter stream, then one history key per event.
-# ARGV: lease token, group, history maxlen, dead-letter maxlen, then
-#   event count, and per event: id, field-arg count f, f field/value args;
-#   publish count, and per publish: channel, payload;
-#   dead-letter count, and per dead letter: field-arg count f, f field/value args;
-#   then every entry id to acknowledge.
+# KEYS: lease, ingest stream, dead-letter stream.
+# ARGV: lease token, group, history maxlen, dead-letter maxlen, then the batch as one
+#   JSON document {"h": [[key, id, [field, value, ...]], ...], "p": [[channel, payload],
+#   ...], "a": [entry id, ...]}, then per dead letter: field-arg count f, f field/value
+#   args (binary-safe: they carry the entry's raw fields).
+# One JSON argument rather than one argument per value: redis-py packs each argument in
+# Python (about 30 us per event in all), cjson decodes the document in C (about 3 us).
 _COMMIT = """
-local i = 6
-for e = 1, tonumber(ARGV[5]) do
-  local f = tonumber(ARGV[i + 1])
-  local r = redis.pcall('XADD', KEYS[3 + e], 'MAXLEN', '~', ARGV[3], ARGV[i],
-                        unpack(ARGV, i + 2, i + 1 + f))
+local batch = cjson.decode(ARGV[5])
+for e, write in ipairs(batch.h) do
+  local r = redis.pcall('XADD', write[1], 'MAXLEN', '~', ARGV[3], write[2], unpack(write[3]))
   if type(r) == 'table' and r.err then
     -- An id at or below the stream's last: written by an earlier delivery. Skip it.
     if not string.find(r.err, 'equal or smaller', 1, true) then
@@ -92,26 +93,19 @@ for e = 1, tonumber(ARGV[5]) do
       return redis.error_reply(r.err)
     end
   end
-  i = i + 2 + f
 end
-local publishes = tonumber(ARGV[i])
-i = i + 1
-for _ = 1, publishes do
-  redis.call('PUBLISH', ARGV[i], ARGV[i + 1])
-  i = i + 2
+for _, publish in ipairs(batch.p) do
+  redis.call('PUBLISH', publish[1], publish[2])
 end
-local dead = tonumber(ARGV[i])
-i = i + 1
-for _ = 1, dead do
+local i = 6
+while i <= #ARGV do
   local f = tonumber(ARGV[i])
   redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', unpack(ARGV, i + 1, i + f))
   i = i + 1 + f
 end
-local n = #ARGV
-while i <= n do
-  local j = math.min(i + 999, n)  -- unpack has a stack limit
-  redis.call('XACK', KEYS[2], ARGV[2], unpack(ARGV, i, j))
-  i = j + 1
+local acks = batch.a
+for first = 1, #acks, 1000 do  -- unpack has a stack limit
+  redis.call('XACK', KEYS[2], ARGV[2], unpack(acks, first, math.min(first + 999, #acks)))
 end
 return {0}
 """
@@ -153,7 +147,7 @@ class ClaimResult:
 class HistoryWrite:
     key: str
     id: str
-    fields: list[Value]
+    fields: list[str]  # field, value, ...: text (the commit sends them as JSON)
 
 
 @dataclass
@@ -243,20 +237,16 @@ class FencedPartition:
     async def commit(self, plan: CommitPlan) -> CommitFailure | None:
         """Write the plan atomically; a CommitFailure names a history write that failed
         (a key of the wrong type); raises LeaseLost, or ResponseError for anything else."""
-        keys: list[str] = [self.lease_key, self.stream, self.dead_key]
+        batch = {
+            "h": [[w.key, w.id, w.fields] for w in plan.history],
+            "p": [[channel, payload.decode()] for channel, payload in plan.publishes],
+            "a": plan.acks,
+        }
         args: list[Value] = [self.token, self.group, self.history_maxlen, DEAD_LETTER_MAXLEN]
-        args.append(len(plan.history))
-        for write in plan.history:
-            keys.append(write.key)
-            args += [write.id, len(write.fields), *write.fields]
-        args.append(len(plan.publishes))
-        for channel, payload in plan.publishes:
-            args += [channel, payload]
-        args.append(len(plan.dead_letters))
+        args.append(jsoncodec.dumpb(batch))
         for record in plan.dead_letters:
             args += [len(record), *record]
-        args += plan.acks
-        reply = await self._commit(keys=keys, args=args)
+        reply = await self._commit(keys=[self.lease_key, self.stream, self.dead_key], args=args)
         status = int(reply[0])
         if status == 0:
             return None

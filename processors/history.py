@@ -20,5 +20,5 @@ def history_write(keys: Keys, event: TopicEvent) -> HistoryWrite:
     return HistoryWrite(
         key=keys.topic(event.topic),
         id=event.id,
-        fields=[TS_FIELD, str(event.ts), DATA_FIELD, jsoncodec.dumpb(event.data)],
+        fields=[TS_FIELD, str(event.ts), DATA_FIELD, jsoncodec.dumps(event.data)],
     )

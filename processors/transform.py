@@ -43,13 +43,18 @@ def _text(value: bytes | str) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else value
 
 
+def _field(fields: Mapping[bytes | str, bytes | str], name: str) -> bytes | str:
+    """Redis replies carry bytes keys; tests and callers may pass str keys."""
+    value = fields.get(name.encode())
+    return fields[name] if value is None else value
+
+
 def decode_entry(entry_id: bytes | str, fields: Mapping[bytes | str, bytes | str]) -> IngestEvent:
     """An ingest stream entry as written by `realtime.ingest`; TransformError if malformed."""
-    norm = {_text(k): v for k, v in fields.items()}
     try:
-        topic = _text(norm["topic"])
-        ts = int(_text(norm["ts"]))
-        data = jsoncodec.loads(norm["data"])
+        topic = _text(_field(fields, "topic"))
+        ts = int(_field(fields, "ts"))  # int() takes bytes and str alike
+        data = jsoncodec.loads(_field(fields, "data"))
     except (KeyError, ValueError, UnicodeDecodeError) as exc:
         raise TransformError(f"malformed ingest entry: {exc!r}") from exc
     if not is_valid_topic(topic):

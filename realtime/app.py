@@ -111,7 +111,8 @@ def create_app(settings: Settings) -> web.Application:
 
     manager = FanoutManager(settings)
     sio = create_sio(settings, manager)
-    delivery = Delivery(sio, HistoryReader(redis, Keys(settings.prefix)), Subscriptions())
+    history = HistoryReader(redis, Keys(settings.prefix), settings.history_maxlen)
+    delivery = Delivery(sio, history, Subscriptions())
     manager.attach(delivery)
     sio.register_namespace(TopicNamespace(settings, delivery))
     app[DELIVERY] = delivery

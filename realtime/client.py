@@ -296,6 +296,11 @@ class RealtimeClient:
         events = ack.get("events")
         if isinstance(events, list) and events:
             await self._on_update(events)
+        position = ack.get("since")
+        if entry.last is None and isinstance(position, str):
+            # Where the subscription starts: resume from it even if no event comes.
+            with contextlib.suppress(StreamIdError):
+                entry.last, entry.last_id = parse_id(position), position
 
     async def _retry(self, topic: str, entry: _Topic) -> None:
         await asyncio.sleep(entry.retry.next_delay())

@@ -30,7 +30,7 @@ from realtime.backoff import Backoff
 from realtime.history import HistoryReader, WireEvent, covers
 from realtime.keys import NAMESPACE, UPDATE_EVENT
 from realtime.socketserver import SocketServer
-from realtime.streamids import ZERO, StreamId, parse_id
+from realtime.streamids import ZERO, StreamId, format_id, parse_id
 from realtime.subscriptions import Batch, Subscriptions, Target
 
 logger = logging.getLogger(__name__)
@@ -93,9 +93,11 @@ class Delivery:
 
         With `since`: `recovered` says whether history still holds everything after it;
         if not, `events` carries the newest `snapshot` (default 1) events instead. Without
-        `since`, `snapshot: n` puts the newest n events in `events`. Raises
-        HistoryUnavailable when that cannot be answered (the subscription is undone);
-        a plain subscribe then goes on live-only."""
+        `since`, `snapshot: n` puts the newest n events in `events`. Unless the ack says
+        `recovered: true`, it carries `since`: where the subscription starts (the newest
+        event's id, `0-0` for none). Raises HistoryUnavailable when that cannot be
+        answered (the subscription is undone); a plain subscribe then goes on live-only
+        (and its ack has no `since`)."""
         generation = self.subs.begin(sid, topic, since)
         await self.sio.enter_room(sid, topic, namespace=NAMESPACE)
         ack: dict[str, Any] = {"ok": True, "topic": topic}
@@ -109,12 +111,12 @@ class Delivery:
                     page = point.page
                 else:  # a gap: the newest events instead, and go on from the newest
                     ack["events"] = point.latest[-wanted:] if wanted else []
-                    self.subs.position(sid, topic, generation, _newest(point.latest))
+                    ack["since"] = self._position(sid, topic, generation, point.latest)
             else:
                 latest = await self.history.latest(topic, max(snapshot or 0, 1))
                 if snapshot:
                     ack["events"] = latest[-snapshot:]
-                self.subs.position(sid, topic, generation, _newest(latest))
+                ack["since"] = self._position(sid, topic, generation, latest)
         except (RedisError, OSError) as exc:
             if since is not None or snapshot:
                 await self.unsubscribe(sid, topic)
@@ -122,6 +124,14 @@ class Delivery:
             logger.warning("subscribed to %s live-only: history unavailable (%s)", topic, exc)
         self._spawn(self._backlog(topic, [Target(sid, generation, since)], page))
         return ack
+
+    def _position(self, sid: str, topic: str, generation: int, latest: list[WireEvent]) -> str:
+        """Start the subscription after the newest event; returns that position, which
+        the ack carries (`since`) so that a client which receives nothing before it
+        reconnects can still resume from it."""
+        position = _newest(latest)
+        self.subs.position(sid, topic, generation, position)
+        return format_id(position)
 
     async def unsubscribe(self, sid: str, topic: str) -> None:
         self.subs.end(sid, topic)
@@ -144,11 +154,10 @@ class Delivery:
             self._spawn(self._catch_up(topic, group))
 
     async def _catch_up(self, topic: str, targets: list[Target]) -> None:
-        oldest = await self._retrying(lambda: self.history.oldest(topic))
+        extent = await self._retrying(functools.partial(self.history.extent, topic))
         kept = []
         for target in targets:
-            # ZERO: there was no history when it subscribed, so nothing of it was trimmed.
-            if target.last == ZERO or (target.last is not None and covers(oldest, target.last)):
+            if target.last is not None and covers(extent, target.last, self.history.maxlen):
                 kept.append(target)
             else:
                 # History no longer holds what it missed: drop the connection; the

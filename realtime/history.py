@@ -6,9 +6,16 @@ worker, `processors/history.py`). It is trimmed from the oldest end (approximate
 MAXLEN), so history **covers** a position `since` exactly when its oldest entry is at
 or before `since`: then every event after `since` is still there. When the oldest
 entry is later than `since` (or the stream is gone), events after `since` may have been
-trimmed or lost, and a resume reports `recovered: false`. The rule needs nothing beyond
-Redis 6.2 (Redis 7's max-deleted-entry-id would be more precise in one corner: a
-client exactly at the trimmed edge is told it is not recovered, though it missed nothing).
+trimmed or lost, and a resume reports `recovered: false`.
+
+The position `0-0` is "subscribed when the topic had no history": covered as long as
+the stream has never been trimmed, i.e. holds fewer than REALTIME_HISTORY_MAXLEN
+entries (approximate trimming never leaves fewer). (A Redis without persistence that
+lost the stream since cannot be told apart there.)
+
+The rules need nothing beyond Redis 6.2 (Redis 7's max-deleted-entry-id would be more
+precise in one corner: a client exactly at the trimmed edge is told it is not
+recovered, though it missed nothing).
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from redis.asyncio import Redis
 
 from realtime import jsoncodec
 from realtime.keys import Keys
-from realtime.streamids import StreamId, format_id, parse_id
+from realtime.streamids import ZERO, StreamId, format_id, parse_id
 
 TS_FIELD = "ts"
 DATA_FIELD = "data"
@@ -41,10 +48,20 @@ def decode_event(topic: str, entry_id: bytes | str, fields: Mapping[bytes, bytes
     }
 
 
-def covers(oldest: StreamId | None, since: StreamId) -> bool:
-    """Whether a history whose oldest entry is `oldest` still holds every event after
-    `since` (pure; see the module docstring)."""
-    return oldest is not None and oldest <= since
+@dataclass(frozen=True)
+class Extent:
+    """What a topic's history holds: its oldest entry and its length."""
+
+    oldest: StreamId | None
+    length: int
+
+
+def covers(extent: Extent, since: StreamId, maxlen: int) -> bool:
+    """Whether history still holds every event after `since` (pure; see the module
+    docstring)."""
+    if since == ZERO:
+        return extent.length < maxlen
+    return extent.oldest is not None and extent.oldest <= since
 
 
 @dataclass
@@ -55,9 +72,10 @@ class ResumePoint:
 
 
 class HistoryReader:
-    def __init__(self, redis: Redis, keys: Keys) -> None:
+    def __init__(self, redis: Redis, keys: Keys, maxlen: int) -> None:
         self.redis = redis
         self.keys = keys
+        self.maxlen = maxlen
 
     def _decode(self, topic: str, entries: Sequence[RawEntry]) -> list[WireEvent]:
         return [decode_event(topic, i, f) for i, f in entries]
@@ -68,11 +86,12 @@ class HistoryReader:
         key = self.keys.topic(topic)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.xrange(key, count=1)
+            pipe.xlen(key)
             pipe.xrange(key, min=f"({format_id(since)}", count=count)
             pipe.xrevrange(key, count=latest)
-            oldest_entries, page, newest = await pipe.execute()
+            oldest_entries, length, page, newest = await pipe.execute()
         oldest = parse_id(oldest_entries[0][0]) if oldest_entries else None
-        recovered = covers(oldest, since)
+        recovered = covers(Extent(oldest, int(length)), since, self.maxlen)
         return ResumePoint(
             recovered,
             self._decode(topic, page) if recovered else [],
@@ -86,9 +105,13 @@ class HistoryReader:
         )
         return self._decode(topic, page)
 
-    async def oldest(self, topic: str) -> StreamId | None:
-        entries: Any = await self.redis.xrange(self.keys.topic(topic), count=1)
-        return parse_id(entries[0][0]) if entries else None
+    async def extent(self, topic: str) -> Extent:
+        key = self.keys.topic(topic)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xrange(key, count=1)
+            pipe.xlen(key)
+            oldest_entries, length = await pipe.execute()
+        return Extent(parse_id(oldest_entries[0][0]) if oldest_entries else None, int(length))
 
     async def latest(self, topic: str, count: int) -> list[WireEvent]:
         """The newest `count` events, oldest first."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
+from unittest.mock import ANY
 
 import pytest
 
@@ -18,6 +19,9 @@ from tests.helpers.clients import post_events
 from tests.helpers.jsclient import JsClient, require_node
 from tests.helpers.processes import ProcessGroup, RealtimeProcess
 from tests.helpers.stack import fresh_settings, running_stack
+
+# A subscribe ack also says where the subscription starts (`since`, to resume from).
+SINCE = {"since": ANY}
 
 
 @pytest.fixture(scope="module")
@@ -81,8 +85,12 @@ async def test_transport_subscribe_update_unsubscribe(
         await client.wait_until(lambda c: bool(c.of("upgrade")), "the upgrade to websocket")
         assert client.of("upgrade")[0]["transport"] == "websocket"
 
-    assert await client.emit("subscribe", {"topic": topic}) == {"ok": True, "topic": topic}
-    assert await client.emit("subscribe", {"topic": barrier}) == {"ok": True, "topic": barrier}
+    assert await client.emit("subscribe", {"topic": topic}) == {"ok": True, "topic": topic, **SINCE}
+    assert await client.emit("subscribe", {"topic": barrier}) == {
+        "ok": True,
+        "topic": barrier,
+        **SINCE,
+    }
 
     ts = 1_700_000_000_000
     batch = [{"topic": topic, "data": {"seq": n, "label": "é✓"}, "ts": ts + n} for n in range(5)]
@@ -121,7 +129,11 @@ async def test_refused_subscribe_is_an_error_ack(
     assert ack["error"]["message"]
     assert "topic" in ack["error"]["fields"]
     # The connection is still usable afterwards.
-    assert await client.emit("subscribe", {"topic": "js.fine"}) == {"ok": True, "topic": "js.fine"}
+    assert await client.emit("subscribe", {"topic": "js.fine"}) == {
+        "ok": True,
+        "topic": "js.fine",
+        **SINCE,
+    }
 
 
 async def test_auth_payload_on_connect_is_accepted(
@@ -133,7 +145,11 @@ async def test_auth_payload_on_connect_is_accepted(
     client = await js()
     connected = await client.connect(web.url, transports=["websocket"], auth={"token": "x.y.z"})
     assert connected["connected"], connected
-    assert await client.emit("subscribe", {"topic": "js.auth"}) == {"ok": True, "topic": "js.auth"}
+    assert await client.emit("subscribe", {"topic": "js.auth"}) == {
+        "ok": True,
+        "topic": "js.auth",
+        **SINCE,
+    }
 
 
 @pytest.mark.parametrize("transport", ["polling", "websocket"])

@@ -139,13 +139,14 @@ async def test_websocket_session_with_acks_updates_and_heartbeat(
         assert await raw.call(1, "subscribe", {"topic": "raw.ws"}) == {
             "ok": True,
             "topic": "raw.ws",
+            "since": "0-0",  # where the subscription starts: this topic has no history yet
         }
         refused = await raw.call(2, "subscribe", {"topic": "Nope!"})
         assert refused["ok"] is False
         assert refused["error"]["code"] == "invalid"
         # Ack ids are arbitrary integers: a multi-digit one comes back as it was sent.
         ack = await raw.call(4096, "subscribe", {"topic": "raw.ws2"})
-        assert ack == {"ok": True, "topic": "raw.ws2"}
+        assert ack == {"ok": True, "topic": "raw.ws2", "since": "0-0"}
 
         ids = await post_events(web.url, [{"topic": "raw.ws", "data": {"n": n}} for n in range(3)])
         events = await raw.updates(3)
@@ -233,7 +234,7 @@ async def test_long_polling_session(web: RealtimeProcess, http: aiohttp.ClientSe
     # Acks are matched by their id; the two requests are handled concurrently, so the
     # refusal (no Redis read) may well come first.
     acks = sorted(await poll.frames_until(2))
-    assert acks[0] == '431[{"ok":true,"topic":"raw.poll"}]'
+    assert acks[0] == '431[{"ok":true,"topic":"raw.poll","since":"0-0"}]'
     assert acks[1].startswith('432[{"ok":false,')
 
     ids = await post_events(web.url, [{"topic": "raw.poll", "data": {"n": n}} for n in range(3)])
@@ -265,7 +266,7 @@ async def test_polling_then_upgrade_to_websocket(
         assert await raw.recv() == "3probe"
         await raw.send("5")  # upgrade: from now on everything goes over the websocket
         ack = await raw.call(7, "subscribe", {"topic": "raw.up"})
-        assert ack == {"ok": True, "topic": "raw.up"}
+        assert ack == {"ok": True, "topic": "raw.up", "since": "0-0"}
         ids = await post_events(web.url, {"topic": "raw.up", "data": {"n": 1}})
         [event] = await raw.updates(1)
         assert event["id"] == ids[0]

@@ -74,6 +74,7 @@ async def test_since_older_than_history_is_not_recovered_and_gets_a_snapshot(
     ack = await client.subscribe("r.b", since="2-0")
     assert ack["recovered"] is False
     assert [e["id"] for e in ack["events"]] == ["9-0"]  # the newest event, by default
+    assert ack["since"] == "9-0"
     assert ack["events"][0] == {"topic": "r.b", "id": "9-0", "ts": 9, "data": {"n": 9}}
 
     ack = await client.subscribe("r.b", since="1-0", snapshot=3)
@@ -88,7 +89,43 @@ async def test_since_older_than_history_is_not_recovered_and_gets_a_snapshot(
 
 async def test_since_on_a_topic_without_history_is_not_recovered(client: Collector) -> None:
     ack = await client.subscribe("r.empty", since="1700000000000-0")
-    assert ack == {"ok": True, "topic": "r.empty", "recovered": False, "events": []}
+    assert ack == {
+        "ok": True,
+        "topic": "r.empty",
+        "recovered": False,
+        "events": [],
+        "since": "0-0",
+    }
+
+
+async def test_a_plain_ack_says_where_to_resume_from_even_if_nothing_arrives(
+    client: Collector, redis: Redis, settings: Settings
+) -> None:
+    assert (await client.subscribe("r.quiet"))["since"] == "0-0"
+    # Resuming from 0-0 (subscribed before the topic had history) replays it all.
+    written = await write_history(redis, settings, "r.quiet", range(1, 4))
+    other = await Collector("other").connect(client.client.connection_url)
+    assert await other.subscribe("r.quiet", since="0-0") == {
+        "ok": True,
+        "topic": "r.quiet",
+        "recovered": True,
+    }
+    await other.wait_for_id(written[-1])
+    assert [e["id"] for e in other.events] == written
+    assert (await other.subscribe("r.quiet"))["since"] == "3-0"
+    await other.close()
+
+
+async def test_resuming_from_0_0_after_history_was_trimmed_is_not_recovered(
+    client: Collector, redis: Redis, settings: Settings
+) -> None:
+    settings = settings.with_overrides(history_maxlen=3)  # as the app's, below
+    await write_history(redis, settings, "r.full", range(1, 4))
+    async with running_app(settings) as url:
+        other = await Collector("other").connect(url)
+        ack = await other.subscribe("r.full", since="0-0")
+        assert (ack["recovered"], [e["id"] for e in ack["events"]]) == (False, ["3-0"])
+        await other.close()
 
 
 async def test_snapshot_puts_the_newest_events_in_the_ack(

@@ -1,5 +1,6 @@
 """Unit tests: the per-connection subscription state (pure), including a property test
-that replay and live delivery, interleaved any way they can be, give each event once."""
+that replay and live delivery, interleaved any way they can be, give each event once;
+and the rule for whether history still covers a position."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
+from realtime.history import Extent, covers
 from realtime.streamids import parse_id
 from realtime.subscriptions import Batch, Subscriptions, Target
 
@@ -174,3 +176,16 @@ def test_replay_and_live_interleaved_give_each_event_once_in_order(
 
     assert sent == list(range(since + 1, total + 1))
     assert subs.last("s", "t") == (parse_id(f"{total}-0") if sent else (since, 0))
+
+
+def test_history_covers_a_position_while_its_oldest_event_is_not_later() -> None:
+    assert covers(Extent((5, 0), 10), (5, 0), maxlen=100)
+    assert covers(Extent((5, 0), 10), (7, 3), maxlen=100)
+    assert not covers(Extent((5, 0), 10), (4, 9), maxlen=100)
+    assert not covers(Extent(None, 0), (4, 9), maxlen=100)  # gone: lost with Redis data
+
+
+def test_0_0_is_covered_until_history_was_trimmed() -> None:
+    assert covers(Extent(None, 0), (0, 0), maxlen=100)
+    assert covers(Extent((5, 0), 99), (0, 0), maxlen=100)
+    assert not covers(Extent((5, 0), 100), (0, 0), maxlen=100)

@@ -71,9 +71,11 @@ async def test_invalid_unsubscribe_gets_an_error_ack(client: Collector) -> None:
 
 
 async def test_subscribe_ack_names_the_topic(client: Collector) -> None:
+    # `since`: where the subscription starts (no history yet: 0-0), to resume from.
     assert await client.call("subscribe", {"topic": "metrics.cpu"}) == {
         "ok": True,
         "topic": "metrics.cpu",
+        "since": "0-0",
     }
     assert await client.call("unsubscribe", {"topic": "metrics.cpu"}) == {
         "ok": True,

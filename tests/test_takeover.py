@@ -5,6 +5,7 @@ consumers are cleaned up, and partitions are shared out and handed over."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -13,6 +14,7 @@ from redis.asyncio.client import PubSub
 
 from processors.consumer import Consumer
 from processors.groups import ensure_group, remove_dead_consumers
+from processors.transform import IngestEvent, TopicEvent, passthrough
 from realtime import jsoncodec
 from realtime.fanout import FanoutManager
 from realtime.ingest import IngestWriter
@@ -135,3 +137,24 @@ async def test_workers_share_partitions_and_hand_them_over_on_shutdown(
         stop_second.set()
         await asyncio.wait_for(asyncio.gather(*tasks), 10)
     assert await redis.keys(keys.lease(0)[:-1] + "*") == []  # every lease released
+
+
+async def test_a_burst_longer_than_the_lease_keeps_its_leases(
+    redis: Redis, settings: Settings, fanout: FanoutManager
+) -> None:
+    """`realtime process --burst` on work that outlasts a lease period: the first entry's
+    transform fails (and is retried in place) for twice the lease."""
+    settings = settings.with_overrides(lease_ms=300, max_attempts=1000)
+    ids = await IngestWriter(redis, settings).append(
+        [{"topic": "a", "data": {"n": n}} for n in range(3)]
+    )
+    busy_until = time.monotonic() + 0.6
+
+    def slow_to_start(event: IngestEvent) -> list[TopicEvent]:
+        if time.monotonic() < busy_until:
+            raise RuntimeError("not yet")
+        return passthrough(event)
+
+    consumer = Consumer(redis, fanout, settings, transform=slow_to_start)
+    await asyncio.wait_for(consumer.run(asyncio.Event(), burst=True), 30)
+    assert await history_ids(redis, Keys(settings.prefix), "a") == ids

