@@ -43,6 +43,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-deflate", action="store_true", help="do not offer permessage-deflate (browsers do)"
     )
     parser.add_argument(
+        "--no-resume",
+        action="store_true",
+        help="subscribe again without `since` after a reconnect (to see what that misses)",
+    )
+    parser.add_argument(
         "--drain", type=float, default=5.0, help="seconds to wait for late deliveries (5)"
     )
     restart = parser.add_argument_group("restart a target instance mid-run")
@@ -82,6 +87,7 @@ def run(
             polling_share=args.polling_share,
             payload_bytes=args.payload_bytes,
             deflate=not args.no_deflate,
+            resume=not args.no_resume,
             drain_s=args.drain,
             restart_cmd=args.restart_cmd,
             kill_pid=args.kill_pid,

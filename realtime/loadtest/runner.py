@@ -47,6 +47,7 @@ class LoadTestConfig:
     polling_share: float = 0.0
     payload_bytes: int = 0
     deflate: bool = True
+    resume: bool = True
     drain_s: float = 5.0
     connect_timeout_s: float = 10.0
     topic_prefix: str = ""
@@ -131,6 +132,9 @@ class Sim:
     topic: str
     polling: bool
     last_seq: int = -1
+    # The id of the last event seen (or where the first subscribe said to resume from):
+    # sent as `since` when subscribing again, so a reconnect misses nothing.
+    position: str | None = None
     client: Any = None
     down_since: float | None = None
     subscribed: bool = False  # at least once: it is owed every event from then on
@@ -180,6 +184,7 @@ class LoadTest:
                 counters.gaps += 1
                 counters.missed_in_gaps += seq - sim.last_seq - 1
             sim.last_seq = seq
+            sim.position = event.get("id", sim.position)
             counters.delivered += 1
             record(at_ms - data["lt"])
 
@@ -217,16 +222,19 @@ class LoadTest:
                 timeout=config.connect_timeout_s,
             )
         client.tag = sim
+        request: dict[str, Any] = {"topic": sim.topic}
+        if config.resume and sim.position is not None:
+            request["since"] = sim.position
         try:
-            ack = await client.call(
-                "subscribe", {"topic": sim.topic}, timeout=config.connect_timeout_s
-            )
+            ack = await client.call("subscribe", request, timeout=config.connect_timeout_s)
         except BaseException:
             client.abort()
             raise
         if not (isinstance(ack, dict) and ack.get("ok")):
             client.abort()
             raise ConnectionRefusedError(f"subscribe {sim.topic} refused: {ack}")
+        if sim.position is None and isinstance(ack.get("since"), str):
+            sim.position = ack["since"]
         sim.client = client
         sim.subscribed = True
         if client.closed.done():  # closed while subscribing: let the owner retry
