@@ -19,6 +19,7 @@ import contextlib
 import logging
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
@@ -28,8 +29,10 @@ from processors.fenced import FencedPartition
 from processors.groups import ensure_group, remove_dead_consumers, trim_acknowledged
 from processors.leases import Lease, Leases
 from processors.membership import Membership, fair_share
-from processors.partition import PartitionRunner, Transform
-from processors.transform import passthrough
+from processors.partition import PartitionRunner
+from processors.partition_pipelines import PartitionPipelines, Planner
+from processors.pipeline_config import load_pipelines
+from processors.pipelines import Pipelines
 from realtime.backoff import Backoff
 from realtime.fanout import FanoutManager
 from realtime.keys import Keys
@@ -61,16 +64,20 @@ class Consumer:
         fanout: FanoutManager,
         settings: Settings,
         *,
-        transform: Transform = passthrough,
+        pipelines: Pipelines | None = None,
+        planner: Planner | None = None,
         fenced: bool = True,
     ) -> None:
+        """`pipelines`: default, the file `settings.pipelines_file` names (PipelinesError
+        if it is invalid); `planner` replaces `Pipelines.plan` (tests inject failures)."""
         self.redis = redis
         self.fanout = fanout
         self.settings = settings
         self.keys = Keys(settings.prefix)
         self.group = settings.group
         self.owner = owner_token(settings.consumer)
-        self.transform = transform
+        self.pipelines = pipelines or Pipelines(load_pipelines(settings.pipelines_file))
+        self.planner = planner
         self.fenced = fenced
         self.leases = Leases(redis, self.keys, self.owner, settings.lease_ms)
         self.membership = Membership(redis, self.keys, self.owner, settings.lease_ms)
@@ -80,6 +87,9 @@ class Consumer:
         # fail); a partition is not taken again until its old runner has returned.
         self.retiring: dict[int, Owned] = {}
         self._processed = 0
+        # Counters of finished runners (the live ones' are added on read).
+        self._late: Counter[str] = Counter()
+        self._skipped: Counter[tuple[str, str]] = Counter()
         # Notified after every tick: lets a caller wait for an ownership change.
         self.changed = asyncio.Condition()
         self._groups_ready = False
@@ -94,6 +104,24 @@ class Consumer:
         """Entries this worker has committed (events written or dead-lettered)."""
         running = [*self.owned.values(), *self.retiring.values()]
         return self._processed + sum(o.runner.processed for o in running)
+
+    @property
+    def late_events(self) -> Counter[str]:
+        """Events too late for their window (beyond the lateness), per pipeline: counted,
+        not merged. Only grows (a metric counter)."""
+        total = Counter(self._late)
+        for owned in [*self.owned.values(), *self.retiring.values()]:
+            total.update(owned.runner.stage.late)
+        return total
+
+    @property
+    def skipped_events(self) -> Counter[tuple[str, str]]:
+        """What the pipelines did not produce, per (pipeline, reason): see REASONS in
+        processors/pipelines.py. Only grows."""
+        total = Counter(self._skipped)
+        for owned in [*self.owned.values(), *self.retiring.values()]:
+            total.update(owned.runner.stage.skipped)
+        return total
 
     def partitions(self) -> list[int]:
         """The partitions this worker owns now."""
@@ -183,15 +211,18 @@ class Consumer:
             history_maxlen=self.settings.history_maxlen,
             fenced=self.fenced,
         )
+        stage = PartitionPipelines(
+            self.pipelines, self.keys, self.settings.partitions, planner=self.planner
+        )
         runner = PartitionRunner(
             fenced,
             self.redis,
             self.keys,
             self.fanout,
+            stage,
             batch_size=self.settings.batch_size,
             block_ms=self.settings.block_ms,
             max_attempts=self.settings.max_attempts,
-            transform=self.transform,
             burst=burst,
         )
         task = asyncio.create_task(runner.run(), name=f"partition-{partition}")
@@ -232,6 +263,11 @@ class Consumer:
 
     def _finished(self, partition: int, owned: Owned) -> None:
         self._processed += owned.runner.processed
+        self._late.update(owned.runner.stage.late)
+        self._skipped.update(owned.runner.stage.skipped)
+        late = sum(owned.runner.stage.late.values())
+        if late:
+            logger.info("partition %d: %d late event(s) not merged into windows", partition, late)
         if not owned.task.cancelled() and owned.task.exception() is not None:
             logger.error("partition %d: runner crashed", partition, exc_info=owned.task.exception())
 

@@ -5,12 +5,15 @@ holds our token, so a worker that lost its lease (paused past its expiry, cut of
 Redis) can neither take entries out of the stream nor write anything for them:
 
 - `read`: XREADGROUP `>` (non-blocking; `wait` blocks on a plain XREAD instead, which
-  hands nothing out);
+  hands nothing out), with the Redis clock read just before it (the window timer's
+  clock: every entry with an id below it has been handed out by then);
 - `claim`: the partition's pending entries, oldest first, from whichever consumer had
-  them (a previous owner that died), with their delivery counts;
-- `commit`: a batch's history entries, fan-out publishes, dead letters and acks, all or
-  nothing as far as publishing and acking go (a history write that fails stops the
-  script before anything is published or acknowledged).
+  them (a previous owner that died, or this one replaying after a failed commit), with
+  their delivery counts;
+- `commit`: a batch's history entries, fan-out publishes, routed copies (XADDs to other
+  partitions' ingest streams), the window checkpoint (`rt:windows:{p}`), dead letters
+  and acks, all or nothing as far as everything after the history writes goes (a
+  history write that fails stops the script before anything else is done).
 
 Because a lease changes hands only inside Redis, and every read and commit checks it
 there, the next owner's `claim` sees every entry the previous owner ever read and did
@@ -37,48 +40,47 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {-1} end
 """
 
 _READ = """
+local now = redis.call('TIME')
+local clock = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local reply = redis.call('XREADGROUP', 'GROUP', ARGV[2], ARGV[3], 'COUNT', ARGV[4],
                          'STREAMS', KEYS[2], '>')
-if reply then return {0, reply[1][2]} end
+if reply then return {0, reply[1][2], false, clock} end
 -- Nothing new: every entry up to the stream's last one has been handed out, so the
 -- caller waits for entries after it.
 local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
-if #last == 0 then return {0, {}, '0-0'} end
-return {0, {}, last[1][1]}
+if #last == 0 then return {0, {}, '0-0', clock} end
+return {0, {}, last[1][1], clock}
 """
 
 _CLAIM = """
 local pending = redis.call('XPENDING', KEYS[2], ARGV[2], '-', '+', ARGV[4])
 if #pending == 0 then return {0, {}, {}, 0} end
-local ids, delivered = {}, {}
-for i, p in ipairs(pending) do
-  ids[i] = p[1]
-  delivered[p[1]] = p[4]
-end
-local claimed = redis.call('XCLAIM', KEYS[2], ARGV[2], ARGV[3], 0, unpack(ids))
-local entries, counts, present = {}, {}, {}
-for _, entry in ipairs(claimed) do
-  if entry then
-    entries[#entries + 1] = entry
-    counts[#counts + 1] = delivered[entry[1]] + 1
-    present[entry[1]] = true
+-- One XCLAIM per entry: an entry that is already ours (we are replaying it after a
+-- failed commit) keeps its delivery count; another consumer's counts one more.
+local entries, counts, gone = {}, {}, {}
+for _, p in ipairs(pending) do
+  local count = p[4]
+  if p[2] ~= ARGV[3] then count = count + 1 end
+  local claimed = redis.call('XCLAIM', KEYS[2], ARGV[2], ARGV[3], 0, p[1], 'RETRYCOUNT', count)
+  if claimed[1] then
+    entries[#entries + 1] = claimed[1]
+    counts[#counts + 1] = count
+  else
+    gone[#gone + 1] = p[1]
   end
 end
 -- An entry deleted from the stream while pending can never be processed; Redis 7
 -- drops it from the pending list on XCLAIM, Redis 6.2 keeps it: ack it on both.
-local gone = {}
-for _, id in ipairs(ids) do
-  if not present[id] then gone[#gone + 1] = id end
-end
 if #gone > 0 then redis.call('XACK', KEYS[2], ARGV[2], unpack(gone)) end
-return {0, entries, counts, #ids}
+return {0, entries, counts, #pending}
 """
 
-# KEYS: lease, ingest stream, dead-letter stream.
+# KEYS: lease, ingest stream, dead-letter stream, window checkpoint hash.
 # ARGV: lease token, group, history maxlen, dead-letter maxlen, then the batch as one
 #   JSON document {"h": [[key, id, [field, value, ...]], ...], "p": [[channel, payload],
-#   ...], "a": [entry id, ...]}, then per dead letter: field-arg count f, f field/value
-#   args (binary-safe: they carry the entry's raw fields).
+#   ...], "r": [[ingest stream, [field, value, ...]], ...], "s": [field, value, ...],
+#   "d": [field, ...], "a": [entry id, ...]}, then per dead letter: field-arg count f,
+#   f field/value args (binary-safe: they carry the entry's raw fields).
 # One JSON argument rather than one argument per value: redis-py packs each argument in
 # Python (about 30 us per event in all), cjson decodes the document in C (about 3 us).
 _COMMIT = """
@@ -96,6 +98,16 @@ for e, write in ipairs(batch.h) do
 end
 for _, publish in ipairs(batch.p) do
   redis.call('PUBLISH', publish[1], publish[2])
+end
+for _, routed in ipairs(batch.r) do
+  redis.call('XADD', routed[1], '*', unpack(routed[2]))
+end
+local s, d = batch.s, batch.d
+for first = 1, #s, 1000 do  -- field/value pairs: first is odd, the chunk is even
+  redis.call('HSET', KEYS[4], unpack(s, first, math.min(first + 999, #s)))
+end
+for first = 1, #d, 1000 do
+  redis.call('HDEL', KEYS[4], unpack(d, first, math.min(first + 999, #d)))
 end
 local i = 6
 while i <= #ARGV do
@@ -135,6 +147,7 @@ class Entry:
 class ReadResult:
     entries: list[Entry]
     last_id: str = "0-0"  # with no entries: wait for entries after this one
+    clock_ms: int = 0  # Redis time before the read: every entry below it is handed out
 
 
 @dataclass
@@ -157,10 +170,21 @@ class CommitPlan:
     history: list[HistoryWrite] = field(default_factory=list)
     publishes: list[tuple[str, bytes]] = field(default_factory=list)
     dead_letters: list[list[Value]] = field(default_factory=list)
+    routed: list[tuple[str, list[str]]] = field(default_factory=list)  # (stream, fields)
+    checkpoint: list[str] = field(default_factory=list)  # HSET field, value, ...
+    removed: list[str] = field(default_factory=list)  # HDEL fields
     acks: list[str] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.acks or self.history or self.publishes or self.dead_letters)
+        return bool(
+            self.acks
+            or self.history
+            or self.publishes
+            or self.dead_letters
+            or self.routed
+            or self.checkpoint
+            or self.removed
+        )
 
 
 @dataclass(frozen=True)
@@ -202,6 +226,7 @@ class FencedPartition:
         self.stream = keys.ingest(partition)
         self.lease_key = keys.lease(partition)
         self.dead_key = keys.dead_letters()
+        self.windows_key = keys.windows(partition)
         self.token = token
         self.group = group
         self.consumer = consumer
@@ -218,9 +243,10 @@ class FencedPartition:
         reply = await self._read(keys=[self.lease_key, self.stream], args=self._args(count))
         if reply[0] == LEASE_LOST:
             raise LeaseLost(self.stream)
+        clock = int(reply[3])
         if reply[1]:
-            return ReadResult([_entry(raw) for raw in reply[1]])
-        return ReadResult([], _text(reply[2]))
+            return ReadResult([_entry(raw) for raw in reply[1]], clock_ms=clock)
+        return ReadResult([], _text(reply[2]), clock)
 
     async def claim(self, count: int) -> ClaimResult:
         """Up to `count` pending entries (anyone's), oldest first, now ours."""
@@ -240,13 +266,18 @@ class FencedPartition:
         batch = {
             "h": [[w.key, w.id, w.fields] for w in plan.history],
             "p": [[channel, payload.decode()] for channel, payload in plan.publishes],
+            "r": [[stream, fields] for stream, fields in plan.routed],
+            "s": plan.checkpoint,
+            "d": plan.removed,
             "a": plan.acks,
         }
         args: list[Value] = [self.token, self.group, self.history_maxlen, DEAD_LETTER_MAXLEN]
         args.append(jsoncodec.dumpb(batch))
         for record in plan.dead_letters:
             args += [len(record), *record]
-        reply = await self._commit(keys=[self.lease_key, self.stream, self.dead_key], args=args)
+        reply = await self._commit(
+            keys=[self.lease_key, self.stream, self.dead_key, self.windows_key], args=args
+        )
         status = int(reply[0])
         if status == 0:
             return None

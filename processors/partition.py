@@ -17,43 +17,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
-from processors.dead_letters import dead_letter_record
-from processors.fenced import CommitPlan, Entry, FencedPartition, LeaseLost, is_missing_group
+from processors.fenced import Entry, FencedPartition, LeaseLost, is_missing_group
 from processors.groups import ensure_group
-from processors.history import history_write
-from processors.transform import (
-    IngestEvent,
-    TopicEvent,
-    TransformError,
-    decode_entry,
-    group_by_topic,
-    passthrough,
-)
+from processors.partition_pipelines import Outcome, PartitionPipelines
+from processors.pipelines import hops_of
+from processors.transform import TransformError, decode_entry
 from realtime.backoff import Backoff
 from realtime.fanout import FanoutManager
 from realtime.keys import Keys
 
 logger = logging.getLogger(__name__)
 
-Transform = Callable[[IngestEvent], list[TopicEvent]]
 
-
-@dataclass
-class Outcome:
-    """What one attempt made of one entry: events to commit, or a reason to dead-letter
-    it, or a failure to retry."""
-
-    entry: Entry
-    events: list[TopicEvent] = field(default_factory=list)
-    dead: str | None = None
-    attempts: int = 1
-    failed: str | None = None
+class Replay(Exception):
+    """A commit failed after the window state was fed: restore it and replay."""
 
 
 @dataclass
@@ -75,8 +58,10 @@ class Failures:
             self.counts.pop(entry_id, None)
 
 
-def attempt(entry: Entry, transform: Transform, failures: Failures, max_attempts: int) -> Outcome:
-    """Decide what to do with one entry now (pure apart from calling the transform)."""
+def attempt(
+    entry: Entry, stage: PartitionPipelines, failures: Failures, max_attempts: int
+) -> Outcome:
+    """Decide what to do with one entry now (pure apart from calling the planner)."""
     failed, last_error = failures.get(entry.id)
     if failed >= max_attempts:
         return Outcome(
@@ -92,36 +77,16 @@ def attempt(entry: Entry, transform: Transform, failures: Failures, max_attempts
             attempts=entry.deliveries,
         )
     try:
-        return Outcome(entry, transform(decode_entry(entry.id, entry.fields)))
+        event = decode_entry(entry.id, entry.fields)
+        return Outcome(entry, event, stage.plan(event, hops_of(entry.fields)))
     except TransformError as exc:
         return Outcome(entry, dead=str(exc))
     except Exception as exc:
-        logger.exception("transform failed on %s", entry.id)
+        logger.exception("planning failed on %s", entry.id)
         return Outcome(entry, failed=f"{type(exc).__name__}: {exc}")
 
 
-def build_plan(
-    stream: str, outcomes: Sequence[Outcome], keys: Keys, fanout: FanoutManager
-) -> tuple[CommitPlan, list[int]]:
-    """The commit for `outcomes` (none of them failed), and for each history write the
-    index of the outcome it came from."""
-    plan = CommitPlan()
-    sources: list[int] = []
-    events: list[TopicEvent] = []
-    for index, outcome in enumerate(outcomes):
-        if outcome.dead is not None:
-            plan.dead_letters.append(
-                dead_letter_record(
-                    stream, outcome.entry.id, outcome.entry.fields, outcome.dead, outcome.attempts
-                )
-            )
-        for event in outcome.events:
-            plan.history.append(history_write(keys, event))
-            sources.append(index)
-            events.append(event)
-        plan.acks.append(outcome.entry.id)
-    plan.publishes = fanout.encode_updates(group_by_topic(events))
-    return plan, sources
+TIMER_WAIT_MS = 250  # the longest wait for new entries while windows are open
 
 
 class PartitionRunner:
@@ -131,21 +96,21 @@ class PartitionRunner:
         redis: Redis,
         keys: Keys,
         fanout: FanoutManager,
+        stage: PartitionPipelines,
         *,
         batch_size: int,
         block_ms: int,
         max_attempts: int,
-        transform: Transform = passthrough,
         burst: bool = False,
     ) -> None:
         self.fenced = fenced
         self.redis = redis
         self.keys = keys
         self.fanout = fanout
+        self.stage = stage
         self.batch_size = batch_size
         self.block_ms = block_ms
         self.max_attempts = max_attempts
-        self.transform = transform
         self.burst = burst
         self.stopping = asyncio.Event()
         self.lost = False
@@ -166,6 +131,9 @@ class PartitionRunner:
         recovering = True
         while not self.stopping.is_set():
             try:
+                if self.stage.stale:
+                    self.stage.restore(await self.redis.hgetall(self.fenced.windows_key))
+                    recovering = True
                 if recovering:
                     claimed = await self.fenced.claim(self.batch_size)
                     if claimed.entries:
@@ -175,21 +143,32 @@ class PartitionRunner:
                             len(claimed.entries),
                             claimed.entries[0].id,
                         )
-                        await self.process(claimed.entries)
+                        # Checkpointed (so acknowledged) at once: the next claim goes on.
+                        await self.process(claimed.entries, checkpoint=True)
                     recovering = not claimed.done
                 else:
                     read = await self.fenced.read(self.batch_size)
+                    # All that was there: the timer may close idle windows up to now.
+                    clock = read.clock_ms if len(read.entries) < self.batch_size else None
                     if read.entries:
-                        await self.process(read.entries)
+                        await self.process(read.entries, clock_ms=clock)
                     elif self.burst:
+                        await self._commit([], clock_ms=clock, checkpoint=True)
                         return
                     else:
-                        await self.fenced.wait(read.last_id, self.block_ms)
+                        await self._commit([], clock_ms=clock)
+                        wait = self.block_ms
+                        if self.stage.open_windows or self.stage.unsaved:
+                            wait = min(wait, TIMER_WAIT_MS)
+                        await self.fenced.wait(read.last_id, wait)
                 backoff.reset()
             except LeaseLost:
                 logger.warning("partition %d: lease lost; stopping", self.partition)
                 self.lost = True
                 return
+            except Replay:
+                recovering = True
+                await self._pause(backoff.next_delay())
             except ResponseError as exc:
                 recovering = True
                 if is_missing_group(exc):
@@ -213,18 +192,36 @@ class PartitionRunner:
                     delay,
                 )
                 await self._pause(delay)
+        await self._save()
 
-    async def process(self, entries: Sequence[Entry]) -> None:
+    async def _save(self) -> None:
+        """Stopping with the lease: checkpoint, so the next owner replays nothing."""
+        if self.stage.stale or not self.stage.unsaved:
+            return
+        try:
+            await self._commit([], checkpoint=True)
+        except (LeaseLost, Replay, RedisError, OSError) as exc:
+            logger.warning("partition %d: final checkpoint failed: %s", self.partition, exc)
+
+    async def process(
+        self, entries: Sequence[Entry], *, clock_ms: int | None = None, checkpoint: bool = False
+    ) -> None:
         """Commit `entries` in order; a failing entry is retried in place (see module)."""
         todo = list(entries)
         while todo:
-            outcomes = [attempt(e, self.transform, self.failures, self.max_attempts) for e in todo]
+            outcomes = [attempt(e, self.stage, self.failures, self.max_attempts) for e in todo]
             limit = next((i for i, o in enumerate(outcomes) if o.failed is not None), len(todo))
             error = outcomes[limit].failed if limit < len(todo) else None
+            clock = clock_ms if limit == len(todo) else None
             # A failed history write: the writes before it are in history already, so
             # commit just those (their writes are skipped as duplicates) and retry it.
-            while (failure := await self._commit(outcomes[:limit])) is not None:
+            while (
+                failure := await self._commit(
+                    outcomes[:limit], clock_ms=clock, checkpoint=checkpoint
+                )
+            ) is not None:
                 limit, error = failure
+                clock = None
             if error is not None:
                 self._record_failure(todo[limit], error)
             todo = todo[limit:]
@@ -246,14 +243,35 @@ class PartitionRunner:
             error,
         )
 
-    async def _commit(self, outcomes: Sequence[Outcome]) -> tuple[int, str] | None:
+    async def _commit(
+        self, outcomes: Sequence[Outcome], *, clock_ms: int | None = None, checkpoint: bool = False
+    ) -> tuple[int, str] | None:
         """Commit; on a failed history write, (index of its outcome, error)."""
-        if not outcomes:
+        batch = self.stage.build(
+            self.fenced.stream, outcomes, self.fanout, clock_ms=clock_ms, checkpoint=checkpoint
+        )
+        if not batch.plan:
             return None
-        plan, sources = build_plan(self.fenced.stream, outcomes, self.keys, self.fanout)
-        failure = await self.fenced.commit(plan)
+        try:
+            failure = await self.fenced.commit(batch.plan)
+        except BaseException:
+            self.stage.failed(batch)
+            raise
         if failure is not None:
-            return sources[failure.event_index], failure.error
+            self.stage.failed(batch)
+            source = batch.sources[failure.event_index]
+            if self.stage.stale:
+                # The window state went ahead of Redis: restore it and replay the
+                # pending entries, this one among them (its failure is counted).
+                if source >= 0:
+                    self._record_failure(outcomes[source].entry, failure.error)
+                else:
+                    logger.error(
+                        "partition %d: a window output failed: %s", self.partition, failure.error
+                    )
+                raise Replay(failure.error)
+            return source, failure.error
+        self.stage.committed(batch)
         for outcome in outcomes:
             if outcome.dead is not None:
                 logger.error(
@@ -262,7 +280,7 @@ class PartitionRunner:
                     outcome.entry.id,
                     outcome.dead,
                 )
-        self.failures.forget(plan.acks)
+        self.failures.forget([outcome.entry.id for outcome in outcomes])
         self.processed += len(outcomes)
         return None
 

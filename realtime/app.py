@@ -16,6 +16,8 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from redis.asyncio import Redis
 
+from processors.pipeline_config import load_pipelines
+from processors.pipelines import Pipelines
 from realtime import admin, dashboard, errors, jsoncodec, request_id
 from realtime.connections import connect
 from realtime.delivery import Delivery
@@ -126,7 +128,9 @@ def create_app(settings: Settings) -> web.Application:
         app.cleanup_ctx.append(_admin_ctx(instrumented))
     request_id.install(app)
 
-    app.router.add_post("/api/v1/events", IngestHandler(INGEST, settings).handle)
+    # Ingest refuses the pipelines' window-output topics (a bad file: PipelinesError).
+    pipelines = Pipelines(load_pipelines(settings.pipelines_file))
+    app.router.add_post("/api/v1/events", IngestHandler(INGEST, settings, pipelines).handle)
     app.router.add_get("/readyz", Readiness(REDIS).handle)
     app.router.add_get("/healthz", healthz)
     dashboard.add_routes(app, Path(settings.dashboard_dir) if settings.dashboard_dir else None)

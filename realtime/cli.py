@@ -42,8 +42,14 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from aiohttp import web
 
+    from processors.pipeline_config import PipelinesError, load_pipelines
     from realtime.app import create_app
 
+    try:  # ingest refuses the pipelines' window outputs: it needs a usable file too
+        load_pipelines(settings.pipelines_file)
+    except PipelinesError as exc:
+        print(f"realtime serve: {exc}", file=sys.stderr)
+        return 2
     if args.host:
         settings = settings.with_overrides(host=args.host)
     if args.port is not None:

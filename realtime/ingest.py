@@ -2,7 +2,8 @@
 
 A 202 answer means Redis holds every event of the request (one MULTI/EXEC), each in the
 ingest stream of its topic's partition. Bad input changes nothing: the whole request is
-validated before anything is written.
+validated before anything is written. Window-output topics of the configured pipelines
+(`metrics.cpu:1s`) are refused: only the worker writes them.
 
 An event may carry an idempotency `key`: the same key for the same topic within
 `REALTIME_IDEMPOTENCY_TTL_S` answers the id the first one got and stores nothing new, so
@@ -21,6 +22,7 @@ from marshmallow import ValidationError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from processors.pipelines import Pipelines
 from realtime import errors, jsoncodec
 from realtime.keys import Keys
 from realtime.schemas import EventSchema, field_errors
@@ -133,8 +135,14 @@ class IngestWriter:
 class IngestHandler:
     """The `POST /api/v1/events` handler; the writer comes from the running app."""
 
-    def __init__(self, writer_key: web.AppKey[IngestWriter], settings: Settings) -> None:
+    def __init__(
+        self,
+        writer_key: web.AppKey[IngestWriter],
+        settings: Settings,
+        pipelines: Pipelines | None = None,
+    ) -> None:
         self.writer_key = writer_key
+        self.pipelines = pipelines
         self.max_body = settings.max_body_bytes
         self.max_batch = settings.max_batch
         self.schema = EventSchema()
@@ -162,6 +170,10 @@ class IngestHandler:
             if not isinstance(payload, list):
                 fields = fields.get("0", fields)
             return json_error(400, errors.INVALID, "Invalid event.", fields)
+        derived = self._derived_topics(events)
+        if derived:
+            fields = derived if isinstance(payload, list) else derived["0"]
+            return json_error(400, errors.INVALID, "Invalid event.", fields)
         try:
             ids = await request.app[self.writer_key].append(events)
         except (RedisError, OSError) as exc:
@@ -170,3 +182,19 @@ class IngestHandler:
             response.headers["Retry-After"] = "1"
             return response
         return web.json_response({"ids": ids}, status=202, dumps=jsoncodec.dumps)
+
+    def _derived_topics(self, events: list[dict[str, Any]]) -> dict[str, Any]:
+        """Field errors for events on window-output topics, by index (as marshmallow's)."""
+        if self.pipelines is None:
+            return {}
+        problems: dict[str, Any] = {}
+        for index, event in enumerate(events):
+            pipeline = self.pipelines.derived_from(event["topic"])
+            if pipeline is not None:
+                problems[str(index)] = {
+                    "topic": [
+                        f"{event['topic']} is a window output of pipeline {pipeline!r}; "
+                        "only the worker writes it."
+                    ]
+                }
+        return problems

@@ -34,6 +34,11 @@ class Keys:
         """Who owns a partition: the owner's token, with a TTL the owner keeps renewing."""
         return f"{self.prefix}lease:{partition}"
 
+    def windows(self, partition: int) -> str:
+        """A partition's window checkpoint: a hash of window states and ingest offsets
+        (processors/aggregator.py)."""
+        return f"{self.prefix}windows:{partition}"
+
     def workers(self) -> str:
         """Live workers: a sorted set of owner tokens scored by heartbeat expiry (ms)."""
         return f"{self.prefix}workers"

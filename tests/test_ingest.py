@@ -157,3 +157,27 @@ async def test_idempotency_keys_in_a_batch_with_and_without_keys(
         stream = keys.ingest(partition_of(topic, settings.partitions))
         [(_, fields)] = await redis.xrange(stream, event_id, event_id)
         assert fields[b"data"] == data
+
+
+async def test_window_output_topics_are_refused_naming_the_pipeline(
+    base_url: str, http: aiohttp.ClientSession, redis: Redis, settings: Settings
+) -> None:
+    """Only the worker writes `metrics.cpu:1s` (the default pipeline's 1s window)."""
+    status, body = await post(http, base_url, '{"topic": "metrics.cpu:1s", "data": {"value": 1}}')
+    assert status == 400
+    assert body["error"]["code"] == "invalid"
+    assert body["error"]["fields"] == {
+        "topic": [
+            "metrics.cpu:1s is a window output of pipeline 'metrics'; only the worker writes it."
+        ]
+    }
+    status, body = await post(
+        http,
+        base_url,
+        '[{"topic": "metrics.cpu", "data": {}}, {"topic": "metrics.cpu:10s", "data": {}}]',
+    )
+    assert status == 400
+    assert list(body["error"]["fields"]) == ["1"]
+    assert await ingest_lengths(redis, settings) == 0  # nothing of the request is stored
+    status, _ = await post(http, base_url, '{"topic": "other:1s", "data": {}}')
+    assert status == 202  # no pipeline makes it

@@ -10,7 +10,8 @@ import pytest
 from redis.asyncio import Redis
 
 from processors.consumer import Consumer
-from processors.transform import IngestEvent, TopicEvent, passthrough
+from processors.pipelines import Plan
+from processors.transform import IngestEvent, passthrough
 from realtime.fanout import FanoutManager
 from realtime.ingest import IngestWriter
 from realtime.keys import Keys
@@ -77,11 +78,11 @@ async def test_a_transform_that_keeps_failing_is_retried_then_dead_lettered(
     keys = Keys(settings.prefix)
     calls: list[int] = []
 
-    def fragile(event: IngestEvent) -> list[TopicEvent]:
+    def fragile(event: IngestEvent, hops: int) -> Plan:
         if event.data.get("boom"):
             calls.append(1)
             raise ValueError("boom")
-        return passthrough(event)
+        return Plan(passthrough(event)[0], [], [], [])
 
     ok1, _, ok2 = await IngestWriter(redis, settings).append(
         [
@@ -90,7 +91,7 @@ async def test_a_transform_that_keeps_failing_is_retried_then_dead_lettered(
             {"topic": "a", "data": {}},
         ]
     )
-    await drain(redis, fanout, settings, transform=fragile)
+    await drain(redis, fanout, settings, planner=fragile)
 
     assert len(calls) == 3
     assert await history_ids(redis, keys, "a") == [ok1, ok2]
@@ -105,15 +106,15 @@ async def test_a_failure_that_clears_is_not_dead_lettered(
     keys = Keys(settings.prefix)
     failures = [ValueError("transient")]
 
-    def flaky(event: IngestEvent) -> list[TopicEvent]:
+    def flaky(event: IngestEvent, hops: int) -> Plan:
         if failures:
             raise failures.pop()
-        return passthrough(event)
+        return Plan(passthrough(event)[0], [], [], [])
 
     ids = await IngestWriter(redis, settings).append(
         [{"topic": "a", "data": {"n": n}} for n in range(3)]
     )
-    await drain(redis, fanout, settings, transform=flaky)
+    await drain(redis, fanout, settings, planner=flaky)
 
     assert await history_ids(redis, keys, "a") == ids
     assert await redis.xlen(keys.dead_letters()) == 0

@@ -14,7 +14,8 @@ from redis.asyncio.client import PubSub
 
 from processors.consumer import Consumer
 from processors.groups import ensure_group, remove_dead_consumers
-from processors.transform import IngestEvent, TopicEvent, passthrough
+from processors.pipelines import Plan
+from processors.transform import IngestEvent, passthrough
 from realtime import jsoncodec
 from realtime.fanout import FanoutManager
 from realtime.ingest import IngestWriter
@@ -150,11 +151,11 @@ async def test_a_burst_longer_than_the_lease_keeps_its_leases(
     )
     busy_until = time.monotonic() + 0.6
 
-    def slow_to_start(event: IngestEvent) -> list[TopicEvent]:
+    def slow_to_start(event: IngestEvent, hops: int) -> Plan:
         if time.monotonic() < busy_until:
             raise RuntimeError("not yet")
-        return passthrough(event)
+        return Plan(passthrough(event)[0], [], [], [])
 
-    consumer = Consumer(redis, fanout, settings, transform=slow_to_start)
+    consumer = Consumer(redis, fanout, settings, planner=slow_to_start)
     await asyncio.wait_for(consumer.run(asyncio.Event(), burst=True), 30)
     assert await history_ids(redis, Keys(settings.prefix), "a") == ids

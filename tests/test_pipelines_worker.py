@@ -1,0 +1,194 @@
+"""Pipelines run by real worker processes against real Redis: window outputs on their
+topics (history and live), routes, predicates, late events, and a bad file at start-up."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from redis.asyncio import Redis
+
+from realtime import jsoncodec
+from realtime.keys import Keys
+from realtime.settings import Settings
+from tests.helpers.clients import Collector, post_events
+from tests.helpers.processes import ProcessGroup
+
+PIPELINES = """
+pipelines:
+  - name: metrics
+    match: "metrics.*"
+    drop_if: "value < 0"
+    windows: {sizes: [1s, 2s], lateness: 300ms}
+  - name: orders
+    match: orders
+    routes:
+      - to: "orders.by_region.{region}"
+        fallback: orders.by_region.unknown
+  - name: legacy
+    match: legacy.cpu
+    passthrough: false
+    routes: [{to: metrics.renamed}]
+"""
+T0 = 1_700_000_000_000  # a multiple of 2s: window starts are T0 + k * 1000
+
+
+def pipelines_file(tmp_path: Path) -> str:
+    path = tmp_path / "pipelines.yaml"
+    path.write_text(PIPELINES)
+    return str(path)
+
+
+def summary(values: list[float]) -> dict[str, Any]:
+    """What a window over `values` (in ts order) must say, percentiles aside."""
+    total = math.fsum(values)
+    return {
+        "count": len(values),
+        "sum": total,
+        "min": min(values),
+        "max": max(values),
+        "avg": total / len(values),
+        "last": values[-1],
+    }
+
+
+def rank(values: list[float], q: float) -> float:
+    return sorted(values)[math.floor(q * (len(values) - 1))]
+
+
+async def history(redis: Redis, settings: Settings, topic: str) -> list[tuple[str, Any]]:
+    entries = await redis.xrange(Keys(settings.prefix).topic(topic))
+    return [(i.decode(), jsoncodec.loads(f[b"data"])) for i, f in entries]
+
+
+async def wait_history(
+    redis: Redis, settings: Settings, topic: str, count: int, timeout: float = 20.0
+) -> list[tuple[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = await history(redis, settings, topic)
+        if len(found) >= count or time.monotonic() > deadline:
+            return found
+        await asyncio.sleep(0.05)
+
+
+async def test_windows_routes_and_predicates_through_a_worker(
+    processes: ProcessGroup, settings: Settings, redis: Redis, tmp_path: Path
+) -> None:
+    settings = settings.with_overrides(pipelines_file=pipelines_file(tmp_path))
+    web = processes.web(settings, REALTIME_PIPELINES=settings.pipelines_file)
+    worker = processes.worker(settings, REALTIME_PIPELINES=settings.pipelines_file)
+    watcher = await Collector("1s").connect(web.url)
+    await watcher.subscribe("metrics.cpu:1s")
+
+    rnd = random.Random(5)
+    first = [round(rnd.uniform(0, 100), 3) for _ in range(150)]  # > 64: the sketch's bound
+    second = [float(v) for v in (7, 3, 9, 1, 5)]  # exact percentiles
+    events = [
+        {"topic": "metrics.cpu", "ts": T0 + i, "data": {"value": v}} for i, v in enumerate(first)
+    ]
+    events += [
+        {"topic": "metrics.cpu", "ts": T0 + 1000 + 100 * i, "data": {"value": v}}
+        for i, v in enumerate(second)
+    ]
+    events.append({"topic": "metrics.cpu", "ts": T0 + 500, "data": {"value": -1}})  # dropped
+    events.append({"topic": "metrics.cpu", "ts": T0 + 600, "data": {"value": "high"}})
+    events += [
+        {"topic": "orders", "data": {"region": "EU", "n": 1}},
+        {"topic": "orders", "data": {"n": 2}},
+        {"topic": "legacy.cpu", "ts": T0 + 10, "data": {"value": 4}},
+        {"topic": "legacy.cpu", "ts": T0 + 20, "data": {"value": 6}},
+    ]
+    async with aiohttp.ClientSession() as http:
+        for start in range(0, len(events), 50):
+            await post_events(web.url, events[start : start + 50], http)
+
+    one_s = await wait_history(redis, settings, "metrics.cpu:1s", 2)
+    assert [i for i, _ in one_s] == [f"{T0 + 1000}-0", f"{T0 + 2000}-0"]
+    (_, a), (_, b) = one_s
+    assert a["window_start"] == T0
+    assert a["window_end"] == T0 + 1000
+    assert {k: a[k] for k in summary(first)} == summary(first)
+    assert {k: b[k] for k in summary(second)} == summary(second)
+    for name, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99)):
+        assert math.isclose(a[name], rank(first, q), rel_tol=0.01), name
+        assert b[name] == rank(second, q), name
+    [(two_id, two)] = await wait_history(redis, settings, "metrics.cpu:2s", 1)
+    assert two_id == f"{T0 + 2000}-0"
+    assert {k: two[k] for k in ("count", "sum")} == {
+        "count": len(first) + len(second),
+        "sum": math.fsum(first + second),
+    }
+    # Live: the subscriber of the 1s topic got both windows, with the history ids.
+    got = await watcher.wait_for(2)
+    assert [e["id"] for e in got] == [i for i, _ in one_s]
+    assert got[0]["ts"] == T0
+    assert got[0]["data"] == a
+
+    # The dropped and non-numeric events: not on the topic, not in any window.
+    cpu = await history(redis, settings, "metrics.cpu")
+    assert len(cpu) == len(first) + len(second) + 1
+    assert [d for _, d in cpu].count({"value": -1}) == 0
+
+    # Routes: group by region (with a fallback), and a rename that is then aggregated.
+    eu = await wait_history(redis, settings, "orders.by_region.eu", 1)
+    unknown = await wait_history(redis, settings, "orders.by_region.unknown", 1)
+    assert [d for _, d in eu] == [{"region": "EU", "n": 1}]
+    assert [d for _, d in unknown] == [{"n": 2}]
+    assert len(await history(redis, settings, "orders")) == 2
+    assert await history(redis, settings, "legacy.cpu") == []
+    renamed = await wait_history(redis, settings, "metrics.renamed:1s", 1)
+    assert [(d["count"], d["sum"]) for _, d in renamed] == [(2, 10.0)]
+    await watcher.close()
+    assert worker.process is not None
+    assert worker.process.poll() is None
+
+
+async def test_out_of_order_events_within_lateness_land_in_their_window(
+    processes: ProcessGroup, settings: Settings, redis: Redis, tmp_path: Path
+) -> None:
+    """Lateness 300ms: an event 200ms behind the newest still counts; one whose window
+    has closed is counted as late (the worker logs it), not merged."""
+    path = pipelines_file(tmp_path)
+    web = processes.web(settings, REALTIME_PIPELINES=path)
+    worker = processes.worker(settings, REALTIME_PIPELINES=path)
+    timeline = [  # (ts offset, value)
+        (100, 1.0),
+        (1100, 10.0),
+        (900, 2.0),  # 200ms behind: window [0, 1000) is open until the watermark hits 1000
+        (1200, 20.0),
+        (2500, 30.0),  # watermark 2200: [0, 1000) and [1000, 2000) close
+        (1500, 99.0),  # its window closed: late
+        (2600, 40.0),
+    ]
+    await post_events(
+        web.url,
+        [{"topic": "metrics.ooo", "ts": T0 + t, "data": {"value": v}} for t, v in timeline],
+    )
+    windows = await wait_history(redis, settings, "metrics.ooo:1s", 3)
+    assert [(d["window_start"] - T0, d["count"], d["sum"]) for _, d in windows] == [
+        (0, 2, 3.0),
+        (1000, 2, 30.0),
+        (2000, 2, 70.0),
+    ]
+    assert windows[0][1]["last"] == 2.0  # the event with the latest ts, not the last to arrive
+    deadline = time.monotonic() + 10
+    while "1 late event(s) for pipeline metrics" not in worker.log():
+        assert time.monotonic() < deadline, worker.log()
+        await asyncio.sleep(0.05)
+
+
+def test_the_worker_exits_on_an_invalid_file_naming_the_field(
+    processes: ProcessGroup, settings: Settings, tmp_path: Path
+) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("pipelines: [{name: m, match: 'metrics.*', windows: {lateness: 2x}}]\n")
+    worker = processes.worker(settings, REALTIME_PIPELINES=str(path))
+    assert worker.process is not None
+    assert worker.process.wait(30) == 2
+    assert "pipelines[0] (m).windows.lateness: not a duration: '2x'" in worker.log()
