@@ -1,4 +1,13 @@
-"""Redis connections for the streams side (ingest, history, worker), built from settings."""
+"""Redis connections for the streams side (ingest, history, worker), built from settings.
+
+`REDIS_URL` names one server (`redis://`, `rediss://`, `unix://`) or, with
+`redis+sentinel://`, the primary a set of Sentinels names (see `realtime.redisurl`). With
+Sentinel, every new connection asks the Sentinels where the primary is, so a client
+follows a failover by itself: connections to the old primary fail (or are told it is
+read-only now), the caller's retry or reconnect opens a new one, and that one goes to
+the new primary. The fan-out listener and publisher use the same clients
+(`realtime.fanout`), so both sides follow the same URL.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +15,10 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 
+from realtime.redisurl import SentinelTarget, is_sentinel, parse_sentinel_url, scheme_of
 from realtime.settings import Settings
 
 
@@ -15,25 +26,67 @@ def redis_options(settings: Settings, *, blocking_ms: int = 0, retries: int = 1)
     """Client options: fail fast when Redis is gone, retry once on a fresh connection.
 
     The single retry covers the common case of a pooled connection that died when Redis
-    restarted; anything longer is the caller's decision (503 on ingest, backoff in loops).
+    restarted (or failed over); anything longer is the caller's decision (503 on ingest,
+    backoff in loops).
     A command that is not safe to send twice (a consumer-group read whose reply was lost
     would strand the entries it handed out) needs `retries=0`.
     A blocking read (XREAD BLOCK) gets its block time added to the read timeout.
     """
-    return {
+    options: dict[str, Any] = {
         "socket_connect_timeout": settings.redis_timeout_s,
         "socket_timeout": settings.redis_timeout_s + blocking_ms / 1000,
-        "socket_keepalive": True,
         "health_check_interval": 30,
         "retry": Retry(NoBackoff(), retries),
         # RESP2 replies have the same shape in every redis-py version we support.
         "protocol": 2,
     }
+    if scheme_of(settings.redis_url) != "unix":  # a local socket has no TCP keepalive
+        options["socket_keepalive"] = True
+    return options
+
+
+class SentinelPrimary(Redis):
+    """The primary of a Sentinel-managed set; closing it closes the Sentinel clients too."""
+
+    sentinels: Sentinel | None = None
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await super().aclose(close_connection_pool)
+        if self.sentinels is not None:
+            await self.sentinels.aclose()
+            self.sentinels = None
+
+
+def sentinel_primary(target: SentinelTarget, options: dict[str, Any]) -> SentinelPrimary:
+    sentinel_options = {
+        "socket_connect_timeout": options["socket_connect_timeout"],
+        # Sentinels answer at once; a blocking read's longer timeout is not theirs.
+        "socket_timeout": options["socket_connect_timeout"],
+        "socket_keepalive": True,
+        "protocol": 2,
+        # No retry with backoff on one Sentinel: the next one in the list is the retry.
+        "retry": Retry(NoBackoff(), 0),
+    }
+    if target.sentinel_username:
+        sentinel_options["username"] = target.sentinel_username
+    if target.sentinel_password:
+        sentinel_options["password"] = target.sentinel_password
+    primary_options = dict(options, db=target.db)
+    if target.username:
+        primary_options["username"] = target.username
+    if target.password:
+        primary_options["password"] = target.password
+    sentinels = Sentinel(list(target.sentinels), sentinel_kwargs=sentinel_options)  # type: ignore[no-untyped-call]
+    client = sentinels.master_for(target.service, redis_class=SentinelPrimary, **primary_options)
+    assert isinstance(client, SentinelPrimary)
+    client.sentinels = sentinels
+    return client
 
 
 def connect(settings: Settings, *, blocking_ms: int = 0, retries: int = 1) -> Redis:
     """A client (with its own pool) for `settings.redis_url`; no I/O until first use."""
-    client: Redis = Redis.from_url(
-        settings.redis_url, **redis_options(settings, blocking_ms=blocking_ms, retries=retries)
-    )
+    options = redis_options(settings, blocking_ms=blocking_ms, retries=retries)
+    if is_sentinel(settings.redis_url):
+        return sentinel_primary(parse_sentinel_url(settings.redis_url), options)
+    client: Redis = Redis.from_url(settings.redis_url, **options)
     return client

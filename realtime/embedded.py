@@ -13,6 +13,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 
@@ -51,12 +52,14 @@ class RedisServer:
         *,
         appendonly: bool = False,
         binary: str | None = None,
+        extra_args: Sequence[str] = (),
     ) -> None:
         self.port = port or free_port()
         self._own_dir = directory is None
         self.directory = Path(directory or tempfile.mkdtemp(prefix="realtime-redis-"))
         self.appendonly = appendonly
         self.binary = binary or redis_server_binary()
+        self.extra_args = list(extra_args)  # more `--name value` configuration
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -74,6 +77,7 @@ class RedisServer:
             "--appendfsync", "everysec",
             "--daemonize", "no",
             "--logfile", str(self.directory / "redis.log"),
+            *self.extra_args,
         ]  # fmt: skip
 
     def start(self, timeout_s: float = 10.0) -> RedisServer:

@@ -9,6 +9,13 @@ An event may carry an idempotency `key`: the same key for the same topic within
 `REALTIME_IDEMPOTENCY_TTL_S` answers the id the first one got and stores nothing new, so
 a producer can retry a request whose answer it did not get. Requests with keys are
 written by one Lua script instead of MULTI/EXEC (still all or nothing).
+
+With `REALTIME_WAIT_REPLICAS=N`, a 202 also means N replicas have the events: the
+write (the script) and a `WAIT N` go on one connection, in one round trip, and fewer
+replicas within the timeout answers 503 (`unavailable`, as for any failed write, so
+producers retry it; unlike other 503s the primary may hold the events, so retry with
+the same idempotency keys). That is what makes a failover (Redis
+Sentinel) lose no accepted event: replication is asynchronous otherwise.
 """
 
 from __future__ import annotations
@@ -34,6 +41,10 @@ logger = logging.getLogger(__name__)
 
 class BodyTooLarge(Exception):
     pass
+
+
+class NotReplicated(Exception):
+    """The primary has the events, fewer than REALTIME_WAIT_REPLICAS replicas confirmed them."""
 
 
 async def read_body(request: web.Request, limit: int) -> bytes:
@@ -100,6 +111,9 @@ class IngestWriter:
         self.keys = Keys(settings.prefix)
         self.partitions = settings.partitions
         self.idempotency_ttl_s = settings.idempotency_ttl_s
+        self.wait_replicas = settings.wait_replicas
+        # Half the client's timeout, so the reply comes well before the socket gives up.
+        self.wait_ms = max(1, int(settings.redis_timeout_s * 500))
         self._append_idempotent = redis.register_script(_APPEND_IDEMPOTENT)
 
     def _stream(self, event: dict[str, Any]) -> str:
@@ -107,6 +121,8 @@ class IngestWriter:
 
     async def append(self, events: list[dict[str, Any]]) -> list[str]:
         now_ms = int(time.time() * 1000)
+        if self.wait_replicas:
+            return await self._append_replicated(events, now_ms)
         if any("key" in event for event in events):
             return await self._append_with_keys(events, now_ms)
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -116,6 +132,25 @@ class IngestWriter:
         return [_text(i) for i in ids]
 
     async def _append_with_keys(self, events: list[dict[str, Any]], now_ms: int) -> list[str]:
+        keys, args = self._script_args(events, now_ms)
+        ids = await self._append_idempotent(keys=keys, args=args)
+        return [_text(i) for i in ids]
+
+    async def _append_replicated(self, events: list[dict[str, Any]], now_ms: int) -> list[str]:
+        keys, args = self._script_args(events, now_ms)
+        # One connection for both: WAIT counts the replicas that have this connection's
+        # writes so far (on another connection it would count nothing of ours).
+        async with self.redis.pipeline(transaction=False) as pipe:
+            await self._append_idempotent(keys=keys, args=args, client=pipe)
+            pipe.execute_command("WAIT", self.wait_replicas, self.wait_ms)
+            ids, replicas = await pipe.execute()
+        if int(replicas) < self.wait_replicas:
+            raise NotReplicated(f"{replicas} of {self.wait_replicas} replica(s) confirmed")
+        return [_text(i) for i in ids]
+
+    def _script_args(
+        self, events: list[dict[str, Any]], now_ms: int
+    ) -> tuple[list[str], list[bytes | str | int]]:
         keys: list[str] = []
         args: list[bytes | str | int] = [self.idempotency_ttl_s]
         for event in events:
@@ -128,8 +163,7 @@ class IngestWriter:
             args.append(2 * len(fields))
             for name, value in fields.items():
                 args += [name, value]
-        ids = await self._append_idempotent(keys=keys, args=args)
-        return [_text(i) for i in ids]
+        return keys, args
 
 
 class IngestHandler:
@@ -176,6 +210,16 @@ class IngestHandler:
             return json_error(400, errors.INVALID, "Invalid event.", fields)
         try:
             ids = await request.app[self.writer_key].append(events)
+        except NotReplicated as exc:
+            logger.warning("ingest not confirmed by replicas: %s", exc)
+            response = json_error(
+                503,
+                errors.UNAVAILABLE,
+                "Stored on the primary but not confirmed by enough replicas; retry with the "
+                "same idempotency keys.",
+            )
+            response.headers["Retry-After"] = "1"
+            return response
         except (RedisError, OSError) as exc:
             logger.warning("ingest refused, Redis unavailable: %s", exc)
             response = json_error(503, errors.UNAVAILABLE, "Storage unavailable; retry later.")

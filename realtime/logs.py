@@ -34,7 +34,9 @@ _EMPTY: Mapping[str, Any] = MappingProxyType({})
 _CONTEXT: ContextVar[Mapping[str, Any]] = ContextVar("realtime_log_context", default=_EMPTY)
 
 _URL_PASSWORD = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:@/\s]*:)[^@/\s]+(?=@)")
-_QUERY_PASSWORD = re.compile(r"([?&](?:password|pass|pwd)=)[^&#\s]+", re.IGNORECASE)
+_QUERY_PASSWORD = re.compile(
+    r"([?&](?:sentinel_password|password|pass|pwd)=)[^&#\s]+", re.IGNORECASE
+)
 
 # Attributes every LogRecord has; anything else on a record came from `extra=`.
 _STANDARD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from realtime.redisurl import RedisUrlError, check_url
+
 DEFAULT_PORT = 8080
 
 
@@ -118,6 +120,8 @@ class Settings:
     pipelines_file: str = ""  # empty: the built-in default pipelines
     # redis client
     redis_timeout_s: float = 5.0
+    # ingest answers 202 only once this many replicas have the events (Redis WAIT)
+    wait_replicas: int = 0
     # operations: log format, Socket.IO Admin UI
     log_format: str = "plain"
     admin_user: str = ""
@@ -157,12 +161,17 @@ class Settings:
             max_attempts=_int(e, "REALTIME_MAX_ATTEMPTS", cls.max_attempts, minimum=1),
             pipelines_file=e.get("REALTIME_PIPELINES", "").strip(),
             redis_timeout_s=_float(e, "REALTIME_REDIS_TIMEOUT_S", cls.redis_timeout_s, 0.1),
+            wait_replicas=_int(e, "REALTIME_WAIT_REPLICAS", cls.wait_replicas, minimum=0),
             log_format=_choice(e, "REALTIME_LOG_FORMAT", LOG_FORMATS),
             admin_user=e.get("REALTIME_ADMIN_USER", "").strip(),
             admin_password=e.get("REALTIME_ADMIN_PASSWORD", ""),
             admin_read_only=_bool(e, "REALTIME_ADMIN_READ_ONLY", default=True),
             admin_origin=e.get("REALTIME_ADMIN_ORIGIN", cls.admin_origin).strip().rstrip("/"),
         )
+        try:
+            check_url(settings.redis_url)
+        except RedisUrlError as exc:
+            raise SettingsError(f"REDIS_URL is not usable: {exc}") from None
         if bool(settings.admin_user) != bool(settings.admin_password):
             raise SettingsError(
                 "REALTIME_ADMIN_USER and REALTIME_ADMIN_PASSWORD must be set together"
@@ -179,7 +188,9 @@ class Settings:
         values = [getattr(self, f.name) for f in fields(self) if f.metadata.get("secret")]
         flat = [v for value in values for v in (value if isinstance(value, tuple) else (value,))]
         url = urlsplit(self.redis_url)
-        for password in [url.password or "", *parse_qs(url.query).get("password", [])]:
+        query = parse_qs(url.query)
+        passwords = [url.password or "", *query.get("password", [])]
+        for password in passwords + query.get("sentinel_password", []):
             flat += [password, unquote(password)]
         return tuple(sorted({v for v in flat if isinstance(v, str) and v}, key=len, reverse=True))
 

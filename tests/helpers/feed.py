@@ -18,6 +18,7 @@ class Feed:
     url: str
     topics: Sequence[str]
     batch: int = 50
+    keyed: bool = False  # give every event an idempotency key, so a retry is never stored twice
     acknowledged: dict[str, list[str]] = field(default_factory=dict)
     refused: int = 0  # requests answered 503 or not answered (nothing stored)
     sent: int = 0
@@ -43,10 +44,14 @@ class Feed:
         return sum(map(len, self.acknowledged.values()))
 
     def events(self, start: int, count: int) -> list[dict[str, Any]]:
-        return [
+        events: list[dict[str, Any]] = [
             {"topic": self.topics[n % len(self.topics)], "data": {"seq": n}}
             for n in range(start, start + count)
         ]
+        if self.keyed:
+            for n, event in enumerate(events, start):
+                event["key"] = f"seq-{n}"
+        return events
 
     async def post(self, http: aiohttp.ClientSession, events: list[dict[str, Any]]) -> bool:
         """One request; True if accepted (202), False if refused with 503."""

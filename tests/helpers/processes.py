@@ -31,6 +31,7 @@ def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
         REALTIME_MAX_ATTEMPTS=str(settings.max_attempts),
         REALTIME_HISTORY_MAXLEN=str(settings.history_maxlen),
         REALTIME_REDIS_TIMEOUT_S=str(settings.redis_timeout_s),
+        REALTIME_WAIT_REPLICAS=str(settings.wait_replicas),
         REALTIME_LOG_LEVEL="INFO",
         PYTHONUNBUFFERED="1",
     )
