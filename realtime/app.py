@@ -54,6 +54,9 @@ def create_sio(settings: Settings, manager: FanoutManager) -> SocketServer:
         engineio_logger=False,
         admin_namespace=admin.ADMIN_NAMESPACE,
         admin_only_origin=admin.admin_only_origin(settings),
+        ws_compression=settings.ws_compression,
+        backlog_bytes=settings.client_backlog_bytes,
+        backlog_packets=settings.client_backlog_packets,
     )
     return sio
 
@@ -114,7 +117,13 @@ def create_app(settings: Settings) -> web.Application:
     manager = FanoutManager(settings)
     sio = create_sio(settings, manager)
     history = HistoryReader(redis, Keys(settings.prefix), settings.history_maxlen)
-    delivery = Delivery(sio, history, Subscriptions())
+    delivery = Delivery(
+        sio,
+        history,
+        Subscriptions(),
+        batch_tick_s=settings.batch_tick_ms / 1000,
+        slow_client_s=settings.slow_client_s,
+    )
     manager.attach(delivery)
     sio.register_namespace(TopicNamespace(settings, delivery))
     app[DELIVERY] = delivery

@@ -9,26 +9,33 @@ the connection as soon as the handler returns, with no suspension point in betwe
 that task first runs at the next one: so the ack is always the first packet.
 
 Sending: every decision of the subscription state is followed by its send without an
-`await` that can suspend in between (an Engine.IO send only puts the packet on the
-connection's queue), so packets leave in the order they were decided.
+`await` in between (handing a frame to a connection never suspends: see
+`realtime.engine`), so packets leave in the order they were decided. An `update` is
+serialised once per batch and the same frame goes to every connection that gets all
+of it (`realtime.frames`).
+
+Slow clients: a connection whose backlog reaches its bound (`REALTIME_CLIENT_BACKLOG_*`)
+is suspended: its subscriptions keep only their positions (conflated to one per topic),
+nothing more is queued for it, and once it has drained it is caught up from history in
+one pass, so it ends up with no gap. Behind for `REALTIME_SLOW_CLIENT_S` in all, it is
+sent a `closing` event with the reason and disconnected.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
-from engineio.exceptions import SocketIsClosedError
 from redis.exceptions import RedisError
-from socketio import packet
 
 from realtime.backoff import Backoff
+from realtime.engine import EngineSocket
+from realtime.frames import Frame
 from realtime.history import HistoryReader, WireEvent, covers
-from realtime.keys import NAMESPACE, UPDATE_EVENT
+from realtime.keys import CLOSING_EVENT, NAMESPACE, SLOW_CLIENT
 from realtime.socketserver import SocketServer
 from realtime.streamids import ZERO, StreamId, format_id, parse_id
 from realtime.subscriptions import Batch, Subscriptions, Target
@@ -45,44 +52,125 @@ class HistoryUnavailable(Exception):
 
 
 class Delivery:
-    def __init__(self, sio: SocketServer, history: HistoryReader, subscriptions: Subscriptions):
+    def __init__(
+        self,
+        sio: SocketServer,
+        history: HistoryReader,
+        subscriptions: Subscriptions,
+        *,
+        batch_tick_s: float = 0.0,
+        slow_client_s: float = 30.0,
+    ) -> None:
         self.sio = sio
         self.history = history
         self.subs = subscriptions
+        self.batch_tick_s = batch_tick_s
+        self.slow_client_s = slow_client_s
         self._tasks: set[asyncio.Task[None]] = set()
+        self._pending: dict[str, list[WireEvent]] = {}  # topic -> events within the tick
+        self._flush_handle: asyncio.TimerHandle | None = None
+        self._behind: dict[str, asyncio.TimerHandle] = {}  # sid -> its disconnect timer
 
-    # -- sending --------------------------------------------------------------------------
+    # -- sending ------------------------------------------------------------------------
 
-    def _encode(self, events: list[WireEvent]) -> Any:
-        return self.sio.packet_class(
-            packet.EVENT, namespace=NAMESPACE, data=[UPDATE_EVENT, events]
-        ).encode()
+    def _socket(self, eio_sid: str | None) -> EngineSocket | None:
+        socket = self.sio.eio.sockets.get(eio_sid) if eio_sid is not None else None
+        return socket if isinstance(socket, EngineSocket) else None
 
-    async def _send(self, eio_sid: str, encoded: Any) -> None:
-        # It may have disconnected meanwhile; its subscriptions go with it.
-        with contextlib.suppress(SocketIsClosedError):
-            await self.sio.eio.send(eio_sid, encoded)
-
-    async def _send_to(self, sid: str, events: list[WireEvent]) -> None:
+    def _send_to(self, sid: str, events: list[WireEvent]) -> None:
+        """Backlog events (a replay, a catch-up, what was buffered meanwhile): sent even
+        past the connection's bound, since the subscription state already counts them
+        as sent; past it, the connection is then treated as behind."""
         if not events:
             return
-        eio_sid = self.sio.manager.eio_sid_from_sid(sid, NAMESPACE)
-        if eio_sid is not None:
-            await self._send(eio_sid, self._encode(events))
+        socket = self._socket(self.sio.manager.eio_sid_from_sid(sid, NAMESPACE))
+        if socket is not None:
+            socket.push(Frame.update(events))
+            if socket.backlog_full():
+                self._fell_behind(sid, socket)
 
     async def live(self, topic: str, events: list[WireEvent]) -> None:
-        """A fan-out batch of one topic for the local members of its room."""
-        batch = Batch.of(topic, events)
+        """A fan-out batch of one topic for the local members of its room. With a batch
+        tick, batches that arrive within it go out together, one packet per topic."""
+        if self.batch_tick_s <= 0:
+            self._deliver(Batch.of(topic, events))
+            return
+        pending = self._pending.get(topic)
+        if pending is None:
+            self._pending[topic] = list(events)
+        else:
+            pending += events
+        if self._flush_handle is None:
+            loop = asyncio.get_running_loop()
+            self._flush_handle = loop.call_later(self.batch_tick_s, self._flush)
+
+    def _flush(self) -> None:
+        self._flush_handle = None
+        pending, self._pending = self._pending, {}
+        for topic, events in pending.items():
+            self._deliver(Batch.merged(topic, events))
+
+    def _deliver(self, batch: Batch) -> None:
+        """Send a batch to the room's local members: one encoding for everyone who gets
+        all of it, handed to each connection without suspending (so in order)."""
         shared = None
-        for sid, eio_sid in list(self.sio.manager.get_participants(NAMESPACE, topic)):
+        for sid, eio_sid in self.sio.manager.get_participants(NAMESPACE, batch.topic):
+            socket = self._socket(eio_sid)
+            if socket is None:
+                continue
+            if socket.backlog_full():
+                self._fell_behind(sid, socket)
+                continue
             out = self.subs.live(sid, batch)
             if not out:
                 continue
-            if out is batch.events:  # all new: the common case, one encoding for everyone
-                shared = shared if shared is not None else self._encode(out)
-                await self._send(eio_sid, shared)
+            if out is batch.events:  # all new: the common case
+                shared = shared if shared is not None else Frame.update(out)
+                socket.push(shared)
             else:
-                await self._send(eio_sid, self._encode(out))
+                socket.push(Frame.update(out))
+
+    # -- slow clients ---------------------------------------------------------------------
+
+    def _fell_behind(self, sid: str, socket: EngineSocket) -> None:
+        """The connection's backlog is at its bound: its subscriptions are suspended
+        (nothing more is queued for it, only their positions are kept) until it has
+        drained, then caught up from history. Behind for `slow_client_s` in all:
+        disconnected, with a `closing` event saying why."""
+        if sid not in self._behind:
+            logger.info("client %s fell behind; its updates are held back", sid)
+            loop = asyncio.get_running_loop()
+            self._behind[sid] = loop.call_later(self.slow_client_s, self._too_slow, sid)
+        if self.subs.suspend(sid):
+            socket.notify_drained(functools.partial(self._drained, sid))
+
+    def _drained(self, sid: str) -> None:
+        targets = self.subs.resume(sid)
+        for topic, group in targets.items():
+            self._spawn(self._catch_up(topic, group))
+        self._check_caught_up(sid)
+
+    def _check_caught_up(self, sid: str) -> None:
+        if sid in self._behind and self.subs.all_live(sid):
+            self._behind.pop(sid).cancel()
+            logger.info("client %s caught up", sid)
+
+    def _too_slow(self, sid: str) -> None:
+        self._behind.pop(sid, None)
+        socket = self._socket(self.sio.manager.eio_sid_from_sid(sid, NAMESPACE))
+        if socket is None:
+            return
+        logger.warning(
+            "disconnecting client %s: behind for %gs (REALTIME_SLOW_CLIENT_S)",
+            sid,
+            self.slow_client_s,
+        )
+        self.subs.drop(sid)
+        reason = {
+            "code": SLOW_CLIENT,
+            "message": f"Too slow: the connection could not keep up for {self.slow_client_s:g}s.",
+        }
+        socket.abandon([Frame.event(CLOSING_EVENT, reason), Frame(b"41"), Frame(b"1")])
 
     # -- subscriptions --------------------------------------------------------------------
 
@@ -139,6 +227,9 @@ class Delivery:
 
     def disconnected(self, sid: str) -> None:
         self.subs.drop(sid)
+        timer = self._behind.pop(sid, None)
+        if timer is not None:
+            timer.cancel()
 
     # -- catch-up after the fan-out listener (re)subscribed -------------------------------
 
@@ -166,6 +257,8 @@ class Delivery:
                 self.subs.drop(target.sid)
                 await self.sio.drop(target.sid, NAMESPACE)
         await self._backlog(topic, kept, None)
+        for target in kept:
+            self._check_caught_up(target.sid)
 
     # -- the backlog phase ----------------------------------------------------------------
 
@@ -182,16 +275,14 @@ class Delivery:
                 page = await self._retrying(read)
             batch = Batch.of(topic, page)
             for target in pending:
-                await self._send_to(
-                    target.sid, self.subs.replayed(target.sid, target.generation, batch)
-                )
+                self._send_to(target.sid, self.subs.replayed(target.sid, target.generation, batch))
             if len(page) >= PAGE:
                 page = None
                 continue
             unfinished = []
             for target in pending:
                 out, done = self.subs.finish(target.sid, topic, target.generation)
-                await self._send_to(target.sid, out)
+                self._send_to(target.sid, out)
                 if not done:
                     unfinished.append(target)
             pending, page = unfinished, None
@@ -219,6 +310,10 @@ class Delivery:
             logger.error("backlog delivery failed", exc_info=task.exception())
 
     async def aclose(self) -> None:
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+        for timer in self._behind.values():
+            timer.cancel()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

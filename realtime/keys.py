@@ -12,6 +12,9 @@ UPDATE_EVENT = "update"
 SUBSCRIBE_EVENT = "subscribe"
 UNSUBSCRIBE_EVENT = "unsubscribe"
 NAMESPACE = "/"
+# Server to client, just before the server ends a connection: {"code", "message"}.
+CLOSING_EVENT = "closing"
+SLOW_CLIENT = "slow_client"  # its `code` when the client could not keep up
 
 
 @dataclass(frozen=True)

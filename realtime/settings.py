@@ -100,6 +100,12 @@ class Settings:
     # python-engineio truncates the interval it announces to clients to whole seconds.
     ping_interval_s: int = 25
     ping_timeout_s: int = 20
+    # delivery to clients: see the README's performance section and "Slow clients"
+    ws_compression: bool = False
+    batch_tick_ms: float = 5.0
+    client_backlog_bytes: int = 1_048_576
+    client_backlog_packets: int = 1000
+    slow_client_s: float = 30.0
     log_level: str = "INFO"
     # The built dashboard served at `/`; empty: the one built into the package.
     dashboard_dir: str = ""
@@ -145,6 +151,15 @@ class Settings:
             cors_origins=_list(e, "REALTIME_CORS_ORIGINS"),
             ping_interval_s=_int(e, "REALTIME_PING_INTERVAL_S", cls.ping_interval_s, minimum=1),
             ping_timeout_s=_int(e, "REALTIME_PING_TIMEOUT_S", cls.ping_timeout_s, minimum=1),
+            ws_compression=_bool(e, "REALTIME_WS_COMPRESSION"),
+            batch_tick_ms=_float(e, "REALTIME_BATCH_TICK_MS", cls.batch_tick_ms),
+            client_backlog_bytes=_int(
+                e, "REALTIME_CLIENT_BACKLOG_BYTES", cls.client_backlog_bytes, minimum=1024
+            ),
+            client_backlog_packets=_int(
+                e, "REALTIME_CLIENT_BACKLOG_PACKETS", cls.client_backlog_packets, minimum=1
+            ),
+            slow_client_s=_float(e, "REALTIME_SLOW_CLIENT_S", cls.slow_client_s, 0.1),
             log_level=e.get("REALTIME_LOG_LEVEL", "INFO").strip().upper() or "INFO",
             dashboard_dir=e.get("REALTIME_DASHBOARD_DIR", "").strip(),
             partitions=_int(e, "REALTIME_PARTITIONS", cls.partitions, minimum=1),

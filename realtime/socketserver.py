@@ -11,6 +11,9 @@
 - `drop(sid)` ends a connection the way a network failure would (no close packet), so
   that the client's own reconnection takes over: socket.io clients do not reconnect
   after a server-side disconnect.
+- The Engine.IO server underneath is `realtime.engine.EngineServer` (websocket
+  connections write through an outbox, no task per packet), with permessage-deflate and
+  each connection's backlog bound as configured.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any
 import engineio
 import socketio
 
+from realtime.engine import EngineServer, EngineSocket
 from realtime.keys import SUBSCRIBE_EVENT, UNSUBSCRIBE_EVENT
 from realtime.logs import log_context
 from realtime.topics import is_valid_topic
@@ -48,11 +52,20 @@ class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
         *args: Any,
         admin_namespace: str | None = None,
         admin_only_origin: str | None = None,
+        ws_compression: bool = False,
+        backlog_bytes: int = EngineServer.backlog_bytes,
+        backlog_packets: int = EngineServer.backlog_packets,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.admin_namespace = admin_namespace
         self.admin_only_origin = admin_only_origin
+        self.eio.ws_compression = ws_compression
+        self.eio.backlog_bytes = backlog_bytes
+        self.eio.backlog_packets = backlog_packets
+
+    def _engineio_server_class(self) -> type[EngineServer]:
+        return EngineServer
 
     async def _trigger_event(self, event: str, namespace: str, *args: Any) -> Any:
         with log_context(**_context_of(event, args)):
@@ -93,14 +106,14 @@ class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
         """Close the client's transport without a close packet: it reconnects by itself."""
         eio_sid = self.manager.eio_sid_from_sid(sid, namespace)
         socket = self.eio.sockets.get(eio_sid) if eio_sid is not None else None
-        if socket is None:
+        if not isinstance(socket, EngineSocket):
             return
         await socket.close(wait=False, abort=True)
-        socket.queue.put_nowait(None)  # ends the writer (websocket) or the pending poll
+        socket.end_transport()
 
     async def _handle_eio_disconnect(self, eio_sid: str, reason: Any) -> None:
         await super()._handle_eio_disconnect(eio_sid, reason)
         if reason == engineio.AsyncServer.reason.CLIENT_DISCONNECT:
             socket = self.eio.sockets.get(eio_sid)
-            if socket is not None and not socket.upgraded:
-                socket.queue.put_nowait(None)  # ends a pending long-poll GET
+            if isinstance(socket, EngineSocket) and not socket.upgraded:
+                socket.end_transport()  # ends a pending long-poll GET

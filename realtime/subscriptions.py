@@ -47,6 +47,19 @@ class Batch:
     def of(cls, topic: str, events: list[WireEvent]) -> Batch:
         return cls(topic, events, [parse_id(e["id"]) for e in events])
 
+    @classmethod
+    def merged(cls, topic: str, events: list[WireEvent]) -> Batch:
+        """Several fan-out batches of one topic joined, in arrival order: any event at
+        or below an id already seen is left out (a worker's retry republishes)."""
+        kept: list[WireEvent] = []
+        ids: list[StreamId] = []
+        for event in events:
+            event_id = parse_id(event["id"])
+            if not ids or event_id > ids[-1]:
+                kept.append(event)
+                ids.append(event_id)
+        return cls(topic, kept, ids)
+
     def after(self, last: StreamId | None) -> list[WireEvent]:
         """The events with an id above `last` (all of them: the very same list)."""
         if last is None or not self.ids or self.ids[0] > last:
@@ -62,6 +75,7 @@ class Cursor:
     buffer: list[Batch] = field(default_factory=list)
     buffered: int = 0
     stale: bool = False  # the buffer may miss events: read history again before finishing
+    suspended: bool = False  # its connection is behind: wait until it drained (`resume`)
 
     def take(self, batch: Batch) -> list[WireEvent]:
         out = batch.after(self.last)
@@ -165,6 +179,41 @@ class Subscriptions:
             return []
         return cursor.take(batch)
 
+    # -- a connection that fell behind ---------------------------------------------------
+
+    def suspend(self, sid: str) -> bool:
+        """The connection cannot take more for now: every subscription keeps only its
+        position; live batches are dropped (history has them) until `resume`. Returns
+        whether anything changed (False: it already was)."""
+        changed = False
+        cursors = self._connections.get(sid, {})
+        for topic, cursor in cursors.items():
+            if not cursor.suspended:
+                self._generation += 1
+                cursors[topic] = Cursor(self._generation, cursor.last, stale=True, suspended=True)
+                changed = True
+        return changed
+
+    def resume(self, sid: str) -> dict[str, list[Target]]:
+        """The connection drained: its suspended subscriptions go back to the backlog
+        phase, to be caught up from history after their positions (per topic). One
+        without a position (live-only) just goes live again."""
+        targets: dict[str, list[Target]] = {}
+        cursors = self._connections.get(sid, {})
+        for topic, cursor in cursors.items():
+            if not cursor.suspended:
+                continue
+            self._generation += 1
+            if cursor.last is None:
+                cursors[topic] = Cursor(self._generation, None, backlog=False)
+                continue
+            cursors[topic] = Cursor(self._generation, cursor.last)
+            targets[topic] = [Target(sid, self._generation, cursor.last)]
+        return targets
+
+    def all_live(self, sid: str) -> bool:
+        return all(not c.backlog for c in self._connections.get(sid, {}).values())
+
     # -- catch-up after the fan-out listener reconnected ----------------------------------
 
     def begin_catch_up(self) -> dict[str, list[Target]]:
@@ -177,7 +226,7 @@ class Subscriptions:
         targets: dict[str, list[Target]] = {}
         for sid, cursors in self._connections.items():
             for topic, cursor in cursors.items():
-                if cursor.backlog:
+                if cursor.backlog:  # (a suspended one is caught up when it resumes)
                     cursor.buffer, cursor.buffered, cursor.stale = [], 0, True
                     continue
                 if cursor.last is None:

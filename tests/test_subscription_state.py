@@ -189,3 +189,49 @@ def test_0_0_is_covered_until_history_was_trimmed() -> None:
     assert covers(Extent(None, 0), (0, 0), maxlen=100)
     assert covers(Extent((5, 0), 99), (0, 0), maxlen=100)
     assert not covers(Extent((5, 0), 100), (0, 0), maxlen=100)
+
+
+# -- batches joined within a tick; connections that fell behind -----------------------
+
+
+def test_merged_batches_keep_id_order_and_leave_out_republished_events() -> None:
+    merged = Batch.merged("t", events(1, 2, 3) + events(2, 3, 4) + events(5))
+    assert ids(merged.events) == [1, 2, 3, 4, 5]
+    assert merged.ids == [(n, 0) for n in (1, 2, 3, 4, 5)]
+
+
+def test_a_suspended_connection_gets_nothing_then_catches_up_from_its_position() -> None:
+    subs = Subscriptions()
+    live_subscription(subs, last=2)
+    assert ids(subs.live("s", batch(3))) == [3]
+    assert subs.suspend("s") is True
+    assert subs.suspend("s") is False  # already suspended: nothing to do again
+    assert subs.live("s", batch(4, 5)) == []  # dropped: history has them
+    assert not subs.all_live("s")
+    targets = subs.resume("s")
+    [target] = targets["t"]
+    assert target.last == (3, 0)  # the last event it was actually sent
+    assert ids(subs.replayed("s", target.generation, batch(3, 4, 5))) == [4, 5]
+    assert ids(subs.live("s", batch(6))) == []  # buffered during the catch-up
+    out, done = subs.finish("s", "t", target.generation)
+    assert (ids(out), done) == ([6], True)
+    assert subs.all_live("s")
+
+
+def test_a_backlog_overtaken_by_a_suspension_is_abandoned() -> None:
+    subs = Subscriptions()
+    generation = subs.begin("s", "t", (1, 0))
+    subs.suspend("s")
+    assert subs.replayed("s", generation, batch(2, 3)) == []
+    assert subs.finish("s", "t", generation) == ([], True)  # that backlog is over
+    [target] = subs.resume("s")["t"]
+    assert target.last == (1, 0)
+
+
+def test_a_live_only_subscription_just_goes_live_again_after_a_suspension() -> None:
+    subs = Subscriptions()
+    live_subscription(subs, last=None)
+    subs.suspend("s")
+    assert subs.resume("s") == {}
+    assert subs.all_live("s")
+    assert ids(subs.live("s", batch(7))) == [7]

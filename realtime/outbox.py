@@ -1,0 +1,167 @@
+"""The outgoing side of one websocket connection: frames leave in the order they were
+written, without a task or a queue wake-up per frame.
+
+A frame goes straight to the socket's transport when nothing is waiting before it and
+the transport is not above its high-water mark (the common case: one `transport.write`
+of pre-built bytes). Otherwise it waits in `pending`, and one flusher coroutine, alive
+only while there is something pending, writes it once the transport drains.
+
+With permessage-deflate negotiated (`REALTIME_WS_COMPRESSION=1`) every frame goes
+through aiohttp's writer, which compresses it for this connection, in the flusher.
+
+`full()` says whether the backlog (pending frames, plus what the transport holds) is at
+its bound: the caller stops writing updates then (see `realtime.slowclients`); engine
+packets (acks, pings, the close) are always accepted, they are few and small.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from realtime.frames import Frame, websocket_text_frame
+
+logger = logging.getLogger(__name__)
+
+CLOSE_GRACE_S = 10.0  # a closing connection that cannot flush in this long is aborted
+
+
+class Outbox:
+    def __init__(
+        self,
+        response: web.WebSocketResponse,
+        transport: asyncio.Transport,
+        protocol: Any,
+        *,
+        max_bytes: int,
+        max_packets: int,
+    ) -> None:
+        self.response = response
+        self.transport = transport
+        self.protocol = protocol  # aiohttp's BaseProtocol: writing_paused, _drain_helper()
+        self.compressed = bool(response.compress)
+        self.max_bytes = max_bytes
+        self.max_packets = max_packets
+        self.pending: deque[bytes] = deque()
+        self.pending_bytes = 0
+        self.on_drained: Callable[[], None] | None = None
+        self._flusher: asyncio.Task[None] | None = None
+        self._ending = False
+
+    # -- writing ------------------------------------------------------------------------
+
+    def write(self, frame: Frame) -> None:
+        """Hand one frame to the connection (the single place where an `update` leaves
+        for a websocket)."""
+        if self.compressed:
+            self._queue(frame.message)
+        elif self.pending or self.protocol.writing_paused:
+            self._queue(frame.websocket)
+        else:
+            self.transport.write(frame.websocket)
+
+    def write_message(self, message: str | bytes) -> None:
+        """An Engine.IO packet as engineio encodes it (`str`: text, `bytes`: binary)."""
+        if isinstance(message, str):
+            self.write(Frame(message.encode("utf-8")))
+        else:  # binary attachments: never sent by this server's own events
+            self._queue(message, binary=True)
+
+    def full(self) -> bool:
+        return (
+            len(self.pending) >= self.max_packets
+            or self.pending_bytes + self.transport.get_write_buffer_size() >= self.max_bytes
+        )
+
+    def backlog_bytes(self) -> int:
+        return self.pending_bytes + self.transport.get_write_buffer_size()
+
+    def drained(self) -> bool:
+        return not self.pending and not self.protocol.writing_paused
+
+    def notify_drained(self, callback: Callable[[], None]) -> None:
+        """Call `callback` once, as soon as nothing is pending any more."""
+        if self.drained():
+            asyncio.get_running_loop().call_soon(callback)
+        else:
+            self.on_drained = callback
+            self._start_flusher()
+
+    def _queue(self, data: bytes, binary: bool = False) -> None:
+        if binary:
+            # Rare: kept out of the text path; sent by aiohttp in order with the rest.
+            data = b"\x00" + data
+        elif self.compressed:
+            data = b"\x01" + data
+        self.pending.append(data)
+        self.pending_bytes += len(data)
+        self._start_flusher()
+
+    def _start_flusher(self) -> None:
+        if self._flusher is None and not self.transport.is_closing():
+            self._flusher = asyncio.create_task(self._flush())
+
+    async def _flush(self) -> None:
+        try:
+            while self.pending:
+                if self.protocol.writing_paused:
+                    await self.protocol._drain_helper()
+                data = self.pending.popleft()
+                self.pending_bytes -= len(data)
+                if self.compressed or data[:1] == b"\x00":
+                    opcode = WSMsgType.BINARY if data[:1] == b"\x00" else WSMsgType.TEXT
+                    await self.response.send_frame(data[1:], opcode)
+                else:
+                    self.transport.write(data)
+        except (ConnectionError, RuntimeError) as exc:  # the connection went away
+            logger.debug("outbox flush ended: %s", exc)
+            self.pending.clear()
+            self.pending_bytes = 0
+        finally:
+            self._flusher = None
+        if self._ending:
+            await self._close()
+        elif self.on_drained is not None:
+            callback, self.on_drained = self.on_drained, None
+            callback()
+
+    # -- ending -------------------------------------------------------------------------
+
+    def end(self) -> None:
+        """Close the websocket once what is pending has been written (idempotent)."""
+        if self._ending:
+            return
+        self._ending = True
+        self.on_drained = None
+        if self._flusher is None:
+            self._flusher = asyncio.create_task(self._close())
+
+    def abandon(self, last: list[Frame]) -> None:
+        """Drop what is pending, write `last` (whole frames; the transport may hold part
+        of one already), and close; a peer that does not read it in time is cut off."""
+        self._ending = True
+        self.on_drained = None
+        self.pending.clear()
+        self.pending_bytes = 0
+        if self._flusher is not None:
+            self._flusher.cancel()
+        if self.transport.is_closing():
+            return
+        for frame in last:
+            self.transport.write(websocket_text_frame(frame.message))
+        self.transport.close()
+        asyncio.get_running_loop().call_later(CLOSE_GRACE_S, self.transport.abort)
+
+    async def _close(self) -> None:
+        try:
+            async with asyncio.timeout(CLOSE_GRACE_S):
+                await self.response.close()
+        except TimeoutError:
+            self.transport.abort()
+        except (ConnectionError, RuntimeError) as exc:
+            logger.debug("websocket close: %s", exc)

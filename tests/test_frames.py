@@ -1,0 +1,47 @@
+"""Unit tests: an `update` is encoded once into the bytes every transport needs, the same
+bytes python-socketio and aiohttp would have produced."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+from socketio import packet
+
+from realtime import jsoncodec
+from realtime.frames import Frame, websocket_text_frame
+
+
+def test_update_is_the_socketio_event_packet_as_python_socketio_encodes_it() -> None:
+    events = [{"topic": "metrics.cpu", "id": "1-0", "ts": 1, "data": {"value": 4.5, "s": "é"}}]
+    packet.Packet.json = jsoncodec
+    expected = packet.Packet(packet.EVENT, namespace="/", data=["update", events]).encode()
+    frame = Frame.update(events)
+    assert frame.packet == expected
+    assert frame.message == b"4" + expected.encode()
+
+
+def test_event_frames_carry_a_name_and_one_argument() -> None:
+    frame = Frame.event("closing", {"code": "slow_client"})
+    assert frame.packet == '2["closing",{"code":"slow_client"}]'
+
+
+@pytest.mark.parametrize(
+    ("size", "header"),
+    [
+        (0, struct.pack("!BB", 0x81, 0)),
+        (125, struct.pack("!BB", 0x81, 125)),
+        (126, struct.pack("!BBH", 0x81, 126, 126)),
+        (65535, struct.pack("!BBH", 0x81, 126, 65535)),
+        (65536, struct.pack("!BBQ", 0x81, 127, 65536)),
+    ],
+)
+def test_websocket_text_frames_use_the_shortest_length_encoding(size: int, header: bytes) -> None:
+    payload = b"x" * size
+    assert websocket_text_frame(payload) == header + payload
+
+
+def test_the_websocket_form_is_built_once_and_shared() -> None:
+    frame = Frame.update([])
+    assert frame.websocket is frame.websocket
+    assert frame.websocket == websocket_text_frame(b'42["update",[]]')
