@@ -212,7 +212,11 @@ class Consumer:
             fenced=self.fenced,
         )
         stage = PartitionPipelines(
-            self.pipelines, self.keys, self.settings.partitions, planner=self.planner
+            self.pipelines,
+            self.keys,
+            self.settings.partitions,
+            planner=self.planner,
+            checkpoint_s=self.settings.checkpoint_ms / 1000,
         )
         runner = PartitionRunner(
             fenced,

@@ -201,7 +201,7 @@ class PartitionRunner:
         try:
             await self._commit([], checkpoint=True)
         except (LeaseLost, Replay, RedisError, OSError) as exc:
-            logger.warning("partition %d: final checkpoint failed: %s", self.partition, exc)
+            logger.warning("partition %d: final checkpoint failed: %r", self.partition, exc)
 
     async def process(
         self, entries: Sequence[Entry], *, clock_ms: int | None = None, checkpoint: bool = False

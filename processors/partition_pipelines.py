@@ -10,7 +10,7 @@ is the docstring of `processors/aggregator.py`; in short:
 - an entry's window values are fed only if its id is above `offset` (the checkpoint
   holds them otherwise), its routed copies written only if above `routed`;
 - an entry that fed the windows is acknowledged only in a commit that checkpoints them
-  (about once a second, every batch while recovering, and before the lease is given
+  (every `REALTIME_CHECKPOINT_MS`, every batch while recovering, and before the lease is given
   up); in between it stays pending, so a new owner restores the checkpoint and replays
   exactly what it lacks. Every other entry is acknowledged at once;
 - any commit that failed after windows were fed leaves the in-memory state ahead of
@@ -43,7 +43,6 @@ logger = logging.getLogger(__name__)
 
 Planner = Callable[[IngestEvent, int], Plan]
 
-CHECKPOINT_S = 1.0  # how often window state is saved (and the entries it covers acked)
 ADVANCE_S = 0.2  # how often the timer closes idle topics' windows, at most
 NO_ID = (0, 0)
 
@@ -80,6 +79,7 @@ class PartitionPipelines:
     keys: Keys
     partitions: int
     planner: Planner | None = None
+    checkpoint_s: float = 1.0  # how often window state is saved (and its entries acked)
     stale: bool = True  # restore from Redis before use
     offset: tuple[int, int] = NO_ID
     routed: tuple[int, int] = NO_ID
@@ -195,7 +195,7 @@ class PartitionPipelines:
         if last_routed_id:
             plan.checkpoint += [ROUTED_FIELD, last_routed_id]
         unsaved = self._dirty or self._unsaved or pending or fed
-        due = now - self._last_checkpoint >= CHECKPOINT_S
+        due = now - self._last_checkpoint >= self.checkpoint_s
         checkpointed = bool(unsaved) and (checkpoint or due)
         if checkpointed:
             saved = aggregator.checkpoint(last_offset_id or self._offset_id(offset))

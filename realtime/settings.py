@@ -124,6 +124,7 @@ class Settings:
     lease_ms: int = 5000
     max_attempts: int = 5
     pipelines_file: str = ""  # empty: the built-in default pipelines
+    checkpoint_ms: int = 1000  # window state saved (and its entries acked) this often
     # redis client
     redis_timeout_s: float = 5.0
     # ingest answers 202 only once this many replicas have the events (Redis WAIT)
@@ -175,6 +176,7 @@ class Settings:
             lease_ms=_int(e, "REALTIME_LEASE_MS", cls.lease_ms, minimum=300),
             max_attempts=_int(e, "REALTIME_MAX_ATTEMPTS", cls.max_attempts, minimum=1),
             pipelines_file=e.get("REALTIME_PIPELINES", "").strip(),
+            checkpoint_ms=_int(e, "REALTIME_CHECKPOINT_MS", cls.checkpoint_ms, minimum=1),
             redis_timeout_s=_float(e, "REALTIME_REDIS_TIMEOUT_S", cls.redis_timeout_s, 0.1),
             wait_replicas=_int(e, "REALTIME_WAIT_REPLICAS", cls.wait_replicas, minimum=0),
             log_format=_choice(e, "REALTIME_LOG_FORMAT", LOG_FORMATS),

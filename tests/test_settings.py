@@ -32,6 +32,7 @@ def test_values_from_env() -> None:
             "REALTIME_MAX_ATTEMPTS": "3",
             "REALTIME_PIPELINES": " /etc/realtime/pipelines.yaml ",
             "REALTIME_IDEMPOTENCY_TTL_S": "60",
+            "REALTIME_CHECKPOINT_MS": "250",
         }
     )
     assert settings.redis_url == "redis://r:1/2"
@@ -46,6 +47,7 @@ def test_values_from_env() -> None:
     assert settings.max_attempts == 3
     assert settings.pipelines_file == "/etc/realtime/pipelines.yaml"
     assert settings.idempotency_ttl_s == 60
+    assert settings.checkpoint_ms == 250
 
 
 @pytest.mark.parametrize(
