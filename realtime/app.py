@@ -121,6 +121,7 @@ def create_app(settings: Settings) -> web.Application:
         sio,
         history,
         Subscriptions(),
+        manager.channels,
         batch_tick_s=settings.batch_tick_ms / 1000,
         slow_client_s=settings.slow_client_s,
     )

@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 from redis.exceptions import RedisError
 
 from realtime.backoff import Backoff
+from realtime.channels import ChannelListener
 from realtime.engine import EngineSocket
 from realtime.frames import Frame
 from realtime.history import HistoryReader, WireEvent, covers
@@ -57,6 +58,7 @@ class Delivery:
         sio: SocketServer,
         history: HistoryReader,
         subscriptions: Subscriptions,
+        channels: ChannelListener,
         *,
         batch_tick_s: float = 0.0,
         slow_client_s: float = 30.0,
@@ -64,6 +66,7 @@ class Delivery:
         self.sio = sio
         self.history = history
         self.subs = subscriptions
+        self.channels = channels
         self.batch_tick_s = batch_tick_s
         self.slow_client_s = slow_client_s
         self._tasks: set[asyncio.Task[None]] = set()
@@ -165,7 +168,7 @@ class Delivery:
             sid,
             self.slow_client_s,
         )
-        self.subs.drop(sid)
+        self._drop(sid)
         reason = {
             "code": SLOW_CLIENT,
             "message": f"Too slow: the connection could not keep up for {self.slow_client_s:g}s.",
@@ -186,11 +189,15 @@ class Delivery:
         event's id, `0-0` for none). Raises HistoryUnavailable when that cannot be
         answered (the subscription is undone); a plain subscribe then goes on live-only
         (and its ack has no `since`)."""
-        generation = self.subs.begin(sid, topic, since)
+        generation = self.subs.begin(sid, topic, since)  # live events are buffered from now
+        self._interest(topic)
         await self.sio.enter_room(sid, topic, namespace=NAMESPACE)
         ack: dict[str, Any] = {"ok": True, "topic": topic}
         page: list[WireEvent] = []
         try:
+            # History is read after Redis confirmed the topic's channel: an event is in
+            # what is read, or was published after it and arrives live (no gap).
+            await self.channels.ready(topic)
             if since is not None:
                 wanted = 1 if snapshot is None else snapshot
                 point = await self.history.resume(topic, since, PAGE, max(wanted, 1))
@@ -223,13 +230,22 @@ class Delivery:
 
     async def unsubscribe(self, sid: str, topic: str) -> None:
         self.subs.end(sid, topic)
+        self._interest(topic)
         await self.sio.leave_room(sid, topic, namespace=NAMESPACE)
 
     def disconnected(self, sid: str) -> None:
-        self.subs.drop(sid)
+        self._drop(sid)
         timer = self._behind.pop(sid, None)
         if timer is not None:
             timer.cancel()
+
+    def _drop(self, sid: str) -> None:
+        for topic in self.subs.drop(sid):
+            self._interest(topic)
+
+    def _interest(self, topic: str) -> None:
+        """Listen on the topic's fan-out channel while this instance has a subscriber."""
+        self.channels.want(topic, self.subs.members(topic) > 0)
 
     # -- catch-up after the fan-out listener (re)subscribed -------------------------------
 
@@ -254,7 +270,7 @@ class Delivery:
                 # History no longer holds what it missed: drop the connection; the
                 # client reconnects, and its resubscribe is told `recovered: false`.
                 logger.warning("subscription to %s cannot catch up; dropping its connection", topic)
-                self.subs.drop(target.sid)
+                self._drop(target.sid)
                 await self.sio.drop(target.sid, NAMESPACE)
         await self._backlog(topic, kept, None)
         for target in kept:

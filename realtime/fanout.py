@@ -1,27 +1,30 @@
-"""Fan-out between processes: the python-socketio Redis client manager, made dependable.
+"""Fan-out between processes: the python-socketio Redis client manager, made dependable
+and interest-based.
 
-The worker publishes room emits through a write-only instance; every web instance
-listens and emits to its local room members. We subclass `socketio.AsyncRedisManager`
-at its transport seam (`_publish` / `_listen`) rather than fork it:
+The worker publishes each topic's `update` emits on the topic's own channel; every web
+instance listens on the channels of the topics it has local subscribers for, and on one
+common channel for everything else python-socketio sends between instances (emits to a
+client, disconnects, room changes, other events). We subclass
+`socketio.AsyncRedisManager` at its transport seam (`_publish` / `_listen`, and the
+listening task) rather than fork it:
 
-- the channel name comes from `realtime.keys`;
-- JSON goes through orjson;
+- channel names come from `realtime.keys`; JSON goes through orjson;
 - the worker does not publish through the manager: it takes the encoded messages
   (`encode_updates`) and publishes them inside its atomic commit, so an entry is
   acknowledged exactly when its events are in history and published;
-- the listener reconnects with capped, jittered backoff and pings an idle connection so
-  a dead one is noticed;
+- the listening connection is `realtime.channels`: it reconnects, and every time it has
+  (re)subscribed, Redis having confirmed it, the instance's subscriptions catch up from
+  history, so what was published while it was not subscribed is not lost;
 - on a web instance, `update` emits go through `realtime.delivery` (per-connection
-  state: each event once, in order), and every time the listener has (re)subscribed,
-  Redis having confirmed it, the instance's subscriptions catch up from history: what
-  was published while it was not subscribed is not lost.
+  state: each event once, in order).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import socketio
@@ -29,17 +32,17 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from realtime import jsoncodec
-from realtime.backoff import Backoff
+from realtime.channels import ChannelListener
 from realtime.connections import connect
 from realtime.keys import NAMESPACE, UPDATE_EVENT, Keys
 from realtime.settings import Settings
+from realtime.tasks import cancel_and_wait
+from realtime.topics import is_valid_topic
 
 if TYPE_CHECKING:
     from realtime.delivery import Delivery
 
 logger = logging.getLogger(__name__)
-
-IDLE_PING_S = 15.0
 
 
 class FanoutError(RuntimeError):
@@ -58,12 +61,17 @@ class FanoutManager(socketio.AsyncRedisManager):  # type: ignore[misc]
             json=jsoncodec,
         )
         self.settings = settings
+        self.keys = Keys(settings.prefix)
         self._publisher: Redis | None = None
         self.delivery: Delivery | None = None
+        self.channels = ChannelListener(settings)
+        self.thread: asyncio.Task[None] | None = None
 
     def attach(self, delivery: Delivery) -> None:
-        """Deliver `update` emits through `delivery` (web instances)."""
+        """Deliver `update` emits through `delivery`, and catch its subscriptions up
+        whenever the listener has (re)subscribed (web instances)."""
         self.delivery = delivery
+        self.channels.on_subscribed = delivery.catch_up
 
     # -- publishing (worker and web) ------------------------------------------------------
 
@@ -92,72 +100,93 @@ class FanoutManager(socketio.AsyncRedisManager):  # type: ignore[misc]
         """(channel, message) per (topic, events): what to PUBLISH for one `update` emit
         each. The worker publishes these inside its atomic commit."""
         return [
-            (self.channel, jsoncodec.dumpb(self._message(topic, events)))
+            (self.keys.topic_channel(topic), jsoncodec.dumpb(self._message(topic, events)))
             for topic, events in batches
         ]
 
+    def _channel_for(self, message: dict[str, Any]) -> str:
+        """A topic's `update` emit goes on the topic's channel, the rest on the common one."""
+        if message.get("method") == "emit" and _is_update(message):
+            return self.keys.topic_channel(message["room"])
+        return self.channel  # type: ignore[no-any-return]
+
     async def _publish(self, data: Any) -> None:
+        channel = self._channel_for(data)
         try:
-            await self._client().publish(self.channel, jsoncodec.dumpb(data))
+            await self._client().publish(channel, jsoncodec.dumpb(data))
         except (RedisError, OSError) as exc:
             if self.write_only:
-                raise FanoutError(f"publish to {self.channel} failed: {exc}") from exc
+                raise FanoutError(f"publish to {channel} failed: {exc}") from exc
             logger.warning("fan-out publish failed: %s", exc)
 
     # -- listening (web) ------------------------------------------------------------------
 
     async def _handle_emit(self, message: dict[str, Any]) -> None:
-        data = message.get("data")
-        if (
-            self.delivery is not None
-            and message.get("event") == UPDATE_EVENT
-            and message.get("namespace", NAMESPACE) == NAMESPACE
-            and isinstance(message.get("room"), str)
-            and message.get("callback") is None
-            and isinstance(data, list)
-            and len(data) == 1
-            and isinstance(data[0], list)
-        ):
-            await self.delivery.live(message["room"], data[0])
+        if self.delivery is not None and _is_update(message):
+            await self.delivery.live(message["room"], message["data"][0])
             return
         await super()._handle_emit(message)
 
-    async def _subscribe(self, pubsub: Any) -> None:
-        """SUBSCRIBE, and wait until Redis confirms it: from then on nothing published
-        passes us by, so the catch-up that follows reads history late enough."""
-        await pubsub.subscribe(self.channel)
-        async with asyncio.timeout(self.settings.redis_timeout_s):
-            while True:
-                message = await pubsub.get_message(timeout=self.settings.redis_timeout_s)
-                if message is not None and message["type"] == "subscribe":
-                    return
+    async def _thread(self) -> None:
+        """The listening task, replacing the stock one: every message of the listener's
+        channels, dispatched as the stock manager does. Cancelled by `aclose`, it closes
+        its connection before it ends (the stock task leaves its generator to be
+        finalised whenever, possibly after the loop is gone)."""
+        async with contextlib.aclosing(self.channels.messages()) as messages:
+            async for data in messages:
+                await self._dispatch(data)
 
-    async def _listen(self) -> AsyncIterator[bytes]:
-        backoff = Backoff(base_s=0.1, cap_s=5.0)
-        while True:
-            client = connect(self.settings)
-            pubsub = client.pubsub()
-            try:
-                await self._subscribe(pubsub)
-                if backoff.attempt:
-                    logger.info("fan-out listener reconnected to Redis")
-                backoff.reset()
-                if self.delivery is not None:
-                    self.delivery.catch_up()
-                while True:
-                    message = await pubsub.get_message(timeout=IDLE_PING_S)
-                    if message is None:
-                        await pubsub.ping()
-                    elif message["type"] == "message":
-                        yield message["data"]
-            except (RedisError, OSError) as exc:
-                logger.warning("fan-out listener lost Redis: %s", exc)
-            finally:
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
-                await client.aclose()
-            await asyncio.sleep(backoff.next_delay())
+    async def _dispatch(self, raw: bytes) -> None:
+        try:
+            message = self.json.loads(raw)
+        except ValueError:
+            logger.warning("fan-out message that is not JSON dropped")
+            return
+        if not isinstance(message, dict):
+            return
+        method = str(message.get("method"))
+        try:
+            if method == "callback":
+                await self._handle_callback(message)
+            elif message.get("host_id") != self.host_id:
+                handler = {
+                    "emit": self._handle_emit,
+                    "disconnect": self._handle_disconnect,
+                    "enter_room": self._handle_enter_room,
+                    "leave_room": self._handle_leave_room,
+                    "close_room": self._handle_close_room,
+                }.get(method)
+                if handler is not None:
+                    await handler(message)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("fan-out message %s failed", method)
 
     async def aclose(self) -> None:
+        """Stop listening (idempotent) and close the publishing connection."""
+        if self.thread is not None:
+            # Not again before its connection had time to close (see realtime.tasks).
+            await cancel_and_wait(self.thread, again_after_s=1.0)
+            self.thread = None
         if self._publisher is not None:
             await self._publisher.aclose()
             self._publisher = None
+
+
+def _is_update(message: dict[str, Any]) -> bool:
+    """A topic's `update` emit, as the worker publishes it (no callback, one argument:
+    the list of events)."""
+    data = message.get("data")
+    room = message.get("room")
+    return (
+        message.get("event") == UPDATE_EVENT
+        and message.get("namespace", NAMESPACE) == NAMESPACE
+        and isinstance(room, str)
+        and is_valid_topic(room)
+        and message.get("callback") is None
+        and not message.get("binary")
+        and isinstance(data, list)
+        and len(data) == 1
+        and isinstance(data[0], list)
+    )

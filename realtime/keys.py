@@ -51,5 +51,13 @@ class Keys:
         return f"{self.prefix}idem:{topic}:{key}"
 
     def fanout_channel(self) -> str:
-        """The pub/sub channel web instances listen on for room emits."""
+        """The pub/sub channel every web instance listens on: python-socketio's own
+        messages between instances (emits to a client, disconnects, rooms), and any room
+        emit that is not a topic's `update`."""
         return f"{self.prefix}fanout"
+
+    def topic_channel(self, topic: str) -> str:
+        """The pub/sub channel of one topic's `update` emits: only the web instances with
+        a local subscriber of the topic are subscribed to it. (The one place this name is
+        built: a move to sharded pub/sub or hash tags changes it here.)"""
+        return f"{self.prefix}fanout:{topic}"

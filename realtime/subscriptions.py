@@ -99,6 +99,7 @@ class Subscriptions:
     def __init__(self, buffer_limit: int = DEFAULT_BUFFER_LIMIT) -> None:
         self.buffer_limit = buffer_limit
         self._connections: dict[str, dict[str, Cursor]] = {}
+        self._members: dict[str, int] = {}  # topic -> connections subscribed to it
         self._generation = 0
 
     def _cursor(self, sid: str, topic: str, generation: int | None = None) -> Cursor | None:
@@ -112,6 +113,21 @@ class Subscriptions:
 
     def count(self) -> int:
         return sum(map(len, self._connections.values()))
+
+    def members(self, topic: str) -> int:
+        """How many connections are subscribed to the topic (the instance listens on
+        the topic's fan-out channel while there is one)."""
+        return self._members.get(topic, 0)
+
+    def _joined(self, topic: str) -> None:
+        self._members[topic] = self._members.get(topic, 0) + 1
+
+    def _left(self, topic: str) -> None:
+        left = self._members[topic] - 1
+        if left:
+            self._members[topic] = left
+        else:
+            del self._members[topic]
 
     def last(self, sid: str, topic: str) -> StreamId | None:
         cursor = self._cursor(sid, topic)
@@ -127,7 +143,10 @@ class Subscriptions:
         """Start (or restart) a subscription in the backlog phase; returns its generation,
         which every later backlog call must present (a newer subscribe wins)."""
         self._generation += 1
-        self._connections.setdefault(sid, {})[topic] = Cursor(self._generation, last)
+        cursors = self._connections.setdefault(sid, {})
+        if topic not in cursors:
+            self._joined(topic)
+        cursors[topic] = Cursor(self._generation, last)
         return self._generation
 
     def position(self, sid: str, topic: str, generation: int, last: StreamId) -> None:
@@ -240,11 +259,14 @@ class Subscriptions:
 
     def end(self, sid: str, topic: str) -> None:
         cursors = self._connections.get(sid)
-        if cursors is not None:
-            cursors.pop(topic, None)
+        if cursors is not None and cursors.pop(topic, None) is not None:
+            self._left(topic)
             if not cursors:
                 del self._connections[sid]
 
     def drop(self, sid: str) -> Sequence[str]:
         """Forget a connection; returns its topics."""
-        return list(self._connections.pop(sid, {}))
+        topics = list(self._connections.pop(sid, {}))
+        for topic in topics:
+            self._left(topic)
+        return topics

@@ -235,3 +235,24 @@ def test_a_live_only_subscription_just_goes_live_again_after_a_suspension() -> N
     assert subs.resume("s") == {}
     assert subs.all_live("s")
     assert ids(subs.live("s", batch(7))) == [7]
+
+
+def test_members_count_connections_per_topic_across_joins_leaves_and_drops() -> None:
+    subs = Subscriptions()
+    for n in range(50):
+        subs.begin(f"s{n}", "t", None)
+        subs.begin(f"s{n}", f"own{n}", None)
+    subs.begin("s0", "t", None)  # a resubscribe replaces, it does not count twice
+    assert subs.members("t") == 50
+    for n in range(0, 50, 2):
+        subs.end(f"s{n}", "t")
+    subs.end("s0", "t")  # ending what is gone changes nothing
+    assert subs.members("t") == 25
+    for n in range(1, 50, 2):
+        assert sorted(subs.drop(f"s{n}")) == sorted(["t", f"own{n}"])
+    assert subs.members("t") == 0
+    assert subs.members("own0") == 1
+    subs.begin_catch_up()  # puts cursors back into backlog: membership is unchanged
+    assert subs.members("own0") == 1
+    assert subs.drop("s0") == ["own0"]
+    assert subs.members("own0") == 0

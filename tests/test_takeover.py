@@ -115,7 +115,7 @@ async def test_workers_share_partitions_and_hand_them_over_on_shutdown(
         asyncio.create_task(second.run(stop_second)),
     ]
     pubsub = redis.pubsub()
-    await pubsub.subscribe(keys.fanout_channel())
+    await pubsub.subscribe(*(keys.topic_channel(f"t{n}") for n in range(20)))
     try:
         await wait_for(second, lambda: len(first.partitions()) == len(second.partitions()) == 2)
         assert set(first.partitions()) | set(second.partitions()) == {0, 1, 2, 3}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from realtime.app import create_app
@@ -13,13 +14,19 @@ from realtime.settings import Settings
 
 
 @asynccontextmanager
-async def running_app(settings: Settings) -> AsyncIterator[str]:
-    """Serve `create_app(settings)` on a free loopback port; yields its base URL."""
-    server = TestServer(
-        create_app(settings), host="127.0.0.1", port=free_port(), handler_cancellation=True
-    )
+async def serving(settings: Settings) -> AsyncIterator[tuple[str, web.Application]]:
+    """Serve `create_app(settings)` on a free loopback port; yields its base URL and app."""
+    app = create_app(settings)
+    server = TestServer(app, host="127.0.0.1", port=free_port(), handler_cancellation=True)
     await server.start_server()
     try:
-        yield str(server.make_url("")).rstrip("/")
+        yield str(server.make_url("")).rstrip("/"), app
     finally:
         await server.close()
+
+
+@asynccontextmanager
+async def running_app(settings: Settings) -> AsyncIterator[str]:
+    """Serve `create_app(settings)` on a free loopback port; yields its base URL."""
+    async with serving(settings) as (url, _):
+        yield url

@@ -1,0 +1,254 @@
+"""Interest-based fan-out against real Redis: each web instance listens only on the
+channels of topics it has local subscribers for (reference counted), a first subscriber
+misses nothing published while its channel was being subscribed, the listener's
+reconnects lose nothing, python-socketio's own messages between instances still flow on
+the common channel, and shutdown closes the listener cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from processors.consumer import Consumer
+from realtime.app import MANAGER, SIO
+from realtime.channels import ChannelListener
+from realtime.connections import connect
+from realtime.embedded import RedisServer
+from realtime.fanout import FanoutManager
+from realtime.keys import Keys
+from realtime.settings import Settings
+from realtime.tasks import cancel_and_wait
+from tests.helpers.clients import Collector, post_events
+from tests.helpers.feed import Feed
+from tests.helpers.inprocess import serving
+
+
+@pytest.fixture
+async def worker(redis: Redis, settings: Settings) -> AsyncIterator[None]:
+    stop = asyncio.Event()
+    fanout = FanoutManager(settings, write_only=True)
+    task = asyncio.create_task(Consumer(redis, fanout, settings).run(stop))
+    yield
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    await fanout.aclose()
+
+
+async def listeners(redis: Redis, settings: Settings, topic: str) -> int:
+    """How many connections Redis has subscribed to the topic's channel."""
+    [(_, count)] = await redis.pubsub_numsub(Keys(settings.prefix).topic_channel(topic))
+    return int(count)
+
+
+async def eventually(check: Callable[[], Any], what: str, timeout: float = 10) -> None:
+    """Poll a condition on Redis's side (it has no notification for it) until it holds."""
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                if await check():
+                    return
+                await asyncio.sleep(0.02)
+    except TimeoutError:
+        raise AssertionError(f"no {what} after {timeout}s") from None
+
+
+async def test_an_instance_listens_on_a_topic_while_it_has_a_local_subscriber(
+    settings: Settings, redis: Redis
+) -> None:
+    async with serving(settings) as (url, app):
+        wanted = app[MANAGER].channels.interest.wanted
+        clients = [await Collector(f"c{n}").connect(url) for n in range(12)]
+        for n, client in enumerate(clients):
+            await client.subscribe("ref.shared")
+            await client.subscribe(f"ref.own{n}")
+        assert await listeners(redis, settings, "ref.shared") == 1  # one connection, once
+        assert await listeners(redis, settings, "ref.own3") == 1
+        assert wanted == {"ref.shared", *(f"ref.own{n}" for n in range(12))}
+
+        for client in clients[:6]:  # half unsubscribe, the other half disconnect
+            assert await client.call("unsubscribe", {"topic": "ref.shared"}) == {
+                "ok": True,
+                "topic": "ref.shared",
+            }
+        assert "ref.shared" in wanted
+        assert await listeners(redis, settings, "ref.shared") == 1
+        for client in clients[6:]:
+            await client.close()
+        await eventually(
+            lambda: _zero(redis, settings, "ref.shared", "ref.own6", "ref.own11"),
+            "channels of topics without a local subscriber unsubscribed",
+        )
+        assert wanted == {f"ref.own{n}" for n in range(6)}
+
+        again = await Collector("again").connect(url)  # a first subscriber once more
+        await again.subscribe("ref.shared")
+        assert await listeners(redis, settings, "ref.shared") == 1
+        for client in [*clients[:6], again]:
+            await client.close()
+
+
+async def _zero(redis: Redis, settings: Settings, *topics: str) -> bool:
+    return all([await listeners(redis, settings, t) == 0 for t in topics])
+
+
+async def test_instances_receive_only_the_topics_they_host(
+    settings: Settings, redis: Redis, worker: None
+) -> None:
+    async with serving(settings) as (url_a, app_a), serving(settings) as (url_b, app_b):
+        a = await Collector("a").connect(url_a)
+        b = await Collector("b").connect(url_b)
+        await a.subscribe("host.a")
+        await b.subscribe("host.b")
+        assert app_a[MANAGER].channels.interest.wanted == {"host.a"}
+        assert app_b[MANAGER].channels.interest.wanted == {"host.b"}
+        assert await listeners(redis, settings, "host.a") == 1
+        assert await listeners(redis, settings, "host.b") == 1
+
+        ids = await post_events(
+            url_a, [{"topic": t, "data": {"n": n}} for n in range(20) for t in ("host.a", "host.b")]
+        )
+        await a.wait_for_id(ids[-2], "host.a")
+        await b.wait_for_id(ids[-1], "host.b")
+        assert [e["id"] for e in a.events] == ids[0::2]
+        assert [e["id"] for e in b.events] == ids[1::2]
+        await a.close()
+        await b.close()
+
+
+async def test_a_first_subscriber_gets_exactly_what_follows_its_ack_under_full_load(
+    settings: Settings, redis: Redis, worker: None
+) -> None:
+    """Each client is the instance's only subscriber of the topic, so each subscribe
+    SUBSCRIBEs the channel while events pour in: whatever is published meanwhile is in
+    the history it reads or arrives live, once."""
+    topic = "first.race"
+    async with serving(settings) as (url, app):
+        feed = Feed(url, [topic], batch=5)
+        posting = asyncio.create_task(feed.run(2500))
+        wanted = app[MANAGER].channels.interest.wanted
+        seen: list[tuple[str, list[str]]] = []
+        for n in range(12):
+            client = await Collector(f"first-{n}").connect(url)
+            ack = await client.subscribe(topic)
+            await client.wait_for(3 + n)
+            await client.close()
+            seen.append((ack["since"], [e["id"] for e in client.events]))
+            await eventually(lambda: _zero(redis, settings, topic), "the channel let go")
+            assert topic not in wanted
+        await posting
+
+    acknowledged = feed.acknowledged[topic]
+    for since, got in seen:
+        start = acknowledged.index(since) + 1 if since != "0-0" else 0
+        assert got == acknowledged[start : start + len(got)], f"gap or duplicate after {since}"
+
+
+async def test_nothing_is_lost_when_the_listener_connection_is_cut_again_and_again(
+    own_redis: RedisServer, prefix: str
+) -> None:
+    settings = Settings(
+        redis_url=own_redis.url, prefix=prefix, insecure=True, block_ms=200, redis_timeout_s=2.0
+    )
+    redis = connect(settings)
+    fanout = FanoutManager(settings, write_only=True)
+    stop = asyncio.Event()
+    working = asyncio.create_task(Consumer(redis, fanout, settings).run(stop))
+    topics = ["cut.a", "cut.b", "cut.c"]
+    try:
+        async with serving(settings) as (url, app):
+            client = await Collector("watcher").connect(url)
+            for topic in topics:
+                await client.subscribe(topic)
+            feed = Feed(url, topics, batch=10)
+            posting = asyncio.create_task(feed.run(3000, pace_s=0.005))
+            for cut in range(1, 4):
+                await feed.wait_until(lambda c=cut: feed.accepted >= 600 * c, "progress")  # type: ignore[misc]
+                assert await redis.client_kill_filter(_type="pubsub") >= 1
+            await posting
+            for topic in topics:
+                await client.wait_for_id(feed.acknowledged[topic][-1], topic, timeout=30)
+            for topic in topics:
+                assert [e["id"] for e in client.topic_events(topic)] == feed.acknowledged[topic]
+            assert app[MANAGER].channels.connected
+            await client.close()
+    finally:
+        stop.set()
+        await asyncio.wait_for(working, 10)
+        await fanout.aclose()
+        await redis.aclose()
+
+
+async def test_socketio_messages_between_instances_still_flow_on_the_common_channel(
+    settings: Settings,
+) -> None:
+    async with serving(settings) as (_, app_a), serving(settings) as (url_b, _):
+        client = await Collector("on-b").connect(url_b)
+        notes: asyncio.Queue[Any] = asyncio.Queue()
+        client.client.on("note", notes.put)
+        gone = asyncio.Event()
+        client.client.on("disconnect", lambda *_: gone.set())
+        await client.subscribe("common.t")
+        sid = client.client.get_sid("/")
+
+        await app_a[SIO].emit("note", {"to": "sid"}, to=sid)  # to a client of another instance
+        assert await asyncio.wait_for(notes.get(), 10) == {"to": "sid"}
+        await app_a[SIO].emit("note", {"to": "room"}, room="common.t")  # not an `update`
+        assert await asyncio.wait_for(notes.get(), 10) == {"to": "room"}
+        # An `update` emitted by a web instance goes on the topic's channel.
+        event = {"topic": "common.t", "id": "7-0", "ts": 7, "data": {}}
+        await app_a[SIO].emit("update", [event], room="common.t")
+        await client.wait_for_id("7-0")
+        assert client.events == [event]
+
+        await app_a[SIO].disconnect(sid)  # disconnect a client of another instance
+        await asyncio.wait_for(gone.wait(), 10)
+
+
+async def test_shutdown_closes_the_listener_promptly_and_quietly(
+    own_redis: RedisServer, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = Settings(redis_url=own_redis.url, prefix=prefix, insecure=True)
+    redis = connect(settings)
+    try:
+        async with asyncio.timeout(10):
+            async with serving(settings) as (url, _):
+                client = await Collector().connect(url)
+                await client.subscribe("bye.a")
+                await client.subscribe("bye.b")
+                assert await redis.client_list(_type="pubsub")
+                await client.close()  # its UNSUBSCRIBE may be under way while we stop
+        assert await redis.client_list(_type="pubsub") == []
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    finally:
+        await redis.aclose()
+
+
+async def test_a_subscription_not_confirmed_in_time_is_an_error(settings: Settings) -> None:
+    listener = ChannelListener(settings.with_overrides(redis_timeout_s=0.2))  # not listening
+    listener.want("nobody.home", True)
+    with pytest.raises(RedisError):
+        await listener.ready("nobody.home")
+    assert listener._waiters == {}
+
+
+async def test_a_task_that_swallows_a_cancellation_is_cancelled_again() -> None:
+    swallowed = asyncio.Event()
+
+    async def stubborn() -> None:
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            swallowed.set()  # as Python 3.11's wait_for may do
+        await asyncio.sleep(60)
+
+    task = asyncio.create_task(stubborn())
+    await asyncio.sleep(0)
+    await asyncio.wait_for(cancel_and_wait(task, again_after_s=0.01), 5)
+    assert swallowed.is_set()
+    assert task.cancelled()
