@@ -88,6 +88,7 @@ def titles(profile: scenarios.Profile) -> dict[str, str]:
         "fanout": f"fan-out 1x{profile.fanout_subscribers:,}",
         "topics": f"fan-out {profile.topics}x{profile.per_topic}",
         "two-instances": f"2 instances 1x{profile.fanout_subscribers:,}",
+        "four-instances": f"4 instances, 1 hosts the topic, {profile.hosted_rate:g} events/s",
         "pipeline": f"pipeline {profile.pipeline_subscribers:,}x{profile.pipeline_rate:g}/s",
     }
 

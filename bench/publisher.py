@@ -5,7 +5,11 @@ Modes, i.e. how each server is published to:
   then writes history and publishes through realtime's fan-out manager;
 - `http`: POST to our ingest API (the full pipeline);
 - `pysio`: stock python-socketio `AsyncRedisManager(write_only=True).emit`, one emit per
-  event, as a python-socketio worker process would.
+  event, as a python-socketio worker process would;
+- `publish`: PUBLISH the worker's own `update` messages (one per event) straight to the
+  fan-out, on the topic's channel as the worker does, or (job `"channel": "common"`) on
+  the one channel every instance listens on, as the worker did before interest-based
+  fan-out: the web instances run the very same code for both.
 
 Every event's data carries `t`, the publisher's wall clock in ms when it was made, so the
 load generator measures delivery latency; `s` is the step it belongs to.
@@ -36,6 +40,9 @@ def now_ms() -> float:
 
 
 class Sender:
+    def configure(self, job: dict[str, Any]) -> None:
+        return None
+
     async def send(self, batch: list[tuple[str, dict[str, Any]]]) -> None:
         raise NotImplementedError
 
@@ -93,7 +100,38 @@ class PysioSender(Sender):
             await self.manager.emit("update", [event], room=topic, namespace="/")
 
 
+class PublishSender(Sender):
+    def __init__(self, redis_url: str) -> None:
+        from realtime.connections import connect
+        from realtime.fanout import FanoutManager
+
+        self.settings = Settings.from_env(redis_url=redis_url)
+        self.fanout = FanoutManager(self.settings, write_only=True)
+        self.redis = connect(self.settings)
+        self.common: str | None = None
+
+    def configure(self, job: dict[str, Any]) -> None:
+        common = job.get("channel") == "common"
+        self.common = Keys(self.settings.prefix).fanout_channel() if common else None
+
+    async def send(self, batch: list[tuple[str, dict[str, Any]]]) -> None:
+        updates = []
+        for topic, data in batch:
+            t = int(data["t"])
+            updates.append(
+                (topic, [{"topic": topic, "id": f"{t}-{data['seq']}", "ts": t, "data": data}])
+            )
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for channel, message in self.fanout.encode_updates(updates):
+                pipe.publish(self.common or channel, message)
+            await pipe.execute()
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+
 async def run_job(sender: Sender, job: dict[str, Any]) -> dict[str, Any]:
+    sender.configure(job)
     topics: list[str] = job["topics"]
     rate = float(job["rate"])
     count = int(job["count"])
@@ -120,6 +158,7 @@ async def main(mode: str, redis_url: str, url: str) -> None:
         "stream": lambda: StreamSender(redis_url),
         "http": lambda: HttpSender(url),
         "pysio": lambda: PysioSender(redis_url),
+        "publish": lambda: PublishSender(redis_url),
     }
     sender = senders[mode]()
     loop = asyncio.get_running_loop()

@@ -54,6 +54,12 @@ METRICS["two-instances"] = [
     Metric("unwatched_us_per_event", "us/event, topic not hosted", "lower", ".1f"),
 ]
 
+METRICS["four-instances"] = [
+    Metric("topic_us_per_event", "us/event on each non-hosting instance", "lower", ".2f"),
+    Metric("common_us_per_event", "  same, one common channel (before)", "", ".2f"),
+    Metric("ratio", "  interest-based / common channel", "lower", ".1%"),
+]
+
 SERVER_ORDER = (OURS, PYSIO, NODE)
 
 

@@ -52,12 +52,14 @@ class Profile:
     pipeline_rate: float  # events/s
     pipeline_s: float
     bystander_rate: float  # events/s to a topic nobody watches
+    hosted_rate: float  # events/s to a topic one instance of four hosts
+    hosted_s: float
     max_drain_s: float = 2.0
 
 
-QUICK = Profile(300, 100, 10, 10, 1.0, 0, 500, 3.0, 100, 20, 2.0, 200)
-DEFAULT = Profile(5000, 1000, 100, 10, 2.0, 2, 1000, 3.0, 1000, 100, 5.0, 500)
-FULL = Profile(10_000, 1000, 100, 10, 5.0, 3, 1000, 3.0, 1000, 100, 30.0, 500)
+QUICK = Profile(300, 100, 10, 10, 1.0, 0, 500, 3.0, 100, 20, 2.0, 200, 500, 1.0)
+DEFAULT = Profile(5000, 1000, 100, 10, 2.0, 2, 1000, 3.0, 1000, 100, 5.0, 500, 2000, 4.0)
+FULL = Profile(10_000, 1000, 100, 10, 5.0, 3, 1000, 3.0, 1000, 100, 30.0, 500, 2000, 10.0)
 
 
 @dataclass
@@ -425,6 +427,63 @@ async def two_instances(bench: Bench, kind: str) -> dict[str, Any]:
     return await _fanout(bench, kind, 1, bench.profile.fanout_subscribers, instances=2)
 
 
+async def four_instances(bench: Bench, kind: str) -> dict[str, Any]:
+    """Ours only: four instances, one client on the first subscribed to a topic, events
+    on that topic at a fixed rate. The CPU the other three spend on that traffic, with
+    the events published on the topic's channel (interest-based: they are not subscribed)
+    and, as the reference, on the common channel every instance decodes (the worker's
+    publishing before interest-based fan-out; the instances' code path is the same)."""
+    if kind != OURS:
+        return {}
+    profile = bench.profile
+    topic = "bench.hosted"
+    tally = Tally()
+    result: dict[str, Any] = {}
+    async with deploy(bench, kind, instances=4, mode="publish") as dep:
+        clients = await open_clients(dep.urls[:1], 1, lambda i: topic, tally, deflate=bench.deflate)
+        try:
+            _check_clients(clients, 1)
+            others = dep.servers[1:]
+            await asyncio.sleep(1.0)  # start-up settles
+            idle = await _cpu_rate(others, profile.hosted_s)
+            count = max(1, round(profile.hosted_rate * profile.hosted_s))
+            for variant in ("topic", "common"):
+                tally.reset(bench.next_step())
+                cpu0 = [p.cpu() for p in others]
+                started = time.monotonic()
+                await dep.publisher.publish(
+                    [topic], profile.hosted_rate, count, tally.step, channel=variant
+                )
+                await asyncio.sleep(0.5)  # what Redis delivered is handled
+                used = sum(p.cpu() - c for p, c in zip(others, cpu0, strict=True))
+                used -= idle * (time.monotonic() - started)
+                per_event = max(used, 0.0) / len(others) / count * 1e6
+                if tally.delivered != count:
+                    raise BenchError(f"{variant}: {tally.delivered} of {count} delivered")
+                bench.progress(
+                    f"    {variant} channel: the 3 instances not hosting it spend"
+                    f" {per_event:.2f} us per event each"
+                )
+                result[f"{variant}_us_per_event"] = per_event
+        finally:
+            clients.close()
+    result["ratio"] = (
+        result["topic_us_per_event"] / result["common_us_per_event"]
+        if result["common_us_per_event"] > 0
+        else math.nan
+    )
+    bench.progress(f"    interest-based / common channel: {result['ratio']:.1%}")
+    return result
+
+
+async def _cpu_rate(procs: list[Proc], seconds: float) -> float:
+    """CPU seconds per second the processes spend with no traffic."""
+    cpu0 = [p.cpu() for p in procs]
+    started = time.monotonic()
+    await asyncio.sleep(seconds)
+    return sum(p.cpu() - c for p, c in zip(procs, cpu0, strict=True)) / (time.monotonic() - started)
+
+
 async def pipeline(bench: Bench, kind: str) -> dict[str, Any]:
     """Ours only: HTTP ingest -> stream -> worker -> clients, latency at a fixed rate."""
     if kind != OURS:
@@ -463,5 +522,6 @@ SCENARIOS: dict[str, Callable[[Bench, str], Any]] = {
     "fanout": fanout,
     "topics": topics,
     "two-instances": two_instances,
+    "four-instances": four_instances,
     "pipeline": pipeline,
 }

@@ -214,13 +214,20 @@ class Publisher:
         return cls(proc)
 
     async def publish(
-        self, topics: Sequence[str], rate: float, count: int, step: int, pad: int = 0
+        self,
+        topics: Sequence[str],
+        rate: float,
+        count: int,
+        step: int,
+        pad: int = 0,
+        **options: str,
     ) -> dict[str, Any]:
         process = self.proc.process
         assert process is not None, "publisher not started"
         assert process.stdin is not None
         assert process.stdout is not None
         job = {"topics": list(topics), "rate": rate, "count": count, "step": step, "pad": pad}
+        job.update(options)
         process.stdin.write(jsoncodec.dumpb(job) + b"\n")
         await process.stdin.drain()
         line = await process.stdout.readline()
