@@ -58,6 +58,9 @@ METRICS["four-instances"] = [
     Metric("topic_us_per_event", "us/event on each non-hosting instance", "lower", ".2f"),
     Metric("common_us_per_event", "  same, one common channel (before)", "", ".2f"),
     Metric("ratio", "  interest-based / common channel", "lower", ".1%"),
+    Metric("topic_cpu_ms", "  CPU ms of the three, topic channel", "", ".0f"),
+    Metric("topic_idle_cpu_ms", "    of which idle (same time, no traffic)", "", ".0f"),
+    Metric("common_cpu_ms", "  CPU ms of the three, common channel", "", ".0f"),
 ]
 
 SERVER_ORDER = (OURS, PYSIO, NODE)

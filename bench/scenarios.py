@@ -428,8 +428,8 @@ async def two_instances(bench: Bench, kind: str) -> dict[str, Any]:
 
 
 async def four_instances(bench: Bench, kind: str) -> dict[str, Any]:
-    """Ours only: four instances, one client on the first subscribed to a topic, events
-    on that topic at a fixed rate. The CPU the other three spend on that traffic, with
+    """Ours only: four instances, a client on each, the first one's subscribed to a topic,
+    events on that topic at a fixed rate. The CPU the other three spend on that traffic, with
     the events published on the topic's channel (interest-based: they are not subscribed)
     and, as the reference, on the common channel every instance decodes (the worker's
     publishing before interest-based fan-out; the instances' code path is the same)."""
@@ -440,9 +440,17 @@ async def four_instances(bench: Bench, kind: str) -> dict[str, Any]:
     tally = Tally()
     result: dict[str, Any] = {}
     async with deploy(bench, kind, instances=4, mode="publish") as dep:
-        clients = await open_clients(dep.urls[:1], 1, lambda i: topic, tally, deflate=bench.deflate)
+        # Every instance has a client (a listener starts with the first connection); the
+        # first one's watches the topic, the others' a topic of their own.
+        clients = await open_clients(
+            dep.urls,
+            4,
+            lambda i: topic if i == 0 else f"bench.other{i}",
+            tally,
+            deflate=bench.deflate,
+        )
         try:
-            _check_clients(clients, 1)
+            _check_clients(clients, 4)
             others = dep.servers[1:]
             await asyncio.sleep(1.0)  # start-up settles
             idle = await _cpu_rate(others, profile.hosted_s)
@@ -455,9 +463,11 @@ async def four_instances(bench: Bench, kind: str) -> dict[str, Any]:
                     [topic], profile.hosted_rate, count, tally.step, channel=variant
                 )
                 await asyncio.sleep(0.5)  # what Redis delivered is handled
-                used = sum(p.cpu() - c for p, c in zip(others, cpu0, strict=True))
-                used -= idle * (time.monotonic() - started)
-                per_event = max(used, 0.0) / len(others) / count * 1e6
+                raw = sum(p.cpu() - c for p, c in zip(others, cpu0, strict=True))
+                baseline = idle * (time.monotonic() - started)
+                per_event = max(raw - baseline, 0.0) / len(others) / count * 1e6
+                result[f"{variant}_cpu_ms"] = raw * 1000
+                result[f"{variant}_idle_cpu_ms"] = baseline * 1000
                 if tally.delivered != count:
                     raise BenchError(f"{variant}: {tally.delivered} of {count} delivered")
                 bench.progress(
