@@ -40,6 +40,13 @@ def _names(allowed: tuple[str, ...] | list[str]) -> Any:
     return parse
 
 
+def _realtime_setting(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name.startswith("REALTIME_"):
+        raise argparse.ArgumentTypeError(f"expected REALTIME_NAME=VALUE, got {text!r}")
+    return name, value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
@@ -72,6 +79,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-deflate",
         action="store_true",
         help="clients do not offer permessage-deflate (browsers do, so by default they do)",
+    )
+    parser.add_argument(
+        "--ours-env",
+        metavar="REALTIME_X=V",
+        action="append",
+        type=_realtime_setting,
+        default=[],
+        help="a setting for our web and worker processes, e.g. REALTIME_BATCH_TICK_MS=0 "
+        "(repeatable; the references ignore REALTIME_* variables)",
     )
     parser.add_argument(
         "--json", metavar="PATH", help="also write the results as JSON ('-': stdout)"
@@ -140,6 +156,8 @@ def main() -> int:
     if NODE in args.servers and (why := node_ready()):
         print(f"python -m bench: the Node reference cannot run: {why}", file=sys.stderr)
         return 2
+    # Children inherit the environment; only ours reads REALTIME_* variables.
+    os.environ.update(dict(args.ours_env))
     profile = scenarios.QUICK if args.quick else scenarios.FULL if args.full else scenarios.DEFAULT
     log_dir = args.log_dir or Path(tempfile.mkdtemp(prefix="realtime-bench-"))
     started = time.monotonic()
@@ -167,6 +185,7 @@ def main() -> int:
             "profile": "quick" if args.quick else "full" if args.full else "default",
             "runs": args.runs,
             "deflate_offered": not args.no_deflate,
+            "ours_env": dict(args.ours_env),
             "p99_limit_ms": scenarios.P99_LIMIT_MS,
             "loss_limit": scenarios.LOSS_LIMIT,
             "profile_values": profile.__dict__,

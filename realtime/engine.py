@@ -88,6 +88,7 @@ class EngineSocket(AsyncSocket):  # type: ignore[misc]
     object as an `AsyncSocket` and `EngineServer` adopts it."""
 
     last_ping: float | None
+    queue: Any  # asyncio.Queue; None once the connection is on the websocket
     connected: bool
     outbox: Outbox | None = None
     _ping_handle: asyncio.TimerHandle | None = None
@@ -193,10 +194,12 @@ class EngineSocket(AsyncSocket):  # type: ignore[misc]
             self.connected = True
             self.upgraded = True
         self.outbox = outbox = ws.outbox()
-        # What was queued for polling (during the upgrade, say) leaves first, in order.
-        while not self.queue.empty():
-            queued = self.queue.get_nowait()
-            self.queue.task_done()
+        # What was queued for polling (during the upgrade, say) leaves first, in order;
+        # from now on the outbox is the only way out, and the queue (four deques, a few
+        # KiB a connection) is let go.
+        queue, self.queue = self.queue, None
+        while not queue.empty():
+            queued = queue.get_nowait()
             if queued is None:
                 outbox.end()
                 break
@@ -227,12 +230,12 @@ class EngineSocket(AsyncSocket):  # type: ignore[misc]
         return True
 
     async def _read(self, ws: EngineWebSocket) -> None:
-        timeout = self.server.ping_interval + self.server.ping_timeout
+        # No timeout per read: a peer that stops answering pings is closed by engineio's
+        # service task (`close` ends the outbox, which ends the websocket, and this).
         while True:
             try:
-                async with asyncio.timeout(timeout):
-                    data = await ws.wait()
-            except (TimeoutError, OSError, ConnectionError):
+                data = await ws.wait()
+            except (OSError, ConnectionError):
                 return
             if len(data) > self.server.max_http_buffer_size:
                 return

@@ -47,7 +47,7 @@ class Outbox:
         self.compressed = bool(response.compress)
         self.max_bytes = max_bytes
         self.max_packets = max_packets
-        self.pending: deque[bytes] = deque()
+        self.pending: deque[bytes] | None = None  # made when first needed (most never do)
         self.pending_bytes = 0
         self.on_drained: Callable[[], None] | None = None
         self._flusher: asyncio.Task[None] | None = None
@@ -74,9 +74,8 @@ class Outbox:
 
     def full(self) -> bool:
         return (
-            len(self.pending) >= self.max_packets
-            or self.pending_bytes + self.transport.get_write_buffer_size() >= self.max_bytes
-        )
+            self.pending is not None and len(self.pending) >= self.max_packets
+        ) or self.pending_bytes + self.transport.get_write_buffer_size() >= self.max_bytes
 
     def backlog_bytes(self) -> int:
         return self.pending_bytes + self.transport.get_write_buffer_size()
@@ -98,6 +97,8 @@ class Outbox:
             data = b"\x00" + data
         elif self.compressed:
             data = b"\x01" + data
+        if self.pending is None:
+            self.pending = deque()
         self.pending.append(data)
         self.pending_bytes += len(data)
         self._start_flusher()
@@ -107,6 +108,7 @@ class Outbox:
             self._flusher = asyncio.create_task(self._flush())
 
     async def _flush(self) -> None:
+        assert self.pending is not None
         try:
             while self.pending:
                 if self.protocol.writing_paused:
@@ -146,7 +148,7 @@ class Outbox:
         of one already), and close; a peer that does not read it in time is cut off."""
         self._ending = True
         self.on_drained = None
-        self.pending.clear()
+        self.pending = None
         self.pending_bytes = 0
         if self._flusher is not None:
             self._flusher.cancel()

@@ -67,7 +67,7 @@ class Batch:
         return self.events[bisect.bisect_right(self.ids, last) :]
 
 
-@dataclass
+@dataclass(slots=True)
 class Cursor:
     generation: int
     last: StreamId | None  # the newest id this connection has been sent (or told about)
