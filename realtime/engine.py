@@ -197,13 +197,14 @@ class EngineSocket(AsyncSocket):  # type: ignore[misc]
         # What was queued for polling (during the upgrade, say) leaves first, in order;
         # from now on the outbox is the only way out, and the queue (four deques, a few
         # KiB a connection) is let go.
-        queue, self.queue = self.queue, None
+        queue, self.queue, queued = self.queue, None, None
         while not queue.empty():
             queued = queue.get_nowait()
             if queued is None:
                 outbox.end()
                 break
             outbox.write_message(queued.encode())
+        del queue, queued  # this frame lives as long as the connection
         try:
             await self._read(ws)
         finally:

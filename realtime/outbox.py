@@ -58,6 +58,8 @@ class Outbox:
     def write(self, frame: Frame) -> None:
         """Hand one frame to the connection (the single place where an `update` leaves
         for a websocket)."""
+        if self.transport.is_closing():  # gone; its read loop is about to notice
+            return
         if self.compressed:
             self._queue(frame.message)
         elif self.pending or self.protocol.writing_paused:
