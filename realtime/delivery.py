@@ -173,7 +173,7 @@ class Delivery:
             "code": SLOW_CLIENT,
             "message": f"Too slow: the connection could not keep up for {self.slow_client_s:g}s.",
         }
-        socket.abandon([Frame.event(CLOSING_EVENT, reason), Frame(b"41"), Frame(b"1")])
+        socket.abandon([Frame.event(CLOSING_EVENT, reason), Frame(b"41")])
 
     # -- subscriptions --------------------------------------------------------------------
 

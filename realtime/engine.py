@@ -169,16 +169,17 @@ class EngineSocket(AsyncSocket):  # type: ignore[misc]
             self.queue.put_nowait(None)
 
     def abandon(self, last: list[Frame]) -> None:
-        """Cut a connection off: drop its backlog, send `last`, close (see Outbox)."""
+        """Cut a connection off: drop its backlog, send the messages `last` and the
+        Engine.IO close, and end the transport (see `Outbox.abandon`)."""
         if self.outbox is not None:
-            self.outbox.abandon(last)
+            self.outbox.abandon([*last, Frame(packet.Packet(packet.CLOSE).encode().encode())])
         else:
             while not self.queue.empty():
                 self.queue.get_nowait()
                 self.queue.task_done()
             for frame in last:
                 self.queue.put_nowait(packet.Packet(packet.MESSAGE, data=frame.packet))
-            self.queue.put_nowait(None)
+            self.queue.put_nowait(packet.Packet(packet.CLOSE))
 
     # -- the websocket transport --------------------------------------------------------
 
