@@ -18,7 +18,8 @@ from redis.asyncio import Redis
 
 from processors.pipeline_config import load_pipelines
 from processors.pipelines import Pipelines
-from realtime import admin, dashboard, errors, jsoncodec, request_id
+from realtime import admin, auth, dashboard, errors, ingest_auth, jsoncodec, request_id
+from realtime.access import Access
 from realtime.connections import connect
 from realtime.delivery import Delivery
 from realtime.fanout import FanoutManager
@@ -27,6 +28,7 @@ from realtime.history import HistoryReader
 from realtime.ingest import IngestHandler, IngestWriter
 from realtime.keys import Keys
 from realtime.namespace import TopicNamespace
+from realtime.ratelimit import IngestRate
 from realtime.settings import Settings
 from realtime.socketserver import SocketServer
 from realtime.subscriptions import Subscriptions
@@ -39,6 +41,8 @@ SIO = web.AppKey("sio", SocketServer)
 MANAGER = web.AppKey("manager", FanoutManager)
 INGEST = web.AppKey("ingest", IngestWriter)
 DELIVERY = web.AppKey("delivery", Delivery)
+ACCESS = web.AppKey("access", Access)
+INGEST_RATE = web.AppKey("ingest_rate", IngestRate)
 
 
 def create_sio(settings: Settings, manager: FanoutManager) -> SocketServer:
@@ -50,6 +54,9 @@ def create_sio(settings: Settings, manager: FanoutManager) -> SocketServer:
         cors_allowed_origins=admin.cors_allowed_origins(settings),
         ping_interval=settings.ping_interval_s,
         ping_timeout=settings.ping_timeout_s,
+        # Largest packet a client may send (a websocket message, a long-poll POST body):
+        # clients send only small requests; past it python-engineio closes the connection.
+        max_http_buffer_size=settings.max_message_bytes,
         logger=False,
         engineio_logger=False,
         admin_namespace=admin.ADMIN_NAMESPACE,
@@ -63,6 +70,7 @@ def create_sio(settings: Settings, manager: FanoutManager) -> SocketServer:
 
 async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
+    await app[ACCESS].aclose()
     await app[DELIVERY].aclose()
     await app[REDIS].aclose()
 
@@ -112,6 +120,7 @@ def create_app(settings: Settings) -> web.Application:
     redis = connect(settings)  # no I/O until first use; closed by _redis_ctx
     app[REDIS] = redis
     app[INGEST] = IngestWriter(redis, settings)
+    app[INGEST_RATE] = IngestRate(redis, Keys(settings.prefix), settings.ingest_rate)
     app.cleanup_ctx.append(_redis_ctx)
 
     manager = FanoutManager(settings)
@@ -126,7 +135,9 @@ def create_app(settings: Settings) -> web.Application:
         slow_client_s=settings.slow_client_s,
     )
     manager.attach(delivery)
-    sio.register_namespace(TopicNamespace(settings, delivery))
+    access = Access(settings, sio, auth.verifier(settings))
+    app[ACCESS] = access
+    sio.register_namespace(TopicNamespace(settings, delivery, access))
     app[DELIVERY] = delivery
     sio.attach(app)
     app[SIO] = sio
@@ -140,7 +151,14 @@ def create_app(settings: Settings) -> web.Application:
 
     # Ingest refuses the pipelines' window-output topics (a bad file: PipelinesError).
     pipelines = Pipelines(load_pipelines(settings.pipelines_file))
-    app.router.add_post("/api/v1/events", IngestHandler(INGEST, settings, pipelines).handle)
+    ingest = IngestHandler(
+        INGEST,
+        settings,
+        pipelines,
+        keys=ingest_auth.ingest_keys(settings),
+        rate_key=INGEST_RATE,
+    )
+    app.router.add_post("/api/v1/events", ingest.handle)
     app.router.add_get("/readyz", Readiness(REDIS).handle)
     app.router.add_get("/healthz", healthz)
     dashboard.add_routes(app, Path(settings.dashboard_dir) if settings.dashboard_dir else None)

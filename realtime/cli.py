@@ -54,9 +54,24 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         settings = settings.with_overrides(host=args.host)
     if args.port is not None:
         settings = settings.with_overrides(port=args.port)
-    if settings.insecure:
-        logger.warning("REALTIME_INSECURE=1: clients and producers are not authenticated")
-    app = create_app(settings)
+    from realtime.auth import unprotected
+
+    open_parts = unprotected(settings)
+    if open_parts and not settings.insecure:
+        print(
+            "realtime serve: refusing to start without authentication: "
+            + "; ".join(open_parts)
+            + ". For local development only, set REALTIME_INSECURE=1.",
+            file=sys.stderr,
+        )
+        return 2
+    for part in open_parts:
+        logger.warning("REALTIME_INSECURE=1: %s", part)
+    try:
+        app = create_app(settings)
+    except ValueError as exc:  # e.g. a public key that cannot be read
+        print(f"realtime serve: configuration error: {exc}", file=sys.stderr)
+        return 2
     logger.info(
         "web listening on http://%s:%d (Redis %s)",
         settings.host,
@@ -104,7 +119,7 @@ def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
     from realtime.dev import run_dev
 
     port = args.port if args.port is not None else settings.port
-    return _run(run_dev(port, demo=not args.no_demo))
+    return _run(run_dev(port, demo=not args.no_demo, ingest_key=settings.ingest_key))
 
 
 def _default_url(settings: Settings) -> str:
@@ -126,6 +141,7 @@ def cmd_watch(settings: Settings, args: argparse.Namespace) -> int:
             transports=["polling"] if args.polling else None,
             since=args.since,
             snapshot=args.snapshot,
+            token=args.token or settings.token or None,
         )
 
     return _run(main())
@@ -139,7 +155,9 @@ def cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
     except jsoncodec.JSONDecodeError as exc:
         print(f"realtime publish: DATA is not JSON: {exc}", file=sys.stderr)
         return 2
-    status, body = _run(publish(args.url or _default_url(settings), args.topic, data, args.ts))
+    url = args.url or _default_url(settings)
+    key = args.key or settings.ingest_key
+    status, body = _run(publish(url, args.topic, data, args.ts, key=key))
     print(jsoncodec.dumps(body))
     return 0 if status == 202 else 1
 
@@ -147,7 +165,13 @@ def cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_loadtest(settings: Settings, args: argparse.Namespace) -> int:
     from realtime.loadtest import command
 
-    return command.run(args, _default_url(settings), _new_loop)
+    return command.run(
+        args,
+        _default_url(settings),
+        _new_loop,
+        default_key=settings.ingest_key,
+        default_token=settings.token,
+    )
 
 
 def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
@@ -204,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="server URL (default http://127.0.0.1:$PORT); repeat it to fail over between servers",
     )
     watch.add_argument("--polling", action="store_true", help="use HTTP long-polling only")
+    watch.add_argument("--token", help="JWT to connect with (default $REALTIME_TOKEN)")
     watch.add_argument("--since", metavar="ID", help="start after this event id (replay from it)")
     watch.add_argument(
         "--snapshot", type=int, metavar="N", help="first print the newest N events of each topic"
@@ -215,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     publish.add_argument("data", metavar="JSON", help="the event data, a JSON object")
     publish.add_argument("--ts", type=int, help="event time in epoch milliseconds (default now)")
     publish.add_argument("--url", help="server URL (default http://127.0.0.1:$PORT)")
+    publish.add_argument("--key", help="publish key (default $REALTIME_INGEST_KEY)")
     publish.set_defaults(func=cmd_publish)
 
     from realtime.loadtest.command import add_arguments as add_loadtest_arguments

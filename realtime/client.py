@@ -35,7 +35,13 @@ import socketio
 
 from realtime import jsoncodec
 from realtime.backoff import Backoff
-from realtime.keys import NAMESPACE, SUBSCRIBE_EVENT, UNSUBSCRIBE_EVENT, UPDATE_EVENT
+from realtime.keys import (
+    CLOSING_EVENT,
+    NAMESPACE,
+    SUBSCRIBE_EVENT,
+    UNSUBSCRIBE_EVENT,
+    UPDATE_EVENT,
+)
 from realtime.streamids import StreamId, StreamIdError, parse_id
 
 logger = logging.getLogger(__name__)
@@ -44,8 +50,15 @@ Event = dict[str, Any]
 Ack = dict[str, Any]
 EventsHandler = Callable[[list[Event]], Awaitable[None] | None]
 TopicHandler = Callable[[str, Ack], Awaitable[None] | None]
+RefusedHandler = Callable[[str], Awaitable[None] | None]
+# A token, or a function that returns a fresh one for every connect (tokens expire).
+Token = str | Callable[[], str | Awaitable[str]]
 
 UNAVAILABLE = "unavailable"
+
+
+class ConnectRefused(socketio.exceptions.ConnectionError):  # type: ignore[misc]
+    """The server refused the connection (e.g. its token); retrying will not help."""
 
 
 class SubscribeError(Exception):
@@ -93,7 +106,9 @@ class RealtimeClient:
         on_events: EventsHandler,
         on_gap: TopicHandler | None = None,
         on_error: TopicHandler | None = None,
+        on_refused: RefusedHandler | None = None,
         transports: Sequence[str] | None = None,
+        token: Token | None = None,
         reconnection_delay: float = 0.5,
         reconnection_delay_max: float = 5.0,
         request_timeout: float = 10.0,
@@ -101,13 +116,20 @@ class RealtimeClient:
         """`on_events(events)`: new events, each once, in id order per topic.
         `on_gap(topic, ack)`: a resume was answered `recovered: false`: events after the
         last one you saw are gone from history (the events that follow are current).
-        `on_error(topic, ack)`: the server refused a subscription (it is dropped)."""
+        `on_error(topic, ack)`: the server refused a subscription (it is dropped).
+        `token`: the JWT to connect with, or a function returning a fresh one (called
+        on every connect). `on_refused(message)`: the server refused a reconnect (an
+        expired token, say); the client stops reconnecting."""
         self.urls = [urls] if isinstance(urls, str) else list(urls)
         if not self.urls:
             raise ValueError("give at least one server URL")
         self.on_events = on_events
         self.on_gap = on_gap
         self.on_error = on_error
+        self.on_refused = on_refused
+        self.token = token
+        self.refusal: str | None = None  # why the server refused the latest connect
+        self.closing: dict[str, Any] | None = None  # the server's reason before it closed
         self.transports = list(transports) if transports else None
         self.request_timeout = request_timeout
         self.reconnection_delay = reconnection_delay
@@ -129,6 +151,8 @@ class RealtimeClient:
         )
         self.sio.on("connect", self._on_connect)
         self.sio.on("disconnect", self._on_disconnect)
+        self.sio.on("connect_error", self._on_connect_error)
+        self.sio.on(CLOSING_EVENT, self._on_closing)
         self.sio.on(UPDATE_EVENT, self._on_update)
 
     # -- connection -----------------------------------------------------------------------
@@ -148,15 +172,21 @@ class RealtimeClient:
         self._closed.clear()
         backoff = Backoff(base_s=self.reconnection_delay, cap_s=self.reconnection_delay_max)
         while True:
+            self.refusal = None
             try:
                 await self.sio.connect(
                     self._next_url,
                     transports=self.transports,
                     namespaces=[NAMESPACE],
                     wait_timeout=self.request_timeout,
+                    auth=self._auth if self.token is not None else None,
                 )
                 return
             except (socketio.exceptions.ConnectionError, ValueError) as exc:
+                refusal = self._refused()
+                if refusal is not None:
+                    await self.sio.disconnect()
+                    raise ConnectRefused(refusal) from None
                 delay = backoff.next_delay()
                 logger.info("cannot connect to %s (%s); next try in %.1fs", self.url, exc, delay)
             with contextlib.suppress(TimeoutError):
@@ -164,6 +194,25 @@ class RealtimeClient:
                     await self._closed.wait()
             if self._closing:
                 raise socketio.exceptions.ConnectionError("client closed")
+
+    def _refused(self) -> str | None:
+        # Set by the connect_error handler while `sio.connect` ran.
+        return self.refusal
+
+    async def _auth(self) -> dict[str, str]:
+        token = self.token() if callable(self.token) else self.token
+        if inspect.isawaitable(token):
+            token = await token
+        return {"token": str(token)}
+
+    async def _on_connect_error(self, data: Any = None) -> None:
+        message = data.get("message") if isinstance(data, dict) else data
+        self.refusal = str(message or "connection refused")
+        logger.warning("%s refused the connection: %s", self.url, self.refusal)
+
+    async def _on_closing(self, reason: Any = None) -> None:
+        self.closing = reason if isinstance(reason, dict) else {"message": str(reason)}
+        logger.info("%s is closing the connection: %s", self.url, self.closing)
 
     @property
     def connected(self) -> bool:
@@ -210,7 +259,10 @@ class RealtimeClient:
         # The engine.io client finishes closing after this handler; give it a moment.
         await asyncio.sleep(self.reconnection_delay)
         if not self._closing and not self.connected:
-            await self.connect()
+            try:
+                await self.connect()
+            except ConnectRefused as exc:
+                await _call(self.on_refused, str(exc))
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)

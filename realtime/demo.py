@@ -59,11 +59,15 @@ class DemoFeed:
         return batch
 
 
-async def run_demo_feed(base_url: str, stop: asyncio.Event, interval_s: float = 0.2) -> None:
-    """Post a demo batch every `interval_s` until `stop`; a failed post is logged, not fatal."""
+async def run_demo_feed(
+    base_url: str, stop: asyncio.Event, interval_s: float = 0.2, *, key: str = ""
+) -> None:
+    """Post a demo batch every `interval_s` until `stop` (with the publish `key`, if any);
+    a failed post is logged, not fatal."""
     feed = DemoFeed()
     url = base_url.rstrip("/") + "/api/v1/events"
-    async with aiohttp.ClientSession() as session:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    async with aiohttp.ClientSession(headers=headers) as session:
         while not stop.is_set():
             try:
                 async with session.post(url, json=feed.next_batch()) as response:

@@ -2,6 +2,9 @@
 
 Starts an embedded Redis when `REDIS_URL` is unset, one web and one worker process,
 feeds demo metrics, prints the URL, and on Ctrl-C stops everything it started.
+
+It runs without authentication (REALTIME_INSECURE=1: the web process warns about it on
+start) and binds 127.0.0.1 only, so nothing outside this machine can reach it.
 """
 
 from __future__ import annotations
@@ -64,7 +67,13 @@ async def _stop(children: list[asyncio.subprocess.Process]) -> None:
             await child.wait()
 
 
-async def run_dev(port: int, *, demo: bool = True, env: Mapping[str, str] | None = None) -> int:
+async def run_dev(
+    port: int,
+    *,
+    demo: bool = True,
+    env: Mapping[str, str] | None = None,
+    ingest_key: str = "",
+) -> int:
     base_env = dict(os.environ if env is None else env)
     redis: RedisServer | None = None
     if not base_env.get("REDIS_URL"):
@@ -108,7 +117,7 @@ async def run_dev(port: int, *, demo: bool = True, env: Mapping[str, str] | None
         tasks: list[asyncio.Task[Any]] = [asyncio.create_task(stop.wait())]
         tasks += [asyncio.create_task(child.wait()) for child in children]
         if demo:
-            tasks.append(asyncio.create_task(run_demo_feed(url, stop)))
+            tasks.append(asyncio.create_task(run_demo_feed(url, stop, key=ingest_key)))
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         stop.set()
         for task in tasks:

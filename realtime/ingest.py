@@ -31,7 +31,9 @@ from redis.exceptions import RedisError
 
 from processors.pipelines import Pipelines
 from realtime import errors, jsoncodec
+from realtime.ingest_auth import IngestKeys, PublishKey, Unauthorized
 from realtime.keys import Keys
+from realtime.ratelimit import IngestRate
 from realtime.schemas import EventSchema, field_errors
 from realtime.settings import Settings
 from realtime.topics import partition_of
@@ -166,22 +168,49 @@ class IngestWriter:
         return keys, args
 
 
+def _oversize(events: list[dict[str, Any]], limit: int) -> dict[str, Any]:
+    """Field errors for the events whose `data` is over `limit` bytes as JSON."""
+    fields: dict[str, Any] = {}
+    for n, event in enumerate(events):
+        size = len(jsoncodec.dumpb(event["data"]))
+        if size > limit:
+            fields[str(n)] = {"data": [f"{size} bytes of JSON; the limit is {limit}."]}
+    return fields
+
+
 class IngestHandler:
-    """The `POST /api/v1/events` handler; the writer comes from the running app."""
+    """The `POST /api/v1/events` handler; the writer and rate come from the running app.
+
+    Checks, in order: the publish key (401), body size, JSON, batch length, the schema,
+    each event's size, the key's topics (403), the key's rate (429), then Redis (503)."""
 
     def __init__(
         self,
         writer_key: web.AppKey[IngestWriter],
         settings: Settings,
         pipelines: Pipelines | None = None,
+        *,
+        keys: IngestKeys | None = None,
+        rate_key: web.AppKey[IngestRate] | None = None,
     ) -> None:
         self.writer_key = writer_key
         self.pipelines = pipelines
+        self.rate_key = rate_key
+        self.keys = keys
         self.max_body = settings.max_body_bytes
         self.max_batch = settings.max_batch
+        self.max_event = settings.max_event_bytes
         self.schema = EventSchema()
 
     async def handle(self, request: web.Request) -> web.Response:
+        publisher: PublishKey | None = None
+        if self.keys is not None:
+            try:
+                publisher = self.keys.authenticate(request.headers.get("Authorization"))
+            except Unauthorized as exc:
+                response = json_error(401, errors.UNAUTHORIZED, str(exc))
+                response.headers["WWW-Authenticate"] = 'Bearer realm="realtime"'
+                return response
         try:
             body = await read_body(request, self.max_body)
         except BodyTooLarge:
@@ -208,7 +237,33 @@ class IngestHandler:
         if derived:
             fields = derived if isinstance(payload, list) else derived["0"]
             return json_error(400, errors.INVALID, "Invalid event.", fields)
+        oversize = _oversize(events, self.max_event)
+        if oversize:
+            if not isinstance(payload, list):
+                oversize = oversize["0"]
+            return json_error(
+                413, errors.TOO_LARGE, f"Event data exceeds {self.max_event} bytes.", oversize
+            )
+        if publisher is not None:
+            refused = sorted({e["topic"] for e in events if not publisher.allows(e["topic"])})
+            if refused:
+                return json_error(
+                    403,
+                    errors.FORBIDDEN,
+                    f"This publish key may not publish to {', '.join(refused)}.",
+                )
         try:
+            if publisher is not None and self.rate_key is not None:
+                wait_s = await request.app[self.rate_key].retry_after_s(publisher.name, len(events))
+                if wait_s:
+                    response = json_error(
+                        429,
+                        errors.LIMIT,
+                        "This publish key is over its rate of "
+                        f"{request.app[self.rate_key].limit} events/s; retry later.",
+                    )
+                    response.headers["Retry-After"] = str(wait_s)
+                    return response
             ids = await request.app[self.writer_key].append(events)
         except NotReplicated as exc:
             logger.warning("ingest not confirmed by replicas: %s", exc)

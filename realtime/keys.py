@@ -11,6 +11,8 @@ from dataclasses import dataclass
 UPDATE_EVENT = "update"
 SUBSCRIBE_EVENT = "subscribe"
 UNSUBSCRIBE_EVENT = "unsubscribe"
+# Server to client, just before the server disconnects it: {"code", "message"} saying why.
+CLOSING_EVENT = "closing"
 NAMESPACE = "/"
 # Server to client, just before the server ends a connection: {"code", "message"}.
 CLOSING_EVENT = "closing"
@@ -49,6 +51,10 @@ class Keys:
     def idempotency(self, topic: str, key: str) -> str:
         """The ingest id an event with this idempotency key was first accepted under."""
         return f"{self.prefix}idem:{topic}:{key}"
+
+    def ingest_rate(self, key_name: str) -> str:
+        """Events a publish key (named by a hash prefix, never the key) sent this second."""
+        return f"{self.prefix}rate:{key_name}"
 
     def fanout_channel(self) -> str:
         """The pub/sub channel every web instance listens on: python-socketio's own

@@ -15,6 +15,7 @@ import socketio
 from marshmallow import Schema, ValidationError
 
 from realtime import errors
+from realtime.access import Access
 from realtime.delivery import Delivery, HistoryUnavailable
 from realtime.keys import NAMESPACE
 from realtime.schemas import SubscribeSchema, UnsubscribeSchema, field_errors
@@ -33,22 +34,31 @@ def _single_payload(schema: Schema, args: tuple[Any, ...]) -> dict[str, Any]:
 
 
 class TopicNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
-    def __init__(self, settings: Settings, delivery: Delivery) -> None:
+    def __init__(self, settings: Settings, delivery: Delivery, access: Access) -> None:
         super().__init__(NAMESPACE)
         self.settings = settings
         self.delivery = delivery
+        self.access = access
         self._subscribe = SubscribeSchema()
         self._unsubscribe = UnsubscribeSchema()
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> bool:
+        self.access.connect(sid, auth)  # raises ConnectionRefusedError
         return True
 
     async def on_subscribe(self, sid: str, *args: Any) -> dict[str, Any]:
+        limited = self.access.check_rate(sid, "subscribe")
+        if limited is not None:
+            return limited
         try:
             request = _single_payload(self._subscribe, args)
         except ValidationError as exc:
             return errors.error_ack(errors.INVALID, "Invalid subscribe request.", field_errors(exc))
         topic = request["topic"]
+        # Before anything is joined or read: a refused subscribe replays nothing.
+        refused = self.access.check_subscribe(sid, topic, self.delivery.subs.topics(sid))
+        if refused is not None:
+            return refused
         since = parse_id(request["since"]) if "since" in request else None
         try:
             return await self.delivery.subscribe(sid, topic, since, request.get("snapshot"))
@@ -58,6 +68,9 @@ class TopicNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             )
 
     async def on_unsubscribe(self, sid: str, *args: Any) -> dict[str, Any]:
+        limited = self.access.check_rate(sid, "unsubscribe")
+        if limited is not None:
+            return limited
         try:
             request = _single_payload(self._unsubscribe, args)
         except ValidationError as exc:
@@ -69,4 +82,5 @@ class TopicNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         return {"ok": True, "topic": topic}
 
     async def on_disconnect(self, sid: str, *reason: Any) -> None:
+        self.access.disconnected(sid)
         self.delivery.disconnected(sid)

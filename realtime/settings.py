@@ -6,6 +6,7 @@ Every environment variable the system understands is read here and nowhere else.
 from __future__ import annotations
 
 import os
+import re
 import socket
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -72,6 +73,51 @@ def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in raw.split(",") if item.strip())
 
 
+@dataclass(frozen=True)
+class IngestKeySpec:
+    """One publish key of `REALTIME_INGEST_KEYS` and the topic patterns it may publish to
+    (empty: every topic)."""
+
+    key: str = field(repr=False)
+    topics: tuple[str, ...] = ()
+
+
+MIN_INGEST_KEY_CHARS = 16
+MIN_JWT_SECRET_CHARS = 32  # RFC 7518 3.2: an HS256 key at least as long as the hash
+_KEY_CHARS = re.compile(r"^[A-Za-z0-9_.~+/=-]+$")
+_TOPIC_GLOB = re.compile(r"^[a-z0-9_.:*?\[\]!-]{1,128}$")
+
+
+def _ingest_keys(env: Mapping[str, str], name: str) -> tuple[IngestKeySpec, ...]:
+    """`KEY` or `KEY:PATTERN|PATTERN`, comma-separated. Messages never quote a key."""
+    specs: list[IngestKeySpec] = []
+    for n, entry in enumerate(_list(env, name), start=1):
+        key, colon, patterns = entry.partition(":")
+        key = key.strip()
+        if len(key) < MIN_INGEST_KEY_CHARS or not _KEY_CHARS.match(key):
+            raise SettingsError(
+                f"{name}: key {n} must be at least {MIN_INGEST_KEY_CHARS} characters of "
+                "A-Z a-z 0-9 _ . ~ + / = - (e.g. `openssl rand -hex 32`)"
+            )
+        topics = tuple(p.strip() for p in patterns.split("|") if p.strip())
+        bad = [p for p in topics if not _TOPIC_GLOB.match(p)]
+        if bad or (colon and not topics):
+            raise SettingsError(
+                f"{name}: key {n} has an invalid topic pattern {bad[0] if bad else patterns!r} "
+                "(topic characters and the globs * ? [...])"
+            )
+        specs.append(IngestKeySpec(key, topics))
+    return tuple(specs)
+
+
+def _pem(env: Mapping[str, str], name: str) -> str:
+    # One-line environments (.env files, some CI UIs) carry the PEM with literal \n.
+    raw = env.get(name, "").strip().replace("\\n", "\n")
+    if raw and not (raw.startswith("-----BEGIN ") and "PUBLIC KEY-----" in raw):
+        raise SettingsError(f"{name} must be a PEM public key (-----BEGIN PUBLIC KEY-----...)")
+    return raw
+
+
 def secret(default: str = "") -> Any:
     """A setting that holds a secret: left out of `repr` and redacted from every log line."""
     return field(default=default, repr=False, metadata={"secret": True})
@@ -114,6 +160,24 @@ class Settings:
     max_body_bytes: int = 1_048_576
     max_batch: int = 1000
     idempotency_ttl_s: int = 3600
+    # auth (realtime/auth.py, realtime/ingest_auth.py)
+    jwt_secret: str = secret()
+    jwt_public_key: str = field(default="", repr=False)
+    jwt_audience: str = ""
+    jwt_issuer: str = ""
+    ingest_keys: tuple[IngestKeySpec, ...] = field(
+        default=(), repr=False, metadata={"secret": True}
+    )
+    # limits (realtime/limits.py)
+    max_event_bytes: int = 65_536
+    max_message_bytes: int = 65_536
+    max_subscriptions: int = 100
+    subscribe_rate: float = 10.0
+    max_connections: int = 10_000
+    ingest_rate: int = 10_000
+    # command-line clients: the token `realtime watch` presents, the key `publish` sends
+    token: str = secret()
+    ingest_key: str = secret()
     # history
     history_maxlen: int = 10_000
     # worker
@@ -169,6 +233,23 @@ class Settings:
             idempotency_ttl_s=_int(
                 e, "REALTIME_IDEMPOTENCY_TTL_S", cls.idempotency_ttl_s, minimum=1
             ),
+            jwt_secret=e.get("REALTIME_JWT_SECRET", ""),
+            jwt_public_key=_pem(e, "REALTIME_JWT_PUBLIC_KEY"),
+            jwt_audience=e.get("REALTIME_JWT_AUDIENCE", "").strip(),
+            jwt_issuer=e.get("REALTIME_JWT_ISSUER", "").strip(),
+            ingest_keys=_ingest_keys(e, "REALTIME_INGEST_KEYS"),
+            max_event_bytes=_int(e, "REALTIME_MAX_EVENT_BYTES", cls.max_event_bytes, minimum=1),
+            max_message_bytes=_int(
+                e, "REALTIME_MAX_MESSAGE_BYTES", cls.max_message_bytes, minimum=1024
+            ),
+            max_subscriptions=_int(
+                e, "REALTIME_MAX_SUBSCRIPTIONS", cls.max_subscriptions, minimum=1
+            ),
+            subscribe_rate=_float(e, "REALTIME_SUBSCRIBE_RATE", cls.subscribe_rate, 0.01),
+            max_connections=_int(e, "REALTIME_MAX_CONNECTIONS", cls.max_connections, minimum=1),
+            ingest_rate=_int(e, "REALTIME_INGEST_RATE", cls.ingest_rate, minimum=0),
+            token=e.get("REALTIME_TOKEN", "").strip(),
+            ingest_key=e.get("REALTIME_INGEST_KEY", "").strip(),
             history_maxlen=_int(e, "REALTIME_HISTORY_MAXLEN", cls.history_maxlen, minimum=1),
             consumer=e.get("REALTIME_CONSUMER", "").strip() or default_consumer_name(),
             batch_size=_int(e, "REALTIME_BATCH_SIZE", cls.batch_size, minimum=1),
@@ -193,7 +274,23 @@ class Settings:
             raise SettingsError(
                 "REALTIME_ADMIN_USER and REALTIME_ADMIN_PASSWORD must be set together"
             )
+        if settings.jwt_secret and settings.jwt_public_key:
+            raise SettingsError("set REALTIME_JWT_SECRET or REALTIME_JWT_PUBLIC_KEY, not both")
+        if settings.jwt_secret and len(settings.jwt_secret) < MIN_JWT_SECRET_CHARS:
+            raise SettingsError(
+                f"REALTIME_JWT_SECRET must be at least {MIN_JWT_SECRET_CHARS} characters"
+            )
         return replace(settings, **overrides) if overrides else settings
+
+    @property
+    def client_auth(self) -> bool:
+        """Socket.IO connections must present a JWT."""
+        return bool(self.jwt_secret or self.jwt_public_key)
+
+    @property
+    def ingest_auth(self) -> bool:
+        """Ingest requests must carry a publish key."""
+        return bool(self.ingest_keys)
 
     @property
     def admin_enabled(self) -> bool:
@@ -204,6 +301,7 @@ class Settings:
         password), for the log redaction in `realtime.logs`."""
         values = [getattr(self, f.name) for f in fields(self) if f.metadata.get("secret")]
         flat = [v for value in values for v in (value if isinstance(value, tuple) else (value,))]
+        flat += [spec.key for spec in self.ingest_keys]
         url = urlsplit(self.redis_url)
         query = parse_qs(url.query)
         passwords = [url.password or "", *query.get("password", [])]

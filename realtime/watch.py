@@ -30,9 +30,11 @@ async def watch(
     since: str | None = None,
     snapshot: int | None = None,
     on_event: Callable[[dict[str, Any]], None] | None = None,
+    token: str | None = None,
 ) -> int:
     """Print the events of `topics` until `stop`, resuming after every reconnect (the
-    SDK, `realtime.client`); returns 1 if the server refused a topic, else 0."""
+    SDK, `realtime.client`); returns 1 if the server refused the connection or a topic,
+    else 0."""
     refused = False
 
     def on_events(events: list[dict[str, Any]]) -> None:
@@ -54,8 +56,20 @@ async def watch(
         print(f"subscribe {topic} refused: {ack.get('error')}", file=err, flush=True)
         stop.set()
 
+    def on_refused(message: str) -> None:
+        nonlocal refused
+        refused = True
+        print(f"connection refused: {message}", file=err, flush=True)
+        stop.set()
+
     client = RealtimeClient(
-        urls, on_events=on_events, on_gap=on_gap, on_error=on_error, transports=transports
+        urls,
+        on_events=on_events,
+        on_gap=on_gap,
+        on_error=on_error,
+        on_refused=on_refused,
+        transports=transports,
+        token=token,
     )
     tasks: list[asyncio.Task[Any]] = [asyncio.create_task(client.connect())]
     tasks += [
@@ -72,15 +86,16 @@ async def watch(
 
 
 async def publish(
-    url: str, topic: str, data: dict[str, Any], ts: int | None = None
+    url: str, topic: str, data: dict[str, Any], ts: int | None = None, *, key: str = ""
 ) -> tuple[int, Any]:
-    """POST one event; returns (status, JSON body)."""
+    """POST one event (with the publish `key`, if any); returns (status, JSON body)."""
     event: dict[str, Any] = {"topic": topic, "data": data}
     if ts is not None:
         event["ts"] = ts
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
     async with (
         aiohttp.ClientSession() as session,
-        session.post(url.rstrip("/") + "/api/v1/events", json=event) as response,
+        session.post(url.rstrip("/") + "/api/v1/events", json=event, headers=headers) as response,
     ):
         text = await response.text()
         try:

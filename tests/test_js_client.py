@@ -19,6 +19,7 @@ from tests.helpers.clients import post_events
 from tests.helpers.jsclient import JsClient, require_node
 from tests.helpers.processes import ProcessGroup, RealtimeProcess
 from tests.helpers.stack import fresh_settings, running_stack
+from tests.helpers.tokens import INGEST_KEYS, SECRET, hs256
 
 # A subscribe ack also says where the subscription starts (`since`, to resume from).
 SINCE = {"since": ANY}
@@ -169,20 +170,29 @@ async def test_foreign_origin_is_refused_with_connect_error(
     assert not client.of("connect")
 
 
-@pytest.mark.skip(reason="needs connection auth (issue 4: a refused token -> connect_error)")
 async def test_refused_token_gets_connect_error_with_message(
     redis_server: RedisServer, processes: ProcessGroup, js: Callable[..., JsClient]
 ) -> None:
     """Issue 4's contract: a connection refused for its token gets `connect_error` with a
     message the app can show (a CONNECT_ERROR packet), and the client does not retry."""
     settings = fresh_settings(redis_server).with_overrides(insecure=False)
-    web = processes.web(settings, REALTIME_JWT_SECRET="s" * 32)
+    web = processes.web(settings, REALTIME_JWT_SECRET=SECRET, REALTIME_INGEST_KEYS=INGEST_KEYS)
     client = await js()
     result = await client.connect(web.url, transports=["websocket"], auth={"token": "bad"})
     assert result["connected"] is False
-    assert result["error"]["message"]
-    assert result["error"]["message"] not in ("websocket error", "xhr poll error")
+    assert result["error"]["message"] == "The token is malformed."
+    assert result["error"]["data"] == {"code": "unauthorized"}
     assert result["active"] is False  # a refusal by the server: no automatic retry
+    # A good token connects, and its grant decides what it may subscribe to.
+    good = await js()
+    token = hs256(["js.*"])
+    assert (await good.connect(web.url, transports=["websocket"], auth={"token": token}))[
+        "connected"
+    ]
+    ack = await good.emit("subscribe", {"topic": "billing.x"})
+    assert ack["ok"] is False
+    assert ack["error"]["code"] == "forbidden"
+    assert (await good.emit("subscribe", {"topic": "js.ok"}))["ok"] is True
 
 
 @pytest.mark.parametrize("transport", ["websocket", "polling"])

@@ -64,6 +64,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-loss", type=float, default=0.0, help="largest loss fraction accepted (0)"
     )
     gate.add_argument("--max-p99-ms", type=float, help="largest delivery p99 accepted")
+    parser.add_argument(
+        "--key", help="publish key for the ingest API (default $REALTIME_INGEST_KEY)"
+    )
+    parser.add_argument("--token", help="JWT the clients connect with (default $REALTIME_TOKEN)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON (for CI)")
     parser.add_argument("--quiet", action="store_true", help="no progress display")
 
@@ -72,6 +76,9 @@ def run(
     args: argparse.Namespace,
     default_url: str,
     new_loop: Callable[[], asyncio.AbstractEventLoop],
+    *,
+    default_key: str = "",
+    default_token: str = "",
 ) -> int:
     from realtime.loadtest.report import Progress, format_table
     from realtime.loadtest.runner import LoadTest, LoadTestConfig, LoadTestError
@@ -95,6 +102,8 @@ def run(
             restart_at_s=args.restart_at,
             max_loss=args.max_loss,
             max_p99_ms=args.max_p99_ms,
+            key=args.key or default_key,
+            token=args.token or default_token,
         )
         test = LoadTest(config, None if args.quiet else Progress(sys.stderr))
     except ValueError as exc:

@@ -57,6 +57,8 @@ class LoadTestConfig:
     restart_at_s: float | None = None
     max_loss: float = 0.0
     max_p99_ms: float | None = None
+    token: str = field(default="", repr=False)  # the JWT each client connects with
+    key: str = field(default="", repr=False)  # the publish key the producer sends
 
     def validate(self) -> None:
         """Raise ValueError naming the option whose value cannot work."""
@@ -165,6 +167,10 @@ class LoadTest:
         self._stopping = False
         self._connector: aiohttp.TCPConnector | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._auth = {"token": config.token} if config.token else None
+        self._post_headers = {"Content-Type": "application/json"}
+        if config.key:
+            self._post_headers["Authorization"] = f"Bearer {config.key}"
 
     # -- clients --------------------------------------------------------------------------
 
@@ -212,6 +218,7 @@ class LoadTest:
                 on_update=self._on_update,
                 on_close=self._on_close,
                 timeout=config.connect_timeout_s,
+                auth=self._auth,
             )
         else:
             client = await wsclient.connect(
@@ -220,6 +227,7 @@ class LoadTest:
                 on_update=self._on_update,
                 on_close=self._on_close,
                 timeout=config.connect_timeout_s,
+                auth=self._auth,
             )
         client.tag = sim
         request: dict[str, Any] = {"topic": sim.topic}
@@ -323,9 +331,7 @@ class LoadTest:
         while True:
             self.counters.publish_requests += 1
             try:
-                async with session.post(
-                    url, data=body, headers={"Content-Type": "application/json"}
-                ) as response:
+                async with session.post(url, data=body, headers=self._post_headers) as response:
                     text = await response.text()
                     if response.status == 202:
                         return True

@@ -1,0 +1,139 @@
+"""Connection tokens and publish keys, as pure logic: what is accepted, what is refused
+and with which message (realtime/auth.py, realtime/ingest_auth.py, the settings)."""
+
+from __future__ import annotations
+
+import time
+
+import jwt
+import pytest
+
+from realtime.auth import AuthError, Grant, TokenVerifier, load_public_key, unprotected
+from realtime.ingest_auth import IngestKeys, Unauthorized
+from realtime.settings import Settings, SettingsError
+from tests.helpers.tokens import (
+    INGEST_KEY,
+    INGEST_KEYS,
+    METRICS_KEY,
+    SECRET,
+    hs256,
+    keypair,
+    signed,
+)
+
+
+def verifier(**env: str) -> TokenVerifier:
+    return TokenVerifier(Settings.from_env({"REALTIME_JWT_SECRET": SECRET, **env}))
+
+
+def refusal(v: TokenVerifier, auth: object) -> str:
+    with pytest.raises(AuthError) as info:
+        v.verify(auth)
+    return str(info.value)
+
+
+def test_a_valid_token_grants_its_topic_patterns() -> None:
+    grant = verifier().verify({"token": hs256(["metrics.*", "events.orders"])})
+    assert grant.allows("metrics.cpu")
+    assert grant.allows("metrics.cpu:1s")
+    assert grant.allows("events.orders")
+    assert not grant.allows("billing.x")
+    assert not grant.allows("events.orders2")
+    assert grant.expires_at is not None
+    assert grant.expires_at > time.time()
+
+
+@pytest.mark.parametrize(
+    ("auth", "message"),
+    [
+        (None, "token is required"),
+        ({}, "token is required"),
+        ({"token": 42}, "token is required"),
+        ({"token": "not-a-jwt"}, "malformed"),
+        ({"token": hs256(ttl_s=-10)}, "expired"),
+        ({"token": hs256(secret="another-secret-" + "x" * 32)}, "signature is invalid"),
+        ({"token": hs256(nbf=int(time.time()) + 600)}, "not valid yet"),
+        ({"token": hs256(topics=None)}, "'topics' claim"),
+        ({"token": hs256(topics="metrics.*")}, "'topics' claim"),
+        ({"token": jwt.encode({"topics": ["*"]}, SECRET, algorithm="HS256")}, "'exp' claim"),
+        ({"token": jwt.encode({"exp": 2**40, "topics": ["*"]}, "", algorithm="none")}, "HS256"),
+    ],
+)
+def test_bad_tokens_are_refused_with_a_message(auth: object, message: str) -> None:
+    assert message in refusal(verifier(), auth)
+
+
+def test_audience_and_issuer_are_checked_when_configured() -> None:
+    v = verifier(REALTIME_JWT_AUDIENCE="dashboards", REALTIME_JWT_ISSUER="https://id.example")
+    good = hs256(aud="dashboards", iss="https://id.example")
+    assert v.verify({"token": good}).allows("metrics.cpu")
+    assert "audience" in refusal(v, {"token": hs256(aud="billing", iss="https://id.example")})
+    assert "'aud' claim" in refusal(v, {"token": hs256(iss="https://id.example")})
+    assert "issuer" in refusal(v, {"token": hs256(aud="dashboards", iss="https://evil")})
+
+
+@pytest.mark.parametrize(("kind", "algorithm"), [("rsa", "RS256"), ("ec", "ES256")])
+def test_public_key_tokens(kind: str, algorithm: str) -> None:
+    private, pem = keypair(kind)
+    v = TokenVerifier(Settings.from_env({"REALTIME_JWT_PUBLIC_KEY": pem.replace("\n", "\\n")}))
+    assert v.verify({"token": signed(private, algorithm)}).allows("metrics.cpu")
+    other, _ = keypair(kind)
+    assert "signature" in refusal(v, {"token": signed(other, algorithm)})
+    # A token cannot pick HS256 and sign with the public key as the secret.
+    forged = jwt.encode({"exp": 2**40, "topics": ["*"]}, "x" * 64, algorithm="HS256")
+    assert algorithm in refusal(v, {"token": forged})
+
+
+def test_open_grant_and_unreadable_keys() -> None:
+    assert Grant(("*",)).allows("billing.x")
+    with pytest.raises(ValueError, match="cannot be read"):
+        load_public_key("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n")
+
+
+def test_publish_keys_in_constant_time_with_topic_patterns() -> None:
+    keys = IngestKeys(Settings.from_env({"REALTIME_INGEST_KEYS": INGEST_KEYS}).ingest_keys)
+    anything = keys.authenticate(f"Bearer {INGEST_KEY}")
+    assert anything.allows("billing.x")
+    metrics = keys.authenticate(f"bearer  {METRICS_KEY}")
+    assert metrics.allows("metrics.cpu")
+    assert metrics.allows("events.orders")
+    assert not metrics.allows("billing.x")
+    assert anything.name != metrics.name
+    assert INGEST_KEY not in anything.name
+    for header in (None, "", "Bearer", "Basic abc", f"Token {INGEST_KEY}"):
+        with pytest.raises(Unauthorized, match="Authorization: Bearer"):
+            keys.authenticate(header)
+    with pytest.raises(Unauthorized, match="not valid"):
+        keys.authenticate(f"Bearer {INGEST_KEY}x")
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"REALTIME_JWT_SECRET": "short"}, "at least 32"),
+        ({"REALTIME_JWT_SECRET": SECRET, "REALTIME_JWT_PUBLIC_KEY": "-----BEGIN PUBLIC KEY-----"},
+         "not both"),
+        ({"REALTIME_JWT_PUBLIC_KEY": "abc"}, "PEM public key"),
+        ({"REALTIME_INGEST_KEYS": "short"}, "key 1 must be at least 16"),
+        ({"REALTIME_INGEST_KEYS": f"{INGEST_KEY},{METRICS_KEY}:Bad Topic"}, "key 2 has an invalid"),
+        ({"REALTIME_INGEST_KEYS": f"{INGEST_KEY}:"}, "key 1 has an invalid"),
+    ],
+)  # fmt: skip
+def test_bad_auth_settings_are_refused(env: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError, match=message) as info:
+        Settings.from_env(env)
+    assert INGEST_KEY not in str(info.value)
+    assert SECRET not in str(info.value)
+
+
+def test_secrets_are_redacted_and_unprotected_parts_named() -> None:
+    settings = Settings.from_env(
+        {"REALTIME_JWT_SECRET": SECRET, "REALTIME_INGEST_KEYS": INGEST_KEYS}
+    )
+    assert {SECRET, INGEST_KEY, METRICS_KEY} <= set(settings.secret_values())
+    assert SECRET not in repr(settings)
+    assert INGEST_KEY not in repr(settings)
+    assert unprotected(settings) == []
+    parts = unprotected(Settings.from_env({}))
+    assert any("REALTIME_JWT_SECRET" in p for p in parts)
+    assert any("REALTIME_INGEST_KEYS" in p for p in parts)
