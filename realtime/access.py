@@ -20,14 +20,11 @@ import socketio
 
 from realtime import errors
 from realtime.auth import OPEN, AuthError, Grant, TokenVerifier
-from realtime.keys import CLOSING_EVENT, NAMESPACE
+from realtime.keys import CLOSING_EVENT, NAMESPACE, TOKEN_EXPIRED
 from realtime.ratelimit import TokenBucket
 from realtime.settings import Settings
 
 logger = logging.getLogger(__name__)
-
-TOKEN_EXPIRED = "token_expired"
-
 
 @dataclass
 class _Connection:

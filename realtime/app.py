@@ -25,6 +25,7 @@ from realtime.delivery import Delivery
 from realtime.fanout import FanoutManager
 from realtime.health import Readiness, healthz
 from realtime.history import HistoryReader
+from realtime.inbound import guard_websocket
 from realtime.ingest import IngestHandler, IngestWriter
 from realtime.keys import Keys
 from realtime.namespace import TopicNamespace
@@ -65,6 +66,9 @@ def create_sio(settings: Settings, manager: FanoutManager) -> SocketServer:
         backlog_bytes=settings.client_backlog_bytes,
         backlog_packets=settings.client_backlog_packets,
     )
+    # An instance attribute of the engine: a subclass of whichever driver it uses.
+    drivers = sio.eio._async
+    sio.eio._async = {**drivers, "websocket": guard_websocket(drivers["websocket"])}
     return sio
 
 

@@ -11,12 +11,11 @@ from dataclasses import dataclass
 UPDATE_EVENT = "update"
 SUBSCRIBE_EVENT = "subscribe"
 UNSUBSCRIBE_EVENT = "unsubscribe"
-# Server to client, just before the server disconnects it: {"code", "message"} saying why.
-CLOSING_EVENT = "closing"
 NAMESPACE = "/"
 # Server to client, just before the server ends a connection: {"code", "message"}.
 CLOSING_EVENT = "closing"
 SLOW_CLIENT = "slow_client"  # its `code` when the client could not keep up
+TOKEN_EXPIRED = "token_expired"  # its `code` when the client's token expired
 
 
 @dataclass(frozen=True)

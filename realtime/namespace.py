@@ -42,6 +42,12 @@ class TopicNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         self._subscribe = SubscribeSchema()
         self._unsubscribe = UnsubscribeSchema()
 
+    async def trigger_event(self, event: str, *args: Any) -> Any:
+        if not hasattr(self, f"on_{event}"):
+            # Answered (when the client asked for an ack), never dispatched.
+            return errors.error_ack(errors.INVALID, f"Unknown event {event[:64]!r}.")
+        return await super().trigger_event(event, *args)
+
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> bool:
         self.access.connect(sid, auth)  # raises ConnectionRefusedError
         return True

@@ -8,6 +8,8 @@
   its log context, so anything it logs says which client and topic it was about.
 - An origin allowed only for the Admin UI (`realtime.admin`) may open `/admin` and no
   other namespace.
+- A malformed packet from a client (`realtime.inbound`) closes that client's connection
+  instead of raising inside python-socketio.
 - `drop(sid)` ends a connection the way a network failure would (no close packet), so
   that the client's own reconnection takes over: socket.io clients do not reconnect
   after a server-side disconnect.
@@ -26,6 +28,7 @@ import engineio
 import socketio
 
 from realtime.engine import EngineServer, EngineSocket
+from realtime.inbound import malformed
 from realtime.keys import SUBSCRIBE_EVENT, UNSUBSCRIBE_EVENT
 from realtime.logs import log_context
 from realtime.topics import is_valid_topic
@@ -101,6 +104,14 @@ class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
             self.manager_initialized = True
             contextvars.Context().run(self.manager.initialize)
         return await super()._handle_eio_connect(eio_sid, environ)
+
+    async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
+        problem = malformed(data, self.packet_class)
+        if problem is not None:
+            logger.info("closing a connection that sent a malformed packet: %s", problem)
+            await self.eio.disconnect(eio_sid)
+            return
+        await super()._handle_eio_message(eio_sid, data)
 
     async def drop(self, sid: str, namespace: str) -> None:
         """Close the client's transport without a close packet: it reconnects by itself."""

@@ -1,0 +1,74 @@
+"""What a Socket.IO client may send, checked before python-socketio dispatches it: the
+first step of every client request. Pure.
+
+Clients speak JSON text only. A packet that does not decode, carries binary data, names
+no event, or names an event the protocol reserves (`connect`, `disconnect`, ...) is
+malformed: the server closes that connection and nothing else happens. (A reserved name
+would otherwise reach the server's own connect/disconnect handlers as if the protocol
+had called them.)
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from socketio import packet
+
+logger = logging.getLogger(__name__)
+
+RESERVED_EVENTS = frozenset(
+    {"connect", "connect_error", "disconnect", "disconnecting", "newListener", "removeListener"}
+)
+_ACCEPTED = frozenset({packet.CONNECT, packet.DISCONNECT, packet.EVENT, packet.ACK})
+
+
+def malformed(data: Any, packet_class: type[packet.Packet] = packet.Packet) -> str | None:
+    """Why an Engine.IO message is not a packet this server accepts, or None if it is."""
+    if not isinstance(data, str):
+        return "binary data (only JSON text packets are accepted)"
+    try:
+        pkt = packet_class(encoded_packet=data)
+    except (ValueError, TypeError, KeyError, IndexError, RecursionError) as exc:
+        return f"not a Socket.IO packet ({type(exc).__name__})"
+    if pkt.packet_type not in _ACCEPTED:
+        return f"packet type {pkt.packet_type} is not accepted (binary attachments)"
+    if pkt.packet_type == packet.EVENT:
+        args = pkt.data
+        if not isinstance(args, list) or not args or not isinstance(args[0], str):
+            return "an event must be a list [name, ...arguments]"
+        if args[0] in RESERVED_EVENTS:
+            return f"event name {args[0]!r} is reserved"
+    return None
+
+
+_ENGINE_TYPES = frozenset("0123456")
+
+
+def engine_malformed(data: Any) -> str | None:
+    """Why a websocket message is not an Engine.IO text packet, or None if it is."""
+    if not isinstance(data, str):
+        return "binary frame (only JSON text packets are accepted)"
+    if not data or data[0] not in _ENGINE_TYPES:
+        return "not an Engine.IO packet"
+    return None
+
+
+def guard_websocket(driver: type[Any]) -> type[Any]:
+    """python-engineio's websocket driver class, refusing what `engine_malformed` finds:
+    it closes the websocket (1003, unsupported data) and reads as a closed connection,
+    which ends that one connection the normal way instead of raising inside the engine."""
+
+    class GuardedWebSocket(driver):  # type: ignore[misc]
+        async def wait(self) -> Any:
+            data = await super().wait()
+            problem = engine_malformed(data)
+            if problem is None:
+                return data
+            logger.info("closing a websocket that sent a malformed frame: %s", problem)
+            response = getattr(self, "_sock", None) or getattr(self, "response", None)
+            if response is not None:
+                await response.close(code=1003, message=problem.encode()[:120])
+            raise OSError(problem)
+
+    return GuardedWebSocket
