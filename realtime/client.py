@@ -206,9 +206,11 @@ class RealtimeClient:
         return {"token": str(token)}
 
     async def _on_connect_error(self, data: Any = None) -> None:
-        message = data.get("message") if isinstance(data, dict) else data
-        self.refusal = str(message or "connection refused")
-        logger.warning("%s refused the connection: %s", self.url, self.refusal)
+        # The server's refusal is a CONNECT_ERROR packet: {"message", "data"?}. A string
+        # is python-socketio's own report of a transport failure: worth retrying.
+        if isinstance(data, dict) and isinstance(data.get("message"), str):
+            self.refusal = data["message"]
+            logger.warning("%s refused the connection: %s", self.url, self.refusal)
 
     async def _on_closing(self, reason: Any = None) -> None:
         self.closing = reason if isinstance(reason, dict) else {"message": str(reason)}

@@ -10,7 +10,7 @@ from typing import Any, TextIO
 import aiohttp
 
 from realtime import jsoncodec
-from realtime.client import RealtimeClient
+from realtime.client import ConnectRefused, RealtimeClient
 
 
 def format_event(event: dict[str, Any]) -> str:
@@ -71,7 +71,13 @@ async def watch(
         transports=transports,
         token=token,
     )
-    tasks: list[asyncio.Task[Any]] = [asyncio.create_task(client.connect())]
+    async def connect() -> None:
+        try:
+            await client.connect()
+        except ConnectRefused as exc:
+            on_refused(str(exc))
+
+    tasks: list[asyncio.Task[Any]] = [asyncio.create_task(connect())]
     tasks += [
         asyncio.create_task(client.subscribe(t, since=since, snapshot=snapshot)) for t in topics
     ]

@@ -21,6 +21,7 @@ from redis.asyncio import Redis
 
 from realtime import jsoncodec
 from realtime.app import SIO, create_app
+from realtime.client import ConnectRefused, RealtimeClient, SubscribeError
 from realtime.embedded import free_port
 from realtime.settings import Settings
 from tests.helpers.history import write_history
@@ -228,3 +229,67 @@ def test_an_insecure_start_warns_every_time(settings: Settings, processes: Proce
     log = "\n".join(p.log() for p in processes.started)
     assert log.count("REALTIME_INSECURE=1: Socket.IO connections are not authenticated") == 2
     assert log.count("REALTIME_INSECURE=1: ingest is not authenticated") == 2
+
+
+async def test_the_python_client_presents_and_refreshes_its_token(
+    secure: tuple[str, web.Application],
+) -> None:
+    url, _ = secure
+    refused: list[str] = []
+    stale = RealtimeClient(url, on_events=lambda events: None, token=hs256(ttl_s=-5))
+    with pytest.raises(ConnectRefused, match="expired"):
+        await stale.connect()
+    await stale.close()
+    # A function gives a fresh token on every connect: after `closing` and the server's
+    # disconnect, the client connects again by itself and resubscribes.
+    issued: list[str] = []
+
+    def token() -> str:
+        issued.append(hs256(["metrics.*"], ttl_s=1.5))
+        return issued[-1]
+
+    client = RealtimeClient(
+        url, on_events=lambda events: None, token=token, on_refused=refused.append,
+        reconnection_delay=0.1,
+    )  # fmt: skip
+    async with client:
+        assert (await client.subscribe("metrics.cpu"))["ok"]
+        for _ in range(200):
+            if client.stats.connects >= 2:
+                break
+            await asyncio.sleep(0.05)
+        assert client.stats.connects >= 2
+        assert client.closing is not None
+        assert client.closing["code"] == "token_expired"
+        with pytest.raises(SubscribeError, match="forbidden"):
+            await client.subscribe("billing.x")
+    assert len(issued) >= 2
+    assert refused == []
+
+
+async def test_cli_publish_sends_its_key_and_watch_its_token(
+    secure: tuple[str, web.Application], settings: Settings
+) -> None:
+    url, _ = secure
+    env = settings_env(settings)
+
+    async def cli(*args: str, **extra: str) -> tuple[int, str, str]:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "realtime", *args, env={**env, **extra},
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(proc.communicate(), 30)
+        assert proc.returncode is not None
+        return proc.returncode, out.decode(), err.decode()
+
+    code, out, _ = await cli("publish", "metrics.cpu", "{}", "--url", url)
+    assert code == 1
+    assert "unauthorized" in out
+    code, out, _ = await cli("publish", "metrics.cpu", "{}", "--url", url, "--key", METRICS_KEY)
+    assert code == 0, out
+    code, out, _ = await cli("publish", "metrics.cpu", "{}", "--url", url,
+                             REALTIME_INGEST_KEY=METRICS_KEY)  # fmt: skip
+    assert code == 0, out
+    code, _, err = await cli("watch", "metrics.cpu", "--url", url, "--token", "bad")
+    assert code == 1
+    assert "connection refused: The token is malformed." in err
