@@ -71,6 +71,7 @@ async def watch(
         transports=transports,
         token=token,
     )
+
     async def connect() -> None:
         try:
             await client.connect()
