@@ -25,7 +25,7 @@ from realtime.delivery import Delivery
 from realtime.fanout import FanoutManager
 from realtime.health import Readiness, healthz
 from realtime.history import HistoryReader
-from realtime.inbound import guard_websocket
+from realtime.inbound import guard_translate_request, guard_websocket
 from realtime.ingest import IngestHandler, IngestWriter
 from realtime.keys import Keys
 from realtime.namespace import TopicNamespace
@@ -68,7 +68,11 @@ def create_sio(settings: Settings, manager: FanoutManager) -> SocketServer:
     )
     # An instance attribute of the engine: a subclass of whichever driver it uses.
     drivers = sio.eio._async
-    sio.eio._async = {**drivers, "websocket": guard_websocket(drivers["websocket"])}
+    sio.eio._async = {
+        **drivers,
+        "websocket": guard_websocket(drivers["websocket"]),
+        "translate_request": guard_translate_request(drivers["translate_request"]),
+    }
     return sio
 
 

@@ -43,6 +43,23 @@ def malformed(data: Any, packet_class: type[packet.Packet] = packet.Packet) -> s
 
 
 _ENGINE_TYPES = frozenset("0123456")
+# What a long-polling client POSTs (Engine.IO v4): close, pong, message. Pings, noops and
+# the upgrade go the other way or over the websocket.
+_POLLING_TYPES = frozenset("134")
+_SEPARATOR = "\x1e"
+CLOSE_PAYLOAD = b"1"  # an Engine.IO CLOSE packet
+
+
+def polling_malformed(body: bytes) -> str | None:
+    """Why a long-polling POST body is not an Engine.IO payload a client sends, or None."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return "not UTF-8"
+    for packet_text in text.split(_SEPARATOR):
+        if not packet_text or packet_text[0] not in _POLLING_TYPES:
+            return "not an Engine.IO payload of close, pong and message packets"
+    return None
 
 
 def engine_malformed(data: Any) -> str | None:
@@ -72,3 +89,32 @@ def guard_websocket(driver: type[Any]) -> type[Any]:
             raise OSError(problem)
 
     return GuardedWebSocket
+
+
+class _CheckedBody:
+    """A request body stream for python-engineio that hands it a malformed payload as a
+    CLOSE packet: the client is treated as having closed, the normal way, instead of a
+    decode error raising inside the engine (or a hang on what it cannot answer)."""
+
+    def __init__(self, content: Any) -> None:
+        self.content = content
+
+    async def read(self, n: int = -1) -> bytes:
+        body: bytes = await self.content.read(n)
+        problem = polling_malformed(body)
+        if problem is None:
+            return body
+        logger.info("closing a long-polling connection that sent a malformed payload: %s", problem)
+        return CLOSE_PAYLOAD
+
+
+def guard_translate_request(translate: Any) -> Any:
+    """python-engineio's request translation, with POST bodies checked (`_CheckedBody`)."""
+
+    def translate_request(request: Any) -> dict[str, Any]:
+        environ: dict[str, Any] = translate(request)
+        if environ.get("REQUEST_METHOD") == "POST":
+            environ["wsgi.input"] = _CheckedBody(environ["wsgi.input"])
+        return environ
+
+    return translate_request

@@ -109,9 +109,17 @@ class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
         problem = malformed(data, self.packet_class)
         if problem is not None:
             logger.info("closing a connection that sent a malformed packet: %s", problem)
-            await self.eio.disconnect(eio_sid)
+            await self._close_engine(eio_sid)
             return
         await super()._handle_eio_message(eio_sid, data)
+
+    async def _close_engine(self, eio_sid: str) -> None:
+        """Close a connection with a CLOSE packet, without waiting for the client to read
+        it (`eio.disconnect` waits, and a long-polling client that stopped polling would
+        hold the request that sent the bad packet until its ping timeout)."""
+        socket = self.eio.sockets.pop(eio_sid, None)
+        if socket is not None:
+            await socket.close(wait=False, reason=self.eio.reason.SERVER_DISCONNECT)
 
     async def drop(self, sid: str, namespace: str) -> None:
         """Close the client's transport without a close packet: it reconnects by itself."""

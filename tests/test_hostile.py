@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from marshmallow import ValidationError
 
 from realtime import jsoncodec
-from realtime.inbound import engine_malformed, malformed
+from realtime.inbound import engine_malformed, malformed, polling_malformed
 from realtime.schemas import EventSchema, SubscribeSchema, field_errors
 from realtime.settings import Settings
 from tests.helpers.clients import Collector
@@ -179,6 +179,38 @@ def test_wellformed_socketio_packets_pass(frame: str) -> None:
 @pytest.mark.parametrize("frame", ["", "x", "7", "9", b"\x00", "{}"])
 def test_malformed_engineio_frames_are_recognised(frame: str | bytes) -> None:
     assert engine_malformed(frame) is not None
+
+
+@pytest.mark.parametrize(
+    ("body", "ok"),
+    [(b"40", True), (b"3\x1e40\x1e42[]", True), (b"1", True), (b"", False), (b"x", False),
+     (b"\xff", False), (b"2probe", False), (b"6", False), (b"4\x1e", False), (b"7", False)],
+)  # fmt: skip
+def test_polling_payloads(body: bytes, ok: bool) -> None:
+    assert (polling_malformed(body) is None) is ok
+
+
+async def test_malformed_polling_posts_close_only_that_session(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    bodies = [b"", b"x", b"\xff\xfe", b"7", b"2probe", b"6", b"42[1]", b'42["connect",{}]',
+              b"4\x1e4\x1ex", b"40\x1e42[", "é".encode() * 10]  # fmt: skip
+    async with running_app(settings) as url:
+        good = socketio.AsyncClient(json=jsoncodec, handle_sigint=False)
+        await good.connect(url, transports=["polling"], wait_timeout=10)
+        timeout = aiohttp.ClientTimeout(total=10)
+        async with aiohttp.ClientSession(timeout=timeout) as http:
+            for body in bodies:
+                base = url + "/socket.io/?EIO=4&transport=polling"
+                async with http.get(base) as r:
+                    sid = jsoncodec.loads((await r.text())[1:])["sid"]
+                async with http.post(f"{base}&sid={sid}", data=body) as r:
+                    assert r.status in (200, 400)
+        ack = await good.call("subscribe", {"topic": "still.served"}, timeout=10)
+        assert ack["ok"]
+        await good.disconnect()
+    errors = [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+    assert not errors, [r.getMessage() for r in errors]
 
 
 # -- the raw-websocket fuzzer against real processes ----------------------------------------
