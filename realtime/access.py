@@ -26,6 +26,7 @@ from realtime.settings import Settings
 
 logger = logging.getLogger(__name__)
 
+
 @dataclass
 class _Connection:
     grant: Grant
