@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -90,6 +91,52 @@ async def test_an_instance_listens_on_a_topic_while_it_has_a_local_subscriber(
         await again.subscribe("ref.shared")
         assert await listeners(redis, settings, "ref.shared") == 1
         for client in [*clients[:6], again]:
+            await client.close()
+
+
+async def test_concurrent_churn_settles_on_exactly_the_topics_with_subscribers(
+    settings: Settings, redis: Redis, worker: None
+) -> None:
+    """Clients subscribe and unsubscribe all at once, in random orders: the instance ends
+    up listening on exactly the topics someone still watches, and they get their events."""
+    topics = [f"churn.t{n}" for n in range(6)]
+    rng = random.Random(3)
+    async with serving(settings) as (url, app):
+        clients = [await Collector(f"c{n}").connect(url) for n in range(20)]
+
+        async def churn(client: Collector) -> set[str]:
+            mine: set[str] = set()
+            for _ in range(8):
+                topic = rng.choice(topics)
+                if topic in mine:
+                    await client.call("unsubscribe", {"topic": topic})
+                    mine.discard(topic)
+                else:
+                    await client.subscribe(topic)
+                    mine.add(topic)
+            return mine
+
+        kept = await asyncio.gather(*(churn(c) for c in clients))
+        watched = set().union(*kept)
+        assert app[MANAGER].channels.interest.wanted == watched
+        for topic in topics:
+            expected = 1 if topic in watched else 0
+
+            async def settled(topic: str = topic, expected: int = expected) -> bool:
+                return await listeners(redis, settings, topic) == expected
+
+            await eventually(settled, f"{topic} subscribed {expected} time(s)")
+        ids = await post_events(url, [{"topic": t, "data": {}} for t in topics])
+        last = dict(zip(topics, ids, strict=True))
+        for client, mine in zip(clients, kept, strict=True):
+            for topic in mine:
+                await client.wait_for_id(last[topic], topic)
+        [marker] = await post_events(url, {"topic": topics[0], "data": {}})
+        for client, mine in zip(clients, kept, strict=True):
+            if topics[0] in mine:
+                await client.wait_for_id(marker, topics[0])
+            assert {e["topic"] for e in client.events} <= mine
+        for client in clients:
             await client.close()
 
 
@@ -176,6 +223,51 @@ async def test_nothing_is_lost_when_the_listener_connection_is_cut_again_and_aga
             for topic in topics:
                 assert [e["id"] for e in client.topic_events(topic)] == feed.acknowledged[topic]
             assert app[MANAGER].channels.connected
+            await client.close()
+    finally:
+        stop.set()
+        await asyncio.wait_for(working, 10)
+        await fanout.aclose()
+        await redis.aclose()
+
+
+async def test_subscribing_while_redis_is_down_is_answered_and_recovers(
+    own_redis: RedisServer, prefix: str
+) -> None:
+    """A new topic's channel cannot be confirmed while Redis is down: a resume is refused
+    as unavailable, a plain subscribe goes on live-only; once Redis is back the listener
+    SUBSCRIBEs every topic still wanted and events flow."""
+    settings = Settings(
+        redis_url=own_redis.url, prefix=prefix, insecure=True, block_ms=200, redis_timeout_s=1.0
+    )
+    redis = connect(settings)
+    fanout = FanoutManager(settings, write_only=True)
+    stop = asyncio.Event()
+    working = asyncio.create_task(Consumer(redis, fanout, settings).run(stop))
+    try:
+        async with serving(settings) as (url, app):
+            client = await Collector().connect(url)
+            await client.subscribe("down.before")
+            own_redis.stop()
+            ack = await client.request("subscribe", {"topic": "down.resume", "since": "0-0"})
+            assert ack["ok"] is False
+            assert ack["error"]["code"] == "unavailable"
+            assert await client.subscribe("down.plain") == {"ok": True, "topic": "down.plain"}
+            assert app[MANAGER].channels.interest.wanted == {"down.before", "down.plain"}
+
+            assert not app[MANAGER].channels.connected
+            own_redis.start()
+
+            async def reconnected() -> bool:
+                return app[MANAGER].channels.connected
+
+            await eventually(reconnected, "the listener back", 15)
+            await client.subscribe("down.resume", since="0-0")
+            ids = await post_events(
+                url, [{"topic": t, "data": {}} for t in ("down.before", "down.plain")]
+            )
+            await client.wait_for_id(ids[0], "down.before")
+            await client.wait_for_id(ids[1], "down.plain")
             await client.close()
     finally:
         stop.set()
