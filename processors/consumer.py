@@ -73,7 +73,7 @@ class Consumer:
         self.redis = redis
         self.fanout = fanout
         self.settings = settings
-        self.keys = Keys(settings.prefix)
+        self.keys = Keys.of(settings)
         self.group = settings.group
         self.owner = owner_token(settings.consumer)
         self.pipelines = pipelines or Pipelines(load_pipelines(settings.pipelines_file))

@@ -1,4 +1,5 @@
-"""Dead letters: ingest entries the worker gave up on, kept with their error in `rt:dead`.
+"""Dead letters: ingest entries the worker gave up on, kept with their error in `rt:dead`
+(one stream per partition on a Redis Cluster).
 
 An entry is dead-lettered when it can never be processed (malformed), when processing
 it failed `REALTIME_MAX_ATTEMPTS` times in a row, or when it has been handed to workers
@@ -20,7 +21,9 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from processors.elsewhere import slot_of
 from realtime.keys import Keys
+from realtime.streamids import parse_id
 from realtime.topics import is_valid_topic, partition_of
 
 ENTRY_PREFIX = "entry."
@@ -100,28 +103,43 @@ class DeadLetter:
 
 
 class DeadLetterStore:
-    """Read, re-queue and drop dead letters (the `realtime dlq` command)."""
+    """Read, re-queue and drop dead letters (the `realtime dlq` command).
+
+    One stream `rt:dead`, or on a Redis Cluster one per partition (in the partition's
+    hash slot, so the commit can write it): read together, oldest record id first."""
 
     def __init__(self, redis: Redis, keys: Keys, partitions: int) -> None:
         self.redis = redis
         self.keys = keys
-        self.key = keys.dead_letters()
+        self.streams = keys.dead_letter_streams()
+        self.key = self.streams[0] if len(self.streams) == 1 else f"{keys.prefix}dead:{{*}}"
         self.partitions = partitions
+        # A record's stream is the dead-letter stream in its origin stream's slot.
+        self._by_slot = {slot_of(stream): stream for stream in self.streams}
+
+    def _stream_of(self, letter: DeadLetter) -> str:
+        if len(self.streams) == 1:
+            return self.streams[0]
+        return self._by_slot.get(slot_of(letter.stream), self.streams[0])
 
     async def count(self) -> int:
-        return int(await self.redis.xlen(self.key))
+        return sum([int(await self.redis.xlen(stream)) for stream in self.streams])
 
     async def page(self, limit: int = 100, after: str | None = None) -> list[DeadLetter]:
         """The oldest `limit` records (after the record id `after`)."""
         start = "-" if after is None else f"({after}"
-        records: Any = await self.redis.xrange(self.key, min=start, count=limit)
-        return [DeadLetter.from_record(i, fields) for i, fields in records]
+        found: list[DeadLetter] = []
+        for stream in self.streams:
+            records: Any = await self.redis.xrange(stream, min=start, count=limit)
+            found += [DeadLetter.from_record(i, fields) for i, fields in records]
+        return sorted(found, key=lambda letter: parse_id(letter.id))[:limit]
 
     async def get(self, ids: Sequence[str]) -> list[DeadLetter]:
         found = []
         for record_id in ids:
-            records: Any = await self.redis.xrange(self.key, record_id, record_id)
-            found += [DeadLetter.from_record(i, fields) for i, fields in records]
+            for stream in self.streams:
+                records: Any = await self.redis.xrange(stream, record_id, record_id)
+                found += [DeadLetter.from_record(i, fields) for i, fields in records]
         return found
 
     def target_stream(self, letter: DeadLetter) -> str:
@@ -134,18 +152,28 @@ class DeadLetterStore:
 
     async def replay(self, letters: Sequence[DeadLetter]) -> list[tuple[DeadLetter, str]]:
         """Re-queue each entry as a new ingest entry and drop its record, atomically
-        per entry; returns (letter, new ingest id) pairs. The new id is later than the
-        events that went past it, so the replayed event sorts after them."""
+        per entry (on a cluster, when the two are in different slots: re-queue, then
+        drop; interrupted in between, the record stays and could be replayed again);
+        returns (letter, new ingest id) pairs. The new id is later than the events that
+        went past it, so the replayed event sorts after them."""
         replayed = []
         for letter in letters:
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.xadd(self.target_stream(letter), letter.fields)  # type: ignore[arg-type]
-                pipe.xdel(self.key, letter.id)
-                new_id, _ = await pipe.execute()
+            target, dead = self.target_stream(letter), self._stream_of(letter)
+            if len(self.streams) > 1 and slot_of(target) != slot_of(dead):
+                new_id = await self.redis.xadd(target, letter.fields)  # type: ignore[arg-type]
+                await self.redis.xdel(dead, letter.id)
+            else:
+                async with self.redis.pipeline(transaction=True) as pipe:
+                    pipe.xadd(target, letter.fields)  # type: ignore[arg-type]
+                    pipe.xdel(dead, letter.id)
+                    new_id, _ = await pipe.execute()
             replayed.append((letter, _text(new_id)))
         return replayed
 
     async def drop(self, letters: Sequence[DeadLetter]) -> int:
-        if not letters:
-            return 0
-        return int(await self.redis.xdel(self.key, *[letter.id for letter in letters]))
+        dropped = 0
+        for stream in self.streams:
+            ids = [letter.id for letter in letters if self._stream_of(letter) == stream]
+            if ids:
+                dropped += int(await self.redis.xdel(stream, *ids))
+        return dropped

@@ -42,7 +42,7 @@ async def _selected(store: DeadLetterStore, args: argparse.Namespace) -> list[De
 
 async def run_dlq(settings: Settings, args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     redis = connect(settings)
-    store = DeadLetterStore(redis, Keys(settings.prefix), settings.partitions)
+    store = DeadLetterStore(redis, Keys.of(settings), settings.partitions)
     try:
         if args.action == "list":
             letters = await store.page(args.limit, after=args.after)

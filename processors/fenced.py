@@ -13,7 +13,9 @@ Redis) can neither take entries out of the stream nor write anything for them:
 - `commit`: a batch's history entries, fan-out publishes, routed copies (XADDs to other
   partitions' ingest streams), the window checkpoint (`rt:windows:{p}`), dead letters
   and acks, all or nothing as far as everything after the history writes goes (a
-  history write that fails stops the script before anything else is done).
+  history write that fails stops the script before anything else is done). On a Redis
+  Cluster, the writes outside the partition's hash slot go first, unfenced
+  (`processors/elsewhere.py`).
 
 Because a lease changes hands only inside Redis, and every read and commit checks it
 there, the next owner's `claim` sees every entry the previous owner ever read and did
@@ -29,6 +31,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
+from processors.elsewhere import OtherSlots, slot_of, split
 from realtime import jsoncodec
 from realtime.keys import Keys
 
@@ -78,9 +81,9 @@ return {0, entries, counts, #pending}
 # KEYS: lease, ingest stream, dead-letter stream, window checkpoint hash.
 # ARGV: lease token, group, history maxlen, dead-letter maxlen, then the batch as one
 #   JSON document {"h": [[key, id, [field, value, ...]], ...], "p": [[channel, payload],
-#   ...], "r": [[ingest stream, [field, value, ...]], ...], "s": [field, value, ...],
-#   "d": [field, ...], "a": [entry id, ...]}, then per dead letter: field-arg count f,
-#   f field/value args (binary-safe: they carry the entry's raw fields).
+#   ...], "c": "PUBLISH" or "SPUBLISH", "r": [[ingest stream, [field, value, ...]], ...],
+#   "s": [field, value, ...], "d": [field, ...], "a": [entry id, ...]}, then per dead
+#   letter: field-arg count f, f field/value args (binary-safe: the entry's raw fields).
 # One JSON argument rather than one argument per value: redis-py packs each argument in
 # Python (about 30 us per event in all), cjson decodes the document in C (about 3 us).
 _COMMIT = """
@@ -97,7 +100,7 @@ for e, write in ipairs(batch.h) do
   end
 end
 for _, publish in ipairs(batch.p) do
-  redis.call('PUBLISH', publish[1], publish[2])
+  redis.call(batch.c, publish[1], publish[2])  -- PUBLISH, or SPUBLISH on a cluster
 end
 for _, routed in ipairs(batch.r) do
   redis.call('XADD', routed[1], '*', unpack(routed[2]))
@@ -225,8 +228,11 @@ class FencedPartition:
         self.partition = partition
         self.stream = keys.ingest(partition)
         self.lease_key = keys.lease(partition)
-        self.dead_key = keys.dead_letters()
+        self.dead_key = keys.dead_letters(partition)
         self.windows_key = keys.windows(partition)
+        # Cluster mode: writes outside the partition's hash slot go first, on their own.
+        self.slot = slot_of(self.stream)
+        self.other_slots = OtherSlots(redis, history_maxlen) if keys.cluster else None
         self.token = token
         self.group = group
         self.consumer = consumer
@@ -263,9 +269,16 @@ class FencedPartition:
     async def commit(self, plan: CommitPlan) -> CommitFailure | None:
         """Write the plan atomically; a CommitFailure names a history write that failed
         (a key of the wrong type); raises LeaseLost, or ResponseError for anything else."""
+        history_index = list(range(len(plan.history)))
+        if self.other_slots is not None:
+            parts = split(plan, self.slot)
+            if parts.elsewhere:
+                await self.other_slots.write(parts.elsewhere)
+            plan, history_index = parts.own, parts.history_index
         batch = {
             "h": [[w.key, w.id, w.fields] for w in plan.history],
             "p": [[channel, payload.decode()] for channel, payload in plan.publishes],
+            "c": "PUBLISH" if self.other_slots is None else "SPUBLISH",
             "r": [[stream, fields] for stream, fields in plan.routed],
             "s": plan.checkpoint,
             "d": plan.removed,
@@ -283,7 +296,7 @@ class FencedPartition:
             return None
         if status == LEASE_LOST:
             raise LeaseLost(self.stream)
-        return CommitFailure(status - 1, _text(reply[1]))
+        return CommitFailure(history_index[status - 1], _text(reply[1]))
 
 
 def is_missing_group(exc: ResponseError) -> bool:

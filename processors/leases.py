@@ -15,6 +15,7 @@ a partition checks the lease again inside Redis, atomically with the write
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import time
 from collections.abc import Iterable
@@ -81,14 +82,25 @@ class Leases:
         if not leases:
             return []
         sent_at = time.monotonic()
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for lease in leases:
-                await self._renew(
-                    keys=[self.keys.lease(lease.partition)],
-                    args=[lease.token, self.lease_ms],
-                    client=pipe,
-                )
-            results = await pipe.execute()
+        if self.keys.cluster:
+            # redis-py's cluster pipeline refuses scripts: one call per lease, at once.
+            results = await asyncio.gather(
+                *[
+                    self._renew(
+                        keys=[self.keys.lease(lease.partition)], args=[lease.token, self.lease_ms]
+                    )
+                    for lease in leases
+                ]
+            )
+        else:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for lease in leases:
+                    await self._renew(
+                        keys=[self.keys.lease(lease.partition)],
+                        args=[lease.token, self.lease_ms],
+                        client=pipe,
+                    )
+                results = await pipe.execute()
         lost = []
         for lease, renewed in zip(leases, results, strict=True):
             if renewed:

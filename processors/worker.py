@@ -8,8 +8,8 @@ import signal
 
 from processors.consumer import Consumer
 from realtime.connections import connect
-from realtime.fanout import FanoutManager
 from realtime.settings import Settings
+from realtime.sharded_fanout import fanout_manager
 
 logger = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ async def run_worker(
     # No automatic retry: a consumer-group read resent after a lost reply would strand
     # the entries of the first one. The runners handle errors themselves (recovery).
     redis = connect(settings, blocking_ms=settings.block_ms, retries=0)
-    fanout = FanoutManager(settings, write_only=True)
+    fanout = fanout_manager(settings, write_only=True)
     consumer = Consumer(redis, fanout, settings)
     logger.info(
         "worker %s sharing %d partition(s) as group %s (lease %d ms)",

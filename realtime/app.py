@@ -31,6 +31,7 @@ from realtime.keys import Keys
 from realtime.namespace import TopicNamespace
 from realtime.ratelimit import IngestRate
 from realtime.settings import Settings
+from realtime.sharded_fanout import fanout_manager
 from realtime.socketserver import SocketServer
 from realtime.subscriptions import Subscriptions
 
@@ -131,9 +132,9 @@ def create_app(settings: Settings) -> web.Application:
     app[INGEST_RATE] = IngestRate(redis, Keys(settings.prefix), settings.ingest_rate)
     app.cleanup_ctx.append(_redis_ctx)
 
-    manager = FanoutManager(settings)
+    manager = fanout_manager(settings)
     sio = create_sio(settings, manager)
-    history = HistoryReader(redis, Keys(settings.prefix), settings.history_maxlen)
+    history = HistoryReader(redis, Keys.of(settings), settings.history_maxlen)
     delivery = Delivery(
         sio,
         history,

@@ -47,7 +47,7 @@ IDLE_PING_S = 15.0
 class ChannelListener:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.keys = Keys(settings.prefix)
+        self.keys = Keys.of(settings)
         self.common = self.keys.fanout_channel()
         self.interest = Interest()
         self.on_subscribed: Callable[[], None] = lambda: None

@@ -7,13 +7,18 @@ follows a failover by itself: connections to the old primary fail (or are told i
 read-only now), the caller's retry or reconnect opens a new one, and that one goes to
 the new primary. The fan-out listener and publisher use the same clients
 (`realtime.fanout`), so both sides follow the same URL.
+
+With `REALTIME_REDIS_CLUSTER=1`, `REDIS_URL` names any node of a Redis Cluster and the
+client is redis-py's `RedisCluster` (it learns the slot map from that node and follows
+MOVED/ASK redirections).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
@@ -86,6 +91,11 @@ def sentinel_primary(target: SentinelTarget, options: dict[str, Any]) -> Sentine
 def connect(settings: Settings, *, blocking_ms: int = 0, retries: int = 1) -> Redis:
     """A client (with its own pool) for `settings.redis_url`; no I/O until first use."""
     options = redis_options(settings, blocking_ms=blocking_ms, retries=retries)
+    if settings.redis_cluster:
+        # Typed as Redis: callers use the commands both have; what differs in cluster
+        # mode (one hash slot per script or MULTI, sharded pub/sub) is decided by
+        # `settings.redis_cluster` and `Keys.cluster` where it matters.
+        return cast(Redis, RedisCluster.from_url(settings.redis_url, **options))
     if is_sentinel(settings.redis_url):
         return sentinel_primary(parse_sentinel_url(settings.redis_url), options)
     client: Redis = Redis.from_url(settings.redis_url, **options)

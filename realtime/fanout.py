@@ -61,7 +61,7 @@ class FanoutManager(socketio.AsyncRedisManager):  # type: ignore[misc]
             json=jsoncodec,
         )
         self.settings = settings
-        self.keys = Keys(settings.prefix)
+        self.keys = Keys.of(settings)
         self._publisher: Redis | None = None
         self.delivery: Delivery | None = None
         self.channels = ChannelListener(settings)

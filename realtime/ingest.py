@@ -1,9 +1,12 @@
 """HTTP ingest, the first step of the data path: `POST /api/v1/events` -> ingest streams.
 
 A 202 answer means Redis holds every event of the request (one MULTI/EXEC), each in the
-ingest stream of its topic's partition. Bad input changes nothing: the whole request is
-validated before anything is written. Window-output topics of the configured pipelines
-(`metrics.cpu:1s`) are refused: only the worker writes them.
+ingest stream of its topic's partition. (On a Redis Cluster: one MULTI/EXEC per
+partition, so a request is all or nothing per partition; a 503 may leave some of its
+partitions written, and a retry with idempotency keys stores nothing twice.) Bad input
+changes nothing: the whole request is validated before anything is written.
+Window-output topics of the configured pipelines (`metrics.cpu:1s`) are refused: only
+the worker writes them.
 
 An event may carry an idempotency `key`: the same key for the same topic within
 `REALTIME_IDEMPOTENCY_TTL_S` answers the id the first one got and stores nothing new, so
@@ -20,6 +23,7 @@ Sentinel) lose no accepted event: replication is asynchronous otherwise.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -110,7 +114,7 @@ class IngestWriter:
 
     def __init__(self, redis: Redis, settings: Settings) -> None:
         self.redis = redis
-        self.keys = Keys(settings.prefix)
+        self.keys = Keys.of(settings)
         self.partitions = settings.partitions
         self.idempotency_ttl_s = settings.idempotency_ttl_s
         self.wait_replicas = settings.wait_replicas
@@ -123,6 +127,26 @@ class IngestWriter:
 
     async def append(self, events: list[dict[str, Any]]) -> list[str]:
         now_ms = int(time.time() * 1000)
+        if self.keys.cluster:
+            return await self._append_per_partition(events, now_ms)
+        return await self._append(events, now_ms)
+
+    async def _append_per_partition(self, events: list[dict[str, Any]], now_ms: int) -> list[str]:
+        """Cluster mode: a MULTI or script may touch one hash slot only, so each
+        partition's events are written by their own (to their shard, all at once)."""
+        groups: dict[int, list[int]] = {}
+        for index, event in enumerate(events):
+            groups.setdefault(partition_of(event["topic"], self.partitions), []).append(index)
+        written = await asyncio.gather(
+            *[self._append([events[i] for i in indexes], now_ms) for indexes in groups.values()]
+        )
+        ids = [""] * len(events)
+        for indexes, group_ids in zip(groups.values(), written, strict=True):
+            for index, event_id in zip(indexes, group_ids, strict=True):
+                ids[index] = event_id
+        return ids
+
+    async def _append(self, events: list[dict[str, Any]], now_ms: int) -> list[str]:
         if self.wait_replicas:
             return await self._append_replicated(events, now_ms)
         if any("key" in event for event in events):

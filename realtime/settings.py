@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from realtime.redisurl import RedisUrlError, check_url
+from realtime.redisurl import RedisUrlError, check_url, scheme_of
 
 DEFAULT_PORT = 8080
 
@@ -131,6 +131,19 @@ def default_consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
+def _check_cluster(settings: Settings) -> None:
+    if scheme_of(settings.redis_url) not in ("redis", "rediss"):
+        raise SettingsError(
+            "REALTIME_REDIS_CLUSTER=1 needs a redis:// or rediss:// REDIS_URL (any node)"
+        )
+    if "{" in settings.prefix or "}" in settings.prefix:
+        raise SettingsError("REALTIME_PREFIX must not contain { or } with REALTIME_REDIS_CLUSTER")
+    if settings.partitions > 16384:
+        raise SettingsError("REALTIME_PARTITIONS must be <= 16384 with REALTIME_REDIS_CLUSTER")
+    if settings.wait_replicas:
+        raise SettingsError("REALTIME_WAIT_REPLICAS is not supported with REALTIME_REDIS_CLUSTER")
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything a web or worker process needs to know, from `Settings.from_env`."""
@@ -193,6 +206,8 @@ class Settings:
     redis_timeout_s: float = 5.0
     # ingest answers 202 only once this many replicas have the events (Redis WAIT)
     wait_replicas: int = 0
+    # REDIS_URL names a node of a Redis Cluster (hash-tagged keys, sharded pub/sub)
+    redis_cluster: bool = False
     # operations: log format, Socket.IO Admin UI
     log_format: str = "plain"
     admin_user: str = ""
@@ -260,6 +275,7 @@ class Settings:
             checkpoint_ms=_int(e, "REALTIME_CHECKPOINT_MS", cls.checkpoint_ms, minimum=1),
             redis_timeout_s=_float(e, "REALTIME_REDIS_TIMEOUT_S", cls.redis_timeout_s, 0.1),
             wait_replicas=_int(e, "REALTIME_WAIT_REPLICAS", cls.wait_replicas, minimum=0),
+            redis_cluster=_bool(e, "REALTIME_REDIS_CLUSTER"),
             log_format=_choice(e, "REALTIME_LOG_FORMAT", LOG_FORMATS),
             admin_user=e.get("REALTIME_ADMIN_USER", "").strip(),
             admin_password=e.get("REALTIME_ADMIN_PASSWORD", ""),
@@ -270,6 +286,8 @@ class Settings:
             check_url(settings.redis_url)
         except RedisUrlError as exc:
             raise SettingsError(f"REDIS_URL is not usable: {exc}") from None
+        if settings.redis_cluster:
+            _check_cluster(settings)
         if bool(settings.admin_user) != bool(settings.admin_password):
             raise SettingsError(
                 "REALTIME_ADMIN_USER and REALTIME_ADMIN_PASSWORD must be set together"

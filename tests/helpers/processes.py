@@ -32,6 +32,7 @@ def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
         REALTIME_HISTORY_MAXLEN=str(settings.history_maxlen),
         REALTIME_REDIS_TIMEOUT_S=str(settings.redis_timeout_s),
         REALTIME_WAIT_REPLICAS=str(settings.wait_replicas),
+        REALTIME_REDIS_CLUSTER="1" if settings.redis_cluster else "0",
         REALTIME_LOG_LEVEL="INFO",
         PYTHONUNBUFFERED="1",
     )

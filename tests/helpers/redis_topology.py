@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import redis
+from redis.crc import key_slot
 
 from realtime.embedded import RedisServer, free_port
 
@@ -137,3 +138,56 @@ class SentinelSet:
         self.sentinel.cleanup()
         for server in self.servers:
             server.cleanup()
+
+
+class ClusterSet:
+    """A Redis Cluster of `masters` primaries (no replicas), made with
+    `redis-cli --cluster create`; the slots split evenly between them."""
+
+    def __init__(self, directory: Path, *, masters: int = 3) -> None:
+        self.nodes = [
+            RedisServer(directory=directory / f"node{n}", extra_args=self._node_args(directory, n))
+            for n in range(masters)
+        ]
+
+    @staticmethod
+    def _node_args(directory: Path, n: int) -> list[str]:
+        return [
+            "--cluster-enabled", "yes",
+            "--cluster-config-file", str(directory / f"node{n}" / "nodes.conf"),
+            "--cluster-node-timeout", "2000",
+            "--cluster-port", str(free_port()),  # not port + 10000: that may be > 65535
+        ]  # fmt: skip
+
+    @property
+    def url(self) -> str:
+        return self.nodes[0].url
+
+    def node_of(self, key: str) -> RedisServer:
+        """The node that serves `key`'s hash slot."""
+        slot = key_slot(key.encode())
+        with redis.Redis(port=self.nodes[0].port) as client:
+            for low, high, (_host, port, *_id), *_replicas in client.execute_command(
+                "CLUSTER", "SLOTS"
+            ):
+                if low <= slot <= high:
+                    return next(n for n in self.nodes if n.port == int(port))
+        raise LookupError(key)
+
+    def start(self) -> ClusterSet:
+        for node in self.nodes:
+            node.start()
+        subprocess.run(
+            ["redis-cli", "--cluster", "create",
+             *[f"127.0.0.1:{node.port}" for node in self.nodes],
+             "--cluster-replicas", "0", "--cluster-yes"],
+            check=True, capture_output=True, timeout=60,
+        )  # fmt: skip
+        for node in self.nodes:
+            with redis.Redis(port=node.port, decode_responses=True) as client:
+                wait_until(lambda c=client: c.cluster("info")["cluster_state"] == "ok", "cluster")
+        return self
+
+    def cleanup(self) -> None:
+        for node in self.nodes:
+            node.cleanup()
