@@ -15,13 +15,15 @@ MOVED/ASK redirections).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, cast
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import Sentinel, SentinelManagedConnection
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from realtime.redisurl import SentinelTarget, is_sentinel, parse_sentinel_url, scheme_of
 from realtime.settings import Settings
@@ -50,6 +52,24 @@ def redis_options(settings: Settings, *, blocking_ms: int = 0, retries: int = 1)
     return options
 
 
+class SentinelConnection(SentinelManagedConnection):
+    """A connection to the Sentinel-named primary whose writes fail as ConnectionError.
+
+    Around a failover, the pool drops connections to the old primary while another task
+    may be setting one up; uvloop then raises RuntimeError ("the handler is closed")
+    from the write, which every caller would take for a bug (a 500 on ingest). It is a
+    lost connection: say so, and the client's retry opens a new one."""
+
+    async def send_packed_command(
+        self, command: bytes | str | Iterable[bytes], check_health: bool = True
+    ) -> None:
+        try:
+            await super().send_packed_command(command, check_health)
+        except RuntimeError as exc:
+            await self.disconnect()
+            raise RedisConnectionError(f"connection closed while writing: {exc}") from exc
+
+
 class SentinelPrimary(Redis):
     """The primary of a Sentinel-managed set; closing it closes the Sentinel clients too."""
 
@@ -76,7 +96,7 @@ def sentinel_primary(target: SentinelTarget, options: dict[str, Any]) -> Sentine
         sentinel_options["username"] = target.sentinel_username
     if target.sentinel_password:
         sentinel_options["password"] = target.sentinel_password
-    primary_options = dict(options, db=target.db)
+    primary_options = dict(options, db=target.db, connection_class=SentinelConnection)
     if target.username:
         primary_options["username"] = target.username
     if target.password:
