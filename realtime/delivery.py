@@ -14,6 +14,11 @@ Sending: every decision of the subscription state is followed by its send withou
 serialised once per batch and the same frame goes to every connection that gets all
 of it (`realtime.frames`).
 
+`max_rate` (realtime/conflate.py): a subscription with one has everything it would be
+sent (replay, buffered and live events) merged by its Conflater and paced: at most one
+`update` per 1/max_rate seconds for that topic, the merge of all it did not get yet,
+flushed by a timer when no further event comes.
+
 Slow clients: a connection whose backlog reaches its bound (`REALTIME_CLIENT_BACKLOG_*`)
 is suspended: its subscriptions keep only their positions (conflated to one per topic),
 nothing more is queued for it, and once it has drained it is caught up from history in
@@ -33,6 +38,7 @@ from redis.exceptions import RedisError
 
 from realtime.backoff import Backoff
 from realtime.channels import ChannelListener
+from realtime.conflate import Conflater
 from realtime.engine import EngineSocket
 from realtime.frames import Frame
 from realtime.history import HistoryReader, WireEvent, covers
@@ -73,6 +79,8 @@ class Delivery:
         self._pending: dict[str, list[WireEvent]] = {}  # topic -> events within the tick
         self._flush_handle: asyncio.TimerHandle | None = None
         self._behind: dict[str, asyncio.TimerHandle] = {}  # sid -> its disconnect timer
+        # (sid, topic) -> the timer that sends a max_rate subscription's pending merge
+        self._paced: dict[tuple[str, str], asyncio.TimerHandle] = {}
 
     # -- sending ------------------------------------------------------------------------
 
@@ -127,11 +135,60 @@ class Delivery:
             out = self.subs.live(sid, batch)
             if not out:
                 continue
+            conflater = self.subs.conflater(sid, batch.topic)
+            if conflater is not None:
+                out = self._pace(sid, conflater, out)
+                if out:
+                    socket.push(Frame.update(out))
+                continue
             if out is batch.events:  # all new: the common case
                 shared = shared if shared is not None else Frame.update(out)
                 socket.push(shared)
             else:
                 socket.push(Frame.update(out))
+
+    # -- max_rate subscriptions ----------------------------------------------------------
+
+    def _pace(self, sid: str, conflater: Conflater, events: list[WireEvent]) -> list[WireEvent]:
+        """Merge `events` into the subscription's pending merge; returns what may be sent
+        now, and arms the timer for what must wait."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        out: list[WireEvent] = []
+        for event in events:
+            out += conflater.offer(event, now)
+        due = conflater.due()
+        key = (sid, conflater.topic)
+        if due is not None and key not in self._paced:
+            self._paced[key] = loop.call_at(due, self._flush_paced, sid, conflater)
+        return out
+
+    def _flush_paced(self, sid: str, conflater: Conflater) -> None:
+        key = (sid, conflater.topic)
+        self._paced.pop(key, None)
+        if self.subs.conflater(sid, conflater.topic) is not conflater:
+            return  # unsubscribed (or subscribed anew) meanwhile
+        socket = self._socket(self.sio.manager.eio_sid_from_sid(sid, NAMESPACE))
+        if socket is None:
+            return
+        loop = asyncio.get_running_loop()
+        out = [] if socket.backlog_full() else conflater.flush(loop.time())
+        if out:
+            socket.push(Frame.update(out))
+        due = conflater.due()
+        if due is not None:  # not sent (behind): try again an interval later
+            self._paced[key] = loop.call_at(
+                max(due, loop.time() + conflater.interval), self._flush_paced, sid, conflater
+            )
+
+    def _send_paced(self, sid: str, topic: str, events: list[WireEvent]) -> None:
+        """`_send_to` for backlog events, through the subscription's max_rate if any."""
+        conflater = self.subs.conflater(sid, topic) if events else None
+        self._send_to(sid, events if conflater is None else self._pace(sid, conflater, events))
+
+    def _cancel_paced(self, sid: str, topic: str | None = None) -> None:
+        for key in [k for k in self._paced if k[0] == sid and topic in (None, k[1])]:
+            self._paced.pop(key).cancel()
 
     # -- slow clients ---------------------------------------------------------------------
 
@@ -178,7 +235,12 @@ class Delivery:
     # -- subscriptions --------------------------------------------------------------------
 
     async def subscribe(
-        self, sid: str, topic: str, since: StreamId | None, snapshot: int | None
+        self,
+        sid: str,
+        topic: str,
+        since: StreamId | None,
+        snapshot: int | None,
+        max_rate: float | None = None,
     ) -> dict[str, Any]:
         """Join the topic and return the ack; what follows the ack is sent by a task.
 
@@ -188,11 +250,17 @@ class Delivery:
         `recovered: true`, it carries `since`: where the subscription starts (the newest
         event's id, `0-0` for none). Raises HistoryUnavailable when that cannot be
         answered (the subscription is undone); a plain subscribe then goes on live-only
-        (and its ack has no `since`)."""
-        generation = self.subs.begin(sid, topic, since)  # live events are buffered from now
+        (and its ack has no `since`). With `max_rate`, what follows the ack is merged and
+        paced (the ack says `max_rate`; its `events` are not merged)."""
+        self._cancel_paced(sid, topic)
+        conflater = None if max_rate is None else Conflater(topic, max_rate)
+        # live events are buffered from now
+        generation = self.subs.begin(sid, topic, since, conflater)
         self._interest(topic)
         await self.sio.enter_room(sid, topic, namespace=NAMESPACE)
         ack: dict[str, Any] = {"ok": True, "topic": topic}
+        if max_rate is not None:
+            ack["max_rate"] = max_rate
         page: list[WireEvent] = []
         try:
             # History is read after Redis confirmed the topic's channel: an event is in
@@ -229,6 +297,7 @@ class Delivery:
         return format_id(position)
 
     async def unsubscribe(self, sid: str, topic: str) -> None:
+        self._cancel_paced(sid, topic)
         self.subs.end(sid, topic)
         self._interest(topic)
         await self.sio.leave_room(sid, topic, namespace=NAMESPACE)
@@ -240,6 +309,7 @@ class Delivery:
             timer.cancel()
 
     def _drop(self, sid: str) -> None:
+        self._cancel_paced(sid)
         for topic in self.subs.drop(sid):
             self._interest(topic)
 
@@ -291,14 +361,15 @@ class Delivery:
                 page = await self._retrying(read)
             batch = Batch.of(topic, page)
             for target in pending:
-                self._send_to(target.sid, self.subs.replayed(target.sid, target.generation, batch))
+                out = self.subs.replayed(target.sid, target.generation, batch)
+                self._send_paced(target.sid, topic, out)
             if len(page) >= PAGE:
                 page = None
                 continue
             unfinished = []
             for target in pending:
                 out, done = self.subs.finish(target.sid, topic, target.generation)
-                self._send_to(target.sid, out)
+                self._send_paced(target.sid, topic, out)
                 if not done:
                     unfinished.append(target)
             pending, page = unfinished, None
@@ -328,7 +399,7 @@ class Delivery:
     async def aclose(self) -> None:
         if self._flush_handle is not None:
             self._flush_handle.cancel()
-        for timer in self._behind.values():
+        for timer in [*self._behind.values(), *self._paced.values()]:
             timer.cancel()
         for task in list(self._tasks):
             task.cancel()

@@ -1,6 +1,6 @@
 """Socket.IO namespace `/`: clients subscribe to topics; a topic is a room.
 
-Client to server: `subscribe {topic, since?, snapshot?}` and `unsubscribe {topic}`, each
+Client to server: `subscribe {topic, since?, snapshot?, max_rate?}` and `unsubscribe {topic}`, each
 acknowledged with `{"ok": true, "topic", ...}` or `{"ok": false, "error": {"code",
 "message", "fields"?}}`. Server to client: `update`, a list of topic events; after a
 subscribe, its ack comes first, then the replay, then live events (`realtime.delivery`).
@@ -67,7 +67,9 @@ class TopicNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             return refused
         since = parse_id(request["since"]) if "since" in request else None
         try:
-            return await self.delivery.subscribe(sid, topic, since, request.get("snapshot"))
+            return await self.delivery.subscribe(
+                sid, topic, since, request.get("snapshot"), request.get("max_rate")
+            )
         except HistoryUnavailable:
             return errors.error_ack(
                 errors.UNAVAILABLE, "History is unavailable; subscribe again shortly."

@@ -9,6 +9,7 @@ from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
+from realtime.conflate import MAX_RATE_HZ, MIN_RATE_HZ
 from realtime.streamids import STREAM_ID_PATTERN
 from realtime.topics import TOPIC_PATTERN
 
@@ -24,6 +25,15 @@ class StrictInteger(fields.Integer):
 
     def _validated(self, value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, int):
+            raise self.make_error("invalid")
+        return super()._validated(value)
+
+
+class StrictNumber(fields.Float):
+    """A JSON number: no booleans or strings."""
+
+    def _validated(self, value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int | float):
             raise self.make_error("invalid")
         return super()._validated(value)
 
@@ -48,7 +58,7 @@ MAX_SNAPSHOT = 1000
 
 
 class SubscribeSchema(Schema):
-    """`subscribe {topic, since?, snapshot?}` from a Socket.IO client."""
+    """`subscribe {topic, since?, snapshot?, max_rate?}` from a Socket.IO client."""
 
     class Meta:
         unknown = RAISE
@@ -62,6 +72,9 @@ class SubscribeSchema(Schema):
     )
     # How many of the newest events to put in the ack.
     snapshot = StrictInteger(validate=validate.Range(min=0, max=MAX_SNAPSHOT))
+    # At most this many `update`s per second for this topic, each merging what the client
+    # did not get on its own (realtime/conflate.py).
+    max_rate = StrictNumber(validate=validate.Range(min=MIN_RATE_HZ, max=MAX_RATE_HZ))
 
 
 class UnsubscribeSchema(Schema):

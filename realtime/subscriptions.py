@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from realtime.conflate import Conflater
 from realtime.streamids import StreamId, parse_id
 
 WireEvent = dict[str, Any]
@@ -76,6 +77,8 @@ class Cursor:
     buffered: int = 0
     stale: bool = False  # the buffer may miss events: read history again before finishing
     suspended: bool = False  # its connection is behind: wait until it drained (`resume`)
+    # `max_rate`: what is sent is merged and paced by it (kept across the phases).
+    conflater: Conflater | None = None
 
     def take(self, batch: Batch) -> list[WireEvent]:
         out = batch.after(self.last)
@@ -101,6 +104,7 @@ class Subscriptions:
         self._connections: dict[str, dict[str, Cursor]] = {}
         self._members: dict[str, int] = {}  # topic -> connections subscribed to it
         self._generation = 0
+        self._conflated: dict[str, int] = {}  # topic -> subscriptions with a max_rate
 
     def _cursor(self, sid: str, topic: str, generation: int | None = None) -> Cursor | None:
         cursor = self._connections.get(sid, {}).get(topic)
@@ -139,14 +143,28 @@ class Subscriptions:
 
     # -- the backlog phase ----------------------------------------------------------------
 
-    def begin(self, sid: str, topic: str, last: StreamId | None) -> int:
+    def conflater(self, sid: str, topic: str) -> Conflater | None:
+        """The subscription's `max_rate` state, if it has one."""
+        if topic not in self._conflated:  # the common case: one dict lookup
+            return None
+        cursor = self._cursor(sid, topic)
+        return None if cursor is None else cursor.conflater
+
+    def begin(
+        self, sid: str, topic: str, last: StreamId | None, conflater: Conflater | None = None
+    ) -> int:
         """Start (or restart) a subscription in the backlog phase; returns its generation,
         which every later backlog call must present (a newer subscribe wins)."""
         self._generation += 1
         cursors = self._connections.setdefault(sid, {})
-        if topic not in cursors:
+        old = cursors.get(topic)
+        if old is None:
             self._joined(topic)
-        cursors[topic] = Cursor(self._generation, last)
+        elif old.conflater is not None:
+            self._unconflate(topic)
+        cursors[topic] = Cursor(self._generation, last, conflater=conflater)
+        if conflater is not None:
+            self._conflated[topic] = self._conflated.get(topic, 0) + 1
         return self._generation
 
     def position(self, sid: str, topic: str, generation: int, last: StreamId) -> None:
@@ -209,7 +227,13 @@ class Subscriptions:
         for topic, cursor in cursors.items():
             if not cursor.suspended:
                 self._generation += 1
-                cursors[topic] = Cursor(self._generation, cursor.last, stale=True, suspended=True)
+                cursors[topic] = Cursor(
+                    self._generation,
+                    cursor.last,
+                    stale=True,
+                    suspended=True,
+                    conflater=cursor.conflater,
+                )
                 changed = True
         return changed
 
@@ -224,9 +248,11 @@ class Subscriptions:
                 continue
             self._generation += 1
             if cursor.last is None:
-                cursors[topic] = Cursor(self._generation, None, backlog=False)
+                cursors[topic] = Cursor(
+                    self._generation, None, backlog=False, conflater=cursor.conflater
+                )
                 continue
-            cursors[topic] = Cursor(self._generation, cursor.last)
+            cursors[topic] = Cursor(self._generation, cursor.last, conflater=cursor.conflater)
             targets[topic] = [Target(sid, self._generation, cursor.last)]
         return targets
 
@@ -251,7 +277,7 @@ class Subscriptions:
                 if cursor.last is None:
                     continue
                 self._generation += 1
-                cursors[topic] = Cursor(self._generation, cursor.last)
+                cursors[topic] = Cursor(self._generation, cursor.last, conflater=cursor.conflater)
                 targets.setdefault(topic, []).append(Target(sid, self._generation, cursor.last))
         return targets
 
@@ -259,14 +285,27 @@ class Subscriptions:
 
     def end(self, sid: str, topic: str) -> None:
         cursors = self._connections.get(sid)
-        if cursors is not None and cursors.pop(topic, None) is not None:
-            self._left(topic)
+        if cursors is not None:
+            cursor = cursors.pop(topic, None)
+            if cursor is not None:
+                self._left(topic)
+                if cursor.conflater is not None:
+                    self._unconflate(topic)
             if not cursors:
                 del self._connections[sid]
 
     def drop(self, sid: str) -> Sequence[str]:
         """Forget a connection; returns its topics."""
-        topics = list(self._connections.pop(sid, {}))
-        for topic in topics:
+        cursors = self._connections.pop(sid, {})
+        for topic, cursor in cursors.items():
             self._left(topic)
-        return topics
+            if cursor.conflater is not None:
+                self._unconflate(topic)
+        return list(cursors)
+
+    def _unconflate(self, topic: str) -> None:
+        left = self._conflated.get(topic, 0) - 1
+        if left > 0:
+            self._conflated[topic] = left
+        else:
+            self._conflated.pop(topic, None)

@@ -9,6 +9,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
+from realtime.conflate import Conflater
 from realtime.history import Extent, covers
 from realtime.streamids import parse_id
 from realtime.subscriptions import Batch, Subscriptions, Target
@@ -256,3 +257,24 @@ def test_members_count_connections_per_topic_across_joins_leaves_and_drops() -> 
     assert subs.members("own0") == 1
     assert subs.drop("s0") == ["own0"]
     assert subs.members("own0") == 0
+
+
+def test_a_max_rate_conflater_stays_with_its_subscription_until_it_ends() -> None:
+    subs = Subscriptions()
+    conflater = Conflater("t", 2.0)
+    subs.begin("s", "t", (1, 0), conflater)
+    subs.begin("other", "t", None)
+    assert subs.conflater("s", "t") is conflater
+    assert subs.conflater("other", "t") is None
+    subs.suspend("s")  # a slow connection: the pending merge must not be lost
+    assert subs.conflater("s", "t") is conflater
+    subs.resume("s")
+    assert subs.conflater("s", "t") is conflater
+    subs.begin_catch_up()
+    assert subs.conflater("s", "t") is conflater
+    subs.begin("s", "t", None)  # subscribed again without max_rate
+    assert subs.conflater("s", "t") is None
+    subs.begin("s", "t", None, conflater)
+    subs.drop("s")
+    assert subs.conflater("s", "t") is None
+    assert subs._conflated == {}  # the per-topic count is back to nothing

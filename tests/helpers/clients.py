@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -22,6 +23,7 @@ class Collector:
         self.events: list[dict[str, Any]] = []
         self.ids: set[tuple[str, str]] = set()  # (topic, id): ids are unique per topic only
         self.packets = 0
+        self.arrivals: list[float] = []  # time.monotonic() of each `update` packet
         # ("ack", ack) and ("update", events) in the order the packets arrived.
         self.log: list[tuple[str, Any]] = []
         self._changed = asyncio.Condition()
@@ -30,6 +32,7 @@ class Collector:
     async def _on_update(self, events: list[dict[str, Any]]) -> None:
         async with self._changed:
             self.packets += 1
+            self.arrivals.append(time.monotonic())
             self.log.append(("update", events))
             self.events.extend(events)
             self.ids.update((e["topic"], e["id"]) for e in events)
