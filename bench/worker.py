@@ -1,5 +1,6 @@
-"""Benchmark: one worker's throughput through transform + history + fan-out publish, and
-what the lease checks cost, against its own Redis, in one run.
+"""Benchmark: one worker's throughput through transform + history + fan-out publish, what
+the lease checks cost, and what the window aggregation costs, against its own Redis, in
+one run.
 
     .venv/bin/python -m bench.worker [--events 100000] [--topics 100] [--runs 5]
 
@@ -14,6 +15,12 @@ batched per partition and committed in one Lua script per batch. Variants, inter
 - plain commands: a reference loop as the worker was before leases (XREADGROUP, then
   pipelined XADDs, pipelined PUBLISHes and an XACK: three round trips per batch, no
   fencing, not atomic).
+- aggregate: fenced with the built-in default pipelines, so every event (topics
+  `metrics.hostNNNN`, numeric `value`) is also fed to 1s, 10s and 1m windows whose
+  outputs are written and published, with window checkpoints in the commits. The
+  other variants run with no pipelines (pass-through only), so "vs fenced" of this row
+  is aggregation against pass-through through the real worker path. (Events get the
+  ingest time as `ts`, so windows close while the run drains.)
 
 Each also runs with `--batch 1` (one entry per round trip: latency-bound), where the
 per-commit cost of the lease check shows most. Prints medians of --runs, the ratio to
@@ -42,6 +49,8 @@ from redis.asyncio import Redis
 from processors.consumer import Consumer
 from processors.groups import ensure_group
 from processors.history import history_write
+from processors.pipeline_config import PipelinesConfig, default_pipelines
+from processors.pipelines import Pipelines
 from processors.transform import decode_entry, group_by_topic, passthrough
 from realtime.connections import connect
 from realtime.embedded import RedisServer
@@ -68,9 +77,14 @@ async def fill(redis: Redis, settings: Settings, items: list[dict[str, Any]]) ->
         await writer.append(items[start : start + 1000])
 
 
-async def run_consumer(settings: Settings, redis: Redis, *, fenced: bool) -> None:
+PASS_THROUGH = PipelinesConfig(pipelines=(), source="none")
+
+
+async def run_consumer(
+    settings: Settings, redis: Redis, *, fenced: bool, pipelines: PipelinesConfig = PASS_THROUGH
+) -> None:
     fanout = FanoutManager(settings, write_only=True)
-    consumer = Consumer(redis, fanout, settings, fenced=fenced)
+    consumer = Consumer(redis, fanout, settings, pipelines=Pipelines(pipelines), fenced=fenced)
     await consumer.run(asyncio.Event(), burst=True)
     await fanout.aclose()
 
@@ -81,6 +95,10 @@ async def fenced_variant(settings: Settings, redis: Redis) -> None:
 
 async def unfenced_variant(settings: Settings, redis: Redis) -> None:
     await run_consumer(settings, redis, fenced=False)
+
+
+async def aggregate_variant(settings: Settings, redis: Redis) -> None:
+    await run_consumer(settings, redis, fenced=True, pipelines=default_pipelines())
 
 
 async def plain_variant(settings: Settings, redis: Redis) -> None:
@@ -116,6 +134,7 @@ VARIANTS: dict[str, Variant] = {
     "fenced": fenced_variant,
     "unfenced": unfenced_variant,
     "plain commands": plain_variant,
+    "aggregate": aggregate_variant,
 }
 
 
@@ -185,7 +204,7 @@ async def main(args: argparse.Namespace) -> None:
             os.sched_setaffinity(server.process.pid, {args.redis_cpu})
         if args.worker_cpu is not None:
             os.sched_setaffinity(0, {args.worker_cpu})
-        batches = (args.batch, 1)
+        batches = (args.batch, 1) if args.events_batch1 else (args.batch,)
         cases = [(name, batch) for batch in batches for name in VARIANTS]
         sizes = {args.batch: args.events, 1: args.events_batch1}
         workloads = {b: events(args.topics, n) for b, n in sizes.items()}
@@ -237,7 +256,9 @@ def report(
 def cli() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--events", type=int, default=100_000)
-    parser.add_argument("--events-batch1", type=int, default=10_000, help="events for --batch 1")
+    parser.add_argument(
+        "--events-batch1", type=int, default=10_000, help="events for --batch 1 (0: skip those)"
+    )
     parser.add_argument("--topics", type=int, default=100)
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--batch", type=int, default=256, help="REALTIME_BATCH_SIZE")
