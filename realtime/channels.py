@@ -119,6 +119,10 @@ class ChannelListener:
                     yield data
             except (RedisError, OSError) as exc:
                 logger.warning("fan-out listener lost Redis: %s", exc)
+            except Exception:
+                # A bug must not silence this instance for good: start over (with the
+                # catch-up), as after losing Redis.
+                logger.exception("fan-out listener failed; reconnecting")
             finally:
                 self.connected = False
                 self.interest.reset()

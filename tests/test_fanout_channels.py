@@ -7,6 +7,7 @@ the common channel, and shutdown closes the listener cleanly."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import AsyncIterator, Callable
@@ -319,6 +320,32 @@ async def test_shutdown_closes_the_listener_promptly_and_quietly(
         assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     finally:
         await redis.aclose()
+
+
+async def test_the_listener_starts_over_after_an_unexpected_error(
+    settings: Settings, redis: Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    listener = ChannelListener(settings)
+    listener.want("oops.t", True)
+    calls: list[int] = []
+
+    def catch_up() -> None:
+        calls.append(len(calls))
+        if len(calls) == 1:
+            raise ValueError("a bug in the catch-up")
+
+    listener.on_subscribed = catch_up
+    channel = Keys(settings.prefix).topic_channel("oops.t")
+    async with contextlib.aclosing(listener.messages()) as messages:
+        received = asyncio.ensure_future(anext(messages))
+        await eventually(lambda: _ready(listener, calls), "the second subscription")
+        await redis.publish(channel, b"after")
+        assert await asyncio.wait_for(received, 10) == b"after"
+    assert "fan-out listener failed" in caplog.text
+
+
+async def _ready(listener: ChannelListener, calls: list[int]) -> bool:
+    return len(calls) == 2 and listener.connected
 
 
 async def test_a_subscription_not_confirmed_in_time_is_an_error(settings: Settings) -> None:
