@@ -293,3 +293,22 @@ async def test_cli_publish_sends_its_key_and_watch_its_token(
     code, _, err = await cli("watch", "metrics.cpu", "--url", url, "--token", "bad")
     assert code == 1
     assert "connection refused: The token is malformed." in err
+
+
+async def test_the_raw_refusal_frame(secure: tuple[str, web.Application]) -> None:
+    """What a mobile SDK sees: CONNECT_ERROR (`44`) with the message and the code."""
+    url, _ = secure
+    async with (
+        aiohttp.ClientSession() as http,
+        http.ws_connect(url + "/socket.io/?EIO=4&transport=websocket") as ws,
+    ):
+        assert (await ws.receive_str(timeout=10)).startswith("0{")
+        await ws.send_str('40{"token":"bad"}')
+        frame = await ws.receive_str(timeout=10)
+        assert frame.startswith("44")
+        assert jsoncodec.loads(frame[2:]) == {
+            "message": "The token is malformed.",
+            "data": {"code": "unauthorized"},
+        }
+        await ws.send_str("40" + jsoncodec.dumps({"token": hs256()}))
+        assert (await ws.receive_str(timeout=10)).startswith('40{"sid"')
