@@ -66,6 +66,7 @@ def create_sio(settings: Settings, manager: FanoutManager) -> SocketServer:
         ws_compression=settings.ws_compression,
         backlog_bytes=settings.client_backlog_bytes,
         backlog_packets=settings.client_backlog_packets,
+        connect_timeout_s=settings.connect_timeout_s,
     )
     # An instance attribute of the engine: a subclass of whichever driver it uses.
     drivers = sio.eio._async

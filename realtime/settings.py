@@ -187,6 +187,7 @@ class Settings:
     max_subscriptions: int = 100
     subscribe_rate: float = 10.0
     max_connections: int = 10_000
+    connect_timeout_s: float = 45.0
     ingest_rate: int = 10_000
     # command-line clients: the token `realtime watch` presents, the key `publish` sends
     token: str = secret()
@@ -262,6 +263,9 @@ class Settings:
             ),
             subscribe_rate=_float(e, "REALTIME_SUBSCRIBE_RATE", cls.subscribe_rate, 0.01),
             max_connections=_int(e, "REALTIME_MAX_CONNECTIONS", cls.max_connections, minimum=1),
+            connect_timeout_s=_float(
+                e, "REALTIME_CONNECT_TIMEOUT_S", cls.connect_timeout_s, minimum=0.1
+            ),
             ingest_rate=_int(e, "REALTIME_INGEST_RATE", cls.ingest_rate, minimum=0),
             token=e.get("REALTIME_TOKEN", "").strip(),
             ingest_key=e.get("REALTIME_INGEST_KEY", "").strip(),

@@ -8,6 +8,8 @@
   its log context, so anything it logs says which client and topic it was about.
 - An origin allowed only for the Admin UI (`realtime.admin`) may open `/admin` and no
   other namespace.
+- A connection that has not connected to a namespace within `connect_timeout_s` is
+  closed (socket.io's own server does the same; python-socketio does not).
 - A malformed packet from a client (`realtime.inbound`) closes that client's connection
   instead of raising inside python-socketio.
 - `drop(sid)` ends a connection the way a network failure would (no close packet), so
@@ -20,6 +22,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import logging
 from typing import Any
@@ -58,9 +61,12 @@ class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
         ws_compression: bool = False,
         backlog_bytes: int = EngineServer.backlog_bytes,
         backlog_packets: int = EngineServer.backlog_packets,
+        connect_timeout_s: float = 45.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        self.connect_timeout_s = connect_timeout_s
+        self._checks: set[asyncio.Task[None]] = set()
         self.admin_namespace = admin_namespace
         self.admin_only_origin = admin_only_origin
         self.eio.ws_compression = ws_compression
@@ -103,7 +109,25 @@ class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
             # must not inherit the request's log context (request id, client).
             self.manager_initialized = True
             contextvars.Context().run(self.manager.initialize)
+        asyncio.get_running_loop().call_later(
+            self.connect_timeout_s, self._spawn_connect_check, eio_sid
+        )
         return await super()._handle_eio_connect(eio_sid, environ)
+
+    def _spawn_connect_check(self, eio_sid: str) -> None:
+        if eio_sid in self.eio.sockets and not self._in_a_namespace(eio_sid):
+            task = asyncio.ensure_future(self._connect_timed_out(eio_sid))
+            self._checks.add(task)
+            task.add_done_callback(self._checks.discard)
+
+    def _in_a_namespace(self, eio_sid: str) -> bool:
+        return any(self.manager.sid_from_eio_sid(eio_sid, ns) for ns in list(self.manager.rooms))
+
+    async def _connect_timed_out(self, eio_sid: str) -> None:
+        # socket.io's connectTimeout: a connection that never joins a namespace holds
+        # server memory and is counted by no limit; it gets connect_timeout_s to do so.
+        logger.info("closing a connection that joined no namespace in %gs", self.connect_timeout_s)
+        await self._close_engine(eio_sid)
 
     async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
         problem = malformed(data, self.packet_class)

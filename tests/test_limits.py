@@ -156,3 +156,20 @@ async def test_a_packet_over_the_size_limit_closes_only_that_connection(
         assert (await bystander.call("subscribe", {"topic": "still.served"}))["ok"]
         await bystander.disconnect()
         await big.shutdown()
+
+
+async def test_a_connection_that_joins_no_namespace_is_closed(
+    settings: Settings, http: aiohttp.ClientSession
+) -> None:
+    async with running_app(settings.with_overrides(connect_timeout_s=0.5)) as url:
+        client = await connect(url)
+        async with http.ws_connect(url + "/socket.io/?EIO=4&transport=websocket") as idle:
+            assert (await idle.receive_str(timeout=10)).startswith("0{")
+            frames = []
+            async for message in idle:  # until the server closes it
+                frames.append(message.data)
+            assert idle.closed
+            assert "1" in frames or frames == []  # a CLOSE packet, or just the close
+        # The client that did connect to `/` in time stays.
+        assert (await client.call("subscribe", {"topic": "still.served"}))["ok"]
+        await client.disconnect()
