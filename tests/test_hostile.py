@@ -50,6 +50,7 @@ near_events = st.fixed_dictionaries(
         "key": json_values,
         "since": json_values,
         "snapshot": json_values,
+        "max_rate": json_values,
         "extra": json_values,
     },
 )
@@ -81,7 +82,7 @@ def test_the_subscribe_schema_accepts_or_names_fields(payload: Any) -> None:
     except ValidationError as exc:
         jsoncodec.dumps(field_errors(exc))
     else:
-        assert set(request) <= {"topic", "since", "snapshot"}
+        assert set(request) <= {"topic", "since", "snapshot", "max_rate"}
 
 
 class ServerThread:
