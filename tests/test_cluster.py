@@ -7,15 +7,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import os
 from pathlib import Path
+from typing import Any
 
 import redis
 
+from processors.dlq import run_dlq
+from realtime import jsoncodec
+from realtime.cli import build_parser
+from realtime.connections import connect
 from realtime.keys import Keys
 from realtime.settings import Settings
 from realtime.topics import partition_of
-from tests.helpers.clients import Watcher
+from tests.helpers.clients import Collector, Watcher, post_events
 from tests.helpers.feed import Feed
 from tests.helpers.processes import ProcessGroup
 from tests.helpers.redis_topology import ClusterSet
@@ -136,6 +142,106 @@ async def test_two_web_instances_and_two_workers_on_a_cluster_deliver_everything
             # both web instances have clients of every topic: both listen to every channel
             assert f["subscriptions"] == len(webs) * f["shard_channels"]
         assert sum(f["shard_channels"] for f in figures) == len(TOPICS)  # one per topic
+    finally:
+        processes.stop_all()
+        cluster.cleanup()
+
+
+PIPELINES = """
+pipelines:
+  - name: metrics
+    match: "metrics.*"
+    windows: {sizes: [1s], lateness: 300ms}
+  - name: orders
+    match: orders
+    routes: [{to: "orders.by_region.{region}"}]
+"""
+T0 = 1_700_000_000_000
+
+
+def elsewhere_topic(cluster: ClusterSet, keys: Keys, source: str, target: str) -> bool:
+    """Whether `target`'s partition lives on another shard than `source`'s."""
+    p = keys.partitions
+    home = cluster.node_of(keys.ingest(partition_of(source, p)))
+    return cluster.node_of(keys.ingest(partition_of(target, p))) is not home
+
+
+async def test_pipelines_across_shards_and_dead_letters_on_a_cluster(
+    processes: ProcessGroup, prefix: str, tmp_path: Path
+) -> None:
+    """A window output and a routed copy whose topics live on other shards than their
+    source (the writes outside the partition's slot), and a dead letter in its
+    partition's stream, listed and dropped by `realtime dlq`."""
+    cluster = ClusterSet(tmp_path / "cluster").start()
+    pipelines = tmp_path / "pipelines.yaml"
+    pipelines.write_text(PIPELINES)
+    try:
+        settings = Settings(
+            redis_url=cluster.url,
+            prefix=prefix,
+            insecure=True,
+            redis_cluster=True,
+            partitions=PARTITIONS,
+            block_ms=200,
+            pipelines_file=str(pipelines),
+        )
+        keys = Keys.of(settings)
+        metric = next(
+            t
+            for t in (f"metrics.m{n}" for n in range(100))
+            if elsewhere_topic(cluster, keys, t, f"{t}:1s")
+        )
+        region = next(
+            r
+            for r in (f"r{n}" for n in range(100))
+            if elsewhere_topic(cluster, keys, "orders", f"orders.by_region.{r}")
+        )
+        web = processes.web(settings, REALTIME_PIPELINES=str(pipelines))
+        processes.worker(settings, REALTIME_PIPELINES=str(pipelines))
+        client = await Collector("outputs").connect(web.url)
+        await client.subscribe(f"{metric}:1s")
+        await client.subscribe(f"orders.by_region.{region}")
+
+        values = [float(n) for n in range(14)]  # ts T0 .. T0+1300: the first window closes
+        events: list[dict[str, Any]] = [
+            {"topic": metric, "ts": T0 + 100 * n, "data": {"value": v}}
+            for n, v in enumerate(values)
+        ]
+        events.append({"topic": "orders", "data": {"region": region, "n": 1}})
+        await post_events(web.url, events)
+
+        routed_topic = f"orders.by_region.{region}"
+        await client.wait_until(
+            lambda: bool(client.topic_events(f"{metric}:1s") and client.topic_events(routed_topic)),
+            "window output and routed copy",
+        )
+        window = client.topic_events(f"{metric}:1s")[0]
+        assert window["id"] == f"{T0 + 1000}-0"
+        assert (window["data"]["count"], window["data"]["sum"]) == (10, sum(values[:10]))
+        [routed] = client.topic_events(routed_topic)
+        assert routed["data"] == {"region": region, "n": 1}
+        await client.close()
+
+        # A malformed entry is dead-lettered at once, into its partition's stream.
+        redis_client = connect(settings)
+        try:
+            await redis_client.xadd(keys.ingest(3), {"bogus": "1"})
+            deadline = asyncio.get_running_loop().time() + 20
+            while not await redis_client.xlen(keys.dead_letters(3)):
+                assert asyncio.get_running_loop().time() < deadline, "no dead letter"
+                await asyncio.sleep(0.05)
+        finally:
+            await redis_client.aclose()
+        out = io.StringIO()
+        args = build_parser().parse_args(["dlq", "list", "--json"])
+        assert await run_dlq(settings, args, out) == 0
+        [letter] = [jsoncodec.loads(line) for line in out.getvalue().splitlines()]
+        assert letter["stream"] == keys.ingest(3)
+        out = io.StringIO()
+        assert (
+            await run_dlq(settings, build_parser().parse_args(["dlq", "drop", "--all"]), out) == 0
+        )
+        assert "dropped 1" in out.getvalue()
     finally:
         processes.stop_all()
         cluster.cleanup()
