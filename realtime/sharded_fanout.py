@@ -146,6 +146,9 @@ class ShardedChannelListener(ChannelListener):
                         yield passed
             except (RedisError, OSError) as exc:
                 logger.warning("fan-out listener lost the cluster: %s", exc)
+            except Exception:
+                # As in ChannelListener: a bug must not silence this instance for good.
+                logger.exception("fan-out listener failed; reconnecting")
             finally:
                 self.connected = False
                 self.interest.reset()
