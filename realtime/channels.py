@@ -8,15 +8,15 @@ host. The bookkeeping is `realtime/interest.py`; this module does the I/O:
 - A subscription waits for `ready(topic)` before it reads history: Redis has confirmed
   the topic's SUBSCRIBE, so every event is either in what it reads or arrives live.
 - SUBSCRIBE / UNSUBSCRIBE are sent by one task per connection, in the order they were
-  decided, many topics per command when they come together.
+  decided, many topics per command when they come together; it also pings the
+  connection, whose reads block without a timeout.
 - On (re)connecting: one SUBSCRIBE of the common channel and every wanted topic; once
   Redis confirmed all of them, `on_subscribed` (the catch-up from history) runs before
   any message is passed on, so what was published while not subscribed is not lost.
   Messages that arrive among the confirmations are held back until then.
 - The connection is never reconnected behind our back (no client retries; a dropped
   connection is noticed before each read), because a silent reconnect would skip the
-  catch-up. Reconnects use capped, jittered backoff; an idle connection is pinged so a
-  dead one is noticed.
+  catch-up. Reconnects use capped, jittered backoff.
 """
 
 from __future__ import annotations
@@ -162,10 +162,12 @@ class ChannelListener:
                 # A command of `_sync` failed and dropped it; reading now would reconnect
                 # without the catch-up.
                 raise RedisConnectionError("fan-out connection dropped")
-            message = await pubsub.get_message(timeout=IDLE_PING_S)
+            # A blocking read: no timer per message (a read with a timeout costs a third
+            # of this loop's CPU); `_sync` pings an idle connection instead.
+            message = await pubsub.get_message(timeout=None)
             if message is None:
-                await pubsub.ping()
-            elif message["type"] == "message":
+                continue
+            if message["type"] == "message":
                 yield message["data"]
             elif message["type"] == "subscribe":
                 topic = self._topics.get(message["channel"])
@@ -177,9 +179,15 @@ class ChannelListener:
                     del self._topics[message["channel"]]
 
     async def _sync(self, pubsub: PubSub) -> None:
-        """Send what `want` changed, in order, coalescing changes that come together."""
+        """Send what `want` changed, in order, coalescing changes that come together; and
+        a PING every IDLE_PING_S, so a dead connection is noticed even when idle."""
         while True:
-            await self._dirty.wait()
+            try:
+                async with asyncio.timeout(IDLE_PING_S):
+                    await self._dirty.wait()
+            except TimeoutError:
+                await pubsub.ping()
+                continue
             self._dirty.clear()
             subscribe, unsubscribe = self.interest.plan()
             if unsubscribe:

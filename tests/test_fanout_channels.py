@@ -352,6 +352,24 @@ async def _ready(listener: ChannelListener, calls: list[int]) -> bool:
     return len(calls) == 2 and listener.connected
 
 
+async def test_an_idle_listener_pings_redis(
+    settings: Settings, redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its reads block without a timeout; the PINGs are what would fail on a dead
+    connection."""
+    monkeypatch.setattr("realtime.channels.IDLE_PING_S", 0.05)
+    async with serving(settings) as (url, _):
+        client = await Collector().connect(url)
+        await client.subscribe("idle.t")
+
+        async def pinged() -> bool:
+            listening = await redis.client_list(_type="pubsub")
+            return any(c["cmd"] == "ping" for c in listening)
+
+        await eventually(pinged, "a PING from the listener", 5)
+        await client.close()
+
+
 async def test_a_subscription_not_confirmed_in_time_is_an_error(settings: Settings) -> None:
     listener = ChannelListener(settings.with_overrides(redis_timeout_s=0.2))  # not listening
     listener.want("nobody.home", True)
