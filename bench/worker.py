@@ -185,7 +185,8 @@ async def measure(
         written = sum([await redis.xlen(keys.topic(t)) for t in {e["topic"] for e in items}])
         if pending or written != len(items):
             raise RuntimeError(
-                f"incomplete run: {written} of {len(items)} written, {pending} pending"
+                f"incomplete run of {variant.__name__}: {written} of {len(items)} written, "
+                f"{pending} pending"
             )
         return run
     finally:

@@ -1,9 +1,12 @@
-"""One partition while this worker holds its lease: recover, then read, transform, commit.
+"""One partition while this worker holds its lease: recover, then read, plan, commit.
 
-On taking a partition over, the runner first claims every entry still pending in it (a
-dead owner's, or its own from before a Redis outage) and finishes them, oldest first;
-only then does it read new entries. Each batch becomes one atomic commit: history
-entries, fan-out publishes, dead letters and acks (`processors/fenced.py`).
+On taking a partition over, the runner first loads the partition's window checkpoint,
+then claims every entry still pending in it (a dead owner's, or its own from before a
+Redis outage or a failed commit) and finishes them, oldest first; only then does it read
+new entries. Each entry is planned by the pipelines and each batch becomes one atomic
+commit: history entries, fan-out publishes, routed copies, window checkpoint, dead
+letters and acks (`processors/partition_pipelines.py`, `processors/fenced.py`). While
+windows are open, it wakes at least every TIMER_WAIT_MS to let the timer close idle ones.
 
 A failing entry holds its partition, because the topic's later events must not overtake
 it: it is retried in place with backoff. It goes to the dead-letter stream, and the

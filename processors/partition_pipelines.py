@@ -186,7 +186,9 @@ class PartitionPipelines:
             else:
                 plan.acks.append(entry.id)
         now = time.monotonic()
-        if clock_ms is not None and now - self._last_advance >= ADVANCE_S and len(aggregator):
+        # At most every ADVANCE_S (it visits every topic), and always before a checkpoint.
+        advance = checkpoint or now - self._last_advance >= ADVANCE_S
+        if clock_ms is not None and advance and len(aggregator):
             self._last_advance = now
             closed = aggregator.advance(clock_ms)
             if closed:

@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 from processors.consumer import Consumer
 from processors.pipelines import Plan
 from processors.transform import IngestEvent, passthrough
+from realtime import jsoncodec
 from realtime.fanout import FanoutManager
 from realtime.ingest import IngestWriter
 from realtime.keys import Keys
@@ -118,3 +119,34 @@ async def test_a_failure_that_clears_is_not_dead_lettered(
 
     assert await history_ids(redis, keys, "a") == ids
     assert await redis.xlen(keys.dead_letters()) == 0
+
+
+async def test_a_poison_entry_among_windowed_ones_leaves_the_windows_exact(
+    redis: Redis, settings: Settings, fanout: FanoutManager
+) -> None:
+    """Its failed commits had fed the windows already: each failure restores the
+    checkpoint and replays; the entries around it are counted once, and they are not
+    dead-lettered for being replayed (their delivery count stays)."""
+    settings = settings.with_overrides(max_attempts=2)
+    keys = Keys(settings.prefix)
+    poison = next(
+        f"metrics.p{i}"
+        for i in range(1000)
+        if partition_of(f"metrics.p{i}", 4) == partition_of("metrics.ok", 4)
+    )
+    await redis.set(keys.topic(poison), "not a stream")
+    t0 = 1_700_000_000_000
+    events = [{"topic": "metrics.ok", "ts": t0 + n, "data": {"value": n}} for n in range(5)]
+    events.insert(2, {"topic": poison, "ts": t0, "data": {"value": 100}})
+    # Moves the watermark (lateness 1s) past the first window: it closes.
+    events.append({"topic": "metrics.ok", "ts": t0 + 3000, "data": {"value": 50}})
+    await IngestWriter(redis, settings).append(events)
+    await drain(redis, fanout, settings)
+
+    [(_, dead)] = await redis.xrange(keys.dead_letters(partition_of(poison, 4)))
+    assert dead[b"entry.topic"] == poison.encode()
+    assert len(await history_ids(redis, keys, "metrics.ok")) == 6
+    [(window_id, fields)] = await redis.xrange(keys.topic("metrics.ok:1s"))
+    assert window_id.decode() == f"{t0 + 1000}-0"
+    window = jsoncodec.loads(fields[b"data"])
+    assert (window["count"], window["sum"]) == (5, 10.0)
