@@ -100,13 +100,17 @@ async def test_redis_restarted_with_aof_mid_stream_loses_nothing_acknowledged(
         watcher = await Watcher(web.url, "watcher").start(*TOPICS)
         # A refused batch is not retried: only what was acknowledged must arrive.
         feed = Feed(web.url, TOPICS, batch=10)
-        posting = asyncio.create_task(feed.run(1500, pace_s=0.01))
+        # Open-ended (a slow worker start must not see the whole feed posted already):
+        # stopped once events are taken again after the restart.
+        posting = asyncio.create_task(feed.run(1_000_000, pace_s=0.01))
 
         await watcher.wait_for(200)
         redis.stop()  # SIGTERM: the AOF is flushed (everysec loses up to 1 s on a crash)
         await feed.wait_until(lambda: feed.refused >= 3, "503 while Redis is down")
         accepted_while_down = feed.accepted
         redis.start()
+        await feed.wait_until(lambda: feed.accepted >= accepted_while_down + 200, "202 again")
+        feed.stopped = True
         await posting
 
         assert feed.refused >= 3

@@ -22,6 +22,7 @@ class Feed:
     acknowledged: dict[str, list[str]] = field(default_factory=dict)
     refused: int = 0  # requests answered 503 or not answered (nothing stored)
     sent: int = 0
+    stopped: bool = False  # `run` posts no further request once set
     progress: asyncio.Condition = field(default_factory=asyncio.Condition)
 
     def __post_init__(self) -> None:
@@ -71,7 +72,7 @@ class Feed:
         """Post `total` events in batches; a refused batch is retried when
         `retry_refused`, otherwise skipped (it was not stored)."""
         async with aiohttp.ClientSession(headers={"Content-Type": "application/json"}) as http:
-            while self.sent < total:
+            while self.sent < total and not self.stopped:
                 events = self.events(self.sent, min(self.batch, total - self.sent))
                 try:
                     accepted = await self.post(http, events)
