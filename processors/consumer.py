@@ -36,6 +36,7 @@ from processors.pipelines import Pipelines
 from realtime.backoff import Backoff
 from realtime.fanout import FanoutManager
 from realtime.keys import Keys
+from realtime.metrics import WorkerMetrics
 from realtime.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ class Consumer:
         pipelines: Pipelines | None = None,
         planner: Planner | None = None,
         fenced: bool = True,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         """`pipelines`: default, the file `settings.pipelines_file` names (PipelinesError
         if it is invalid); `planner` replaces `Pipelines.plan` (tests inject failures)."""
@@ -94,6 +96,8 @@ class Consumer:
         self.changed = asyncio.Condition()
         self._groups_ready = False
         self._last_housekeeping = time.monotonic()
+        self.metrics = metrics if metrics is not None else WorkerMetrics()
+        self.metrics.partitions_owned.set_function(lambda: len(self.owned))
 
     @property
     def tick_s(self) -> float:
@@ -147,9 +151,12 @@ class Consumer:
             while not stop.is_set():
                 try:
                     await self.tick()
+                    if backoff.attempt:
+                        self.metrics.redis_reconnect("worker")
                     backoff.reset()
                     delay = self.tick_s
                 except (RedisError, OSError) as exc:
+                    self.metrics.redis_error("worker")
                     self._groups_ready = False
                     delay = backoff.next_delay()
                     logger.warning("worker: Redis unavailable (%s); retrying in %.1fs", exc, delay)
@@ -228,9 +235,11 @@ class Consumer:
             block_ms=self.settings.block_ms,
             max_attempts=self.settings.max_attempts,
             burst=burst,
+            metrics=self.metrics,
         )
         task = asyncio.create_task(runner.run(), name=f"partition-{partition}")
         self.owned[partition] = Owned(lease, runner, task)
+        self.metrics.lease_changes.labels("acquired").inc()
         logger.info("owning partition %d", partition)
 
     async def _renew(self) -> None:
@@ -242,6 +251,7 @@ class Consumer:
         lost = await self.leases.renew(fresh)
         for lease in [*stale, *lost]:
             logger.warning("lost the lease of partition %d", lease.partition)
+            self.metrics.lease_changes.labels("lost").inc()
             owned = self.owned.pop(lease.partition)
             self.handing_over.discard(lease.partition)
             owned.runner.stop()
@@ -263,6 +273,7 @@ class Consumer:
                 # Handed over or crashed: release it so the next owner starts at once.
                 with contextlib.suppress(RedisError, OSError):
                     if await self.leases.release(owned.lease):
+                        self.metrics.lease_changes.labels("released").inc()
                         logger.info("released partition %d", partition)
 
     def _finished(self, partition: int, owned: Owned) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -34,6 +35,7 @@ from processors.transform import TransformError, decode_entry
 from realtime.backoff import Backoff
 from realtime.fanout import FanoutManager
 from realtime.keys import Keys
+from realtime.metrics import WorkerMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +107,7 @@ class PartitionRunner:
         block_ms: int,
         max_attempts: int,
         burst: bool = False,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         self.fenced = fenced
         self.redis = redis
@@ -120,6 +123,9 @@ class PartitionRunner:
         self.processed = 0
         self.failures = Failures()
         self._retry = Backoff(base_s=0.05, cap_s=2.0)
+        self.metrics = metrics if metrics is not None else WorkerMetrics()
+        self._late_counted: dict[str, int] = {}
+        self._skipped_counted: dict[tuple[str, str], int] = {}
 
     @property
     def partition(self) -> int:
@@ -147,14 +153,14 @@ class PartitionRunner:
                             claimed.entries[0].id,
                         )
                         # Checkpointed (so acknowledged) at once: the next claim goes on.
-                        await self.process(claimed.entries, checkpoint=True)
+                        await self._timed(claimed.entries, checkpoint=True)
                     recovering = not claimed.done
                 else:
                     read = await self.fenced.read(self.batch_size)
                     # All that was there: the timer may close idle windows up to now.
                     clock = read.clock_ms if len(read.entries) < self.batch_size else None
                     if read.entries:
-                        await self.process(read.entries, clock_ms=clock)
+                        await self._timed(read.entries, clock_ms=clock)
                     elif self.burst:
                         await self._commit([], clock_ms=clock, checkpoint=True)
                         return
@@ -164,6 +170,8 @@ class PartitionRunner:
                         if self.stage.open_windows or self.stage.unsaved:
                             wait = min(wait, TIMER_WAIT_MS)
                         await self.fenced.wait(read.last_id, wait)
+                if backoff.attempt:
+                    self.metrics.redis_reconnect("partition")
                 backoff.reset()
             except LeaseLost:
                 logger.warning("partition %d: lease lost; stopping", self.partition)
@@ -173,6 +181,7 @@ class PartitionRunner:
                 recovering = True
                 await self._pause(backoff.next_delay())
             except ResponseError as exc:
+                self.metrics.redis_error("partition")
                 recovering = True
                 if is_missing_group(exc):
                     with contextlib.suppress(RedisError, OSError):
@@ -186,6 +195,7 @@ class PartitionRunner:
                 )
                 await self._pause(delay)
             except (RedisError, OSError) as exc:
+                self.metrics.redis_error("partition")
                 recovering = True
                 delay = backoff.next_delay()
                 logger.warning(
@@ -205,6 +215,13 @@ class PartitionRunner:
             await self._commit([], checkpoint=True)
         except (LeaseLost, Replay, RedisError, OSError) as exc:
             logger.warning("partition %d: final checkpoint failed: %r", self.partition, exc)
+
+    async def _timed(
+        self, entries: Sequence[Entry], *, clock_ms: int | None = None, checkpoint: bool = False
+    ) -> None:
+        started = time.perf_counter()
+        await self.process(entries, clock_ms=clock_ms, checkpoint=checkpoint)
+        self.metrics.batch_duration.observe(time.perf_counter() - started)
 
     async def process(
         self, entries: Sequence[Entry], *, clock_ms: int | None = None, checkpoint: bool = False
@@ -253,6 +270,7 @@ class PartitionRunner:
         batch = self.stage.build(
             self.fenced.stream, outcomes, self.fanout, clock_ms=clock_ms, checkpoint=checkpoint
         )
+        self._count_late()
         if not batch.plan:
             return None
         try:
@@ -285,7 +303,24 @@ class PartitionRunner:
                 )
         self.failures.forget([outcome.entry.id for outcome in outcomes])
         self.processed += len(outcomes)
+        self.metrics.entries.inc(len(outcomes))
+        self.metrics.events.inc(len(batch.plan.history))
+        if batch.plan.dead_letters:
+            self.metrics.dead_letters.inc(len(batch.plan.dead_letters))
         return None
+
+    def _count_late(self) -> None:
+        """The stage's late and skipped events (cumulative) into the metrics counters."""
+        for pipeline, total in self.stage.late.items():
+            counted = self._late_counted.get(pipeline, 0)
+            if total > counted:
+                self.metrics.late_events.labels(pipeline).inc(total - counted)
+                self._late_counted[pipeline] = total
+        for key, total in self.stage.skipped.items():
+            counted = self._skipped_counted.get(key, 0)
+            if total > counted:
+                self.metrics.skipped_events.labels(*key).inc(total - counted)
+                self._skipped_counted[key] = total
 
     async def _pause(self, delay: float) -> None:
         with contextlib.suppress(TimeoutError):

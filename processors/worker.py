@@ -7,7 +7,11 @@ import logging
 import signal
 
 from processors.consumer import Consumer
+from processors.stream_stats import StreamStats
 from realtime.connections import connect
+from realtime.keys import Keys
+from realtime.metrics import WorkerMetrics
+from realtime.metrics_http import private_metrics
 from realtime.settings import Settings
 from realtime.sharded_fanout import fanout_manager
 
@@ -26,7 +30,14 @@ async def run_worker(
     # the entries of the first one. The runners handle errors themselves (recovery).
     redis = connect(settings, blocking_ms=settings.block_ms, retries=0)
     fanout = fanout_manager(settings, write_only=True)
-    consumer = Consumer(redis, fanout, settings)
+    metrics = WorkerMetrics()
+    consumer = Consumer(redis, fanout, settings, metrics=metrics)
+    # Its own client: a scrape must not queue behind the coordinator's blocking reads.
+    stats_redis = connect(settings)
+    stats = StreamStats(
+        stats_redis, Keys(settings.prefix), settings.group, consumer.partitions, metrics
+    )
+    metrics.on_scrape(stats.refresh)
     logger.info(
         "worker %s sharing %d partition(s) as group %s (lease %d ms)",
         consumer.owner,
@@ -35,11 +46,13 @@ async def run_worker(
         settings.lease_ms,
     )
     try:
-        await consumer.run(stop, burst=burst)
+        async with private_metrics(metrics, settings.host, settings.metrics_port):
+            await consumer.run(stop, burst=burst)
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         await fanout.aclose()
+        await stats_redis.aclose()
         await redis.aclose()
     logger.info("worker %s stopped after %d entries", consumer.owner, consumer.processed)
     return consumer.processed

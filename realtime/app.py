@@ -27,7 +27,9 @@ from realtime.health import Readiness, healthz
 from realtime.history import HistoryReader
 from realtime.inbound import guard_translate_request, guard_websocket
 from realtime.ingest import IngestHandler, IngestWriter
-from realtime.keys import Keys
+from realtime.keys import NAMESPACE, Keys
+from realtime.metrics import WebMetrics
+from realtime.metrics_http import PublicMetrics, ingest_status_counter, private_metrics
 from realtime.namespace import TopicNamespace
 from realtime.ratelimit import IngestRate
 from realtime.settings import Settings
@@ -45,6 +47,8 @@ INGEST = web.AppKey("ingest", IngestWriter)
 DELIVERY = web.AppKey("delivery", Delivery)
 ACCESS = web.AppKey("access", Access)
 INGEST_RATE = web.AppKey("ingest_rate", IngestRate)
+METRICS = web.AppKey("metrics", WebMetrics)
+INGEST_PATH = "/api/v1/events"
 
 
 def create_sio(settings: Settings, manager: FanoutManager) -> SocketServer:
@@ -91,6 +95,19 @@ async def _disconnect_clients(app: web.Application) -> None:
     await app[SIO].shutdown()
 
 
+async def _metrics_port_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    async with private_metrics(app[METRICS], settings.host, settings.metrics_port):
+        yield
+
+
+def _watch(metrics: WebMetrics, sio: SocketServer, delivery: Delivery) -> None:
+    """The gauges read at scrape time."""
+    metrics.connected_clients.set_function(lambda: sio.connected(NAMESPACE))
+    metrics.subscriptions.set_function(delivery.subs.count)
+    metrics.watch_backlogs(sio.backlogs)
+
+
 async def _manager_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
     await app[MANAGER].aclose()
@@ -123,10 +140,13 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 
 
 def create_app(settings: Settings) -> web.Application:
+    metrics = WebMetrics()
     app = web.Application(
-        client_max_size=max(settings.max_body_bytes, 1_048_576), middlewares=[json_errors]
+        client_max_size=max(settings.max_body_bytes, 1_048_576),
+        middlewares=[ingest_status_counter(metrics, INGEST_PATH), json_errors],
     )
     app[SETTINGS] = settings
+    app[METRICS] = metrics
     redis = connect(settings)  # no I/O until first use; closed by _redis_ctx
     app[REDIS] = redis
     app[INGEST] = IngestWriter(redis, settings)
@@ -143,7 +163,9 @@ def create_app(settings: Settings) -> web.Application:
         manager.channels,
         batch_tick_s=settings.batch_tick_ms / 1000,
         slow_client_s=settings.slow_client_s,
+        metrics=metrics,
     )
+    _watch(metrics, sio, delivery)
     manager.attach(delivery)
     access = Access(settings, sio, auth.verifier(settings))
     app[ACCESS] = access
@@ -167,8 +189,11 @@ def create_app(settings: Settings) -> web.Application:
         pipelines,
         keys=ingest_auth.ingest_keys(settings),
         rate_key=INGEST_RATE,
+        metrics=metrics,
     )
-    app.router.add_post("/api/v1/events", ingest.handle)
+    app.router.add_post(INGEST_PATH, ingest.handle)
+    app.router.add_get("/metrics", PublicMetrics(metrics, settings).handle)
+    app.cleanup_ctx.append(_metrics_port_ctx)
     app.router.add_get("/readyz", Readiness(REDIS).handle)
     app.router.add_get("/healthz", healthz)
     dashboard.add_routes(app, Path(settings.dashboard_dir) if settings.dashboard_dir else None)

@@ -36,6 +36,7 @@ from realtime.backoff import Backoff
 from realtime.connections import connect
 from realtime.interest import Interest
 from realtime.keys import Keys
+from realtime.metrics import ProcessMetrics
 from realtime.settings import Settings
 from realtime.tasks import cancel_and_wait
 
@@ -50,6 +51,7 @@ class ChannelListener:
         self.keys = Keys.of(settings)
         self.common = self.keys.fanout_channel()
         self.interest = Interest()
+        self.metrics: ProcessMetrics | None = None  # counts Redis errors and reconnects
         self.on_subscribed: Callable[[], None] = lambda: None
         self.connected = False
         self._topics: dict[bytes, str] = {}  # channel name as Redis sends it -> topic
@@ -107,6 +109,8 @@ class ChannelListener:
                 held = await self._subscribe_all(pubsub)
                 if backoff.attempt:
                     logger.info("fan-out listener reconnected to Redis")
+                    if self.metrics is not None:
+                        self.metrics.redis_reconnect("fanout")
                 backoff.reset()
                 self.connected = True
                 self.on_subscribed()
@@ -119,6 +123,8 @@ class ChannelListener:
                     yield data
             except (RedisError, OSError) as exc:
                 logger.warning("fan-out listener lost Redis: %s", exc)
+                if self.metrics is not None:
+                    self.metrics.redis_error("fanout")
             except Exception:
                 # A bug must not silence this instance for good: start over (with the
                 # catch-up), as after losing Redis.

@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -43,6 +44,7 @@ from realtime.engine import EngineSocket
 from realtime.frames import Frame
 from realtime.history import HistoryReader, WireEvent, covers
 from realtime.keys import CLOSING_EVENT, NAMESPACE, SLOW_CLIENT
+from realtime.metrics import WebMetrics
 from realtime.socketserver import SocketServer
 from realtime.streamids import ZERO, StreamId, format_id, parse_id
 from realtime.subscriptions import Batch, Subscriptions, Target
@@ -68,6 +70,7 @@ class Delivery:
         *,
         batch_tick_s: float = 0.0,
         slow_client_s: float = 30.0,
+        metrics: WebMetrics | None = None,
     ) -> None:
         self.sio = sio
         self.history = history
@@ -75,6 +78,7 @@ class Delivery:
         self.channels = channels
         self.batch_tick_s = batch_tick_s
         self.slow_client_s = slow_client_s
+        self.metrics = metrics if metrics is not None else WebMetrics()
         self._tasks: set[asyncio.Task[None]] = set()
         self._pending: dict[str, list[WireEvent]] = {}  # topic -> events within the tick
         self._flush_handle: asyncio.TimerHandle | None = None
@@ -97,12 +101,14 @@ class Delivery:
         socket = self._socket(self.sio.manager.eio_sid_from_sid(sid, NAMESPACE))
         if socket is not None:
             socket.push(Frame.update(events))
+            self.metrics.events_delivered.labels("backlog").inc(len(events))
             if socket.backlog_full():
                 self._fell_behind(sid, socket)
 
     async def live(self, topic: str, events: list[WireEvent]) -> None:
         """A fan-out batch of one topic for the local members of its room. With a batch
         tick, batches that arrive within it go out together, one packet per topic."""
+        self.metrics.events_received.inc(len(events))
         if self.batch_tick_s <= 0:
             self._deliver(Batch.of(topic, events))
             return
@@ -125,6 +131,9 @@ class Delivery:
         """Send a batch to the room's local members: one encoding for everyone who gets
         all of it, handed to each connection without suspending (so in order)."""
         shared = None
+        shared_clients = 0
+        duplicates = self.subs.duplicates
+        now_ms = time.time() * 1000
         for sid, eio_sid in self.sio.manager.get_participants(NAMESPACE, batch.topic):
             socket = self._socket(eio_sid)
             if socket is None:
@@ -144,8 +153,13 @@ class Delivery:
             if out is batch.events:  # all new: the common case
                 shared = shared if shared is not None else Frame.update(out)
                 socket.push(shared)
+                shared_clients += 1
             else:
                 socket.push(Frame.update(out))
+                self.metrics.delivered_live([parse_id(e["id"])[0] for e in out], 1, now_ms)
+        self.metrics.delivered_live([ms for ms, _ in batch.ids], shared_clients, now_ms)
+        if self.subs.duplicates != duplicates:
+            self.metrics.events_dropped.labels("duplicate").inc(self.subs.duplicates - duplicates)
 
     # -- max_rate subscriptions ----------------------------------------------------------
 
@@ -226,6 +240,7 @@ class Delivery:
             self.slow_client_s,
         )
         self._drop(sid)
+        self.metrics.disconnects.labels("slow_client").inc()
         reason = {
             "code": SLOW_CLIENT,
             "message": f"Too slow: the connection could not keep up for {self.slow_client_s:g}s.",
@@ -341,6 +356,7 @@ class Delivery:
                 # client reconnects, and its resubscribe is told `recovered: false`.
                 logger.warning("subscription to %s cannot catch up; dropping its connection", topic)
                 self._drop(target.sid)
+                self.metrics.disconnects.labels("gap").inc()
                 await self.sio.drop(target.sid, NAMESPACE)
         await self._backlog(topic, kept, None)
         for target in kept:

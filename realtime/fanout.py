@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -72,6 +73,7 @@ class FanoutManager(socketio.AsyncRedisManager):  # type: ignore[misc]
         whenever the listener has (re)subscribed (web instances)."""
         self.delivery = delivery
         self.channels.on_subscribed = delivery.catch_up
+        self.channels.metrics = delivery.metrics
 
     # -- publishing (worker and web) ------------------------------------------------------
 
@@ -92,6 +94,9 @@ class FanoutManager(socketio.AsyncRedisManager):  # type: ignore[misc]
             "skip_sid": None,
             "callback": None,
             "host_id": self.host_id,
+            # When it was published (the commit follows at once): for the fan-out
+            # latency metric. Extra keys are ignored by the stock manager.
+            "sent_at": time.time(),
         }
 
     def encode_updates(
@@ -123,6 +128,9 @@ class FanoutManager(socketio.AsyncRedisManager):  # type: ignore[misc]
 
     async def _handle_emit(self, message: dict[str, Any]) -> None:
         if self.delivery is not None and _is_update(message):
+            sent_at = message.get("sent_at")
+            if isinstance(sent_at, float):
+                self.delivery.metrics.fanout_latency.observe(max(time.time() - sent_at, 0.0))
             await self.delivery.live(message["room"], message["data"][0])
             return
         await super()._handle_emit(message)

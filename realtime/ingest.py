@@ -38,6 +38,7 @@ from realtime import errors, jsoncodec
 from realtime.ingest_auth import IngestKeys, PublishKey, Unauthorized
 from realtime.keys import Keys
 from realtime.ratelimit import IngestRate
+from realtime.metrics import ProcessMetrics
 from realtime.schemas import EventSchema, field_errors
 from realtime.settings import Settings
 from realtime.topics import partition_of
@@ -216,11 +217,13 @@ class IngestHandler:
         *,
         keys: IngestKeys | None = None,
         rate_key: web.AppKey[IngestRate] | None = None,
+        metrics: ProcessMetrics | None = None,
     ) -> None:
         self.writer_key = writer_key
         self.pipelines = pipelines
         self.rate_key = rate_key
         self.keys = keys
+        self.metrics = metrics
         self.max_body = settings.max_body_bytes
         self.max_batch = settings.max_batch
         self.max_event = settings.max_event_bytes
@@ -301,6 +304,8 @@ class IngestHandler:
             return response
         except (RedisError, OSError) as exc:
             logger.warning("ingest refused, Redis unavailable: %s", exc)
+            if self.metrics is not None:
+                self.metrics.redis_error("ingest")
             response = json_error(503, errors.UNAVAILABLE, "Storage unavailable; retry later.")
             response.headers["Retry-After"] = "1"
             return response

@@ -215,6 +215,9 @@ class Settings:
     admin_password: str = secret()
     admin_read_only: bool = True
     admin_origin: str = "https://admin.socket.io"
+    # operations: a private /metrics port (0: none), the drain on SIGTERM
+    metrics_port: int = 0
+    drain_s: float = 20.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -285,6 +288,8 @@ class Settings:
             admin_password=e.get("REALTIME_ADMIN_PASSWORD", ""),
             admin_read_only=_bool(e, "REALTIME_ADMIN_READ_ONLY", default=True),
             admin_origin=e.get("REALTIME_ADMIN_ORIGIN", cls.admin_origin).strip().rstrip("/"),
+            metrics_port=_int(e, "REALTIME_METRICS_PORT", cls.metrics_port),
+            drain_s=_float(e, "REALTIME_DRAIN_S", cls.drain_s),
         )
         try:
             check_url(settings.redis_url)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import engineio
@@ -160,3 +161,17 @@ class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
             socket = self.eio.sockets.get(eio_sid)
             if isinstance(socket, EngineSocket) and not socket.upgraded:
                 socket.end_transport()  # ends a pending long-poll GET
+
+    # -- what the metrics read at scrape time -----------------------------------------
+
+    def connected(self, namespace: str) -> int:
+        """Connections to `namespace` (its `None` room holds every connected sid)."""
+        return len(self.manager.rooms.get(namespace, {}).get(None, {}))
+
+    def backlogs(self) -> Iterator[int]:
+        """Each open websocket connection's outgoing backlog: bytes not yet written to
+        the network (a long-polling connection holds at most one poll's worth)."""
+        for socket in list(self.eio.sockets.values()):
+            outbox = socket.outbox if isinstance(socket, EngineSocket) else None
+            if outbox is not None and not socket.closed:
+                yield outbox.backlog_bytes()

@@ -101,6 +101,9 @@ class Subscriptions:
 
     def __init__(self, buffer_limit: int = DEFAULT_BUFFER_LIMIT) -> None:
         self.buffer_limit = buffer_limit
+        # Live events not sent because the connection already had them (a worker's
+        # retry published them again, or a replay overlapped), ever: for the metrics.
+        self.duplicates = 0
         self._connections: dict[str, dict[str, Cursor]] = {}
         self._members: dict[str, int] = {}  # topic -> connections subscribed to it
         self._generation = 0
@@ -214,7 +217,10 @@ class Subscriptions:
                 cursor.buffer.append(batch)
                 cursor.buffered += len(batch.events)
             return []
-        return cursor.take(batch)
+        out = cursor.take(batch)
+        if len(out) != len(batch.events):
+            self.duplicates += len(batch.events) - len(out)
+        return out
 
     # -- a connection that fell behind ---------------------------------------------------
 

@@ -30,6 +30,10 @@ async def test_ingest_is_503_while_redis_is_down_and_recovers(
             assert response.status == 503
         async with http.get(url + "/healthz") as response:
             assert response.status == 200
+        async with http.get(url + "/metrics") as response:
+            text = await response.text()
+        assert 'realtime_redis_errors_total{component="ingest"} 1.0' in text
+        assert 'realtime_ingest_requests_total{status="503"} 1.0' in text
 
         own_redis.start()
         async with http.get(url + "/readyz") as response:

@@ -1,0 +1,274 @@
+"""Prometheus metrics: what a web or worker process counts, in a registry of its own.
+
+Each process builds one `CollectorRegistry` and one `WebMetrics` or `WorkerMetrics` on
+it at start-up and passes that object down to the code that observes; nothing here is
+global, so two apps in one test process never share a counter. The README's "Metrics"
+table lists every metric; `tests/test_metrics.py` holds the code to it.
+
+Hot paths observe through `WeightedHistogram`: one call records an observation for
+many clients at once (a fan-out batch sent to a thousand connections is one call per
+event, not a thousand).
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+# Seconds: from a millisecond on loopback to the better part of a minute.
+LATENCY_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+)  # fmt: skip
+BATCH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# Bytes waiting to be written to one connection (the default bound is 1 MiB).
+BACKLOG_BUCKETS = (0, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304)
+
+
+def _cumulative(bounds: Sequence[float], counts: Sequence[int]) -> list[tuple[str, float]]:
+    running = 0
+    out = []
+    for bound, count in zip([*map(floatToGoString, bounds), "+Inf"], counts, strict=True):
+        running += count
+        out.append((bound, float(running)))
+    return out
+
+
+class WeightedHistogram(Collector):
+    """A histogram whose `observe` can count one value several times in O(log buckets).
+
+    Not thread-safe: it is observed and collected on the process's one event loop."""
+
+    def __init__(
+        self, name: str, documentation: str, buckets: Sequence[float], registry: CollectorRegistry
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.bounds = sorted(buckets)
+        self.counts = [0] * (len(self.bounds) + 1)
+        self.sum = 0.0
+        registry.register(self)
+
+    def observe(self, value: float, count: int = 1) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += count
+        self.sum += value * count
+
+    def collect(self) -> Iterator[Metric]:
+        yield HistogramMetricFamily(
+            self.name,
+            self.documentation,
+            buckets=_cumulative(self.bounds, self.counts),
+            sum_value=self.sum,
+        )
+
+
+class SnapshotHistogram(Collector):
+    """A histogram of values read at scrape time (e.g. every connection's backlog now)."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        buckets: Sequence[float],
+        values: Callable[[], Iterable[float]],
+        registry: CollectorRegistry,
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.bounds = sorted(buckets)
+        self.values = values
+        registry.register(self)
+
+    def collect(self) -> Iterator[Metric]:
+        counts = [0] * (len(self.bounds) + 1)
+        total = 0.0
+        for value in self.values():
+            counts[bisect.bisect_left(self.bounds, value)] += 1
+            total += value
+        yield HistogramMetricFamily(
+            self.name,
+            self.documentation,
+            buckets=_cumulative(self.bounds, counts),
+            sum_value=total,
+        )
+
+
+class ProcessMetrics:
+    """What web and worker processes both count: Redis trouble."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.redis_errors = Counter(
+            "realtime_redis_errors",
+            "Redis commands that failed (connection lost, timeout, refused), by component.",
+            ["component"],
+            registry=self.registry,
+        )
+        self.redis_reconnects = Counter(
+            "realtime_redis_reconnects",
+            "Times a component got Redis back after failures, by component.",
+            ["component"],
+            registry=self.registry,
+        )
+        self._refreshers: list[Callable[[], Awaitable[None]]] = []
+
+    def redis_error(self, component: str) -> None:
+        self.redis_errors.labels(component).inc()
+
+    def redis_reconnect(self, component: str) -> None:
+        self.redis_reconnects.labels(component).inc()
+
+    def on_scrape(self, refresh: Callable[[], Awaitable[None]]) -> None:
+        """Run `refresh` before each exposition (values that cost a Redis call)."""
+        self._refreshers.append(refresh)
+
+    async def exposition(self) -> bytes:
+        for refresh in self._refreshers:
+            await refresh()
+        return generate_latest(self.registry)
+
+
+class WebMetrics(ProcessMetrics):
+    """A web process: connections, delivery, fan-out, ingest."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        super().__init__(registry)
+        r = self.registry
+        self.connected_clients = Gauge(
+            "realtime_connected_clients",
+            "Socket.IO connections to namespace / on this instance.",
+            registry=r,
+        )
+        self.subscriptions = Gauge(
+            "realtime_subscriptions", "Topic subscriptions on this instance.", registry=r
+        )
+        self.events_received = Counter(
+            "realtime_events_received",
+            "Topic events this instance received from the fan-out (once per event).",
+            registry=r,
+        )
+        self.events_delivered = Counter(
+            "realtime_events_delivered",
+            "Topic events handed to client connections (once per event and client).",
+            ["path"],
+            registry=r,
+        )
+        self.events_dropped = Counter(
+            "realtime_events_dropped",
+            "Topic events not handed to a subscribed client, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.delivery_latency = WeightedHistogram(
+            "realtime_delivery_latency_seconds",
+            "Live events: from the event id's time (ingest accepted it) to the moment this "
+            "instance handed it to a client's connection; one observation per client.",
+            LATENCY_BUCKETS,
+            r,
+        )
+        self.fanout_latency = Histogram(
+            "realtime_fanout_latency_seconds",
+            "From the worker publishing a fan-out message to this instance emitting it.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.ingest_requests = Counter(
+            "realtime_ingest_requests",
+            "POST /api/v1/events requests, by response status.",
+            ["status"],
+            registry=r,
+        )
+        self.draining = Gauge(
+            "realtime_draining", "1 while this instance drains its clients (SIGTERM).", registry=r
+        )
+        self.disconnects = Counter(
+            "realtime_disconnects",
+            "Connections this instance closed, by reason: slow_client, gap, drain.",
+            ["reason"],
+            registry=r,
+        )
+
+    def watch_backlogs(self, backlogs: Callable[[], Iterable[float]]) -> None:
+        """`backlogs()` gives every connection's outgoing backlog (bytes) at scrape time."""
+        SnapshotHistogram(
+            "realtime_client_backlog_bytes",
+            "Bytes waiting to be written, per websocket connection, at scrape time.",
+            BACKLOG_BUCKETS,
+            backlogs,
+            self.registry,
+        )
+
+    def delivered_live(self, ids_ms: Sequence[int], clients: int, now_ms: float) -> None:
+        """Live events (their ids' milliseconds) handed to `clients` connections at
+        `now_ms`: taken once per batch, since handing a frame over never suspends."""
+        if clients <= 0 or not ids_ms:
+            return
+        self.events_delivered.labels("live").inc(len(ids_ms) * clients)
+        for ms in ids_ms:
+            self.delivery_latency.observe(max(now_ms - ms, 0.0) / 1000, clients)
+
+
+class WorkerMetrics(ProcessMetrics):
+    """A worker process: partitions, batches, leases."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        super().__init__(registry)
+        r = self.registry
+        self.entries = Counter(
+            "realtime_worker_entries",
+            "Ingest entries committed (their events written, or dead-lettered).",
+            registry=r,
+        )
+        self.events = Counter(
+            "realtime_worker_events",
+            "Topic events written to history and published.",
+            registry=r,
+        )
+        self.dead_letters = Counter(
+            "realtime_dead_letters", "Entries moved to the dead-letter stream.", registry=r
+        )
+        self.late_events = Counter(
+            "realtime_late_events",
+            "Events that arrived for an already closed window, by pipeline (counted, not merged).",
+            ["pipeline"],
+            registry=r,
+        )
+        self.skipped_events = Counter(
+            "realtime_pipeline_skipped_events",
+            "Events a pipeline did not take, by pipeline and reason.",
+            ["pipeline", "reason"],
+            registry=r,
+        )
+        self.batch_duration = Histogram(
+            "realtime_worker_batch_duration_seconds",
+            "Processing one batch read from a partition, through its commit.",
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.lease_changes = Counter(
+            "realtime_lease_changes",
+            "Partition leases acquired, released or lost by this worker.",
+            ["change"],
+            registry=r,
+        )
+        self.partitions_owned = Gauge(
+            "realtime_partitions_owned", "Partitions this worker owns now.", registry=r
+        )
+        self.stream_lag = Gauge(
+            "realtime_stream_lag",
+            "Entries of an owned partition not yet read by the group (Redis 7+).",
+            ["partition"],
+            registry=r,
+        )
+        self.stream_pending = Gauge(
+            "realtime_stream_pending",
+            "Entries of an owned partition read but not yet acknowledged.",
+            ["partition"],
+            registry=r,
+        )

@@ -1,0 +1,179 @@
+"""Prometheus metrics: every metric the README documents is exposed by the process it
+names, and the counters move when events flow (real web and worker processes); the
+public `/metrics` is guarded; the histogram helpers count right."""
+
+from __future__ import annotations
+
+import base64
+import re
+from pathlib import Path
+
+import aiohttp
+import pytest
+from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
+from redis.asyncio import Redis
+
+from realtime.embedded import free_port
+from realtime.keys import Keys
+from realtime.metrics import SnapshotHistogram, WeightedHistogram
+from realtime.settings import Settings
+from tests.helpers.clients import Collector, post_events
+from tests.helpers.inprocess import running_app
+from tests.helpers.processes import ProcessGroup
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def documented() -> dict[str, str]:
+    """Metric name -> process (`web` or `worker`), from the README's "Metrics" table."""
+    text = README.read_text()
+    section = text.split("\n## Metrics\n", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| `(realtime_[a-z_]+)` +\| (\w+) +\| (web|worker) ", section, re.M)
+    assert len(rows) >= 20, "the README's metrics table did not parse"
+    return {name: process for name, _, process in rows}
+
+
+def parse(text: str) -> tuple[set[str], Samples]:
+    """The metric names (counters with `_total`) and every sample's value."""
+    names: set[str] = set()
+    samples: Samples = {}
+    for family in text_string_to_metric_families(text):
+        names.add(family.name + ("_total" if family.type == "counter" else ""))
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return names, samples
+
+
+async def scrape(url: str, http: aiohttp.ClientSession) -> tuple[set[str], Samples]:
+    async with http.get(url + "/metrics") as response:
+        assert response.status == 200, await response.text()
+        assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        return parse(await response.text())
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+async def test_each_documented_metric_is_exposed_and_counters_move_with_events(
+    settings: Settings, processes: ProcessGroup, redis: Redis
+) -> None:
+    web_metrics, worker_metrics = free_port(), free_port()
+    web = processes.web(settings, REALTIME_METRICS_PORT=str(web_metrics))
+    processes.worker(settings, REALTIME_METRICS_PORT=str(worker_metrics))
+    client = await Collector("watcher").connect(web.url)
+    await client.subscribe("metrics.flow")
+    # Something for the dead-letter counter: an ingest entry that can never be processed.
+    await redis.xadd(Keys(settings.prefix).ingest(0), {"garbage": "1"})
+
+    events = [{"topic": "metrics.flow", "data": {"n": n}} for n in range(20)]
+    async with aiohttp.ClientSession() as http:
+        ids = await post_events(web.url, events, http)
+        async with http.post(web.url + "/api/v1/events", data=b"not json") as response:
+            assert response.status == 400
+        await client.wait_for_id(ids[-1])
+
+        web_names, web_samples = await scrape(web.url, http)
+        private_names, _ = await scrape(f"http://127.0.0.1:{web_metrics}", http)
+        worker_names, worker_samples = await scrape(f"http://127.0.0.1:{worker_metrics}", http)
+    await client.close()
+
+    for name, process in documented().items():
+        assert name in (web_names if process == "web" else worker_names), f"{process}: {name}"
+    assert private_names == web_names
+
+    assert value(web_samples, "realtime_connected_clients") == 1
+    assert value(web_samples, "realtime_subscriptions") == 1
+    assert value(web_samples, "realtime_events_received_total") >= 20
+    assert value(web_samples, "realtime_events_delivered_total", path="live") >= 20
+    assert value(web_samples, "realtime_delivery_latency_seconds_count") >= 20
+    assert value(web_samples, "realtime_delivery_latency_seconds_bucket", le="+Inf") >= 20
+    assert value(web_samples, "realtime_fanout_latency_seconds_count") >= 1
+    assert value(web_samples, "realtime_client_backlog_bytes_count") == 1
+    assert value(web_samples, "realtime_ingest_requests_total", status="202") == 1
+    assert value(web_samples, "realtime_ingest_requests_total", status="400") == 1
+    assert value(web_samples, "realtime_draining") == 0
+
+    assert value(worker_samples, "realtime_worker_entries_total") >= 21
+    assert value(worker_samples, "realtime_worker_events_total") >= 20
+    assert value(worker_samples, "realtime_dead_letters_total") == 1
+    assert value(worker_samples, "realtime_worker_batch_duration_seconds_count") >= 1
+    assert value(worker_samples, "realtime_lease_changes_total", change="acquired") == 4
+    assert value(worker_samples, "realtime_partitions_owned") == 4
+    for partition in "0123":
+        assert value(worker_samples, "realtime_stream_pending", partition=partition) == 0
+        assert ("realtime_stream_lag", (("partition", partition),)) in worker_samples
+
+
+def basic(user: str, password: str) -> dict[str, str]:
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "headers", "status"),
+    [
+        ({"insecure": True}, {}, 200),
+        ({"insecure": False}, {}, 404),
+        ({"insecure": False, "admin_user": "ops", "admin_password": "s3cret"}, {}, 401),
+        (
+            {"insecure": False, "admin_user": "ops", "admin_password": "s3cret"},
+            basic("ops", "wrong"),
+            401,
+        ),
+        (
+            {"insecure": False, "admin_user": "ops", "admin_password": "s3cret"},
+            basic("ops", "s3cret"),
+            200,
+        ),
+    ],
+)
+async def test_public_metrics_need_the_admin_credentials_unless_insecure(
+    settings: Settings, overrides: dict[str, object], headers: dict[str, str], status: int
+) -> None:
+    async with (
+        running_app(settings.with_overrides(**overrides)) as url,
+        aiohttp.ClientSession() as http,
+        http.get(url + "/metrics", headers=headers) as response,
+    ):
+        assert response.status == status
+        if status == 401:
+            assert response.headers["WWW-Authenticate"].startswith("Basic")
+        if status == 200:
+            assert "realtime_connected_clients" in await response.text()
+
+
+def test_weighted_histogram_counts_one_value_for_many_clients() -> None:
+    registry = CollectorRegistry()
+    histogram = WeightedHistogram("h_seconds", "test", [0.1, 1.0], registry)
+    histogram.observe(0.1, 3)  # on a bound: counts in that bucket (le is inclusive)
+    histogram.observe(0.5)
+    histogram.observe(5.0, 2)
+    _, samples = parse(_exposition(registry))
+    assert [value(samples, "h_seconds_bucket", le=le) for le in ("0.1", "1.0", "+Inf")] == [
+        3,
+        4,
+        6,
+    ]
+    assert value(samples, "h_seconds_count") == 6
+    assert value(samples, "h_seconds_sum") == pytest.approx(0.3 + 0.5 + 10.0)
+
+
+def test_snapshot_histogram_reads_its_values_at_each_scrape() -> None:
+    registry = CollectorRegistry()
+    values = [0, 3, 3, 700]
+    SnapshotHistogram("b", "test", [0, 5], lambda: values, registry)
+    _, samples = parse(_exposition(registry))
+    assert [value(samples, "b_bucket", le=le) for le in ("0.0", "5.0", "+Inf")] == [1, 3, 4]
+    values.clear()
+    _, samples = parse(_exposition(registry))
+    assert value(samples, "b_count") == 0
+
+
+def _exposition(registry: CollectorRegistry) -> str:
+    from prometheus_client import generate_latest
+
+    return generate_latest(registry).decode()
