@@ -1,6 +1,7 @@
 """The worker's coordinator: which partitions this worker owns, and a runner for each.
 
-Every `lease_ms / 3` it heartbeats its membership, renews its leases (a partition whose
+Every `lease_ms / 3` it heartbeats its membership (and its liveness key, which
+`realtime process --check` reads: `processors/heartbeat.py`), renews its leases (a partition whose
 lease was lost, or not renewed in time, has its runner stopped), works out its fair
 share of partitions from the live workers, hands over partitions above its share (the
 runner finishes its batch, then the lease is released, so the next owner starts at
@@ -27,6 +28,7 @@ from redis.exceptions import RedisError
 
 from processors.fenced import FencedPartition
 from processors.groups import ensure_group, remove_dead_consumers, trim_acknowledged
+from processors.heartbeat import Heartbeat, stale_after_ms
 from processors.leases import Lease, Leases
 from processors.membership import Membership, fair_share
 from processors.partition import PartitionRunner
@@ -83,6 +85,9 @@ class Consumer:
         self.fenced = fenced
         self.leases = Leases(redis, self.keys, self.owner, settings.lease_ms)
         self.membership = Membership(redis, self.keys, self.owner, settings.lease_ms)
+        self.heartbeat = Heartbeat(
+            redis, self.keys, settings.consumer, self.owner, stale_after_ms(settings)
+        )
         self.owned: dict[int, Owned] = {}
         self.handing_over: set[int] = set()
         # Runners of lost partitions still finishing their batch (their fenced writes
@@ -167,17 +172,20 @@ class Consumer:
     async def _burst(self) -> None:
         await self.ensure_groups()
         alive = await self.membership.heartbeat()
+        await self.heartbeat.beat()
         await self._acquire(fair_share(self.owner, alive, self.settings.partitions), burst=True)
         # Keep the leases (and our membership) alive while the runners drain.
         while tasks := [o.task for o in [*self.owned.values(), *self.retiring.values()]]:
             await asyncio.wait(tasks, timeout=self.tick_s)
             await self.membership.heartbeat()
+            await self.heartbeat.beat()
             await self._renew()
             await self._reap()
 
     async def tick(self) -> None:
         await self.ensure_groups()
         alive = await self.membership.heartbeat()
+        await self.heartbeat.beat()
         await self._reap()
         await self._renew()
         target = fair_share(self.owner, alive, self.settings.partitions)
@@ -311,6 +319,7 @@ class Consumer:
         await self._reap()
         with contextlib.suppress(RedisError, OSError):
             await self.membership.leave()
+            await self.heartbeat.clear()
 
 
 async def _sleep_or_stop(stop: asyncio.Event, delay: float) -> None:

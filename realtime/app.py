@@ -22,6 +22,7 @@ from realtime import admin, auth, dashboard, errors, ingest_auth, jsoncodec, req
 from realtime.access import Access
 from realtime.connections import connect
 from realtime.delivery import Delivery
+from realtime.drain import Drain
 from realtime.fanout import FanoutManager
 from realtime.health import Readiness, healthz
 from realtime.history import HistoryReader
@@ -48,7 +49,9 @@ DELIVERY = web.AppKey("delivery", Delivery)
 ACCESS = web.AppKey("access", Access)
 INGEST_RATE = web.AppKey("ingest_rate", IngestRate)
 METRICS = web.AppKey("metrics", WebMetrics)
+DRAIN = web.AppKey("drain", Drain)
 INGEST_PATH = "/api/v1/events"
+SOCKETIO_PATH = "socket.io"  # python-socketio's default
 
 
 def create_sio(settings: Settings, manager: FanoutManager) -> SocketServer:
@@ -141,20 +144,26 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 
 def create_app(settings: Settings) -> web.Application:
     metrics = WebMetrics()
+    manager = fanout_manager(settings)
+    sio = create_sio(settings, manager)
+    drain = Drain(sio, settings.drain_s, metrics)
     app = web.Application(
         client_max_size=max(settings.max_body_bytes, 1_048_576),
-        middlewares=[ingest_status_counter(metrics, INGEST_PATH), json_errors],
+        middlewares=[
+            drain.refuse_new_connections(SOCKETIO_PATH),
+            ingest_status_counter(metrics, INGEST_PATH),
+            json_errors,
+        ],
     )
     app[SETTINGS] = settings
     app[METRICS] = metrics
+    app[DRAIN] = drain
     redis = connect(settings)  # no I/O until first use; closed by _redis_ctx
     app[REDIS] = redis
     app[INGEST] = IngestWriter(redis, settings)
     app[INGEST_RATE] = IngestRate(redis, Keys(settings.prefix), settings.ingest_rate)
     app.cleanup_ctx.append(_redis_ctx)
 
-    manager = fanout_manager(settings)
-    sio = create_sio(settings, manager)
     history = HistoryReader(redis, Keys.of(settings), settings.history_maxlen)
     delivery = Delivery(
         sio,
@@ -171,7 +180,7 @@ def create_app(settings: Settings) -> web.Application:
     app[ACCESS] = access
     sio.register_namespace(TopicNamespace(settings, delivery, access))
     app[DELIVERY] = delivery
-    sio.attach(app)
+    sio.attach(app, socketio_path=SOCKETIO_PATH)
     app[SIO] = sio
     app[MANAGER] = manager
     app.on_shutdown.append(_disconnect_clients)
@@ -194,7 +203,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_post(INGEST_PATH, ingest.handle)
     app.router.add_get("/metrics", PublicMetrics(metrics, settings).handle)
     app.cleanup_ctx.append(_metrics_port_ctx)
-    app.router.add_get("/readyz", Readiness(REDIS).handle)
+    app.router.add_get("/readyz", Readiness(REDIS, lambda: drain.draining).handle)
     app.router.add_get("/healthz", healthz)
     dashboard.add_routes(app, Path(settings.dashboard_dir) if settings.dashboard_dir else None)
     return app

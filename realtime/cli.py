@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 from realtime import __version__, jsoncodec
 from realtime.logs import bind, redact_url
 from realtime.logs import setup as setup_logging
-from realtime.settings import Settings, SettingsError
+from realtime.settings import Settings, SettingsError, default_consumer_name
 
 T = TypeVar("T")
 
@@ -40,10 +40,9 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
-    from aiohttp import web
-
     from processors.pipeline_config import PipelinesError, load_pipelines
     from realtime.app import create_app
+    from realtime.server import serve
 
     try:  # ingest refuses the pipelines' window outputs: it needs a usable file too
         load_pipelines(settings.pipelines_file)
@@ -84,24 +83,34 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
             "read-only" if settings.admin_read_only else "read-write",
             settings.admin_origin or "none",
         )
-    web.run_app(
-        app,
-        host=settings.host,
-        port=settings.port,
-        loop=_new_loop(),
-        print=None,
-        access_log=None,
-        # A long-poll whose client went away is cancelled instead of holding shutdown.
-        handler_cancellation=True,
-        shutdown_timeout=10.0,
-    )
+    _run(serve(app, settings))
     return 0
+
+
+def cmd_process_check(settings: Settings, args: argparse.Namespace) -> int:
+    """`realtime process --check`: exit 1 when this worker's heartbeat is stale."""
+    from processors.heartbeat import check
+
+    consumer = args.consumer or settings.consumer
+    if not args.consumer and settings.consumer == default_consumer_name():
+        # The default name has this (new) process's pid in it: it names no worker.
+        print(
+            "realtime process --check: set REALTIME_CONSUMER (or --consumer) to the "
+            "worker's consumer name",
+            file=sys.stderr,
+        )
+        return 2
+    result = _run(check(settings, consumer))
+    print(result.message, file=sys.stderr if result.status else sys.stdout)
+    return result.status
 
 
 def cmd_process(settings: Settings, args: argparse.Namespace) -> int:
     from processors.pipeline_config import PipelinesError, load_pipelines
     from processors.worker import run_worker
 
+    if args.check:
+        return cmd_process_check(settings, args)
     try:  # refuse a bad pipelines file before doing anything
         load_pipelines(settings.pipelines_file)
     except PipelinesError as exc:
@@ -211,6 +220,13 @@ def build_parser() -> argparse.ArgumentParser:
     process = sub.add_parser("process", help="run a worker (consumer group on the ingest streams)")
     process.add_argument("--burst", action="store_true", help="exit once no entries are left")
     process.add_argument("--consumer", help="consumer name (default REALTIME_CONSUMER or host-pid)")
+    process.add_argument(
+        "--check",
+        action="store_true",
+        help="do not run: exit 1 if the worker named by REALTIME_CONSUMER (or --consumer) "
+        "has not heartbeaten recently (a liveness probe); 0 if it has, or if Redis is "
+        "unreachable",
+    )
     process.set_defaults(func=cmd_process)
 
     dev = sub.add_parser("dev", help="run everything locally: Redis, web, worker, demo feed")

@@ -107,6 +107,10 @@ class Keys:
             return f"{self.prefix}windows:{self._tag(partition)}"
         return f"{self.prefix}windows:{partition}"
 
+    def heartbeat(self, consumer: str) -> str:
+        """A worker's liveness: exists while its main loop runs (`realtime process --check`)."""
+        return f"{self.prefix}heartbeat:{consumer}"
+
     def workers(self) -> str:
         """Live workers: a sorted set of owner tokens scored by heartbeat expiry (ms)."""
         return f"{self.prefix}workers"

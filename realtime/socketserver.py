@@ -149,11 +149,26 @@ class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
     async def drop(self, sid: str, namespace: str) -> None:
         """Close the client's transport without a close packet: it reconnects by itself."""
         eio_sid = self.manager.eio_sid_from_sid(sid, namespace)
-        socket = self.eio.sockets.get(eio_sid) if eio_sid is not None else None
+        if eio_sid is not None:
+            await self.drop_connection(eio_sid)
+
+    async def drop_connection(self, eio_sid: str) -> bool:
+        """`drop` for an Engine.IO session (all its namespaces); False if it was gone."""
+        socket = self.eio.sockets.get(eio_sid)
         if not isinstance(socket, EngineSocket):
-            return
+            return False
+        was_open = not (socket.closing or socket.closed)
         await socket.close(wait=False, abort=True)
         socket.end_transport()
+        return was_open
+
+    def open_connections(self) -> list[str]:
+        """The Engine.IO sessions not closed or closing."""
+        return [
+            eio_sid
+            for eio_sid, socket in list(self.eio.sockets.items())
+            if not (socket.closing or socket.closed)
+        ]
 
     async def _handle_eio_disconnect(self, eio_sid: str, reason: Any) -> None:
         await super()._handle_eio_disconnect(eio_sid, reason)

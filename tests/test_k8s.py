@@ -32,8 +32,7 @@ BASE = "base"
 WITH_REDIS = "overlays/with-redis"
 SECRET_EXAMPLE = K8S / "secret.example.yaml"
 OLDEST_SUPPORTED = "1.29"  # README: Kubernetes 1.29 or newer
-# The drain time until the drain setting exists (issue 6, second part): its documented default.
-DEFAULT_DRAIN_S = 20
+DEFAULT_DRAIN_S = Settings.drain_s
 APP_COMPONENTS = ("web", "worker")
 
 Doc = dict[str, Any]
@@ -272,6 +271,9 @@ def test_service_ingress_hpa_and_pdbs_point_at_the_right_pods() -> None:
     assert not selects({"matchLabels": service["spec"]["selector"]}, pod_labels(worker))
     container_ports = {p["name"] for p in pod_spec(web)["containers"][0]["ports"]}
     assert {p["targetPort"] for p in service["spec"]["ports"]} <= container_ports
+    # The private metrics port is for Prometheus inside the cluster, never routed.
+    assert "metrics" in container_ports
+    assert "metrics" not in {p["targetPort"] for p in service["spec"]["ports"]}
 
     ingress = one(docs, "Ingress", "realtime")
     (rule,) = ingress["spec"]["rules"]
@@ -322,11 +324,15 @@ def test_worker_consumer_name_is_the_pod_name() -> None:
     (container,) = pod_spec(worker)["containers"]
     consumer = {v["name"]: v for v in container["env"]}["REALTIME_CONSUMER"]
     assert consumer["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
-    assert "ports" not in container
-    # Until partition leases exist a second worker would break per-topic order; the
-    # rollout must never run two at once.
-    assert worker["spec"]["replicas"] == 1
-    assert worker["spec"]["strategy"]["rollingUpdate"]["maxSurge"] == 0
+    # Partition leases make any number of workers safe; more than the partitions idle.
+    env = app_environment(render(BASE))["worker"]
+    assert 2 <= worker["spec"]["replicas"] <= Settings.from_env(env).partitions
+    assert container["livenessProbe"]["exec"]["command"] == ["realtime", "process", "--check"]
+    # Only the private metrics port, which no Service selects.
+    metrics_port = Settings.from_env(env).metrics_port
+    assert [p["containerPort"] for p in container["ports"]] == [metrics_port]
+    annotations = worker["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == str(metrics_port)
 
 
 # -- every pod: hardened, sized ---------------------------------------------------------------
