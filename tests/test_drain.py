@@ -68,9 +68,7 @@ async def status_of(http: aiohttp.ClientSession, url: str) -> int:
         return response.status
 
 
-async def until_status(
-    http: aiohttp.ClientSession, url: str, status: int, timeout: float
-) -> None:
+async def until_status(http: aiohttp.ClientSession, url: str, status: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while (got := await status_of(http, url)) != status:
         assert time.monotonic() < deadline, f"{url} still answers {got}"
