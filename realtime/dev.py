@@ -80,6 +80,8 @@ async def run_dev(
         redis = RedisServer().start()
         base_env["REDIS_URL"] = redis.url
     base_env["REALTIME_INSECURE"] = "1"
+    # One web instance, so nowhere for its clients to go: Ctrl-C stops it at once.
+    base_env.setdefault("REALTIME_DRAIN_S", "0")
     base_env.setdefault("REALTIME_CORS_ORIGINS", f"http://localhost:{port},http://127.0.0.1:{port}")
     url = f"http://127.0.0.1:{port}"
 

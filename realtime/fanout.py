@@ -16,7 +16,9 @@ listening task) rather than fork it:
   (re)subscribed, Redis having confirmed it, the instance's subscriptions catch up from
   history, so what was published while it was not subscribed is not lost;
 - on a web instance, `update` emits go through `realtime.delivery` (per-connection
-  state: each event once, in order).
+  state: each event once, in order);
+- the room registry has a per-client index (`realtime.rooms`), so disconnecting many
+  clients (a drain, a network blip) does not cost O(clients²).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from realtime import jsoncodec
 from realtime.channels import ChannelListener
 from realtime.connections import connect
 from realtime.keys import NAMESPACE, UPDATE_EVENT, Keys
+from realtime.rooms import RoomIndex
 from realtime.settings import Settings
 from realtime.tasks import cancel_and_wait
 from realtime.topics import is_valid_topic
@@ -50,7 +53,7 @@ class FanoutError(RuntimeError):
     """A publish to Redis failed; nothing was sent to the web instances."""
 
 
-class FanoutManager(socketio.AsyncRedisManager):  # type: ignore[misc]
+class FanoutManager(RoomIndex, socketio.AsyncRedisManager):  # type: ignore[misc]
     name = "realtime-redis"
 
     def __init__(self, settings: Settings, *, write_only: bool = False) -> None:

@@ -83,8 +83,10 @@ async def test_sigterm_drains_a_thousand_clients_spread_out_and_resuming_ones_lo
     spare = processes.web(settings)
     processes.worker(settings)
     watchers = [
-        await Watcher([doomed.url, spare.url], f"sdk{n}", transports=["websocket"]).start(*TOPICS)
-        for n in range(3)
+        await Watcher(
+            [doomed.url, spare.url], f"sdk-{transport}-{n}", transports=[transport]
+        ).start(*TOPICS)
+        for n, transport in enumerate(["websocket", "websocket", "polling"])
     ]
     feed = Feed(spare.url, TOPICS, batch=5)
     connector = aiohttp.TCPConnector(limit=0)

@@ -7,6 +7,8 @@ transport mode, the acks, the `update` lists, reconnection and the JS resume hel
 
 from __future__ import annotations
 
+import asyncio
+import signal
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from unittest.mock import ANY
@@ -236,6 +238,43 @@ async def test_helper_resubscribes_after_a_web_restart(
     assert [e["id"] for e in events] == before + after
     assert await client.request("lastId", topic="js.restart") == after[-1]
     assert not client.of("subscribe_error"), client.of("subscribe_error")
+
+
+@pytest.mark.parametrize("transport", ["websocket", "polling"])
+async def test_a_drained_client_keeps_retrying_and_resumes_on_the_next_instance(
+    redis_server: RedisServer, processes: ProcessGroup, js: Callable[..., JsClient], transport: str
+) -> None:
+    """SIGTERM drains the web: the JS client's connection ends like a network failure
+    (not "io server disconnect", after which socket.io-client would give up), its
+    reconnects are refused while the instance drains and retried, and on the next
+    instance on that address the helper resumes without a gap."""
+    settings = fresh_settings(redis_server)
+    web = processes.web(settings, REALTIME_DRAIN_S="2")
+    processes.worker(settings)
+    client = await js()
+    connected = await client.connect_helper(
+        web.url, transports=[transport], reconnectionDelay=100, reconnectionDelayMax=300
+    )
+    assert connected["connected"], connected
+    assert (await client.request("subscribe", topic="js.drain"))["ok"]
+    before = await post_events(web.url, [{"topic": "js.drain", "data": {"n": n}} for n in range(3)])
+    await client.wait_events(3, "js.drain")
+
+    web.signal(signal.SIGTERM)
+    await client.wait_until(lambda c: bool(c.of("disconnect")), "disconnect")
+    assert client.of("disconnect")[0]["reason"] in ("transport close", "transport error")
+    assert web.process is not None
+    assert await asyncio.to_thread(web.process.wait, 30) == 0
+    assert client.of("reconnect_attempt"), "no reconnect attempt while draining"
+
+    replacement = processes.web(settings, port=web.port)  # the next pod behind the address
+    during = await post_events(
+        replacement.url, [{"topic": "js.drain", "data": {"n": n}} for n in range(3, 6)]
+    )
+    await client.wait_until(lambda c: len(c.of("connect")) >= 2, "a reconnect", timeout=30)
+    events = await client.wait_events(6, "js.drain")
+    assert [e["id"] for e in events] == before + during
+    assert not client.of("gap"), client.of("gap")
 
 
 async def test_helper_resumes_with_no_gap_after_a_web_restart(
