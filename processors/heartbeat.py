@@ -62,7 +62,7 @@ class CheckResult:
 
 
 async def check(settings: Settings, consumer: str) -> CheckResult:
-    key = Keys(settings.prefix).heartbeat(consumer)
+    key = Keys.of(settings).heartbeat(consumer)
     stale_s = stale_after_ms(settings) / 1000
     timeout = min(settings.redis_timeout_s, CHECK_TIMEOUT_S)
     redis = connect(settings.with_overrides(redis_timeout_s=timeout))

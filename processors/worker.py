@@ -35,7 +35,7 @@ async def run_worker(
     # Its own client: a scrape must not queue behind the coordinator's blocking reads.
     stats_redis = connect(settings)
     stats = StreamStats(
-        stats_redis, Keys(settings.prefix), settings.group, consumer.partitions, metrics
+        stats_redis, Keys.of(settings), settings.group, consumer.partitions, metrics
     )
     metrics.on_scrape(stats.refresh)
     logger.info(

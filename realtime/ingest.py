@@ -37,8 +37,8 @@ from processors.pipelines import Pipelines
 from realtime import errors, jsoncodec
 from realtime.ingest_auth import IngestKeys, PublishKey, Unauthorized
 from realtime.keys import Keys
-from realtime.ratelimit import IngestRate
 from realtime.metrics import ProcessMetrics
+from realtime.ratelimit import IngestRate
 from realtime.schemas import EventSchema, field_errors
 from realtime.settings import Settings
 from realtime.topics import partition_of

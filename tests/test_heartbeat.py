@@ -74,7 +74,7 @@ async def test_check_needs_a_consumer_name_and_passes_when_redis_is_unreachable(
 async def test_sigterm_finishes_the_batch_acknowledges_releases_and_exits(
     settings: Settings, processes: ProcessGroup, redis: Redis
 ) -> None:
-    keys = Keys(settings.prefix)
+    keys = Keys.of(settings)
     consumer = f"term-{uuid.uuid4().hex[:8]}"
     web = processes.web(settings)
     worker = processes.worker(settings, REALTIME_CONSUMER=consumer)

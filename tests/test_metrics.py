@@ -67,7 +67,7 @@ async def test_each_documented_metric_is_exposed_and_counters_move_with_events(
     client = await Collector("watcher").connect(web.url)
     await client.subscribe("metrics.flow")
     # Something for the dead-letter counter: an ingest entry that can never be processed.
-    await redis.xadd(Keys(settings.prefix).ingest(0), {"garbage": "1"})
+    await redis.xadd(Keys.of(settings).ingest(0), {"garbage": "1"})
 
     events = [{"topic": "metrics.flow", "data": {"n": n}} for n in range(20)]
     async with aiohttp.ClientSession() as http:
@@ -132,6 +132,9 @@ async def test_public_metrics_need_the_admin_credentials(
         settings.with_overrides(insecure=False),
         REALTIME_ADMIN_USER="ops",
         REALTIME_ADMIN_PASSWORD="s3cret",
+        # Not insecure: it will not start without authentication configured.
+        REALTIME_JWT_SECRET="metrics-test-secret-of-at-least-32-chars",
+        REALTIME_INGEST_KEYS="metrics-test-publish-key",
     )
     async with aiohttp.ClientSession() as http:
         for headers in ({}, basic("ops", "wrong"), basic("ops", "")):
