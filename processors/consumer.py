@@ -21,6 +21,7 @@ import logging
 import time
 import uuid
 from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
@@ -171,14 +172,20 @@ class Consumer:
 
     async def _burst(self) -> None:
         await self.ensure_groups()
-        alive = await self.membership.heartbeat()
-        await self.heartbeat.beat()
-        await self._acquire(fair_share(self.owner, alive, self.settings.partitions), burst=True)
-        # Keep the leases (and our membership) alive while the runners drain.
-        while tasks := [o.task for o in [*self.owned.values(), *self.retiring.values()]]:
-            await asyncio.wait(tasks, timeout=self.tick_s)
-            await self.membership.heartbeat()
+        finished: set[int] = set()  # drained (or crashed: logged, not retried forever)
+        while True:
+            alive = await self.membership.heartbeat()
             await self.heartbeat.beat()
+            # A lease lost mid-burst (a stall past its expiry) is taken again when free, so
+            # the burst never ends with entries unread; one another worker holds is its.
+            target = fair_share(self.owner, alive, self.settings.partitions)
+            await self._acquire(target, burst=True, skip=finished)
+            tasks = [o.task for o in [*self.owned.values(), *self.retiring.values()]]
+            if not tasks:
+                return
+            # Keep the leases (and our membership) alive while the runners drain.
+            await asyncio.wait(tasks, timeout=self.tick_s)
+            finished.update(p for p, o in self.owned.items() if o.task.done() and not o.runner.lost)
             await self._renew()
             await self._reap()
 
@@ -204,11 +211,13 @@ class Consumer:
 
     # -- leases and runners ---------------------------------------------------------------
 
-    async def _acquire(self, target: int, *, burst: bool = False) -> None:
+    async def _acquire(
+        self, target: int, *, burst: bool = False, skip: Collection[int] = ()
+    ) -> None:
         for partition in range(self.settings.partitions):
             if len(self.owned) - len(self.handing_over) >= target:
                 return
-            if partition in self.owned or partition in self.retiring:
+            if partition in self.owned or partition in self.retiring or partition in skip:
                 continue
             lease = await self.leases.acquire(partition)
             if lease is not None:

@@ -159,3 +159,27 @@ async def test_a_burst_longer_than_the_lease_keeps_its_leases(
     consumer = Consumer(redis, fanout, settings, planner=slow_to_start)
     await asyncio.wait_for(consumer.run(asyncio.Event(), burst=True), 30)
     assert await history_ids(redis, Keys(settings.prefix), "a") == ids
+
+
+async def test_a_burst_that_loses_a_lease_takes_it_again_and_leaves_nothing_unread(
+    redis: Redis, settings: Settings, fanout: FanoutManager
+) -> None:
+    """A stall longer than the lease (a loaded machine) loses the partition mid-burst;
+    `--burst` must not exit with its entries unread."""
+    settings = settings.with_overrides(lease_ms=300, batch_size=10)
+    ids = await IngestWriter(redis, settings).append(
+        [{"topic": "a", "data": {"n": n}} for n in range(50)]
+    )
+    stalled = False
+
+    def stalls_once(event: IngestEvent, hops: int) -> Plan:
+        nonlocal stalled
+        if event.data == {"n": 20} and not stalled:
+            stalled = True
+            time.sleep(0.6)  # blocks the loop: no renewal, the lease expires in Redis
+        return Plan(passthrough(event)[0], [], [], [])
+
+    consumer = Consumer(redis, fanout, settings, planner=stalls_once)
+    await asyncio.wait_for(consumer.run(asyncio.Event(), burst=True), 30)
+    assert stalled
+    assert await history_ids(redis, Keys(settings.prefix), "a") == ids
