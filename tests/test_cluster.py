@@ -24,7 +24,7 @@ from realtime.topics import partition_of
 from tests.helpers.clients import Collector, Watcher, post_events
 from tests.helpers.feed import Feed
 from tests.helpers.processes import ProcessGroup
-from tests.helpers.redis_topology import ClusterSet
+from tests.helpers.redis_topology import ClusterSet, wait_until
 
 TOPICS = [f"cl.t{n}" for n in range(12)]
 PARTITIONS = 6
@@ -142,6 +142,13 @@ async def test_two_web_instances_and_two_workers_on_a_cluster_deliver_everything
             # both web instances have clients of every topic: both listen to every channel
             assert f["subscriptions"] == len(webs) * f["shard_channels"]
         assert sum(f["shard_channels"] for f in figures) == len(TOPICS)  # one per topic
+
+        # The clients are gone: the instances SUNSUBSCRIBE every topic (interest-based).
+        await asyncio.to_thread(
+            wait_until,
+            lambda: sum(f["subscriptions"] for f in shard_figures(cluster, {})) == 0,
+            "no shard subscriptions left",
+        )
     finally:
         processes.stop_all()
         cluster.cleanup()
