@@ -30,11 +30,11 @@ from tests.helpers.stack import fresh_settings, running_stack
 
 TOPIC = "slow.test"
 EVENTS = 50_000
-PADDING = "x" * 100  # ~200 bytes an event: 10 MB in all, far past any socket buffer
+PADDING = "x" * 500  # ~600 bytes an event: 30 MB in all, far past any socket buffer
 BACKLOG_BYTES = 256 * 1024
 SLOW_CLIENT_S = 1
 SUBSCRIBE = '421["subscribe",{"topic":"' + TOPIC + '"}]'
-RSS_BOUND_MIB = 24  # an unbounded queue would hold ~10 MB of frames plus their objects
+RSS_BOUND_MIB = 20  # none stalled: ~10; unbounded backlog: ~35 (python -m bench.slowclient)
 
 
 @pytest.fixture(scope="module")
