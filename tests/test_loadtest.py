@@ -10,6 +10,7 @@ from realtime import jsoncodec
 from realtime.embedded import free_port
 from realtime.settings import Settings
 from tests.helpers.processes import ProcessGroup
+from tests.helpers.tokens import INGEST_KEY, INGEST_KEYS, SECRET, hs256
 
 DOCUMENTED_FIELDS = {
     "url", "config", "clients", "connect_ms", "connects_per_s", "published", "delivery",
@@ -122,3 +123,26 @@ def test_help_lists_the_options() -> None:
         "--json",
     ):
         assert option in out
+
+
+async def test_against_a_deployment_with_auth_on(
+    processes: ProcessGroup, settings: Settings
+) -> None:
+    """`--token` for the clients and `--key` for the producer; without them the run fails
+    with the server's reasons, and neither secret appears in the output."""
+    secured = settings.with_overrides(insecure=False)
+    web = processes.web(secured, REALTIME_JWT_SECRET=SECRET, REALTIME_INGEST_KEYS=INGEST_KEYS)
+    processes.worker(secured)
+    token = hs256(["loadtest.*"])
+    base = ["--url", web.url, "--clients", "4", "--topics", "2", "--rate", "20",
+            "--duration", "1", "--drain", "20", "--json"]  # fmt: skip
+    code, out, err = await loadtest(*base, "--token", token, "--key", INGEST_KEY)
+    assert code == 0, err + out
+    result = jsoncodec.loads(out)
+    assert result["clients"]["connected"] == 4
+    assert result["delivery"]["loss"] == 0
+    assert token not in out + err
+    assert INGEST_KEY not in out + err
+    code, out, err = await loadtest(*base)
+    assert code == 1
+    assert "A token is required" in err + out
