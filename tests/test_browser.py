@@ -27,6 +27,7 @@ from tests.helpers.browser import ARTIFACTS, dashboard_page, require_browser
 from tests.helpers.clients import Collector, post_events
 from tests.helpers.processes import ProcessGroup, RealtimeProcess
 from tests.helpers.stack import fresh_settings, running_stack
+from tests.helpers.tokens import INGEST_KEY, INGEST_KEYS, SECRET, hs256
 
 # The render rate (median) the dashboard must keep while 500 events/s arrive. Generous on
 # purpose: chromium renders 60 fps here when idle and 25-40 fps under this load, but on
@@ -381,4 +382,29 @@ async def test_render_rate_holds_with_100k_log_rows_and_500_events_per_second(
         assert statistics.median(fps) >= RENDER_FLOOR_FPS, fps
         assert await logged(page, "ui.load") == posted
         assert await page.locator(".log .row").count() < 100
+        assert problems.errors == []
+
+
+async def test_dashboard_with_auth_on_takes_its_token_from_the_url_fragment(
+    redis_server: RedisServer, processes: ProcessGroup
+) -> None:
+    settings = fresh_settings(redis_server).with_overrides(insecure=False)
+    web = processes.web(settings, REALTIME_JWT_SECRET=SECRET, REALTIME_INGEST_KEYS=INGEST_KEYS)
+    processes.worker(settings)
+    async with dashboard_page(f"{web.url}/?topics=ui.secure") as (page, _):
+        await page.wait_for_selector('[data-testid=connection][data-status="refused"]')
+        assert "token is required" in await page.locator("[data-testid=connection]").inner_text()
+    token = hs256(["ui.*"])
+    async with dashboard_page(f"{web.url}/?topics=ui.secure#token={token}") as (page, problems):
+        await wait_connected(page)
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(
+                web.url + "/api/v1/events",
+                json={"topic": "ui.secure", "data": {"value": 1}},
+                headers={"Authorization": f"Bearer {INGEST_KEY}"},
+            ) as response,
+        ):
+            [event_id] = (await response.json())["ids"]
+        await wait_logged(page, "ui.secure", event_id)
         assert problems.errors == []

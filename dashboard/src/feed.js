@@ -79,6 +79,13 @@ function setTopicError(topic, message) {
   useStore.setState((s) => ({ topicErrors: { ...s.topicErrors, [topic]: message } }));
 }
 
+// With client auth on, open the dashboard as /#token=<JWT>: a URL fragment never reaches
+// a server or its logs. socket.io-client asks for it on every (re)connect.
+function tokenAuth(cb) {
+  const token = new URLSearchParams(window.location.hash.slice(1)).get("token");
+  cb(token ? { token } : {});
+}
+
 export function startFeed(url = undefined) {
   // Websocket first (no sticky sessions needed behind a load balancer), long-polling when
   // a proxy refuses websockets.
@@ -86,6 +93,7 @@ export function startFeed(url = undefined) {
     transports: ["websocket", "polling"],
     tryAllTransports: true,
     reconnectionDelayMax: 5000,
+    auth: tokenAuth,
   });
   const subs = new Subscriptions(socket, {
     // The newest events in the first ack, so charts start with recent history.
