@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -11,9 +12,13 @@ from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 from redis.asyncio import Redis
 
+from processors.consumer import Consumer
 from realtime.connections import connect
 from realtime.embedded import RedisServer
+from realtime.fanout import FanoutManager
 from realtime.settings import Settings
+from tests.helpers.clients import Collector
+from tests.helpers.inprocess import running_app
 from tests.helpers.processes import ProcessGroup
 
 # Property tests: deterministic (same examples every run, no example database) and lean.
@@ -67,6 +72,33 @@ async def redis(settings: Settings) -> AsyncIterator[Redis]:
     client = connect(settings)
     yield client
     await client.aclose()
+
+
+@pytest.fixture
+async def base_url(settings: Settings) -> AsyncIterator[str]:
+    """A web app served in this test's event loop."""
+    async with running_app(settings) as url:
+        yield url
+
+
+@pytest.fixture
+async def worker(redis: Redis, settings: Settings) -> AsyncIterator[None]:
+    """The worker's consumer loop running in this test's event loop."""
+    stop = asyncio.Event()
+    fanout = FanoutManager(settings, write_only=True)
+    task = asyncio.create_task(Consumer(redis, fanout, settings).run(stop))
+    yield
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    await fanout.aclose()
+
+
+@pytest.fixture
+async def client(base_url: str) -> AsyncIterator[Collector]:
+    """A Socket.IO client of `base_url` that records what it receives."""
+    collector = await Collector().connect(base_url)
+    yield collector
+    await collector.close()
 
 
 @pytest.fixture

@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
-import pytest
 
 from realtime.dashboard import STATIC_DIR
 from realtime.settings import Settings
 from tests.helpers.inprocess import running_app
-
-
-@pytest.fixture
-async def base_url(settings: Settings) -> AsyncIterator[str]:
-    async with running_app(settings) as url:
-        yield url
 
 
 async def test_js_client_helper_is_served(base_url: str) -> None:

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -29,17 +29,6 @@ from realtime.tasks import cancel_and_wait
 from tests.helpers.clients import Collector, post_events
 from tests.helpers.feed import Feed
 from tests.helpers.inprocess import serving
-
-
-@pytest.fixture
-async def worker(redis: Redis, settings: Settings) -> AsyncIterator[None]:
-    stop = asyncio.Event()
-    fanout = FanoutManager(settings, write_only=True)
-    task = asyncio.create_task(Consumer(redis, fanout, settings).run(stop))
-    yield
-    stop.set()
-    await asyncio.wait_for(task, 10)
-    await fanout.aclose()
 
 
 async def listeners(redis: Redis, settings: Settings, topic: str) -> int:

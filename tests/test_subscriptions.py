@@ -2,43 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from redis.asyncio import Redis
 
-from processors.consumer import Consumer
-from realtime.fanout import FanoutManager
-from realtime.settings import Settings
 from tests.helpers.clients import Collector, post_events
-from tests.helpers.inprocess import running_app
-
-
-@pytest.fixture
-async def base_url(settings: Settings) -> AsyncIterator[str]:
-    async with running_app(settings) as url:
-        yield url
-
-
-@pytest.fixture
-async def worker(redis: Redis, settings: Settings) -> AsyncIterator[None]:
-    """The consumer loop running in this test's event loop."""
-    stop = asyncio.Event()
-    fanout = FanoutManager(settings, write_only=True)
-    task = asyncio.create_task(Consumer(redis, fanout, settings).run(stop))
-    yield
-    stop.set()
-    await asyncio.wait_for(task, 10)
-    await fanout.aclose()
-
-
-@pytest.fixture
-async def client(base_url: str) -> AsyncIterator[Collector]:
-    collector = await Collector().connect(base_url)
-    yield collector
-    await collector.close()
 
 
 @pytest.mark.parametrize(

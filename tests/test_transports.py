@@ -3,19 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 
-from realtime.settings import Settings
 from tests.helpers.clients import Collector
-from tests.helpers.inprocess import running_app
-
-
-@pytest.fixture
-async def base_url(settings: Settings) -> AsyncIterator[str]:
-    async with running_app(settings) as url:
-        yield url
 
 
 @pytest.mark.parametrize("transport", ["polling", "websocket"])
