@@ -14,7 +14,29 @@ from realtime import jsoncodec
 from realtime.client import RealtimeClient
 
 
-class Collector:
+class _Recording:
+    """What both test clients share: events recorded under a condition to wait on."""
+
+    name: str
+    events: list[dict[str, Any]]
+    _changed: asyncio.Condition
+
+    def _state(self) -> str:
+        raise NotImplementedError
+
+    async def wait_until(
+        self, condition: Callable[[], bool], what: str, timeout: float = 30.0
+    ) -> None:
+        async with self._changed:
+            try:
+                await asyncio.wait_for(self._changed.wait_for(condition), timeout)
+            except TimeoutError:
+                raise AssertionError(
+                    f"{self.name}: no {what} after {timeout}s ({self._state()})"
+                ) from None
+
+
+class Collector(_Recording):
     """A python-socketio client that records every `update` event, in arrival order."""
 
     def __init__(self, name: str = "client") -> None:
@@ -83,16 +105,8 @@ class Collector:
         await self.wait_until(arrived, event_id, timeout)
         return self.events
 
-    async def wait_until(
-        self, condition: Callable[[], bool], what: str, timeout: float = 30.0
-    ) -> None:
-        async with self._changed:
-            try:
-                await asyncio.wait_for(self._changed.wait_for(condition), timeout)
-            except TimeoutError:
-                raise AssertionError(
-                    f"{self.name}: no {what} after {timeout}s ({len(self.events)} events)"
-                ) from None
+    def _state(self) -> str:
+        return f"{len(self.events)} events"
 
     def topic_events(self, topic: str) -> list[dict[str, Any]]:
         return [e for e in self.events if e["topic"] == topic]
@@ -128,7 +142,7 @@ def id_key(event_id: str) -> tuple[int, int]:
     return int(ms), int(seq)
 
 
-class Watcher:
+class Watcher(_Recording):
     """The SDK client (`realtime.client.RealtimeClient`), recording what it delivers:
     what an application using it sees."""
 
@@ -166,17 +180,8 @@ class Watcher:
             await asyncio.wait_for(self.client.subscribe(topic), 20)
         return self
 
-    async def wait_until(
-        self, condition: Callable[[], bool], what: str, timeout: float = 30.0
-    ) -> None:
-        async with self._changed:
-            try:
-                await asyncio.wait_for(self._changed.wait_for(condition), timeout)
-            except TimeoutError:
-                raise AssertionError(
-                    f"{self.name}: no {what} after {timeout}s ({len(self.events)} events, "
-                    f"{self.client.stats})"
-                ) from None
+    def _state(self) -> str:
+        return f"{len(self.events)} events, {self.client.stats}"
 
     async def wait_for(self, count: int, timeout: float = 30.0) -> None:
         await self.wait_until(lambda: len(self.events) >= count, f"{count} events", timeout)
