@@ -26,7 +26,7 @@ from realtime.drain import Drain
 from realtime.fanout import FanoutManager
 from realtime.health import Readiness, healthz
 from realtime.history import HistoryReader
-from realtime.inbound import guard_translate_request, guard_websocket
+from realtime.inbound import guard_translate_request
 from realtime.ingest import IngestHandler, IngestWriter
 from realtime.keys import NAMESPACE, Keys
 from realtime.metrics import WebMetrics
@@ -75,11 +75,11 @@ def create_sio(settings: Settings, manager: FanoutManager) -> SocketServer:
         backlog_packets=settings.client_backlog_packets,
         connect_timeout_s=settings.connect_timeout_s,
     )
-    # An instance attribute of the engine: a subclass of whichever driver it uses.
+    # An instance attribute of the engine: its aiohttp driver's, with POST bodies checked.
+    # (Websocket messages are checked by `EngineSocket`.)
     drivers = sio.eio._async
     sio.eio._async = {
         **drivers,
-        "websocket": guard_websocket(drivers["websocket"]),
         "translate_request": guard_translate_request(drivers["translate_request"]),
     }
     return sio

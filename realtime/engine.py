@@ -2,85 +2,50 @@
 
 python-engineio runs, per websocket connection, a writer task draining an
 `asyncio.Queue` (one wake-up and one encode per packet per recipient), a task per
-received message, and a task per ping cycle. Here, once a connection is on the
-websocket transport (directly, or after the polling -> websocket upgrade), packets go
-through its `Outbox` (`realtime.outbox`): written to the transport at once, in order,
-pre-encoded frames shared between recipients. Pings are timer callbacks. What stays
-engineio's own: the handshake, long-polling (packets still go through its queue), the
-upgrade dance, ping timeouts (its service task), and every event it raises.
+received message, and a task per ping cycle, all inside aiohttp's request handler,
+which stays alive with its request for as long as the connection does. Here, once a
+connection is on the websocket transport (directly, or after the polling -> websocket
+upgrade), packets go through its `Outbox` (`realtime.outbox`): written to the transport
+at once, in order, pre-encoded frames shared between recipients. Pings are timer
+callbacks. The websocket itself is a `WebSocketConnection` (`realtime.wsconnection`)
+that aiohttp hands over after the handshake: received messages arrive as callbacks
+(`on_message`) and are handled in order by a task that lives only while there is
+something to handle, so an idle connection has no task and no coroutine at all. The
+upgrade dance (`2probe`, `3probe`, `5`) is played from those callbacks too. What stays
+engineio's own: the handshake, long-polling (packets still go through its queue), ping
+timeouts (its service task), and every event it raises.
 
 python-engineio creates its socket objects itself (`AsyncSocket`); `EngineServer` adopts
 each one as an `EngineSocket` when the connection is opened, before any packet after
 the handshake is sent.
 
 permessage-deflate is off unless `REALTIME_WS_COMPRESSION=1` (see the README's
-performance section for why).
+performance section for why); a connection that negotiates it is served by aiohttp's
+own websocket (the same callbacks, fed by a read loop in aiohttp's handler).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any
 
 import engineio
-from aiohttp import web
+from aiohttp import WSMsgType, web
 from engineio import exceptions, packet
 from engineio.async_socket import AsyncSocket
 
 from realtime.frames import Frame
+from realtime.inbound import engine_malformed
 from realtime.outbox import Outbox
+from realtime.websocket import CLOSE_NORMAL, CLOSE_UNSUPPORTED_DATA, HandshakeError
+from realtime.wsconnection import take_over
 
+logger = logging.getLogger(__name__)
 
-class EngineWebSocket:
-    """engineio's aiohttp websocket driver, with compression as configured and the
-    transport in reach of the outbox."""
-
-    def __init__(self, handler: Any, server: EngineServer) -> None:
-        self.handler = handler
-        self.server = server
-        self.response: web.WebSocketResponse | None = None
-        self.request: web.BaseRequest | None = None
-
-    async def __call__(self, environ: dict[str, Any]) -> web.WebSocketResponse:
-        self.request = environ["aiohttp.request"]
-        self.response = web.WebSocketResponse(
-            max_msg_size=self.server.max_http_buffer_size, compress=self.server.ws_compression
-        )
-        await self.response.prepare(self.request)
-        await self.handler(self)
-        return self.response
-
-    def outbox(self) -> Outbox:
-        assert self.response is not None
-        assert self.request is not None
-        transport = self.request.transport
-        assert transport is not None
-        return Outbox(
-            self.response,
-            transport,
-            self.request.protocol,
-            max_bytes=self.server.backlog_bytes,
-            max_packets=self.server.backlog_packets,
-        )
-
-    async def send(self, message: str | bytes) -> None:
-        assert self.response is not None
-        if isinstance(message, bytes):
-            await self.response.send_bytes(message)
-        else:
-            await self.response.send_str(message)
-
-    async def wait(self) -> str | bytes:
-        assert self.response is not None
-        msg = await self.response.receive()
-        if not isinstance(msg.data, bytes | str):
-            raise OSError("websocket closed")
-        return msg.data
-
-    async def close(self) -> None:
-        if self.response is not None:
-            await self.response.close()
+_AWAIT_PROBE = 1
+_AWAIT_UPGRADE = 2
 
 
 class EngineSocket(AsyncSocket):  # type: ignore[misc]
@@ -91,8 +56,14 @@ class EngineSocket(AsyncSocket):  # type: ignore[misc]
     queue: Any  # asyncio.Queue; None once the connection is on the websocket
     connected: bool
     outbox: Outbox | None = None
+    link: Any = None  # the websocket: a WebSocketConnection, or aiohttp's with deflate
     _ping_handle: asyncio.TimerHandle | None = None
     _on_polled: Any = None
+    _inbox: list[str | bytes | None] | None = None  # received, not handled yet
+    _receiving: asyncio.Task[None] | None = None  # handles the inbox while it is not empty
+    _deaf = False  # the websocket is closing: what it still reads is dropped
+    _probing = 0  # the upgrade dance's step (_AWAIT_PROBE, _AWAIT_UPGRADE)
+    _next_outbox: Outbox | None = None  # the websocket's, once the upgrade is done
 
     # -- sending ------------------------------------------------------------------------
 
@@ -183,86 +154,193 @@ class EngineSocket(AsyncSocket):  # type: ignore[misc]
 
     # -- the websocket transport --------------------------------------------------------
 
-    async def _websocket_handler(self, ws: EngineWebSocket) -> None:
-        if self.connected:  # a polling connection upgrading: engineio's probe dance
+    async def _upgrade_websocket(self, environ: dict[str, Any]) -> web.StreamResponse:
+        """engineio's websocket request (a new connection, or a polling one upgrading)."""
+        if self.upgraded:
+            raise OSError("Socket has been upgraded already")
+        request: web.Request = environ["aiohttp.request"]
+        offers_deflate = "permessage-deflate" in request.headers.get("Sec-WebSocket-Extensions", "")
+        if self.server.ws_compression and offers_deflate:
+            return await self._serve_deflate_websocket(request)
+        try:
+            response, connection = await take_over(request, self, self.server.max_http_buffer_size)
+        except HandshakeError as exc:
+            if not self.connected:
+                await self.close(wait=False, abort=True)
+            return web.Response(status=400, text=f"Bad websocket handshake: {exc}")
+        outbox = Outbox(
+            connection,
+            connection.transport,
+            connection,
+            max_bytes=self.server.backlog_bytes,
+            max_packets=self.server.backlog_packets,
+        )
+        self._attach(connection, outbox)
+        return response
+
+    async def _serve_deflate_websocket(self, request: web.Request) -> web.WebSocketResponse:
+        """With permessage-deflate, aiohttp's websocket, read by this handler for as long
+        as the connection lives (it keeps per-connection zlib state, ~90 KiB, anyway)."""
+        response = web.WebSocketResponse(
+            max_msg_size=self.server.max_http_buffer_size, compress=True
+        )
+        await response.prepare(request)
+        transport = request.transport
+        assert transport is not None
+        outbox = Outbox(
+            response,
+            transport,
+            request.protocol,
+            max_bytes=self.server.backlog_bytes,
+            max_packets=self.server.backlog_packets,
+        )
+        self._attach(response, outbox)
+        try:
+            async for message in response:  # until it closes (or fails: too big, say)
+                if message.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+                    break
+                self.on_message(message.data)
+        finally:
+            self.on_close(response)
+        return response
+
+    def _attach(self, link: Any, outbox: Outbox) -> None:
+        self.link = link
+        self._deaf = False
+        if self.connected:  # a polling connection upgrading: engineio's probe dance first
             self.upgrading = True  # sends wait in the queue meanwhile
-            if not await self._upgrade(ws):
-                self.upgrading = False
-                return
-            self.upgraded = True
-            self.upgrading = False
+            self._probing = _AWAIT_PROBE
+            self._next_outbox = outbox
         else:
             self.connected = True
             self.upgraded = True
-        self.outbox = outbox = ws.outbox()
+            self._use(outbox)
+
+    def _use(self, outbox: Outbox) -> None:
+        self.outbox = outbox
         # What was queued for polling (during the upgrade, say) leaves first, in order;
         # from now on the outbox is the only way out, and the queue (four deques, a few
         # KiB a connection) is let go.
-        queue, self.queue, queued = self.queue, None, None
+        queue, self.queue = self.queue, None
         while not queue.empty():
             queued = queue.get_nowait()
             if queued is None:
                 outbox.end()
                 break
             outbox.write_message(queued.encode())
-        del queue, queued  # this frame lives as long as the connection
+
+    # -- receiving: callbacks from the websocket, packets handled in order --------------
+
+    def on_message(self, data: str | bytes) -> None:
+        if self._deaf:
+            return
+        if data == "3" and self._inbox is None and not self._probing:
+            self.schedule_ping()  # a pong, the one message idle connections send
+            return
+        self._deliver(data)
+
+    def on_close(self, link: Any) -> None:
+        if link is self.link:
+            self._deliver(None)
+
+    def _deliver(self, item: str | bytes | None) -> None:
+        if self._inbox is None:
+            self._inbox = [item]
+        else:
+            self._inbox.append(item)
+        if self._receiving is None:
+            self._receiving = asyncio.create_task(self._receive_all())
+
+    async def _receive_all(self) -> None:
+        """Handle what arrived, in order; a task only while there is something to do."""
         try:
-            await self._read(ws)
+            while self._inbox:
+                batch, self._inbox = self._inbox, None
+                for item in batch:
+                    if item is None:
+                        await self._transport_closed()
+                    elif not self._deaf:
+                        await self._receive_one(item)
         finally:
-            outbox.end()
-            await self.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_CLOSE)
+            self._receiving = None
 
-    async def _upgrade(self, ws: EngineWebSocket) -> bool:
+    async def _receive_one(self, data: str | bytes) -> None:
+        problem = engine_malformed(data)
+        if problem is not None:
+            logger.info("closing a websocket that sent a malformed frame: %s", problem)
+            await self._close_link(CLOSE_UNSUPPORTED_DATA, problem)
+            return
         try:
-            probe = packet.Packet(encoded_packet=await ws.wait())
-        except OSError:
-            return False
-        if probe.packet_type != packet.PING or probe.data != "probe":
-            self.server.logger.info("%s: Failed websocket upgrade, no PING packet", self.sid)
-            return False
-        await ws.send(packet.Packet(packet.PONG, data="probe").encode())
-        self.queue.put_nowait(packet.Packet(packet.NOOP))  # ends the pending poll
-        try:
-            upgrade = packet.Packet(encoded_packet=await ws.wait())
-        except OSError:
-            return False
-        if upgrade.packet_type != packet.UPGRADE:
-            self.server.logger.info("%s: Failed websocket upgrade, no UPGRADE packet", self.sid)
-            return False
-        return True
+            pkt = packet.Packet(encoded_packet=data)
+            if self._probing:
+                await self._probe(pkt)
+            else:
+                await self.receive(pkt)
+        except exceptions.UnknownPacketError:
+            pass
+        except exceptions.SocketIsClosedError:
+            await self._close_link(CLOSE_NORMAL)
+        except Exception:
+            # A handler's failure must not end the connection; log it and go on.
+            self.server.logger.exception("Unknown receive error")
 
-    async def _read(self, ws: EngineWebSocket) -> None:
-        # No timeout per read: a peer that stops answering pings is closed by engineio's
-        # service task (`close` ends the outbox, which ends the websocket, and this).
-        while True:
-            try:
-                data = await ws.wait()
-            except (OSError, ConnectionError):
+    async def _probe(self, pkt: packet.Packet) -> None:
+        """engineio's upgrade dance: `2probe` -> `3probe`, then `5`."""
+        if self._probing == _AWAIT_PROBE:
+            if pkt.packet_type != packet.PING or pkt.data != "probe":
+                await self._upgrade_failed("no PING packet")
                 return
-            if len(data) > self.server.max_http_buffer_size:
-                return
-            try:
-                await self.receive(packet.Packet(encoded_packet=data))
-            except exceptions.UnknownPacketError:
-                pass
-            except exceptions.SocketIsClosedError:
-                return
-            except Exception:
-                # A handler's failure must not end the connection; log it and go on.
-                self.server.logger.exception("Unknown receive error")
+            await self.link.send_frame(
+                packet.Packet(packet.PONG, data="probe").encode().encode(), WSMsgType.TEXT
+            )
+            self.queue.put_nowait(packet.Packet(packet.NOOP))  # ends the pending poll
+            self._probing = _AWAIT_UPGRADE
+            return
+        if pkt.packet_type != packet.UPGRADE:
+            await self._upgrade_failed("no UPGRADE packet")
+            return
+        outbox, self._next_outbox = self._next_outbox, None
+        assert outbox is not None
+        self._probing = 0
+        self.upgraded = True
+        self.upgrading = False
+        self._use(outbox)
+
+    async def _upgrade_failed(self, why: str) -> None:
+        """The websocket closes; the connection carries on polling."""
+        self.server.logger.info("%s: Failed websocket upgrade, %s", self.sid, why)
+        self._probing = 0
+        self._next_outbox = None
+        self.upgrading = False
+        await self._close_link(CLOSE_NORMAL)
+
+    async def _close_link(self, code: int, reason: str = "") -> None:
+        """Close the websocket; the socket ends when it has (`_transport_closed`)."""
+        self._deaf = True
+        try:
+            await self.link.close(code=code, message=reason.encode()[:120])
+        except (ConnectionError, RuntimeError) as exc:
+            logger.debug("websocket close: %s", exc)
+
+    async def _transport_closed(self) -> None:
+        self.link = None
+        if self.outbox is None:  # an upgrade that did not finish: polling carries on
+            self._probing = 0
+            self._next_outbox = None
+            self.upgrading = False
+            return
+        self.outbox.end()
+        await self.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_CLOSE)
+        if self.closed and self.server.sockets.get(self.sid) is self:
+            del self.server.sockets[self.sid]
 
 
 class EngineServer(engineio.AsyncServer):  # type: ignore[misc]
     """engineio's server, whose sockets are `EngineSocket`s."""
 
-    _async: dict[str, Any]
     ws_compression = False
     backlog_bytes = 1_048_576
     backlog_packets = 1_000
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._async = {**self._async, "websocket": EngineWebSocket}
 
     async def _trigger_event(self, event: str, *args: Any, **kwargs: Any) -> Any:
         if event == "connect":

@@ -63,32 +63,13 @@ def polling_malformed(body: bytes) -> str | None:
 
 
 def engine_malformed(data: Any) -> str | None:
-    """Why a websocket message is not an Engine.IO text packet, or None if it is."""
+    """Why a websocket message is not an Engine.IO text packet, or None if it is
+    (`realtime.engine` closes such a websocket with 1003, unsupported data)."""
     if not isinstance(data, str):
         return "binary frame (only JSON text packets are accepted)"
     if not data or data[0] not in _ENGINE_TYPES:
         return "not an Engine.IO packet"
     return None
-
-
-def guard_websocket(driver: type[Any]) -> type[Any]:
-    """python-engineio's websocket driver class, refusing what `engine_malformed` finds:
-    it closes the websocket (1003, unsupported data) and reads as a closed connection,
-    which ends that one connection the normal way instead of raising inside the engine."""
-
-    class GuardedWebSocket(driver):  # type: ignore[misc]
-        async def wait(self) -> Any:
-            data = await super().wait()
-            problem = engine_malformed(data)
-            if problem is None:
-                return data
-            logger.info("closing a websocket that sent a malformed frame: %s", problem)
-            response = getattr(self, "_sock", None) or getattr(self, "response", None)
-            if response is not None:
-                await response.close(code=1003, message=problem.encode()[:120])
-            raise OSError(problem)
-
-    return GuardedWebSocket
 
 
 class _CheckedBody:

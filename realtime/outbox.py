@@ -20,9 +20,9 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSMsgType
 
 from realtime.frames import Frame, websocket_text_frame
 
@@ -31,20 +31,37 @@ logger = logging.getLogger(__name__)
 CLOSE_GRACE_S = 10.0  # a closing connection that cannot flush in this long is aborted
 
 
+class WebSocket(Protocol):
+    """What the outbox needs of a websocket: aiohttp's `WebSocketResponse` (with
+    permessage-deflate) or a `realtime.wsconnection.WebSocketConnection`."""
+
+    @property
+    def compress(self) -> int | bool: ...
+
+    async def send_frame(
+        self, message: bytes, opcode: WSMsgType, compress: int | None = None
+    ) -> None: ...
+
+    async def close(
+        self, *, code: int = 1000, message: bytes = b"", drain: bool = True
+    ) -> bool: ...
+
+
 class Outbox:
     def __init__(
         self,
-        response: web.WebSocketResponse,
+        websocket: WebSocket,
         transport: asyncio.Transport,
         protocol: Any,
         *,
         max_bytes: int,
         max_packets: int,
     ) -> None:
-        self.response = response
+        self.websocket = websocket
         self.transport = transport
-        self.protocol = protocol  # aiohttp's BaseProtocol: writing_paused, _drain_helper()
-        self.compressed = bool(response.compress)
+        # writing_paused and _drain_helper(): aiohttp's protocol, or the WebSocketConnection
+        self.protocol = protocol
+        self.compressed = bool(websocket.compress)
         self.max_bytes = max_bytes
         self.max_packets = max_packets
         self.pending: deque[bytes] | None = None  # made when first needed (most never do)
@@ -119,7 +136,7 @@ class Outbox:
                 self.pending_bytes -= len(data)
                 if self.compressed or data[:1] == b"\x00":
                     opcode = WSMsgType.BINARY if data[:1] == b"\x00" else WSMsgType.TEXT
-                    await self.response.send_frame(data[1:], opcode)
+                    await self.websocket.send_frame(data[1:], opcode)
                 else:
                     self.transport.write(data)
         except (ConnectionError, RuntimeError) as exc:  # the connection went away
@@ -164,7 +181,7 @@ class Outbox:
     async def _close(self) -> None:
         try:
             async with asyncio.timeout(CLOSE_GRACE_S):
-                await self.response.close()
+                await self.websocket.close()
         except TimeoutError:
             self.transport.abort()
         except (ConnectionError, RuntimeError) as exc:

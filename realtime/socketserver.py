@@ -18,6 +18,8 @@
 - The Engine.IO server underneath is `realtime.engine.EngineServer` (websocket
   connections write through an outbox, no task per packet), with permessage-deflate and
   each connection's backlog bound as configured.
+- python-socketio keeps each connection's WSGI-style environ for as long as it lives;
+  only its text entries are kept (the rest holds aiohttp's whole request).
 """
 
 from __future__ import annotations
@@ -113,7 +115,11 @@ class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
         asyncio.get_running_loop().call_later(
             self.connect_timeout_s, self._spawn_connect_check, eio_sid
         )
-        return await super()._handle_eio_connect(eio_sid, environ)
+        await super()._handle_eio_connect(eio_sid, environ)
+        # python-socketio keeps the environ for as long as the connection lives, for its
+        # namespace connects; they read its text entries (headers, query string) only.
+        # The rest holds aiohttp's whole request (parsed headers, protocol, parser).
+        self.environ[eio_sid] = {k: v for k, v in environ.items() if isinstance(v, str)}
 
     def _spawn_connect_check(self, eio_sid: str) -> None:
         if eio_sid in self.eio.sockets and not self._in_a_namespace(eio_sid):
