@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import os
 import struct
 from collections.abc import AsyncIterator, Callable
@@ -17,7 +18,9 @@ from aiohttp.test_utils import TestServer
 from realtime import websocket
 from realtime.app import SIO, create_app
 from realtime.embedded import free_port
+from realtime.engine import EngineSocket
 from realtime.settings import Settings
+from realtime.wsconnection import WebSocketConnection
 from tests.test_websocket import client_frame
 
 PATH = "/socket.io/?EIO=4&transport=websocket"
@@ -179,3 +182,28 @@ async def test_a_bad_handshake_is_answered_400(settings: Settings) -> None:
         assert head.startswith(b"HTTP/1.1 400 "), head
         client.close()
         await wait_until_gone(app)
+
+
+async def test_nothing_of_a_connection_stays_after_it_ends(settings: Settings) -> None:
+    async with served(settings) as (server, app):
+        eio = app[SIO].eio
+        clients = [await connected(server.port) for _ in range(20)]
+        for i, client in enumerate(clients):
+            if i % 2:
+                client.send(websocket.OP_CLOSE, struct.pack("!H", 1000))
+            else:
+                client.close()  # gone without a close frame
+        await wait_until_gone(app)
+
+        def left() -> list[object]:
+            gc.collect()
+            return [
+                o
+                for o in gc.get_objects()
+                if (isinstance(o, WebSocketConnection) and o.receiver.server is eio)
+                or (isinstance(o, EngineSocket) and o.server is eio)
+            ]
+
+        # python-engineio's service task keeps the last socket it looked at in a local
+        # variable until it looks at another: one socket (and its websocket) at most.
+        await eventually(lambda: len(left()) <= 2, "connection objects freed")
