@@ -32,6 +32,7 @@ import asyncio
 import functools
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -54,6 +55,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 PAGE = 500  # events per replayed `update` packet and per history read
+SLICE = 100  # connections handed a live batch between two returns to the event loop
 
 
 class HistoryUnavailable(Exception):
@@ -81,7 +83,9 @@ class Delivery:
         self.metrics = metrics if metrics is not None else WebMetrics()
         self._tasks: set[asyncio.Task[None]] = set()
         self._pending: dict[str, list[WireEvent]] = {}  # topic -> events within the tick
-        self._flush_handle: asyncio.TimerHandle | None = None
+        self._queue: deque[Batch] = deque()  # batches to hand out, in order
+        self._next_flush = 0.0  # loop time: the pending events wait until then
+        self._sender: asyncio.Task[None] | None = None  # hands out the queue while it has any
         self._behind: dict[str, asyncio.TimerHandle] = {}  # sid -> its disconnect timer
         # (sid, topic) -> the timer that sends a max_rate subscription's pending merge
         self._paced: dict[tuple[str, str], asyncio.TimerHandle] = {}
@@ -106,60 +110,122 @@ class Delivery:
                 self._fell_behind(sid, socket)
 
     async def live(self, topic: str, events: list[WireEvent]) -> None:
-        """A fan-out batch of one topic for the local members of its room. With a batch
-        tick, batches that arrive within it go out together, one packet per topic."""
+        """A fan-out batch of one topic for the local members of its room.
+
+        With a batch tick, a connection gets at most one `update` packet per topic per
+        tick: events that arrive after a quiet tick go out at once, the ones that follow
+        within the tick wait for its end and go out together (so do the ones that
+        arrive while an earlier batch is still being handed out). Without one, each
+        fan-out message is its own packet."""
         self.metrics.events_received.inc(len(events))
         if self.batch_tick_s <= 0:
-            self._deliver(Batch.of(topic, events))
-            return
-        pending = self._pending.get(topic)
-        if pending is None:
-            self._pending[topic] = list(events)
+            self._queue.append(Batch.of(topic, events))
         else:
-            pending += events
-        if self._flush_handle is None:
-            loop = asyncio.get_running_loop()
-            self._flush_handle = loop.call_later(self.batch_tick_s, self._flush)
+            pending = self._pending.get(topic)
+            if pending is None:
+                self._pending[topic] = list(events)
+            else:
+                pending += events
+        if self._sender is None:
+            self._sender = asyncio.create_task(self._send_queued())
+            self._sender.add_done_callback(self._sent)
 
-    def _flush(self) -> None:
-        self._flush_handle = None
-        pending, self._pending = self._pending, {}
-        for topic, events in pending.items():
-            self._deliver(Batch.merged(topic, events))
+    async def _send_queued(self) -> None:
+        """Hand the queued batches to their rooms' members, SLICE connections at a time,
+        returning to the event loop in between: a batch for 1,000 connections is some 15
+        ms of `send` calls, and ingest requests, fan-out messages and acks would wait
+        behind all of it. Batches stay in order; a connection's events are decided and
+        handed over together, so its packets stay in order too."""
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                if not self._queue:
+                    if not self._pending:
+                        return
+                    wait = self._next_flush - loop.time()
+                    if wait > 0:
+                        await asyncio.sleep(wait)
+                    self._next_flush = loop.time() + self.batch_tick_s
+                    pending, self._pending = self._pending, {}
+                    self._queue.extend(Batch.merged(t, e) for t, e in pending.items())
+                batch = self._queue.popleft()
+                if not batch.events:
+                    continue
+                members = list(self.sio.manager.get_participants(NAMESPACE, batch.topic))
+                shared: Frame | None = None
+                for start in range(0, len(members), SLICE):
+                    if start:
+                        await asyncio.sleep(0)
+                    shared = self._deliver(batch, members[start : start + SLICE], shared)
+        finally:
+            self._sender = None
 
-    def _deliver(self, batch: Batch) -> None:
-        """Send a batch to the room's local members: one encoding for everyone who gets
-        all of it, handed to each connection without suspending (so in order)."""
-        shared = None
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("live delivery failed", exc_info=task.exception())
+
+    def _deliver(
+        self, batch: Batch, members: list[tuple[str, str]], shared: Frame | None
+    ) -> Frame | None:
+        """Send a batch to some of the room's local members: one encoding for everyone
+        who gets all of it (`shared`, returned for the next members), handed to each
+        connection without suspending (so in order)."""
         shared_clients = 0
         duplicates = self.subs.duplicates
         now_ms = time.time() * 1000
-        for sid, eio_sid in self.sio.manager.get_participants(NAMESPACE, batch.topic):
-            socket = self._socket(eio_sid)
-            if socket is None:
+        sockets = self.sio.eio.sockets
+        cursors = self.subs.cursors
+        topic = batch.topic
+        if shared is None:
+            shared = Frame.update(batch.events)
+        # Decide for every member first, then write: each `send` call evicts much of
+        # the CPU's cache, and deciding between them would find everything cold again.
+        direct: list[asyncio.Transport] = []
+        for sid, eio_sid in members:
+            socket = sockets.get(eio_sid)
+            if not isinstance(socket, EngineSocket):
                 continue
+            cursor = cursors(sid).get(topic)
+            if cursor is None:
+                continue
+            if not cursor.takes_all(batch):
+                self._deliver_slowly(sid, socket, batch, now_ms)
+                continue
+            # The fast path, nearly every member of a busy room: a live subscription
+            # to which the batch is all new, a websocket with nothing waiting.
+            shared_clients += 1
+            transport = socket.direct()
+            if transport is not None:
+                direct.append(transport)
+                continue
+            socket.push(shared)  # waits behind what is pending (or is dropped)
             if socket.backlog_full():
                 self._fell_behind(sid, socket)
-                continue
-            out = self.subs.live(sid, batch)
-            if not out:
-                continue
-            conflater = self.subs.conflater(sid, batch.topic)
-            if conflater is not None:
-                out = self._pace(sid, conflater, out)
-                if out:
-                    socket.push(Frame.update(out))
-                continue
-            if out is batch.events:  # all new: the common case
-                shared = shared if shared is not None else Frame.update(out)
-                socket.push(shared)
-                shared_clients += 1
-            else:
-                socket.push(Frame.update(out))
-                self.metrics.delivered_live([parse_id(e["id"])[0] for e in out], 1, now_ms)
+        data = shared.websocket
+        for transport in direct:
+            transport.write(data)
         self.metrics.delivered_live([ms for ms, _ in batch.ids], shared_clients, now_ms)
         if self.subs.duplicates != duplicates:
             self.metrics.events_dropped.labels("duplicate").inc(self.subs.duplicates - duplicates)
+        return shared
+
+    def _deliver_slowly(self, sid: str, socket: EngineSocket, batch: Batch, now_ms: float) -> None:
+        """`_deliver` for a member off the fast path: behind, in its backlog phase,
+        with a `max_rate`, or already sent part of the batch."""
+        if socket.backlog_full():
+            self._fell_behind(sid, socket)
+            return
+        out = self.subs.live(sid, batch)
+        if not out:
+            return
+        conflater = self.subs.conflater(sid, batch.topic)
+        if conflater is not None:
+            out = self._pace(sid, conflater, out)
+            if out:
+                socket.push(Frame.update(out))
+            return
+        socket.push(Frame.update(out))
+        self.metrics.delivered_live([parse_id(e["id"])[0] for e in out], 1, now_ms)
 
     # -- max_rate subscriptions ----------------------------------------------------------
 
@@ -413,13 +479,12 @@ class Delivery:
             logger.error("backlog delivery failed", exc_info=task.exception())
 
     async def aclose(self) -> None:
-        if self._flush_handle is not None:
-            self._flush_handle.cancel()
         for timer in [*self._behind.values(), *self._paced.values()]:
             timer.cancel()
-        for task in list(self._tasks):
+        tasks = [*self._tasks, *([self._sender] if self._sender is not None else [])]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _newest(events: list[WireEvent]) -> StreamId:

@@ -84,6 +84,22 @@ class Outbox:
         else:
             self.transport.write(frame.websocket)
 
+    def direct(self) -> asyncio.Transport | None:
+        """The transport, when a frame may be written straight to it now (nothing waits
+        before it, the connection is under its bound); None otherwise. The fast path of
+        `write`: the caller writes the frame's `websocket` bytes itself, before it
+        suspends."""
+        transport = self.transport
+        if (
+            self.pending
+            or self.compressed
+            or self.protocol.writing_paused
+            or transport.is_closing()
+            or transport.get_write_buffer_size() >= self.max_bytes
+        ):
+            return None
+        return transport
+
     def write_message(self, message: str | bytes) -> None:
         """An Engine.IO packet as engineio encodes it (`str`: text, `bytes`: binary)."""
         if isinstance(message, str):

@@ -24,8 +24,9 @@ for the same connection, without suspending in between.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from realtime.conflate import Conflater
@@ -34,6 +35,7 @@ from realtime.streamids import StreamId, parse_id
 WireEvent = dict[str, Any]
 
 DEFAULT_BUFFER_LIMIT = 10_000
+_NO_CURSORS: Mapping[str, Cursor] = MappingProxyType({})
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,17 @@ class Cursor:
     suspended: bool = False  # its connection is behind: wait until it drained (`resume`)
     # `max_rate`: what is sent is merged and paced by it (kept across the phases).
     conflater: Conflater | None = None
+
+    def takes_all(self, batch: Batch) -> bool:
+        """Whether a live batch is all new to this live subscription without a
+        `max_rate`: then it is taken whole (the fast path of `Subscriptions.live`)."""
+        if self.backlog or self.conflater is not None:
+            return False
+        last = self.last
+        if last is not None and batch.ids[0] <= last:
+            return False
+        self.last = batch.ids[-1]
+        return True
 
     def take(self, batch: Batch) -> list[WireEvent]:
         out = batch.after(self.last)
@@ -201,6 +214,11 @@ class Subscriptions:
         return out, True
 
     # -- the live phase -------------------------------------------------------------------
+
+    def cursors(self, sid: str) -> Mapping[str, Cursor]:
+        """A connection's subscriptions by topic (read them; change them through the
+        methods here)."""
+        return self._connections.get(sid, _NO_CURSORS)
 
     def live(self, sid: str, batch: Batch) -> list[WireEvent]:
         """A live batch for one connection: what to send it now (`batch.events` itself

@@ -176,6 +176,11 @@ class FrameReader:
     _fragment_compressed: bool = False
     _inflater: Any = None
 
+    @property
+    def partial(self) -> bool:
+        """Whether a frame or a fragmented message is waiting for more bytes."""
+        return bool(self._buffer or self._fragments)
+
     def feed(self, data: bytes) -> list[tuple[int, bytes]]:
         if not self._buffer and len(data) > 2 and data[0] == 0x81:  # hot: one small text frame
             length = data[1]
