@@ -19,13 +19,24 @@ _floor = math.floor
 
 @dataclass
 class Tally:
-    """Deliveries of the current step (events whose data.s is `step`) and of older ones."""
+    """Deliveries of the current step (events whose data.s is `step`) and of older ones.
+
+    Latency from the publisher's timestamp (data.t) to: `latency`, the moment this
+    process handled the packet (all clients but the stamped ones); `arrival`, the
+    moment the packet reached a stamped client's socket (the kernel's timestamp: not
+    counting the time the packet waited for this process, which handles one client
+    after another, while a real client has a CPU of its own)."""
 
     step: int = -1
     delivered: int = 0
     packets: int = 0  # `update` packets (WebSocket frames) that carried them
     stale: int = 0
     latency: Histogram = field(default_factory=Histogram)
+    arrival: Histogram = field(default_factory=Histogram)
+    # Stamped clients, split where ingest accepted the event (its id's time, Redis's
+    # clock: the same machine's): publisher -> accepted, accepted -> arrival.
+    to_ingest: Histogram = field(default_factory=Histogram)
+    from_ingest: Histogram = field(default_factory=Histogram)
 
     def reset(self, step: int) -> None:
         self.step = step
@@ -33,11 +44,28 @@ class Tally:
         self.packets = 0
         self.stale = 0
         self.latency = Histogram()
+        self.arrival = Histogram()
+        self.to_ingest = Histogram()
+        self.from_ingest = Histogram()
 
     def on_update(self, client: wsclient.SioWebSocket, events: list[Any], at_ms: float) -> None:
+        self._record(events, at_ms, self.latency)
+
+    def on_stamped_update(
+        self, client: wsclient.SioWebSocket, events: list[Any], at_ms: float
+    ) -> None:
+        self._record(events, at_ms, self.arrival)
+        step = self.step
+        for event in events:  # the split at ingest: the event id's time is when it was accepted
+            data = event["data"]
+            if data["s"] == step:
+                accepted = int(event["id"].partition("-")[0])
+                self.to_ingest.record(accepted - data["t"])
+                self.from_ingest.record(at_ms - accepted)
+
+    def _record(self, events: list[Any], at_ms: float, latency: Histogram) -> None:
         # Called once per delivered message: Histogram.record inlined (a hot loop).
         step = self.step
-        latency = self.latency
         buckets = latency.buckets
         n = 0
         for event in events:
@@ -92,8 +120,12 @@ async def open_clients(
     concurrency: int = 200,
     deflate: bool = True,
     timeout_s: float = 30.0,
+    stamp_every: int = 0,
 ) -> Clients:
-    """Connect `count` clients round-robin over `urls`, client i subscribed to topic_of(i)."""
+    """Connect `count` clients round-robin over `urls`, client i subscribed to topic_of(i).
+
+    `stamp_every` n: every n-th client reads with kernel receive timestamps
+    (`Tally.arrival`); 0: none."""
     gate = asyncio.Semaphore(concurrency)
     clients: list[wsclient.SioWebSocket] = []
     times: list[float] = []
@@ -104,11 +136,13 @@ async def open_clients(
         async with gate:
             started = time.perf_counter()
             try:
+                stamped = stamp_every > 0 and i % stamp_every == 0
                 client = await wsclient.connect(
                     urls[i % len(urls)],
                     deflate=deflate,
-                    on_update=tally.on_update,
+                    on_update=tally.on_stamped_update if stamped else tally.on_update,
                     timeout=timeout_s,
+                    stamped=stamped,
                 )
             except (OSError, TimeoutError, ValueError):
                 failures += 1

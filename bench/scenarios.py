@@ -30,10 +30,13 @@ from bench.servers import (
 )
 from bench.stepping import RateSearch
 from realtime.embedded import RedisServer, free_port
+from realtime.loadtest import stamped
 
 P99_LIMIT_MS = 250.0
 MAX_OVERLOAD = 150_000.0  # deliveries/s: past this the load generator would be the limit
 LOSS_LIMIT = 0.001
+# Pipeline: every 10th client reads with kernel receive timestamps (loadgen.Tally).
+PIPELINE_STAMP_EVERY = 10
 
 
 @dataclass(frozen=True)
@@ -152,6 +155,8 @@ class StepStats:
     publish_s: float
     p50_ms: float
     p99_ms: float
+    arrival_p50_ms: float  # stamped clients (NaN without): at the socket, see loadgen.Tally
+    arrival_p99_ms: float
     server_cpu_s: float
     client_core_busy: float  # fraction of the client core: load generator + Redis + publisher
     loadgen_busy: float
@@ -241,6 +246,8 @@ async def run_step(
         publish_s=publish_s,
         p50_ms=tally.latency.percentile(50),
         p99_ms=tally.latency.percentile(99),
+        arrival_p50_ms=tally.arrival.percentile(50),
+        arrival_p99_ms=tally.arrival.percentile(99),
         server_cpu_s=server_cpu,
         client_core_busy=(client_cpu + self_cpu) / wall,
         loadgen_busy=self_cpu / wall,
@@ -254,6 +261,14 @@ async def run_step(
         f"  loadgen {stats.loadgen_busy:4.0%} client core {stats.client_core_busy:4.0%}"
         f"  {'ok' if stats.ok else 'FAIL'}"
     )
+    if tally.arrival.count:
+        bench.progress(
+            f"      at the socket (stamped clients): p50 {stats.arrival_p50_ms:.1f} ms"
+            f"  p99 {stats.arrival_p99_ms:.1f} ms; publisher -> ingest accepted p50"
+            f" {tally.to_ingest.percentile(50):.1f} p99 {tally.to_ingest.percentile(99):.1f},"
+            f" accepted -> socket p50 {tally.from_ingest.percentile(50):.1f}"
+            f" p99 {tally.from_ingest.percentile(99):.1f} ms"
+        )
     if not stats.ok:
         await settle(tally)
     return stats
@@ -503,7 +518,12 @@ async def pipeline(bench: Bench, kind: str) -> dict[str, Any]:
     tally = Tally()
     async with deploy(bench, kind, mode="http") as dep:
         clients = await open_clients(
-            dep.urls, profile.pipeline_subscribers, lambda i: topic[0], tally, deflate=bench.deflate
+            dep.urls,
+            profile.pipeline_subscribers,
+            lambda i: topic[0],
+            tally,
+            deflate=bench.deflate,
+            stamp_every=PIPELINE_STAMP_EVERY if stamped.supported() else 0,
         )
         try:
             _check_clients(clients, profile.pipeline_subscribers)
@@ -517,8 +537,12 @@ async def pipeline(bench: Bench, kind: str) -> dict[str, Any]:
     return {
         "events_per_s": profile.pipeline_rate,
         "subscribers": profile.pipeline_subscribers,
+        "arrival_p50_ms": step.arrival_p50_ms,
+        "arrival_p99_ms": step.arrival_p99_ms,
         "p50_ms": step.p50_ms,
         "p99_ms": step.p99_ms,
+        "to_ingest_p99_ms": tally.to_ingest.percentile(99),
+        "from_ingest_p99_ms": tally.from_ingest.percentile(99),
         "loss": step.loss,
         "events_per_packet": step.events_per_packet,
         "us_per_delivery": step.us_per_delivery,

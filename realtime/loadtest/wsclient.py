@@ -20,6 +20,7 @@ import orjson
 
 from realtime.loadtest import frames
 from realtime.loadtest.frames import ProtocolError
+from realtime.loadtest.stamped import open_connection as open_stamped
 
 _time = time.time
 _loads = orjson.loads
@@ -82,6 +83,11 @@ class SioWebSocket(asyncio.Protocol):
         )
 
     def data_received(self, data: bytes) -> None:
+        self.data_received_at(data, _time() * 1000.0)
+
+    def data_received_at(self, data: bytes, at: float) -> None:
+        """Bytes that arrived at `at` (wall clock, ms: the kernel's timestamp with a
+        `stamped` transport, else now)."""
         reader = self.reader
         # The hottest path: one whole, final, uncompressed text frame carrying an
         # `update` (what a read holds nearly every time), parsed without the reader.
@@ -98,7 +104,7 @@ class SioWebSocket(asyncio.Protocol):
                 except ValueError as exc:  # orjson and UTF-8 errors are ValueErrors
                     self._fail(exc)
                     return
-                self.on_update(self, events, _time() * 1000.0)
+                self.on_update(self, events, at)
                 return
         try:
             if reader is None:
@@ -107,7 +113,6 @@ class SioWebSocket(asyncio.Protocol):
                 self._head = b""
                 if reader is None or not data:
                     return
-            at = _time() * 1000.0
             for opcode, payload in reader.feed(data):
                 # The hot path: an `update` event, parsed straight from the frame's bytes.
                 if opcode == frames.OP_TEXT and payload.startswith(frames.UPDATE_PREFIX):
@@ -254,28 +259,28 @@ async def connect(
     on_close: CloseCallback | None = None,
     timeout: float = 10.0,
     auth: dict[str, Any] | None = None,
+    stamped: bool = False,
 ) -> SioWebSocket:
-    """Open one client and wait until Socket.IO connected it to namespace `/`."""
+    """Open one client and wait until Socket.IO connected it to namespace `/`.
+
+    `stamped`: read with the kernel's receive timestamps, so `on_update` gets the time
+    the bytes arrived rather than the time this process handled them (Linux; see
+    `realtime.loadtest.stamped`)."""
     host, port, path = split_url(url)
     loop = asyncio.get_running_loop()
-    transport: asyncio.BaseTransport | None = None  # uvloop's has abort() too
+    protocol = SioWebSocket(
+        f"{host}:{port}", path, deflate=deflate, on_update=on_update, on_close=on_close, auth=auth
+    )
+    transport: Any = None  # uvloop's transport or a StampedTransport: both have abort()
     try:
         async with asyncio.timeout(timeout):
-            transport, protocol = await loop.create_connection(
-                lambda: SioWebSocket(
-                    f"{host}:{port}",
-                    path,
-                    deflate=deflate,
-                    on_update=on_update,
-                    on_close=on_close,
-                    auth=auth,
-                ),
-                host,
-                port,
-            )
+            if stamped:
+                transport = await open_stamped(host, port, protocol)
+            else:
+                transport, _ = await loop.create_connection(lambda: protocol, host, port)
             await protocol.ready
     except BaseException:
         if transport is not None:
-            cast(asyncio.Transport, transport).abort()
+            transport.abort()
         raise
     return protocol

@@ -1,0 +1,53 @@
+"""The load generator's stamped clients: Socket.IO over a plain socket read with the
+kernel's receive timestamps, so latency is measured to the packet's arrival, not to
+whenever the generator got round to it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+
+from realtime.app import DELIVERY
+from realtime.loadtest import stamped, wsclient
+from realtime.settings import Settings
+from tests.helpers.inprocess import serving
+
+pytestmark = pytest.mark.skipif(not stamped.supported(), reason="no SO_TIMESTAMPNS here")
+
+
+async def test_a_stamped_client_gets_the_arrival_time_not_the_time_it_was_handled(
+    settings: Settings,
+) -> None:
+    got: list[tuple[float, float, list[str]]] = []
+
+    def on_update(client: Any, events: list[Any], at_ms: float) -> None:
+        got.append((at_ms, time.time() * 1000, [e["id"] for e in events]))
+
+    async with serving(settings.with_overrides(batch_tick_ms=0)) as (url, app):
+        client = await wsclient.connect(url, deflate=False, on_update=on_update, stamped=True)
+        ack = await client.call("subscribe", {"topic": "st.t"})
+        assert ack["ok"], ack  # acks and events both ways
+        assert ack["since"] == "0-0", ack
+        event = {"topic": "st.t", "id": "5-0", "ts": 5, "data": {}}
+        delivery = app[DELIVERY]
+        await delivery.live("st.t", [event])
+        assert delivery._sender is not None
+        await delivery._sender  # written to the socket; read at the loop's next poll
+        # It arrives while this coroutine keeps the loop busy: the stamp is the arrival.
+        deadline = time.monotonic() + 0.2
+        while time.monotonic() < deadline:
+            pass
+        for _ in range(200):
+            if got:
+                break
+            await asyncio.sleep(0.01)
+        ((arrived, handled, ids),) = got
+        assert ids == ["5-0"]
+        assert handled - arrived >= 150  # it waited in the socket while the loop was busy
+        assert abs(arrived - time.time() * 1000) < 5_000  # the wall clock, like the publisher's
+        client.close()
+        reason = await asyncio.wait_for(client.closed, 5)
+        assert reason is None
