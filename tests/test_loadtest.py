@@ -35,7 +35,7 @@ async def test_every_event_reaches_every_client_and_json_has_the_documented_fiel
     processes.worker(settings)
     code, out, err = await loadtest(
         "--url", web.url, "--clients", "24", "--topics", "4", "--rate", "40",
-        "--duration", "2", "--polling-share", "0.25", "--drain", "20", "--json",
+        "--duration", "2", "--polling-share", "0.25", "--drain", "20", "--json", "--stamped",
     )  # fmt: skip
     assert code == 0, err + out
     result = jsoncodec.loads(out)
@@ -118,6 +118,7 @@ def test_help_lists_the_options() -> None:
         "--clients",
         "--rate",
         "--polling-share",
+        "--stamped",
         "--restart-cmd",
         "--kill-pid",
         "--json",

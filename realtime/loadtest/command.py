@@ -40,6 +40,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--payload-bytes", type=int, default=0, help="padding in each event (0)")
     parser.add_argument(
+        "--stamped",
+        action="store_true",
+        help="time deliveries at the socket (kernel receive timestamps, Linux), not when "
+        "this process got round to them",
+    )
+    parser.add_argument(
         "--no-deflate", action="store_true", help="do not offer permessage-deflate (browsers do)"
     )
     parser.add_argument(
@@ -94,6 +100,7 @@ def run(
             polling_share=args.polling_share,
             payload_bytes=args.payload_bytes,
             deflate=not args.no_deflate,
+            stamped=args.stamped,
             resume=not args.no_resume,
             drain_s=args.drain,
             restart_cmd=args.restart_cmd,

@@ -53,6 +53,7 @@ def build_result(test: LoadTest) -> dict[str, Any]:
             "polling_share": config.polling_share,
             "payload_bytes": config.payload_bytes,
             "deflate": config.deflate,
+            "stamped": config.stamped,
             "resume": config.resume,
         },
         "clients": {

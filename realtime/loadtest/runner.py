@@ -23,7 +23,7 @@ import aiohttp
 
 from realtime import jsoncodec
 from realtime.backoff import Backoff
-from realtime.loadtest import polling, wsclient
+from realtime.loadtest import polling, stamped, wsclient
 from realtime.loadtest.frames import ProtocolError
 from realtime.loadtest.stats import Histogram
 
@@ -47,6 +47,7 @@ class LoadTestConfig:
     polling_share: float = 0.0
     payload_bytes: int = 0
     deflate: bool = True
+    stamped: bool = False  # websocket clients read with kernel receive timestamps
     resume: bool = True
     drain_s: float = 5.0
     connect_timeout_s: float = 10.0
@@ -89,6 +90,8 @@ class LoadTestConfig:
             raise ValueError(f"--url must be an http:// or https:// URL, got {self.url!r}")
         if self.url.startswith("https://") and self.polling_share < 1.0:
             raise ValueError("https:// targets are supported with --polling-share 1 only (for now)")
+        if self.stamped and not stamped.supported():
+            raise ValueError("--stamped needs kernel receive timestamps (SO_TIMESTAMPNS: Linux)")
 
     @property
     def restarts(self) -> bool:
@@ -228,6 +231,7 @@ class LoadTest:
                 on_close=self._on_close,
                 timeout=config.connect_timeout_s,
                 auth=self._auth,
+                stamped=config.stamped,
             )
         client.tag = sim
         request: dict[str, Any] = {"topic": sim.topic}
