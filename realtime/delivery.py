@@ -84,7 +84,7 @@ class Delivery:
         self._tasks: set[asyncio.Task[None]] = set()
         self._pending: dict[str, list[WireEvent]] = {}  # topic -> events within the tick
         self._queue: deque[Batch] = deque()  # batches to hand out, in order
-        self._next_flush = 0.0  # loop time: the pending events wait until then
+        self._next_flush = 0.0  # loop time: pending events wait until then (see `live`)
         self._sender: asyncio.Task[None] | None = None  # hands out the queue while it has any
         self._behind: dict[str, asyncio.TimerHandle] = {}  # sid -> its disconnect timer
         # (sid, topic) -> the timer that sends a max_rate subscription's pending merge
@@ -112,11 +112,10 @@ class Delivery:
     async def live(self, topic: str, events: list[WireEvent]) -> None:
         """A fan-out batch of one topic for the local members of its room.
 
-        With a batch tick, a connection gets at most one `update` packet per topic per
-        tick: events that arrive after a quiet tick go out at once, the ones that follow
-        within the tick wait for its end and go out together (so do the ones that
-        arrive while an earlier batch is still being handed out). Without one, each
-        fan-out message is its own packet."""
+        With a batch tick, events that arrive a tick or more after the last batch was
+        handed out go out at once; the ones that arrive sooner (or while a batch is
+        being handed out) wait until a tick after it and go out together, one packet
+        per topic. Without one, each fan-out message is its own packet."""
         self.metrics.events_received.inc(len(events))
         if self.batch_tick_s <= 0:
             self._queue.append(Batch.of(topic, events))
@@ -145,18 +144,20 @@ class Delivery:
                     wait = self._next_flush - loop.time()
                     if wait > 0:
                         await asyncio.sleep(wait)
-                    self._next_flush = loop.time() + self.batch_tick_s
                     pending, self._pending = self._pending, {}
                     self._queue.extend(Batch.merged(t, e) for t, e in pending.items())
                 batch = self._queue.popleft()
-                if not batch.events:
-                    continue
-                members = list(self.sio.manager.get_participants(NAMESPACE, batch.topic))
-                shared: Frame | None = None
-                for start in range(0, len(members), SLICE):
-                    if start:
-                        await asyncio.sleep(0)
-                    shared = self._deliver(batch, members[start : start + SLICE], shared)
+                if batch.events:
+                    members = list(self.sio.manager.get_participants(NAMESPACE, batch.topic))
+                    shared: Frame | None = None
+                    for start in range(0, len(members), SLICE):
+                        if start:
+                            await asyncio.sleep(0)
+                        shared = self._deliver(batch, members[start : start + SLICE], shared)
+                if not self._queue:
+                    # The tick runs from the end of what was handed out: under load,
+                    # what arrives meanwhile waits for it and goes out together.
+                    self._next_flush = loop.time() + self.batch_tick_s
         finally:
             self._sender = None
 
