@@ -42,7 +42,9 @@ METRICS: dict[str, list[Metric]] = {
     "pipeline": [
         Metric("arrival_p50_ms", "end-to-end p50 ms, at the socket", "lower", ".1f"),
         Metric("arrival_p99_ms", "end-to-end p99 ms, at the socket", "lower", ".1f"),
+        Metric("arrival_p50_ms_50%", "  p50 at half the rate", "lower", ".1f"),
         Metric("arrival_p99_ms_50%", "  p99 at half the rate", "lower", ".1f"),
+        Metric("arrival_p50_ms_25%", "  p50 at a quarter of the rate", "lower", ".1f"),
         Metric("arrival_p99_ms_25%", "  p99 at a quarter of the rate", "lower", ".1f"),
         Metric("to_ingest_p99_ms", "  p99 publisher -> ingest accepted", "", ".1f"),
         Metric("from_ingest_p99_ms", "  p99 ingest accepted -> socket", "", ".1f"),

@@ -538,6 +538,7 @@ async def pipeline(bench: Bench, kind: str) -> dict[str, Any]:
                     bench, dep, tally, topic, subscribers, rate * share, profile.pipeline_s
                 )
                 if share < 1:
+                    result[f"arrival_p50_ms_{share:.0%}"] = step.arrival_p50_ms
                     result[f"arrival_p99_ms_{share:.0%}"] = step.arrival_p99_ms
         finally:
             clients.close()

@@ -179,9 +179,7 @@ class Delivery:
         topic = batch.topic
         if shared is None:
             shared = Frame.update(batch.events)
-        # Decide for every member first, then write: each `send` call evicts much of
-        # the CPU's cache, and deciding between them would find everything cold again.
-        direct: list[asyncio.Transport] = []
+        data = shared.websocket
         for sid, eio_sid in members:
             socket = sockets.get(eio_sid)
             if not isinstance(socket, EngineSocket):
@@ -197,14 +195,11 @@ class Delivery:
             shared_clients += 1
             transport = socket.direct()
             if transport is not None:
-                direct.append(transport)
+                transport.write(data)
                 continue
             socket.push(shared)  # waits behind what is pending (or is dropped)
             if socket.backlog_full():
                 self._fell_behind(sid, socket)
-        data = shared.websocket
-        for transport in direct:
-            transport.write(data)
         self.metrics.delivered_live([ms for ms, _ in batch.ids], shared_clients, now_ms)
         if self.subs.duplicates != duplicates:
             self.metrics.events_dropped.labels("duplicate").inc(self.subs.duplicates - duplicates)
