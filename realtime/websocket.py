@@ -60,8 +60,13 @@ def handshake_headers(headers: Mapping[str, str]) -> dict[str, str]:
             raise HandshakeError("bad Sec-WebSocket-Key")
     except binascii.Error:
         raise HandshakeError("bad Sec-WebSocket-Key") from None
-    accept = base64.b64encode(hashlib.sha1(key.encode() + _GUID).digest()).decode()
+    accept = accept_key(key)
     return {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Accept": accept}
+
+
+def accept_key(key: str) -> str:
+    """The Sec-WebSocket-Accept value that answers a client's Sec-WebSocket-Key."""
+    return base64.b64encode(hashlib.sha1(key.encode("ascii") + _GUID).digest()).decode("ascii")
 
 
 def frame(opcode: int, payload: bytes = b"") -> bytes:

@@ -9,7 +9,6 @@ connection, so one core can receive well over 100,000 messages a second.
 from __future__ import annotations
 
 import base64
-import hashlib
 import os
 import zlib
 from dataclasses import dataclass, field
@@ -18,15 +17,13 @@ from typing import Any
 import orjson
 
 from realtime import jsoncodec
-
-WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-
-OP_CONTINUATION = 0x0
-OP_TEXT = 0x1
-OP_BINARY = 0x2
-OP_CLOSE = 0x8
-OP_PING = 0x9
-OP_PONG = 0xA
+from realtime.websocket import OP_BINARY as OP_BINARY  # RFC 6455's, for the clients here
+from realtime.websocket import OP_CLOSE as OP_CLOSE
+from realtime.websocket import OP_CONTINUATION as OP_CONTINUATION
+from realtime.websocket import OP_PING as OP_PING
+from realtime.websocket import OP_PONG as OP_PONG
+from realtime.websocket import OP_TEXT as OP_TEXT
+from realtime.websocket import accept_key
 
 DEFLATE_OFFER = "permessage-deflate; client_max_window_bits"
 _DEFLATE_TAIL = b"\x00\x00\xff\xff"
@@ -61,7 +58,7 @@ def new_ws_key() -> str:
 
 def ws_accept(key: str) -> str:
     """The Sec-WebSocket-Accept value a server must answer to `key`."""
-    return base64.b64encode(hashlib.sha1(key.encode("ascii") + WS_GUID).digest()).decode("ascii")
+    return accept_key(key)
 
 
 def handshake_request(host: str, path: str, key: str, *, deflate: bool) -> bytes:
