@@ -152,7 +152,8 @@ class LoadTest:
         config.validate()
         self.config = config
         self.progress = progress or (lambda test, phase: None)
-        prefix = config.topic_prefix or f"loadtest.{secrets.token_hex(4)}"
+        self._run_id = secrets.token_hex(4)
+        prefix = config.topic_prefix or f"loadtest.{self._run_id}"
         self.topics = [f"{prefix}.{i}" for i in range(config.topics)]
         n_polling = config.polling_clients
         stride = config.clients / n_polling if n_polling else 0
@@ -311,8 +312,11 @@ class LoadTest:
                 data: dict[str, Any] = {"lt": wsclient.now_ms(), "seq": seqs[topic]}
                 if pad:
                     data["pad"] = pad
+                # An idempotency key: a retry of a request whose answer was lost (an
+                # instance killed mid-request) stores nothing twice.
+                key = f"{self._run_id}.{seqs[topic]}"  # unique to this run
+                batch.append({"topic": topic, "data": data, "key": key})
                 seqs[topic] += 1
-                batch.append({"topic": topic, "data": data})
             if await self._post(session, url, batch, give_up):
                 published = self.counters.per_topic_published
                 for event in batch:
