@@ -19,6 +19,7 @@ from typing import Any
 
 from bench import procstat
 from bench.loadgen import Clients, Tally, open_clients
+from bench.probe import Probe
 from bench.servers import (
     NODE,
     OURS,
@@ -35,8 +36,8 @@ from realtime.loadtest import stamped
 P99_LIMIT_MS = 250.0
 MAX_OVERLOAD = 150_000.0  # deliveries/s: past this the load generator would be the limit
 LOSS_LIMIT = 0.001
-# Pipeline: every 10th client reads with kernel receive timestamps (loadgen.Tally).
-PIPELINE_STAMP_EVERY = 10
+# Pipeline: every 10th client is in the latency probe (bench.probe).
+PIPELINE_PROBE_EVERY = 10
 PIPELINE_SHARES = (0.25, 0.5, 1.0)  # of the profile's rate: the pipeline's steps
 
 
@@ -105,10 +106,15 @@ class Deployment:
     urls: list[str]
     publisher: Publisher
     worker: Proc | None = None
+    probe: Probe | None = None  # the pipeline's stamped subscribers (bench.probe)
 
     def client_side(self) -> list[Proc]:
         procs = [self.publisher.proc]
         return [*procs, self.worker] if self.worker is not None else procs
+
+    def load_generator(self) -> list[Proc]:
+        """Load generator processes besides this one."""
+        return [self.probe.proc] if self.probe is not None else []
 
 
 @contextlib.asynccontextmanager
@@ -119,6 +125,7 @@ async def deploy(
     servers: list[Proc] = []
     worker: Proc | None = None
     publisher: Publisher | None = None
+    dep: Deployment | None = None
     try:
         urls = []
         for i in range(instances):
@@ -135,8 +142,11 @@ async def deploy(
         publisher = await Publisher.start(
             kind, pub_mode, bench.redis.url, urls[0], bench.client_cpus, bench.log_dir
         )
-        yield Deployment(kind, servers, urls, publisher, worker)
+        dep = Deployment(kind, servers, urls, publisher, worker)
+        yield dep
     finally:
+        if dep is not None and dep.probe is not None:
+            await dep.probe.stop()
         if publisher is not None:
             await publisher.stop()
         if worker is not None:
@@ -211,27 +221,33 @@ async def run_step(
     events_per_s = deliveries_per_s / per_topic
     count = max(1, round(events_per_s * duration_s))
     expected = count * per_topic
+    probed = count * dep.probe.clients if dep.probe is not None else 0
     step = bench.next_step()
     tally.reset(step)
+    if dep.probe is not None:
+        await dep.probe.step(step)
     client_procs = [*dep.client_side()]
+    loadgen_procs = dep.load_generator()
     server0 = sum(p.cpu() for p in dep.servers)
     client0 = sum(p.cpu() for p in client_procs) + procstat.cpu_seconds(bench.redis_pid)
-    self0 = procstat.self_cpu_seconds()
+    self0 = procstat.self_cpu_seconds() + sum(p.cpu() for p in loadgen_procs)
     wall0 = time.monotonic()
     answer = await dep.publisher.publish(topics, events_per_s, count, step)
     publish_s = time.monotonic() - wall0
     in_window = tally.delivered
     deadline = time.monotonic() + bench.profile.max_drain_s
     last, last_change = tally.delivered, time.monotonic()
-    while tally.delivered < expected and time.monotonic() < deadline:
+    while tally.delivered < expected - probed and time.monotonic() < deadline:
         await asyncio.sleep(0.02)
         if tally.delivered != last:
             last, last_change = tally.delivered, time.monotonic()
         elif last and time.monotonic() - last_change > 0.5:
             break  # deliveries started, then stopped: the rest is lost
+    if dep.probe is not None:
+        await dep.probe.collect_into(tally, count, max(deadline - time.monotonic(), 0.5))
     wall = time.monotonic() - wall0
     server_cpu = sum(p.cpu() for p in dep.servers) - server0
-    self_cpu = procstat.self_cpu_seconds() - self0
+    self_cpu = procstat.self_cpu_seconds() + sum(p.cpu() for p in loadgen_procs) - self0
     client_cpu = (
         sum(p.cpu() for p in client_procs) + procstat.cpu_seconds(bench.redis_pid) - client0
     )
@@ -510,6 +526,35 @@ async def _cpu_rate(procs: list[Proc], seconds: float) -> float:
     return sum(p.cpu() - c for p, c in zip(procs, cpu0, strict=True)) / (time.monotonic() - started)
 
 
+async def _open_probed(
+    bench: Bench, dep: Deployment, subscribers: int, topic: str, tally: Tally
+) -> Clients:
+    """`subscribers` clients of `topic`, every PIPELINE_PROBE_EVERY-th one in the probe,
+    connected in rounds so the probe's are spread through the room (a batch reaches the
+    room's members in the order they joined)."""
+    if dep.probe is None:
+        return await open_clients(
+            dep.urls, subscribers, lambda i: topic, tally, deflate=bench.deflate
+        )
+    opened: list[Clients] = []
+    per_round = PIPELINE_PROBE_EVERY * 10
+    for start in range(0, subscribers, per_round):
+        n = min(per_round, subscribers - start)
+        probed = n // PIPELINE_PROBE_EVERY
+        opened.append(
+            await open_clients(dep.urls, n - probed, lambda i: topic, tally, deflate=bench.deflate)
+        )
+        answer = await dep.probe.connect(probed)
+        if answer["connected"] != probed:
+            raise BenchError(f"the probe connected {answer['connected']} of {probed} clients")
+    return Clients(
+        [c for group in opened for c in group.clients],
+        sorted(t for group in opened for t in group.connect_ms),
+        sum(group.elapsed_s for group in opened),
+        sum(group.failures for group in opened),
+    )
+
+
 async def pipeline(bench: Bench, kind: str) -> dict[str, Any]:
     """Ours only: HTTP ingest -> stream -> worker -> clients, latency at fixed rates: a
     quarter of the profile's rate, half, then all of it (the headline)."""
@@ -521,16 +566,13 @@ async def pipeline(bench: Bench, kind: str) -> dict[str, Any]:
     subscribers = profile.pipeline_subscribers
     result: dict[str, Any] = {"events_per_s": profile.pipeline_rate, "subscribers": subscribers}
     async with deploy(bench, kind, mode="http") as dep:
-        clients = await open_clients(
-            dep.urls,
-            subscribers,
-            lambda i: topic[0],
-            tally,
-            deflate=bench.deflate,
-            stamp_every=PIPELINE_STAMP_EVERY if stamped.supported() else 0,
-        )
+        if stamped.supported():
+            dep.probe = await Probe.start(
+                dep.urls, topic[0], bench.deflate, bench.client_cpus, bench.log_dir
+            )
+        clients = await _open_probed(bench, dep, subscribers, topic[0], tally)
         try:
-            _check_clients(clients, subscribers)
+            _check_clients(clients, subscribers - (dep.probe.clients if dep.probe else 0))
             rate = profile.pipeline_rate * subscribers
             await run_step(bench, dep, tally, topic, subscribers, rate / 4, 1.0)  # warm-up
             for share in PIPELINE_SHARES:

@@ -88,6 +88,7 @@ class Proc:
                 cwd=REPO,
                 preexec_fn=_pin(self.cpus),
                 start_new_session=True,
+                limit=1 << 26,  # answers on stdout: the probe's carry its latencies
             )
         finally:
             log.close()

@@ -1,11 +1,21 @@
-"""The benchmark's pure parts: the search for a maximum sustained rate (bench/stepping.py)
-and the report (bench/report.py)."""
+"""The benchmark's own parts: the search for a maximum sustained rate (bench/stepping.py),
+the report (bench/report.py) and the pipeline's latency probe (bench/probe.py)."""
 
 from __future__ import annotations
 
+import os
+import time
+from pathlib import Path
+
 import pytest
 
+from bench.loadgen import Tally
+from bench.probe import Probe
 from bench.stepping import RateSearch
+from realtime.app import DELIVERY
+from realtime.loadtest import stamped
+from realtime.settings import Settings
+from tests.helpers.inprocess import serving
 
 
 def run(search: RateSearch, capacity: float) -> list[float]:
@@ -60,3 +70,37 @@ def test_report_takes_medians_and_ratios_to_each_reference() -> None:
     text = table(results, {"fanout": "fan-out 1x1,000"})
     row = next(line for line in text.splitlines() if line.startswith("fan-out 1x1,000"))
     assert row.split()[-4:] == ["2,000", "4,000", "0.50x", "±50%"]
+
+
+@pytest.mark.skipif(not stamped.supported(), reason="no SO_TIMESTAMPNS here")
+async def test_the_probe_process_reports_its_share_of_a_step(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """The pipeline's stamped subscribers run in a process of their own (bench.probe):
+    it counts the events of the current step only and hands back their latencies."""
+    async with serving(settings.with_overrides(batch_tick_ms=0)) as (url, app):
+        probe = await Probe.start([url], "pr.t", False, os.sched_getaffinity(0), tmp_path)
+        try:
+            assert (await probe.connect(3))["connected"] == 3
+            assert probe.clients == 3
+            delivery = app[DELIVERY]
+
+            async def send(step: int, seq: int) -> None:
+                now = int(time.time() * 1000)
+                data = {"s": step, "t": now - 2, "seq": seq}
+                await delivery.live("pr.t", [{"topic": "pr.t", "id": f"{now}-{seq}", "data": data}])
+
+            await probe.step(7)
+            await send(6, 0)  # an older step's straggler: seen, not counted
+            for seq in range(1, 5):
+                await send(7, seq)
+            tally = Tally()
+            tally.reset(7)
+            await probe.collect_into(tally, per_client=4, wait_s=5.0)
+        finally:
+            await probe.stop()
+    assert (tally.delivered, tally.stale, tally.packets) == (12, 3, 12)
+    assert len(tally.arrival_ms) == 12
+    assert all(0 <= ms < 1000 for ms in tally.arrival_ms)
+    assert tally.to_ingest.count == tally.from_ingest.count == 12
+    assert 1 <= tally.to_ingest.percentile(50) <= 3  # the id's time minus data.t
