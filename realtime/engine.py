@@ -77,11 +77,11 @@ class EngineSocket(AsyncSocket):  # type: ignore[misc]
             self.queue.put_nowait(packet.Packet(packet.MESSAGE, data=frame.packet))
 
     def direct(self) -> asyncio.Transport | None:
-        """See `Outbox.direct`: where an `update` frame may be written at once."""
+        """See `Outbox.lane`: where an `update` frame may be written at once."""
         outbox = self.outbox
         if outbox is None or self.closing or self.closed:
             return None
-        return outbox.direct()
+        return outbox.lane
 
     def backlog_full(self) -> bool:
         if self.outbox is not None:

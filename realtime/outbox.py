@@ -69,6 +69,18 @@ class Outbox:
         self.on_drained: Callable[[], None] | None = None
         self._flusher: asyncio.Task[None] | None = None
         self._ending = False
+        # The transport while an `update` frame may be written straight to it, else
+        # None: one attribute for the fan-out's hot loop to read, kept current on each
+        # change of what it depends on (`_relane`). Never with permessage-deflate.
+        self.lane: asyncio.Transport | None = None
+        if not self.compressed:
+            # The backlog bound on what the transport holds is its high-water mark, so
+            # crossing it pauses the protocol, which the lane follows.
+            low, high = transport.get_write_buffer_limits()
+            if high >= max_bytes:
+                transport.set_write_buffer_limits(high=max_bytes - 1, low=min(low, max_bytes // 4))
+            protocol.watch(self._relane)
+            self._relane()
 
     # -- writing ------------------------------------------------------------------------
 
@@ -84,21 +96,21 @@ class Outbox:
         else:
             self.transport.write(frame.websocket)
 
-    def direct(self) -> asyncio.Transport | None:
-        """The transport, when a frame may be written straight to it now (nothing waits
-        before it, the connection is under its bound); None otherwise. The fast path of
-        `write`: the caller writes the frame's `websocket` bytes itself, before it
-        suspends."""
+    def _relane(self) -> None:
+        """`lane` is the transport when a frame may be written straight to it now:
+        nothing waits before it, the transport is under its high-water mark (so under
+        the bound), and neither side has started to close. The fast path of `write`:
+        the caller writes the frame's `websocket` bytes itself, before it suspends."""
         transport = self.transport
-        if (
-            self.pending
-            or self.compressed
+        blocked = (
+            self.compressed
+            or self._ending
+            or self.pending
             or self.protocol.writing_paused
+            or self.protocol.closing
             or transport.is_closing()
-            or transport.get_write_buffer_size() >= self.max_bytes
-        ):
-            return None
-        return transport
+        )
+        self.lane = None if blocked else transport
 
     def write_message(self, message: str | bytes) -> None:
         """An Engine.IO packet as engineio encodes it (`str`: text, `bytes`: binary)."""
@@ -136,6 +148,7 @@ class Outbox:
             self.pending = deque()
         self.pending.append(data)
         self.pending_bytes += len(data)
+        self.lane = None
         self._start_flusher()
 
     def _start_flusher(self) -> None:
@@ -161,6 +174,7 @@ class Outbox:
             self.pending_bytes = 0
         finally:
             self._flusher = None
+            self._relane()
         if self._ending:
             await self._close()
         elif self.on_drained is not None:
@@ -175,6 +189,7 @@ class Outbox:
             return
         self._ending = True
         self.on_drained = None
+        self.lane = None
         if self._flusher is None:
             self._flusher = asyncio.create_task(self._close())
 
@@ -183,6 +198,7 @@ class Outbox:
         of one already), and close; a peer that does not read it in time is cut off."""
         self._ending = True
         self.on_drained = None
+        self.lane = None
         self.pending = None
         self.pending_bytes = 0
         if self._flusher is not None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -46,6 +47,8 @@ class WebSocketConnection(asyncio.Protocol):
         self.reader = FrameReader(max_message)
         self.closing = False  # our close frame is written; waiting for the client's
         self._paused = False
+        # told when writing_paused, closing or the transport's closing change (the outbox)
+        self._watcher: Callable[[], None] | None = None
         self._drain_waiter: asyncio.Future[None] | None = None
         self._abort: asyncio.TimerHandle | None = None
 
@@ -64,6 +67,7 @@ class WebSocketConnection(asyncio.Protocol):
                 if not self.closing:
                     self.transport.write(websocket.close_frame(websocket.CLOSE_NORMAL))
                 self.transport.close()
+                self._changed()
                 return
             if self.closing:  # what a client sends after our close frame is not read
                 continue
@@ -89,15 +93,27 @@ class WebSocketConnection(asyncio.Protocol):
         waiter, self._drain_waiter = self._drain_waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_exception(ConnectionResetError("connection lost"))
+        self._changed()
         self.receiver.on_close(self)
 
     # -- flow control, as aiohttp's protocol has it ---------------------------------------
 
+    def watch(self, callback: Callable[[], None]) -> None:
+        """Call `callback` whenever `writing_paused`, `closing` or the transport's
+        `is_closing()` may have changed (the outbox keeps its fast path current)."""
+        self._watcher = callback
+
+    def _changed(self) -> None:
+        if self._watcher is not None:
+            self._watcher()
+
     def pause_writing(self) -> None:
         self._paused = True
+        self._changed()
 
     def resume_writing(self) -> None:
         self._paused = False
+        self._changed()
         waiter, self._drain_waiter = self._drain_waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -134,6 +150,7 @@ class WebSocketConnection(asyncio.Protocol):
         if self.closing or self.transport.is_closing():
             return
         self.closing = True
+        self._changed()
         self.transport.write(websocket.close_frame(code, reason))
         self._abort = asyncio.get_running_loop().call_later(CLOSE_GRACE_S, self.transport.abort)
 
@@ -145,6 +162,7 @@ class WebSocketConnection(asyncio.Protocol):
             self.closing = True
             self.transport.write(websocket.close_frame(code, reason))
         self.transport.close()
+        self._changed()
 
 
 class _HandedOver(web.StreamResponse):
