@@ -48,7 +48,7 @@ from realtime.keys import CLOSING_EVENT, NAMESPACE, SLOW_CLIENT
 from realtime.metrics import WebMetrics
 from realtime.socketserver import SocketServer
 from realtime.streamids import ZERO, StreamId, format_id, parse_id
-from realtime.subscriptions import Batch, Subscriptions, Target
+from realtime.subscriptions import Batch, Cursor, Subscriptions, Target
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +56,11 @@ T = TypeVar("T")
 
 PAGE = 500  # events per replayed `update` packet and per history read
 SLICE = 100  # connections handed a live batch between two returns to the event loop
+
+# A room's local member as the fan-out finds it: sid, Engine.IO sid, its connection and
+# its subscription's cursor for the room's topic.
+Member = tuple[str, str, EngineSocket, Cursor]
+Version = tuple[int, int]  # (room joins and leaves, subscription changes) so far
 
 
 class HistoryUnavailable(Exception):
@@ -89,6 +94,8 @@ class Delivery:
         self._behind: dict[str, asyncio.TimerHandle] = {}  # sid -> its disconnect timer
         # (sid, topic) -> the timer that sends a max_rate subscription's pending merge
         self._paced: dict[tuple[str, str], asyncio.TimerHandle] = {}
+        # topic -> its local members, found when the version was as given (`_route`)
+        self._routes: dict[str, tuple[Version, list[Member]]] = {}
 
     # -- sending ------------------------------------------------------------------------
 
@@ -148,12 +155,14 @@ class Delivery:
                     self._queue.extend(Batch.merged(t, e) for t, e in pending.items())
                 batch = self._queue.popleft()
                 if batch.events:
-                    members = list(self.sio.manager.get_participants(NAMESPACE, batch.topic))
+                    version, members = self._route(batch.topic)
                     shared: Frame | None = None
                     for start in range(0, len(members), SLICE):
                         if start:
                             await asyncio.sleep(0)
-                        shared = self._deliver(batch, members[start : start + SLICE], shared)
+                        current = self._version() == version
+                        part = members[start : start + SLICE]
+                        shared = self._deliver(batch, part, shared, current)
                 if not self._queue:
                     # The tick runs from the end of what was handed out: under load,
                     # what arrives meanwhile waits for it and goes out together.
@@ -161,16 +170,41 @@ class Delivery:
         finally:
             self._sender = None
 
+    def _version(self) -> Version:
+        return (self.sio.manager.room_changes, self.subs.changes)
+
+    def _route(self, topic: str) -> tuple[Version, list[Member]]:
+        """The topic's local members, kept from one batch to the next while no one
+        joined or left a room and no subscription changed: looking each member's
+        connection and cursor up again per batch was a third of the Python time of a
+        delivery."""
+        version = self._version()
+        route = self._routes.get(topic)
+        if route is not None and route[0] == version:
+            return route
+        sockets = self.sio.eio.sockets
+        cursors = self.subs.cursors
+        members: list[Member] = []
+        for sid, eio_sid in self.sio.manager.get_participants(NAMESPACE, topic):
+            socket = sockets.get(eio_sid)
+            cursor = cursors(sid).get(topic)
+            if isinstance(socket, EngineSocket) and cursor is not None:
+                members.append((sid, eio_sid, socket, cursor))
+        route = self._routes[topic] = (version, members)
+        return route
+
     def _sent(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
             logger.error("live delivery failed", exc_info=task.exception())
 
     def _deliver(
-        self, batch: Batch, members: list[tuple[str, str]], shared: Frame | None
+        self, batch: Batch, members: list[Member], shared: Frame | None, current: bool
     ) -> Frame | None:
         """Send a batch to some of the room's local members: one encoding for everyone
         who gets all of it (`shared`, returned for the next members), handed to each
-        connection without suspending (so in order)."""
+        connection without suspending (so in order). Not `current`: rooms or
+        subscriptions changed since `members` was made (between two slices of a
+        hand-out), so each member's connection and cursor are looked up again."""
         shared_clients = 0
         duplicates = self.subs.duplicates
         now_ms = time.time() * 1000
@@ -180,13 +214,15 @@ class Delivery:
         if shared is None:
             shared = Frame.update(batch.events)
         data = shared.websocket
-        for sid, eio_sid in members:
-            socket = sockets.get(eio_sid)
-            if not isinstance(socket, EngineSocket):
-                continue
-            cursor = cursors(sid).get(topic)
-            if cursor is None:
-                continue
+        for sid, eio_sid, member_socket, member_cursor in members:
+            if current:
+                socket, cursor = member_socket, member_cursor
+            else:
+                found = sockets.get(eio_sid)
+                now_cursor = cursors(sid).get(topic)
+                if not isinstance(found, EngineSocket) or now_cursor is None:
+                    continue
+                socket, cursor = found, now_cursor
             if not cursor.takes_all(batch):
                 self._deliver_slowly(sid, socket, batch, now_ms)
                 continue
@@ -392,7 +428,10 @@ class Delivery:
 
     def _interest(self, topic: str) -> None:
         """Listen on the topic's fan-out channel while this instance has a subscriber."""
-        self.channels.want(topic, self.subs.members(topic) > 0)
+        wanted = self.subs.members(topic) > 0
+        if not wanted:
+            self._routes.pop(topic, None)
+        self.channels.want(topic, wanted)
 
     # -- catch-up after the fan-out listener (re)subscribed -------------------------------
 

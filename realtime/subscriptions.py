@@ -307,7 +307,14 @@ class Subscriptions:
 
     # -- ending ---------------------------------------------------------------------------
 
+    @property
+    def changes(self) -> int:
+        """Grows whenever a subscription begins, ends or gets a new cursor: cursors
+        looked up when it was N are still the subscriptions' while it is N."""
+        return self._generation
+
     def end(self, sid: str, topic: str) -> None:
+        self._generation += 1
         cursors = self._connections.get(sid)
         if cursors is not None:
             cursor = cursors.pop(topic, None)
@@ -320,6 +327,7 @@ class Subscriptions:
 
     def drop(self, sid: str) -> Sequence[str]:
         """Forget a connection; returns its topics."""
+        self._generation += 1
         cursors = self._connections.pop(sid, {})
         for topic, cursor in cursors.items():
             self._left(topic)

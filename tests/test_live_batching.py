@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from realtime import delivery as delivery_module
-from realtime.app import DELIVERY
+from realtime.app import DELIVERY, SIO
+from realtime.keys import NAMESPACE
 from realtime.loadtest import wsclient
 from realtime.settings import Settings
 from tests.helpers.inprocess import serving
@@ -173,4 +174,42 @@ async def test_slices_let_the_loop_run_and_every_client_gets_every_event_once_in
         assert not got or got[-1] == "100-0"
         spinner.cancel()
         for client in [*staying, *late]:
+            client.abort()
+
+
+async def test_joins_and_leaves_are_seen_between_batches_and_between_slices(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fan-out keeps each topic's members from one batch to the next: a client that
+    joins is in the next batch, and one that leaves in the middle of a hand-out gets
+    nothing after it left."""
+    monkeypatch.setattr(delivery_module, "SLICE", 2)
+    packets = Packets()
+    async with serving(settings.with_overrides(batch_tick_ms=0)) as (url, app):
+        clients = await subscribed(url, packets, 6)
+        await live(app, clients)
+        delivery = app[DELIVERY]
+        await delivery.live(TOPIC, events(1))
+        for client in clients:
+            await packets.wait_for(client, 1)
+        newcomer = (await subscribed(url, packets, 1))[0]
+        await live(app, [newcomer])  # reached the newcomer: it is a member now
+        await delivery.live(TOPIC, events(2))
+        for client in [*clients, newcomer]:
+            await packets.wait_for(client, 1 if client is newcomer else 2)
+        # The newcomer is handed out to last; it leaves once the first slice is out.
+        *_, (last_sid, _) = app[SIO].manager.get_participants(NAMESPACE, TOPIC)
+        await delivery.live(TOPIC, events(3))
+        sender = delivery._sender
+        assert sender is not None
+        await asyncio.sleep(0)  # the sender hands out its first slice, then yields
+        assert not sender.done()
+        await delivery.unsubscribe(last_sid, TOPIC)
+        await sender
+        for client in clients:
+            await packets.wait_for(client, 3)
+            assert packets.ids(client) == ["1-0", "2-0", "3-0"]
+        await asyncio.sleep(0.1)
+        assert packets.ids(newcomer) == ["2-0"]
+        for client in [*clients, newcomer]:
             client.abort()
