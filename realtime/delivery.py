@@ -103,7 +103,7 @@ class Delivery:
         socket = self.sio.eio.sockets.get(eio_sid) if eio_sid is not None else None
         return socket if isinstance(socket, EngineSocket) else None
 
-    def _send_to(self, sid: str, events: list[WireEvent]) -> None:
+    def _send_to(self, sid: str, events: list[WireEvent], page: _Page | None = None) -> None:
         """Backlog events (a replay, a catch-up, what was buffered meanwhile): sent even
         past the connection's bound, since the subscription state already counts them
         as sent; past it, the connection is then treated as behind."""
@@ -111,7 +111,7 @@ class Delivery:
             return
         socket = self._socket(self.sio.manager.eio_sid_from_sid(sid, NAMESPACE))
         if socket is not None:
-            socket.push(Frame.update(events))
+            socket.push(page.frame(events) if page is not None else Frame.update(events))
             self.metrics.events_delivered.labels("backlog").inc(len(events))
             if socket.backlog_full():
                 self._fell_behind(sid, socket)
@@ -293,10 +293,15 @@ class Delivery:
                 max(due, loop.time() + conflater.interval), self._flush_paced, sid, conflater
             )
 
-    def _send_paced(self, sid: str, topic: str, events: list[WireEvent]) -> None:
+    def _send_paced(
+        self, sid: str, topic: str, events: list[WireEvent], page: _Page | None = None
+    ) -> None:
         """`_send_to` for backlog events, through the subscription's max_rate if any."""
         conflater = self.subs.conflater(sid, topic) if events else None
-        self._send_to(sid, events if conflater is None else self._pace(sid, conflater, events))
+        if conflater is None:
+            self._send_to(sid, events, page)
+        else:
+            self._send_to(sid, self._pace(sid, conflater, events))
 
     def _cancel_paced(self, sid: str, topic: str | None = None) -> None:
         for key in [k for k in self._paced if k[0] == sid and topic in (None, k[1])]:
@@ -477,9 +482,10 @@ class Delivery:
                 read = functools.partial(self.history.after, topic, start, PAGE)
                 page = await self._retrying(read)
             batch = Batch.of(topic, page)
+            encoded = _Page(page)
             for target in pending:
                 out = self.subs.replayed(target.sid, target.generation, batch)
-                self._send_paced(target.sid, topic, out)
+                self._send_paced(target.sid, topic, out, encoded)
             if len(page) >= PAGE:
                 page = None
                 continue
@@ -520,6 +526,25 @@ class Delivery:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class _Page:
+    """A page of history and its `update` frame, encoded once for all the targets that
+    are sent the whole page (many, when a room catches up together: after the fan-out
+    listener reconnected, or after the server fell behind all its clients)."""
+
+    __slots__ = ("_frame", "events")
+
+    def __init__(self, events: list[WireEvent]) -> None:
+        self.events = events
+        self._frame: Frame | None = None
+
+    def frame(self, events: list[WireEvent]) -> Frame:
+        if events is not self.events:  # part of the page (`Batch.after`)
+            return Frame.update(events)
+        if self._frame is None:
+            self._frame = Frame.update(events)
+        return self._frame
 
 
 def _newest(events: list[WireEvent]) -> StreamId:

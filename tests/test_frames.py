@@ -45,3 +45,16 @@ def test_the_websocket_form_is_built_once_and_shared() -> None:
     frame = Frame.update([])
     assert frame.websocket is frame.websocket
     assert frame.websocket == websocket_text_frame(b'42["update",[]]')
+
+
+def test_a_history_page_is_encoded_once_for_everyone_sent_all_of_it() -> None:
+    from realtime.delivery import _Page
+
+    events = [{"topic": "p.t", "id": f"{n}-0", "ts": n, "data": {"n": n}} for n in (1, 2, 3)]
+    page = _Page(events)
+    whole = page.frame(events)
+    assert page.frame(events) is whole  # a room catching up together: one encoding
+    assert whole.message == Frame.update(events).message
+    part = events[1:]  # a target that had the first event already
+    assert page.frame(part).message == Frame.update(part).message
+    assert page.frame(part) is not page.frame(part)
