@@ -48,7 +48,9 @@ async def serve(app: web.Application, settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
     try:
-        await web.TCPSite(runner, settings.host, settings.port).start()
+        await web.TCPSite(
+            runner, settings.host, settings.port, backlog=settings.listen_backlog
+        ).start()
         await stop.wait()
         await drain.run()
     finally:

@@ -151,6 +151,10 @@ class Settings:
     redis_url: str = "redis://127.0.0.1:6379/0"
     host: str = "0.0.0.0"
     port: int = DEFAULT_PORT
+    # Connections the kernel completes and holds for the web before it accepts them: a
+    # reconnect storm (every client of an instance that went away) arrives at once, and
+    # a SYN that finds the queue full is dropped and retried by the client a second later.
+    listen_backlog: int = 2048
     prefix: str = "rt:"
     insecure: bool = False
     cors_origins: tuple[str, ...] = ()
@@ -230,6 +234,7 @@ class Settings:
             redis_url=e.get("REDIS_URL", "").strip() or cls.redis_url,
             host=e.get("REALTIME_HOST", "").strip() or cls.host,
             port=_int(e, "PORT", DEFAULT_PORT, minimum=0),
+            listen_backlog=_int(e, "REALTIME_LISTEN_BACKLOG", cls.listen_backlog, minimum=1),
             prefix=prefix,
             insecure=_bool(e, "REALTIME_INSECURE"),
             cors_origins=_list(e, "REALTIME_CORS_ORIGINS"),

@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import random
+import select
+import signal
+import socket
+import time
 from pathlib import Path
 
 from realtime.embedded import RedisServer
@@ -158,3 +162,40 @@ async def test_resume_while_publishing_at_full_speed_has_no_gap_and_no_duplicate
         await client.close()
     assert [e["id"] for e in scout.events] == acknowledged
     await scout.close()
+
+
+def _established(port: int, attempts: int) -> int:
+    """Start `attempts` connections at once; how many the kernel completed within 0.5 s
+    (a SYN that finds the listen queue full is dropped, and waits for a retry)."""
+    sockets = []
+    try:
+        for _ in range(attempts):
+            sock = socket.socket()
+            sock.setblocking(False)
+            sock.connect_ex(("127.0.0.1", port))
+            sockets.append(sock)
+        time.sleep(0.5)
+        _, writable, _ = select.select([], sockets, [], 0)
+        return sum(1 for s in writable if s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0)
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def test_a_reconnect_storm_waits_in_the_listen_queue_not_for_retries(
+    processes: ProcessGroup, settings: Settings
+) -> None:
+    """Every client of an instance that went away reconnects at once. While the web is
+    busy (here: stopped), the kernel completes up to REALTIME_LISTEN_BACKLOG connections
+    for it; past that, connection attempts are dropped and clients retry a second or more
+    later (aiohttp's default was 128)."""
+    web = processes.web(settings)
+    small = processes.web(settings, REALTIME_LISTEN_BACKLOG="50")
+    for proc in (web, small):
+        proc.signal(signal.SIGSTOP)
+    try:
+        assert _established(web.port, 600) == 600
+        assert _established(small.port, 600) <= 51 + 1  # the kernel holds backlog + 1
+    finally:
+        for proc in (web, small):
+            proc.signal(signal.SIGCONT)
