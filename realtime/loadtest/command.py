@@ -43,7 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--stamped",
         action="store_true",
         help="time deliveries at the socket (kernel receive timestamps, Linux), not when "
-        "this process got round to them",
+        "this process got round to them (if it falls far behind, two packets read together "
+        "both get the later one's time: high percentiles then read high)",
     )
     parser.add_argument(
         "--no-deflate", action="store_true", help="do not offer permessage-deflate (browsers do)"
