@@ -13,6 +13,8 @@ it: it is retried in place with backoff. It goes to the dead-letter stream, and 
 partition moves on, when processing it failed `max_attempts` times, when it has been
 delivered `max_attempts` times without completing (it keeps killing workers), or at once
 when it is malformed (retrying cannot help). Redis outages are not failures of an entry.
+A window output whose history key holds another type is no entry's fault: it goes to
+the dead-letter stream on its own, at once, and the partition goes on.
 """
 
 from __future__ import annotations
@@ -281,15 +283,15 @@ class PartitionRunner:
         if failure is not None:
             self.stage.failed(batch)
             source = batch.sources[failure.event_index]
+            dead = self.stage.dead_output(batch, failure.event_index, failure.error)
+            if dead is not None:
+                # A window output, not the entry's fault: the replay dead-letters it.
+                logger.error("partition %d: dead-lettering %s", self.partition, dead)
+                raise Replay(failure.error)
             if self.stage.stale:
                 # The window state went ahead of Redis: restore it and replay the
                 # pending entries, this one among them (its failure is counted).
-                if source >= 0:
-                    self._record_failure(outcomes[source].entry, failure.error)
-                else:
-                    logger.error(
-                        "partition %d: a window output failed: %s", self.partition, failure.error
-                    )
+                self._record_failure(outcomes[source].entry, failure.error)
                 raise Replay(failure.error)
             return source, failure.error
         self.stage.committed(batch)

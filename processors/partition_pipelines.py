@@ -15,7 +15,11 @@ is the docstring of `processors/aggregator.py`; in short:
   exactly what it lacks. Every other entry is acknowledged at once;
 - any commit that failed after windows were fed leaves the in-memory state ahead of
   Redis: `stale` is set, and the runner restores the checkpoint and replays the
-  pending entries (`recovering`) before it goes on.
+  pending entries (`recovering`) before it goes on;
+- a window output whose history write failed (its key holds another type: it would
+  fail every time) is marked `dead_output`: the replay makes it again, and `build` puts
+  it in the dead-letter stream instead of history, in a commit that checkpoints the
+  window that made it (so it is not made, nor dead-lettered, again).
 
 `late` and `skipped` are counters (per pipeline, and per pipeline and reason) for
 metrics: they only grow, over the runner's life.
@@ -35,6 +39,7 @@ from processors.fenced import CommitPlan, Entry, Value
 from processors.history import history_write
 from processors.pipelines import Pipelines, Plan
 from processors.transform import IngestEvent, TopicEvent, group_by_topic
+from realtime import jsoncodec
 from realtime.fanout import FanoutManager
 from realtime.keys import Keys
 from realtime.topics import partition_of
@@ -66,6 +71,8 @@ class Batch:
 
     plan: CommitPlan
     sources: list[int]  # per history write: the index of its outcome (-1: the timer)
+    outputs: set[int]  # the history writes that are window outputs
+    dead_outputs: list[tuple[str, str]]  # (history key, id) of those dead-lettered
     fed: bool  # the window state changed: a failed commit makes it stale
     offset: tuple[int, int]
     routed: tuple[int, int]
@@ -86,6 +93,8 @@ class PartitionPipelines:
     late: Counter[str] = field(default_factory=Counter)
     skipped: Counter[tuple[str, str]] = field(default_factory=Counter)
     _unsaved: list[str] = field(default_factory=list)
+    # Window outputs to dead-letter when they are made again: (history key, id) -> error.
+    _dead_outputs: dict[tuple[str, str], str] = field(default_factory=dict)
     _dirty: bool = False  # window state changed since the last checkpoint
     _aggregator: Aggregator | None = None
     _last_checkpoint: float = field(default_factory=time.monotonic)
@@ -142,6 +151,8 @@ class PartitionPipelines:
         aggregator = self.aggregator
         plan = CommitPlan()
         sources: list[int] = []
+        outputs: set[int] = set()
+        dead_outputs: list[tuple[str, str]] = []
         events: list[TopicEvent] = []
         offset, routed = self.offset, self.routed
         last_offset_id = ""
@@ -149,9 +160,17 @@ class PartitionPipelines:
         pending: list[str] = []
         fed = False
 
-        def emit(new: list[TopicEvent], source: int) -> None:
+        def emit(new: list[TopicEvent], source: int, *, output: bool = True) -> None:
             for event in new:
-                plan.history.append(history_write(self.keys, event))
+                write = history_write(self.keys, event)
+                if output:
+                    error = self._dead_outputs.get((write.key, write.id))
+                    if error is not None:
+                        plan.dead_letters.append(self._dead_window(stream, event, error))
+                        dead_outputs.append((write.key, write.id))
+                        continue
+                    outputs.add(len(plan.history))
+                plan.history.append(write)
                 sources.append(source)
                 events.append(event)
 
@@ -163,7 +182,7 @@ class PartitionPipelines:
                 continue
             result, event = outcome.plan, outcome.event
             if result.passthrough is not None:
-                emit([result.passthrough], index)
+                emit([result.passthrough], index, output=False)
             entry_id = parse_id(entry.id)
             fed_this = False
             if result.feeds and entry_id > offset:
@@ -198,7 +217,7 @@ class PartitionPipelines:
             plan.checkpoint += [ROUTED_FIELD, last_routed_id]
         unsaved = self._dirty or self._unsaved or pending or fed
         due = now - self._last_checkpoint >= self.checkpoint_s
-        checkpointed = bool(unsaved) and (checkpoint or due)
+        checkpointed = bool(unsaved) and (checkpoint or due or bool(dead_outputs))
         if checkpointed:
             saved = aggregator.checkpoint(last_offset_id or self._offset_id(offset))
             for name, value in saved.fields.items():
@@ -216,7 +235,9 @@ class PartitionPipelines:
                 pipeline,
             )
         plan.publishes = fanout.encode_updates(group_by_topic(events))
-        return Batch(plan, sources, fed, offset, routed, pending, checkpointed)
+        return Batch(
+            plan, sources, outputs, dead_outputs, fed, offset, routed, pending, checkpointed
+        )
 
     def committed(self, batch: Batch) -> None:
         """`batch` is in Redis."""
@@ -228,15 +249,38 @@ class PartitionPipelines:
         elif batch.fed:
             self._dirty = True
         self._unsaved += batch.pending
+        for key in batch.dead_outputs:
+            self._dead_outputs.pop(key, None)
 
     def failed(self, batch: Batch) -> None:
         """`batch` was not (entirely) committed."""
         if batch.fed or batch.checkpointed:
             self.stale = True
 
+    def dead_output(self, batch: Batch, index: int, error: str) -> str | None:
+        """History write `index` of the failed `batch` could not be written (`error`:
+        its key holds another type). A window output: it is dead-lettered when the
+        replay makes it again; returns the dead letter's error. Else None."""
+        if index not in batch.outputs:
+            return None
+        write = batch.plan.history[index]
+        reason = f"window output {write.id}: cannot write history key {write.key}: {error}"
+        self._dead_outputs[(write.key, write.id)] = reason
+        return reason
+
     @staticmethod
     def _offset_id(offset: tuple[int, int]) -> str:
         return f"{offset[0]}-{offset[1]}"
+
+    @staticmethod
+    def _dead_window(stream: str, event: TopicEvent, error: str) -> list[Value]:
+        """A window output's dead letter: its event as an entry's fields would hold it."""
+        fields: dict[bytes | str, bytes | str] = {
+            "topic": event.topic,
+            "ts": str(event.ts),
+            "data": jsoncodec.dumps(event.data),
+        }
+        return dead_letter_record(stream, event.id, fields, error, 1)
 
     @staticmethod
     def _dead_letter(stream: str, outcome: Outcome) -> list[Value]:

@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 from redis.asyncio import Redis
@@ -16,6 +18,7 @@ from realtime import jsoncodec
 from realtime.fanout import FanoutManager
 from realtime.ingest import IngestWriter
 from realtime.keys import Keys
+from realtime.metrics import WorkerMetrics
 from realtime.settings import Settings
 from realtime.topics import partition_of
 
@@ -27,12 +30,12 @@ async def fanout(settings: Settings) -> AsyncIterator[FanoutManager]:
     await manager.aclose()
 
 
-def neighbour(topic: str, partitions: int) -> str:
+def neighbour(topic: str, partitions: int, prefix: str = "n") -> str:
     """Another topic in the same partition as `topic`."""
     return next(
-        f"n{i}"
+        f"{prefix}{i}"
         for i in range(1000)
-        if partition_of(f"n{i}", partitions) == partition_of(topic, partitions)
+        if partition_of(f"{prefix}{i}", partitions) == partition_of(topic, partitions)
     )
 
 
@@ -150,3 +153,111 @@ async def test_a_poison_entry_among_windowed_ones_leaves_the_windows_exact(
     assert window_id.decode() == f"{t0 + 1000}-0"
     window = jsoncodec.loads(fields[b"data"])
     assert (window["count"], window["sum"]) == (5, 10.0)
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while True:
+        if await check():
+            return True
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.05)
+
+
+async def test_a_window_output_whose_history_key_has_the_wrong_type_is_dead_lettered(
+    redis: Redis, settings: Settings, fanout: FanoutManager, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The timer closes the windows of idle topics; one output topic's history key holds
+    a string. Each of its outputs goes to the dead-letter stream once, with the key and
+    the error; the other windows and later events are written, the partition keeps up."""
+    keys = Keys(settings.prefix)
+    bad, bad_key = "metrics.bad", keys.topic("metrics.bad:1s")
+    good = neighbour(bad, settings.partitions, prefix="metrics.ok")
+    partition = partition_of(bad, settings.partitions)
+    await redis.set(bad_key, "not a stream")
+    metrics = WorkerMetrics()
+    consumer = Consumer(redis, fanout, settings, metrics=metrics)
+    stop = asyncio.Event()
+    task = asyncio.create_task(consumer.run(stop))
+    writer = IngestWriter(redis, settings)
+    # 500 ms before a minute boundary: the 1s, 10s and 1m windows all end at it, so the
+    # timer closes them together, about 1.5 s (the end, plus lateness) after ingest.
+    now = int(time.time() * 1000)
+    ts = now - now % 60_000 - 500
+    outputs = [f"{good}:1s", f"{good}:10s", f"{good}:1m", f"{bad}:10s", f"{bad}:1m"]
+
+    async def written(count: int) -> bool:
+        lengths = [await redis.xlen(keys.topic(topic)) for topic in outputs]
+        pending = await redis.xpending(keys.ingest(partition), settings.group)
+        dead = await redis.xlen(keys.dead_letters())
+        return lengths == [count] * len(outputs) and dead == count and not pending["pending"]
+
+    try:
+        first = await writer.append(
+            [
+                {"topic": bad, "ts": ts, "data": {"value": 1}},
+                {"topic": good, "ts": ts, "data": {"value": 2}},
+            ]
+        )
+        assert await eventually(lambda: written(1))
+        later = await writer.append(
+            [
+                {"topic": bad, "ts": ts + 60_000, "data": {"value": 3}},
+                {"topic": good, "ts": ts + 60_000, "data": {"value": 4}},
+            ]
+        )
+        assert await eventually(lambda: written(2))
+        await asyncio.sleep(1)  # nothing is retried in the background
+        assert await written(2)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 20)
+
+    assert await history_ids(redis, keys, bad) == [first[0], later[0]]
+    assert await history_ids(redis, keys, good) == [first[1], later[1]]
+    letters = [fields for _, fields in await redis.xrange(keys.dead_letters())]
+    assert [dead[b"id"] for dead in letters] == [
+        f"{ts + 500}-0".encode(),
+        f"{ts + 60_500}-0".encode(),
+    ]
+    for dead, value in zip(letters, [1.0, 3.0], strict=True):
+        assert dead[b"stream"] == keys.ingest(partition).encode()
+        assert dead[b"error"].decode() == (
+            f"window output {dead[b'id'].decode()}: cannot write history key {bad_key}: "
+            "WRONGTYPE Operation against a key holding the wrong kind of value"
+        )
+        assert dead[b"attempts"] == b"1"
+        assert dead[b"entry.topic"] == f"{bad}:1s".encode()
+        assert jsoncodec.loads(dead[b"entry.data"])["sum"] == value
+    assert metrics.dead_letters._value.get() == 2
+    assert await redis.get(bad_key) == b"not a stream"
+    logged = [r for r in caplog.records if bad_key in r.getMessage()]
+    assert [r.levelno for r in logged] == [logging.ERROR, logging.ERROR]
+
+
+async def test_a_window_output_closed_by_an_event_is_dead_lettered_not_the_event(
+    redis: Redis, settings: Settings, fanout: FanoutManager
+) -> None:
+    """The event that closes the window is not to blame for its output's history key:
+    it is written, and the output is dead-lettered in its place."""
+    keys = Keys(settings.prefix)
+    await redis.set(keys.topic("metrics.bad:1s"), "not a stream")
+    t0 = 1_700_000_000_000
+    ids = await IngestWriter(redis, settings).append(
+        [
+            {"topic": "metrics.bad", "ts": t0, "data": {"value": 1}},
+            # Moves the watermark (lateness 1s) past the first 1s window: it closes.
+            {"topic": "metrics.bad", "ts": t0 + 3000, "data": {"value": 2}},
+            {"topic": "metrics.bad", "ts": t0 + 3001, "data": {"value": 3}},
+        ]
+    )
+    await drain(redis, fanout, settings)
+
+    assert await history_ids(redis, keys, "metrics.bad") == ids
+    [(_, dead)] = await redis.xrange(keys.dead_letters())
+    assert dead[b"id"] == f"{t0 + 1000}-0".encode()
+    assert dead[b"entry.topic"] == b"metrics.bad:1s"
+    assert b"WRONGTYPE" in dead[b"error"]
+    stream = keys.ingest(partition_of("metrics.bad", settings.partitions))
+    assert (await redis.xpending(stream, settings.group))["pending"] == 0
