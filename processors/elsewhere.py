@@ -10,7 +10,9 @@ are written first, one script per slot, and then the fenced commit writes the re
 acknowledges. Compared with a single Redis:
 
 - a window output's history entry has an explicit id, so writing it again (after a
-  crash before the acknowledgement) is refused as a duplicate, as in the commit;
+  crash before the acknowledgement) is refused as a duplicate, as in the commit; one
+  whose key holds another type is reported by its index in the plan, as in the commit,
+  and the fenced commit is not made;
 - a routed copy written and then not acknowledged is written again by whoever
   processes the entry next: at least once here, rather than exactly once;
 - these writes are not fenced by the lease: a worker paused past its lease can still
@@ -37,9 +39,10 @@ if TYPE_CHECKING:
 # "r": [[ingest stream, [field, value, ...]], ...]}.
 _ELSEWHERE = """
 local batch = cjson.decode(ARGV[2])
-for _, write in ipairs(batch.h) do
+for e, write in ipairs(batch.h) do
   local r = redis.pcall('XADD', write[1], 'MAXLEN', '~', ARGV[1], write[2], unpack(write[3]))
   if type(r) == 'table' and r.err and not string.find(r.err, 'equal or smaller', 1, true) then
+    if string.sub(r.err, 1, 9) == 'WRONGTYPE' then return {e, r.err} end
     return redis.error_reply(r.err)
   end
 end
@@ -49,8 +52,12 @@ end
 for _, routed in ipairs(batch.r) do
   redis.call('XADD', routed[1], '*', unpack(routed[2]))
 end
-return 0
+return {0}
 """
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def slot_of(name: str) -> int:
@@ -60,6 +67,7 @@ def slot_of(name: str) -> int:
 @dataclass
 class SlotWrites:
     history: list[HistoryWrite] = field(default_factory=list)
+    history_index: list[int] = field(default_factory=list)  # each write's index in the plan
     publishes: list[tuple[str, bytes]] = field(default_factory=list)
     routed: list[tuple[str, list[str]]] = field(default_factory=list)
 
@@ -94,7 +102,9 @@ def split(plan: CommitPlan, own_slot: int) -> Split:
             own_history.append(write)
             history_index.append(index)
         else:
-            elsewhere.setdefault(slot, SlotWrites()).history.append(write)
+            writes = elsewhere.setdefault(slot, SlotWrites())
+            writes.history.append(write)
+            writes.history_index.append(index)
     own_publishes = []
     for channel, payload in plan.publishes:
         slot = slot_of(channel)
@@ -120,10 +130,19 @@ class OtherSlots:
         self.history_maxlen = history_maxlen
         self._script = redis.register_script(_ELSEWHERE)
 
-    async def write(self, elsewhere: dict[int, SlotWrites]) -> None:
-        await asyncio.gather(
+    async def write(self, elsewhere: dict[int, SlotWrites]) -> tuple[int, str] | None:
+        """None, or the first history write (index in the plan, error) whose key holds
+        another type."""
+        slots = list(elsewhere.values())
+        replies = await asyncio.gather(
             *[
                 self._script(keys=[writes.any_key()], args=[self.history_maxlen, writes.document()])
-                for writes in elsewhere.values()
+                for writes in slots
             ]
         )
+        failed = [
+            (writes.history_index[int(reply[0]) - 1], _text(reply[1]))
+            for writes, reply in zip(slots, replies, strict=True)
+            if int(reply[0])
+        ]
+        return min(failed, default=None)

@@ -273,7 +273,9 @@ class FencedPartition:
         if self.other_slots is not None:
             parts = split(plan, self.slot)
             if parts.elsewhere:
-                await self.other_slots.write(parts.elsewhere)
+                failed = await self.other_slots.write(parts.elsewhere)
+                if failed is not None:
+                    return CommitFailure(*failed)
             plan, history_index = parts.own, parts.history_index
         batch = {
             "h": [[w.key, w.id, w.fields] for w in plan.history],

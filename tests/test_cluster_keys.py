@@ -73,6 +73,7 @@ def test_a_commit_plan_keeps_its_own_slot_and_sends_the_rest_elsewhere() -> None
     assert parts.own.acks == ["9-0"]
     [elsewhere] = parts.elsewhere.values()
     assert [w.key for w in elsewhere.history] == [keys.topic(other)]
+    assert elsewhere.history_index == [1]  # and one elsewhere, too
     assert elsewhere.publishes == [(keys.topic_channel(other), b"b")]
     assert elsewhere.routed == plan.routed
 

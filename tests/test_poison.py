@@ -12,6 +12,7 @@ import pytest
 from redis.asyncio import Redis
 
 from processors.consumer import Consumer
+from processors.fenced import CommitFailure, CommitPlan, FencedPartition, HistoryWrite
 from processors.pipelines import Plan
 from processors.transform import IngestEvent, passthrough
 from realtime import jsoncodec
@@ -261,3 +262,41 @@ async def test_a_window_output_closed_by_an_event_is_dead_lettered_not_the_event
     assert b"WRONGTYPE" in dead[b"error"]
     stream = keys.ingest(partition_of("metrics.bad", settings.partitions))
     assert (await redis.xpending(stream, settings.group))["pending"] == 0
+
+
+async def test_on_a_cluster_a_wrong_type_history_key_in_another_slot_is_reported_by_index(
+    redis: Redis, settings: Settings
+) -> None:
+    """A window output whose topic hashes to another partition is written outside the
+    fenced commit (processors/elsewhere.py): its WRONGTYPE is reported like one in the
+    commit, by its index in the plan, and nothing is acknowledged. (A single Redis runs
+    the cluster-mode scripts alike: it does not check hash slots.)"""
+    keys = Keys(settings.prefix, cluster=True, partitions=settings.partitions)
+    own = "metrics.a"
+    partition = partition_of(own, settings.partitions)
+    output = next(
+        f"metrics.a{n}:1s"
+        for n in range(99)
+        if partition_of(f"metrics.a{n}:1s", settings.partitions) != partition
+    )
+    await redis.set(keys.lease(partition), "token")
+    await redis.set(keys.topic(output), "not a stream")
+    await redis.xadd(keys.ingest(partition), {"topic": own})
+    await redis.xgroup_create(keys.ingest(partition), settings.group, id="0")
+    fenced = FencedPartition(
+        redis, keys, partition, token="token", group=settings.group, consumer="c",
+        history_maxlen=100,
+    )  # fmt: skip
+    [entry] = (await fenced.read(10)).entries
+    plan = CommitPlan(
+        history=[
+            HistoryWrite(keys.topic(own), "1-0", ["ts", "1"]),
+            HistoryWrite(keys.topic(output), "1000-0", ["ts", "0"]),
+        ],
+        acks=[entry.id],
+    )
+    failure = await fenced.commit(plan)
+
+    wrongtype = "WRONGTYPE Operation against a key holding the wrong kind of value"
+    assert failure == CommitFailure(1, wrongtype)
+    assert (await redis.xpending(keys.ingest(partition), settings.group))["pending"] == 1
