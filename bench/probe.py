@@ -22,7 +22,6 @@ Commands and answers:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import sys
 import time
 from array import array
@@ -31,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.loadgen import Clients, Tally, open_clients
-from bench.servers import BenchError, Proc
+from bench.servers import Proc
 from realtime import jsoncodec
 from realtime.loadtest import wsclient
 
@@ -52,30 +51,17 @@ class Probe:
         await proc.start()
         return cls(proc)
 
-    async def _ask(self, command: dict[str, Any]) -> dict[str, Any]:
-        process = self.proc.process
-        assert process is not None, "probe not started"
-        assert process.stdin is not None
-        assert process.stdout is not None
-        process.stdin.write(jsoncodec.dumpb(command) + b"\n")
-        await process.stdin.drain()
-        line = await process.stdout.readline()
-        if not line:
-            raise BenchError(f"{self.proc.name} exited:\n{self.proc.log_tail()}")
-        answer: dict[str, Any] = jsoncodec.loads(line)
-        return answer
-
     async def connect(self, n: int) -> dict[str, Any]:
-        answer = await self._ask({"connect": n})
+        answer = await self.proc.ask({"connect": n})
         self.clients += int(answer["connected"])
         return answer
 
     async def step(self, step: int) -> None:
-        await self._ask({"step": step})
+        await self.proc.ask({"step": step})
 
     async def collect_into(self, tally: Tally, per_client: int, wait_s: float) -> None:
         """Wait for the probe's share of the step and add it to `tally`."""
-        answer = await self._ask({"collect": per_client * self.clients, "wait_s": wait_s})
+        answer = await self.proc.ask({"collect": per_client * self.clients, "wait_s": wait_s})
         tally.delivered += answer["delivered"]
         tally.stale += answer["stale"]
         tally.packets += answer["packets"]
@@ -86,11 +72,7 @@ class Probe:
             tally.from_ingest.record(value)
 
     async def stop(self) -> None:
-        process = self.proc.process
-        if process is not None and process.stdin is not None:
-            with contextlib.suppress(OSError):
-                process.stdin.close()
-        await self.proc.stop()
+        await self.proc.end()
 
 
 class _Recording(Tally):

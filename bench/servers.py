@@ -117,6 +117,27 @@ class Proc:
                 f"{self.name} exited with {self.process.returncode}:\n{self.log_tail()}"
             )
 
+    async def ask(self, message: dict[str, Any]) -> dict[str, Any]:
+        """One JSON line to a `stdin_pipe` process, and its one-line answer."""
+        process = self.process
+        assert process is not None, f"{self.name} not started"
+        assert process.stdin is not None
+        assert process.stdout is not None
+        process.stdin.write(jsoncodec.dumpb(message) + b"\n")
+        await process.stdin.drain()
+        line = await process.stdout.readline()
+        if not line:
+            raise BenchError(f"{self.name} exited:\n{self.log_tail()}")
+        answer: dict[str, Any] = jsoncodec.loads(line)
+        return answer
+
+    async def end(self) -> None:
+        """Close a `stdin_pipe` process's input (its cue to finish), then stop it."""
+        if self.process is not None and self.process.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.process.stdin.close()
+        await self.stop()
+
     async def stop(self, timeout_s: float = 10.0) -> None:
         if self.process is None or self.process.returncode is not None:
             return
@@ -223,23 +244,15 @@ class Publisher:
         pad: int = 0,
         **options: str,
     ) -> dict[str, Any]:
-        process = self.proc.process
-        assert process is not None, "publisher not started"
-        assert process.stdin is not None
-        assert process.stdout is not None
-        job = {"topics": list(topics), "rate": rate, "count": count, "step": step, "pad": pad}
+        job: dict[str, Any] = {
+            "topics": list(topics),
+            "rate": rate,
+            "count": count,
+            "step": step,
+            "pad": pad,
+        }
         job.update(options)
-        process.stdin.write(jsoncodec.dumpb(job) + b"\n")
-        await process.stdin.drain()
-        line = await process.stdout.readline()
-        if not line:
-            raise BenchError(f"{self.proc.name} exited:\n{self.proc.log_tail()}")
-        answer: dict[str, Any] = jsoncodec.loads(line)
-        return answer
+        return await self.proc.ask(job)
 
     async def stop(self) -> None:
-        process = self.proc.process
-        if process is not None and process.stdin is not None:
-            with contextlib.suppress(OSError):
-                process.stdin.close()
-        await self.proc.stop()
+        await self.proc.end()
