@@ -318,7 +318,8 @@ async def find_sustained(
     failed = [s for s in steps if not s.ok]
     # Overload: well past the best rate and past what the server's CPU per delivery allows
     # (a server that fails on latency early was never pushed to its throughput).
-    cpu_bound = max((1e6 / s.us_per_delivery for s in steps if s.delivered), default=0.0)
+    # (A short step can read 0 CPU: the kernel counts it in 10 ms ticks.)
+    cpu_bound = max((1e6 / s.us_per_delivery for s in steps if s.us_per_delivery > 0), default=0.0)
     floor = max(search.best, profile.start_rate) * profile.overload_factor
     over_rate = max(floor, min(cpu_bound * 2, MAX_OVERLOAD))
     bench.progress(f"    overload at {over_rate:,.0f}/s:")
