@@ -211,7 +211,7 @@ class ChannelListener:
     async def _disconnect(self, client: Redis, pubsub: PubSub) -> None:
         try:
             async with asyncio.timeout(self.settings.redis_timeout_s):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
                 await client.aclose()
         except (RedisError, OSError) as exc:
             logger.debug("closing the fan-out connection: %s", exc)

@@ -101,7 +101,7 @@ def sentinel_primary(target: SentinelTarget, options: dict[str, Any]) -> Sentine
         primary_options["username"] = target.username
     if target.password:
         primary_options["password"] = target.password
-    sentinels = Sentinel(list(target.sentinels), sentinel_kwargs=sentinel_options)  # type: ignore[no-untyped-call]
+    sentinels = Sentinel(list(target.sentinels), sentinel_kwargs=sentinel_options)  # type: ignore[no-untyped-call, unused-ignore]
     client = sentinels.master_for(target.service, redis_class=SentinelPrimary, **primary_options)
     assert isinstance(client, SentinelPrimary)
     client.sentinels = sentinels
