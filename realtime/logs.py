@@ -166,15 +166,27 @@ def _plain(value: Any) -> bool:
 # -- setup --------------------------------------------------------------------------------
 
 
+# The project's own loggers: REALTIME_LOG_LEVEL sets these; every other library's logger
+# (redis, aiohttp, socketio, ...) follows REALTIME_LIBRARY_LOG_LEVEL, WARNING by default, so
+# a DEBUG of ours is not buried under a library's.
+OWN_LOGGERS = ("realtime", "processors")
+
+
+def _level(name: str, value: str) -> int:
+    level = logging.getLevelName(value)
+    if not isinstance(level, int):
+        raise ValueError(f"{name}: unknown level {value!r}")
+    return level
+
+
 def setup(settings: Settings, stream: TextIO | None = None) -> logging.Handler:
     """Route every logger of the process through one handler on stderr (or `stream`).
 
     Raises ValueError for an unknown level. Python warnings and uncaught exceptions are
     logged too, so a JSON log stays JSON to its last line.
     """
-    level = logging.getLevelName(settings.log_level)
-    if not isinstance(level, int):
-        raise ValueError(f"REALTIME_LOG_LEVEL: unknown level {settings.log_level!r}")
+    level = _level("REALTIME_LOG_LEVEL", settings.log_level)
+    library_level = _level("REALTIME_LIBRARY_LOG_LEVEL", settings.library_log_level)
     redactor = Redactor(settings.secret_values())
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.addFilter(ContextFilter())
@@ -185,7 +197,9 @@ def setup(settings: Settings, stream: TextIO | None = None) -> logging.Handler:
     for old in root.handlers[:]:
         root.removeHandler(old)
     root.addHandler(handler)
-    root.setLevel(level)
+    root.setLevel(library_level)
+    for name in OWN_LOGGERS:
+        logging.getLogger(name).setLevel(level)
     logging.captureWarnings(True)
     sys.excepthook = _log_uncaught
     return handler

@@ -170,6 +170,8 @@ class Settings:
     client_backlog_packets: int = 1000
     slow_client_s: float = 30.0
     log_level: str = "INFO"
+    # every other library's loggers (redis, aiohttp, socketio, ...): realtime/logs.py
+    library_log_level: str = "WARNING"
     # The built dashboard served at `/`; empty: the one built into the package.
     dashboard_dir: str = ""
     # ingest
@@ -249,7 +251,9 @@ class Settings:
                 e, "REALTIME_CLIENT_BACKLOG_PACKETS", cls.client_backlog_packets, minimum=1
             ),
             slow_client_s=_float(e, "REALTIME_SLOW_CLIENT_S", cls.slow_client_s, 0.1),
-            log_level=e.get("REALTIME_LOG_LEVEL", "INFO").strip().upper() or "INFO",
+            log_level=e.get("REALTIME_LOG_LEVEL", "").strip().upper() or cls.log_level,
+            library_log_level=e.get("REALTIME_LIBRARY_LOG_LEVEL", "").strip().upper()
+            or cls.library_log_level,
             dashboard_dir=e.get("REALTIME_DASHBOARD_DIR", "").strip(),
             partitions=_int(e, "REALTIME_PARTITIONS", cls.partitions, minimum=1),
             max_body_bytes=_int(e, "REALTIME_MAX_BODY_BYTES", cls.max_body_bytes, minimum=1),

@@ -9,6 +9,7 @@ import io
 import json
 import logging
 import re
+import sys
 from collections.abc import Iterator
 from dataclasses import replace
 from urllib.parse import quote
@@ -54,6 +55,43 @@ def lines_of(stream: io.StringIO) -> list[dict[str, object]]:
 
 
 # -- formatting and redaction -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("env", "ours", "theirs"),
+    [
+        ({}, logging.INFO, logging.WARNING),
+        ({"REALTIME_LOG_LEVEL": "debug"}, logging.DEBUG, logging.WARNING),
+        ({"REALTIME_LIBRARY_LOG_LEVEL": "info"}, logging.INFO, logging.INFO),
+    ],
+)
+def test_the_log_level_is_ours_and_libraries_stay_at_warning(
+    env: dict[str, str], ours: int, theirs: int
+) -> None:
+    stream = io.StringIO()
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level, sys.excepthook)
+    try:
+        logs.setup(Settings.from_env(env), stream)
+        for name in ("realtime.app", "processors.worker"):
+            assert logging.getLogger(name).getEffectiveLevel() == ours
+        for name in ("redis.asyncio.connection", "aiohttp.server", "socketio.server"):
+            assert logging.getLogger(name).getEffectiveLevel() == theirs
+        logging.getLogger("redis.connection").debug("a library's debug line")
+        logging.getLogger("realtime.app").info("our info line")
+        assert ("a library's debug line" in stream.getvalue()) is False
+        assert ("our info line" in stream.getvalue()) is (ours <= logging.INFO)
+    finally:
+        root.handlers[:], level, sys.excepthook = saved
+        root.setLevel(level)
+        for name in logs.OWN_LOGGERS:
+            logging.getLogger(name).setLevel(logging.NOTSET)
+        logging.captureWarnings(False)
+
+
+def test_an_unknown_library_log_level_names_its_variable() -> None:
+    with pytest.raises(ValueError, match="REALTIME_LIBRARY_LOG_LEVEL: unknown level 'LOUD'"):
+        logs.setup(Settings.from_env({"REALTIME_LIBRARY_LOG_LEVEL": "loud"}), io.StringIO())
 
 
 def test_json_lines_have_the_fields_context_extras_and_traceback(captured: io.StringIO) -> None:
@@ -260,6 +298,13 @@ async def test_processes_log_json_with_context_and_never_a_password(
         "request_id" not in line for line in web_lines if line["logger"] == "realtime.fanout"
     )
     assert all(line.get("consumer") for line in worker_lines)
+    # Our own lines only: a library (redis-py 8 logs its connects at DEBUG) stays at WARNING.
+    libraries = [
+        line
+        for line in web_lines + worker_lines + refused_lines
+        if not str(line["logger"]).startswith(logs.OWN_LOGGERS)
+    ]
+    assert all(line["level"] in ("WARNING", "ERROR", "CRITICAL") for line in libraries)
     refusals = [line for line in refused_lines if line.get("request_id") == "req-refused"]
     assert refusals
     assert "ingest refused" in str(refusals[0]["message"])
