@@ -24,6 +24,7 @@ Sentinel) lose no accepted event: replication is asynchronous otherwise.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from typing import Any
@@ -39,7 +40,7 @@ from realtime.ingest_auth import IngestKeys, PublishKey, Unauthorized
 from realtime.keys import Keys
 from realtime.metrics import ProcessMetrics
 from realtime.ratelimit import IngestRate
-from realtime.schemas import EventSchema, field_errors
+from realtime.schemas import EventSchema, data_problem, field_errors
 from realtime.settings import Settings
 from realtime.topics import partition_of
 
@@ -203,6 +204,36 @@ def _oversize(events: list[dict[str, Any]], limit: int) -> dict[str, Any]:
     return fields
 
 
+def _may_hold_big_integers(value: Any) -> bool:
+    """orjson decodes an integer beyond 64 bits as a float: an integral float that large
+    may have been one (cheap test; the caller then reads the body exactly)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, float) and abs(item) >= 2**63 and item.is_integer():
+            return True  # rounding: -(2**63) - 1 decodes as the float -(2**63)
+    return False
+
+
+def _big_integers(body: bytes, events: list[dict[str, Any]]) -> dict[str, Any]:
+    """Field errors for the events whose `data` has an integer literal beyond 64 bits,
+    by index. Only when orjson's result says it may (the stdlib keeps big ints exact)."""
+    if not any(_may_hold_big_integers(event["data"]) for event in events):
+        return {}
+    exact = json.loads(body)  # depth and JSON validity already checked
+    items = exact if isinstance(exact, list) else [exact]
+    fields: dict[str, Any] = {}
+    for n, item in enumerate(items):
+        problem = data_problem(item.get("data")) if isinstance(item, dict) else None
+        if problem is not None:
+            fields[str(n)] = {"data": [problem]}
+    return fields
+
+
 class IngestHandler:
     """The `POST /api/v1/events` handler; the writer and rate come from the running app.
 
@@ -259,6 +290,10 @@ class IngestHandler:
             fields = field_errors(exc)
             if not isinstance(payload, list):
                 fields = fields.get("0", fields)
+            return json_error(400, errors.INVALID, "Invalid event.", fields)
+        inexact = _big_integers(body, events)
+        if inexact:
+            fields = inexact if isinstance(payload, list) else inexact["0"]
             return json_error(400, errors.INVALID, "Invalid event.", fields)
         derived = self._derived_topics(events)
         if derived:

@@ -38,6 +38,39 @@ class StrictNumber(fields.Float):
         return super()._validated(value)
 
 
+# The deepest `data` ingest accepts (the object itself is level 1). The worker wraps
+# `data` in a few levels more (the fan-out message, the `update` list) and orjson encodes
+# at most 254: deeper data would be accepted here and then fail in the worker every time.
+MAX_DATA_DEPTH = 200
+# Integers the encoders keep exact (orjson: i64 and u64); larger ones would be stored as
+# floats, so they are refused rather than silently changed.
+MIN_INTEGER = -(2**63)
+MAX_INTEGER = 2**64 - 1
+
+
+def data_problem(value: Any) -> str | None:
+    """Why the worker could not store `value` exactly (too deep, an integer out of
+    range), else None. Iterative: the depth is what is being checked."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > MAX_DATA_DEPTH:
+                return f"Nested deeper than {MAX_DATA_DEPTH} levels."
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+        elif isinstance(item, int) and not MIN_INTEGER <= item <= MAX_INTEGER:
+            return f"Integers must lie in [{MIN_INTEGER}, {MAX_INTEGER}] (64 bits)."
+    return None
+
+
+def storable(value: Any) -> None:
+    """`data`'s validator: a JSON object the pipeline can encode and store exactly."""
+    problem = data_problem(value)
+    if problem is not None:
+        raise ValidationError(problem)
+
+
 def topic_field(**kwargs: Any) -> fields.String:
     return fields.String(validate=validate.Regexp(TOPIC_PATTERN, error=TOPIC_MESSAGE), **kwargs)
 
@@ -49,7 +82,7 @@ class EventSchema(Schema):
         unknown = RAISE
 
     topic = topic_field(required=True)
-    data = fields.Dict(keys=fields.String(), required=True)
+    data = fields.Dict(keys=fields.String(), required=True, validate=storable)
     ts = StrictInteger(validate=validate.Range(min=0, max=2**53))
     key = fields.String(validate=validate.Length(min=1, max=256))
 

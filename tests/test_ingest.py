@@ -181,3 +181,51 @@ async def test_window_output_topics_are_refused_naming_the_pipeline(
     assert await ingest_lengths(redis, settings) == 0  # nothing of the request is stored
     status, _ = await post(http, base_url, '{"topic": "other:1s", "data": {}}')
     assert status == 202  # no pipeline makes it
+
+
+def nested_data(depth: int) -> str:
+    """A `data` object `depth` levels deep (the object itself is level 1)."""
+    return '{"x": ' + "[" * (depth - 1) + "]" * (depth - 1) + "}"
+
+
+@pytest.mark.parametrize("depth", [201, 252, 254, 255, 600, 1023])
+async def test_data_deeper_than_the_worker_can_encode_is_refused_with_a_field_error(
+    base_url: str, http: aiohttp.ClientSession, redis: Redis, settings: Settings, depth: int
+) -> None:
+    # 251-254 got a 202 the worker could never encode (V1); 255-1024 answered 500 (V5).
+    status, body = await post(http, base_url, f'{{"topic": "ok", "data": {nested_data(depth)}}}')
+    assert status == 400
+    assert body["error"]["code"] == "invalid"
+    assert "200 levels" in body["error"]["fields"]["data"][0]
+    assert await ingest_lengths(redis, settings) == 0
+
+
+async def test_data_as_deep_as_the_limit_is_accepted(
+    base_url: str, http: aiohttp.ClientSession
+) -> None:
+    status, _ = await post(http, base_url, f'{{"topic": "ok", "data": {nested_data(200)}}}')
+    assert status == 202
+
+
+@pytest.mark.parametrize("number", ["18446744073709551616", "-9223372036854775809", "1" * 40])
+async def test_integers_beyond_64_bits_are_refused_not_stored_as_floats(
+    base_url: str, http: aiohttp.ClientSession, redis: Redis, settings: Settings, number: str
+) -> None:
+    body = f'[{{"topic": "ok", "data": {{}}}}, {{"topic": "ok", "data": {{"n": [{number}]}}}}]'
+    status, answer = await post(http, base_url, body)
+    assert status == 400
+    assert "64 bits" in answer["error"]["fields"]["1"]["data"][0]
+    assert await ingest_lengths(redis, settings) == 0
+
+
+async def test_64_bit_integers_and_large_floats_are_kept_exactly(
+    base_url: str, http: aiohttp.ClientSession, redis: Redis, settings: Settings
+) -> None:
+    data = '{"u": 18446744073709551615, "i": -9223372036854775808, "f": 1e300, "g": 2e19}'
+    status, _ = await post(http, base_url, f'{{"topic": "ok", "data": {data}}}')
+    assert status == 202
+    stream = Keys(settings.prefix).ingest(partition_of("ok", settings.partitions))
+    [(_, fields)] = await redis.xrange(stream)
+    assert json.loads(fields[b"data"]) == {
+        "u": 2**64 - 1, "i": -(2**63), "f": 1e300, "g": 2e19,
+    }  # fmt: skip
