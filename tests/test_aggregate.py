@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 from processors.aggregate import Aggregate, numeric
 from processors.quantiles import EXACT_LIMIT
 
+pytestmark = pytest.mark.unit
+
 # (value, ts, ingest ms, ingest seq); ids are unique per event, as in a stream.
 Event = tuple[float, int, int, int]
 

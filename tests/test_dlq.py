@@ -18,6 +18,8 @@ from realtime.ingest import IngestWriter
 from realtime.keys import Keys
 from realtime.settings import Settings
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture
 async def fanout(settings: Settings) -> AsyncIterator[FanoutManager]:

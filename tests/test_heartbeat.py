@@ -10,6 +10,7 @@ import sys
 import time
 import uuid
 
+import pytest
 from redis.asyncio import Redis
 
 from realtime.embedded import free_port
@@ -17,6 +18,8 @@ from realtime.keys import Keys
 from realtime.settings import Settings
 from tests.helpers.clients import post_events
 from tests.helpers.processes import ProcessGroup, settings_env
+
+pytestmark = pytest.mark.system
 
 
 async def check(settings: Settings, **env: str) -> tuple[int, str]:

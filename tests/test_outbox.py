@@ -10,9 +10,13 @@ import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import pytest
+
 from realtime.frames import Frame
 from realtime.outbox import Outbox
 from realtime.wsconnection import WebSocketConnection
+
+pytestmark = pytest.mark.integration
 
 BOUND = 64 * 1024
 

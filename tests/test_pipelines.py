@@ -22,6 +22,8 @@ from processors.pipelines import (
 from processors.routing import INVALID_TOPIC, MISSING_KEY
 from processors.transform import IngestEvent, TopicEvent, decode_entry
 
+pytestmark = pytest.mark.unit
+
 
 def event(
     topic: str, data: dict[str, Any], id: str = "1700000000000-0", ts: int = 5

@@ -23,6 +23,8 @@ from realtime.metrics import WorkerMetrics
 from realtime.settings import Settings
 from realtime.topics import partition_of
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture
 async def fanout(settings: Settings) -> AsyncIterator[FanoutManager]:

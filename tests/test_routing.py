@@ -9,6 +9,8 @@ import pytest
 
 from processors.routing import INVALID_TOPIC, MISSING_KEY, Template, TemplateError, key_text
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.mark.parametrize(
     ("template", "data", "topic"),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -13,6 +14,8 @@ from realtime.conflate import Conflater
 from realtime.history import Extent, covers
 from realtime.streamids import parse_id
 from realtime.subscriptions import Batch, Subscriptions, Target
+
+pytestmark = pytest.mark.unit
 
 
 def events(*ns: int, topic: str = "t") -> list[dict[str, Any]]:

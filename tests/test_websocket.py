@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 from realtime import websocket
 from realtime.websocket import FrameReader, HandshakeError, ProtocolError
 
+pytestmark = pytest.mark.unit
+
 MASK = b"\x37\xfa\x21\x3d"
 
 

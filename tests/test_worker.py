@@ -18,6 +18,8 @@ from realtime.keys import Keys
 from realtime.settings import Settings
 from realtime.topics import partition_of
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture
 async def consumer(redis: Redis, settings: Settings) -> AsyncIterator[Consumer]:
