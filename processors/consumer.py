@@ -32,7 +32,7 @@ from processors.groups import ensure_group, remove_dead_consumers, trim_acknowle
 from processors.heartbeat import Heartbeat, stale_after_ms
 from processors.leases import Lease, Leases
 from processors.membership import Membership, fair_share
-from processors.partition import PartitionRunner
+from processors.partition import Fault, PartitionRunner
 from processors.partition_pipelines import PartitionPipelines, Planner
 from processors.pipeline_config import load_pipelines
 from processors.pipelines import Pipelines
@@ -72,9 +72,12 @@ class Consumer:
         planner: Planner | None = None,
         fenced: bool = True,
         metrics: WorkerMetrics | None = None,
+        fault: Fault | None = None,
     ) -> None:
         """`pipelines`: default, the file `settings.pipelines_file` names (PipelinesError
-        if it is invalid); `planner` replaces `Pipelines.plan` (tests inject failures)."""
+        if it is invalid); `planner` replaces `Pipelines.plan` and `fault` is called at
+        each stage of each runner (tests inject failures: `processors/partition.py`)."""
+        self.fault = fault
         self.redis = redis
         self.fanout = fanout
         self.settings = settings
@@ -253,6 +256,7 @@ class Consumer:
             max_attempts=self.settings.max_attempts,
             burst=burst,
             metrics=self.metrics,
+            fault=self.fault,
         )
         task = asyncio.create_task(runner.run(), name=f"partition-{partition}")
         self.owned[partition] = Owned(lease, runner, task)
@@ -283,6 +287,7 @@ class Consumer:
         for partition, owned in list(self.owned.items()):
             if not owned.task.done():
                 continue
+            await _note_crash(owned)
             del self.owned[partition]
             self.handing_over.discard(partition)
             self._finished(partition, owned)
@@ -329,6 +334,18 @@ class Consumer:
         with contextlib.suppress(RedisError, OSError):
             await self.membership.leave()
             await self.heartbeat.clear()
+
+
+async def _note_crash(owned: Owned) -> None:
+    """A runner that crashed: its error becomes the last error of the entries it had in
+    hand (their attempts are counted when recovery retries them)."""
+    if owned.task.cancelled() or owned.task.exception() is None or not owned.runner.in_flight:
+        return
+    exc = owned.task.exception()
+    with contextlib.suppress(RedisError, OSError):
+        await owned.runner.fenced.note(
+            owned.runner.in_flight, f"{type(exc).__name__}: {exc} (crashed the partition runner)"
+        )
 
 
 async def _sleep_or_stop(stop: asyncio.Event, delay: float) -> None:

@@ -107,6 +107,15 @@ class Keys:
             return f"{self.prefix}windows:{self._tag(partition)}"
         return f"{self.prefix}windows:{partition}"
 
+    def attempts(self, partition: int) -> str:
+        """A partition's unfinished attempts: a hash of entry id -> attempts begun in
+        recovery (and `<id>:error` -> the last error), cleared by the commit that
+        finishes the entry. Counts what a delivery count cannot: the runner that crashed
+        is restarted by the same worker, which claims its own entries again."""
+        if self.cluster:
+            return f"{self.prefix}attempts:{self._tag(partition)}"
+        return f"{self.prefix}attempts:{partition}"
+
     def heartbeat(self, consumer: str) -> str:
         """A worker's liveness: exists while its main loop runs (`realtime process --check`)."""
         return f"{self.prefix}heartbeat:{consumer}"
