@@ -86,16 +86,18 @@ def ingest_fields(event: dict[str, Any], now_ms: int) -> dict[str, bytes | str]:
     }
 
 
-# KEYS: per event, its ingest stream and its idempotency key ('' for none).
-# ARGV: the keys' TTL (s), then per event: field-arg count f, f field/value args.
+# KEYS: per event, its ingest stream, its idempotency key and the same in the legacy
+# layout ('' and '' for none). ARGV: the keys' TTL (s), then per event: field-arg count
+# f, f field/value args. The legacy key is read, never written (see Keys).
 _APPEND_IDEMPOTENT = """
 local ids = {}
 local a = 2
-for i = 1, #KEYS / 2 do
-  local stream, idem = KEYS[2 * i - 1], KEYS[2 * i]
+for i = 1, #KEYS / 3 do
+  local stream, idem, legacy = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
   local f = tonumber(ARGV[a])
   local id = false
   if idem ~= '' then id = redis.call('GET', idem) end
+  if not id and legacy ~= '' then id = redis.call('GET', legacy) end
   if not id then
     id = redis.call('XADD', stream, '*', unpack(ARGV, a + 1, a + f))
     if idem ~= '' then redis.call('SET', idem, id, 'EX', ARGV[1]) end
@@ -183,10 +185,15 @@ class IngestWriter:
         args: list[bytes | str | int] = [self.idempotency_ttl_s]
         for event in events:
             key = event.get("key")
-            keys += [
-                self._stream(event),
-                "" if key is None else self.keys.idempotency(event["topic"], key),
-            ]
+            keys.append(self._stream(event))
+            if key is None:
+                keys += ["", ""]
+            else:
+                topic = event["topic"]
+                keys += [
+                    self.keys.idempotency(topic, key),
+                    self.keys.legacy_idempotency(topic, key),
+                ]
             fields = ingest_fields(event, now_ms)
             args.append(2 * len(fields))
             for name, value in fields.items():

@@ -125,7 +125,20 @@ class Keys:
         return f"{self.prefix}workers"
 
     def idempotency(self, topic: str, key: str) -> str:
-        """The ingest id an event with this idempotency key was first accepted under."""
+        """The ingest id an event with this idempotency key was first accepted under.
+
+        Both parts come from the producer and both may contain ':', so the topic is
+        length-prefixed: `idempotency:<len(topic)>:<topic>:<key>` names one pair only.
+        (The family is new: no name of it equals one of `legacy_idempotency`.)"""
+        name = f"{len(topic)}:{topic}:{key}"
+        if self.cluster:
+            return f"{self.prefix}idempotency:{self._topic_tag(topic)}:{name}"
+        return f"{self.prefix}idempotency:{name}"
+
+    def legacy_idempotency(self, topic: str, key: str) -> str:
+        """The ambiguous layout before (`idem:<topic>:<key>`, where (a:b, c) and (a, b:c)
+        met): only read, so keys stored by older versions still deduplicate until they
+        expire (`REALTIME_IDEMPOTENCY_TTL_S` after the upgrade; then this can go)."""
         if self.cluster:
             return f"{self.prefix}idem:{self._topic_tag(topic)}:{topic}:{key}"
         return f"{self.prefix}idem:{topic}:{key}"

@@ -231,3 +231,31 @@ async def test_64_bit_integers_and_large_floats_are_kept_exactly(
     assert json.loads(fields[b"data"]) == {
         "u": 2**64 - 1, "i": -(2**63), "f": 1e300, "g": 2e19,
     }  # fmt: skip
+
+
+async def test_idempotency_keys_of_different_topics_never_collide(
+    base_url: str, http: aiohttp.ClientSession, redis: Redis, settings: Settings
+) -> None:
+    """V2: `rt:idem:<topic>:<key>` made (orders:eu, 42) and (orders, eu:42) one key: the
+    second event got the first one's id and was never stored."""
+    first = {"topic": "orders:eu", "data": {"n": 1}, "key": "42"}
+    second = {"topic": "orders", "data": {"n": 2}, "key": "eu:42"}
+    _, a = await post(http, base_url, json.dumps(first))
+    status, b = await post(http, base_url, json.dumps(second))
+    assert status == 202
+    assert a["ids"] != b["ids"]
+    assert await ingest_lengths(redis, settings) == 2
+
+
+async def test_an_idempotency_key_stored_in_the_old_layout_still_deduplicates(
+    base_url: str, http: aiohttp.ClientSession, redis: Redis, settings: Settings
+) -> None:
+    """An event accepted before the upgrade (its key `rt:idem:<topic>:<key>`) and sent
+    again after it, within the TTL, is not stored twice."""
+    old_id = "1700000000000-0"
+    await redis.set(f"{settings.prefix}idem:orders:r-1", old_id, ex=60)
+    status, body = await post(
+        http, base_url, json.dumps({"topic": "orders", "data": {}, "key": "r-1"})
+    )
+    assert (status, body) == (202, {"ids": [old_id]})
+    assert await ingest_lengths(redis, settings) == 0
