@@ -9,6 +9,7 @@ subscribe, its ack comes first, then the replay, then live events (`realtime.del
 from __future__ import annotations
 
 import logging
+from collections.abc import Coroutine
 from typing import Any
 
 import socketio
@@ -20,7 +21,7 @@ from realtime.delivery import Delivery, HistoryUnavailable
 from realtime.keys import NAMESPACE
 from realtime.schemas import SubscribeSchema, UnsubscribeSchema, field_errors
 from realtime.settings import Settings
-from realtime.streamids import parse_id
+from realtime.streamids import StreamIdError, parse_id
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +32,18 @@ def _single_payload(schema: Schema, args: tuple[Any, ...]) -> dict[str, Any]:
         raise ValidationError({"_schema": ["Send exactly one object argument."]})
     loaded: dict[str, Any] = schema.load(args[0])
     return loaded
+
+
+async def _always_answered(
+    event: str, handling: Coroutine[Any, Any, dict[str, Any]]
+) -> dict[str, Any]:
+    """Every request gets an ack: a failure of ours becomes `internal` (logged with its
+    traceback: it is a bug, not the client's mistake), never a missing answer."""
+    try:
+        return await handling
+    except Exception:
+        logger.exception("%s failed", event)
+        return errors.error_ack(errors.INTERNAL, f"The {event} failed on the server; retry.")
 
 
 class TopicNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
@@ -53,6 +66,12 @@ class TopicNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         return True
 
     async def on_subscribe(self, sid: str, *args: Any) -> dict[str, Any]:
+        return await _always_answered("subscribe", self._on_subscribe(sid, *args))
+
+    async def on_unsubscribe(self, sid: str, *args: Any) -> dict[str, Any]:
+        return await _always_answered("unsubscribe", self._on_unsubscribe(sid, *args))
+
+    async def _on_subscribe(self, sid: str, *args: Any) -> dict[str, Any]:
         limited = self.access.check_rate(sid, "subscribe")
         if limited is not None:
             return limited
@@ -65,7 +84,12 @@ class TopicNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         refused = self.access.check_subscribe(sid, topic, self.delivery.subs.topics(sid))
         if refused is not None:
             return refused
-        since = parse_id(request["since"]) if "since" in request else None
+        try:
+            since = parse_id(request["since"]) if "since" in request else None
+        except StreamIdError as exc:  # the schema refuses these already
+            return errors.error_ack(
+                errors.INVALID, "Invalid subscribe request.", {"since": [str(exc)]}
+            )
         try:
             return await self.delivery.subscribe(
                 sid, topic, since, request.get("snapshot"), request.get("max_rate")
@@ -75,7 +99,7 @@ class TopicNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
                 errors.UNAVAILABLE, "History is unavailable; subscribe again shortly."
             )
 
-    async def on_unsubscribe(self, sid: str, *args: Any) -> dict[str, Any]:
+    async def _on_unsubscribe(self, sid: str, *args: Any) -> dict[str, Any]:
         limited = self.access.check_rate(sid, "unsubscribe")
         if limited is not None:
             return limited

@@ -5,12 +5,13 @@ Pure marshmallow schemas; errors name the fields, never carry a traceback.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
 from realtime.conflate import MAX_RATE_HZ, MIN_RATE_HZ
-from realtime.streamids import STREAM_ID_PATTERN
+from realtime.streamids import STREAM_ID_PATTERN, is_stream_id
 from realtime.topics import TOPIC_PATTERN
 
 # marshmallow formats this with {regex}; the pattern itself has braces, so it is not inlined.
@@ -71,8 +72,35 @@ def storable(value: Any) -> None:
         raise ValidationError(problem)
 
 
+class FullMatch(validate.Validator):
+    """marshmallow's Regexp, but with `re.fullmatch` and ASCII classes: Regexp's
+    `re.match` lets `...$` accept a trailing newline ("metrics.cpu\n")."""
+
+    def __init__(self, regex: str, error: str) -> None:
+        self.regex = re.compile(regex, re.ASCII)
+        self.error = error
+        self.message = error
+
+    def _refuse(self, value: Any) -> ValidationError:
+        return ValidationError(self.message.format(input=value, regex=self.regex.pattern))
+
+    def __call__(self, value: Any) -> Any:
+        if not isinstance(value, str) or self.regex.fullmatch(value) is None:
+            raise self._refuse(value)
+        return value
+
+
+class StreamIdValidator(FullMatch):
+    """The stream-id grammar, and both parts within 64 bits (as Redis holds them)."""
+
+    def __call__(self, value: Any) -> Any:
+        if not is_stream_id(super().__call__(value)):
+            raise self._refuse(value)
+        return value
+
+
 def topic_field(**kwargs: Any) -> fields.String:
-    return fields.String(validate=validate.Regexp(TOPIC_PATTERN, error=TOPIC_MESSAGE), **kwargs)
+    return fields.String(validate=FullMatch(TOPIC_PATTERN, error=TOPIC_MESSAGE), **kwargs)
 
 
 class EventSchema(Schema):
@@ -99,7 +127,7 @@ class SubscribeSchema(Schema):
     topic = topic_field(required=True)
     # The id of the last event the client has: replay what came after it.
     since = fields.String(
-        validate=validate.Regexp(
+        validate=StreamIdValidator(
             STREAM_ID_PATTERN, error="An event id such as 1700000000000-0, as received."
         )
     )

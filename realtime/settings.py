@@ -94,13 +94,13 @@ def _ingest_keys(env: Mapping[str, str], name: str) -> tuple[IngestKeySpec, ...]
     for n, entry in enumerate(_list(env, name), start=1):
         key, colon, patterns = entry.partition(":")
         key = key.strip()
-        if len(key) < MIN_INGEST_KEY_CHARS or not _KEY_CHARS.match(key):
+        if len(key) < MIN_INGEST_KEY_CHARS or not _KEY_CHARS.fullmatch(key):
             raise SettingsError(
                 f"{name}: key {n} must be at least {MIN_INGEST_KEY_CHARS} characters of "
                 "A-Z a-z 0-9 _ . ~ + / = - (e.g. `openssl rand -hex 32`)"
             )
         topics = tuple(p.strip() for p in patterns.split("|") if p.strip())
-        bad = [p for p in topics if not _TOPIC_GLOB.match(p)]
+        bad = [p for p in topics if not _TOPIC_GLOB.fullmatch(p)]
         if bad or (colon and not topics):
             raise SettingsError(
                 f"{name}: key {n} has an invalid topic pattern {bad[0] if bad else patterns!r} "
