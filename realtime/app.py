@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
+from aiohttp.typedefs import Handler, Middleware
 from redis.asyncio import Redis
 
 from processors.pipeline_config import load_pipelines
 from processors.pipelines import Pipelines
-from realtime import admin, auth, dashboard, errors, ingest_auth, jsoncodec, request_id
+from realtime import admin, auth, dashboard, errors, ingest_auth, jsoncodec, logs, request_id
 from realtime.access import Access
 from realtime.connections import connect
 from realtime.delivery import Delivery
@@ -80,7 +80,9 @@ def create_sio(settings: Settings, manager: FanoutManager) -> SocketServer:
     drivers = sio.eio._async
     sio.eio._async = {
         **drivers,
-        "translate_request": guard_translate_request(drivers["translate_request"]),
+        "translate_request": guard_translate_request(
+            drivers["translate_request"], settings.read_timeout_s
+        ),
     }
     return sio
 
@@ -128,6 +130,46 @@ def _admin_ctx(instrumented: Any) -> Callable[[web.Application], AsyncIterator[N
     return ctx
 
 
+def server_options(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments for aiohttp's server (`AppRunner`, `TestServer`): its limits.
+
+    aiohttp closes a connection whose next request has not all its headers
+    `keepalive_timeout` after the connection opened or the previous response ended, so
+    this one value bounds slow headers and idle keep-alive alike (aiohttp's default is
+    an hour). Bodies are bounded where they are read (ingest, `realtime/inbound.py`)."""
+    return {"keepalive_timeout": settings.read_timeout_s}
+
+
+def oversized_polling(sio: SocketServer, limit: int) -> Middleware:
+    """A long-polling POST over `limit` bytes: python-engineio ends the session and then
+    waits for the client to collect its CLOSE packet, so the POST is never answered and
+    its connection stays. Answer it 413 here, close the connection, end the session."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        length = request.content_length
+        if (
+            request.method != "POST"
+            or length is None
+            or length <= limit
+            or not request.path.startswith(f"/{SOCKETIO_PATH}/")
+        ):
+            return await handler(request)
+        logger.info("refused a long-polling POST of %d bytes (the limit is %d)", length, limit)
+        socket = sio.eio.sockets.pop(request.query.get("sid", ""), None)
+        if socket is not None:
+            await socket.close(wait=False, abort=True, reason=sio.eio.reason.TRANSPORT_ERROR)
+        response = web.json_response(
+            errors.error_body(errors.TOO_LARGE, f"A message exceeds {limit} bytes."),
+            status=413,
+            dumps=jsoncodec.dumps,
+        )
+        response.force_close()
+        return response
+
+    return middleware
+
+
 @web.middleware
 async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """An unexpected exception becomes a JSON 500 for the caller and a traceback in our log."""
@@ -143,6 +185,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 
 
 def create_app(settings: Settings) -> web.Application:
+    logs.quiet_malformed_http()  # also when embedded without `logs.setup` (tests)
     metrics = WebMetrics()
     manager = fanout_manager(settings)
     sio = create_sio(settings, manager)
@@ -152,6 +195,7 @@ def create_app(settings: Settings) -> web.Application:
         middlewares=[
             drain.refuse_new_connections(SOCKETIO_PATH),
             ingest_status_counter(metrics, INGEST_PATH),
+            oversized_polling(sio, settings.max_message_bytes),
             json_errors,
         ],
     )

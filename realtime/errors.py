@@ -16,6 +16,7 @@ FORBIDDEN = "forbidden"
 LIMIT = "limit"
 NOT_FOUND = "not_found"
 INTERNAL = "internal"
+TIMEOUT = "timeout"
 
 
 def error_body(code: str, message: str, fields: dict[str, Any] | None = None) -> dict[str, Any]:

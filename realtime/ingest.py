@@ -51,21 +51,30 @@ class BodyTooLarge(Exception):
     pass
 
 
+class BodyTooSlow(Exception):
+    pass
+
+
 class NotReplicated(Exception):
     """The primary has the events, fewer than REALTIME_WAIT_REPLICAS replicas confirmed them."""
 
 
-async def read_body(request: web.Request, limit: int) -> bytes:
-    """The request body, refusing more than `limit` bytes without buffering past it."""
+async def read_body(request: web.Request, limit: int, timeout_s: float) -> bytes:
+    """The request body, refusing more than `limit` bytes without buffering past it, and
+    a body that has not all arrived within `timeout_s` (BodyTooSlow)."""
     if request.content_length is not None and request.content_length > limit:
         raise BodyTooLarge
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.content.iter_chunked(65536):
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.content.iter_chunked(65536):
+                size += len(chunk)
+                if size > limit:
+                    raise BodyTooLarge
+                chunks.append(chunk)
+    except TimeoutError:
+        raise BodyTooSlow from None
     return b"".join(chunks)
 
 
@@ -263,6 +272,7 @@ class IngestHandler:
         self.keys = keys
         self.metrics = metrics
         self.max_body = settings.max_body_bytes
+        self.read_timeout_s = settings.read_timeout_s
         self.max_batch = settings.max_batch
         self.max_event = settings.max_event_bytes
         self.schema = EventSchema()
@@ -277,9 +287,18 @@ class IngestHandler:
                 response.headers["WWW-Authenticate"] = 'Bearer realm="realtime"'
                 return response
         try:
-            body = await read_body(request, self.max_body)
+            body = await read_body(request, self.max_body, self.read_timeout_s)
         except BodyTooLarge:
             return json_error(413, errors.TOO_LARGE, f"Request body exceeds {self.max_body} bytes.")
+        except BodyTooSlow:
+            logger.info("ingest body not complete within %gs; closing", self.read_timeout_s)
+            response = json_error(
+                408,
+                errors.TIMEOUT,
+                f"The request body did not arrive within {self.read_timeout_s:g}s.",
+            )
+            response.force_close()
+            return response
         try:
             payload = jsoncodec.loads(body)
         except jsoncodec.JSONDecodeError as exc:

@@ -194,6 +194,9 @@ class Settings:
     subscribe_rate: float = 10.0
     max_connections: int = 10_000
     connect_timeout_s: float = 45.0
+    # A request's headers (from the connection's start, or the end of the previous
+    # response: also the idle keep-alive limit) and its body must each arrive within this.
+    read_timeout_s: float = 30.0
     ingest_rate: int = 10_000
     # command-line clients: the token `realtime watch` presents, the key `publish` sends
     token: str = secret()
@@ -275,6 +278,7 @@ class Settings:
             ),
             subscribe_rate=_float(e, "REALTIME_SUBSCRIBE_RATE", cls.subscribe_rate, 0.01),
             max_connections=_int(e, "REALTIME_MAX_CONNECTIONS", cls.max_connections, minimum=1),
+            read_timeout_s=_float(e, "REALTIME_READ_TIMEOUT_S", cls.read_timeout_s, minimum=0.1),
             connect_timeout_s=_float(
                 e, "REALTIME_CONNECT_TIMEOUT_S", cls.connect_timeout_s, minimum=0.1
             ),

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from realtime.app import create_app
+from realtime.app import create_app, server_options
 from realtime.embedded import free_port
 from realtime.settings import Settings
 
@@ -17,8 +17,9 @@ from realtime.settings import Settings
 async def serving(settings: Settings) -> AsyncIterator[tuple[str, web.Application]]:
     """Serve `create_app(settings)` on a free loopback port; yields its base URL and app."""
     app = create_app(settings)
-    server = TestServer(app, host="127.0.0.1", port=free_port(), handler_cancellation=True)
-    await server.start_server()
+    server = TestServer(app, host="127.0.0.1", port=free_port())
+    # start_server's keyword arguments reach the runner (the constructor's do not).
+    await server.start_server(**server_options(settings))
     try:
         yield str(server.make_url("")).rstrip("/"), app
     finally:
