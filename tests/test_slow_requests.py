@@ -14,6 +14,7 @@ import logging
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
+import aiohttp
 import pytest
 
 from realtime.settings import Settings
@@ -188,3 +189,33 @@ async def test_malformed_http_is_answered_400_and_logged_at_info_in_one_line(
     [line] = [r for r in caplog.records if "malformed HTTP request" in r.getMessage()]
     assert line.levelno == logging.INFO
     assert "\n" not in line.getMessage()
+
+
+async def test_500_slow_connections_at_once_leave_healthy_requests_answered(
+    settings: Settings,
+) -> None:
+    """Issue 15, item 5: slow requests are held (each costs a socket, no task of ours)
+    while healthy requests are answered; then every slow one is closed."""
+    async with running_app(settings.with_overrides(read_timeout_s=5)) as url:
+        parts = urlsplit(url)
+        assert parts.hostname is not None
+        assert parts.port is not None
+        slow = []
+        for _ in range(500):
+            reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+            writer.write(b"POST /api/v1/events HTTP/1.1\r\nHost: x\r\nContent-Le")
+            slow.append((reader, writer))
+        try:
+            async with aiohttp.ClientSession() as http:
+                for _ in range(20):
+                    async with http.get(url + "/healthz") as response:
+                        assert response.status == 200
+                    async with http.post(
+                        url + "/api/v1/events", json={"topic": "ok", "data": {}}
+                    ) as response:
+                        assert response.status == 202
+            answers = await asyncio.gather(*[closed_by_server(r) for r, _ in slow])
+            assert answers == [b""] * 500
+        finally:
+            for _, writer in slow:
+                writer.close()
