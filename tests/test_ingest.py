@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from realtime.keys import Keys
 from realtime.settings import Settings
 from realtime.topics import partition_of
+from tests.helpers.clients import Collector, post_events
 from tests.helpers.inprocess import running_app
 
 pytestmark = pytest.mark.integration
@@ -259,3 +260,37 @@ async def test_an_idempotency_key_stored_in_the_old_layout_still_deduplicates(
     )
     assert (status, body) == (202, {"ids": [old_id]})
     assert await ingest_lengths(redis, settings) == 0
+
+
+def edge_events() -> list[dict[str, Any]]:
+    """Valid events at the edges of what ingest accepts."""
+    deepest: Any = {}
+    for _ in range(199):
+        deepest = {"d": deepest}
+    return [
+        {"topic": "edge.case", "data": deepest},
+        {"topic": "edge.case", "data": {"u": 2**64 - 1, "i": -(2**63), "f": 1e300, "z": -0.0}},
+        {"topic": "edge.case", "data": {"s": "\u0000\u001f\u2028\U0001f600 \"'\\/", "": None}},
+        {"topic": "edge.case", "data": {"big": "x" * 65_000}},
+        {"topic": "edge.case", "data": {}},
+    ]
+
+
+async def test_every_event_ingest_accepts_is_stored_and_delivered_exactly(
+    worker: None, redis: Redis, settings: Settings
+) -> None:
+    """Promise 8: a 202 means the worker stores it and clients get the data as sent."""
+    events = edge_events()
+    async with running_app(settings) as url:
+        client = await Collector().connect(url)
+        try:
+            await client.subscribe("edge.case")
+            ids = await post_events(url, events)
+            received = await client.wait_for(len(events))
+        finally:
+            await client.close()
+    assert [e["id"] for e in received] == ids
+    assert [e["data"] for e in received] == [e["data"] for e in events]
+    history = await redis.xrange(Keys(settings.prefix).topic("edge.case"))
+    assert [i.decode() for i, _ in history] == ids
+    assert await redis.xlen(Keys(settings.prefix).dead_letters()) == 0
