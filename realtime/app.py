@@ -136,7 +136,9 @@ def server_options(settings: Settings) -> dict[str, Any]:
     aiohttp closes a connection whose next request has not all its headers
     `keepalive_timeout` after the connection opened or the previous response ended, so
     this one value bounds slow headers and idle keep-alive alike (aiohttp's default is
-    an hour). Bodies are bounded where they are read (ingest, `realtime/inbound.py`)."""
+    an hour). Before the first request this needs an aiohttp that arms the timer on
+    connect (aio-libs/aiohttp#13681, in the locked 3.14.5; tests/test_upstream_internals.py
+    checks it). Bodies are bounded where they are read (ingest, `realtime/inbound.py`)."""
     return {"keepalive_timeout": settings.read_timeout_s}
 
 
