@@ -175,7 +175,11 @@ class Consumer:
 
     async def _burst(self) -> None:
         await self.ensure_groups()
-        finished: set[int] = set()  # drained (or crashed: logged, not retried forever)
+        finished: set[int] = set()  # drained (or kept crashing: logged, not retried forever)
+        # Crashes in a row without progress, per partition: a crash's entries are counted
+        # (rt:attempts), so an entry that crashes every runner is dead-lettered after
+        # max_attempts of them; more than that is not an entry's doing.
+        crashes: Counter[int] = Counter()
         while True:
             alive = await self.membership.heartbeat()
             await self.heartbeat.beat()
@@ -188,7 +192,15 @@ class Consumer:
                 return
             # Keep the leases (and our membership) alive while the runners drain.
             await asyncio.wait(tasks, timeout=self.tick_s)
-            finished.update(p for p, o in self.owned.items() if o.task.done() and not o.runner.lost)
+            for partition, owned in self.owned.items():
+                if not owned.task.done() or owned.runner.lost:
+                    continue
+                if owned.task.cancelled() or owned.task.exception() is None:
+                    finished.add(partition)
+                    continue
+                crashes[partition] = 1 if owned.runner.processed else crashes[partition] + 1
+                if crashes[partition] > self.settings.max_attempts + 1:
+                    finished.add(partition)
             await self._renew()
             await self._reap()
 

@@ -200,3 +200,29 @@ async def test_other_partitions_flow_while_a_poison_entry_is_retried(
     finally:
         stop.set()
         await asyncio.wait_for(task, 30)
+
+
+async def test_a_burst_worker_dead_letters_an_entry_that_crashes_its_runner(
+    redis: Redis, settings: Settings, fanout: FanoutManager
+) -> None:
+    """`realtime process --burst` took a crashed runner's partition as finished and
+    returned with the entry pending; now it retries it until it is dead-lettered."""
+    settings = settings.with_overrides(max_attempts=2)
+    keys = Keys(settings.prefix)
+
+    def fault(where: str, entries: Sequence[Entry]) -> None:
+        if where == "encode" and any(is_poison(e) for e in entries):
+            raise Crash("injected")
+
+    stream = keys.ingest(partition_of("a", settings.partitions))
+    ids = [
+        (await redis.xadd(stream, raw("a", data))).decode()  # type: ignore[arg-type]
+        for data in ({"n": 1}, {"k": "poison"}, {"n": 3})
+    ]
+    consumer = Consumer(redis, fanout, settings, fault=fault)
+    await asyncio.wait_for(consumer.run(asyncio.Event(), burst=True), 60)
+
+    assert await history_ids(redis, keys, "a") == [ids[0], ids[2]]
+    [(_, dead)] = await redis.xrange(keys.dead_letters())
+    assert dead[b"id"] == ids[1].encode()
+    assert (await redis.xpending(stream, settings.group))["pending"] == 0
