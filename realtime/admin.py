@@ -16,7 +16,8 @@ allow no extra origin (a self-hosted UI on an allowed origin).
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable, Mapping
+import ipaddress
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from realtime.settings import Settings
@@ -42,13 +43,35 @@ def credentials_check(settings: Settings) -> Callable[[Any], bool]:
     return check
 
 
-def same_origins(environ: Mapping[str, Any]) -> list[str]:
-    """The page origins python-engineio treats as same-origin for this request."""
-    scheme = environ.get("wsgi.url_scheme")
+def trusts(proxies: Sequence[str], environ: Mapping[str, Any]) -> bool:
+    """Whether this request's peer is one of the trusted proxies (IPs or networks)."""
+    request = environ.get("aiohttp.request")
+    peer = getattr(request, "remote", None)
+    if not proxies or not peer:
+        return False
+    try:
+        address = ipaddress.ip_address(peer)
+    except ValueError:
+        return False  # a unix socket, say: nobody vouches for it
+    return any(address in ipaddress.ip_network(p, strict=False) for p in proxies)
+
+
+def same_origins(environ: Mapping[str, Any], proxies: Sequence[str] | None = None) -> list[str]:
+    """The page origins that are this request's own: python-engineio's same-origin rule,
+    except that X-Forwarded-Proto and -Host count only from a trusted proxy (anyone can
+    send them; python-engineio believes them from anyone). `proxies=None`: engineio's
+    rule unchanged (tests compare the two)."""
+    forwarded = proxies is None or trusts(proxies, environ)
+    scheme = environ.get("wsgi.url_scheme")  # python-engineio took X-Forwarded-Proto
     host = environ.get("HTTP_HOST")
+    if not forwarded:
+        request = environ.get("aiohttp.request")
+        scheme = getattr(request, "scheme", None) or "http"
     if not scheme or not host:
         return []
     origins = [f"{scheme}://{host}"]
+    if not forwarded:
+        return origins
     if "HTTP_X_FORWARDED_PROTO" in environ or "HTTP_X_FORWARDED_HOST" in environ:
         fwd_scheme = environ.get("HTTP_X_FORWARDED_PROTO", scheme).split(",")[0].strip()
         fwd_host = environ.get("HTTP_X_FORWARDED_HOST", host).split(",")[0].strip()
@@ -56,18 +79,18 @@ def same_origins(environ: Mapping[str, Any]) -> list[str]:
     return origins
 
 
-def cors_allowed_origins(settings: Settings) -> list[str] | Callable[..., bool] | None:
-    """python-engineio's `cors_allowed_origins`: same-origin only (None) or the configured
-    list, plus the admin UI's origin when the admin UI is on."""
+def cors_allowed_origins(settings: Settings) -> list[str] | Callable[..., bool]:
+    """python-engineio's `cors_allowed_origins`: same-origin only (`same_origins`, never
+    python-engineio's own rule, which believes anyone's X-Forwarded-Host) or the
+    configured list, plus the admin UI's origin when the admin UI is on."""
     configured = list(settings.cors_origins)
     admin_origin = admin_only_origin(settings)
-    if admin_origin is None:
-        return configured or None
     if configured:
-        return [*configured, admin_origin]
+        return configured if admin_origin is None else [*configured, admin_origin]
+    proxies = settings.trusted_proxies
 
     def allowed(origin: str | None, environ: Mapping[str, Any]) -> bool:
-        return origin == admin_origin or origin in same_origins(environ)
+        return origin == admin_origin or origin in same_origins(environ, proxies)
 
     return allowed
 

@@ -5,6 +5,7 @@ Every environment variable the system understands is read here and nowhere else.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import socket
@@ -71,6 +72,17 @@ def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
 def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     raw = env.get(name, "")
     return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+
+def _networks(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """Comma-separated IPs or CIDR networks, each checked (SettingsError names it)."""
+    items = _list(env, name)
+    for item in items:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise SettingsError(f"{name}: {item!r} is not an IP address or network") from None
+    return items
 
 
 @dataclass(frozen=True)
@@ -197,6 +209,8 @@ class Settings:
     # A request's headers (from the connection's start, or the end of the previous
     # response: also the idle keep-alive limit) and its body must each arrive within this.
     read_timeout_s: float = 30.0
+    # Peers (IPs or CIDR networks) whose X-Forwarded-* headers are believed.
+    trusted_proxies: tuple[str, ...] = ()
     ingest_rate: int = 10_000
     # command-line clients: the token `realtime watch` presents, the key `publish` sends
     token: str = secret()
@@ -243,6 +257,7 @@ class Settings:
             prefix=prefix,
             insecure=_bool(e, "REALTIME_INSECURE"),
             cors_origins=_list(e, "REALTIME_CORS_ORIGINS"),
+            trusted_proxies=_networks(e, "REALTIME_TRUSTED_PROXIES"),
             ping_interval_s=_int(e, "REALTIME_PING_INTERVAL_S", cls.ping_interval_s, minimum=1),
             ping_timeout_s=_int(e, "REALTIME_PING_TIMEOUT_S", cls.ping_timeout_s, minimum=1),
             ws_compression=_bool(e, "REALTIME_WS_COMPRESSION"),

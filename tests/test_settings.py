@@ -108,3 +108,15 @@ def test_environment_variables_lists_what_from_env_reads() -> None:
     assert {"REDIS_URL", "PORT", "REALTIME_PARTITIONS", "REALTIME_LOG_FORMAT"} <= names
     # The naming rule of the README: REDIS_URL, PORT, and REALTIME_* only.
     assert all(n in {"REDIS_URL", "PORT"} or n.startswith("REALTIME_") for n in names)
+
+
+def test_trusted_proxies_and_read_timeout() -> None:
+    settings = Settings.from_env(
+        {"REALTIME_TRUSTED_PROXIES": "10.0.0.0/8, 192.168.1.7,::1", "REALTIME_READ_TIMEOUT_S": "5"}
+    )
+    assert settings.trusted_proxies == ("10.0.0.0/8", "192.168.1.7", "::1")
+    assert settings.read_timeout_s == 5
+    assert Settings.from_env({}).trusted_proxies == ()
+    assert Settings.from_env({}).read_timeout_s == 30
+    with pytest.raises(SettingsError, match="REALTIME_TRUSTED_PROXIES"):
+        Settings.from_env({"REALTIME_TRUSTED_PROXIES": "10.0.0.0/8,proxy.local"})

@@ -219,3 +219,28 @@ async def test_500_slow_connections_at_once_leave_healthy_requests_answered(
         finally:
             for _, writer in slow:
                 writer.close()
+
+
+async def polling_handshake(url: str, headers: dict[str, str]) -> int:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(url + "/socket.io/?EIO=4&transport=polling", headers=headers) as response,
+    ):
+        return response.status
+
+
+async def test_forwarded_headers_count_only_from_trusted_proxies(settings: Settings) -> None:
+    """Issue 15: `X-Forwarded-Host` made a foreign Origin count as same-origin (with the
+    Admin UI on, and in the default same-origin mode alike: tests/test_origins.py)."""
+    forged = {
+        "Origin": "https://evil.example",
+        "X-Forwarded-Host": "evil.example",
+        "X-Forwarded-Proto": "https",
+    }
+    async with running_app(settings) as url:
+        assert await polling_handshake(url, forged) == 400
+        host = urlsplit(url).netloc
+        assert await polling_handshake(url, {"Origin": f"http://{host}"}) == 200
+    trusted = settings.with_overrides(trusted_proxies=("127.0.0.0/8",))
+    async with running_app(trusted) as url:
+        assert await polling_handshake(url, forged) == 200  # the proxy vouches for it
