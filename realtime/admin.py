@@ -58,23 +58,20 @@ def trusts(proxies: Sequence[str], environ: Mapping[str, Any]) -> bool:
 
 def same_origins(environ: Mapping[str, Any], proxies: Sequence[str] | None = None) -> list[str]:
     """The page origins that are this request's own: python-engineio's same-origin rule,
-    except that X-Forwarded-Proto and -Host count only from a trusted proxy (anyone can
-    send them; python-engineio believes them from anyone). `proxies=None`: engineio's
-    rule unchanged (tests compare the two)."""
-    forwarded = proxies is None or trusts(proxies, environ)
+    except that X-Forwarded-Host counts only from a trusted proxy (python-engineio
+    believes it from anyone, which makes any page same-origin). X-Forwarded-Proto still
+    counts from anyone, as before: TLS-terminating proxies set it, and it cannot make
+    another host's page same-origin. `proxies=None`: engineio's rule unchanged."""
     scheme = environ.get("wsgi.url_scheme")  # python-engineio took X-Forwarded-Proto
     host = environ.get("HTTP_HOST")
-    if not forwarded:
-        request = environ.get("aiohttp.request")
-        scheme = getattr(request, "scheme", None) or "http"
     if not scheme or not host:
         return []
     origins = [f"{scheme}://{host}"]
-    if not forwarded:
-        return origins
     if "HTTP_X_FORWARDED_PROTO" in environ or "HTTP_X_FORWARDED_HOST" in environ:
         fwd_scheme = environ.get("HTTP_X_FORWARDED_PROTO", scheme).split(",")[0].strip()
         fwd_host = environ.get("HTTP_X_FORWARDED_HOST", host).split(",")[0].strip()
+        if proxies is not None and not trusts(proxies, environ):
+            fwd_host = host
         origins.append(f"{fwd_scheme}://{fwd_host}")
     return origins
 

@@ -209,7 +209,7 @@ class Settings:
     # A request's headers (from the connection's start, or the end of the previous
     # response: also the idle keep-alive limit) and its body must each arrive within this.
     read_timeout_s: float = 30.0
-    # Peers (IPs or CIDR networks) whose X-Forwarded-* headers are believed.
+    # Peers (IPs or CIDR networks) whose X-Forwarded-Host is believed.
     trusted_proxies: tuple[str, ...] = ()
     ingest_rate: int = 10_000
     # command-line clients: the token `realtime watch` presents, the key `publish` sends

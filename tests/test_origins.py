@@ -1,5 +1,5 @@
 """Which page origins count as the server's own (realtime/admin.py): python-engineio's
-same-origin rule, with X-Forwarded-Proto and -Host believed from trusted proxies only."""
+same-origin rule, with X-Forwarded-Host believed from trusted proxies only."""
 
 from __future__ import annotations
 
@@ -27,8 +27,10 @@ def environ(headers: dict[str, str], peer: str) -> dict[str, Any]:
     return {**translate_request(request), "aiohttp.request": request.clone(remote=peer)}
 
 
-def test_forwarded_headers_from_anyone_are_ignored() -> None:
-    assert same_origins(environ(FORGED, "203.0.113.9"), ()) == ["http://app.example"]
+def test_a_forwarded_host_from_anyone_is_ignored() -> None:
+    # The scheme still counts (TLS-terminating proxies): it cannot name another host.
+    found = same_origins(environ(FORGED, "203.0.113.9"), ())
+    assert set(found) == {"https://app.example"}
 
 
 def test_forwarded_headers_from_a_trusted_proxy_count() -> None:
@@ -45,7 +47,7 @@ def test_a_foreign_origin_with_a_forged_forwarded_host_is_refused(admin: bool) -
     assert callable(allowed)
     assert not allowed("https://evil.example", environ(FORGED, "203.0.113.9"))
     assert allowed("https://evil.example", environ(FORGED, "10.9.9.9"))
-    assert allowed("http://app.example", environ(FORGED, "203.0.113.9"))
+    assert allowed("https://app.example", environ(FORGED, "203.0.113.9"))
     assert allowed(settings.admin_origin, environ(FORGED, "203.0.113.9")) is admin
 
 
