@@ -16,7 +16,7 @@ from typing import Any
 
 from bench import report, scenarios
 from bench.servers import LABELS, NODE, SERVER_KINDS, BenchError, node_ready
-from realtime import jsoncodec
+from realtime.core import jsoncodec
 from realtime.embedded import RedisServer
 
 

@@ -30,12 +30,12 @@ from aiohttp.test_utils import TestServer
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from realtime import jsoncodec
 from realtime.app import create_app
 from realtime.auth import TokenVerifier
+from realtime.core import jsoncodec
+from realtime.core.settings import IngestKeySpec, Settings
 from realtime.embedded import RedisServer, free_port
 from realtime.ingest_auth import IngestKeys
-from realtime.settings import IngestKeySpec, Settings
 
 SECRET = "bench-secret-" + "x" * 40
 KEYS = tuple(IngestKeySpec(f"bench-key-{n:02d}-{uuid.uuid4().hex}") for n in range(10))

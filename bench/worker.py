@@ -52,12 +52,12 @@ from processors.history import history_write
 from processors.pipeline_config import PipelinesConfig, default_pipelines
 from processors.pipelines import Pipelines
 from processors.transform import decode_entry, group_by_topic, passthrough
-from realtime.connections import connect
+from realtime.core.connections import connect
+from realtime.core.keys import Keys
+from realtime.core.settings import Settings
 from realtime.embedded import RedisServer
 from realtime.fanout import FanoutManager
 from realtime.ingest import IngestWriter
-from realtime.keys import Keys
-from realtime.settings import Settings
 
 Variant = Callable[[Settings, Redis], Awaitable[None]]
 

@@ -36,11 +36,11 @@ from processors.partition import PartitionRunner
 from processors.partition_pipelines import PartitionPipelines, Planner
 from processors.pipeline_config import load_pipelines
 from processors.pipelines import Pipelines
-from realtime.backoff import Backoff
+from realtime.core.backoff import Backoff
+from realtime.core.keys import Keys
+from realtime.core.metrics import WorkerMetrics
+from realtime.core.settings import Settings
 from realtime.fanout import FanoutManager
-from realtime.keys import Keys
-from realtime.metrics import WorkerMetrics
-from realtime.settings import Settings
 
 logger = logging.getLogger(__name__)
 

@@ -26,9 +26,9 @@ from typing import Any
 from redis.asyncio import Redis
 
 from processors.elsewhere import slot_of
-from realtime.keys import Keys
-from realtime.streamids import parse_id
-from realtime.topics import is_valid_topic, partition_of
+from realtime.core.keys import Keys
+from realtime.core.streamids import parse_id
+from realtime.core.topics import is_valid_topic, partition_of
 
 ENTRY_PREFIX = "entry."
 MAX_ERROR_CHARS = 2000

@@ -8,10 +8,10 @@ import time
 from typing import TextIO
 
 from processors.dead_letters import DeadLetter, DeadLetterStore
-from realtime import jsoncodec
-from realtime.connections import connect
-from realtime.keys import Keys
-from realtime.settings import Settings
+from realtime.core import jsoncodec
+from realtime.core.connections import connect
+from realtime.core.keys import Keys
+from realtime.core.settings import Settings
 
 PAGE = 500
 

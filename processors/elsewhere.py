@@ -1,7 +1,7 @@
 """Redis Cluster: the part of a partition's commit that lies in other hash slots.
 
 A commit is one Lua script (`processors/fenced.py`), and on a Redis Cluster a script
-may only touch keys of one hash slot. `realtime/keys.py` puts everything of a partition
+may only touch keys of one hash slot. `realtime/core/keys.py` puts everything of a partition
 in its slot: its stream, lease, checkpoint, dead letters, and the histories and shard
 channels of its topics. What is left over are the writes a pipeline makes for *other*
 partitions' topics: window outputs whose topic hashes to another partition (history
@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 from redis.asyncio import Redis
 from redis.crc import key_slot
 
-from realtime import jsoncodec
+from realtime.core import jsoncodec
 
 if TYPE_CHECKING:
     from processors.fenced import CommitPlan, HistoryWrite

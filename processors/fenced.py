@@ -32,8 +32,8 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from processors.elsewhere import OtherSlots, slot_of, split
-from realtime import jsoncodec
-from realtime.keys import Keys
+from realtime.core import jsoncodec
+from realtime.core.keys import Keys
 
 Fields = Mapping[bytes | str, bytes | str]
 Value = bytes | str | int

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from realtime.connections import connect
-from realtime.keys import Keys
-from realtime.settings import Settings
+from realtime.core.connections import connect
+from realtime.core.keys import Keys
+from realtime.core.settings import Settings
 
 # The heartbeat lives this many lease periods: a worker is stale after missing about
 # nine coordination rounds (15 s with the default lease).

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from processors.fenced import HistoryWrite
 from processors.transform import TopicEvent
-from realtime import jsoncodec
+from realtime.core import jsoncodec
+from realtime.core.keys import Keys
 from realtime.history import DATA_FIELD, TS_FIELD
-from realtime.keys import Keys
 
 
 def history_write(keys: Keys, event: TopicEvent) -> HistoryWrite:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
-from realtime.keys import Keys
+from realtime.core.keys import Keys
 
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from redis.asyncio import Redis
 
-from realtime.keys import Keys
+from realtime.core.keys import Keys
 
 _HEARTBEAT = """
 local t = redis.call('TIME')

@@ -34,10 +34,10 @@ from processors.groups import ensure_group
 from processors.partition_pipelines import Outcome, PartitionPipelines
 from processors.pipelines import hops_of
 from processors.transform import TransformError, decode_entry
-from realtime.backoff import Backoff
+from realtime.core.backoff import Backoff
+from realtime.core.keys import Keys
+from realtime.core.metrics import WorkerMetrics
 from realtime.fanout import FanoutManager
-from realtime.keys import Keys
-from realtime.metrics import WorkerMetrics
 
 logger = logging.getLogger(__name__)
 

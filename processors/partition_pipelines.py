@@ -39,10 +39,10 @@ from processors.fenced import CommitPlan, Entry, Value
 from processors.history import history_write
 from processors.pipelines import Pipelines, Plan
 from processors.transform import IngestEvent, TopicEvent, group_by_topic
-from realtime import jsoncodec
+from realtime.core import jsoncodec
+from realtime.core.keys import Keys
+from realtime.core.topics import partition_of
 from realtime.fanout import FanoutManager
-from realtime.keys import Keys
-from realtime.topics import partition_of
 
 logger = logging.getLogger(__name__)
 

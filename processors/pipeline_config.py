@@ -44,8 +44,8 @@ from marshmallow import (
 from processors.predicates import PATH_PATTERN, Path, Predicate, PredicateError, parse
 from processors.routing import Template, TemplateError
 from processors.windows import WindowSpec
-from realtime import jsoncodec
-from realtime.topics import is_valid_topic
+from realtime.core import jsoncodec
+from realtime.core.topics import is_valid_topic
 
 MAX_SIZES = 6
 MIN_SIZE_MS = 100

@@ -31,8 +31,8 @@ from processors.predicates import Path, get_path
 from processors.routing import INVALID_TOPIC, MISSING_KEY
 from processors.transform import IngestEvent, TopicEvent
 from processors.windows import WindowSpec
-from realtime import jsoncodec
-from realtime.topics import is_valid_topic
+from realtime.core import jsoncodec
+from realtime.core.topics import is_valid_topic
 
 MAX_HOPS = 4
 HOPS_FIELD = "hops"

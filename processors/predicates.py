@@ -22,7 +22,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from realtime import jsoncodec
+from realtime.core import jsoncodec
 
 Predicate = Callable[[Mapping[str, Any]], bool]
 Path = tuple[str, ...]

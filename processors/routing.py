@@ -5,7 +5,7 @@ placeholder is `{topic}` (the source topic) or `{PATH}` (a field of the event's 
 `a.b` for nested fields). A field's value becomes part of a topic name as follows:
 strings are lower-cased; integers (and integral floats) in decimal; true/false as
 `true`/`false`; anything else (null, objects, lists, a missing field) has no key.
-The rendered name must satisfy the topic rules (`realtime/topics.py`), else the event
+The rendered name must satisfy the topic rules (`realtime/core/topics.py`), else the event
 gets an outcome saying why (`missing_key` or `invalid_topic`) instead of a topic.
 """
 
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from processors.predicates import MISSING, PATH_PATTERN, Path, get_path
-from realtime.topics import is_valid_topic
+from realtime.core.topics import is_valid_topic
 
 _PLACEHOLDER_RE = re.compile(r"\{([^{}]*)\}")
 _PATH_RE = re.compile(PATH_PATTERN)

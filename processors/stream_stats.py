@@ -11,8 +11,8 @@ from collections.abc import Callable, Iterable
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from realtime.keys import Keys
-from realtime.metrics import WorkerMetrics
+from realtime.core.keys import Keys
+from realtime.core.metrics import WorkerMetrics
 
 logger = logging.getLogger(__name__)
 

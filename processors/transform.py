@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from realtime import jsoncodec
-from realtime.topics import is_valid_topic
+from realtime.core import jsoncodec
+from realtime.core.topics import is_valid_topic
 
 
 class TransformError(ValueError):

@@ -8,11 +8,11 @@ import signal
 
 from processors.consumer import Consumer
 from processors.stream_stats import StreamStats
-from realtime.connections import connect
-from realtime.keys import Keys
-from realtime.metrics import WorkerMetrics
+from realtime.core.connections import connect
+from realtime.core.keys import Keys
+from realtime.core.metrics import WorkerMetrics
+from realtime.core.settings import Settings
 from realtime.metrics_http import private_metrics
-from realtime.settings import Settings
 from realtime.sharded_fanout import fanout_manager
 
 logger = logging.getLogger(__name__)

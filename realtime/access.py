@@ -18,11 +18,11 @@ from typing import Any
 
 import socketio
 
-from realtime import errors
 from realtime.auth import OPEN, AuthError, Grant, TokenVerifier
-from realtime.keys import CLOSING_EVENT, NAMESPACE, TOKEN_EXPIRED
+from realtime.core import errors
+from realtime.core.keys import CLOSING_EVENT, NAMESPACE, TOKEN_EXPIRED
+from realtime.core.settings import Settings
 from realtime.ratelimit import TokenBucket
-from realtime.settings import Settings
 
 logger = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ import hmac
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from realtime.settings import Settings
+from realtime.core.settings import Settings
 
 ADMIN_NAMESPACE = "/admin"
 

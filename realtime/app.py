@@ -18,9 +18,13 @@ from redis.asyncio import Redis
 
 from processors.pipeline_config import load_pipelines
 from processors.pipelines import Pipelines
-from realtime import admin, auth, dashboard, errors, ingest_auth, jsoncodec, request_id
+from realtime import admin, auth, dashboard, ingest_auth, request_id
 from realtime.access import Access
-from realtime.connections import connect
+from realtime.core import errors, jsoncodec
+from realtime.core.connections import connect
+from realtime.core.keys import NAMESPACE, Keys
+from realtime.core.metrics import WebMetrics
+from realtime.core.settings import Settings
 from realtime.delivery import Delivery
 from realtime.drain import Drain
 from realtime.fanout import FanoutManager
@@ -28,12 +32,9 @@ from realtime.health import Readiness, healthz
 from realtime.history import HistoryReader
 from realtime.inbound import guard_translate_request
 from realtime.ingest import IngestHandler, IngestWriter
-from realtime.keys import NAMESPACE, Keys
-from realtime.metrics import WebMetrics
 from realtime.metrics_http import PublicMetrics, ingest_status_counter, private_metrics
 from realtime.namespace import TopicNamespace
 from realtime.ratelimit import IngestRate
-from realtime.settings import Settings
 from realtime.sharded_fanout import fanout_manager
 from realtime.socketserver import SocketServer
 from realtime.subscriptions import Subscriptions

@@ -18,7 +18,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from realtime.settings import Settings
+from realtime.core.settings import Settings
 
 TOPICS_CLAIM = "topics"
 

@@ -32,13 +32,13 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from realtime.backoff import Backoff
-from realtime.connections import connect
+from realtime.core.backoff import Backoff
+from realtime.core.connections import connect
+from realtime.core.keys import Keys
+from realtime.core.metrics import ProcessMetrics
+from realtime.core.settings import Settings
+from realtime.core.tasks import cancel_and_wait
 from realtime.interest import Interest
-from realtime.keys import Keys
-from realtime.metrics import ProcessMetrics
-from realtime.settings import Settings
-from realtime.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
 

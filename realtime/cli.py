@@ -10,10 +10,11 @@ import sys
 from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
 
-from realtime import __version__, jsoncodec
-from realtime.logs import bind, redact_url
-from realtime.logs import setup as setup_logging
-from realtime.settings import Settings, SettingsError, default_consumer_name
+from realtime import __version__
+from realtime.core import jsoncodec
+from realtime.core.logs import bind, redact_url
+from realtime.core.logs import setup as setup_logging
+from realtime.core.settings import Settings, SettingsError, default_consumer_name
 
 T = TypeVar("T")
 

@@ -33,16 +33,16 @@ from typing import Any
 
 import socketio
 
-from realtime import jsoncodec
-from realtime.backoff import Backoff
-from realtime.keys import (
+from realtime.core import jsoncodec
+from realtime.core.backoff import Backoff
+from realtime.core.keys import (
     CLOSING_EVENT,
     NAMESPACE,
     SUBSCRIBE_EVENT,
     UNSUBSCRIBE_EVENT,
     UPDATE_EVENT,
 )
-from realtime.streamids import StreamId, StreamIdError, parse_id
+from realtime.core.streamids import StreamId, StreamIdError, parse_id
 
 logger = logging.getLogger(__name__)
 

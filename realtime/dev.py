@@ -22,10 +22,10 @@ from typing import Any
 
 import aiohttp
 
+from realtime.core.logs import redact_url
 from realtime.dashboard import is_built
 from realtime.demo import DEMO_TOPICS, run_demo_feed
 from realtime.embedded import RedisServer, RedisServerError
-from realtime.logs import redact_url
 
 logger = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ import logging
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from realtime import errors
-from realtime.metrics import WebMetrics
+from realtime.core import errors
+from realtime.core.metrics import WebMetrics
 from realtime.socketserver import SocketServer
 
 logger = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ client, disconnects, room changes, other events). We subclass
 `socketio.AsyncRedisManager` at its transport seam (`_publish` / `_listen`, and the
 listening task) rather than fork it:
 
-- channel names come from `realtime.keys`; JSON goes through orjson;
+- channel names come from `realtime.core.keys`; JSON goes through orjson;
 - the worker does not publish through the manager: it takes the encoded messages
   (`encode_updates`) and publishes them inside its atomic commit, so an entry is
   acknowledged exactly when its events are in history and published;
@@ -34,14 +34,14 @@ import socketio
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from realtime import jsoncodec
 from realtime.channels import ChannelListener
-from realtime.connections import connect
-from realtime.keys import NAMESPACE, UPDATE_EVENT, Keys
+from realtime.core import jsoncodec
+from realtime.core.connections import connect
+from realtime.core.keys import NAMESPACE, UPDATE_EVENT, Keys
+from realtime.core.settings import Settings
+from realtime.core.tasks import cancel_and_wait
+from realtime.core.topics import is_valid_topic
 from realtime.rooms import RoomIndex
-from realtime.settings import Settings
-from realtime.tasks import cancel_and_wait
-from realtime.topics import is_valid_topic
 
 if TYPE_CHECKING:
     from realtime.delivery import Delivery
@@ -177,7 +177,7 @@ class FanoutManager(RoomIndex, socketio.AsyncRedisManager):  # type: ignore[misc
     async def aclose(self) -> None:
         """Stop listening (idempotent) and close the publishing connection."""
         if self.thread is not None:
-            # Not again before its connection had time to close (see realtime.tasks).
+            # Not again before its connection had time to close (see realtime.core.tasks).
             await cancel_and_wait(self.thread, again_after_s=1.0)
             self.thread = None
         if self._publisher is not None:

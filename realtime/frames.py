@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from realtime.keys import UPDATE_EVENT
+from realtime.core.keys import UPDATE_EVENT
 
 _UPDATE_PREFIX = b'2["' + UPDATE_EVENT.encode() + b'",'
 _FIN_TEXT = 0x81  # FIN bit + opcode 1 (text)

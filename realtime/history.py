@@ -26,9 +26,9 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from realtime import jsoncodec
-from realtime.keys import Keys
-from realtime.streamids import ZERO, StreamId, format_id, parse_id
+from realtime.core import jsoncodec
+from realtime.core.keys import Keys
+from realtime.core.streamids import ZERO, StreamId, format_id, parse_id
 
 TS_FIELD = "ts"
 DATA_FIELD = "data"

@@ -34,14 +34,14 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from processors.pipelines import Pipelines
-from realtime import errors, jsoncodec
+from realtime.core import errors, jsoncodec
+from realtime.core.keys import Keys
+from realtime.core.metrics import ProcessMetrics
+from realtime.core.settings import Settings
+from realtime.core.topics import partition_of
 from realtime.ingest_auth import IngestKeys, PublishKey, Unauthorized
-from realtime.keys import Keys
-from realtime.metrics import ProcessMetrics
 from realtime.ratelimit import IngestRate
 from realtime.schemas import EventSchema, field_errors
-from realtime.settings import Settings
-from realtime.topics import partition_of
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import hmac
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
-from realtime.settings import IngestKeySpec, Settings
+from realtime.core.settings import IngestKeySpec, Settings
 
 
 class Unauthorized(Exception):

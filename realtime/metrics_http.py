@@ -19,9 +19,10 @@ from contextlib import asynccontextmanager
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from realtime import admin, errors
-from realtime.metrics import CONTENT_TYPE, ProcessMetrics, WebMetrics
-from realtime.settings import Settings
+from realtime import admin
+from realtime.core import errors
+from realtime.core.metrics import CONTENT_TYPE, ProcessMetrics, WebMetrics
+from realtime.core.settings import Settings
 
 logger = logging.getLogger(__name__)
 

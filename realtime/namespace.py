@@ -14,13 +14,13 @@ from typing import Any
 import socketio
 from marshmallow import Schema, ValidationError
 
-from realtime import errors
 from realtime.access import Access
+from realtime.core import errors
+from realtime.core.keys import NAMESPACE
+from realtime.core.settings import Settings
+from realtime.core.streamids import parse_id
 from realtime.delivery import Delivery, HistoryUnavailable
-from realtime.keys import NAMESPACE
 from realtime.schemas import SubscribeSchema, UnsubscribeSchema, field_errors
-from realtime.settings import Settings
-from realtime.streamids import parse_id
 
 logger = logging.getLogger(__name__)
 

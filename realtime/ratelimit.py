@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from redis.asyncio import Redis
 
-from realtime.keys import Keys
+from realtime.core.keys import Keys
 
 
 class TokenBucket:

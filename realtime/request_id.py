@@ -14,7 +14,7 @@ import uuid
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from realtime.logs import current_context, log_context
+from realtime.core.logs import current_context, log_context
 
 HEADER = "X-Request-ID"
 # Long enough for a UUID or a trace id; nothing that could forge a log line.

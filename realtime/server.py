@@ -16,7 +16,7 @@ import signal
 from aiohttp import web
 
 from realtime.app import DRAIN
-from realtime.settings import Settings
+from realtime.core.settings import Settings
 
 logger = logging.getLogger(__name__)
 

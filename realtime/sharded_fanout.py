@@ -33,13 +33,13 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from realtime import jsoncodec
-from realtime.backoff import Backoff
 from realtime.channels import IDLE_PING_S, ChannelListener
-from realtime.connections import connect
+from realtime.core import jsoncodec
+from realtime.core.backoff import Backoff
+from realtime.core.connections import connect
+from realtime.core.settings import Settings
+from realtime.core.tasks import cancel_and_wait
 from realtime.fanout import FanoutError, FanoutManager
-from realtime.settings import Settings
-from realtime.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
 

@@ -33,11 +33,11 @@ from typing import Any
 import engineio
 import socketio
 
+from realtime.core.keys import SUBSCRIBE_EVENT, UNSUBSCRIBE_EVENT
+from realtime.core.logs import log_context
+from realtime.core.topics import is_valid_topic
 from realtime.engine import EngineServer, EngineSocket
 from realtime.inbound import malformed
-from realtime.keys import SUBSCRIBE_EVENT, UNSUBSCRIBE_EVENT
-from realtime.logs import log_context
-from realtime.topics import is_valid_topic
 
 logger = logging.getLogger(__name__)
 

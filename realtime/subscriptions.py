@@ -30,7 +30,7 @@ from types import MappingProxyType
 from typing import Any
 
 from realtime.conflate import Conflater
-from realtime.streamids import StreamId, parse_id
+from realtime.core.streamids import StreamId, parse_id
 
 WireEvent = dict[str, Any]
 

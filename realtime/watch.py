@@ -9,8 +9,8 @@ from typing import Any, TextIO
 
 import aiohttp
 
-from realtime import jsoncodec
 from realtime.client import ConnectRefused, RealtimeClient
+from realtime.core import jsoncodec
 
 
 def format_event(event: dict[str, Any]) -> str:

@@ -13,10 +13,10 @@ from hypothesis import settings as hypothesis_settings
 from redis.asyncio import Redis
 
 from processors.consumer import Consumer
-from realtime.connections import connect
+from realtime.core.connections import connect
+from realtime.core.settings import Settings
 from realtime.embedded import RedisServer
 from realtime.fanout import FanoutManager
-from realtime.settings import Settings
 from tests.helpers.clients import Collector
 from tests.helpers.inprocess import running_app
 from tests.helpers.processes import ProcessGroup

@@ -11,8 +11,8 @@ from typing import Any
 
 import socketio
 
-from realtime import jsoncodec
-from realtime.settings import Settings
+from realtime.core import jsoncodec
+from realtime.core.settings import Settings
 from tests.helpers.processes import ProcessGroup
 
 ADMIN = {"username": "ops", "password": "Adm1n-pa55-only-for-this-test"}

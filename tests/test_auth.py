@@ -9,8 +9,8 @@ import jwt
 import pytest
 
 from realtime.auth import AuthError, Grant, TokenVerifier, load_public_key, unprotected
+from realtime.core.settings import Settings, SettingsError
 from realtime.ingest_auth import IngestKeys, Unauthorized
-from realtime.settings import Settings, SettingsError
 from tests.helpers.tokens import (
     INGEST_KEY,
     INGEST_KEYS,

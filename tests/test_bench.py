@@ -13,8 +13,8 @@ from bench.loadgen import Tally
 from bench.probe import Probe
 from bench.stepping import RateSearch
 from realtime.app import DELIVERY
+from realtime.core.settings import Settings
 from realtime.loadtest import stamped
-from realtime.settings import Settings
 from tests.helpers.inprocess import serving
 
 

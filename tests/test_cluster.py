@@ -15,12 +15,12 @@ from typing import Any
 import redis
 
 from processors.dlq import run_dlq
-from realtime import jsoncodec
 from realtime.cli import build_parser
-from realtime.connections import connect
-from realtime.keys import Keys
-from realtime.settings import Settings
-from realtime.topics import partition_of
+from realtime.core import jsoncodec
+from realtime.core.connections import connect
+from realtime.core.keys import Keys
+from realtime.core.settings import Settings
+from realtime.core.topics import partition_of
 from tests.helpers.clients import Collector, Watcher, post_events
 from tests.helpers.feed import Feed
 from tests.helpers.processes import ProcessGroup

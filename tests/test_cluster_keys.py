@@ -11,9 +11,9 @@ from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 from processors.elsewhere import slot_of, split
 from processors.fenced import CommitPlan, HistoryWrite
-from realtime.keys import Keys, partition_tag
-from realtime.settings import Settings, SettingsError
-from realtime.topics import TOPIC_PATTERN, partition_of
+from realtime.core.keys import Keys, partition_tag
+from realtime.core.settings import Settings, SettingsError
+from realtime.core.topics import TOPIC_PATTERN, partition_of
 
 topics = st.from_regex(TOPIC_PATTERN, fullmatch=True)
 

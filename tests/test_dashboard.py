@@ -6,8 +6,8 @@ from pathlib import Path
 
 import aiohttp
 
+from realtime.core.settings import Settings
 from realtime.dashboard import STATIC_DIR
-from realtime.settings import Settings
 from tests.helpers.inprocess import running_app
 
 

@@ -11,12 +11,12 @@ from redis.asyncio import Redis
 
 from processors.consumer import Consumer
 from processors.dlq import run_dlq
-from realtime import jsoncodec
 from realtime.cli import build_parser
+from realtime.core import jsoncodec
+from realtime.core.keys import Keys
+from realtime.core.settings import Settings
 from realtime.fanout import FanoutManager
 from realtime.ingest import IngestWriter
-from realtime.keys import Keys
-from realtime.settings import Settings
 
 
 @pytest.fixture

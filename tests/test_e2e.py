@@ -6,7 +6,7 @@ import asyncio
 
 import aiohttp
 
-from realtime.settings import Settings
+from realtime.core.settings import Settings
 from tests.helpers.clients import Collector, id_key, post_events
 from tests.helpers.processes import ProcessGroup
 

@@ -20,12 +20,12 @@ from redis.exceptions import RedisError
 from processors.consumer import Consumer
 from realtime.app import MANAGER, SIO
 from realtime.channels import ChannelListener
-from realtime.connections import connect
+from realtime.core.connections import connect
+from realtime.core.keys import Keys
+from realtime.core.settings import Settings
+from realtime.core.tasks import cancel_and_wait
 from realtime.embedded import RedisServer
 from realtime.fanout import FanoutManager
-from realtime.keys import Keys
-from realtime.settings import Settings
-from realtime.tasks import cancel_and_wait
 from tests.helpers.clients import Collector, post_events
 from tests.helpers.feed import Feed
 from tests.helpers.inprocess import serving

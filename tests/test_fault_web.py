@@ -13,9 +13,9 @@ import socket
 import time
 from pathlib import Path
 
+from realtime.core.settings import Settings
+from realtime.core.streamids import parse_id
 from realtime.embedded import RedisServer
-from realtime.settings import Settings
-from realtime.streamids import parse_id
 from tests.helpers.clients import Collector, Watcher, post_events
 from tests.helpers.feed import Feed
 from tests.helpers.processes import ProcessGroup

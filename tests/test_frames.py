@@ -8,7 +8,7 @@ import struct
 import pytest
 from socketio import packet
 
-from realtime import jsoncodec
+from realtime.core import jsoncodec
 from realtime.frames import Frame, websocket_text_frame
 
 

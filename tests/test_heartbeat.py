@@ -12,9 +12,9 @@ import uuid
 
 from redis.asyncio import Redis
 
+from realtime.core.keys import Keys
+from realtime.core.settings import Settings
 from realtime.embedded import free_port
-from realtime.keys import Keys
-from realtime.settings import Settings
 from tests.helpers.clients import post_events
 from tests.helpers.processes import ProcessGroup, settings_env
 

@@ -9,8 +9,8 @@ from processors.fenced import CommitPlan, FencedPartition, HistoryWrite, LeaseLo
 from processors.groups import ensure_group
 from processors.leases import Lease, Leases
 from processors.membership import Membership, fair_share
-from realtime.keys import Keys
-from realtime.settings import Settings
+from realtime.core.keys import Keys
+from realtime.core.settings import Settings
 
 
 @pytest.fixture

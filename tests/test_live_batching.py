@@ -13,9 +13,9 @@ import pytest
 
 from realtime import delivery as delivery_module
 from realtime.app import DELIVERY, SIO
-from realtime.keys import NAMESPACE
+from realtime.core.keys import NAMESPACE
+from realtime.core.settings import Settings
 from realtime.loadtest import wsclient
-from realtime.settings import Settings
 from tests.helpers.inprocess import serving
 
 TOPIC = "batch.t"

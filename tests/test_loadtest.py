@@ -6,9 +6,9 @@ import asyncio
 import subprocess
 import sys
 
-from realtime import jsoncodec
+from realtime.core import jsoncodec
+from realtime.core.settings import Settings
 from realtime.embedded import free_port
-from realtime.settings import Settings
 from tests.helpers.processes import ProcessGroup
 from tests.helpers.tokens import INGEST_KEY, INGEST_KEYS, SECRET, hs256
 

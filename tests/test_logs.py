@@ -1,5 +1,5 @@
 """Structured logs: JSON lines, context fields (request id, client, topic, consumer), and
-no secret in any line: unit tests of realtime/logs.py, the request-id middleware in the
+no secret in any line: unit tests of realtime/core/logs.py, the request-id middleware in the
 app, and real processes against a Redis that has a password."""
 
 from __future__ import annotations
@@ -20,9 +20,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from redis import Redis
 
-from realtime import logs, request_id
+from realtime import request_id
+from realtime.core import logs
+from realtime.core.settings import Settings
 from realtime.embedded import RedisServer, free_port
-from realtime.settings import Settings
 from tests.helpers.clients import Collector
 from tests.helpers.inprocess import running_app
 from tests.helpers.processes import ProcessGroup, RealtimeProcess

@@ -9,7 +9,7 @@ import math
 
 import aiohttp
 
-from realtime.settings import Settings
+from realtime.core.settings import Settings
 from tests.helpers.clients import Collector, post_events
 from tests.helpers.processes import ProcessGroup
 

@@ -15,13 +15,13 @@ from processors.consumer import Consumer
 from processors.fenced import CommitFailure, CommitPlan, FencedPartition, HistoryWrite
 from processors.pipelines import Plan
 from processors.transform import IngestEvent, passthrough
-from realtime import jsoncodec
+from realtime.core import jsoncodec
+from realtime.core.keys import Keys
+from realtime.core.metrics import WorkerMetrics
+from realtime.core.settings import Settings
+from realtime.core.topics import partition_of
 from realtime.fanout import FanoutManager
 from realtime.ingest import IngestWriter
-from realtime.keys import Keys
-from realtime.metrics import WorkerMetrics
-from realtime.settings import Settings
-from realtime.topics import partition_of
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ import re
 import sys
 from pathlib import Path
 
+from realtime.core.settings import Settings
 from realtime.embedded import free_port
-from realtime.settings import Settings
 from tests.helpers.clients import Collector, post_events
 from tests.helpers.processes import ProcessGroup, settings_env
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import aiohttp
 
+from realtime.core.settings import Settings
 from realtime.embedded import RedisServer
-from realtime.settings import Settings
 from tests.helpers.clients import Watcher, post_events
 from tests.helpers.inprocess import running_app
 from tests.helpers.processes import ProcessGroup

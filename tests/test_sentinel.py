@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from realtime.settings import Settings
+from realtime.core.settings import Settings
 from tests.helpers.clients import Collector, Watcher, id_key
 from tests.helpers.feed import Feed
 from tests.helpers.processes import ProcessGroup

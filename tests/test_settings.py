@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from realtime.settings import Settings, SettingsError, environment_variables
+from realtime.core.settings import Settings, SettingsError, environment_variables
 
 
 def test_defaults() -> None:

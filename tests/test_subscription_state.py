@@ -10,8 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from realtime.conflate import Conflater
+from realtime.core.streamids import parse_id
 from realtime.history import Extent, covers
-from realtime.streamids import parse_id
 from realtime.subscriptions import Batch, Subscriptions, Target
 
 

@@ -16,12 +16,12 @@ from processors.consumer import Consumer
 from processors.groups import ensure_group, remove_dead_consumers
 from processors.pipelines import Plan
 from processors.transform import IngestEvent, passthrough
-from realtime import jsoncodec
+from realtime.core import jsoncodec
+from realtime.core.keys import Keys
+from realtime.core.settings import Settings
+from realtime.core.topics import partition_of
 from realtime.fanout import FanoutManager
 from realtime.ingest import IngestWriter
-from realtime.keys import Keys
-from realtime.settings import Settings
-from realtime.topics import partition_of
 
 
 @pytest.fixture

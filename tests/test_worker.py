@@ -11,12 +11,12 @@ from redis.asyncio import Redis
 
 from processors.consumer import Consumer
 from processors.groups import trim_acknowledged
-from realtime import jsoncodec
+from realtime.core import jsoncodec
+from realtime.core.keys import Keys
+from realtime.core.settings import Settings
+from realtime.core.topics import partition_of
 from realtime.fanout import FanoutManager
 from realtime.ingest import IngestWriter
-from realtime.keys import Keys
-from realtime.settings import Settings
-from realtime.topics import partition_of
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 
 from realtime.app import DELIVERY
-from realtime.settings import Settings
+from realtime.core.settings import Settings
 from tests.helpers.inprocess import serving
 
 

@@ -17,9 +17,9 @@ from aiohttp.test_utils import TestServer
 
 from realtime import websocket
 from realtime.app import SIO, create_app
+from realtime.core.settings import Settings
 from realtime.embedded import free_port
 from realtime.engine import EngineSocket
-from realtime.settings import Settings
 from realtime.wsconnection import WebSocketConnection
 from tests.test_websocket import client_frame
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from realtime import jsoncodec
+from realtime.core import jsoncodec
 from realtime.websocket import OP_BINARY as OP_BINARY  # RFC 6455's, for the clients here
 from realtime.websocket import OP_CLOSE as OP_CLOSE
 from realtime.websocket import OP_CONTINUATION as OP_CONTINUATION

@@ -7,8 +7,8 @@ from redis.asyncio import Redis
 
 from processors.history import history_write
 from processors.transform import TopicEvent
-from realtime.keys import Keys
-from realtime.settings import Settings
+from realtime.core.keys import Keys
+from realtime.core.settings import Settings
 
 
 async def write_history(redis: Redis, settings: Settings, topic: str, ms: range) -> list[str]:

@@ -9,8 +9,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from realtime.app import create_app
+from realtime.core.settings import Settings
 from realtime.embedded import free_port
-from realtime.settings import Settings
 
 
 @asynccontextmanager

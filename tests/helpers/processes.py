@@ -13,8 +13,8 @@ import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 
+from realtime.core.settings import Settings
 from realtime.embedded import free_port
-from realtime.settings import Settings
 
 
 def settings_env(settings: Settings, **extra: str) -> dict[str, str]:

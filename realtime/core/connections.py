@@ -1,7 +1,7 @@
 """Redis connections for the streams side (ingest, history, worker), built from settings.
 
 `REDIS_URL` names one server (`redis://`, `rediss://`, `unix://`) or, with
-`redis+sentinel://`, the primary a set of Sentinels names (see `realtime.redisurl`). With
+`redis+sentinel://`, the primary a set of Sentinels names (see `realtime.core.redisurl`). With
 Sentinel, every new connection asks the Sentinels where the primary is, so a client
 follows a failover by itself: connections to the old primary fail (or are told it is
 read-only now), the caller's retry or reconnect opens a new one, and that one goes to
@@ -25,8 +25,8 @@ from redis.asyncio.sentinel import Sentinel, SentinelManagedConnection
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from realtime.redisurl import SentinelTarget, is_sentinel, parse_sentinel_url, scheme_of
-from realtime.settings import Settings
+from realtime.core.redisurl import SentinelTarget, is_sentinel, parse_sentinel_url, scheme_of
+from realtime.core.settings import Settings
 
 
 def redis_options(settings: Settings, *, blocking_ms: int = 0, retries: int = 1) -> dict[str, Any]:

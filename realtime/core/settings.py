@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from realtime.redisurl import RedisUrlError, check_url, scheme_of
+from realtime.core.redisurl import RedisUrlError, check_url, scheme_of
 
 DEFAULT_PORT = 8080
 
@@ -170,7 +170,7 @@ class Settings:
     client_backlog_packets: int = 1000
     slow_client_s: float = 30.0
     log_level: str = "INFO"
-    # every other library's loggers (redis, aiohttp, socketio, ...): realtime/logs.py
+    # every other library's loggers (redis, aiohttp, socketio, ...): realtime/core/logs.py
     library_log_level: str = "WARNING"
     # The built dashboard served at `/`; empty: the one built into the package.
     dashboard_dir: str = ""
@@ -334,7 +334,7 @@ class Settings:
 
     def secret_values(self) -> tuple[str, ...]:
         """Every secret these settings hold (fields made with `secret()` and the Redis
-        password), for the log redaction in `realtime.logs`."""
+        password), for the log redaction in `realtime.core.logs`."""
         values = [getattr(self, f.name) for f in fields(self) if f.metadata.get("secret")]
         flat = [v for value in values for v in (value if isinstance(value, tuple) else (value,))]
         flat += [spec.key for spec in self.ingest_keys]

@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING
 
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
-from realtime.topics import partition_of
+from realtime.core.topics import partition_of
 
 if TYPE_CHECKING:
-    from realtime.settings import Settings
+    from realtime.core.settings import Settings
 
 UPDATE_EVENT = "update"
 SUBSCRIBE_EVENT = "subscribe"

@@ -25,8 +25,8 @@ from datetime import UTC, datetime
 from types import MappingProxyType, TracebackType
 from typing import Any, TextIO
 
-from realtime import jsoncodec
-from realtime.settings import Settings
+from realtime.core import jsoncodec
+from realtime.core.settings import Settings
 
 REDACTED = "***"
 
