@@ -49,9 +49,9 @@ from redis.asyncio import Redis
 from processors.consumer import Consumer
 from processors.groups import ensure_group
 from processors.history import history_write
-from processors.pipeline_config import PipelinesConfig, default_pipelines
-from processors.pipelines import Pipelines
-from processors.transform import decode_entry, group_by_topic, passthrough
+from processors.pipelines.config import PipelinesConfig, default_pipelines
+from processors.pipelines.plan import Pipelines
+from processors.pipelines.transform import decode_entry, group_by_topic, passthrough
 from realtime.core.connections import connect
 from realtime.core.keys import Keys
 from realtime.core.settings import Settings

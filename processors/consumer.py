@@ -34,8 +34,8 @@ from processors.leases import Lease, Leases
 from processors.membership import Membership, fair_share
 from processors.partition import PartitionRunner
 from processors.partition_pipelines import PartitionPipelines, Planner
-from processors.pipeline_config import load_pipelines
-from processors.pipelines import Pipelines
+from processors.pipelines.config import load_pipelines
+from processors.pipelines.plan import Pipelines
 from realtime.core.backoff import Backoff
 from realtime.core.keys import Keys
 from realtime.core.metrics import WorkerMetrics
@@ -127,7 +127,7 @@ class Consumer:
     @property
     def skipped_events(self) -> Counter[tuple[str, str]]:
         """What the pipelines did not produce, per (pipeline, reason): see REASONS in
-        processors/pipelines.py. Only grows."""
+        processors/pipelines/plan.py. Only grows."""
         total = Counter(self._skipped)
         for owned in [*self.owned.values(), *self.retiring.values()]:
             total.update(owned.runner.stage.skipped)

@@ -10,7 +10,7 @@ Bounded with an approximate MAXLEN. The reading side is `realtime/history.py`.
 from __future__ import annotations
 
 from processors.fenced import HistoryWrite
-from processors.transform import TopicEvent
+from processors.pipelines.transform import TopicEvent
 from realtime.core import jsoncodec
 from realtime.core.keys import Keys
 from realtime.history import DATA_FIELD, TS_FIELD

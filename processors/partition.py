@@ -32,8 +32,8 @@ from redis.exceptions import RedisError, ResponseError
 from processors.fenced import Entry, FencedPartition, LeaseLost, is_missing_group
 from processors.groups import ensure_group
 from processors.partition_pipelines import Outcome, PartitionPipelines
-from processors.pipelines import hops_of
-from processors.transform import TransformError, decode_entry
+from processors.pipelines.plan import hops_of
+from processors.pipelines.transform import TransformError, decode_entry
 from realtime.core.backoff import Backoff
 from realtime.core.keys import Keys
 from realtime.core.metrics import WorkerMetrics

@@ -1,11 +1,11 @@
 """The pipelines of one partition: what each batch's commit writes, and when it acks.
 
 The partition runner (`processors/partition.py`) plans each entry with the configured
-pipelines (`processors/pipelines.py`) and hands the batch here; `build` turns it into the
+pipelines (`processors/pipelines/plan.py`) and hands the batch here; `build` turns it into the
 batch's lease-fenced commit (`processors/fenced.py`): pass-through events and window
 outputs (history + publish), routed copies (XADDs to their target topic's ingest
 stream), the window checkpoint `rt:windows:{p}`, dead letters and acks. The contract
-is the docstring of `processors/aggregator.py`; in short:
+is the docstring of `processors/pipelines/partition_windows.py`; in short:
 
 - an entry's window values are fed only if its id is above `offset` (the checkpoint
   holds them otherwise), its routed copies written only if above `routed`;
@@ -33,12 +33,12 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from processors.aggregator import ROUTED_FIELD, Aggregator, parse_id
 from processors.dead_letters import dead_letter_record
 from processors.fenced import CommitPlan, Entry, Value
 from processors.history import history_write
-from processors.pipelines import Pipelines, Plan
-from processors.transform import IngestEvent, TopicEvent, group_by_topic
+from processors.pipelines.partition_windows import ROUTED_FIELD, Aggregator, parse_id
+from processors.pipelines.plan import Pipelines, Plan
+from processors.pipelines.transform import IngestEvent, TopicEvent, group_by_topic
 from realtime.core import jsoncodec
 from realtime.core.keys import Keys
 from realtime.core.topics import partition_of
@@ -147,7 +147,7 @@ class PartitionPipelines:
         checkpoint: bool = False,
     ) -> Batch:
         """The commit for `outcomes` (none failed). `clock_ms`: the timer may close idle
-        windows (a valid clock, see processors/aggregator.py); `checkpoint`: save now."""
+        windows (a valid clock, see pipelines/partition_windows.py); `checkpoint`: save now."""
         aggregator = self.aggregator
         plan = CommitPlan()
         sources: list[int] = []

@@ -16,8 +16,8 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from redis.asyncio import Redis
 
-from processors.pipeline_config import load_pipelines
-from processors.pipelines import Pipelines
+from processors.pipelines.config import load_pipelines
+from processors.pipelines.plan import Pipelines
 from realtime import admin, auth, dashboard, ingest_auth, request_id
 from realtime.access import Access
 from realtime.core import errors, jsoncodec

@@ -41,7 +41,7 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
-    from processors.pipeline_config import PipelinesError, load_pipelines
+    from processors.pipelines.config import PipelinesError, load_pipelines
     from realtime.app import create_app
     from realtime.server import serve
 
@@ -107,7 +107,7 @@ def cmd_process_check(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_process(settings: Settings, args: argparse.Namespace) -> int:
-    from processors.pipeline_config import PipelinesError, load_pipelines
+    from processors.pipelines.config import PipelinesError, load_pipelines
     from processors.worker import run_worker
 
     if args.check:
@@ -191,7 +191,7 @@ def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_pipelines_check(settings: Settings, args: argparse.Namespace) -> int:
-    from processors.pipeline_config import PipelinesError, describe, load_pipelines
+    from processors.pipelines.config import PipelinesError, describe, load_pipelines
 
     path = args.file if args.file is not None else settings.pipelines_file
     try:

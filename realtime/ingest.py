@@ -33,7 +33,7 @@ from marshmallow import ValidationError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from processors.pipelines import Pipelines
+from processors.pipelines.plan import Pipelines
 from realtime.core import errors, jsoncodec
 from realtime.core.keys import Keys
 from realtime.core.metrics import ProcessMetrics

@@ -13,8 +13,8 @@ from redis.asyncio import Redis
 
 from processors.consumer import Consumer
 from processors.fenced import CommitFailure, CommitPlan, FencedPartition, HistoryWrite
-from processors.pipelines import Plan
-from processors.transform import IngestEvent, passthrough
+from processors.pipelines.plan import Plan
+from processors.pipelines.transform import IngestEvent, passthrough
 from realtime.core import jsoncodec
 from realtime.core.keys import Keys
 from realtime.core.metrics import WorkerMetrics

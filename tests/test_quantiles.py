@@ -8,7 +8,7 @@ from ddsketch import DDSketch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from processors.quantiles import ALPHA, EXACT_LIMIT, MAX_BINS, Quantiles
+from processors.pipelines.quantiles import ALPHA, EXACT_LIMIT, MAX_BINS, Quantiles
 
 QS = (0.0, 0.5, 0.95, 0.99, 1.0)
 TINY = 1e-300  # below this, values count as zero (absolute error)

@@ -14,8 +14,8 @@ from redis.asyncio.client import PubSub
 
 from processors.consumer import Consumer
 from processors.groups import ensure_group, remove_dead_consumers
-from processors.pipelines import Plan
-from processors.transform import IngestEvent, passthrough
+from processors.pipelines.plan import Plan
+from processors.pipelines.transform import IngestEvent, passthrough
 from realtime.core import jsoncodec
 from realtime.core.keys import Keys
 from realtime.core.settings import Settings

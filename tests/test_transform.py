@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from processors.transform import (
+from processors.pipelines.transform import (
     IngestEvent,
     TopicEvent,
     TransformError,

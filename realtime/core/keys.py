@@ -102,7 +102,7 @@ class Keys:
 
     def windows(self, partition: int) -> str:
         """A partition's window checkpoint: a hash of window states and ingest offsets
-        (processors/aggregator.py)."""
+        (processors/pipelines/partition_windows.py)."""
         if self.cluster:
             return f"{self.prefix}windows:{self._tag(partition)}"
         return f"{self.prefix}windows:{partition}"

@@ -6,7 +6,7 @@ from __future__ import annotations
 from redis.asyncio import Redis
 
 from processors.history import history_write
-from processors.transform import TopicEvent
+from processors.pipelines.transform import TopicEvent
 from realtime.core.keys import Keys
 from realtime.core.settings import Settings
 

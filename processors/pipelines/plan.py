@@ -1,14 +1,14 @@
 """What one ingest event produces under the configured pipelines (pure, no I/O).
 
-The worker's step between decoding an ingest entry (`processors/transform.py`) and
+The worker's step between decoding an ingest entry (`processors/pipelines/transform.py`) and
 writing: `Pipelines.plan(event)` returns a `Plan`:
 
 - `passthrough`: the event on its own topic (id = ingest id), unless a matching pipeline
   says `passthrough: false` or drops it;
 - `routed`: copies for other topics. They are NOT written to those topics directly: they
-  re-enter ingest on the target topic's partition (see processors/aggregator.py for why),
+  re-enter ingest on the target topic's partition (see partition_windows.py for why),
   carrying `hops` so a routing loop stops after MAX_HOPS;
-- `feeds`: values for the window aggregator (`processors/aggregator.py`), one per
+- `feeds`: values for the window aggregator (`partition_windows.py`), one per
   matching pipeline with windows, with the output topic of each window size;
 - `skipped`: what was not produced and why (a metric per pipeline and reason).
 
@@ -25,12 +25,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from processors.aggregate import numeric
-from processors.pipeline_config import PipelineConfig, PipelinesConfig
-from processors.predicates import Path, get_path
-from processors.routing import INVALID_TOPIC, MISSING_KEY
-from processors.transform import IngestEvent, TopicEvent
-from processors.windows import WindowSpec
+from processors.pipelines.aggregates import numeric
+from processors.pipelines.config import PipelineConfig, PipelinesConfig
+from processors.pipelines.predicates import Path, get_path
+from processors.pipelines.routing import INVALID_TOPIC, MISSING_KEY
+from processors.pipelines.transform import IngestEvent, TopicEvent
+from processors.pipelines.windows import WindowSpec
 from realtime.core import jsoncodec
 from realtime.core.topics import is_valid_topic
 

@@ -3,13 +3,13 @@
 Read once at start-up by the worker (and by `realtime pipelines check`); a bad file stops
 the process with every problem listed by its path in the file, e.g.
 `pipelines[0] (metrics).windows.sizes[1]: not a duration: '10x' (use ms, s, m, h or d)`.
-`processors/pipelines.py` turns the result into the per-event plan.
+`processors/pipelines/plan.py` turns the result into the per-event plan.
 
     pipelines:
       - name: metrics              # [a-z0-9][a-z0-9_-]*, unique
         match: "metrics.*"         # glob on the ingest topic, or a list of globs
         passthrough: true          # default true; false: the event is not kept on its topic
-        drop_if: "value < 0"       # optional predicate (processors/predicates.py)
+        drop_if: "value < 0"       # optional predicate (processors/pipelines/predicates.py)
         windows:                   # optional tumbling event-time windows
           field: value             # numeric data field (default value)
           sizes: [1s, 10s, 1m]     # each a multiple of the smallest
@@ -41,9 +41,9 @@ from marshmallow import (
     validates_schema,
 )
 
-from processors.predicates import PATH_PATTERN, Path, Predicate, PredicateError, parse
-from processors.routing import Template, TemplateError
-from processors.windows import WindowSpec
+from processors.pipelines.predicates import PATH_PATTERN, Path, Predicate, PredicateError, parse
+from processors.pipelines.routing import Template, TemplateError
+from processors.pipelines.windows import WindowSpec
 from realtime.core import jsoncodec
 from realtime.core.topics import is_valid_topic
 

@@ -1,7 +1,7 @@
 """The window aggregator of one ingest partition: outputs, their ids, checkpoints (pure).
 
 The worker owns one `Aggregator` per partition it holds a lease on. It feeds it the
-`WindowFeed`s of each entry's plan (`processors/pipelines.py`), calls `advance` from a
+`WindowFeed`s of each entry's plan (`processors/pipelines/plan.py`), calls `advance` from a
 timer, writes the `TopicEvent`s it returns, and checkpoints it. No I/O here; this
 docstring is the contract for the worker integration.
 
@@ -10,12 +10,12 @@ docstring is the contract for the worker integration.
 Topic event ids must increase per topic (they are `rt:topic:{topic}` stream ids, written
 explicitly so that a redelivery is refused as a duplicate). So:
 
-1. Pass-through events keep the ingest entry id (`processors/transform.py`).
+1. Pass-through events keep the ingest entry id (`processors/pipelines/transform.py`).
 2. A window output on `{topic}:{window}` gets id `"{window_end}-0"` and ts = window_start.
    A source topic lives in exactly one partition and the windows of one size close in
    increasing end order, each exactly once (events for a closed window are late), so
    these ids increase per output topic. A replay after a crash recomputes the same
-   window with the same id and content (see "Determinism" in processors/windows.py),
+   window with the same id and content (see "Determinism" in processors/pipelines/windows.py),
    which history refuses as a duplicate. Nobody else may write these topics: ingest
    must refuse them (`Pipelines.derived_from`) and routes cannot target them.
 3. Routed events are never written to their target topic by the source's worker: the
@@ -54,7 +54,7 @@ the integration extends with the routed XADDs and the HSET/HDEL:
    more than the aggregation itself (bench/aggregate.py).
 Because acks and checkpoints commit together under the lease, "pending" means "not in
 the checkpoint": a new owner restores the checkpoint and feeds every claimed pending
-entry; the windows come out identical (see "Determinism" in processors/windows.py),
+entry; the windows come out identical (see "Determinism" in processors/pipelines/windows.py),
 history refuses the repeated ids, and `routed` keeps copies from being sent twice.
 
 The timer: `advance(T)` closes windows of idle topics. T must be an ingest-clock time
@@ -78,9 +78,9 @@ from typing import Any
 
 import orjson
 
-from processors.pipelines import Pipelines, WindowFeed
-from processors.transform import IngestEvent, TopicEvent
-from processors.windows import ClosedWindow, TopicWindows
+from processors.pipelines.plan import Pipelines, WindowFeed
+from processors.pipelines.transform import IngestEvent, TopicEvent
+from processors.pipelines.windows import ClosedWindow, TopicWindows
 
 OFFSET_FIELD = "offset"
 ROUTED_FIELD = "routed"

@@ -1,6 +1,6 @@
 """Topic templates for routes and window outputs: `orders.by_region.{region}` (pure).
 
-Used by `processors/pipelines.py` to name the topic a routed event goes to. A
+Used by `processors/pipelines/plan.py` to name the topic a routed event goes to. A
 placeholder is `{topic}` (the source topic) or `{PATH}` (a field of the event's data,
 `a.b` for nested fields). A field's value becomes part of a topic name as follows:
 strings are lower-cased; integers (and integral floats) in decimal; true/false as
@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from processors.predicates import MISSING, PATH_PATTERN, Path, get_path
+from processors.pipelines.predicates import MISSING, PATH_PATTERN, Path, get_path
 from realtime.core.topics import is_valid_topic
 
 _PLACEHOLDER_RE = re.compile(r"\{([^{}]*)\}")

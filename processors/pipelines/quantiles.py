@@ -1,6 +1,6 @@
 """Percentiles of a window's values: exact while small, a DDSketch above (pure, no I/O).
 
-Part of the aggregate state (`processors/aggregate.py`) that the window aggregator keeps
+Part of the aggregate state (`processors/pipelines/aggregates.py`) that the window aggregator keeps
 per open window. It must merge exactly and serialise compactly, because windows are
 assembled from panes and checkpointed in Redis.
 

@@ -1,6 +1,6 @@
 """The aggregate of one window: count, sum, min, max, avg, last and p50/p95/p99 (pure).
 
-What the window aggregator (`processors/windows.py`) keeps per pane and per window, and
+What the window aggregator (`processors/pipelines/windows.py`) keeps per pane and per window, and
 what a closed window's output event carries. Three properties matter and are tested:
 
 - mergeable: `a.merge(b)` equals the aggregate of a's and b's events together, exactly,
@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from processors.quantiles import EXACT_LIMIT, Quantiles
+from processors.pipelines.quantiles import EXACT_LIMIT, Quantiles
 
 PERCENTILES: tuple[tuple[str, float], ...] = (("p50", 0.50), ("p95", 0.95), ("p99", 0.99))
 _QS = tuple(q for _, q in PERCENTILES)

@@ -1,7 +1,7 @@
 """Tumbling event-time windows of one source topic: panes, watermark, lateness (pure).
 
 The worker keeps one `TopicWindows` per (pipeline, source topic) through
-`processors/aggregator.py`; this module decides which window an event belongs to, when
+`partition_windows.py`; this module decides which window an event belongs to, when
 a window closes, and which events are too late.
 
 Windows are aligned to the epoch: a window of size S holds events with
@@ -27,7 +27,7 @@ skewed clocks, and one lagging producer must not make every other topic's events
 Determinism: the idle rule is applied with each event's own ingest ms before that event
 is judged, so what each window contains depends only on the ingest stream (ids and
 fields), not on when the worker's timer ran, provided `advance(T)` is only called with
-T <= the ingest ms of every entry not yet fed (see processors/aggregator.py). Replaying
+T <= the ingest ms of every entry not yet fed (see partition_windows.py). Replaying
 a partition after a crash therefore rebuilds exactly the same windows.
 """
 
@@ -36,7 +36,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from processors.aggregate import Aggregate
+from processors.pipelines.aggregates import Aggregate
 
 NEVER = -(2**62)  # below any epoch-ms timestamp; keeps the hot path free of None checks
 FOREVER = 2**62
