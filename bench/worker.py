@@ -4,7 +4,7 @@ one run.
 
     .venv/bin/python -m bench.worker [--events 100000] [--topics 100] [--runs 5]
 
-Fills the ingest streams, then times one worker (the real `processors.consumer.Consumer`
+Fills the ingest streams, then times one worker (the real `processors.worker.consumer.Consumer`
 in burst mode, on uvloop) draining them: read, transform, history XADD, PUBLISH, XACK,
 batched per partition and committed in one Lua script per batch. Variants, interleaved:
 
@@ -46,12 +46,12 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from processors.consumer import Consumer
-from processors.groups import ensure_group
-from processors.history import history_write
 from processors.pipelines.config import PipelinesConfig, default_pipelines
 from processors.pipelines.plan import Pipelines
 from processors.pipelines.transform import decode_entry, group_by_topic, passthrough
+from processors.worker.consumer import Consumer
+from processors.worker.groups import ensure_group
+from processors.worker.history_writes import history_write
 from realtime.core.connections import connect
 from realtime.core.keys import Keys
 from realtime.core.settings import Settings

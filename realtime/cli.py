@@ -90,7 +90,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_process_check(settings: Settings, args: argparse.Namespace) -> int:
     """`realtime process --check`: exit 1 when this worker's heartbeat is stale."""
-    from processors.heartbeat import check
+    from processors.worker.heartbeat import check
 
     consumer = args.consumer or settings.consumer
     if not args.consumer and settings.consumer == default_consumer_name():
@@ -108,7 +108,7 @@ def cmd_process_check(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_process(settings: Settings, args: argparse.Namespace) -> int:
     from processors.pipelines.config import PipelinesError, load_pipelines
-    from processors.worker import run_worker
+    from processors.worker.process import run_worker
 
     if args.check:
         return cmd_process_check(settings, args)
@@ -185,7 +185,7 @@ def cmd_loadtest(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
-    from processors.dlq import run_dlq
+    from processors.worker.dlq import run_dlq
 
     return _run(run_dlq(settings, args))
 
@@ -268,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_loadtest_arguments(loadtest)
     loadtest.set_defaults(func=cmd_loadtest)
 
-    from processors.dlq import add_parser as add_dlq_parser
+    from processors.worker.dlq import add_parser as add_dlq_parser
 
     add_dlq_parser(sub).set_defaults(func=cmd_dlq)
 

@@ -2,7 +2,7 @@
 whether history still covers a position.
 
 `rt:topic:{topic}` holds a topic's events, each under its event id (written by the
-worker, `processors/history.py`). It is trimmed from the oldest end (approximate
+worker, `processors/worker/history_writes.py`). It is trimmed from the oldest end (approximate
 MAXLEN), so history **covers** a position `since` exactly when its oldest entry is at
 or before `since`: then every event after `since` is still there. When the oldest
 entry is later than `since` (or the stream is gone), events after `since` may have been

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 from redis.asyncio import Redis
 
-from processors.consumer import Consumer
+from processors.worker.consumer import Consumer
 from realtime.core.connections import connect
 from realtime.core.settings import Settings
 from realtime.embedded import RedisServer

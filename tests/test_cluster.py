@@ -14,7 +14,7 @@ from typing import Any
 
 import redis
 
-from processors.dlq import run_dlq
+from processors.worker.dlq import run_dlq
 from realtime.cli import build_parser
 from realtime.core import jsoncodec
 from realtime.core.connections import connect

@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
-from processors.consumer import Consumer
-from processors.dlq import run_dlq
+from processors.worker.consumer import Consumer
+from processors.worker.dlq import run_dlq
 from realtime.cli import build_parser
 from realtime.core import jsoncodec
 from realtime.core.keys import Keys

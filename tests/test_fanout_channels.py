@@ -17,7 +17,7 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from processors.consumer import Consumer
+from processors.worker.consumer import Consumer
 from realtime.app import MANAGER, SIO
 from realtime.channels import ChannelListener
 from realtime.core.connections import connect

@@ -74,7 +74,7 @@ def test_the_log_level_is_ours_and_libraries_stay_at_warning(
     saved = (root.handlers[:], root.level, sys.excepthook)
     try:
         logs.setup(Settings.from_env(env), stream)
-        for name in ("realtime.app", "processors.worker"):
+        for name in ("realtime.app", "processors.worker.process"):
             assert logging.getLogger(name).getEffectiveLevel() == ours
         for name in ("redis.asyncio.connection", "aiohttp.server", "socketio.server"):
             assert logging.getLogger(name).getEffectiveLevel() == theirs

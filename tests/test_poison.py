@@ -11,10 +11,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 from redis.asyncio import Redis
 
-from processors.consumer import Consumer
-from processors.fenced import CommitFailure, CommitPlan, FencedPartition, HistoryWrite
 from processors.pipelines.plan import Plan
 from processors.pipelines.transform import IngestEvent, passthrough
+from processors.worker.consumer import Consumer
+from processors.worker.fencing import CommitFailure, CommitPlan, FencedPartition, HistoryWrite
 from realtime.core import jsoncodec
 from realtime.core.keys import Keys
 from realtime.core.metrics import WorkerMetrics
@@ -271,7 +271,7 @@ async def test_on_a_cluster_a_wrong_type_history_key_in_another_slot_is_reported
     redis: Redis, settings: Settings
 ) -> None:
     """A window output whose topic hashes to another partition is written outside the
-    fenced commit (processors/elsewhere.py): its WRONGTYPE is reported like one in the
+    fenced commit (processors/worker/slots.py): its WRONGTYPE is reported like one in the
     commit, by its index in the plan, and nothing is acknowledged. (A single Redis runs
     the cluster-mode scripts alike: it does not check hash slots.)"""
     keys = Keys(settings.prefix, cluster=True, partitions=settings.partitions)

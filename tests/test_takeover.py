@@ -12,10 +12,10 @@ import pytest
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 
-from processors.consumer import Consumer
-from processors.groups import ensure_group, remove_dead_consumers
 from processors.pipelines.plan import Plan
 from processors.pipelines.transform import IngestEvent, passthrough
+from processors.worker.consumer import Consumer
+from processors.worker.groups import ensure_group, remove_dead_consumers
 from realtime.core import jsoncodec
 from realtime.core.keys import Keys
 from realtime.core.settings import Settings

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from processors.consumer import Consumer
-from processors.groups import trim_acknowledged
+from processors.worker.consumer import Consumer
+from processors.worker.groups import trim_acknowledged
 from realtime.core import jsoncodec
 from realtime.core.keys import Keys
 from realtime.core.settings import Settings

@@ -38,8 +38,8 @@ explicitly so that a redelivery is refused as a duplicate). So:
   `TopicWindows.to_state`), written only when it changed since the last checkpoint.
   A field not rewritten is still exact: nothing touched that topic since.
 
-Per batch of entries of partition p, the partition runner (processors/partition.py)
-does, in its one lease-fenced commit script per batch (processors/fenced.py), which
+Per batch of entries of partition p, the partition runner (processors/worker/partition.py)
+does, in its one lease-fenced commit script per batch (processors/worker/fencing.py), which
 the integration extends with the routed XADDs and the HSET/HDEL:
 1. plans each entry; feeds its windows (`feed`) only if its id > `offset`, keeps its
    routed copies only if its id > `routed` (pass-through is idempotent: always redo);

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from redis.asyncio import Redis
 
-from processors.history import history_write
 from processors.pipelines.transform import TopicEvent
+from processors.worker.history_writes import history_write
 from realtime.core.keys import Keys
 from realtime.core.settings import Settings
 

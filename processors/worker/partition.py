@@ -5,7 +5,7 @@ then claims every entry still pending in it (a dead owner's, or its own from bef
 Redis outage or a failed commit) and finishes them, oldest first; only then does it read
 new entries. Each entry is planned by the pipelines and each batch becomes one atomic
 commit: history entries, fan-out publishes, routed copies, window checkpoint, dead
-letters and acks (`processors/partition_pipelines.py`, `processors/fenced.py`). While
+letters and acks (`processors/worker/partition_pipelines.py`, `processors/worker/fencing.py`). While
 windows are open, it wakes at least every TIMER_WAIT_MS to let the timer close idle ones.
 
 A failing entry holds its partition, because the topic's later events must not overtake
@@ -29,11 +29,11 @@ from dataclasses import dataclass, field
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
-from processors.fenced import Entry, FencedPartition, LeaseLost, is_missing_group
-from processors.groups import ensure_group
-from processors.partition_pipelines import Outcome, PartitionPipelines
 from processors.pipelines.plan import hops_of
 from processors.pipelines.transform import TransformError, decode_entry
+from processors.worker.fencing import Entry, FencedPartition, LeaseLost, is_missing_group
+from processors.worker.groups import ensure_group
+from processors.worker.partition_pipelines import Outcome, PartitionPipelines
 from realtime.core.backoff import Backoff
 from realtime.core.keys import Keys
 from realtime.core.metrics import WorkerMetrics

@@ -1,7 +1,7 @@
 """Topic history, the writing side: a topic event becomes an entry of `rt:topic:{topic}`
 whose stream id is the event id.
 
-Idempotent: the commit (`processors/fenced.py`) writes each entry with its explicit id;
+Idempotent: the commit (`processors/worker/fencing.py`) writes each entry with its explicit id;
 Redis refuses an id at or below the stream's last one, and the commit skips that refusal
 as "already written", so a redelivered entry cannot create a second history entry.
 Bounded with an approximate MAXLEN. The reading side is `realtime/history.py`.
@@ -9,8 +9,8 @@ Bounded with an approximate MAXLEN. The reading side is `realtime/history.py`.
 
 from __future__ import annotations
 
-from processors.fenced import HistoryWrite
 from processors.pipelines.transform import TopicEvent
+from processors.worker.fencing import HistoryWrite
 from realtime.core import jsoncodec
 from realtime.core.keys import Keys
 from realtime.history import DATA_FIELD, TS_FIELD

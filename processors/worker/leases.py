@@ -10,7 +10,7 @@ by now. When a worker dies, its leases expire and others take its partitions ove
 A lease alone does not make writes safe: a worker that was paused (GC, CPU starvation,
 a network partition) can wake up after its lease expired. So every read and commit of
 a partition checks the lease again inside Redis, atomically with the write
-(`processors/fenced.py`).
+(`processors/worker/fencing.py`).
 """
 
 from __future__ import annotations

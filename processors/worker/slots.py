@@ -1,6 +1,6 @@
 """Redis Cluster: the part of a partition's commit that lies in other hash slots.
 
-A commit is one Lua script (`processors/fenced.py`), and on a Redis Cluster a script
+A commit is one Lua script (`processors/worker/fencing.py`), and on a Redis Cluster a script
 may only touch keys of one hash slot. `realtime/core/keys.py` puts everything of a partition
 in its slot: its stream, lease, checkpoint, dead letters, and the histories and shard
 channels of its topics. What is left over are the writes a pipeline makes for *other*
@@ -32,7 +32,7 @@ from redis.crc import key_slot
 from realtime.core import jsoncodec
 
 if TYPE_CHECKING:
-    from processors.fenced import CommitPlan, HistoryWrite
+    from processors.worker.fencing import CommitPlan, HistoryWrite
 
 # KEYS: one key of the slot (routes the script). ARGV: history maxlen, then one JSON
 # document {"h": [[key, id, [field, value, ...]], ...], "p": [[channel, payload], ...],

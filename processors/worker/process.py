@@ -6,8 +6,8 @@ import asyncio
 import logging
 import signal
 
-from processors.consumer import Consumer
-from processors.stream_stats import StreamStats
+from processors.worker.consumer import Consumer
+from processors.worker.stream_stats import StreamStats
 from realtime.core.connections import connect
 from realtime.core.keys import Keys
 from realtime.core.metrics import WorkerMetrics

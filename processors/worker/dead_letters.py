@@ -25,7 +25,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from processors.elsewhere import slot_of
+from processors.worker.slots import slot_of
 from realtime.core.keys import Keys
 from realtime.core.streamids import parse_id
 from realtime.core.topics import is_valid_topic, partition_of

@@ -7,7 +7,7 @@ import sys
 import time
 from typing import TextIO
 
-from processors.dead_letters import DeadLetter, DeadLetterStore
+from processors.worker.dead_letters import DeadLetter, DeadLetterStore
 from realtime.core import jsoncodec
 from realtime.core.connections import connect
 from realtime.core.keys import Keys

@@ -15,7 +15,7 @@ Redis) can neither take entries out of the stream nor write anything for them:
   and acks, all or nothing as far as everything after the history writes goes (a
   history write that fails stops the script before anything else is done). On a Redis
   Cluster, the writes outside the partition's hash slot go first, unfenced
-  (`processors/elsewhere.py`).
+  (`processors/worker/slots.py`).
 
 Because a lease changes hands only inside Redis, and every read and commit checks it
 there, the next owner's `claim` sees every entry the previous owner ever read and did
@@ -31,7 +31,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from processors.elsewhere import OtherSlots, slot_of, split
+from processors.worker.slots import OtherSlots, slot_of, split
 from realtime.core import jsoncodec
 from realtime.core.keys import Keys
 

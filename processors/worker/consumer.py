@@ -1,12 +1,12 @@
 """The worker's coordinator: which partitions this worker owns, and a runner for each.
 
 Every `lease_ms / 3` it heartbeats its membership (and its liveness key, which
-`realtime process --check` reads: `processors/heartbeat.py`), renews its leases (a partition whose
+`realtime process --check` reads: `heartbeat.py`), renews its leases (a partition whose
 lease was lost, or not renewed in time, has its runner stopped), works out its fair
 share of partitions from the live workers, hands over partitions above its share (the
 runner finishes its batch, then the lease is released, so the next owner starts at
 once) and takes free partitions below it. Each owned partition has a `PartitionRunner`
-(`processors/partition.py`). Every `HOUSEKEEPING_S` it trims acknowledged entries from
+(`processors/worker/partition.py`). Every `HOUSEKEEPING_S` it trims acknowledged entries from
 its partitions and removes dead workers' consumers from the group.
 
 Any number of workers can run: at most one owns a partition at a time, and partitions
@@ -27,15 +27,15 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from processors.fenced import FencedPartition
-from processors.groups import ensure_group, remove_dead_consumers, trim_acknowledged
-from processors.heartbeat import Heartbeat, stale_after_ms
-from processors.leases import Lease, Leases
-from processors.membership import Membership, fair_share
-from processors.partition import PartitionRunner
-from processors.partition_pipelines import PartitionPipelines, Planner
 from processors.pipelines.config import load_pipelines
 from processors.pipelines.plan import Pipelines
+from processors.worker.fencing import FencedPartition
+from processors.worker.groups import ensure_group, remove_dead_consumers, trim_acknowledged
+from processors.worker.heartbeat import Heartbeat, stale_after_ms
+from processors.worker.leases import Lease, Leases
+from processors.worker.membership import Membership, fair_share
+from processors.worker.partition import PartitionRunner
+from processors.worker.partition_pipelines import PartitionPipelines, Planner
 from realtime.core.backoff import Backoff
 from realtime.core.keys import Keys
 from realtime.core.metrics import WorkerMetrics

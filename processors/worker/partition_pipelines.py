@@ -1,8 +1,8 @@
 """The pipelines of one partition: what each batch's commit writes, and when it acks.
 
-The partition runner (`processors/partition.py`) plans each entry with the configured
+The partition runner (`processors/worker/partition.py`) plans each entry with the configured
 pipelines (`processors/pipelines/plan.py`) and hands the batch here; `build` turns it into the
-batch's lease-fenced commit (`processors/fenced.py`): pass-through events and window
+batch's lease-fenced commit (`processors/worker/fencing.py`): pass-through events and window
 outputs (history + publish), routed copies (XADDs to their target topic's ingest
 stream), the window checkpoint `rt:windows:{p}`, dead letters and acks. The contract
 is the docstring of `processors/pipelines/partition_windows.py`; in short:
@@ -33,12 +33,12 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from processors.dead_letters import dead_letter_record
-from processors.fenced import CommitPlan, Entry, Value
-from processors.history import history_write
 from processors.pipelines.partition_windows import ROUTED_FIELD, Aggregator, parse_id
 from processors.pipelines.plan import Pipelines, Plan
 from processors.pipelines.transform import IngestEvent, TopicEvent, group_by_topic
+from processors.worker.dead_letters import dead_letter_record
+from processors.worker.fencing import CommitPlan, Entry, Value
+from processors.worker.history_writes import history_write
 from realtime.core import jsoncodec
 from realtime.core.keys import Keys
 from realtime.core.topics import partition_of
