@@ -103,7 +103,7 @@ class PysioSender(Sender):
 class PublishSender(Sender):
     def __init__(self, redis_url: str) -> None:
         from realtime.core.connections import connect
-        from realtime.fanout import FanoutManager
+        from realtime.fanout.manager import FanoutManager
 
         self.settings = Settings.from_env(redis_url=redis_url)
         self.fanout = FanoutManager(self.settings, write_only=True)

@@ -56,7 +56,7 @@ from realtime.core.connections import connect
 from realtime.core.keys import Keys
 from realtime.core.settings import Settings
 from realtime.embedded import RedisServer
-from realtime.fanout import FanoutManager
+from realtime.fanout.manager import FanoutManager
 from realtime.ingest import IngestWriter
 
 Variant = Callable[[Settings, Redis], Awaitable[None]]

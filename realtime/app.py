@@ -27,7 +27,8 @@ from realtime.core.metrics import WebMetrics
 from realtime.core.settings import Settings
 from realtime.delivery import Delivery
 from realtime.drain import Drain
-from realtime.fanout import FanoutManager
+from realtime.fanout.manager import FanoutManager
+from realtime.fanout.sharded import fanout_manager
 from realtime.health import Readiness, healthz
 from realtime.history import HistoryReader
 from realtime.inbound import guard_translate_request
@@ -35,7 +36,6 @@ from realtime.ingest import IngestHandler, IngestWriter
 from realtime.metrics_http import PublicMetrics, ingest_status_counter, private_metrics
 from realtime.namespace import TopicNamespace
 from realtime.ratelimit import IngestRate
-from realtime.sharded_fanout import fanout_manager
 from realtime.socketserver import SocketServer
 from realtime.subscriptions import Subscriptions
 

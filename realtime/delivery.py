@@ -38,13 +38,13 @@ from typing import Any, TypeVar
 
 from redis.exceptions import RedisError
 
-from realtime.channels import ChannelListener
 from realtime.conflate import Conflater
 from realtime.core.backoff import Backoff
 from realtime.core.keys import CLOSING_EVENT, NAMESPACE, SLOW_CLIENT
 from realtime.core.metrics import WebMetrics
 from realtime.core.streamids import ZERO, StreamId, format_id, parse_id
 from realtime.engine import EngineSocket
+from realtime.fanout.channels import ChannelListener
 from realtime.frames import Frame
 from realtime.history import HistoryReader, WireEvent, covers
 from realtime.socketserver import SocketServer

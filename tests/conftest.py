@@ -16,7 +16,7 @@ from processors.worker.consumer import Consumer
 from realtime.core.connections import connect
 from realtime.core.settings import Settings
 from realtime.embedded import RedisServer
-from realtime.fanout import FanoutManager
+from realtime.fanout.manager import FanoutManager
 from tests.helpers.clients import Collector
 from tests.helpers.inprocess import running_app
 from tests.helpers.processes import ProcessGroup

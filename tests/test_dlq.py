@@ -15,7 +15,7 @@ from realtime.cli import build_parser
 from realtime.core import jsoncodec
 from realtime.core.keys import Keys
 from realtime.core.settings import Settings
-from realtime.fanout import FanoutManager
+from realtime.fanout.manager import FanoutManager
 from realtime.ingest import IngestWriter
 
 

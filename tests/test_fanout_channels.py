@@ -19,13 +19,13 @@ from redis.exceptions import RedisError
 
 from processors.worker.consumer import Consumer
 from realtime.app import MANAGER, SIO
-from realtime.channels import ChannelListener
 from realtime.core.connections import connect
 from realtime.core.keys import Keys
 from realtime.core.settings import Settings
 from realtime.core.tasks import cancel_and_wait
 from realtime.embedded import RedisServer
-from realtime.fanout import FanoutManager
+from realtime.fanout.channels import ChannelListener
+from realtime.fanout.manager import FanoutManager
 from tests.helpers.clients import Collector, post_events
 from tests.helpers.feed import Feed
 from tests.helpers.inprocess import serving
@@ -346,7 +346,7 @@ async def test_an_idle_listener_pings_redis(
 ) -> None:
     """Its reads block without a timeout; the PINGs are what would fail on a dead
     connection."""
-    monkeypatch.setattr("realtime.channels.IDLE_PING_S", 0.05)
+    monkeypatch.setattr("realtime.fanout.channels.IDLE_PING_S", 0.05)
     async with serving(settings) as (url, _):
         client = await Collector().connect(url)
         await client.subscribe("idle.t")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from realtime.interest import Interest
+from realtime.fanout.interest import Interest
 
 
 def test_first_want_subscribes_and_the_answer_confirms() -> None:

@@ -296,7 +296,9 @@ async def test_processes_log_json_with_context_and_never_a_password(
     assert subscribed[0]["client"]
     # The fan-out listener outlives the request that started it: no request id of its own.
     assert all(
-        "request_id" not in line for line in web_lines if line["logger"] == "realtime.fanout"
+        "request_id" not in line
+        for line in web_lines
+        if line["logger"] == "realtime.fanout.manager"
     )
     assert all(line.get("consumer") for line in worker_lines)
     # Our own lines only: a library (redis-py 8 logs its connects at DEBUG) stays at WARNING.

@@ -20,7 +20,7 @@ from realtime.core.keys import Keys
 from realtime.core.metrics import WorkerMetrics
 from realtime.core.settings import Settings
 from realtime.core.topics import partition_of
-from realtime.fanout import FanoutManager
+from realtime.fanout.manager import FanoutManager
 from realtime.ingest import IngestWriter
 
 

@@ -40,7 +40,7 @@ from realtime.core.backoff import Backoff
 from realtime.core.keys import Keys
 from realtime.core.metrics import WorkerMetrics
 from realtime.core.settings import Settings
-from realtime.fanout import FanoutManager
+from realtime.fanout.manager import FanoutManager
 
 logger = logging.getLogger(__name__)
 

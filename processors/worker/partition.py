@@ -37,7 +37,7 @@ from processors.worker.partition_pipelines import Outcome, PartitionPipelines
 from realtime.core.backoff import Backoff
 from realtime.core.keys import Keys
 from realtime.core.metrics import WorkerMetrics
-from realtime.fanout import FanoutManager
+from realtime.fanout.manager import FanoutManager
 
 logger = logging.getLogger(__name__)
 

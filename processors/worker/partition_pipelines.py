@@ -42,7 +42,7 @@ from processors.worker.history_writes import history_write
 from realtime.core import jsoncodec
 from realtime.core.keys import Keys
 from realtime.core.topics import partition_of
-from realtime.fanout import FanoutManager
+from realtime.fanout.manager import FanoutManager
 
 logger = logging.getLogger(__name__)
 

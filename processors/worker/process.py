@@ -12,8 +12,8 @@ from realtime.core.connections import connect
 from realtime.core.keys import Keys
 from realtime.core.metrics import WorkerMetrics
 from realtime.core.settings import Settings
+from realtime.fanout.sharded import fanout_manager
 from realtime.metrics_http import private_metrics
-from realtime.sharded_fanout import fanout_manager
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ Sentinel, every new connection asks the Sentinels where the primary is, so a cli
 follows a failover by itself: connections to the old primary fail (or are told it is
 read-only now), the caller's retry or reconnect opens a new one, and that one goes to
 the new primary. The fan-out listener and publisher use the same clients
-(`realtime.fanout`), so both sides follow the same URL.
+(`realtime.fanout.manager`), so both sides follow the same URL.
 
 With `REALTIME_REDIS_CLUSTER=1`, `REDIS_URL` names any node of a Redis Cluster and the
 client is redis-py's `RedisCluster` (it learns the slot map from that node and follows

@@ -5,14 +5,14 @@ message costs every shard. A shard channel lives on the shard that owns its hash
 and a message crosses only that shard. Each topic's channel (`Keys.topic_channel`) is a
 shard channel in the slot of the topic's partition, so the worker's commit script can
 SPUBLISH it (a script may only touch its own slot). A web instance SSUBSCRIBEs, as
-elsewhere, only to the topics it has local subscribers of (`realtime/interest.py`), each
+elsewhere, only to the topics it has local subscribers of (`realtime/fanout/interest.py`), each
 on the shard that owns it: one connection per shard it needs, each read by its own
 task (redis-py's `ClusterPubSub.get_sharded_message` polls the shards one after the
 other with the same timeout, which would hold one shard's messages behind another's
 wait). python-socketio's own messages keep the classic common channel (rare, and every
 instance needs them).
 
-The listener keeps `realtime.channels.ChannelListener`'s promises: a topic's history is
+The listener keeps `realtime.fanout.channels.ChannelListener`'s promises: a topic's history is
 read only once Redis confirmed its subscription (`ready`); after a (re)connect every
 subscription is confirmed and the catch-up from history has run before any message is
 passed on. A shard connection that fails, or a channel whose slot moved to another
@@ -33,13 +33,13 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from realtime.channels import IDLE_PING_S, ChannelListener
 from realtime.core import jsoncodec
 from realtime.core.backoff import Backoff
 from realtime.core.connections import connect
 from realtime.core.settings import Settings
 from realtime.core.tasks import cancel_and_wait
-from realtime.fanout import FanoutError, FanoutManager
+from realtime.fanout.channels import IDLE_PING_S, ChannelListener
+from realtime.fanout.manager import FanoutError, FanoutManager
 
 logger = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 It is always subscribed to the common channel (python-socketio's own messages between
 instances) and to the channel of each topic the instance has a local subscriber of
 (`want`), so an instance never receives, let alone decodes, traffic of topics it does not
-host. The bookkeeping is `realtime/interest.py`; this module does the I/O:
+host. The bookkeeping is `realtime/fanout/interest.py`; this module does the I/O:
 
 - A subscription waits for `ready(topic)` before it reads history: Redis has confirmed
   the topic's SUBSCRIBE, so every event is either in what it reads or arrives live.
@@ -38,7 +38,7 @@ from realtime.core.keys import Keys
 from realtime.core.metrics import ProcessMetrics
 from realtime.core.settings import Settings
 from realtime.core.tasks import cancel_and_wait
-from realtime.interest import Interest
+from realtime.fanout.interest import Interest
 
 logger = logging.getLogger(__name__)
 

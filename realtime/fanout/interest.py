@@ -1,5 +1,5 @@
 """Which topic channels a web instance listens on: the bookkeeping of interest-based
-fan-out (`realtime/channels.py` does the I/O).
+fan-out (`realtime/fanout/channels.py` does the I/O).
 
 Pure: no I/O. A topic is *wanted* while the instance has a local subscriber of it
 (`realtime/subscriptions.py` counts them). The listener turns the difference between

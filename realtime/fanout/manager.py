@@ -12,12 +12,12 @@ listening task) rather than fork it:
 - the worker does not publish through the manager: it takes the encoded messages
   (`encode_updates`) and publishes them inside its atomic commit, so an entry is
   acknowledged exactly when its events are in history and published;
-- the listening connection is `realtime.channels`: it reconnects, and every time it has
+- the listening connection is `realtime.fanout.channels`: it reconnects, and every time it has
   (re)subscribed, Redis having confirmed it, the instance's subscriptions catch up from
   history, so what was published while it was not subscribed is not lost;
 - on a web instance, `update` emits go through `realtime.delivery` (per-connection
   state: each event once, in order);
-- the room registry has a per-client index (`realtime.rooms`), so disconnecting many
+- the room registry has a per-client index (`realtime.fanout.rooms`), so disconnecting many
   clients (a drain, a network blip) does not cost O(clients²).
 """
 
@@ -34,14 +34,14 @@ import socketio
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from realtime.channels import ChannelListener
 from realtime.core import jsoncodec
 from realtime.core.connections import connect
 from realtime.core.keys import NAMESPACE, UPDATE_EVENT, Keys
 from realtime.core.settings import Settings
 from realtime.core.tasks import cancel_and_wait
 from realtime.core.topics import is_valid_topic
-from realtime.rooms import RoomIndex
+from realtime.fanout.channels import ChannelListener
+from realtime.fanout.rooms import RoomIndex
 
 if TYPE_CHECKING:
     from realtime.delivery import Delivery
