@@ -19,7 +19,7 @@ import sys
 import uvloop
 
 from realtime.embedded import free_port
-from realtime.frames import websocket_text_frame
+from realtime.transport.frames import websocket_text_frame
 
 RECEIVER = """
 import asyncio, os, sys

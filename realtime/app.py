@@ -31,13 +31,13 @@ from realtime.fanout.manager import FanoutManager
 from realtime.fanout.sharded import fanout_manager
 from realtime.health import Readiness, healthz
 from realtime.history import HistoryReader
-from realtime.inbound import guard_translate_request
 from realtime.ingest import IngestHandler, IngestWriter
 from realtime.metrics_http import PublicMetrics, ingest_status_counter, private_metrics
 from realtime.namespace import TopicNamespace
 from realtime.ratelimit import IngestRate
-from realtime.socketserver import SocketServer
 from realtime.subscriptions import Subscriptions
+from realtime.transport.inbound import guard_translate_request
+from realtime.transport.server import SocketServer
 
 logger = logging.getLogger(__name__)
 

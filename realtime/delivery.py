@@ -10,9 +10,9 @@ that task first runs at the next one: so the ack is always the first packet.
 
 Sending: every decision of the subscription state is followed by its send without an
 `await` in between (handing a frame to a connection never suspends: see
-`realtime.engine`), so packets leave in the order they were decided. An `update` is
+`realtime.transport.engine`), so packets leave in the order they were decided. An `update` is
 serialised once per batch and the same frame goes to every connection that gets all
-of it (`realtime.frames`).
+of it (`realtime.transport.frames`).
 
 `max_rate` (realtime/conflate.py): a subscription with one has everything it would be
 sent (replay, buffered and live events) merged by its Conflater and paced: at most one
@@ -43,12 +43,12 @@ from realtime.core.backoff import Backoff
 from realtime.core.keys import CLOSING_EVENT, NAMESPACE, SLOW_CLIENT
 from realtime.core.metrics import WebMetrics
 from realtime.core.streamids import ZERO, StreamId, format_id, parse_id
-from realtime.engine import EngineSocket
 from realtime.fanout.channels import ChannelListener
-from realtime.frames import Frame
 from realtime.history import HistoryReader, WireEvent, covers
-from realtime.socketserver import SocketServer
 from realtime.subscriptions import Batch, Cursor, Subscriptions, Target
+from realtime.transport.engine import EngineSocket
+from realtime.transport.frames import Frame
+from realtime.transport.server import SocketServer
 
 logger = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from aiohttp.typedefs import Handler, Middleware
 
 from realtime.core import errors
 from realtime.core.metrics import WebMetrics
-from realtime.socketserver import SocketServer
+from realtime.transport.server import SocketServer
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ import pytest
 from socketio import packet
 
 from realtime.core import jsoncodec
-from realtime.frames import Frame, websocket_text_frame
+from realtime.transport.frames import Frame, websocket_text_frame
 
 
 def test_update_is_the_socketio_event_packet_as_python_socketio_encodes_it() -> None:

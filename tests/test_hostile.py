@@ -22,8 +22,8 @@ from marshmallow import ValidationError
 
 from realtime.core import jsoncodec
 from realtime.core.settings import Settings
-from realtime.inbound import engine_malformed, malformed, polling_malformed
 from realtime.schemas import EventSchema, SubscribeSchema, field_errors
+from realtime.transport.inbound import engine_malformed, malformed, polling_malformed
 from tests.helpers.clients import Collector
 from tests.helpers.feed import Feed
 from tests.helpers.inprocess import running_app

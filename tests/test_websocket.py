@@ -1,5 +1,5 @@
 """Unit tests: the websocket protocol as the server reads and writes it once aiohttp has
-handed a connection over (`realtime.websocket`): the handshake answer, client frames
+handed a connection over (`realtime.transport.websocket`): the handshake answer, client frames
 (masking, fragmentation, control frames, bounds) and the frames the server builds."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from realtime import websocket
-from realtime.websocket import FrameReader, HandshakeError, ProtocolError
+from realtime.transport import websocket
+from realtime.transport.websocket import FrameReader, HandshakeError, ProtocolError
 
 MASK = b"\x37\xfa\x21\x3d"
 

@@ -1,4 +1,4 @@
-"""A websocket after aiohttp has handed it over (`realtime.wsconnection`), spoken by hand
+"""A websocket after aiohttp has handed it over (`realtime.transport.connection`), spoken by hand
 over a raw socket: the handshake, pings, fragmented messages, the close handshake, and
 the close codes a misbehaving client gets. aiohttp keeps nothing of the connection."""
 
@@ -15,12 +15,12 @@ from contextlib import asynccontextmanager
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from realtime import websocket
 from realtime.app import SIO, create_app
 from realtime.core.settings import Settings
 from realtime.embedded import free_port
-from realtime.engine import EngineSocket
-from realtime.wsconnection import WebSocketConnection
+from realtime.transport import websocket
+from realtime.transport.connection import WebSocketConnection
+from realtime.transport.engine import EngineSocket
 from tests.test_websocket import client_frame
 
 PATH = "/socket.io/?EIO=4&transport=websocket"

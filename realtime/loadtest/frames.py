@@ -17,13 +17,13 @@ from typing import Any
 import orjson
 
 from realtime.core import jsoncodec
-from realtime.websocket import OP_BINARY as OP_BINARY  # RFC 6455's, for the clients here
-from realtime.websocket import OP_CLOSE as OP_CLOSE
-from realtime.websocket import OP_CONTINUATION as OP_CONTINUATION
-from realtime.websocket import OP_PING as OP_PING
-from realtime.websocket import OP_PONG as OP_PONG
-from realtime.websocket import OP_TEXT as OP_TEXT
-from realtime.websocket import accept_key
+from realtime.transport.websocket import OP_BINARY as OP_BINARY  # RFC 6455's, for the clients here
+from realtime.transport.websocket import OP_CLOSE as OP_CLOSE
+from realtime.transport.websocket import OP_CONTINUATION as OP_CONTINUATION
+from realtime.transport.websocket import OP_PING as OP_PING
+from realtime.transport.websocket import OP_PONG as OP_PONG
+from realtime.transport.websocket import OP_TEXT as OP_TEXT
+from realtime.transport.websocket import accept_key
 
 DEFLATE_OFFER = "permessage-deflate; client_max_window_bits"
 _DEFLATE_TAIL = b"\x00\x00\xff\xff"

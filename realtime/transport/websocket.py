@@ -1,5 +1,5 @@
 """The websocket protocol (RFC 6455) as this server speaks it once aiohttp has handed a
-connection over (`realtime.wsconnection`): the handshake's answer, reading the frames a
+connection over (`realtime.transport.connection`): the handshake's answer, reading the frames a
 client sends, and the frames the server writes besides pre-built `update`s. No
 extensions (permessage-deflate connections stay with aiohttp's websocket).
 

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 from aiohttp import WSMsgType
 
-from realtime.frames import Frame, websocket_text_frame
+from realtime.transport.frames import Frame, websocket_text_frame
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ CLOSE_GRACE_S = 10.0  # a closing connection that cannot flush in this long is a
 
 class WebSocket(Protocol):
     """What the outbox needs of a websocket: aiohttp's `WebSocketResponse` (with
-    permessage-deflate) or a `realtime.wsconnection.WebSocketConnection`."""
+    permessage-deflate) or a `realtime.transport.connection.WebSocketConnection`."""
 
     @property
     def compress(self) -> int | bool: ...

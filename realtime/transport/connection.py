@@ -24,8 +24,8 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from realtime import websocket
-from realtime.websocket import FrameReader, ProtocolError
+from realtime.transport import websocket
+from realtime.transport.websocket import FrameReader, ProtocolError
 
 logger = logging.getLogger(__name__)
 

@@ -64,7 +64,7 @@ def polling_malformed(body: bytes) -> str | None:
 
 def engine_malformed(data: Any) -> str | None:
     """Why a websocket message is not an Engine.IO text packet, or None if it is
-    (`realtime.engine` closes such a websocket with 1003, unsupported data)."""
+    (`realtime.transport.engine` closes such a websocket with 1003, unsupported data)."""
     if not isinstance(data, str):
         return "binary frame (only JSON text packets are accepted)"
     if not data or data[0] not in _ENGINE_TYPES:

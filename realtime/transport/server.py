@@ -10,12 +10,12 @@
   other namespace.
 - A connection that has not connected to a namespace within `connect_timeout_s` is
   closed (socket.io's own server does the same; python-socketio does not).
-- A malformed packet from a client (`realtime.inbound`) closes that client's connection
+- A malformed packet from a client (`realtime.transport.inbound`) closes that client's connection
   instead of raising inside python-socketio.
 - `drop(sid)` ends a connection the way a network failure would (no close packet), so
   that the client's own reconnection takes over: socket.io clients do not reconnect
   after a server-side disconnect.
-- The Engine.IO server underneath is `realtime.engine.EngineServer` (websocket
+- The Engine.IO server underneath is `realtime.transport.engine.EngineServer` (websocket
   connections write through an outbox, no task per packet), with permessage-deflate and
   each connection's backlog bound as configured.
 - python-socketio keeps each connection's WSGI-style environ for as long as it lives;
@@ -36,8 +36,8 @@ import socketio
 from realtime.core.keys import SUBSCRIBE_EVENT, UNSUBSCRIBE_EVENT
 from realtime.core.logs import log_context
 from realtime.core.topics import is_valid_topic
-from realtime.engine import EngineServer, EngineSocket
-from realtime.inbound import malformed
+from realtime.transport.engine import EngineServer, EngineSocket
+from realtime.transport.inbound import malformed
 
 logger = logging.getLogger(__name__)
 

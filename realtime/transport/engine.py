@@ -5,9 +5,9 @@ python-engineio runs, per websocket connection, a writer task draining an
 received message, and a task per ping cycle, all inside aiohttp's request handler,
 which stays alive with its request for as long as the connection does. Here, once a
 connection is on the websocket transport (directly, or after the polling -> websocket
-upgrade), packets go through its `Outbox` (`realtime.outbox`): written to the transport
+upgrade), packets go through its `Outbox` (`realtime.transport.outbox`): written to the transport
 at once, in order, pre-encoded frames shared between recipients. Pings are timer
-callbacks. The websocket itself is a `WebSocketConnection` (`realtime.wsconnection`)
+callbacks. The websocket itself is a `WebSocketConnection` (`realtime.transport.connection`)
 that aiohttp hands over after the handshake: received messages arrive as callbacks
 (`on_message`) and are handled in order by a task that lives only while there is
 something to handle, so an idle connection has no task and no coroutine at all. The
@@ -36,11 +36,11 @@ from aiohttp import WSMsgType, web
 from engineio import exceptions, packet
 from engineio.async_socket import AsyncSocket
 
-from realtime.frames import Frame
-from realtime.inbound import engine_malformed
-from realtime.outbox import Outbox
-from realtime.websocket import CLOSE_NORMAL, CLOSE_UNSUPPORTED_DATA, HandshakeError
-from realtime.wsconnection import take_over
+from realtime.transport.connection import take_over
+from realtime.transport.frames import Frame
+from realtime.transport.inbound import engine_malformed
+from realtime.transport.outbox import Outbox
+from realtime.transport.websocket import CLOSE_NORMAL, CLOSE_UNSUPPORTED_DATA, HandshakeError
 
 logger = logging.getLogger(__name__)
 
