@@ -25,17 +25,17 @@ from realtime.core.connections import connect
 from realtime.core.keys import NAMESPACE, Keys
 from realtime.core.metrics import WebMetrics
 from realtime.core.settings import Settings
-from realtime.delivery import Delivery
-from realtime.drain import Drain
+from realtime.delivery.drain import Drain
+from realtime.delivery.history import HistoryReader
+from realtime.delivery.hub import Delivery
+from realtime.delivery.subscriptions import Subscriptions
 from realtime.fanout.manager import FanoutManager
 from realtime.fanout.sharded import fanout_manager
 from realtime.health import Readiness, healthz
-from realtime.history import HistoryReader
 from realtime.ingest import IngestHandler, IngestWriter
 from realtime.metrics_http import PublicMetrics, ingest_status_counter, private_metrics
 from realtime.namespace import TopicNamespace
 from realtime.ratelimit import IngestRate
-from realtime.subscriptions import Subscriptions
 from realtime.transport.inbound import guard_translate_request
 from realtime.transport.server import SocketServer
 

@@ -3,7 +3,7 @@
 Client to server: `subscribe {topic, since?, snapshot?, max_rate?}` and `unsubscribe {topic}`, each
 acknowledged with `{"ok": true, "topic", ...}` or `{"ok": false, "error": {"code",
 "message", "fields"?}}`. Server to client: `update`, a list of topic events; after a
-subscribe, its ack comes first, then the replay, then live events (`realtime.delivery`).
+subscribe, its ack comes first, then the replay, then live events (`realtime.delivery.hub`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from realtime.core import errors
 from realtime.core.keys import NAMESPACE
 from realtime.core.settings import Settings
 from realtime.core.streamids import parse_id
-from realtime.delivery import Delivery, HistoryUnavailable
+from realtime.delivery.hub import Delivery, HistoryUnavailable
 from realtime.schemas import SubscribeSchema, UnsubscribeSchema, field_errors
 
 logger = logging.getLogger(__name__)

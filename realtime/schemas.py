@@ -9,9 +9,9 @@ from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
-from realtime.conflate import MAX_RATE_HZ, MIN_RATE_HZ
 from realtime.core.streamids import STREAM_ID_PATTERN
 from realtime.core.topics import TOPIC_PATTERN
+from realtime.delivery.conflate import MAX_RATE_HZ, MIN_RATE_HZ
 
 # marshmallow formats this with {regex}; the pattern itself has braces, so it is not inlined.
 TOPIC_MESSAGE = (
@@ -73,7 +73,7 @@ class SubscribeSchema(Schema):
     # How many of the newest events to put in the ack.
     snapshot = StrictInteger(validate=validate.Range(min=0, max=MAX_SNAPSHOT))
     # At most this many `update`s per second for this topic, each merging what the client
-    # did not get on its own (realtime/conflate.py).
+    # did not get on its own (realtime/delivery/conflate.py).
     max_rate = StrictNumber(validate=validate.Range(min=MIN_RATE_HZ, max=MAX_RATE_HZ))
 
 

@@ -2,7 +2,7 @@
 
 In the order of uvicorn's shutdown: on SIGTERM (or Ctrl-C) the drain runs first, while
 the listener is still open, so `/readyz` can answer 503 and new connections can be
-refused (`realtime.drain`); then aiohttp stops listening, waits for in-flight requests
+refused (`realtime.delivery.drain`); then aiohttp stops listening, waits for in-flight requests
 with what is left of `REALTIME_DRAIN_S`, and closes everything. A second signal cuts the
 drain short.
 """

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from realtime.conflate import Conflater
+from realtime.delivery.conflate import Conflater
 
 
 def ev(ms: int, value: Any, seq: int = 0, **extra: Any) -> dict[str, Any]:

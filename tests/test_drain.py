@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 
 from realtime.core.settings import Settings
-from realtime.drain import schedule, windows
+from realtime.delivery.drain import schedule, windows
 from tests.helpers.clients import Watcher
 from tests.helpers.feed import Feed
 from tests.helpers.processes import ProcessGroup

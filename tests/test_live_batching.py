@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from realtime import delivery as delivery_module
 from realtime.app import DELIVERY, SIO
 from realtime.core.keys import NAMESPACE
 from realtime.core.settings import Settings
+from realtime.delivery import hub as delivery_module
 from realtime.loadtest import wsclient
 from tests.helpers.inprocess import serving
 

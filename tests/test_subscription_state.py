@@ -9,10 +9,10 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from realtime.conflate import Conflater
 from realtime.core.streamids import parse_id
-from realtime.history import Extent, covers
-from realtime.subscriptions import Batch, Subscriptions, Target
+from realtime.delivery.conflate import Conflater
+from realtime.delivery.history import Extent, covers
+from realtime.delivery.subscriptions import Batch, Subscriptions, Target
 
 
 def events(*ns: int, topic: str = "t") -> list[dict[str, Any]]:

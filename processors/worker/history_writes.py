@@ -4,7 +4,7 @@ whose stream id is the event id.
 Idempotent: the commit (`processors/worker/fencing.py`) writes each entry with its explicit id;
 Redis refuses an id at or below the stream's last one, and the commit skips that refusal
 as "already written", so a redelivered entry cannot create a second history entry.
-Bounded with an approximate MAXLEN. The reading side is `realtime/history.py`.
+Bounded with an approximate MAXLEN. The reading side is `realtime/delivery/history.py`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from processors.pipelines.transform import TopicEvent
 from processors.worker.fencing import HistoryWrite
 from realtime.core import jsoncodec
 from realtime.core.keys import Keys
-from realtime.history import DATA_FIELD, TS_FIELD
+from realtime.delivery.history import DATA_FIELD, TS_FIELD
 
 
 def history_write(keys: Keys, event: TopicEvent) -> HistoryWrite:

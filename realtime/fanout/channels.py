@@ -58,7 +58,7 @@ class ChannelListener:
         self._dirty = asyncio.Event()
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
 
-    # -- interest (called by realtime.delivery) -------------------------------------------
+    # -- interest (called by realtime.delivery.hub) -------------------------------------------
 
     def want(self, topic: str, wanted: bool) -> None:
         """Listen on the topic's channel (or stop): on the instance's first local

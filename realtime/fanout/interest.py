@@ -2,12 +2,12 @@
 fan-out (`realtime/fanout/channels.py` does the I/O).
 
 Pure: no I/O. A topic is *wanted* while the instance has a local subscriber of it
-(`realtime/subscriptions.py` counts them). The listener turns the difference between
+(`realtime/delivery/subscriptions.py` counts them). The listener turns the difference between
 what is wanted and what it has asked Redis for into SUBSCRIBE / UNSUBSCRIBE commands
 (`plan`), and Redis answers every channel of a SUBSCRIBE in order. A topic is
 *confirmed* once every SUBSCRIBE sent for it has been answered and it is still
 subscribed: from then on everything published on its channel reaches this instance, so
-a history read that starts after that point misses nothing (see `realtime/delivery.py`).
+a history read that starts after that point misses nothing (see `realtime/delivery/hub.py`).
 Answers are matched to requests by counting, which holds because Redis answers one
 connection's commands in order (an UNSUBSCRIBE quickly followed by a SUBSCRIBE of the
 same channel is confirmed only by the second SUBSCRIBE's answer).

@@ -15,7 +15,7 @@ listening task) rather than fork it:
 - the listening connection is `realtime.fanout.channels`: it reconnects, and every time it has
   (re)subscribed, Redis having confirmed it, the instance's subscriptions catch up from
   history, so what was published while it was not subscribed is not lost;
-- on a web instance, `update` emits go through `realtime.delivery` (per-connection
+- on a web instance, `update` emits go through `realtime.delivery.hub` (per-connection
   state: each event once, in order);
 - the room registry has a per-client index (`realtime.fanout.rooms`), so disconnecting many
   clients (a drain, a network blip) does not cost O(clients²).
@@ -44,7 +44,7 @@ from realtime.fanout.channels import ChannelListener
 from realtime.fanout.rooms import RoomIndex
 
 if TYPE_CHECKING:
-    from realtime.delivery import Delivery
+    from realtime.delivery.hub import Delivery
 
 logger = logging.getLogger(__name__)
 

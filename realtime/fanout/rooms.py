@@ -25,7 +25,7 @@ class RoomIndex:
         super().__init__(*args, **kwargs)
         self._rooms_of: dict[tuple[str, str], set[Any]] = {}
         # Joins and leaves so far: a list of a room's members made when it was N is
-        # still the room's while it is N (realtime.delivery keeps such lists).
+        # still the room's while it is N (realtime.delivery.hub keeps such lists).
         self.room_changes = 0
 
     def basic_enter_room(

@@ -10,7 +10,7 @@ With permessage-deflate negotiated (`REALTIME_WS_COMPRESSION=1`) every frame goe
 through aiohttp's writer, which compresses it for this connection, in the flusher.
 
 `full()` says whether the backlog (pending frames, plus what the transport holds) is at
-its bound: the caller stops writing updates then (see `realtime.delivery`); engine
+its bound: the caller stops writing updates then (see `realtime.delivery.hub`); engine
 packets (acks, pings, the close) are always accepted, they are few and small.
 """
 

@@ -1,6 +1,6 @@
 """Delivery to this web instance's connections: live fan-out batches, and the backlog of
 a new subscription (replay after `since`, a snapshot) or of a catch-up after the fan-out
-listener reconnected, all through the per-connection state of `realtime/subscriptions.py`
+listener reconnected, all through the per-connection state of `realtime/delivery/subscriptions.py`
 so every connection gets each event once and in order.
 
 `subscribe` answers the ack; the events that follow it (replay, then buffered live ones)
@@ -14,7 +14,7 @@ Sending: every decision of the subscription state is followed by its send withou
 serialised once per batch and the same frame goes to every connection that gets all
 of it (`realtime.transport.frames`).
 
-`max_rate` (realtime/conflate.py): a subscription with one has everything it would be
+`max_rate` (realtime/delivery/conflate.py): a subscription with one has everything it would be
 sent (replay, buffered and live events) merged by its Conflater and paced: at most one
 `update` per 1/max_rate seconds for that topic, the merge of all it did not get yet,
 flushed by a timer when no further event comes.
@@ -38,14 +38,14 @@ from typing import Any, TypeVar
 
 from redis.exceptions import RedisError
 
-from realtime.conflate import Conflater
 from realtime.core.backoff import Backoff
 from realtime.core.keys import CLOSING_EVENT, NAMESPACE, SLOW_CLIENT
 from realtime.core.metrics import WebMetrics
 from realtime.core.streamids import ZERO, StreamId, format_id, parse_id
+from realtime.delivery.conflate import Conflater
+from realtime.delivery.history import HistoryReader, WireEvent, covers
+from realtime.delivery.subscriptions import Batch, Cursor, Subscriptions, Target
 from realtime.fanout.channels import ChannelListener
-from realtime.history import HistoryReader, WireEvent, covers
-from realtime.subscriptions import Batch, Cursor, Subscriptions, Target
 from realtime.transport.engine import EngineSocket
 from realtime.transport.frames import Frame
 from realtime.transport.server import SocketServer

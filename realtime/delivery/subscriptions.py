@@ -1,7 +1,7 @@
 """Per-connection subscription state on a web instance: what each connection has been
 sent, per topic, so that it gets every event once and in order.
 
-Pure: no I/O, no clock. `realtime/delivery.py` drives it with what arrives (live fan-out
+Pure: no I/O, no clock. `realtime/delivery/hub.py` drives it with what arrives (live fan-out
 batches) and what it reads (history pages), and sends what it returns.
 
 A subscription is in one of two phases:
@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from realtime.conflate import Conflater
 from realtime.core.streamids import StreamId, parse_id
+from realtime.delivery.conflate import Conflater
 
 WireEvent = dict[str, Any]
 
