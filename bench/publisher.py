@@ -30,7 +30,7 @@ from realtime.core import jsoncodec
 from realtime.core.keys import Keys
 from realtime.core.settings import Settings
 from realtime.core.topics import partition_of
-from realtime.ingest import ingest_fields
+from realtime.ingest.api import ingest_fields
 
 TICK_S = 0.005
 

@@ -57,7 +57,7 @@ from realtime.core.keys import Keys
 from realtime.core.settings import Settings
 from realtime.embedded import RedisServer
 from realtime.fanout.manager import FanoutManager
-from realtime.ingest import IngestWriter
+from realtime.ingest.api import IngestWriter
 
 Variant = Callable[[Settings, Redis], Awaitable[None]]
 

@@ -22,7 +22,7 @@ from realtime.auth import OPEN, AuthError, Grant, TokenVerifier
 from realtime.core import errors
 from realtime.core.keys import CLOSING_EVENT, NAMESPACE, TOKEN_EXPIRED
 from realtime.core.settings import Settings
-from realtime.ratelimit import TokenBucket
+from realtime.ingest.rates import TokenBucket
 
 logger = logging.getLogger(__name__)
 

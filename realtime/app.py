@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 
 from processors.pipelines.config import load_pipelines
 from processors.pipelines.plan import Pipelines
-from realtime import admin, auth, dashboard, ingest_auth, request_id
+from realtime import admin, auth, dashboard, request_id
 from realtime.access import Access
 from realtime.core import errors, jsoncodec
 from realtime.core.connections import connect
@@ -32,10 +32,11 @@ from realtime.delivery.subscriptions import Subscriptions
 from realtime.fanout.manager import FanoutManager
 from realtime.fanout.sharded import fanout_manager
 from realtime.health import Readiness, healthz
-from realtime.ingest import IngestHandler, IngestWriter
+from realtime.ingest import publish_keys as ingest_auth
+from realtime.ingest.api import IngestHandler, IngestWriter
+from realtime.ingest.rates import IngestRate
 from realtime.metrics_http import PublicMetrics, ingest_status_counter, private_metrics
 from realtime.namespace import TopicNamespace
-from realtime.ratelimit import IngestRate
 from realtime.transport.inbound import guard_translate_request
 from realtime.transport.server import SocketServer
 

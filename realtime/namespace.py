@@ -20,7 +20,7 @@ from realtime.core.keys import NAMESPACE
 from realtime.core.settings import Settings
 from realtime.core.streamids import parse_id
 from realtime.delivery.hub import Delivery, HistoryUnavailable
-from realtime.schemas import SubscribeSchema, UnsubscribeSchema, field_errors
+from realtime.ingest.schemas import SubscribeSchema, UnsubscribeSchema, field_errors
 
 logger = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """Connection tokens and publish keys, as pure logic: what is accepted, what is refused
-and with which message (realtime/auth.py, realtime/ingest_auth.py, the settings)."""
+and with which message (realtime/auth.py, realtime/ingest/publish_keys.py, the settings)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from realtime.auth import AuthError, Grant, TokenVerifier, load_public_key, unprotected
 from realtime.core.settings import Settings, SettingsError
-from realtime.ingest_auth import IngestKeys, Unauthorized
+from realtime.ingest.publish_keys import IngestKeys, Unauthorized
 from tests.helpers.tokens import (
     INGEST_KEY,
     INGEST_KEYS,

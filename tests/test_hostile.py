@@ -22,7 +22,7 @@ from marshmallow import ValidationError
 
 from realtime.core import jsoncodec
 from realtime.core.settings import Settings
-from realtime.schemas import EventSchema, SubscribeSchema, field_errors
+from realtime.ingest.schemas import EventSchema, SubscribeSchema, field_errors
 from realtime.transport.inbound import engine_malformed, malformed, polling_malformed
 from tests.helpers.clients import Collector
 from tests.helpers.feed import Feed

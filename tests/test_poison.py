@@ -21,7 +21,7 @@ from realtime.core.metrics import WorkerMetrics
 from realtime.core.settings import Settings
 from realtime.core.topics import partition_of
 from realtime.fanout.manager import FanoutManager
-from realtime.ingest import IngestWriter
+from realtime.ingest.api import IngestWriter
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from marshmallow import ValidationError
 
-from realtime.schemas import EventSchema, SubscribeSchema, UnsubscribeSchema, field_errors
+from realtime.ingest.schemas import EventSchema, SubscribeSchema, UnsubscribeSchema, field_errors
 
 
 def load_event(payload: Any) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from processors.pipelines.transform import (
     group_by_topic,
     passthrough,
 )
-from realtime.ingest import ingest_fields
+from realtime.ingest.api import ingest_fields
 
 
 def test_ingest_fields_round_trip_through_decode() -> None:

@@ -80,7 +80,7 @@ class RoutedEvent:
     hops: int
 
     def ingest_fields(self) -> dict[str, bytes | str]:
-        """The ingest entry, in the format `realtime.ingest` writes plus `hops`."""
+        """The ingest entry, in the format `realtime.ingest.api` writes plus `hops`."""
         return {
             "topic": self.topic,
             "ts": str(self.ts),

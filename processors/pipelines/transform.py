@@ -50,7 +50,7 @@ def _field(fields: Mapping[bytes | str, bytes | str], name: str) -> bytes | str:
 
 
 def decode_entry(entry_id: bytes | str, fields: Mapping[bytes | str, bytes | str]) -> IngestEvent:
-    """An ingest stream entry as written by `realtime.ingest`; TransformError if malformed."""
+    """An ingest stream entry as written by `realtime.ingest.api`; TransformError if malformed."""
     try:
         topic = _text(_field(fields, "topic"))
         ts = int(_field(fields, "ts"))  # int() takes bytes and str alike

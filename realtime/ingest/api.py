@@ -39,9 +39,9 @@ from realtime.core.keys import Keys
 from realtime.core.metrics import ProcessMetrics
 from realtime.core.settings import Settings
 from realtime.core.topics import partition_of
-from realtime.ingest_auth import IngestKeys, PublishKey, Unauthorized
-from realtime.ratelimit import IngestRate
-from realtime.schemas import EventSchema, field_errors
+from realtime.ingest.publish_keys import IngestKeys, PublishKey, Unauthorized
+from realtime.ingest.rates import IngestRate
+from realtime.ingest.schemas import EventSchema, field_errors
 
 logger = logging.getLogger(__name__)
 
