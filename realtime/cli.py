@@ -42,8 +42,8 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from processors.pipelines.config import PipelinesError, load_pipelines
-    from realtime.app import create_app
-    from realtime.server import serve
+    from realtime.web.app import create_app
+    from realtime.web.server import serve
 
     try:  # ingest refuses the pipelines' window outputs: it needs a usable file too
         load_pipelines(settings.pipelines_file)
@@ -54,7 +54,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         settings = settings.with_overrides(host=args.host)
     if args.port is not None:
         settings = settings.with_overrides(port=args.port)
-    from realtime.auth import unprotected
+    from realtime.web.auth import unprotected
 
     open_parts = unprotected(settings)
     if open_parts and not settings.insecure:

@@ -23,9 +23,9 @@ from typing import Any
 import aiohttp
 
 from realtime.core.logs import redact_url
-from realtime.dashboard import is_built
 from realtime.demo import DEMO_TOPICS, run_demo_feed
 from realtime.embedded import RedisServer, RedisServerError
+from realtime.web.dashboard import is_built
 
 logger = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import aiohttp
 
 from realtime.core.settings import Settings
-from realtime.dashboard import STATIC_DIR
+from realtime.web.dashboard import STATIC_DIR
 from tests.helpers.inprocess import running_app
 
 

@@ -18,7 +18,6 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from processors.worker.consumer import Consumer
-from realtime.app import MANAGER, SIO
 from realtime.core.connections import connect
 from realtime.core.keys import Keys
 from realtime.core.settings import Settings
@@ -26,6 +25,7 @@ from realtime.core.tasks import cancel_and_wait
 from realtime.embedded import RedisServer
 from realtime.fanout.channels import ChannelListener
 from realtime.fanout.manager import FanoutManager
+from realtime.web.app import MANAGER, SIO
 from tests.helpers.clients import Collector, post_events
 from tests.helpers.feed import Feed
 from tests.helpers.inprocess import serving

@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from realtime.app import DELIVERY, SIO
 from realtime.core.keys import NAMESPACE
 from realtime.core.settings import Settings
 from realtime.delivery import hub as delivery_module
 from realtime.loadtest import wsclient
+from realtime.web.app import DELIVERY, SIO
 from tests.helpers.inprocess import serving
 
 TOPIC = "batch.t"

@@ -20,10 +20,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from redis import Redis
 
-from realtime import request_id
 from realtime.core import logs
 from realtime.core.settings import Settings
 from realtime.embedded import RedisServer, free_port
+from realtime.web import request_id
 from tests.helpers.clients import Collector
 from tests.helpers.inprocess import running_app
 from tests.helpers.processes import ProcessGroup, RealtimeProcess
@@ -74,12 +74,12 @@ def test_the_log_level_is_ours_and_libraries_stay_at_warning(
     saved = (root.handlers[:], root.level, sys.excepthook)
     try:
         logs.setup(Settings.from_env(env), stream)
-        for name in ("realtime.app", "processors.worker.process"):
+        for name in ("realtime.web.app", "processors.worker.process"):
             assert logging.getLogger(name).getEffectiveLevel() == ours
         for name in ("redis.asyncio.connection", "aiohttp.server", "socketio.server"):
             assert logging.getLogger(name).getEffectiveLevel() == theirs
         logging.getLogger("redis.connection").debug("a library's debug line")
-        logging.getLogger("realtime.app").info("our info line")
+        logging.getLogger("realtime.web.app").info("our info line")
         assert ("a library's debug line" in stream.getvalue()) is False
         assert ("our info line" in stream.getvalue()) is (ours <= logging.INFO)
     finally:

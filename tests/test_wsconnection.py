@@ -15,12 +15,12 @@ from contextlib import asynccontextmanager
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from realtime.app import SIO, create_app
 from realtime.core.settings import Settings
 from realtime.embedded import free_port
 from realtime.transport import websocket
 from realtime.transport.connection import WebSocketConnection
 from realtime.transport.engine import EngineSocket
+from realtime.web.app import SIO, create_app
 from tests.test_websocket import client_frame
 
 PATH = "/socket.io/?EIO=4&transport=websocket"

@@ -11,9 +11,9 @@ from processors.worker.stream_stats import StreamStats
 from realtime.core.connections import connect
 from realtime.core.keys import Keys
 from realtime.core.metrics import WorkerMetrics
+from realtime.core.metrics_server import private_metrics
 from realtime.core.settings import Settings
 from realtime.fanout.sharded import fanout_manager
-from realtime.metrics_http import private_metrics
 
 logger = logging.getLogger(__name__)
 

@@ -179,7 +179,7 @@ class Settings:
     max_body_bytes: int = 1_048_576
     max_batch: int = 1000
     idempotency_ttl_s: int = 3600
-    # auth (realtime/auth.py, realtime/ingest/publish_keys.py)
+    # auth (realtime/web/auth.py, realtime/ingest/publish_keys.py)
     jwt_secret: str = secret()
     jwt_public_key: str = field(default="", repr=False)
     jwt_audience: str = ""

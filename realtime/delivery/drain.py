@@ -1,6 +1,6 @@
 """Graceful drain of a web process (SIGTERM): move its clients elsewhere, gently.
 
-On SIGTERM (`realtime.server`), at once: `/readyz` answers 503 (the load balancer stops
+On SIGTERM (`realtime.web.server`), at once: `/readyz` answers 503 (the load balancer stops
 sending new clients) and new Socket.IO connections are refused with 503, so a client
 that tries this instance again goes on to another. Then the connected clients are
 dropped in batches spread evenly over the start of `REALTIME_DRAIN_S` (`windows`), a

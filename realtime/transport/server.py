@@ -6,7 +6,7 @@
   a server shutdown waits for it too). We answer it at once with an empty payload.
 - Every handler runs with the client's id (and the topic of a subscribe/unsubscribe) in
   its log context, so anything it logs says which client and topic it was about.
-- An origin allowed only for the Admin UI (`realtime.admin`) may open `/admin` and no
+- An origin allowed only for the Admin UI (`realtime.web.admin`) may open `/admin` and no
   other namespace.
 - A connection that has not connected to a namespace within `connect_timeout_s` is
   closed (socket.io's own server does the same; python-socketio does not).

@@ -14,13 +14,13 @@ from typing import Any
 import socketio
 from marshmallow import Schema, ValidationError
 
-from realtime.access import Access
 from realtime.core import errors
 from realtime.core.keys import NAMESPACE
 from realtime.core.settings import Settings
 from realtime.core.streamids import parse_id
 from realtime.delivery.hub import Delivery, HistoryUnavailable
 from realtime.ingest.schemas import SubscribeSchema, UnsubscribeSchema, field_errors
+from realtime.web.access import Access
 
 logger = logging.getLogger(__name__)
 

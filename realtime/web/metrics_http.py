@@ -1,36 +1,24 @@
-"""`/metrics` over HTTP: on the web's public port (guarded), and on a private port.
-
-- The private port (`REALTIME_METRICS_PORT`, off when 0 or unset) serves `/metrics` to
-  anyone who can reach it; web and worker processes both open it. It is meant to be
-  reachable from inside the cluster only (no Service or Ingress routes to it).
-- On the web's public port `/metrics` is open with `REALTIME_INSECURE=1` (development);
-  otherwise it needs HTTP Basic with the admin credentials (`REALTIME_ADMIN_USER` /
-  `_PASSWORD`), and without those it answers 404 (use the private port).
-"""
+"""`/metrics` on the web's public port: open with `REALTIME_INSECURE=1` (development);
+otherwise HTTP Basic with the admin credentials (`REALTIME_ADMIN_USER` / `_PASSWORD`),
+and 404 without those (use the private port, `realtime.core.metrics_server`). Also the
+ingest API's response counter."""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from realtime import admin
 from realtime.core import errors
-from realtime.core.metrics import CONTENT_TYPE, ProcessMetrics, WebMetrics
+from realtime.core.metrics import ProcessMetrics, WebMetrics
+from realtime.core.metrics_server import respond
 from realtime.core.settings import Settings
+from realtime.web import admin
 
 logger = logging.getLogger(__name__)
-
-PATH = "/metrics"
-
-
-async def _respond(metrics: ProcessMetrics) -> web.Response:
-    return web.Response(body=await metrics.exposition(), headers={"Content-Type": CONTENT_TYPE})
 
 
 def _basic_credentials(header: str) -> tuple[str, str] | None:
@@ -74,29 +62,7 @@ class PublicMetrics:
                     status=401,
                     headers={"WWW-Authenticate": 'Basic realm="realtime metrics"'},
                 )
-        return await _respond(self.metrics)
-
-
-@asynccontextmanager
-async def private_metrics(metrics: ProcessMetrics, host: str, port: int) -> AsyncIterator[None]:
-    """Serve `/metrics` on `host:port` for the duration (nothing when `port` is 0)."""
-    if not port:
-        yield
-        return
-
-    async def handle(request: web.Request) -> web.Response:
-        return await _respond(metrics)
-
-    app = web.Application()
-    app.router.add_get(PATH, handle)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, host, port).start()
-        logger.info("metrics on http://%s:%d%s", host, port, PATH)
-        yield
-    finally:
-        await runner.cleanup()
+        return await respond(self.metrics)
 
 
 def ingest_status_counter(metrics: WebMetrics, path: str) -> Middleware:

@@ -18,12 +18,11 @@ from redis.asyncio import Redis
 
 from processors.pipelines.config import load_pipelines
 from processors.pipelines.plan import Pipelines
-from realtime import admin, auth, dashboard, request_id
-from realtime.access import Access
 from realtime.core import errors, jsoncodec
 from realtime.core.connections import connect
 from realtime.core.keys import NAMESPACE, Keys
 from realtime.core.metrics import WebMetrics
+from realtime.core.metrics_server import private_metrics
 from realtime.core.settings import Settings
 from realtime.delivery.drain import Drain
 from realtime.delivery.history import HistoryReader
@@ -31,14 +30,16 @@ from realtime.delivery.hub import Delivery
 from realtime.delivery.subscriptions import Subscriptions
 from realtime.fanout.manager import FanoutManager
 from realtime.fanout.sharded import fanout_manager
-from realtime.health import Readiness, healthz
 from realtime.ingest import publish_keys as ingest_auth
 from realtime.ingest.api import IngestHandler, IngestWriter
 from realtime.ingest.rates import IngestRate
-from realtime.metrics_http import PublicMetrics, ingest_status_counter, private_metrics
-from realtime.namespace import TopicNamespace
 from realtime.transport.inbound import guard_translate_request
 from realtime.transport.server import SocketServer
+from realtime.web import admin, auth, dashboard, request_id
+from realtime.web.access import Access
+from realtime.web.health import Readiness, healthz
+from realtime.web.metrics_http import PublicMetrics, ingest_status_counter
+from realtime.web.namespace import TopicNamespace
 
 logger = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ import signal
 
 from aiohttp import web
 
-from realtime.app import DRAIN
 from realtime.core.settings import Settings
+from realtime.web.app import DRAIN
 
 logger = logging.getLogger(__name__)
 

@@ -18,11 +18,11 @@ from typing import Any
 
 import socketio
 
-from realtime.auth import OPEN, AuthError, Grant, TokenVerifier
 from realtime.core import errors
 from realtime.core.keys import CLOSING_EVENT, NAMESPACE, TOKEN_EXPIRED
 from realtime.core.settings import Settings
 from realtime.ingest.rates import TokenBucket
+from realtime.web.auth import OPEN, AuthError, Grant, TokenVerifier
 
 logger = logging.getLogger(__name__)
 
