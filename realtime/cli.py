@@ -137,7 +137,7 @@ def _default_url(settings: Settings) -> str:
 
 
 def cmd_watch(settings: Settings, args: argparse.Namespace) -> int:
-    from realtime.watch import watch
+    from realtime.client.watch import watch
 
     async def main() -> int:
         stop = asyncio.Event()
@@ -158,7 +158,7 @@ def cmd_watch(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
-    from realtime.watch import publish
+    from realtime.client.watch import publish
 
     try:
         data = jsoncodec.loads(args.data)
