@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from realtime.core import jsoncodec
 from realtime.core.settings import IngestKeySpec, Settings
-from realtime.embedded import RedisServer, free_port
+from realtime.dev.embedded import RedisServer, free_port
 from realtime.ingest.publish_keys import IngestKeys
 from realtime.web.app import create_app
 from realtime.web.auth import TokenVerifier

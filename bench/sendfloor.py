@@ -18,7 +18,7 @@ import sys
 
 import uvloop
 
-from realtime.embedded import free_port
+from realtime.dev.embedded import free_port
 from realtime.transport.frames import websocket_text_frame
 
 RECEIVER = """

@@ -55,7 +55,7 @@ from processors.worker.history_writes import history_write
 from realtime.core.connections import connect
 from realtime.core.keys import Keys
 from realtime.core.settings import Settings
-from realtime.embedded import RedisServer
+from realtime.dev.embedded import RedisServer
 from realtime.fanout.manager import FanoutManager
 from realtime.ingest.api import IngestWriter
 

@@ -126,7 +126,7 @@ def cmd_process(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
-    from realtime.dev import run_dev
+    from realtime.dev.command import run_dev
 
     port = args.port if args.port is not None else settings.port
     return _run(run_dev(port, demo=not args.no_demo, ingest_key=settings.ingest_key))

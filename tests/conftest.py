@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 from processors.worker.consumer import Consumer
 from realtime.core.connections import connect
 from realtime.core.settings import Settings
-from realtime.embedded import RedisServer
+from realtime.dev.embedded import RedisServer
 from realtime.fanout.manager import FanoutManager
 from tests.helpers.clients import Collector
 from tests.helpers.inprocess import running_app

@@ -22,7 +22,7 @@ from aiohttp.test_utils import TestServer
 
 from realtime.core.connections import connect
 from realtime.core.keys import Keys
-from realtime.embedded import RedisServer, free_port
+from realtime.dev.embedded import RedisServer, free_port
 from tests.helpers.browser import ARTIFACTS, dashboard_page, require_browser
 from tests.helpers.clients import Collector, post_events
 from tests.helpers.processes import ProcessGroup, RealtimeProcess

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from realtime.embedded import free_port
+from realtime.dev.embedded import free_port
 from tests.helpers.clients import Collector
 
 

@@ -22,7 +22,7 @@ from realtime.core.connections import connect
 from realtime.core.keys import Keys
 from realtime.core.settings import Settings
 from realtime.core.tasks import cancel_and_wait
-from realtime.embedded import RedisServer
+from realtime.dev.embedded import RedisServer
 from realtime.fanout.channels import ChannelListener
 from realtime.fanout.manager import FanoutManager
 from realtime.web.app import MANAGER, SIO

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from realtime.core.settings import Settings
 from realtime.core.streamids import parse_id
-from realtime.embedded import RedisServer
+from realtime.dev.embedded import RedisServer
 from tests.helpers.clients import Collector, Watcher, post_events
 from tests.helpers.feed import Feed
 from tests.helpers.processes import ProcessGroup

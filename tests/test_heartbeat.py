@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 
 from realtime.core.keys import Keys
 from realtime.core.settings import Settings
-from realtime.embedded import free_port
+from realtime.dev.embedded import free_port
 from tests.helpers.clients import post_events
 from tests.helpers.processes import ProcessGroup, settings_env
 

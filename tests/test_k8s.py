@@ -24,7 +24,7 @@ from redis import Redis
 
 from realtime.cli import build_parser
 from realtime.core.settings import Settings, environment_variables
-from realtime.embedded import free_port, redis_server_binary
+from realtime.dev.embedded import free_port, redis_server_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "k8s"

@@ -8,7 +8,7 @@ import sys
 
 from realtime.core import jsoncodec
 from realtime.core.settings import Settings
-from realtime.embedded import free_port
+from realtime.dev.embedded import free_port
 from tests.helpers.processes import ProcessGroup
 from tests.helpers.tokens import INGEST_KEY, INGEST_KEYS, SECRET, hs256
 

@@ -22,7 +22,7 @@ from redis import Redis
 
 from realtime.core import logs
 from realtime.core.settings import Settings
-from realtime.embedded import RedisServer, free_port
+from realtime.dev.embedded import RedisServer, free_port
 from realtime.web import request_id
 from tests.helpers.clients import Collector
 from tests.helpers.inprocess import running_app

@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 from realtime.core.keys import Keys
 from realtime.core.metrics import SnapshotHistogram, WeightedHistogram
 from realtime.core.settings import Settings
-from realtime.embedded import free_port
+from realtime.dev.embedded import free_port
 from tests.helpers.clients import Collector, post_events
 from tests.helpers.inprocess import running_app
 from tests.helpers.processes import ProcessGroup

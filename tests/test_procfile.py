@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from realtime.core.settings import Settings
-from realtime.embedded import free_port
+from realtime.dev.embedded import free_port
 from tests.helpers.clients import Collector, post_events
 from tests.helpers.processes import ProcessGroup, settings_env
 

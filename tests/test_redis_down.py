@@ -7,7 +7,7 @@ from __future__ import annotations
 import aiohttp
 
 from realtime.core.settings import Settings
-from realtime.embedded import RedisServer
+from realtime.dev.embedded import RedisServer
 from tests.helpers.clients import Watcher, post_events
 from tests.helpers.inprocess import running_app
 from tests.helpers.processes import ProcessGroup

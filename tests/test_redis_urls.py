@@ -15,7 +15,7 @@ from realtime.core.logs import redact_url
 from realtime.core.redisurl import RedisUrlError, SentinelTarget, check_url, parse_sentinel_url
 from realtime.core.settings import Settings, SettingsError
 from realtime.core.topics import partition_of
-from realtime.embedded import RedisServer, RedisServerError, free_port
+from realtime.dev.embedded import RedisServer, RedisServerError, free_port
 from tests.helpers.clients import Collector, post_events
 from tests.helpers.inprocess import running_app
 from tests.helpers.processes import ProcessGroup

@@ -22,7 +22,7 @@ from redis.asyncio import Redis
 from realtime.client import ConnectRefused, RealtimeClient, SubscribeError
 from realtime.core import jsoncodec
 from realtime.core.settings import Settings
-from realtime.embedded import free_port
+from realtime.dev.embedded import free_port
 from realtime.web.app import SIO, create_app
 from tests.helpers.history import write_history
 from tests.helpers.processes import ProcessGroup, settings_env

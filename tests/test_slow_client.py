@@ -23,7 +23,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from realtime.embedded import RedisServer
+from realtime.dev.embedded import RedisServer
 from tests.helpers.feed import Feed
 from tests.helpers.processes import RealtimeProcess
 from tests.helpers.stack import fresh_settings, running_stack

@@ -16,7 +16,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from realtime.core.settings import Settings
-from realtime.embedded import free_port
+from realtime.dev.embedded import free_port
 from realtime.transport import websocket
 from realtime.transport.connection import WebSocketConnection
 from realtime.transport.engine import EngineSocket

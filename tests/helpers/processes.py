@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from realtime.core.settings import Settings
-from realtime.embedded import free_port
+from realtime.dev.embedded import free_port
 
 
 def settings_env(settings: Settings, **extra: str) -> dict[str, str]:

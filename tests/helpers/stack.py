@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from realtime.core.settings import Settings
-from realtime.embedded import RedisServer
+from realtime.dev.embedded import RedisServer
 from tests.helpers.processes import ProcessGroup, RealtimeProcess
 
 

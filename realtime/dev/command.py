@@ -23,8 +23,8 @@ from typing import Any
 import aiohttp
 
 from realtime.core.logs import redact_url
-from realtime.demo import DEMO_TOPICS, run_demo_feed
-from realtime.embedded import RedisServer, RedisServerError
+from realtime.dev.demo import DEMO_TOPICS, run_demo_feed
+from realtime.dev.embedded import RedisServer, RedisServerError
 from realtime.web.dashboard import is_built
 
 logger = logging.getLogger(__name__)
