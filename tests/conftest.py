@@ -112,6 +112,29 @@ def processes(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Proces
         print(group.logs())
 
 
+TIERS = ("unit", "integration", "system")
+# Fixtures that start Redis or processes: a test that asks for one is not a unit test.
+SERVICE_FIXTURES = frozenset({"redis_server", "own_redis", "processes"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Each test names exactly one tier, and a unit test starts no service, so
+    `pytest -m unit` stays pure and fast."""
+    wrong = []
+    for item in items:
+        tiers = {mark.name for mark in item.iter_markers() if mark.name in TIERS}
+        fixtures = set(getattr(item, "fixturenames", ())) & SERVICE_FIXTURES
+        if len(tiers) != 1:
+            wrong.append(f"{item.nodeid}: marked {sorted(tiers) or 'with no tier'}")
+        elif "unit" in tiers and fixtures:
+            wrong.append(f"{item.nodeid}: marked unit but uses {sorted(fixtures)}")
+    if wrong:
+        raise pytest.UsageError(
+            "every test needs exactly one of @pytest.mark.unit / integration / system:\n  "
+            + "\n  ".join(wrong)
+        )
+
+
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     report = yield

@@ -9,11 +9,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import pytest
 import socketio
 
 from realtime.core import jsoncodec
 from realtime.core.settings import Settings
 from tests.helpers.processes import ProcessGroup
+
+pytestmark = pytest.mark.system
 
 ADMIN = {"username": "ops", "password": "Adm1n-pa55-only-for-this-test"}
 ADMIN_ENV = {"REALTIME_ADMIN_USER": ADMIN["username"], "REALTIME_ADMIN_PASSWORD": ADMIN["password"]}

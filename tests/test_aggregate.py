@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 from processors.pipelines.aggregates import Aggregate, numeric
 from processors.pipelines.quantiles import EXACT_LIMIT
 
+pytestmark = pytest.mark.unit
+
 # (value, ts, ingest ms, ingest seq); ids are unique per event, as in a stream.
 Event = tuple[float, int, int, int]
 

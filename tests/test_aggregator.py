@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -19,6 +20,8 @@ from processors.pipelines.partition_windows import (
 )
 from processors.pipelines.plan import Pipelines
 from processors.pipelines.transform import IngestEvent, TopicEvent
+
+pytestmark = pytest.mark.unit
 
 PIPELINES = Pipelines(default_pipelines())
 FAR = 10**15

@@ -21,6 +21,8 @@ from tests.helpers.tokens import (
     signed,
 )
 
+pytestmark = pytest.mark.unit
+
 
 def verifier(**env: str) -> TokenVerifier:
     return TokenVerifier(Settings.from_env({"REALTIME_JWT_SECRET": SECRET, **env}))

@@ -26,6 +26,7 @@ def run(search: RateSearch, capacity: float) -> list[float]:
     return tried
 
 
+@pytest.mark.unit
 def test_climbs_geometrically_then_bisects_the_bracket() -> None:
     search = RateSearch(1000, factor=2, refinements=2)
     tried = run(search, capacity=37_000)
@@ -35,12 +36,14 @@ def test_climbs_geometrically_then_bisects_the_bracket() -> None:
     assert all(32_000 < r < 64_000 for r in tried[7:])
 
 
+@pytest.mark.unit
 def test_comes_down_when_the_first_step_fails() -> None:
     search = RateSearch(1000, factor=2, refinements=1)
     run(search, capacity=300)
     assert 250 <= search.best <= 300
 
 
+@pytest.mark.unit
 def test_stops_at_the_ceiling_and_reports_nothing_when_all_fail() -> None:
     capped = RateSearch(1000, factor=2, ceiling=3000)
     assert run(capped, capacity=1e9) == [1000, 2000, 3000]
@@ -49,11 +52,13 @@ def test_stops_at_the_ceiling_and_reports_nothing_when_all_fail() -> None:
     assert hopeless.best == 0
 
 
+@pytest.mark.unit
 def test_rejects_a_search_that_cannot_move() -> None:
     with pytest.raises(ValueError, match="factor"):
         RateSearch(100, factor=1)
 
 
+@pytest.mark.unit
 def test_report_takes_medians_and_ratios_to_each_reference() -> None:
     from bench.report import collect, ratios, table
 
@@ -72,6 +77,7 @@ def test_report_takes_medians_and_ratios_to_each_reference() -> None:
     assert row.split()[-4:] == ["2,000", "4,000", "0.50x", "±50%"]
 
 
+@pytest.mark.system
 @pytest.mark.skipif(not stamped.supported(), reason="no SO_TIMESTAMPNS here")
 async def test_the_probe_process_reports_its_share_of_a_step(
     settings: Settings, tmp_path: Path

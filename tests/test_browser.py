@@ -29,6 +29,8 @@ from tests.helpers.processes import ProcessGroup, RealtimeProcess
 from tests.helpers.stack import fresh_settings, running_stack
 from tests.helpers.tokens import INGEST_KEY, INGEST_KEYS, SECRET, hs256
 
+pytestmark = pytest.mark.system
+
 # The render rate (median) the dashboard must keep while 500 events/s arrive. Generous on
 # purpose: chromium renders 60 fps here when idle and 25-40 fps under this load, but on
 # 2 shared cores the web, worker, Redis and other test runs compete with it. It catches a

@@ -17,6 +17,7 @@ from tests.helpers.history import write_history
 from tests.helpers.inprocess import running_app
 
 
+@pytest.mark.integration
 async def test_keeps_trying_until_a_server_answers(settings: Settings) -> None:
     async with running_app(settings) as url:
         dead = "http://127.0.0.1:9"  # nothing listens there
@@ -26,6 +27,7 @@ async def test_keeps_trying_until_a_server_answers(settings: Settings) -> None:
         await watcher.close()
 
 
+@pytest.mark.integration
 async def test_a_gap_is_reported_and_delivery_goes_on_from_the_snapshot(
     settings: Settings, redis: Redis
 ) -> None:
@@ -41,6 +43,7 @@ async def test_a_gap_is_reported_and_delivery_goes_on_from_the_snapshot(
         await watcher.close()
 
 
+@pytest.mark.integration
 async def test_a_refused_subscription_raises_and_is_reported(settings: Settings) -> None:
     async with running_app(settings) as url:
         watcher = await Watcher(url).start()
@@ -51,6 +54,7 @@ async def test_a_refused_subscription_raises_and_is_reported(settings: Settings)
         await watcher.close()
 
 
+@pytest.mark.unit
 async def test_events_already_seen_are_dropped() -> None:
     delivered: list[list[str]] = []
     client = RealtimeClient(

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redis
 
 from processors.worker.dlq import run_dlq
@@ -25,6 +26,8 @@ from tests.helpers.clients import Collector, Watcher, post_events
 from tests.helpers.feed import Feed
 from tests.helpers.processes import ProcessGroup
 from tests.helpers.redis_topology import ClusterSet, wait_until
+
+pytestmark = pytest.mark.system
 
 TOPICS = [f"cl.t{n}" for n in range(12)]
 PARTITIONS = 6

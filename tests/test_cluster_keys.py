@@ -15,6 +15,8 @@ from realtime.core.keys import Keys, partition_tag
 from realtime.core.settings import Settings, SettingsError
 from realtime.core.topics import TOPIC_PATTERN, partition_of
 
+pytestmark = pytest.mark.unit
+
 topics = st.from_regex(TOPIC_PATTERN, fullmatch=True)
 
 

@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 
 from realtime.delivery.conflate import Conflater
 
+pytestmark = pytest.mark.unit
+
 
 def ev(ms: int, value: Any, seq: int = 0, **extra: Any) -> dict[str, Any]:
     return {

@@ -5,10 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from realtime.core.settings import Settings
 from realtime.web.dashboard import STATIC_DIR
 from tests.helpers.inprocess import running_app
+
+pytestmark = pytest.mark.integration
 
 
 async def test_js_client_helper_is_served(base_url: str) -> None:

@@ -15,6 +15,8 @@ import pytest
 from realtime.dev.embedded import free_port
 from tests.helpers.clients import Collector
 
+pytestmark = pytest.mark.system
+
 
 @pytest.fixture
 def dev(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:

@@ -18,6 +18,8 @@ from realtime.core.settings import Settings
 from realtime.fanout.manager import FanoutManager
 from realtime.ingest.api import IngestWriter
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture
 async def fanout(settings: Settings) -> AsyncIterator[FanoutManager]:

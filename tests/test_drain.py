@@ -75,6 +75,7 @@ async def until_status(http: aiohttp.ClientSession, url: str, status: int, timeo
         await asyncio.sleep(0.01)
 
 
+@pytest.mark.system
 async def test_sigterm_drains_a_thousand_clients_spread_out_and_resuming_ones_lose_nothing(
     settings: Settings, processes: ProcessGroup
 ) -> None:
@@ -137,6 +138,7 @@ async def test_sigterm_drains_a_thousand_clients_spread_out_and_resuming_ones_lo
         await watcher.close()
 
 
+@pytest.mark.unit
 def test_the_drain_leaves_time_to_close() -> None:
     assert windows(20) == (15, 5)
     assert windows(6) == (4, 2)
@@ -144,6 +146,7 @@ def test_the_drain_leaves_time_to_close() -> None:
     assert windows(0) == (0, 0)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(("count", "window"), [(0, 5.0), (1, 5.0), (7, 0.0), (1000, 4.5)])
 def test_schedule_takes_everyone_once_in_even_batches_within_the_window(
     count: int, window: float

@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 
 import aiohttp
+import pytest
 
 from realtime.core.settings import Settings
 from tests.helpers.clients import Collector, id_key, post_events
 from tests.helpers.processes import ProcessGroup
+
+pytestmark = pytest.mark.system
 
 EVENTS = 500
 BATCH = 25

@@ -49,6 +49,7 @@ async def eventually(check: Callable[[], Any], what: str, timeout: float = 10) -
         raise AssertionError(f"no {what} after {timeout}s") from None
 
 
+@pytest.mark.integration
 async def test_an_instance_listens_on_a_topic_while_it_has_a_local_subscriber(
     settings: Settings, redis: Redis
 ) -> None:
@@ -84,6 +85,7 @@ async def test_an_instance_listens_on_a_topic_while_it_has_a_local_subscriber(
             await client.close()
 
 
+@pytest.mark.integration
 async def test_concurrent_churn_settles_on_exactly_the_topics_with_subscribers(
     settings: Settings, redis: Redis, worker: None
 ) -> None:
@@ -134,6 +136,7 @@ async def _zero(redis: Redis, settings: Settings, *topics: str) -> bool:
     return all([await listeners(redis, settings, t) == 0 for t in topics])
 
 
+@pytest.mark.integration
 async def test_instances_receive_only_the_topics_they_host(
     settings: Settings, redis: Redis, worker: None
 ) -> None:
@@ -158,6 +161,7 @@ async def test_instances_receive_only_the_topics_they_host(
         await b.close()
 
 
+@pytest.mark.integration
 async def test_a_first_subscriber_gets_exactly_what_follows_its_ack_under_full_load(
     settings: Settings, redis: Redis, worker: None
 ) -> None:
@@ -186,6 +190,7 @@ async def test_a_first_subscriber_gets_exactly_what_follows_its_ack_under_full_l
         assert got == acknowledged[start : start + len(got)], f"gap or duplicate after {since}"
 
 
+@pytest.mark.integration
 async def test_nothing_is_lost_when_the_listener_connection_is_cut_again_and_again(
     own_redis: RedisServer, prefix: str
 ) -> None:
@@ -221,6 +226,7 @@ async def test_nothing_is_lost_when_the_listener_connection_is_cut_again_and_aga
         await redis.aclose()
 
 
+@pytest.mark.integration
 async def test_subscribing_while_redis_is_down_is_answered_and_recovers(
     own_redis: RedisServer, prefix: str
 ) -> None:
@@ -266,6 +272,7 @@ async def test_subscribing_while_redis_is_down_is_answered_and_recovers(
         await redis.aclose()
 
 
+@pytest.mark.integration
 async def test_socketio_messages_between_instances_still_flow_on_the_common_channel(
     settings: Settings,
 ) -> None:
@@ -292,6 +299,7 @@ async def test_socketio_messages_between_instances_still_flow_on_the_common_chan
         await asyncio.wait_for(gone.wait(), 10)
 
 
+@pytest.mark.integration
 async def test_shutdown_closes_the_listener_promptly_and_quietly(
     own_redis: RedisServer, prefix: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -315,6 +323,7 @@ async def test_shutdown_closes_the_listener_promptly_and_quietly(
         await redis.aclose()
 
 
+@pytest.mark.integration
 async def test_the_listener_starts_over_after_an_unexpected_error(
     settings: Settings, redis: Redis, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -341,6 +350,7 @@ async def _ready(listener: ChannelListener, calls: list[int]) -> bool:
     return len(calls) == 2 and listener.connected
 
 
+@pytest.mark.integration
 async def test_an_idle_listener_pings_redis(
     settings: Settings, redis: Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -359,6 +369,7 @@ async def test_an_idle_listener_pings_redis(
         await client.close()
 
 
+@pytest.mark.integration
 async def test_a_subscription_not_confirmed_in_time_is_an_error(settings: Settings) -> None:
     listener = ChannelListener(settings.with_overrides(redis_timeout_s=0.2))  # not listening
     listener.want("nobody.home", True)
@@ -367,6 +378,7 @@ async def test_a_subscription_not_confirmed_in_time_is_an_error(settings: Settin
     assert listener._waiters == {}
 
 
+@pytest.mark.unit
 async def test_a_task_that_swallows_a_cancellation_is_cancelled_again() -> None:
     swallowed = asyncio.Event()
 

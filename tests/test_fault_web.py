@@ -13,12 +13,16 @@ import socket
 import time
 from pathlib import Path
 
+import pytest
+
 from realtime.core.settings import Settings
 from realtime.core.streamids import parse_id
 from realtime.dev.embedded import RedisServer
 from tests.helpers.clients import Collector, Watcher, post_events
 from tests.helpers.feed import Feed
 from tests.helpers.processes import ProcessGroup
+
+pytestmark = pytest.mark.system
 
 TOPICS = [f"web.t{n}" for n in range(5)]
 QUIET = "web.quiet"  # no event until the web instance is gone

@@ -8,6 +8,7 @@ import asyncio
 import socket
 import sys
 
+import pytest
 from redis.asyncio import Redis
 
 from realtime.core import jsoncodec
@@ -17,6 +18,8 @@ from realtime.core.topics import partition_of
 from tests.helpers.clients import Collector, post_events
 from tests.helpers.feed import Feed
 from tests.helpers.processes import ProcessGroup, RealtimeProcess, settings_env
+
+pytestmark = pytest.mark.system
 
 TOPICS = [f"fault.t{n}" for n in range(20)]
 

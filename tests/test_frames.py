@@ -11,6 +11,8 @@ from socketio import packet
 from realtime.core import jsoncodec
 from realtime.transport.frames import Frame, websocket_text_frame
 
+pytestmark = pytest.mark.unit
+
 
 def test_update_is_the_socketio_event_packet_as_python_socketio_encodes_it() -> None:
     events = [{"topic": "metrics.cpu", "id": "1-0", "ts": 1, "data": {"value": 4.5, "s": "é"}}]

@@ -10,6 +10,7 @@ import sys
 import time
 import uuid
 
+import pytest
 from redis.asyncio import Redis
 
 from realtime.core.keys import Keys
@@ -17,6 +18,8 @@ from realtime.core.settings import Settings
 from realtime.dev.embedded import free_port
 from tests.helpers.clients import post_events
 from tests.helpers.processes import ProcessGroup, settings_env
+
+pytestmark = pytest.mark.system
 
 
 async def check(settings: Settings, **env: str) -> tuple[int, str]:

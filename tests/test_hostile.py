@@ -59,6 +59,7 @@ payloads = st.one_of(json_values, near_events)
 ERROR_CODES = {"invalid", "forbidden", "limit", "unavailable"}
 
 
+@pytest.mark.unit
 @given(payloads)
 def test_the_ingest_schema_accepts_or_names_fields(payload: Any) -> None:
     for many in (False, True):
@@ -75,6 +76,7 @@ def test_the_ingest_schema_accepts_or_names_fields(payload: Any) -> None:
             assert isinstance(event["data"], dict)
 
 
+@pytest.mark.unit
 @given(payloads)
 def test_the_subscribe_schema_accepts_or_names_fields(payload: Any) -> None:
     try:
@@ -134,6 +136,7 @@ def server_thread(settings: Settings, caplog: pytest.LogCaptureFixture) -> Itera
     assert not errors, [r.getMessage() for r in errors]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("event", ["subscribe", "unsubscribe"])
 def test_the_subscribe_handler_answers_anything(server_thread: ServerThread, event: str) -> None:
     @given(st.lists(payloads, max_size=3))
@@ -152,6 +155,7 @@ def test_the_subscribe_handler_answers_anything(server_thread: ServerThread, eve
     assert server_thread.connected()
 
 
+@pytest.mark.integration
 def test_unknown_events_are_answered_invalid(server_thread: ServerThread) -> None:
     ack = server_thread.call("delete_everything", {"topic": "x"})
     assert ack["ok"] is False
@@ -160,6 +164,7 @@ def test_unknown_events_are_answered_invalid(server_thread: ServerThread) -> Non
     assert server_thread.connected()
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "frame",
     ["4", "42", "42[", "42{}", "42[]", "42[1]", '42[{"a":1}]', '42["connect",{}]',
@@ -172,16 +177,19 @@ def test_malformed_socketio_packets_are_recognised(frame: str) -> None:
     assert malformed(b"2[]") is not None
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("frame", ["40", '40{"token":"x"}', "41", '420["subscribe",{}]', "431[]"])
 def test_wellformed_socketio_packets_pass(frame: str) -> None:
     assert malformed(frame[1:]) is None
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("frame", ["", "x", "7", "9", b"\x00", "{}"])
 def test_malformed_engineio_frames_are_recognised(frame: str | bytes) -> None:
     assert engine_malformed(frame) is not None
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("body", "ok"),
     [(b"40", True), (b"3\x1e40\x1e42[]", True), (b"1", True), (b"", False), (b"x", False),
@@ -191,6 +199,7 @@ def test_polling_payloads(body: bytes, ok: bool) -> None:
     assert (polling_malformed(body) is None) is ok
 
 
+@pytest.mark.integration
 async def test_malformed_polling_posts_close_only_that_session(
     settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -275,6 +284,7 @@ async def fuzz_one_connection(url: str, frames: list[str | bytes]) -> int:
     return sent
 
 
+@pytest.mark.system
 async def test_raw_websocket_fuzzing_leaves_a_good_client_whole(
     settings: Settings, processes: ProcessGroup
 ) -> None:

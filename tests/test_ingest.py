@@ -15,6 +15,8 @@ from realtime.core.settings import Settings
 from realtime.core.topics import partition_of
 from tests.helpers.inprocess import running_app
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture
 async def base_url(settings: Settings) -> AsyncIterator[str]:

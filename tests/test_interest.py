@@ -3,10 +3,13 @@ Redis has confirmed a topic's subscription, answers matched to requests in order
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from realtime.fanout.interest import Interest
+
+pytestmark = pytest.mark.unit
 
 
 def test_first_want_subscribes_and_the_answer_confirms() -> None:

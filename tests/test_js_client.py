@@ -23,6 +23,8 @@ from tests.helpers.processes import ProcessGroup, RealtimeProcess
 from tests.helpers.stack import fresh_settings, running_stack
 from tests.helpers.tokens import INGEST_KEYS, SECRET, hs256
 
+pytestmark = pytest.mark.system
+
 # A subscribe ack also says where the subscription starts (`since`, to resume from).
 SINCE = {"since": ANY}
 

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import subprocess
 
+import pytest
+
 from tests.helpers.jsclient import ROOT, require_node
+
+pytestmark = pytest.mark.system
 
 
 def test_js_units_pass() -> None:

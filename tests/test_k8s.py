@@ -106,6 +106,7 @@ def pod_labels(doc: Doc) -> dict[str, str]:
 # -- rendering and schemas ----------------------------------------------------------------
 
 
+@pytest.mark.system
 def test_base_renders_the_app_without_redis() -> None:
     kinds = sorted((d["kind"], d["metadata"]["name"]) for d in render(BASE))
     names = {name for _, name in kinds}
@@ -127,6 +128,7 @@ def test_base_renders_the_app_without_redis() -> None:
     assert all(d["kind"] != "StatefulSet" for d in render(BASE))
 
 
+@pytest.mark.system
 def test_with_redis_overlay_adds_redis_to_the_base() -> None:
     base = {(d["kind"], d["metadata"]["name"]) for d in render(BASE)}
     overlay = {(d["kind"], d["metadata"]["name"]) for d in render(WITH_REDIS)}
@@ -143,6 +145,7 @@ def test_with_redis_overlay_adds_redis_to_the_base() -> None:
         assert doc["metadata"]["labels"]["app.kubernetes.io/part-of"] == "realtime"
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("version", [OLDEST_SUPPORTED, latest_version()])
 @pytest.mark.parametrize("target", [BASE, WITH_REDIS, "secret example"])
 def test_manifests_validate_against_kubernetes_schemas(target: str, version: str) -> None:
@@ -156,6 +159,7 @@ def test_manifests_validate_against_kubernetes_schemas(target: str, version: str
             pytest.fail(f"{doc['kind']}/{doc['metadata']['name']} at {path}: {exc.message}")
 
 
+@pytest.mark.unit
 def test_the_validator_rejects_an_unknown_field() -> None:
     """The check above can fail: strict validation refuses a misspelt field."""
     deployment = one(render(BASE), "Deployment", "realtime-web")
@@ -190,6 +194,7 @@ def app_environment(docs: tuple[Doc, ...]) -> dict[str, dict[str, str]]:
     return result
 
 
+@pytest.mark.unit
 def test_every_env_var_the_manifests_set_is_read_by_settings() -> None:
     known = environment_variables()
     for component, env in app_environment(render(WITH_REDIS)).items():
@@ -198,6 +203,7 @@ def test_every_env_var_the_manifests_set_is_read_by_settings() -> None:
         assert not unknown, f"{component} sets variables realtime does not read: {unknown}"
 
 
+@pytest.mark.unit
 def test_the_manifests_settings_are_valid_values() -> None:
     for env in app_environment(render(WITH_REDIS)).values():
         settings = Settings.from_env(env)
@@ -205,6 +211,7 @@ def test_the_manifests_settings_are_valid_values() -> None:
         assert settings.redis_url.startswith("redis://")
 
 
+@pytest.mark.unit
 def test_the_secret_example_matches_the_in_cluster_redis() -> None:
     app, redis = example_secrets()
     service = one(render(WITH_REDIS), "Service", "realtime-redis")
@@ -229,6 +236,7 @@ def realtime_commands(docs: tuple[Doc, ...]) -> Iterator[list[str]]:
                 yield command
 
 
+@pytest.mark.unit
 def test_container_commands_are_realtime_commands() -> None:
     commands = list(realtime_commands(render(BASE)))
     assert [c[:2] for c in commands[:2]] == [["realtime", "serve"], ["realtime", "process"]]
@@ -240,6 +248,7 @@ def test_container_commands_are_realtime_commands() -> None:
 # -- web: probes, drain timing, routing -------------------------------------------------
 
 
+@pytest.mark.unit
 def test_web_probes_ports_and_shutdown_timing() -> None:
     docs = render(BASE)
     deployment = one(docs, "Deployment", "realtime-web")
@@ -262,6 +271,7 @@ def test_web_probes_ports_and_shutdown_timing() -> None:
         assert selects(constraint["labelSelector"], pod_labels(deployment))
 
 
+@pytest.mark.unit
 def test_service_ingress_hpa_and_pdbs_point_at_the_right_pods() -> None:
     docs = render(BASE)
     web = one(docs, "Deployment", "realtime-web")
@@ -301,6 +311,7 @@ def nginx_size(value: str) -> int:
     return int(number) * {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[unit.lower()]
 
 
+@pytest.mark.unit
 def test_ingress_has_cookie_affinity_websocket_timeouts_and_body_limit() -> None:
     docs = render(BASE)
     annotations = one(docs, "Ingress", "realtime")["metadata"]["annotations"]
@@ -319,6 +330,7 @@ def test_ingress_has_cookie_affinity_websocket_timeouts_and_body_limit() -> None
 # -- worker ---------------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_worker_consumer_name_is_the_pod_name() -> None:
     worker = one(render(BASE), "Deployment", "realtime-worker")
     (container,) = pod_spec(worker)["containers"]
@@ -338,6 +350,7 @@ def test_worker_consumer_name_is_the_pod_name() -> None:
 # -- every pod: hardened, sized ---------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_every_pod_is_non_root_read_only_and_has_resources() -> None:
     workloads = [d for d in render(WITH_REDIS) if d["kind"] in {"Deployment", "StatefulSet"}]
     assert len(workloads) == 3
@@ -380,6 +393,7 @@ def port_open(port: int) -> bool:
         return False
 
 
+@pytest.mark.system
 def test_redis_component_starts_a_real_redis_with_aof_and_a_password(tmp_path: Path) -> None:
     """Run the StatefulSet's own start script and redis.conf (paths moved into tmp_path)
     with a real redis-server; check what it is configured to do."""

@@ -22,6 +22,7 @@ def fenced(redis: Redis, keys: Keys, token: str) -> FencedPartition:
     return FencedPartition(redis, keys, 0, token=token, group="g", consumer="c", history_maxlen=100)
 
 
+@pytest.mark.integration
 async def test_a_lease_has_one_holder_until_released(redis: Redis, keys: Keys) -> None:
     a = Leases(redis, keys, "worker-a", lease_ms=10_000)
     b = Leases(redis, keys, "worker-b", lease_ms=10_000)
@@ -38,6 +39,7 @@ async def test_a_lease_has_one_holder_until_released(redis: Redis, keys: Keys) -
     assert await b.acquire(0) is not None
 
 
+@pytest.mark.integration
 async def test_an_expired_lease_is_taken_over_and_the_old_token_is_refused(
     redis: Redis, keys: Keys
 ) -> None:
@@ -52,6 +54,7 @@ async def test_an_expired_lease_is_taken_over_and_the_old_token_is_refused(
     assert await b.renew([new]) == []
 
 
+@pytest.mark.integration
 async def test_each_acquisition_gets_a_new_token(redis: Redis, keys: Keys) -> None:
     leases = Leases(redis, keys, "worker-a", lease_ms=10_000)
     first = await leases.acquire(0)
@@ -62,6 +65,7 @@ async def test_each_acquisition_gets_a_new_token(redis: Redis, keys: Keys) -> No
     assert first.token != second.token
 
 
+@pytest.mark.integration
 async def test_fenced_reads_and_commits_refuse_a_lost_lease(redis: Redis, keys: Keys) -> None:
     stream = keys.ingest(0)
     await ensure_group(redis, stream, "g")
@@ -83,6 +87,7 @@ async def test_fenced_reads_and_commits_refuse_a_lost_lease(redis: Redis, keys: 
     assert await redis.exists(keys.topic("a")) == 0
 
 
+@pytest.mark.integration
 async def test_membership_lists_live_workers(redis: Redis, keys: Keys) -> None:
     a = Membership(redis, keys, "worker-a", ttl_ms=10_000)
     b = Membership(redis, keys, "worker-b", ttl_ms=10_000)
@@ -96,6 +101,7 @@ async def test_membership_lists_live_workers(redis: Redis, keys: Keys) -> None:
     assert await b.heartbeat() == ["worker-b"]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("partitions", "workers", "shares"),
     [
@@ -113,5 +119,6 @@ def test_fair_shares_add_up_to_the_partitions(
     assert [fair_share(w, alive, partitions) for w in alive] == shares
 
 
+@pytest.mark.unit
 def test_a_worker_missing_from_the_list_counts_itself() -> None:
     assert fair_share("w9", ["w0"], 4) == 2

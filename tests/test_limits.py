@@ -17,6 +17,8 @@ from realtime.core.settings import Settings
 from tests.helpers.inprocess import running_app
 from tests.helpers.tokens import INGEST_KEY, INGEST_KEYS, METRICS_KEY
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture
 async def http() -> AsyncIterator[aiohttp.ClientSession]:

@@ -18,6 +18,8 @@ from realtime.loadtest import wsclient
 from realtime.web.app import DELIVERY, SIO
 from tests.helpers.inprocess import serving
 
+pytestmark = pytest.mark.integration
+
 TOPIC = "batch.t"
 WARM_UP = "0-1"  # an event before the others, so the subscriptions are live (see below)
 

@@ -6,11 +6,15 @@ import asyncio
 import subprocess
 import sys
 
+import pytest
+
 from realtime.core import jsoncodec
 from realtime.core.settings import Settings
 from realtime.dev.embedded import free_port
 from tests.helpers.processes import ProcessGroup
 from tests.helpers.tokens import INGEST_KEY, INGEST_KEYS, SECRET, hs256
+
+pytestmark = pytest.mark.system
 
 DOCUMENTED_FIELDS = {
     "url", "config", "clients", "connect_ms", "connects_per_s", "published", "delivery",

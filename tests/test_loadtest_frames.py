@@ -9,6 +9,8 @@ import pytest
 from realtime.loadtest import frames
 from realtime.loadtest.frames import FrameReader, ProtocolError
 
+pytestmark = pytest.mark.unit
+
 
 def unmask(frame: bytes) -> tuple[int, bytes]:
     """Decode one masked client frame the way a server does."""

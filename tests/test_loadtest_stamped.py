@@ -15,7 +15,10 @@ from realtime.loadtest import stamped, wsclient
 from realtime.web.app import DELIVERY
 from tests.helpers.inprocess import serving
 
-pytestmark = pytest.mark.skipif(not stamped.supported(), reason="no SO_TIMESTAMPNS here")
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(not stamped.supported(), reason="no SO_TIMESTAMPNS here"),
+]
 
 
 async def test_a_stamped_client_gets_the_arrival_time_not_the_time_it_was_handled(

@@ -10,6 +10,8 @@ from hypothesis import strategies as st
 
 from realtime.loadtest.stats import Histogram, median, percentile
 
+pytestmark = pytest.mark.unit
+
 
 def test_nearest_rank_percentile() -> None:
     values = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0]

@@ -8,10 +8,13 @@ import asyncio
 import math
 
 import aiohttp
+import pytest
 
 from realtime.core.settings import Settings
 from tests.helpers.clients import Collector, post_events
 from tests.helpers.processes import ProcessGroup
+
+pytestmark = pytest.mark.system
 
 RATE = 4.0
 EVENTS = 400

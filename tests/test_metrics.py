@@ -58,6 +58,7 @@ def value(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
+@pytest.mark.system
 async def test_each_documented_metric_is_exposed_and_counters_move_with_events(
     settings: Settings, processes: ProcessGroup, redis: Redis
 ) -> None:
@@ -113,6 +114,7 @@ def basic(user: str, password: str) -> dict[str, str]:
     return {"Authorization": f"Basic {token}"}
 
 
+@pytest.mark.integration
 async def test_public_metrics_are_off_without_admin_credentials(settings: Settings) -> None:
     async with (
         running_app(settings.with_overrides(insecure=False)) as url,
@@ -123,6 +125,7 @@ async def test_public_metrics_are_off_without_admin_credentials(settings: Settin
         assert (await response.json())["error"]["code"] == "not_found"
 
 
+@pytest.mark.system
 async def test_public_metrics_need_the_admin_credentials(
     settings: Settings, processes: ProcessGroup
 ) -> None:
@@ -146,6 +149,7 @@ async def test_public_metrics_need_the_admin_credentials(
             assert "realtime_connected_clients" in await response.text()
 
 
+@pytest.mark.unit
 def test_weighted_histogram_counts_one_value_for_many_clients() -> None:
     registry = CollectorRegistry()
     histogram = WeightedHistogram("h_seconds", "test", [0.1, 1.0], registry)
@@ -162,6 +166,7 @@ def test_weighted_histogram_counts_one_value_for_many_clients() -> None:
     assert value(samples, "h_seconds_sum") == pytest.approx(0.3 + 0.5 + 10.0)
 
 
+@pytest.mark.unit
 def test_snapshot_histogram_reads_its_values_at_each_scrape() -> None:
     registry = CollectorRegistry()
     values = [0, 3, 3, 700]

@@ -1,4 +1,4 @@
-"""The outbox's fast path (`Outbox.lane`, realtime/transport/outbox.py): the transport is handed
+"""The outbox's fast path (`Outbox.lane`, realtime/outbox.py): the transport is handed
 out for a direct write only while nothing waits before the frame, the connection is
 under its bound and neither side has begun to close, and it follows each change of
 those, over a real loopback connection whose peer reads when the test says so."""
@@ -10,9 +10,13 @@ import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import pytest
+
 from realtime.transport.connection import WebSocketConnection
 from realtime.transport.frames import Frame
 from realtime.transport.outbox import Outbox
+
+pytestmark = pytest.mark.integration
 
 BOUND = 64 * 1024
 

@@ -17,6 +17,8 @@ from processors.pipelines.config import (
     parse_duration,
 )
 
+pytestmark = pytest.mark.unit
+
 EXAMPLE_YAML = """
 pipelines:
   - name: metrics

@@ -22,6 +22,8 @@ from processors.pipelines.plan import (
 from processors.pipelines.routing import INVALID_TOPIC, MISSING_KEY
 from processors.pipelines.transform import IngestEvent, TopicEvent, decode_entry
 
+pytestmark = pytest.mark.unit
+
 
 def event(
     topic: str, data: dict[str, Any], id: str = "1700000000000-0", ts: int = 5

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from redis.asyncio import Redis
 
 from realtime.core import jsoncodec
@@ -18,6 +19,8 @@ from realtime.core.keys import Keys
 from realtime.core.settings import Settings
 from tests.helpers.clients import Collector, post_events
 from tests.helpers.processes import ProcessGroup
+
+pytestmark = pytest.mark.system
 
 PIPELINES = """
 pipelines:

@@ -23,6 +23,8 @@ from realtime.core.topics import partition_of
 from realtime.fanout.manager import FanoutManager
 from realtime.ingest.api import IngestWriter
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture
 async def fanout(settings: Settings) -> AsyncIterator[FanoutManager]:

@@ -8,6 +8,8 @@ import pytest
 
 from processors.pipelines.predicates import PredicateError, parse
 
+pytestmark = pytest.mark.unit
+
 DATA: dict[str, Any] = {
     "value": 5,
     "ratio": 0.5,

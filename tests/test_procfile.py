@@ -8,6 +8,8 @@ import re
 import sys
 from pathlib import Path
 
+import pytest
+
 from realtime.core.settings import Settings
 from realtime.dev.embedded import free_port
 from tests.helpers.clients import Collector, post_events
@@ -29,11 +31,13 @@ def procfile() -> dict[str, str]:
     return entries
 
 
+@pytest.mark.unit
 def test_procfile_declares_web_and_worker_and_no_release_phase() -> None:
     # Consumer groups are created by the workers themselves: nothing needs a release step.
     assert set(procfile()) == {"web", "worker"}
 
 
+@pytest.mark.system
 async def test_procfile_commands_boot_and_serve(
     settings: Settings, processes: ProcessGroup
 ) -> None:

@@ -10,6 +10,8 @@ from hypothesis import strategies as st
 
 from processors.pipelines.quantiles import ALPHA, EXACT_LIMIT, MAX_BINS, Quantiles
 
+pytestmark = pytest.mark.unit
+
 QS = (0.0, 0.5, 0.95, 0.99, 1.0)
 TINY = 1e-300  # below this, values count as zero (absolute error)
 

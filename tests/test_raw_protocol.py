@@ -121,6 +121,7 @@ async def connect_namespace(raw: RawWebsocket, auth: dict[str, Any] | None = Non
     return sid
 
 
+@pytest.mark.system
 async def test_websocket_session_with_acks_updates_and_heartbeat(
     web: RealtimeProcess, http: aiohttp.ClientSession
 ) -> None:
@@ -162,6 +163,7 @@ async def test_websocket_session_with_acks_updates_and_heartbeat(
         assert ack == {"ok": True, "topic": "raw.ws"}
 
 
+@pytest.mark.integration
 async def test_a_client_that_stops_answering_pings_is_disconnected(
     web: RealtimeProcess, http: aiohttp.ClientSession
 ) -> None:
@@ -220,6 +222,7 @@ class RawPolling:
         return frames
 
 
+@pytest.mark.integration
 async def test_long_polling_session(web: RealtimeProcess, http: aiohttp.ClientSession) -> None:
     poll = RawPolling(http, web)
     handshake = await poll.open()
@@ -251,6 +254,7 @@ async def test_long_polling_session(web: RealtimeProcess, http: aiohttp.ClientSe
     assert [e["id"] for e in events] == ids
 
 
+@pytest.mark.integration
 async def test_polling_then_upgrade_to_websocket(
     web: RealtimeProcess, http: aiohttp.ClientSession
 ) -> None:

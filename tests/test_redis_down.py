@@ -5,6 +5,7 @@ with AOF, which loses nothing, is in test_fault_web.py.)"""
 from __future__ import annotations
 
 import aiohttp
+import pytest
 
 from realtime.core.settings import Settings
 from realtime.dev.embedded import RedisServer
@@ -13,6 +14,7 @@ from tests.helpers.inprocess import running_app
 from tests.helpers.processes import ProcessGroup
 
 
+@pytest.mark.integration
 async def test_ingest_is_503_while_redis_is_down_and_recovers(
     own_redis: RedisServer, prefix: str
 ) -> None:
@@ -42,6 +44,7 @@ async def test_ingest_is_503_while_redis_is_down_and_recovers(
         assert event_id
 
 
+@pytest.mark.system
 async def test_clients_learn_of_the_gap_when_a_redis_restart_lost_everything(
     own_redis: RedisServer, prefix: str, processes: ProcessGroup
 ) -> None:

@@ -24,6 +24,7 @@ from tests.helpers.redis_topology import make_tls_files
 # -- parsing (pure) ------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_a_sentinel_url_names_the_sentinels_the_service_and_the_primarys_credentials() -> None:
     url = "redis+sentinel://app:s%40cret@10.0.0.1:26379,[::1]:26380/2/mymaster?sentinel_password=x"
     assert parse_sentinel_url(url) == SentinelTarget(
@@ -37,6 +38,7 @@ def test_a_sentinel_url_names_the_sentinels_the_service_and_the_primarys_credent
     assert parse_sentinel_url("redis+sentinel://h:1/0/s") == SentinelTarget((("h", 1),), "s")
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("url", "reason"),
     [
@@ -57,6 +59,7 @@ def test_an_unusable_url_is_refused_with_the_reason(url: str, reason: str) -> No
         check_url(url)
 
 
+@pytest.mark.unit
 def test_the_process_refuses_to_start_naming_redis_url() -> None:
     with pytest.raises(SettingsError, match=r"REDIS_URL is not usable: .*/db/service"):
         Settings.from_env({"REDIS_URL": "redis+sentinel://h:26379/0"})
@@ -64,6 +67,7 @@ def test_the_process_refuses_to_start_naming_redis_url() -> None:
         assert Settings.from_env({"REDIS_URL": url}).redis_url == url
 
 
+@pytest.mark.unit
 def test_sentinel_passwords_are_secrets() -> None:
     url = "redis+sentinel://:primary-pw@h:1,h:2/0/s?sentinel_password=sentinel-pw"
     assert set(Settings(redis_url=url).secret_values()) >= {"primary-pw", "sentinel-pw"}
@@ -91,6 +95,7 @@ def local_addresses(server: RedisServer) -> list[str]:
         return [c["laddr"] for c in admin.client_list() if int(c["id"]) != own]
 
 
+@pytest.mark.system
 async def test_web_and_worker_run_over_a_unix_socket(
     processes: ProcessGroup, prefix: str, tmp_path: Path
 ) -> None:
@@ -110,6 +115,7 @@ async def test_web_and_worker_run_over_a_unix_socket(
         server.cleanup()
 
 
+@pytest.mark.system
 async def test_web_and_worker_run_over_tls(
     processes: ProcessGroup, prefix: str, tmp_path: Path
 ) -> None:
@@ -142,6 +148,7 @@ async def test_web_and_worker_run_over_tls(
         server.cleanup()
 
 
+@pytest.mark.integration
 async def test_ingest_waiting_for_a_replica_that_is_not_there_answers_503(
     settings: Settings, redis: redis.asyncio.Redis
 ) -> None:

@@ -13,6 +13,8 @@ from tests.helpers.clients import Collector, post_events
 from tests.helpers.history import write_history
 from tests.helpers.inprocess import running_app
 
+pytestmark = pytest.mark.integration
+
 
 def updates(client: Collector) -> list[list[str]]:
     return [[e["id"] for e in payload] for kind, payload in client.log if kind == "update"]

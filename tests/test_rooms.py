@@ -3,11 +3,14 @@ stock manager does, whatever the order of connects, joins, leaves and disconnect
 
 from __future__ import annotations
 
+import pytest
 import socketio
 from hypothesis import given
 from hypothesis import strategies as st
 
 from realtime.fanout.rooms import RoomIndex
+
+pytestmark = pytest.mark.unit
 
 
 class IndexedManager(RoomIndex, socketio.AsyncManager):  # type: ignore[misc]

@@ -15,6 +15,8 @@ from processors.pipelines.routing import (
     key_text,
 )
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.mark.parametrize(
     ("template", "data", "topic"),

@@ -9,6 +9,8 @@ from marshmallow import ValidationError
 
 from realtime.ingest.schemas import EventSchema, SubscribeSchema, UnsubscribeSchema, field_errors
 
+pytestmark = pytest.mark.unit
+
 
 def load_event(payload: Any) -> dict[str, Any]:
     result: dict[str, Any] = EventSchema().load(payload)

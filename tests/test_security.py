@@ -78,6 +78,7 @@ async def client() -> AsyncIterator[Client]:
     await c.sio.shutdown()
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     ("auth", "message"),
     [
@@ -97,6 +98,7 @@ async def test_connections_without_a_valid_token_are_refused(
     assert client.refusals[0]["data"] == {"code": "unauthorized"}
 
 
+@pytest.mark.integration
 async def test_wrong_audience_is_refused(settings: Settings, client: Client) -> None:
     aud = settings.with_overrides(jwt_secret=SECRET, jwt_audience="dashboards", insecure=False)
     server = TestServer(create_app(aud), host="127.0.0.1", port=free_port())
@@ -111,6 +113,7 @@ async def test_wrong_audience_is_refused(settings: Settings, client: Client) -> 
         await server.close()
 
 
+@pytest.mark.integration
 async def test_a_metrics_token_cannot_read_billing(
     secure: tuple[str, web.Application], client: Client, redis: Redis, settings: Settings
 ) -> None:
@@ -143,6 +146,7 @@ async def test_a_metrics_token_cannot_read_billing(
     assert "billing.x" not in rooms
 
 
+@pytest.mark.integration
 async def test_an_expired_token_is_told_and_disconnected(
     secure: tuple[str, web.Application], client: Client
 ) -> None:
@@ -163,6 +167,7 @@ async def post(url: str, body: Any, key: str | None) -> tuple[int, Any, Any]:
         return response.status, await response.json(), response.headers
 
 
+@pytest.mark.integration
 async def test_ingest_needs_a_publish_key_within_its_topics(
     secure: tuple[str, web.Application],
 ) -> None:
@@ -193,6 +198,7 @@ def run_serve(settings: Settings, **env: str) -> subprocess.CompletedProcess[str
     )
 
 
+@pytest.mark.system
 @pytest.mark.parametrize(
     ("env", "missing"),
     [
@@ -211,6 +217,7 @@ def test_serve_refuses_to_start_without_auth(
     assert "REALTIME_INSECURE=1" in result.stderr
 
 
+@pytest.mark.system
 def test_serve_refuses_an_unreadable_public_key(settings: Settings) -> None:
     pem = "-----BEGIN PUBLIC KEY-----\\nAAAA\\n-----END PUBLIC KEY-----"
     result = run_serve(
@@ -222,6 +229,7 @@ def test_serve_refuses_an_unreadable_public_key(settings: Settings) -> None:
     assert "REALTIME_JWT_PUBLIC_KEY cannot be read" in result.stderr
 
 
+@pytest.mark.system
 def test_an_insecure_start_warns_every_time(settings: Settings, processes: ProcessGroup) -> None:
     for _ in range(2):
         web = processes.web(settings)
@@ -231,6 +239,7 @@ def test_an_insecure_start_warns_every_time(settings: Settings, processes: Proce
     assert log.count("REALTIME_INSECURE=1: ingest is not authenticated") == 2
 
 
+@pytest.mark.integration
 async def test_the_python_client_presents_and_refreshes_its_token(
     secure: tuple[str, web.Application],
 ) -> None:
@@ -267,6 +276,7 @@ async def test_the_python_client_presents_and_refreshes_its_token(
     assert refused == []
 
 
+@pytest.mark.system
 async def test_cli_publish_sends_its_key_and_watch_its_token(
     secure: tuple[str, web.Application], settings: Settings
 ) -> None:
@@ -295,6 +305,7 @@ async def test_cli_publish_sends_its_key_and_watch_its_token(
     assert "connection refused: The token is malformed." in err
 
 
+@pytest.mark.integration
 async def test_the_raw_refusal_frame(secure: tuple[str, web.Application]) -> None:
     """What a mobile SDK sees: CONNECT_ERROR (`44`) with the message and the code."""
     url, _ = secure

@@ -12,11 +12,15 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from realtime.core.settings import Settings
 from tests.helpers.clients import Collector, Watcher, id_key
 from tests.helpers.feed import Feed
 from tests.helpers.processes import ProcessGroup
 from tests.helpers.redis_topology import SentinelSet
+
+pytestmark = pytest.mark.system
 
 TOPICS = [f"ha.t{n}" for n in range(4)]
 

@@ -6,6 +6,8 @@ import pytest
 
 from realtime.core.settings import Settings, SettingsError, environment_variables
 
+pytestmark = pytest.mark.unit
+
 
 def test_defaults() -> None:
     settings = Settings.from_env({})

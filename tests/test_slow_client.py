@@ -28,6 +28,8 @@ from tests.helpers.feed import Feed
 from tests.helpers.processes import RealtimeProcess
 from tests.helpers.stack import fresh_settings, running_stack
 
+pytestmark = pytest.mark.system
+
 TOPIC = "slow.test"
 EVENTS = 50_000
 PADDING = "x" * 500  # ~600 bytes an event: 30 MB in all, far past any socket buffer

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -13,6 +14,8 @@ from realtime.core.streamids import parse_id
 from realtime.delivery.conflate import Conflater
 from realtime.delivery.history import Extent, covers
 from realtime.delivery.subscriptions import Batch, Subscriptions, Target
+
+pytestmark = pytest.mark.unit
 
 
 def events(*ns: int, topic: str = "t") -> list[dict[str, Any]]:

@@ -8,6 +8,8 @@ import pytest
 
 from tests.helpers.clients import Collector, post_events
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.mark.parametrize(
     ("payload", "field"),

@@ -8,6 +8,8 @@ import pytest
 
 from realtime.core.topics import is_valid_topic, partition_of
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.mark.parametrize(
     "name", ["a", "0", "metrics.cpu", "orders.by_region.eu", "a:b-c_d", "a" * 128]

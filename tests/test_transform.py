@@ -14,6 +14,8 @@ from processors.pipelines.transform import (
 )
 from realtime.ingest.api import ingest_fields
 
+pytestmark = pytest.mark.unit
+
 
 def test_ingest_fields_round_trip_through_decode() -> None:
     fields = ingest_fields({"topic": "metrics.cpu", "data": {"value": 1.5}, "ts": 42}, now_ms=99)

@@ -8,6 +8,8 @@ import pytest
 
 from tests.helpers.clients import Collector
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.mark.parametrize("transport", ["polling", "websocket"])
 async def test_client_connects_subscribes_and_disconnects_promptly(

@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 from realtime.transport import websocket
 from realtime.transport.websocket import FrameReader, HandshakeError, ProtocolError
 
+pytestmark = pytest.mark.unit
+
 MASK = b"\x37\xfa\x21\x3d"
 
 

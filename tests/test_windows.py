@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 from processors.pipelines.aggregates import Aggregate
 from processors.pipelines.windows import ClosedWindow, TopicWindows, WindowSpec
 
+pytestmark = pytest.mark.unit
+
 SPEC = WindowSpec(sizes=(1000, 10_000, 60_000), lateness=1000)
 FAR = 10**12
 

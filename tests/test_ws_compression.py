@@ -13,6 +13,8 @@ from realtime.core.settings import Settings
 from realtime.web.app import DELIVERY
 from tests.helpers.inprocess import serving
 
+pytestmark = pytest.mark.integration
+
 
 def events(*ns: int) -> list[dict[str, object]]:
     return [{"topic": "z.t", "id": f"{n}-0", "ts": n, "data": {"n": n}} for n in ns]

@@ -12,6 +12,7 @@ import struct
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
@@ -22,6 +23,8 @@ from realtime.transport.connection import WebSocketConnection
 from realtime.transport.engine import EngineSocket
 from realtime.web.app import SIO, create_app
 from tests.test_websocket import client_frame
+
+pytestmark = pytest.mark.integration
 
 PATH = "/socket.io/?EIO=4&transport=websocket"
 
