@@ -103,10 +103,10 @@ class PysioSender(Sender):
 class PublishSender(Sender):
     def __init__(self, redis_url: str) -> None:
         from realtime.core.connections import connect
-        from realtime.fanout.manager import FanoutManager
+        from realtime.core.wire import UpdateEncoder
 
         self.settings = Settings.from_env(redis_url=redis_url)
-        self.fanout = FanoutManager(self.settings, write_only=True)
+        self.fanout = UpdateEncoder.of(self.settings)
         self.redis = connect(self.settings)
         self.common: str | None = None
 

@@ -55,8 +55,8 @@ from processors.worker.history_writes import history_write
 from realtime.core.connections import connect
 from realtime.core.keys import Keys
 from realtime.core.settings import Settings
+from realtime.core.wire import UpdateEncoder
 from realtime.dev.embedded import RedisServer
-from realtime.fanout.manager import FanoutManager
 from realtime.ingest.api import IngestWriter
 
 Variant = Callable[[Settings, Redis], Awaitable[None]]
@@ -83,10 +83,9 @@ PASS_THROUGH = PipelinesConfig(pipelines=(), source="none")
 async def run_consumer(
     settings: Settings, redis: Redis, *, fenced: bool, pipelines: PipelinesConfig = PASS_THROUGH
 ) -> None:
-    fanout = FanoutManager(settings, write_only=True)
+    fanout = UpdateEncoder.of(settings)
     consumer = Consumer(redis, fanout, settings, pipelines=Pipelines(pipelines), fenced=fenced)
     await consumer.run(asyncio.Event(), burst=True)
-    await fanout.aclose()
 
 
 async def fenced_variant(settings: Settings, redis: Redis) -> None:
@@ -104,7 +103,7 @@ async def aggregate_variant(settings: Settings, redis: Redis) -> None:
 async def plain_variant(settings: Settings, redis: Redis) -> None:
     """The reference: consumer-group reads and pipelined writes, no scripts, no leases."""
     keys = Keys(settings.prefix)
-    fanout = FanoutManager(settings, write_only=True)
+    fanout = UpdateEncoder.of(settings)
     streams = [keys.ingest(p) for p in range(settings.partitions)]
     for stream in streams:
         await ensure_group(redis, stream, settings.group)
@@ -127,7 +126,6 @@ async def plain_variant(settings: Settings, redis: Redis) -> None:
                     pipe.publish(channel, payload)
                 await pipe.execute()
             await redis.xack(raw_stream, settings.group, *[i for i, _ in entries])
-    await fanout.aclose()
 
 
 VARIANTS: dict[str, Variant] = {

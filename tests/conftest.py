@@ -15,8 +15,8 @@ from redis.asyncio import Redis
 from processors.worker.consumer import Consumer
 from realtime.core.connections import connect
 from realtime.core.settings import Settings
+from realtime.core.wire import UpdateEncoder
 from realtime.dev.embedded import RedisServer
-from realtime.fanout.manager import FanoutManager
 from tests.helpers.clients import Collector
 from tests.helpers.inprocess import running_app
 from tests.helpers.processes import ProcessGroup
@@ -85,12 +85,11 @@ async def base_url(settings: Settings) -> AsyncIterator[str]:
 async def worker(redis: Redis, settings: Settings) -> AsyncIterator[None]:
     """The worker's consumer loop running in this test's event loop."""
     stop = asyncio.Event()
-    fanout = FanoutManager(settings, write_only=True)
+    fanout = UpdateEncoder.of(settings)
     task = asyncio.create_task(Consumer(redis, fanout, settings).run(stop))
     yield
     stop.set()
     await asyncio.wait_for(task, 10)
-    await fanout.aclose()
 
 
 @pytest.fixture

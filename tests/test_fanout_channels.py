@@ -22,9 +22,9 @@ from realtime.core.connections import connect
 from realtime.core.keys import Keys
 from realtime.core.settings import Settings
 from realtime.core.tasks import cancel_and_wait
+from realtime.core.wire import UpdateEncoder
 from realtime.dev.embedded import RedisServer
 from realtime.fanout.channels import ChannelListener
-from realtime.fanout.manager import FanoutManager
 from realtime.web.app import MANAGER, SIO
 from tests.helpers.clients import Collector, post_events
 from tests.helpers.feed import Feed
@@ -198,7 +198,7 @@ async def test_nothing_is_lost_when_the_listener_connection_is_cut_again_and_aga
         redis_url=own_redis.url, prefix=prefix, insecure=True, block_ms=200, redis_timeout_s=2.0
     )
     redis = connect(settings)
-    fanout = FanoutManager(settings, write_only=True)
+    fanout = UpdateEncoder.of(settings)
     stop = asyncio.Event()
     working = asyncio.create_task(Consumer(redis, fanout, settings).run(stop))
     topics = ["cut.a", "cut.b", "cut.c"]
@@ -222,7 +222,6 @@ async def test_nothing_is_lost_when_the_listener_connection_is_cut_again_and_aga
     finally:
         stop.set()
         await asyncio.wait_for(working, 10)
-        await fanout.aclose()
         await redis.aclose()
 
 
@@ -237,7 +236,7 @@ async def test_subscribing_while_redis_is_down_is_answered_and_recovers(
         redis_url=own_redis.url, prefix=prefix, insecure=True, block_ms=200, redis_timeout_s=1.0
     )
     redis = connect(settings)
-    fanout = FanoutManager(settings, write_only=True)
+    fanout = UpdateEncoder.of(settings)
     stop = asyncio.Event()
     working = asyncio.create_task(Consumer(redis, fanout, settings).run(stop))
     try:
@@ -268,7 +267,6 @@ async def test_subscribing_while_redis_is_down_is_answered_and_recovers(
     finally:
         stop.set()
         await asyncio.wait_for(working, 10)
-        await fanout.aclose()
         await redis.aclose()
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import pytest
 from redis.asyncio import Redis
@@ -20,17 +20,15 @@ from realtime.core.keys import Keys
 from realtime.core.metrics import WorkerMetrics
 from realtime.core.settings import Settings
 from realtime.core.topics import partition_of
-from realtime.fanout.manager import FanoutManager
+from realtime.core.wire import UpdateEncoder
 from realtime.ingest.api import IngestWriter
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-async def fanout(settings: Settings) -> AsyncIterator[FanoutManager]:
-    manager = FanoutManager(settings, write_only=True)
-    yield manager
-    await manager.aclose()
+def fanout(settings: Settings) -> UpdateEncoder:
+    return UpdateEncoder.of(settings)
 
 
 def neighbour(topic: str, partitions: int, prefix: str = "n") -> str:
@@ -46,13 +44,13 @@ async def history_ids(redis: Redis, keys: Keys, topic: str) -> list[str]:
     return [i.decode() for i, _ in await redis.xrange(keys.topic(topic))]
 
 
-async def drain(redis: Redis, fanout: FanoutManager, settings: Settings, **kwargs: object) -> None:
+async def drain(redis: Redis, fanout: UpdateEncoder, settings: Settings, **kwargs: object) -> None:
     consumer = Consumer(redis, fanout, settings, **kwargs)  # type: ignore[arg-type]
     await asyncio.wait_for(consumer.run(asyncio.Event(), burst=True), 20)
 
 
 async def test_an_entry_whose_history_write_always_fails_is_dead_lettered(
-    redis: Redis, settings: Settings, fanout: FanoutManager
+    redis: Redis, settings: Settings, fanout: UpdateEncoder
 ) -> None:
     settings = settings.with_overrides(max_attempts=2)
     keys = Keys(settings.prefix)
@@ -79,7 +77,7 @@ async def test_an_entry_whose_history_write_always_fails_is_dead_lettered(
 
 
 async def test_a_transform_that_keeps_failing_is_retried_then_dead_lettered(
-    redis: Redis, settings: Settings, fanout: FanoutManager
+    redis: Redis, settings: Settings, fanout: UpdateEncoder
 ) -> None:
     settings = settings.with_overrides(max_attempts=3)
     keys = Keys(settings.prefix)
@@ -108,7 +106,7 @@ async def test_a_transform_that_keeps_failing_is_retried_then_dead_lettered(
 
 
 async def test_a_failure_that_clears_is_not_dead_lettered(
-    redis: Redis, settings: Settings, fanout: FanoutManager
+    redis: Redis, settings: Settings, fanout: UpdateEncoder
 ) -> None:
     keys = Keys(settings.prefix)
     failures = [ValueError("transient")]
@@ -128,7 +126,7 @@ async def test_a_failure_that_clears_is_not_dead_lettered(
 
 
 async def test_a_poison_entry_among_windowed_ones_leaves_the_windows_exact(
-    redis: Redis, settings: Settings, fanout: FanoutManager
+    redis: Redis, settings: Settings, fanout: UpdateEncoder
 ) -> None:
     """Its failed commits had fed the windows already: each failure restores the
     checkpoint and replays; the entries around it are counted once, and they are not
@@ -169,7 +167,7 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 15.0
 
 
 async def test_a_window_output_whose_history_key_has_the_wrong_type_is_dead_lettered(
-    redis: Redis, settings: Settings, fanout: FanoutManager, caplog: pytest.LogCaptureFixture
+    redis: Redis, settings: Settings, fanout: UpdateEncoder, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The timer closes the windows of idle topics; one output topic's history key holds
     a string. Each of its outputs goes to the dead-letter stream once, with the key and
@@ -243,7 +241,7 @@ async def test_a_window_output_whose_history_key_has_the_wrong_type_is_dead_lett
 
 
 async def test_a_window_output_closed_by_an_event_is_dead_lettered_not_the_event(
-    redis: Redis, settings: Settings, fanout: FanoutManager
+    redis: Redis, settings: Settings, fanout: UpdateEncoder
 ) -> None:
     """The event that closes the window is not to blame for its output's history key:
     it is written, and the output is dead-lettered in its place."""

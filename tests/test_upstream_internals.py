@@ -31,7 +31,7 @@ from socketio.async_pubsub_manager import AsyncPubSubManager
 
 from bench.rooms import IndexedManager
 from realtime.core.keys import NAMESPACE, UPDATE_EVENT
-from realtime.core.settings import Settings
+from realtime.core.wire import update_message
 from realtime.fanout.manager import FanoutManager, _is_update
 from realtime.fanout.sharded import ShardedFanoutManager
 from realtime.transport.connection import _HandedOver
@@ -694,7 +694,7 @@ def test_the_aiohttp_driver_environ_has_what_we_read() -> None:
 
 
 async def test_our_update_message_is_the_stock_emit_message() -> None:
-    """The worker publishes `update` emits itself (FanoutManager._message), and web
+    """The worker publishes `update` emits itself (realtime.core.wire), and web
     instances take a stock python-socketio emit of `update` as one (bench/publisher.py)."""
 
     class Capture(AsyncPubSubManager):  # type: ignore[misc]
@@ -706,15 +706,13 @@ async def test_our_update_message_is_the_stock_emit_message() -> None:
         async def _publish(self, data: dict[str, Any]) -> None:
             self.published = [*getattr(self, "published", []), data]
 
-    ours = FanoutManager(Settings(), write_only=True)
     stock = Capture()
-    stock.host_id = ours.host_id
     events = [{"topic": "metrics.cpu", "id": "1-0", "ts": 1, "data": {}}]
     await stock.emit(UPDATE_EVENT, events, namespace=NAMESPACE, room="metrics.cpu")
     [sent] = stock.published
-    message = ours._message("metrics.cpu", events)
+    message = update_message("metrics.cpu", events, stock.host_id)
     del message["sent_at"]  # ours only; upstream ignores extra keys
-    where = "realtime/fanout/manager.py FanoutManager._message, _is_update"
+    where = "realtime/core/wire.py update_message, realtime/fanout/manager.py _is_update"
     assert message == sent, blame(
         "socketio.async_pubsub_manager.AsyncPubSubManager.emit",
         f"its message is now {sent!r}",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -15,17 +14,15 @@ from realtime.core import jsoncodec
 from realtime.core.keys import Keys
 from realtime.core.settings import Settings
 from realtime.core.topics import partition_of
-from realtime.fanout.manager import FanoutManager
+from realtime.core.wire import UpdateEncoder
 from realtime.ingest.api import IngestWriter
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-async def consumer(redis: Redis, settings: Settings) -> AsyncIterator[Consumer]:
-    fanout = FanoutManager(settings, write_only=True)
-    yield Consumer(redis, fanout, settings)
-    await fanout.aclose()
+def consumer(redis: Redis, settings: Settings) -> Consumer:
+    return Consumer(redis, UpdateEncoder.of(settings), settings)
 
 
 async def run_burst(consumer: Consumer) -> None:

@@ -40,7 +40,7 @@ from realtime.core.backoff import Backoff
 from realtime.core.keys import Keys
 from realtime.core.metrics import WorkerMetrics
 from realtime.core.settings import Settings
-from realtime.fanout.manager import FanoutManager
+from realtime.core.wire import UpdatesEncoder
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class Consumer:
     def __init__(
         self,
         redis: Redis,
-        fanout: FanoutManager,
+        encoder: UpdatesEncoder,
         settings: Settings,
         *,
         pipelines: Pipelines | None = None,
@@ -76,7 +76,7 @@ class Consumer:
         """`pipelines`: default, the file `settings.pipelines_file` names (PipelinesError
         if it is invalid); `planner` replaces `Pipelines.plan` (tests inject failures)."""
         self.redis = redis
-        self.fanout = fanout
+        self.encoder = encoder
         self.settings = settings
         self.keys = Keys.of(settings)
         self.group = settings.group
@@ -246,7 +246,7 @@ class Consumer:
             fenced,
             self.redis,
             self.keys,
-            self.fanout,
+            self.encoder,
             stage,
             batch_size=self.settings.batch_size,
             block_ms=self.settings.block_ms,

@@ -12,13 +12,12 @@ from __future__ import annotations
 from processors.pipelines.transform import TopicEvent
 from processors.worker.fencing import HistoryWrite
 from realtime.core import jsoncodec
-from realtime.core.keys import Keys
-from realtime.delivery.history import DATA_FIELD, TS_FIELD
+from realtime.core.keys import HISTORY_DATA_FIELD, HISTORY_TS_FIELD, Keys
 
 
 def history_write(keys: Keys, event: TopicEvent) -> HistoryWrite:
     return HistoryWrite(
         key=keys.topic(event.topic),
         id=event.id,
-        fields=[TS_FIELD, str(event.ts), DATA_FIELD, jsoncodec.dumps(event.data)],
+        fields=[HISTORY_TS_FIELD, str(event.ts), HISTORY_DATA_FIELD, jsoncodec.dumps(event.data)],
     )

@@ -37,7 +37,7 @@ from processors.worker.partition_pipelines import Outcome, PartitionPipelines
 from realtime.core.backoff import Backoff
 from realtime.core.keys import Keys
 from realtime.core.metrics import WorkerMetrics
-from realtime.fanout.manager import FanoutManager
+from realtime.core.wire import UpdatesEncoder
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ class PartitionRunner:
         fenced: FencedPartition,
         redis: Redis,
         keys: Keys,
-        fanout: FanoutManager,
+        encoder: UpdatesEncoder,
         stage: PartitionPipelines,
         *,
         batch_size: int,
@@ -114,7 +114,7 @@ class PartitionRunner:
         self.fenced = fenced
         self.redis = redis
         self.keys = keys
-        self.fanout = fanout
+        self.encoder = encoder
         self.stage = stage
         self.batch_size = batch_size
         self.block_ms = block_ms
@@ -270,7 +270,7 @@ class PartitionRunner:
     ) -> tuple[int, str] | None:
         """Commit; on a failed history write, (index of its outcome, error)."""
         batch = self.stage.build(
-            self.fenced.stream, outcomes, self.fanout, clock_ms=clock_ms, checkpoint=checkpoint
+            self.fenced.stream, outcomes, self.encoder, clock_ms=clock_ms, checkpoint=checkpoint
         )
         self._count_late()
         if not batch.plan:

@@ -42,7 +42,7 @@ from processors.worker.history_writes import history_write
 from realtime.core import jsoncodec
 from realtime.core.keys import Keys
 from realtime.core.topics import partition_of
-from realtime.fanout.manager import FanoutManager
+from realtime.core.wire import UpdatesEncoder
 
 logger = logging.getLogger(__name__)
 
@@ -141,7 +141,7 @@ class PartitionPipelines:
         self,
         stream: str,
         outcomes: Sequence[Outcome],
-        fanout: FanoutManager,
+        encoder: UpdatesEncoder,
         *,
         clock_ms: int | None = None,
         checkpoint: bool = False,
@@ -234,7 +234,7 @@ class PartitionPipelines:
                 count,
                 pipeline,
             )
-        plan.publishes = fanout.encode_updates(group_by_topic(events))
+        plan.publishes = encoder.encode_updates(group_by_topic(events))
         return Batch(
             plan, sources, outputs, dead_outputs, fed, offset, routed, pending, checkpointed
         )

@@ -1,4 +1,5 @@
-"""The worker process (`realtime process`): wires Redis, fan-out and the consumer loop."""
+"""The worker process (`realtime process`): wires Redis, the fan-out encoder and the
+consumer loop."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from realtime.core.keys import Keys
 from realtime.core.metrics import WorkerMetrics
 from realtime.core.metrics_server import private_metrics
 from realtime.core.settings import Settings
-from realtime.fanout.sharded import fanout_manager
+from realtime.core.wire import UpdateEncoder
 
 logger = logging.getLogger(__name__)
 
@@ -29,9 +30,8 @@ async def run_worker(
     # No automatic retry: a consumer-group read resent after a lost reply would strand
     # the entries of the first one. The runners handle errors themselves (recovery).
     redis = connect(settings, blocking_ms=settings.block_ms, retries=0)
-    fanout = fanout_manager(settings, write_only=True)
     metrics = WorkerMetrics()
-    consumer = Consumer(redis, fanout, settings, metrics=metrics)
+    consumer = Consumer(redis, UpdateEncoder.of(settings), settings, metrics=metrics)
     # Its own client: a scrape must not queue behind the coordinator's blocking reads.
     stats_redis = connect(settings)
     stats = StreamStats(
@@ -51,7 +51,6 @@ async def run_worker(
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
-        await fanout.aclose()
         await stats_redis.aclose()
         await redis.aclose()
     logger.info("worker %s stopped after %d entries", consumer.owner, consumer.processed)

@@ -37,6 +37,10 @@ CLOSING_EVENT = "closing"
 SLOW_CLIENT = "slow_client"  # its `code` when the client could not keep up
 TOKEN_EXPIRED = "token_expired"  # its `code` when the client's token expired
 
+# The fields of a history entry (`rt:topic:{topic}`): written by the worker, read by the web.
+HISTORY_TS_FIELD = "ts"
+HISTORY_DATA_FIELD = "data"
+
 
 @functools.cache
 def partition_tag(partition: int, partitions: int) -> str:

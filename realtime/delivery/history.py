@@ -27,11 +27,10 @@ from typing import Any
 from redis.asyncio import Redis
 
 from realtime.core import jsoncodec
+from realtime.core.keys import HISTORY_DATA_FIELD as DATA_FIELD
+from realtime.core.keys import HISTORY_TS_FIELD as TS_FIELD
 from realtime.core.keys import Keys
 from realtime.core.streamids import ZERO, StreamId, format_id, parse_id
-
-TS_FIELD = "ts"
-DATA_FIELD = "data"
 
 WireEvent = dict[str, Any]
 RawEntry = tuple[bytes | str, Mapping[bytes, bytes]]

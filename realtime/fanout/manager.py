@@ -27,7 +27,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import socketio
@@ -40,6 +39,7 @@ from realtime.core.keys import NAMESPACE, UPDATE_EVENT, Keys
 from realtime.core.settings import Settings
 from realtime.core.tasks import cancel_and_wait
 from realtime.core.topics import is_valid_topic
+from realtime.core.wire import UpdateEncoder, Updates
 from realtime.fanout.channels import ChannelListener
 from realtime.fanout.rooms import RoomIndex
 
@@ -70,6 +70,7 @@ class FanoutManager(RoomIndex, socketio.AsyncRedisManager):  # type: ignore[misc
         self.delivery: Delivery | None = None
         self.channels = ChannelListener(settings)
         self.thread: asyncio.Task[None] | None = None
+        self._encoder = UpdateEncoder(self.keys, self.host_id)
 
     def attach(self, delivery: Delivery) -> None:
         """Deliver `update` emits through `delivery`, and catch its subscriptions up
@@ -85,32 +86,9 @@ class FanoutManager(RoomIndex, socketio.AsyncRedisManager):  # type: ignore[misc
             self._publisher = connect(self.settings)
         return self._publisher
 
-    def _message(self, topic: str, events: list[dict[str, Any]]) -> dict[str, Any]:
-        """The stock manager's emit message, as `AsyncPubSubManager.emit` builds it."""
-        return {
-            "method": "emit",
-            "event": UPDATE_EVENT,
-            "data": [events],
-            "binary": False,
-            "namespace": NAMESPACE,
-            "room": topic,
-            "skip_sid": None,
-            "callback": None,
-            "host_id": self.host_id,
-            # When it was published (the commit follows at once): for the fan-out
-            # latency metric. Extra keys are ignored by the stock manager.
-            "sent_at": time.time(),
-        }
-
-    def encode_updates(
-        self, batches: Sequence[tuple[str, list[dict[str, Any]]]]
-    ) -> list[tuple[str, bytes]]:
-        """(channel, message) per (topic, events): what to PUBLISH for one `update` emit
-        each. The worker publishes these inside its atomic commit."""
-        return [
-            (self.keys.topic_channel(topic), jsoncodec.dumpb(self._message(topic, events)))
-            for topic, events in batches
-        ]
+    def encode_updates(self, batches: Updates) -> list[tuple[str, bytes]]:
+        """See `realtime.core.wire`: the worker's encoding, with this instance's host id."""
+        return self._encoder.encode_updates(batches)
 
     def _channel_for(self, message: dict[str, Any]) -> str:
         """A topic's `update` emit goes on the topic's channel, the rest on the common one."""
