@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -33,7 +34,6 @@ from marshmallow import ValidationError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from processors.pipelines.plan import Pipelines
 from realtime.core import errors, jsoncodec
 from realtime.core.keys import Keys
 from realtime.core.metrics import ProcessMetrics
@@ -213,14 +213,15 @@ class IngestHandler:
         self,
         writer_key: web.AppKey[IngestWriter],
         settings: Settings,
-        pipelines: Pipelines | None = None,
+        window_output_of: Callable[[str], str | None] | None = None,
         *,
         keys: IngestKeys | None = None,
         rate_key: web.AppKey[IngestRate] | None = None,
         metrics: ProcessMetrics | None = None,
     ) -> None:
         self.writer_key = writer_key
-        self.pipelines = pipelines
+        # The pipeline whose window outputs include a topic (ingest refuses it), if any.
+        self.window_output_of = window_output_of
         self.rate_key = rate_key
         self.keys = keys
         self.metrics = metrics
@@ -313,11 +314,11 @@ class IngestHandler:
 
     def _derived_topics(self, events: list[dict[str, Any]]) -> dict[str, Any]:
         """Field errors for events on window-output topics, by index (as marshmallow's)."""
-        if self.pipelines is None:
+        if self.window_output_of is None:
             return {}
         problems: dict[str, Any] = {}
         for index, event in enumerate(events):
-            pipeline = self.pipelines.derived_from(event["topic"])
+            pipeline = self.window_output_of(event["topic"])
             if pipeline is not None:
                 problems[str(index)] = {
                     "topic": [

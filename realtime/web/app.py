@@ -7,6 +7,7 @@ created at import time.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -16,8 +17,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from redis.asyncio import Redis
 
-from processors.pipelines.config import load_pipelines
-from processors.pipelines.plan import Pipelines
+from processors.pipelines.config import PipelinesConfig, load_pipelines
 from realtime.core import errors, jsoncodec
 from realtime.core.connections import connect
 from realtime.core.keys import NAMESPACE, Keys
@@ -55,6 +55,17 @@ METRICS = web.AppKey("metrics", WebMetrics)
 DRAIN = web.AppKey("drain", Drain)
 INGEST_PATH = "/api/v1/events"
 SOCKETIO_PATH = "socket.io"  # python-socketio's default
+
+
+def window_outputs(config: PipelinesConfig) -> Callable[[str], str | None]:
+    """The pipeline whose window outputs include a topic (by name), memoised per topic."""
+
+    @functools.lru_cache(maxsize=4096)
+    def window_output_of(topic: str) -> str | None:
+        pipeline = config.derived_from(topic)
+        return None if pipeline is None else pipeline.name
+
+    return window_output_of
 
 
 def create_sio(settings: Settings, manager: FanoutManager) -> SocketServer:
@@ -194,11 +205,10 @@ def create_app(settings: Settings) -> web.Application:
     request_id.install(app)
 
     # Ingest refuses the pipelines' window-output topics (a bad file: PipelinesError).
-    pipelines = Pipelines(load_pipelines(settings.pipelines_file))
     ingest = IngestHandler(
         INGEST,
         settings,
-        pipelines,
+        window_outputs(load_pipelines(settings.pipelines_file)),
         keys=ingest_auth.ingest_keys(settings),
         rate_key=INGEST_RATE,
         metrics=metrics,
