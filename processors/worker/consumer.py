@@ -70,7 +70,6 @@ class Consumer:
         *,
         pipelines: Pipelines | None = None,
         planner: Planner | None = None,
-        fenced: bool = True,
         metrics: WorkerMetrics | None = None,
     ) -> None:
         """`pipelines`: default, the file `settings.pipelines_file` names (PipelinesError
@@ -83,7 +82,6 @@ class Consumer:
         self.owner = owner_token(settings.consumer)
         self.pipelines = pipelines or Pipelines(load_pipelines(settings.pipelines_file))
         self.planner = planner
-        self.fenced = fenced
         self.leases = Leases(redis, self.keys, self.owner, settings.lease_ms)
         self.membership = Membership(redis, self.keys, self.owner, settings.lease_ms)
         self.heartbeat = Heartbeat(
@@ -233,7 +231,6 @@ class Consumer:
             group=self.group,
             consumer=self.owner,
             history_maxlen=self.settings.history_maxlen,
-            fenced=self.fenced,
         )
         stage = PartitionPipelines(
             self.pipelines,

@@ -129,10 +129,9 @@ LEASE_LOST = -1
 DEAD_LETTER_MAXLEN = 100_000
 
 
-def fenced_script(body: str, *, fenced: bool = True) -> str:
-    """A script body behind the lease check (`fenced=False` is for the benchmark's
-    measurement of what the check costs, never for production use)."""
-    return (_FENCE if fenced else "") + body
+def fenced_script(body: str) -> str:
+    """A script body behind the lease check."""
+    return _FENCE + body
 
 
 class LeaseLost(Exception):
@@ -222,7 +221,6 @@ class FencedPartition:
         group: str,
         consumer: str,
         history_maxlen: int,
-        fenced: bool = True,
     ) -> None:
         self.redis = redis
         self.partition = partition
@@ -237,9 +235,9 @@ class FencedPartition:
         self.group = group
         self.consumer = consumer
         self.history_maxlen = history_maxlen
-        self._read = redis.register_script(fenced_script(_READ, fenced=fenced))
-        self._claim = redis.register_script(fenced_script(_CLAIM, fenced=fenced))
-        self._commit = redis.register_script(fenced_script(_COMMIT, fenced=fenced))
+        self._read = redis.register_script(fenced_script(_READ))
+        self._claim = redis.register_script(fenced_script(_CLAIM))
+        self._commit = redis.register_script(fenced_script(_COMMIT))
 
     def _args(self, count: int) -> list[Value]:
         return [self.token, self.group, self.consumer, count]
