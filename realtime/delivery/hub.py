@@ -99,17 +99,13 @@ class Delivery:
 
     # -- sending ------------------------------------------------------------------------
 
-    def _socket(self, eio_sid: str | None) -> EngineSocket | None:
-        socket = self.sio.eio.sockets.get(eio_sid) if eio_sid is not None else None
-        return socket if isinstance(socket, EngineSocket) else None
-
     def _send_to(self, sid: str, events: list[WireEvent], page: _Page | None = None) -> None:
         """Backlog events (a replay, a catch-up, what was buffered meanwhile): sent even
         past the connection's bound, since the subscription state already counts them
         as sent; past it, the connection is then treated as behind."""
         if not events:
             return
-        socket = self._socket(self.sio.manager.eio_sid_from_sid(sid, NAMESPACE))
+        socket = self.sio.writer(sid)
         if socket is not None:
             socket.push(page.frame(events) if page is not None else Frame.update(events))
             self.metrics.events_delivered.labels("backlog").inc(len(events))
@@ -182,13 +178,13 @@ class Delivery:
         route = self._routes.get(topic)
         if route is not None and route[0] == version:
             return route
-        sockets = self.sio.eio.sockets
+        writer = self.sio.writer
         cursors = self.subs.cursors
         members: list[Member] = []
         for sid, eio_sid in self.sio.manager.get_participants(NAMESPACE, topic):
-            socket = sockets.get(eio_sid)
+            socket = writer(sid, eio_sid)
             cursor = cursors(sid).get(topic)
-            if isinstance(socket, EngineSocket) and cursor is not None:
+            if socket is not None and cursor is not None:
                 members.append((sid, eio_sid, socket, cursor))
         route = self._routes[topic] = (version, members)
         return route
@@ -208,7 +204,7 @@ class Delivery:
         shared_clients = 0
         duplicates = self.subs.duplicates
         now_ms = time.time() * 1000
-        sockets = self.sio.eio.sockets
+        writer = self.sio.writer
         cursors = self.subs.cursors
         topic = batch.topic
         if shared is None:
@@ -218,9 +214,9 @@ class Delivery:
             if current:
                 socket, cursor = member_socket, member_cursor
             else:
-                found = sockets.get(eio_sid)
+                found = writer(sid, eio_sid)
                 now_cursor = cursors(sid).get(topic)
-                if not isinstance(found, EngineSocket) or now_cursor is None:
+                if found is None or now_cursor is None:
                     continue
                 socket, cursor = found, now_cursor
             if not cursor.takes_all(batch):
@@ -280,7 +276,7 @@ class Delivery:
         self._paced.pop(key, None)
         if self.subs.conflater(sid, conflater.topic) is not conflater:
             return  # unsubscribed (or subscribed anew) meanwhile
-        socket = self._socket(self.sio.manager.eio_sid_from_sid(sid, NAMESPACE))
+        socket = self.sio.writer(sid)
         if socket is None:
             return
         loop = asyncio.get_running_loop()
@@ -334,7 +330,7 @@ class Delivery:
 
     def _too_slow(self, sid: str) -> None:
         self._behind.pop(sid, None)
-        socket = self._socket(self.sio.manager.eio_sid_from_sid(sid, NAMESPACE))
+        socket = self.sio.writer(sid)
         if socket is None:
             return
         logger.warning(

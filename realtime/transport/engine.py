@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import engineio
@@ -48,6 +49,47 @@ _AWAIT_PROBE = 1
 _AWAIT_UPGRADE = 2
 
 
+class PollingOutbox:
+    """`Outbox`'s interface over engineio's packet queue: a long-polling connection (or
+    one not yet upgraded) sends through it; a poll GET takes what it holds."""
+
+    polling = True
+    lane: asyncio.Transport | None = None  # never written to directly
+
+    def __init__(self, socket: EngineSocket) -> None:
+        self.socket = socket
+
+    def write(self, frame: Frame) -> None:
+        self.socket.queue.put_nowait(packet.Packet(packet.MESSAGE, data=frame.packet))
+
+    def send_packet(self, pkt: packet.Packet) -> None:
+        self.socket.queue.put_nowait(pkt)
+
+    def full(self) -> bool:
+        return bool(self.socket.queue.qsize() >= self.socket.server.backlog_packets)
+
+    def notify_drained(self, callback: Callable[[], None]) -> None:
+        if self.socket.queue.empty():
+            asyncio.get_running_loop().call_soon(callback)
+        else:
+            self.socket._on_polled = callback
+
+    def closed(self) -> None:
+        """engineio's close has queued the CLOSE packet: the next poll takes it."""
+
+    def end(self) -> None:
+        self.socket.queue.put_nowait(None)  # answers a pending poll GET
+
+    def abandon_with_close(self, last: list[Frame]) -> None:
+        queue = self.socket.queue
+        while not queue.empty():
+            queue.get_nowait()
+            queue.task_done()
+        for frame in last:
+            self.write(frame)
+        queue.put_nowait(packet.Packet(packet.CLOSE))
+
+
 class EngineSocket(AsyncSocket):  # type: ignore[misc]
     """One Engine.IO connection. Defaults live on the class: engineio constructs the
     object as an `AsyncSocket` and `EngineServer` adopts it."""
@@ -55,7 +97,9 @@ class EngineSocket(AsyncSocket):  # type: ignore[misc]
     last_ping: float | None
     queue: Any  # asyncio.Queue; None once the connection is on the websocket
     connected: bool
-    outbox: Outbox | None = None
+    # Where packets go: engineio's queue (PollingOutbox), set on adoption, then the
+    # websocket's Outbox once the connection is on it.
+    outbox: Outbox | PollingOutbox
     link: Any = None  # the websocket: a WebSocketConnection, or aiohttp's with deflate
     _ping_handle: asyncio.TimerHandle | None = None
     _on_polled: Any = None
@@ -65,43 +109,26 @@ class EngineSocket(AsyncSocket):  # type: ignore[misc]
     _probing = 0  # the upgrade dance's step (_AWAIT_PROBE, _AWAIT_UPGRADE)
     _next_outbox: Outbox | None = None  # the websocket's, once the upgrade is done
 
-    # -- sending ------------------------------------------------------------------------
+    # -- sending: through the outbox, whatever the transport ---------------------------
 
     def push(self, frame: Frame) -> None:
         """Hand an `update` frame to this connection, whatever its transport."""
-        if self.closing or self.closed:
-            return
-        if self.outbox is not None:
+        if not (self.closing or self.closed):
             self.outbox.write(frame)
-        else:
-            self.queue.put_nowait(packet.Packet(packet.MESSAGE, data=frame.packet))
 
     def direct(self) -> asyncio.Transport | None:
         """See `Outbox.lane`: where an `update` frame may be written at once."""
-        outbox = self.outbox
-        if outbox is None or self.closing or self.closed:
-            return None
-        return outbox.lane
+        return None if self.closing or self.closed else self.outbox.lane
 
     def backlog_full(self) -> bool:
-        if self.outbox is not None:
-            return self.outbox.full()
-        return bool(self.queue.qsize() >= self.server.backlog_packets)
+        return self.outbox.full()
 
-    def notify_drained(self, callback: Any) -> None:
+    def notify_drained(self, callback: Callable[[], None]) -> None:
         """Call `callback` once, when the backlog has been handed to the client."""
-        if self.outbox is not None:
-            self.outbox.notify_drained(callback)
-        elif self.queue.empty():
-            asyncio.get_running_loop().call_soon(callback)
-        else:
-            self._on_polled = callback
+        self.outbox.notify_drained(callback)
 
     def _put(self, pkt: packet.Packet) -> None:
-        if self.outbox is not None:
-            self.outbox.write_message(pkt.encode())
-        else:
-            self.queue.put_nowait(pkt)
+        self.outbox.send_packet(pkt)
 
     async def send(self, pkt: packet.Packet) -> None:
         if not await self.check_ping_timeout():
@@ -135,29 +162,17 @@ class EngineSocket(AsyncSocket):  # type: ignore[misc]
         if self._ping_handle is not None:
             self._ping_handle.cancel()
             self._ping_handle = None
-        await super().close(wait=wait and self.outbox is None, abort=abort, reason=reason)
-        if self.outbox is not None:
-            self.outbox.end()
+        await super().close(wait=wait and self.outbox.polling, abort=abort, reason=reason)
+        self.outbox.closed()
 
     def end_transport(self) -> None:
         """End the websocket, or answer a pending long-poll GET, without a close packet."""
-        if self.outbox is not None:
-            self.outbox.end()
-        else:
-            self.queue.put_nowait(None)
+        self.outbox.end()
 
     def abandon(self, last: list[Frame]) -> None:
         """Cut a connection off: drop its backlog, send the messages `last` and the
-        Engine.IO close, and end the transport (see `Outbox.abandon`)."""
-        if self.outbox is not None:
-            self.outbox.abandon([*last, Frame(packet.Packet(packet.CLOSE).encode().encode())])
-        else:
-            while not self.queue.empty():
-                self.queue.get_nowait()
-                self.queue.task_done()
-            for frame in last:
-                self.queue.put_nowait(packet.Packet(packet.MESSAGE, data=frame.packet))
-            self.queue.put_nowait(packet.Packet(packet.CLOSE))
+        Engine.IO close, and end the transport."""
+        self.outbox.abandon_with_close(last)
 
     # -- the websocket transport --------------------------------------------------------
 
@@ -331,7 +346,7 @@ class EngineSocket(AsyncSocket):  # type: ignore[misc]
 
     async def _transport_closed(self) -> None:
         self.link = None
-        if self.outbox is None:  # an upgrade that did not finish: polling carries on
+        if self.outbox.polling:  # an upgrade that did not finish: polling carries on
             self._probing = 0
             self._next_outbox = None
             self.upgrading = False
@@ -354,4 +369,5 @@ class EngineServer(engineio.AsyncServer):  # type: ignore[misc]
             socket = self.sockets.get(args[0])
             if socket is not None and type(socket) is AsyncSocket:
                 socket.__class__ = EngineSocket
+                socket.outbox = PollingOutbox(socket)
         return await super()._trigger_event(event, *args, **kwargs)

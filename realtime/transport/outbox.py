@@ -23,11 +23,13 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from aiohttp import WSMsgType
+from engineio.packet import Packet
 
 from realtime.transport.frames import Frame, websocket_text_frame
 
 logger = logging.getLogger(__name__)
 
+_ENGINE_CLOSE = Frame(b"1")  # Engine.IO's CLOSE packet
 CLOSE_GRACE_S = 10.0  # a closing connection that cannot flush in this long is aborted
 
 
@@ -48,6 +50,8 @@ class WebSocket(Protocol):
 
 
 class Outbox:
+    polling = False
+
     def __init__(
         self,
         websocket: WebSocket,
@@ -118,6 +122,18 @@ class Outbox:
             self.write(Frame(message.encode("utf-8")))
         else:  # binary attachments: never sent by this server's own events
             self._queue(message, binary=True)
+
+    def send_packet(self, pkt: Packet) -> None:
+        """An Engine.IO packet of engineio's own (an ack, a ping, the close)."""
+        self.write_message(pkt.encode())
+
+    def closed(self) -> None:
+        """The Engine.IO socket closed: end the websocket once the close packet is out."""
+        self.end()
+
+    def abandon_with_close(self, last: list[Frame]) -> None:
+        """`abandon`, with the Engine.IO close packet after `last`."""
+        self.abandon([*last, _ENGINE_CLOSE])
 
     def full(self) -> bool:
         return (

@@ -15,6 +15,8 @@
 - `drop(sid)` ends a connection the way a network failure would (no close packet), so
   that the client's own reconnection takes over: socket.io clients do not reconnect
   after a server-side disconnect.
+- Delivery reaches a connection only through `writer(sid)`.
+- POST bodies are checked before python-engineio parses them (`guard_translate_request`).
 - The Engine.IO server underneath is `realtime.transport.engine.EngineServer` (websocket
   connections write through an outbox, no task per packet), with permessage-deflate and
   each connection's backlog bound as configured.
@@ -33,11 +35,12 @@ from typing import Any
 import engineio
 import socketio
 
-from realtime.core.keys import SUBSCRIBE_EVENT, UNSUBSCRIBE_EVENT
+from realtime.core.keys import NAMESPACE, SUBSCRIBE_EVENT, UNSUBSCRIBE_EVENT
 from realtime.core.logs import log_context
 from realtime.core.topics import is_valid_topic
 from realtime.transport.engine import EngineServer, EngineSocket
-from realtime.transport.inbound import malformed
+from realtime.transport.inbound import guard_translate_request, malformed
+from realtime.transport.outbox import Outbox
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +78,23 @@ class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
         self.eio.ws_compression = ws_compression
         self.eio.backlog_bytes = backlog_bytes
         self.eio.backlog_packets = backlog_packets
+        # An instance attribute of the engine: its aiohttp driver's, with POST bodies
+        # checked (websocket messages are checked by `EngineSocket`).
+        drivers = self.eio._async
+        self.eio._async = {
+            **drivers,
+            "translate_request": guard_translate_request(drivers["translate_request"]),
+        }
+
+    def writer(self, sid: str, eio_sid: str | None = None) -> EngineSocket | None:
+        """The one door to a connection for delivery: where `sid`'s packets go (its
+        Engine.IO socket, `eio_sid` when the caller knows it), or None if it is gone."""
+        if eio_sid is None:
+            eio_sid = self.manager.eio_sid_from_sid(sid, NAMESPACE)
+            if eio_sid is None:
+                return None
+        socket = self.eio.sockets.get(eio_sid)
+        return socket if isinstance(socket, EngineSocket) else None
 
     def _engineio_server_class(self) -> type[EngineServer]:
         return EngineServer
@@ -194,5 +214,5 @@ class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
         the network (a long-polling connection holds at most one poll's worth)."""
         for socket in list(self.eio.sockets.values()):
             outbox = socket.outbox if isinstance(socket, EngineSocket) else None
-            if outbox is not None and not socket.closed:
+            if isinstance(outbox, Outbox) and not socket.closed:
                 yield outbox.backlog_bytes()

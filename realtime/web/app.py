@@ -33,7 +33,6 @@ from realtime.fanout.sharded import fanout_manager
 from realtime.ingest import publish_keys as ingest_auth
 from realtime.ingest.api import IngestHandler, IngestWriter
 from realtime.ingest.rates import IngestRate
-from realtime.transport.inbound import guard_translate_request
 from realtime.transport.server import SocketServer
 from realtime.web import admin, auth, dashboard, request_id
 from realtime.web.access import Access
@@ -89,13 +88,6 @@ def create_sio(settings: Settings, manager: FanoutManager) -> SocketServer:
         backlog_packets=settings.client_backlog_packets,
         connect_timeout_s=settings.connect_timeout_s,
     )
-    # An instance attribute of the engine: its aiohttp driver's, with POST bodies checked.
-    # (Websocket messages are checked by `EngineSocket`.)
-    drivers = sio.eio._async
-    sio.eio._async = {
-        **drivers,
-        "translate_request": guard_translate_request(drivers["translate_request"]),
-    }
     return sio
 
 
