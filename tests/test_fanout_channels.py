@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -29,24 +28,13 @@ from realtime.web.app import MANAGER, SIO
 from tests.helpers.clients import Collector, post_events
 from tests.helpers.feed import Feed
 from tests.helpers.inprocess import serving
+from tests.helpers.waiting import eventually
 
 
 async def listeners(redis: Redis, settings: Settings, topic: str) -> int:
     """How many connections Redis has subscribed to the topic's channel."""
     [(_, count)] = await redis.pubsub_numsub(Keys(settings.prefix).topic_channel(topic))
     return int(count)
-
-
-async def eventually(check: Callable[[], Any], what: str, timeout: float = 10) -> None:
-    """Poll a condition on Redis's side (it has no notification for it) until it holds."""
-    try:
-        async with asyncio.timeout(timeout):
-            while True:
-                if await check():
-                    return
-                await asyncio.sleep(0.02)
-    except TimeoutError:
-        raise AssertionError(f"no {what} after {timeout}s") from None
 
 
 @pytest.mark.integration

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
 
 import pytest
 from redis.asyncio import Redis
@@ -22,6 +21,7 @@ from realtime.core.settings import Settings
 from realtime.core.topics import partition_of
 from realtime.core.wire import UpdateEncoder
 from realtime.ingest.api import IngestWriter
+from tests.helpers.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -156,16 +156,6 @@ async def test_a_poison_entry_among_windowed_ones_leaves_the_windows_exact(
     assert (window["count"], window["sum"]) == (5, 10.0)
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while True:
-        if await check():
-            return True
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.05)
-
-
 async def test_a_window_output_whose_history_key_has_the_wrong_type_is_dead_lettered(
     redis: Redis, settings: Settings, fanout: UpdateEncoder, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -204,14 +194,14 @@ async def test_a_window_output_whose_history_key_has_the_wrong_type_is_dead_lett
                 {"topic": good, "ts": ts, "data": {"value": 2}},
             ]
         )
-        assert await eventually(lambda: written(1))
+        await eventually(lambda: written(1), "the first dead letter", timeout=15)
         later = await writer.append(
             [
                 {"topic": bad, "ts": ts + 60_000, "data": {"value": 3}},
                 {"topic": good, "ts": ts + 60_000, "data": {"value": 4}},
             ]
         )
-        assert await eventually(lambda: written(2))
+        await eventually(lambda: written(2), "the second dead letter", timeout=15)
         await asyncio.sleep(1)  # nothing is retried in the background
         assert await written(2)
     finally:
