@@ -25,6 +25,8 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
@@ -43,6 +45,13 @@ from realtime.fanout.interest import Interest
 logger = logging.getLogger(__name__)
 
 IDLE_PING_S = 15.0
+
+
+@dataclass
+class _Connection:
+    client: Redis
+    pubsub: PubSub
+    sync: asyncio.Task[None] | None = None  # sends SUBSCRIBE/UNSUBSCRIBE, pings
 
 
 class ChannelListener:
@@ -99,14 +108,15 @@ class ChannelListener:
 
     async def messages(self) -> AsyncGenerator[bytes, None]:
         """Every message published on the channels listened on, forever (reconnecting).
-        Close it (`aclose`) to stop: the connection is closed with it."""
+        Close it (`aclose`) to stop: the connection is closed with it. The loop is the
+        same for a Redis Cluster (`realtime.fanout.sharded`), which overrides the five
+        connection steps below (`_open`, `_subscribe_all`, `_start_sync`, `_read`,
+        `_close`)."""
         backoff = Backoff(base_s=0.1, cap_s=5.0)
         while True:
-            client = connect(self.settings, retries=0)
-            pubsub = client.pubsub()
-            sync: asyncio.Task[None] | None = None
+            conn = self._open()
             try:
-                held = await self._subscribe_all(pubsub)
+                held = await self._subscribe_all(conn)
                 if backoff.attempt:
                     logger.info("fan-out listener reconnected to Redis")
                     if self.metrics is not None:
@@ -116,10 +126,10 @@ class ChannelListener:
                 self.on_subscribed()
                 for topic in self.interest.confirmed:
                     self._wake(topic)
-                sync = asyncio.create_task(self._sync(pubsub))
+                self._start_sync(conn)
                 for data in held:
                     yield data
-                async for data in self._read(pubsub, sync):
+                async for data in self._read(conn):
                     yield data
             except (RedisError, OSError) as exc:
                 logger.warning("fan-out listener lost Redis: %s", exc)
@@ -132,12 +142,22 @@ class ChannelListener:
             finally:
                 self.connected = False
                 self.interest.reset()
-                await self._close(client, pubsub, sync)
+                await self._close(conn)
             await asyncio.sleep(backoff.next_delay())
 
-    async def _subscribe_all(self, pubsub: PubSub) -> list[bytes]:
+    # -- one connection (classic pub/sub) -------------------------------------------------
+
+    def _open(self) -> Any:
+        client = connect(self.settings, retries=0)
+        return _Connection(client, client.pubsub())
+
+    def _start_sync(self, conn: Any) -> None:
+        conn.sync = asyncio.create_task(self._sync(conn.pubsub))
+
+    async def _subscribe_all(self, conn: Any) -> list[bytes]:
         """SUBSCRIBE the common channel and every wanted topic, and wait until Redis
         confirmed each; returns the messages that arrived meanwhile."""
+        pubsub = conn.pubsub
         self.interest.reset()
         self._dirty.clear()
         topics, _ = self.interest.plan()
@@ -159,7 +179,8 @@ class ChannelListener:
                     held.append(message["data"])
         return held
 
-    async def _read(self, pubsub: PubSub, sync: asyncio.Task[None]) -> AsyncIterator[bytes]:
+    async def _read(self, conn: Any) -> AsyncIterator[bytes]:
+        pubsub, sync = conn.pubsub, conn.sync
         while True:
             if sync.done():
                 sync.result()  # its error ends this connection
@@ -201,12 +222,12 @@ class ChannelListener:
             if subscribe:
                 await pubsub.subscribe(*map(self._channel, subscribe))
 
-    async def _close(self, client: Redis, pubsub: PubSub, sync: asyncio.Task[None] | None) -> None:
+    async def _close(self, conn: Any) -> None:
         """Close the connection; a dead Redis cannot keep shutdown waiting, and a second
         cancellation does not cut the closing short."""
-        if sync is not None:
-            await cancel_and_wait(sync)
-        await asyncio.shield(self._disconnect(client, pubsub))
+        if conn.sync is not None:
+            await cancel_and_wait(conn.sync)
+        await asyncio.shield(self._disconnect(conn.client, conn.pubsub))
 
     async def _disconnect(self, client: Redis, pubsub: PubSub) -> None:
         try:

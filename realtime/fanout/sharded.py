@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncIterator
 from typing import Any, cast
 
 from redis.asyncio.client import PubSub
@@ -34,7 +34,6 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from realtime.core import jsoncodec
-from realtime.core.backoff import Backoff
 from realtime.core.connections import connect
 from realtime.core.settings import Settings
 from realtime.core.tasks import cancel_and_wait
@@ -85,6 +84,7 @@ class _Round:
         self.sharded = cluster.pubsub()
         self.queue: asyncio.Queue[Message | Exception] = asyncio.Queue()
         self.readers: dict[int, asyncio.Task[None]] = {}
+        self.sync: asyncio.Task[None] | None = None  # sends SSUBSCRIBE/SUNSUBSCRIBE
 
     def read_new_shards(self) -> None:
         for pubsub in [self.common, *self.sharded.node_pubsub_mapping.values()]:
@@ -121,41 +121,30 @@ class _Round:
 
 
 class ShardedChannelListener(ChannelListener):
-    async def messages(self) -> AsyncGenerator[bytes, None]:
-        backoff = Backoff(base_s=0.1, cap_s=5.0)
+    """`ChannelListener`'s loop (reconnects, metrics, catch-up) over a cluster round."""
+
+    def _open(self) -> _Round:
+        # Cluster mode: connect() made a RedisCluster (typed as Redis, see there).
+        return _Round(cast(RedisCluster, connect(self.settings, retries=0)))
+
+    async def _subscribe_all(self, conn: _Round) -> list[bytes]:
+        await conn.cluster.initialize()
+        return await self._subscribe_everything(conn)
+
+    def _start_sync(self, conn: _Round) -> None:
+        conn.sync = asyncio.create_task(self._sync_shards(conn))
+
+    async def _read(self, conn: _Round) -> AsyncIterator[bytes]:
+        assert conn.sync is not None
         while True:
-            # Cluster mode: connect() made a RedisCluster (typed as Redis, see there).
-            conn = _Round(cast(RedisCluster, connect(self.settings, retries=0)))
-            sync: asyncio.Task[None] | None = None
-            try:
-                await conn.cluster.initialize()
-                held = await self._subscribe_everything(conn)
-                if backoff.attempt:
-                    logger.info("fan-out listener reconnected to the cluster")
-                backoff.reset()
-                self.connected = True
-                self.on_subscribed()
-                for topic in self.interest.confirmed:
-                    self._wake(topic)
-                sync = asyncio.create_task(self._sync_shards(conn))
-                for data in held:
-                    yield data
-                while True:
-                    passed = self._handle(await self._next(conn.queue, sync))
-                    if passed is not None:
-                        yield passed
-            except (RedisError, OSError) as exc:
-                logger.warning("fan-out listener lost the cluster: %s", exc)
-            except Exception:
-                # As in ChannelListener: a bug must not silence this instance for good.
-                logger.exception("fan-out listener failed; reconnecting")
-            finally:
-                self.connected = False
-                self.interest.reset()
-                if sync is not None:
-                    await cancel_and_wait(sync)
-                await asyncio.shield(conn.close(self.settings.redis_timeout_s))
-            await asyncio.sleep(backoff.next_delay())
+            passed = self._handle(await self._next(conn.queue, conn.sync))
+            if passed is not None:
+                yield passed
+
+    async def _close(self, conn: _Round) -> None:
+        if conn.sync is not None:
+            await cancel_and_wait(conn.sync)
+        await asyncio.shield(conn.close(self.settings.redis_timeout_s))
 
     async def _subscribe_everything(self, conn: _Round) -> list[bytes]:
         """SUBSCRIBE the common channel, SSUBSCRIBE every wanted topic (on its shard), and
