@@ -12,27 +12,19 @@ Pure: no I/O.
 
 from __future__ import annotations
 
-import struct
 from typing import Any
 
 import orjson
 
 from realtime.core.keys import UPDATE_EVENT
+from realtime.transport.websocket import OP_TEXT, encode_frame
 
 _UPDATE_PREFIX = b'2["' + UPDATE_EVENT.encode() + b'",'
-_FIN_TEXT = 0x81  # FIN bit + opcode 1 (text)
 
 
 def websocket_text_frame(payload: bytes) -> bytes:
-    """One unmasked, uncompressed, final websocket text frame (RFC 6455 section 5.2)."""
-    n = len(payload)
-    if n < 126:
-        header = struct.pack("!BB", _FIN_TEXT, n)
-    elif n < 65536:
-        header = struct.pack("!BBH", _FIN_TEXT, 126, n)
-    else:
-        header = struct.pack("!BBQ", _FIN_TEXT, 127, n)
-    return header + payload
+    """One unmasked, uncompressed, final websocket text frame."""
+    return encode_frame(OP_TEXT, payload)
 
 
 class Frame:
