@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from realtime.core import jsoncodec
+from realtime.core.text import text
 from realtime.core.topics import is_valid_topic
 
 
@@ -39,10 +40,6 @@ class TopicEvent:
         return {"topic": self.topic, "id": self.id, "ts": self.ts, "data": self.data}
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode("utf-8") if isinstance(value, bytes) else value
-
-
 def _field(fields: Mapping[bytes | str, bytes | str], name: str) -> bytes | str:
     """Redis replies carry bytes keys; tests and callers may pass str keys."""
     value = fields.get(name.encode())
@@ -52,7 +49,7 @@ def _field(fields: Mapping[bytes | str, bytes | str], name: str) -> bytes | str:
 def decode_entry(entry_id: bytes | str, fields: Mapping[bytes | str, bytes | str]) -> IngestEvent:
     """An ingest stream entry as written by `realtime.ingest.api`; TransformError if malformed."""
     try:
-        topic = _text(_field(fields, "topic"))
+        topic = text(_field(fields, "topic"))
         ts = int(_field(fields, "ts"))  # int() takes bytes and str alike
         data = jsoncodec.loads(_field(fields, "data"))
     except (KeyError, ValueError, UnicodeDecodeError) as exc:
@@ -61,7 +58,7 @@ def decode_entry(entry_id: bytes | str, fields: Mapping[bytes | str, bytes | str
         raise TransformError(f"invalid topic {topic!r}")
     if not isinstance(data, dict):
         raise TransformError("data is not a JSON object")
-    return IngestEvent(id=_text(entry_id), topic=topic, ts=ts, data=data)
+    return IngestEvent(id=text(entry_id), topic=topic, ts=ts, data=data)
 
 
 def passthrough(event: IngestEvent) -> list[TopicEvent]:

@@ -28,14 +28,11 @@ from redis.asyncio import Redis
 from processors.worker.slots import slot_of
 from realtime.core.keys import Keys
 from realtime.core.streamids import parse_id
+from realtime.core.text import text
 from realtime.core.topics import is_valid_topic, partition_of
 
 ENTRY_PREFIX = "entry."
 MAX_ERROR_CHARS = 2000
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
 def dead_letter_record(
@@ -56,7 +53,7 @@ def dead_letter_record(
         "at", at,
     ]  # fmt: skip
     for name, value in fields.items():
-        record += [ENTRY_PREFIX + _text(name), value]
+        record += [ENTRY_PREFIX + text(name, "replace"), value]
     return record
 
 
@@ -72,7 +69,7 @@ class DeadLetter:
 
     @classmethod
     def from_record(cls, record_id: bytes | str, raw: Mapping[bytes, bytes]) -> DeadLetter:
-        values = {_text(k): v for k, v in raw.items()}
+        values = {text(k, "replace"): v for k, v in raw.items()}
 
         def number(name: str) -> int:
             try:
@@ -81,10 +78,10 @@ class DeadLetter:
                 return 0
 
         return cls(
-            id=_text(record_id),
-            stream=_text(values.get("stream", b"")),
-            entry_id=_text(values.get("id", b"")),
-            error=_text(values.get("error", b"")),
+            id=text(record_id, "replace"),
+            stream=text(values.get("stream", b""), "replace"),
+            entry_id=text(values.get("id", b""), "replace"),
+            error=text(values.get("error", b""), "replace"),
             attempts=number("attempts"),
             at=number("at"),
             fields={
@@ -102,7 +99,7 @@ class DeadLetter:
             "error": self.error,
             "attempts": self.attempts,
             "at": self.at,
-            "entry": {k: _text(v) for k, v in self.fields.items()},
+            "entry": {k: text(v, "replace") for k, v in self.fields.items()},
         }
 
 
@@ -149,7 +146,7 @@ class DeadLetterStore:
     def target_stream(self, letter: DeadLetter) -> str:
         """The topic's partition today (partitions may have changed since), else the
         stream the entry came from."""
-        topic = _text(letter.fields.get("topic", b""))
+        topic = text(letter.fields.get("topic", b""), "replace")
         if is_valid_topic(topic):
             return self.keys.ingest(partition_of(topic, self.partitions))
         return letter.stream
@@ -171,7 +168,7 @@ class DeadLetterStore:
                     pipe.xadd(target, letter.fields)  # type: ignore[arg-type]
                     pipe.xdel(dead, letter.id)
                     new_id, _ = await pipe.execute()
-            replayed.append((letter, _text(new_id)))
+            replayed.append((letter, text(new_id, "replace")))
         return replayed
 
     async def drop(self, letters: Sequence[DeadLetter]) -> int:

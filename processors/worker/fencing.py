@@ -34,6 +34,7 @@ from redis.exceptions import ResponseError
 from processors.worker.slots import OtherSlots, slot_of, split
 from realtime.core import jsoncodec
 from realtime.core.keys import Keys
+from realtime.core.text import text
 
 Fields = Mapping[bytes | str, bytes | str]
 Value = bytes | str | int
@@ -198,14 +199,10 @@ class CommitFailure:
     error: str
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 def _entry(raw: Sequence[Any], deliveries: int = 1) -> Entry:
     entry_id, flat = raw
     fields = dict(zip(flat[::2], flat[1::2], strict=True))
-    return Entry(_text(entry_id), fields, deliveries)
+    return Entry(text(entry_id), fields, deliveries)
 
 
 class FencedPartition:
@@ -250,7 +247,7 @@ class FencedPartition:
         clock = int(reply[3])
         if reply[1]:
             return ReadResult([_entry(raw) for raw in reply[1]], clock_ms=clock)
-        return ReadResult([], _text(reply[2]), clock)
+        return ReadResult([], text(reply[2]), clock)
 
     async def claim(self, count: int) -> ClaimResult:
         """Up to `count` pending entries (anyone's), oldest first, now ours."""
@@ -296,7 +293,7 @@ class FencedPartition:
             return None
         if status == LEASE_LOST:
             raise LeaseLost(self.stream)
-        return CommitFailure(history_index[status - 1], _text(reply[1]))
+        return CommitFailure(history_index[status - 1], text(reply[1]))
 
 
 def is_missing_group(exc: ResponseError) -> bool:

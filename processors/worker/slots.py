@@ -30,6 +30,7 @@ from redis.asyncio import Redis
 from redis.crc import key_slot
 
 from realtime.core import jsoncodec
+from realtime.core.text import text
 
 if TYPE_CHECKING:
     from processors.worker.fencing import CommitPlan, HistoryWrite
@@ -54,10 +55,6 @@ for _, routed in ipairs(batch.r) do
 end
 return {0}
 """
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def slot_of(name: str) -> int:
@@ -141,7 +138,7 @@ class OtherSlots:
             ]
         )
         failed = [
-            (writes.history_index[int(reply[0]) - 1], _text(reply[1]))
+            (writes.history_index[int(reply[0]) - 1], text(reply[1]))
             for writes, reply in zip(slots, replies, strict=True)
             if int(reply[0])
         ]

@@ -38,6 +38,7 @@ from realtime.core import errors, jsoncodec
 from realtime.core.keys import Keys
 from realtime.core.metrics import ProcessMetrics
 from realtime.core.settings import Settings
+from realtime.core.text import text
 from realtime.core.topics import partition_of
 from realtime.ingest.publish_keys import IngestKeys, PublishKey, Unauthorized
 from realtime.ingest.rates import IngestRate
@@ -106,10 +107,6 @@ return ids
 """
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 class IngestWriter:
     """Appends validated events to the partitioned ingest streams, atomically per request."""
 
@@ -156,12 +153,12 @@ class IngestWriter:
             for event in events:
                 pipe.xadd(self._stream(event), ingest_fields(event, now_ms))  # type: ignore[arg-type]
             ids = await pipe.execute()
-        return [_text(i) for i in ids]
+        return [text(i) for i in ids]
 
     async def _append_with_keys(self, events: list[dict[str, Any]], now_ms: int) -> list[str]:
         keys, args = self._script_args(events, now_ms)
         ids = await self._append_idempotent(keys=keys, args=args)
-        return [_text(i) for i in ids]
+        return [text(i) for i in ids]
 
     async def _append_replicated(self, events: list[dict[str, Any]], now_ms: int) -> list[str]:
         keys, args = self._script_args(events, now_ms)
@@ -173,7 +170,7 @@ class IngestWriter:
             ids, replicas = await pipe.execute()
         if int(replicas) < self.wait_replicas:
             raise NotReplicated(f"{replicas} of {self.wait_replicas} replica(s) confirmed")
-        return [_text(i) for i in ids]
+        return [text(i) for i in ids]
 
     def _script_args(
         self, events: list[dict[str, Any]], now_ms: int
