@@ -15,11 +15,11 @@ from processors.pipelines.partition_windows import (
     OFFSET_FIELD,
     ROUTED_FIELD,
     Aggregator,
-    parse_id,
     state_field,
 )
 from processors.pipelines.plan import Pipelines
 from processors.pipelines.transform import IngestEvent, TopicEvent
+from realtime.core.streamids import parse_id
 
 pytestmark = pytest.mark.unit
 

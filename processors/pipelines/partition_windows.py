@@ -92,11 +92,6 @@ def state_field(pipeline: str, topic: str) -> str:
     return f"{pipeline}{SEPARATOR}{topic}"
 
 
-def parse_id(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
-
-
 def window_event(output: str, closed: ClosedWindow) -> TopicEvent:
     data: dict[str, Any] = {"window_start": closed.start, "window_end": closed.end}
     data.update(closed.aggregate.summary())

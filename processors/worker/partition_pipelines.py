@@ -33,7 +33,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from processors.pipelines.partition_windows import ROUTED_FIELD, Aggregator, parse_id
+from processors.pipelines.partition_windows import ROUTED_FIELD, Aggregator
 from processors.pipelines.plan import Pipelines, Plan
 from processors.pipelines.transform import IngestEvent, TopicEvent, group_by_topic
 from processors.worker.dead_letters import dead_letter_record
@@ -41,6 +41,7 @@ from processors.worker.fencing import CommitPlan, Entry, Value
 from processors.worker.history_writes import history_write
 from realtime.core import jsoncodec
 from realtime.core.keys import Keys
+from realtime.core.streamids import parse_id
 from realtime.core.topics import partition_of
 from realtime.core.wire import UpdatesEncoder
 
