@@ -348,6 +348,50 @@ class Settings:
     def with_overrides(self, **overrides: Any) -> Settings:
         return replace(self, **overrides)
 
+    def to_env(self) -> dict[str, str]:
+        """The environment `from_env` reads back as these settings (`from_env(to_env(s))
+        == s`): every field that differs from its default, by its variable's name. For
+        starting another process with the same settings (the tests do)."""
+        defaults = Settings.from_env({})
+        env: dict[str, str] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value == getattr(defaults, f.name):
+                continue
+            name = env_name(f.name)
+            if name is None:
+                raise SettingsError(f"{f.name} has no environment variable; it cannot be passed")
+            env[name] = _env_value(value)
+        return env
+
+
+# Fields whose variable is not REALTIME_ + the field's name in capitals; None: not read
+# from the environment at all.
+_ENV_NAMES: dict[str, str | None] = {
+    "redis_url": "REDIS_URL",
+    "port": "PORT",
+    "pipelines_file": "REALTIME_PIPELINES",
+    "group": None,
+}
+
+
+def env_name(field_name: str) -> str | None:
+    """The environment variable `Settings.from_env` reads a field from (None: none)."""
+    return _ENV_NAMES.get(field_name, f"REALTIME_{field_name.upper()}")
+
+
+def _env_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, tuple):
+        return ",".join(
+            (f"{v.key}:{'|'.join(v.topics)}" if v.topics else v.key)
+            if isinstance(v, IngestKeySpec)
+            else str(v)
+            for v in value
+        )
+    return str(value)
+
 
 class _RecordingEnv(Mapping[str, str]):
     """An empty environment that remembers every name asked of it."""
