@@ -265,6 +265,20 @@ INTERNALS: list[Internal] = [
         _handle_eio_connect=coro("self eio_sid environ", exact=True),
         _handle_eio_message=coro("self eio_sid data", exact=True),
         _handle_eio_disconnect=coro("self eio_sid reason", exact=True),
+        _handle_connect=coro("self eio_sid namespace data", exact=True),
+        _send_packet=coro("self eio_sid pkt"),
+        handlers=OnInstance(dict),
+        namespace_handlers=OnInstance(dict),
+    ),
+    *uses(
+        SERVER,
+        f"{_SS}._serves (the namespaces a CONNECT may name, as _handle_connect decides)",
+        _handle_connect=Refers("handlers namespace_handlers namespaces"),
+    ),
+    *uses(
+        ENGINE,
+        "realtime/transport/engine.py EngineServer.handle_request (override: 400s first)",
+        handle_request=coro("self *args **kwargs", exact=True),
     ),
     *uses(
         SERVER,
@@ -748,12 +762,12 @@ _FANOUT_MEANT = (
 )
 SUBCLASSES = [  # ours, its upstream base, the upstream names it means to override
     (EngineSocket, SOCKET, "send poll schedule_ping close _upgrade_websocket"),
-    (EngineServer, ENGINE, "_trigger_event"),
+    (EngineServer, ENGINE, "_trigger_event handle_request"),
     (
         SocketServer,
         SERVER,
         "_engineio_server_class _trigger_event"
-        " _handle_eio_connect _handle_eio_message _handle_eio_disconnect",
+        " _handle_eio_connect _handle_eio_message _handle_eio_disconnect _handle_connect",
     ),
     (FanoutManager, REDIS_MANAGER, _FANOUT_MEANT),
     (ShardedFanoutManager, REDIS_MANAGER, _FANOUT_MEANT),

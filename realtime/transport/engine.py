@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import engineio
@@ -37,6 +37,7 @@ from aiohttp import WSMsgType, web
 from engineio import exceptions, packet
 from engineio.async_socket import AsyncSocket
 
+from realtime.core import jsoncodec
 from realtime.transport.connection import take_over
 from realtime.transport.frames import Frame
 from realtime.transport.inbound import engine_malformed
@@ -357,12 +358,37 @@ class EngineSocket(AsyncSocket):  # type: ignore[misc]
             del self.server.sockets[self.sid]
 
 
+TRANSPORTS = ("polling", "websocket")
+
+
+def request_problem(method: str, query: Mapping[str, str]) -> str | None:
+    """Why an Engine.IO request is a bad request before any session is looked at (pure)."""
+    if query.get("transport") not in TRANSPORTS:
+        return "Transport unknown"
+    if method == "POST" and not query.get("sid"):
+        return "Bad handshake method"
+    return None
+
+
 class EngineServer(engineio.AsyncServer):  # type: ignore[misc]
     """engineio's server, whose sockets are `EngineSocket`s."""
 
     ws_compression = False
     backlog_bytes = 1_048_576
     backlog_packets = 1_000
+
+    async def handle_request(self, *args: Any, **kwargs: Any) -> Any:
+        """Engine.IO v4's request errors as its spec has them, where python-engineio
+        differs: a request without `transport` (it assumes polling) and a POST without
+        `sid` (it answers 405) are 400 Bad Request."""
+        request = args[0] if args else None
+        if isinstance(request, web.Request):
+            problem = request_problem(request.method, request.query)
+            if problem is not None:
+                return web.Response(
+                    status=400, content_type="text/plain", text=jsoncodec.dumps(problem)
+                )
+        return await super().handle_request(*args, **kwargs)
 
     async def _trigger_event(self, event: str, *args: Any, **kwargs: Any) -> Any:
         if event == "connect":

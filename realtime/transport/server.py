@@ -16,6 +16,8 @@
   that the client's own reconnection takes over: socket.io clients do not reconnect
   after a server-side disconnect.
 - Delivery reaches a connection only through `writer(sid)`.
+- A CONNECT to a namespace nobody serves is refused with `{"message": "Invalid
+  namespace"}`, as Socket.IO v5 specifies (python-socketio sends a bare string).
 - POST bodies are checked before python-engineio parses them (`guard_translate_request`).
 - The Engine.IO server underneath is `realtime.transport.engine.EngineServer` (websocket
   connections write through an outbox, no task per packet), with permessage-deflate and
@@ -34,6 +36,7 @@ from typing import Any
 
 import engineio
 import socketio
+from socketio import packet
 
 from realtime.core.keys import NAMESPACE, SUBSCRIBE_EVENT, UNSUBSCRIBE_EVENT
 from realtime.core.logs import log_context
@@ -163,6 +166,27 @@ class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
             await self._close_engine(eio_sid)
             return
         await super()._handle_eio_message(eio_sid, data)
+
+    async def _handle_connect(self, eio_sid: str, namespace: str | None, data: Any) -> None:
+        # Socket.IO v5: a CONNECT_ERROR carries an object; python-socketio sends the bare
+        # string "Unable to connect" for a namespace nobody serves.
+        namespace = namespace or "/"
+        if not self._serves(namespace):
+            refusal = {"message": "Invalid namespace"}
+            await self._send_packet(
+                eio_sid,
+                self.packet_class(packet.CONNECT_ERROR, data=refusal, namespace=namespace),
+            )
+            return
+        await super()._handle_connect(eio_sid, namespace, data)
+
+    def _serves(self, namespace: str) -> bool:
+        return (
+            namespace in self.handlers
+            or namespace in self.namespace_handlers
+            or self.namespaces == "*"
+            or namespace in (self.namespaces or ())
+        )
 
     async def _close_engine(self, eio_sid: str) -> None:
         """Close a connection with a CLOSE packet, without waiting for the client to read
