@@ -161,7 +161,8 @@ class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
         return EngineServer
 
     async def _trigger_event(self, event: str, namespace: str, *args: Any) -> Any:
-        with log_context(**_context_of(event, args)):
+        fields = _context_of(event, args)
+        with log_context(**fields):
             if event == "connect":
                 self._check_origin(namespace, args)
             result = await super()._trigger_event(event, namespace, *args)
@@ -182,8 +183,7 @@ class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
                 if event in _TOPIC_EVENTS:
                     logger.debug("%s answered %s", event, result)
                 if watcher is not None and args:
-                    topic = _context_of(event, args).get("topic")
-                    watcher.received(args[0], namespace, event, topic)
+                    watcher.received(args[0], namespace, event, fields.get("topic"))
             return result
 
     def _upgraded(self, eio_sid: str) -> None:
