@@ -368,10 +368,27 @@ INTERNALS: list[Internal] = [
         write_only=OnInstance(bool),
         host_id=OnInstance(str),
     ),
+    # python-socketio: what the Admin UI's server side (realtime/web/admin.py) reads and calls
     *uses(
-        "socketio.async_admin.InstrumentedAsyncServer",
-        "realtime/web/app.py _admin_ctx (cancels instrumented.stats_task)",
-        __init__=Refers("stats_task"),
+        SERVER,
+        "realtime/web/admin.py AdminUI.server_stats (every namespace, `/` included)",
+        handlers=OnInstance(dict),
+        namespace_handlers=OnInstance(dict),
+    ),
+    *uses(
+        SERVER,
+        "realtime/web/admin.py AdminUI._send_queued (to a local admin, not through the fan-out)",
+        emit=coro("self event data to room skip_sid namespace callback ignore_queue"),
+    ),
+    *uses(
+        SERVER,
+        f"{_SS}._trigger_event (a disconnect's reason: args[1], for the Admin UI)",
+        _handle_disconnect=Refers("_trigger_event reason"),
+    ),
+    *uses(
+        MANAGER,
+        "realtime/web/admin.py AdminUI._welcome (waits for the admin's connect to complete)",
+        is_connected=func("self sid namespace"),
     ),
     # aiohttp: the request handler a websocket's transport is taken from
     *uses(

@@ -107,10 +107,15 @@ class Delivery:
             return
         socket = self.sio.writer(sid)
         if socket is not None:
-            socket.push(page.frame(events) if page is not None else Frame.update(events))
+            self._push(socket, page.frame(events) if page is not None else Frame.update(events))
             self.metrics.events_delivered.labels("backlog").inc(len(events))
             if socket.backlog_full():
                 self._fell_behind(sid, socket)
+
+    def _push(self, socket: EngineSocket, frame: Frame) -> None:
+        """Hand one connection a frame of its own (off the fast path), counted."""
+        socket.push(frame)
+        self.sio.traffic.sent(1, len(frame))
 
     async def live(self, topic: str, events: list[WireEvent]) -> None:
         """A fan-out batch of one topic for the local members of its room.
@@ -233,6 +238,7 @@ class Delivery:
             if socket.backlog_full():
                 self._fell_behind(sid, socket)
         self.metrics.delivered_live([ms for ms, _ in batch.ids], shared_clients, now_ms)
+        self.sio.traffic.sent(shared_clients, len(shared))  # once per slice, not per client
         if self.subs.duplicates != duplicates:
             self.metrics.events_dropped.labels("duplicate").inc(self.subs.duplicates - duplicates)
         return shared
@@ -250,9 +256,9 @@ class Delivery:
         if conflater is not None:
             out = self._pace(sid, conflater, out)
             if out:
-                socket.push(Frame.update(out))
+                self._push(socket, Frame.update(out))
             return
-        socket.push(Frame.update(out))
+        self._push(socket, Frame.update(out))
         self.metrics.delivered_live([parse_id(e["id"])[0] for e in out], 1, now_ms)
 
     # -- max_rate subscriptions ----------------------------------------------------------
@@ -282,7 +288,7 @@ class Delivery:
         loop = asyncio.get_running_loop()
         out = [] if socket.backlog_full() else conflater.flush(loop.time())
         if out:
-            socket.push(Frame.update(out))
+            self._push(socket, Frame.update(out))
         due = conflater.due()
         if due is not None:  # not sent (behind): try again an interval later
             self._paced[key] = loop.call_at(

@@ -102,6 +102,7 @@ class EngineSocket(AsyncSocket):  # type: ignore[misc]
     # websocket's Outbox once the connection is on it.
     outbox: Outbox | PollingOutbox
     link: Any = None  # the websocket: a WebSocketConnection, or aiohttp's with deflate
+    opened_at = 0.0  # time.time() when the connection was opened (set on adoption)
     _ping_handle: asyncio.TimerHandle | None = None
     _on_polled: Any = None
     _inbox: list[str | bytes | None] | None = None  # received, not handled yet
@@ -328,6 +329,8 @@ class EngineSocket(AsyncSocket):  # type: ignore[misc]
         self.upgraded = True
         self.upgrading = False
         self._use(outbox)
+        if self.server.on_upgraded is not None:
+            self.server.on_upgraded(self.sid)
 
     async def _upgrade_failed(self, why: str) -> None:
         """The websocket closes; the connection carries on polling."""
@@ -376,6 +379,8 @@ class EngineServer(engineio.AsyncServer):  # type: ignore[misc]
     ws_compression = False
     backlog_bytes = 1_048_576
     backlog_packets = 1_000
+    # Told a connection's sid once it has upgraded from long-polling to the websocket.
+    on_upgraded: Callable[[str], None] | None = None
 
     async def handle_request(self, *args: Any, **kwargs: Any) -> Any:
         """Engine.IO v4's request errors as its spec has them, where python-engineio
@@ -396,4 +401,5 @@ class EngineServer(engineio.AsyncServer):  # type: ignore[misc]
             if socket is not None and type(socket) is AsyncSocket:
                 socket.__class__ = EngineSocket
                 socket.outbox = PollingOutbox(socket)
+                socket.opened_at = time.time()
         return await super()._trigger_event(event, *args, **kwargs)
