@@ -121,7 +121,7 @@ async def test_without_credentials_there_is_no_admin_namespace(
     settings: Settings, processes: ProcessGroup
 ) -> None:
     web = processes.web(settings)
-    assert await refusal(web.url, "/admin", auth=ADMIN) == "Unable to connect"
+    assert await refusal(web.url, "/admin", auth=ADMIN) == "Invalid namespace"
     # ...and no extra origin is allowed: the engine refuses it outright.
     reason = await refusal(web.url, "/", headers={"Origin": ADMIN_ORIGIN})
     assert "400" in reason
