@@ -83,6 +83,7 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check realtime processors tests bench
 	$(BIN)/ruff format --check realtime processors tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 format: $(VENV)/.installed-dev
 	$(BIN)/ruff check --fix realtime processors tests bench

@@ -1,4 +1,4 @@
-"""Which page origins count as the server's own (realtime/admin.py): python-engineio's
+"""Which page origins count as the server's own (realtime/web/admin.py): python-engineio's
 same-origin rule, with X-Forwarded-Host believed from trusted proxies only."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import pytest
 from aiohttp.test_utils import make_mocked_request
 from engineio.async_drivers.aiohttp import translate_request
 
-from realtime.admin import cors_allowed_origins, same_origins
-from realtime.settings import Settings
+from realtime.core.settings import Settings
+from realtime.web.admin import cors_allowed_origins, same_origins
 
 pytestmark = pytest.mark.unit
 

@@ -8,19 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import pytest
 from redis.asyncio import Redis
 
-from processors.consumer import Consumer
-from processors.fenced import Entry
-from realtime import jsoncodec
-from realtime.fanout import FanoutManager
-from realtime.ingest import IngestWriter
-from realtime.keys import Keys
-from realtime.settings import Settings
-from realtime.topics import partition_of
+from processors.worker.consumer import Consumer
+from processors.worker.fencing import Entry
+from realtime.core import jsoncodec
+from realtime.core.keys import Keys
+from realtime.core.settings import Settings
+from realtime.core.topics import partition_of
+from realtime.core.wire import UpdateEncoder
+from realtime.ingest.api import IngestWriter
 
 pytestmark = pytest.mark.integration
 
@@ -30,10 +30,8 @@ class Crash(BaseException):
 
 
 @pytest.fixture
-async def fanout(settings: Settings) -> AsyncIterator[FanoutManager]:
-    manager = FanoutManager(settings, write_only=True)
-    yield manager
-    await manager.aclose()
+def fanout(settings: Settings) -> UpdateEncoder:
+    return UpdateEncoder.of(settings)
 
 
 def is_poison(entry: Entry) -> bool:
@@ -70,7 +68,7 @@ def nested(depth: int) -> dict[str, object]:
 
 async def run_until_dead_lettered(
     redis: Redis,
-    fanout: FanoutManager,
+    fanout: UpdateEncoder,
     settings: Settings,
     entries: list[dict[str, bytes | str]],
     *,
@@ -115,7 +113,7 @@ def raw(topic: str, data: object) -> dict[str, bytes | str]:
 
 
 async def test_data_the_worker_cannot_encode_is_dead_lettered_and_its_neighbours_written(
-    redis: Redis, settings: Settings, fanout: FanoutManager
+    redis: Redis, settings: Settings, fanout: UpdateEncoder
 ) -> None:
     """V1: 252 levels got a 202 (before ingest refused them); the wrapper made it 256 for
     the encoder, which crashed the partition runner every time, forever."""
@@ -139,7 +137,7 @@ async def test_data_the_worker_cannot_encode_is_dead_lettered_and_its_neighbours
 async def test_a_fault_at_any_stage_dead_letters_only_the_poison(
     redis: Redis,
     settings: Settings,
-    fanout: FanoutManager,
+    fanout: UpdateEncoder,
     stage: str,
     kind: type[BaseException],
 ) -> None:
@@ -169,7 +167,7 @@ async def test_a_fault_at_any_stage_dead_letters_only_the_poison(
 
 
 async def test_other_partitions_flow_while_a_poison_entry_is_retried(
-    redis: Redis, settings: Settings, fanout: FanoutManager
+    redis: Redis, settings: Settings, fanout: UpdateEncoder
 ) -> None:
     settings = settings.with_overrides(max_attempts=1000)
     keys = Keys(settings.prefix)
@@ -203,7 +201,7 @@ async def test_other_partitions_flow_while_a_poison_entry_is_retried(
 
 
 async def test_a_burst_worker_dead_letters_an_entry_that_crashes_its_runner(
-    redis: Redis, settings: Settings, fanout: FanoutManager
+    redis: Redis, settings: Settings, fanout: UpdateEncoder
 ) -> None:
     """`realtime process --burst` took a crashed runner's partition as finished and
     returned with the entry pending; now it retries it until it is dead-lettered."""

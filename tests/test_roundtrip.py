@@ -14,16 +14,16 @@ import socketio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from processors.history import history_write
-from processors.transform import decode_entry, group_by_topic, passthrough
-from realtime import jsoncodec
-from realtime.fanout import FanoutManager
-from realtime.frames import Frame
-from realtime.history import decode_event
-from realtime.ingest import _big_integers, ingest_fields
-from realtime.keys import UPDATE_EVENT, Keys
-from realtime.schemas import MAX_DATA_DEPTH, EventSchema
-from realtime.settings import Settings
+from processors.pipelines.transform import decode_entry, group_by_topic, passthrough
+from processors.worker.history_writes import history_write
+from realtime.core import jsoncodec
+from realtime.core.keys import UPDATE_EVENT, Keys
+from realtime.core.settings import Settings
+from realtime.core.wire import UpdateEncoder
+from realtime.delivery.history import decode_event
+from realtime.ingest.api import _big_integers, ingest_fields
+from realtime.ingest.schemas import MAX_DATA_DEPTH, EventSchema
+from realtime.transport.frames import Frame
 
 pytestmark = pytest.mark.unit
 
@@ -60,9 +60,9 @@ class Packet(socketio.packet.Packet):  # type: ignore[misc]
 
 
 @functools.cache
-def fanout() -> FanoutManager:
-    """Built, never connected: only its encoder is used."""
-    return FanoutManager(Settings(prefix="rt:"), write_only=True)
+def fanout() -> UpdateEncoder:
+    """The worker's encoder of fan-out messages."""
+    return UpdateEncoder.of(Settings(prefix="rt:"))
 
 
 def through_the_pipeline(event: dict[str, Any]) -> list[Any]:

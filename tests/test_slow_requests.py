@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import pytest
 
-from realtime.settings import Settings
+from realtime.core.settings import Settings
 from tests.helpers.inprocess import running_app
 
 pytestmark = pytest.mark.integration

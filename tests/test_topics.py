@@ -6,7 +6,7 @@ import zlib
 
 import pytest
 
-from realtime.topics import is_valid_topic, partition_of
+from realtime.core.topics import is_valid_topic, partition_of
 
 pytestmark = pytest.mark.unit
 
@@ -37,7 +37,7 @@ def test_partitions_spread_topics() -> None:
 
 
 def test_stream_ids_are_ascii_digits_within_64_bits() -> None:
-    from realtime.streamids import StreamIdError, is_stream_id, parse_id
+    from realtime.core.streamids import StreamIdError, is_stream_id, parse_id
 
     assert parse_id(f"{2**64 - 1}-0") == (2**64 - 1, 0)
     for bad in ["\u0661\u0662-0", "1-0\n", "\uff11-0", f"{2**64}-0"]:
