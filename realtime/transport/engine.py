@@ -364,6 +364,14 @@ class EngineSocket(AsyncSocket):  # type: ignore[misc]
 TRANSPORTS = ("polling", "websocket")
 
 
+def exact_heartbeat(handshake: dict[str, Any], interval_s: float, timeout_s: float) -> None:
+    """Set the handshake's `pingInterval` and `pingTimeout` to the configured milliseconds:
+    python-engineio announces `int(interval) * 1000`, so 2.5 s would read as 2,000 ms and a
+    sub-second interval as 0."""
+    handshake["pingInterval"] = round(interval_s * 1000)
+    handshake["pingTimeout"] = round(timeout_s * 1000)
+
+
 def request_problem(method: str, query: Mapping[str, str]) -> str | None:
     """Why an Engine.IO request is a bad request before any session is looked at (pure)."""
     if query.get("transport") not in TRANSPORTS:
@@ -382,6 +390,13 @@ class EngineServer(engineio.AsyncServer):  # type: ignore[misc]
     # Told a connection's sid once it has upgraded from long-polling to the websocket.
     on_upgraded: Callable[[str], None] | None = None
 
+    def _announce_exact_heartbeat(self, socket: AsyncSocket) -> None:
+        # The connect event comes right after python-engineio queued the OPEN packet,
+        # before anything reads the queue: it is still there to correct.
+        for pkt in socket.queue._queue:
+            if pkt.packet_type == packet.OPEN and isinstance(pkt.data, dict):
+                exact_heartbeat(pkt.data, self.ping_interval, self.ping_timeout)
+
     async def handle_request(self, *args: Any, **kwargs: Any) -> Any:
         """Engine.IO v4's request errors as its spec has them, where python-engineio
         differs: a request without `transport` (it assumes polling) and a POST without
@@ -398,6 +413,8 @@ class EngineServer(engineio.AsyncServer):  # type: ignore[misc]
     async def _trigger_event(self, event: str, *args: Any, **kwargs: Any) -> Any:
         if event == "connect":
             socket = self.sockets.get(args[0])
+            if socket is not None:
+                self._announce_exact_heartbeat(socket)
             if socket is not None and type(socket) is AsyncSocket:
                 socket.__class__ = EngineSocket
                 socket.outbox = PollingOutbox(socket)
