@@ -8,7 +8,8 @@ import { useStore } from "../store.js";
 import { axisLabel, axisNumber, duration } from "../time.js";
 
 const COLORS = ["#4fc3f7", "#ffb74d", "#81c784", "#e57373", "#ba68c8", "#fff176"];
-const HEIGHT = 180;
+// Taller on a tall screen (a 4K monitor), never below 180 px.
+const height = () => Math.round(Math.min(360, Math.max(180, window.innerHeight * 0.18)));
 const AXIS = { stroke: "#8a94a6", grid: { stroke: "#232a36" }, ticks: { stroke: "#232a36" } };
 const KIND_NOTE = { id: "looks like an id", counter: "looks like a running counter" };
 
@@ -44,7 +45,7 @@ function fitToLabels(self, values, axisIdx, cycleNum) {
 function options(width, layout, shown) {
   return {
     width,
-    height: HEIGHT,
+    height: height(),
     legend: { show: false },
     cursor: { drag: { x: false, y: false } },
     scales: { x: { time: true } },
@@ -155,11 +156,14 @@ export function ChartCard({ topic }) {
     const unsubscribe = useStore.subscribe((state, previous) => {
       if (state.frame !== previous.frame) draw();
     });
-    const resize = new ResizeObserver(() => plot.setSize({ width: width(), height: HEIGHT }));
+    const fit = () => plot.setSize({ width: width(), height: height() });
+    const resize = new ResizeObserver(fit);
     resize.observe(holder.current);
+    window.addEventListener("resize", fit); // a taller window: taller charts
     return () => {
       unsubscribe();
       resize.disconnect();
+      window.removeEventListener("resize", fit);
       if (plots.get(topic) === plot) plots.delete(topic);
       plotRef.current = null;
       plot.destroy();
