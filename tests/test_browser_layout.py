@@ -87,7 +87,12 @@ async def axes(page: Any) -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize(
     ("name", "width", "height"),
-    [("dashboard-mobile", 390, 844), ("dashboard-desktop", 1440, 900)],
+    [
+        ("dashboard-mobile", 390, 844),
+        ("dashboard-360", 360, 740),
+        ("dashboard-desktop", 1440, 900),
+        ("dashboard-4k", 3840, 2160),
+    ],
 )
 async def test_demo_topics_fit_the_viewport(
     web: RealtimeProcess, name: str, width: int, height: int
@@ -242,7 +247,9 @@ async def test_the_gap_notice_can_be_dismissed_and_expires(web: RealtimeProcess)
 async def test_topic_browser_searches_by_prefix_and_follows_from_the_keyboard(
     web: RealtimeProcess,
 ) -> None:
-    async with dashboard_page(f"{web.url}/?topics=") as (page, problems):
+    """On a phone: the browser lists what the page knows, narrowed by a prefix; Space on a
+    checkbox follows a topic; a topic followed by name joins the list (and is remembered)."""
+    async with dashboard_page(f"{web.url}/?topics=", width=390, height=844) as (page, problems):
         await wait_connected(page)
         browse = page.get_by_role("button", name="Browse topics")
         assert await browse.get_attribute("aria-expanded") == "false"
@@ -260,6 +267,9 @@ async def test_topic_browser_searches_by_prefix_and_follows_from_the_keyboard(
         await page.keyboard.press("Space")
         await page.wait_for_selector('.chart[data-topic="events.orders"]:not([data-points="0"])')
         assert await box.is_checked()
+        await page.get_by_label("Search topics by prefix").fill("")
+        await page.screenshot(path=str(ARTIFACTS / "dashboard-topics-mobile.png"))
+        assert await horizontal_overflow(page) <= 0
         # A topic followed by name is listed from then on, and remembered.
         await page.get_by_label("Topic", exact=True).fill("ui.browsed")
         await page.get_by_role("button", name="Follow", exact=True).click()
