@@ -104,10 +104,10 @@ export function quantile(numbers, q) {
 
 // A gap is more than GAP_FACTOR times the usual spacing (the 90th percentile of the last
 // INTERVALS spacings, so a bursty topic's long pauses count as usual), and at least
-// MIN_GAP_S; it is drawn as a break in the line. Fewer than MIN_INTERVALS spacings: no
-// guess is made.
+// MIN_GAP_S (a busy machine can stall a producer for a second); it is drawn as a break.
+// With fewer than MIN_INTERVALS spacings, no guess is made.
 export const GAP_FACTOR = 4;
-export const MIN_GAP_S = 1;
+export const MIN_GAP_S = 2;
 const INTERVALS = 64;
 const MIN_INTERVALS = 8;
 

@@ -70,10 +70,10 @@ test("the demo's events.orders: the order id is kept but not the headline, value
   assert.equal(u.last(), 12345);
 });
 
-test("the gap threshold: a few of the usual (90th percentile) intervals, at least a second", () => {
+test("the gap threshold: a few of the usual (90th percentile) intervals, at least 2 s", () => {
   assert.equal(gapThreshold([0.5, 0.5, 0.5]), Infinity); // too little to say
-  assert.equal(gapThreshold(Array(20).fill(0.5)), 2);
-  assert.equal(gapThreshold(Array(20).fill(0.05)), 1);
+  assert.equal(gapThreshold(Array(20).fill(1)), 4);
+  assert.equal(gapThreshold(Array(20).fill(0.05)), 2);
   assert.equal(quantile([5, 1, 4, 2, 3], 0.5), 3);
 });
 
