@@ -35,20 +35,24 @@ function seriesOf(topic) {
 // history a subscribe's ack carries (its age is not latency).
 function measure(events) {
   const now = Date.now();
-  const newest = new Map();
+  const seen = new Map(); // topic -> {count, newest ts}
   for (const event of events) {
     if (typeof event?.topic !== "string") continue;
-    const ts = newest.get(event.topic);
-    if (ts === undefined || event.ts > ts) newest.set(event.topic, event.ts);
+    const entry = seen.get(event.topic);
+    if (entry === undefined) seen.set(event.topic, { count: 1, ts: event.ts });
+    else {
+      entry.count += 1;
+      if (event.ts > entry.ts) entry.ts = event.ts;
+    }
   }
   const at = performance.now();
-  for (const [topic, ts] of newest) {
+  for (const [topic, { count, ts }] of seen) {
     let stats = topicStats.get(topic);
     if (stats === undefined) {
       stats = { rate: new RateMeter(5000), latency: new RecentMedian(10000) };
       topicStats.set(topic, stats);
     }
-    stats.rate.add(at, events.filter((e) => e.topic === topic).length);
+    stats.rate.add(at, count);
     if (Number.isFinite(ts)) stats.latency.add(at, now - ts);
   }
 }
