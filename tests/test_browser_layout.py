@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from realtime.demo import DemoFeed
-from realtime.embedded import RedisServer
+from realtime.dev.demo import DemoFeed
+from realtime.dev.embedded import RedisServer
 from tests.helpers.browser import ARTIFACTS, dashboard_page, require_browser
 from tests.helpers.clients import post_events
 from tests.helpers.processes import ProcessGroup, RealtimeProcess
