@@ -333,15 +333,15 @@ async def test_a_web_restart_breaks_the_line_across_the_outage(
 
     async with dashboard_page(f"{web.url}/?topics={topic}") as (page, problems):
         await wait_connected(page)
-        before = await produce(15)
-        await page.wait_for_selector(f'.chart[data-topic="{topic}"][data-points="15"]')
+        before = await produce(20)  # 16 spacings at least, before a gap is judged
+        await page.wait_for_selector(f'.chart[data-topic="{topic}"][data-points="20"]')
         web.kill()
         await page.wait_for_selector('[data-testid=connection][data-status="reconnecting"]')
         await asyncio.sleep(3)
         web.start().wait_ready()
         await wait_connected(page)
         after = await produce(15)
-        await page.wait_for_selector(f'.chart[data-topic="{topic}"][data-points="30"]')
+        await page.wait_for_selector(f'.chart[data-topic="{topic}"][data-points="35"]')
         xs, values = await page.evaluate(
             f"() => {{ const d = window.__realtime.plots.get('{topic}').data;"
             " return [d[0], d[1].map((v) => v === null ? 'null' : v)]; }"
@@ -349,7 +349,7 @@ async def test_a_web_restart_breaks_the_line_across_the_outage(
         gaps = [i for i, v in enumerate(values) if v == "null"]
         assert len(gaps) == 1, values
         assert before[-1] / 1000 < xs[gaps[0]] < after[0] / 1000
-        assert values[: gaps[0]] == list(range(15))
+        assert values[: gaps[0]] == list(range(20))
         assert values[gaps[0] + 1 :] == list(range(15))
         await page.screenshot(path=str(ARTIFACTS / "dashboard-restart-break.png"))
         # Chromium logs the refused reconnects; anything else is a problem.

@@ -105,11 +105,13 @@ export function quantile(numbers, q) {
 // A gap is more than GAP_FACTOR times the usual spacing (the 90th percentile of the last
 // INTERVALS spacings, so a bursty topic's long pauses count as usual), and at least
 // MIN_GAP_S (a busy machine can stall a producer for a second); it is drawn as a break.
-// With fewer than MIN_INTERVALS spacings, no guess is made.
-export const GAP_FACTOR = 4;
+// With fewer than MIN_INTERVALS spacings, no guess is made. Factor 6 from a simulation of
+// the demo's orders (30% of 200 ms ticks): no false break in 300 runs of 10 minutes,
+// where factor 4 with 8 spacings broke 16% of them.
+export const GAP_FACTOR = 6;
 export const MIN_GAP_S = 2;
 const INTERVALS = 64;
-const MIN_INTERVALS = 8;
+const MIN_INTERVALS = 16;
 
 /** Where a line should break, given the recent spacings between points (seconds). */
 export function gapThreshold(intervals) {
