@@ -143,7 +143,9 @@ class PartitionRunner:
         while not self.stopping.is_set():
             try:
                 if self.stage.stale:
-                    self.stage.restore(await self.redis.hgetall(self.fenced.windows_key))
+                    self.stage.restore(
+                        await self.redis.hgetall(self.fenced.windows_key), now=time.monotonic()
+                    )
                     recovering = True
                 if recovering:
                     claimed = await self.fenced.claim(self.batch_size)
@@ -270,7 +272,12 @@ class PartitionRunner:
     ) -> tuple[int, str] | None:
         """Commit; on a failed history write, (index of its outcome, error)."""
         batch = self.stage.build(
-            self.fenced.stream, outcomes, self.encoder, clock_ms=clock_ms, checkpoint=checkpoint
+            self.fenced.stream,
+            outcomes,
+            self.encoder,
+            now=time.monotonic(),
+            clock_ms=clock_ms,
+            checkpoint=checkpoint,
         )
         self._count_late()
         if not batch.plan:
