@@ -5,24 +5,9 @@ pipelines (`processors/pipelines/plan.py`) and hands the batch here; `build` tur
 batch's lease-fenced commit (`processors/worker/fencing.py`): pass-through events and window
 outputs (history + publish), routed copies (XADDs to their target topic's ingest
 stream), the window checkpoint `rt:windows:{p}`, dead letters and acks. The contract
-is the docstring of `processors/pipelines/partition_windows.py`; in short:
+is in the design notes of `processors/pipelines/partition_windows.py`.
 
-- an entry's window values are fed only if its id is above `offset` (the checkpoint
-  holds them otherwise), its routed copies written only if above `routed`;
-- an entry that fed the windows is acknowledged only in a commit that checkpoints them
-  (every `REALTIME_CHECKPOINT_MS`, every batch while recovering, and before the lease is given
-  up); in between it stays pending, so a new owner restores the checkpoint and replays
-  exactly what it lacks. Every other entry is acknowledged at once;
-- any commit that failed after windows were fed leaves the in-memory state ahead of
-  Redis: `stale` is set, and the runner restores the checkpoint and replays the
-  pending entries (`recovering`) before it goes on;
-- a window output whose history write failed (its key holds another type: it would
-  fail every time) is marked `dead_output`: the replay makes it again, and `build` puts
-  it in the dead-letter stream instead of history, in a commit that checkpoints the
-  window that made it (so it is not made, nor dead-lettered, again).
-
-`late` and `skipped` are counters (per pipeline, and per pipeline and reason) for
-metrics: they only grow, over the runner's life.
+Design notes: docs/design-notes.md.
 """
 
 from __future__ import annotations

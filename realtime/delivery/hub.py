@@ -1,29 +1,10 @@
-"""Delivery to this web instance's connections: live fan-out batches, and the backlog of
-a new subscription (replay after `since`, a snapshot) or of a catch-up after the fan-out
-listener reconnected, all through the per-connection state of `realtime/delivery/subscriptions.py`
-so every connection gets each event once and in order.
+"""The delivery hub, step 4 of the data path: live fan-out batches for this instance's
+connections, and subscribe/unsubscribe (the ack, then replay or snapshot), all through
+the per-connection state of `subscriptions.py`, so every connection gets each event once
+and in order. Its parts: `catch_up.py` (backlogs from history), `pacing.py` (max_rate)
+and `slow_clients.py` (bounded memory per connection).
 
-`subscribe` answers the ack; the events that follow it (replay, then buffered live ones)
-are sent by a task started before the ack is returned. python-socketio queues the ack on
-the connection as soon as the handler returns, with no suspension point in between, and
-that task first runs at the next one: so the ack is always the first packet.
-
-Sending: every decision of the subscription state is followed by its send without an
-`await` in between (handing a frame to a connection never suspends: see
-`realtime.transport.engine`), so packets leave in the order they were decided. An `update` is
-serialised once per batch and the same frame goes to every connection that gets all
-of it (`realtime.transport.frames`).
-
-`max_rate` (realtime/delivery/conflate.py): a subscription with one has everything it would be
-sent (replay, buffered and live events) merged by its Conflater and paced: at most one
-`update` per 1/max_rate seconds for that topic, the merge of all it did not get yet,
-flushed by a timer when no further event comes.
-
-Slow clients: a connection whose backlog reaches its bound (`REALTIME_CLIENT_BACKLOG_*`)
-is suspended: its subscriptions keep only their positions (conflated to one per topic),
-nothing more is queued for it, and once it has drained it is caught up from history in
-one pass, so it ends up with no gap. Behind for `REALTIME_SLOW_CLIENT_S` in all, it is
-sent a `closing` event with the reason and disconnected.
+Design notes: docs/design-notes.md.
 """
 
 from __future__ import annotations
@@ -146,10 +127,11 @@ class Delivery:
 
     async def _send_queued(self) -> None:
         """Hand the queued batches to their rooms' members, SLICE connections at a time,
-        returning to the event loop in between: a batch for 1,000 connections is some 15
-        ms of `send` calls, and ingest requests, fan-out messages and acks would wait
-        behind all of it. Batches stay in order; a connection's events are decided and
-        handed over together, so its packets stay in order too."""
+        returning to the event loop in between: a batch for a big room is many `send`
+        calls (`python -m bench --scenarios fanout`), and ingest requests, fan-out
+        messages and acks would wait behind all of it. Batches stay in order; a
+        connection's events are decided and handed over together, so its packets stay
+        in order too."""
         loop = asyncio.get_running_loop()
         try:
             while True:
@@ -184,8 +166,8 @@ class Delivery:
     def _route(self, topic: str) -> tuple[Version, list[Member]]:
         """The topic's local members, kept from one batch to the next while no one
         joined or left a room and no subscription changed: looking each member's
-        connection and cursor up again per batch was a third of the Python time of a
-        delivery."""
+        connection and cursor up again per batch was a large part of the Python time of
+        a delivery (`python -m bench --scenarios fanout`)."""
         version = self._version()
         route = self._routes.get(topic)
         if route is not None and route[0] == version:

@@ -6,11 +6,7 @@ clients, rooms = topics, packet rates), in namespace `/admin`. It exists only wh
 `REALTIME_ADMIN_READ_ONLY=0`; it runs in python-socketio's "production" mode, which does
 not hook every emit and never sends client handshakes (headers, tokens) to the UI.
 
-CORS, deliberately: the hosted UI at `REALTIME_ADMIN_ORIGIN` (default
-`https://admin.socket.io`) connects cross-origin, and Engine.IO checks origins for the
-whole endpoint, not per namespace. So that origin is added to the allowed ones, and
-`SocketServer` refuses it on every namespace except `/admin`. Set the variable empty to
-allow no extra origin (a self-hosted UI on an allowed origin).
+Design notes: docs/design-notes.md.
 """
 
 from __future__ import annotations
