@@ -15,8 +15,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-MIN_RATE_HZ = 0.01
-MAX_RATE_HZ = 100.0
+from realtime.core.topics import MAX_RATE_HZ, MIN_RATE_HZ
+
 DEFAULT_FIELD = "value"
 
 
