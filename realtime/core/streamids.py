@@ -12,6 +12,7 @@ StreamId = tuple[int, int]
 STREAM_ID_PATTERN = r"^\d{1,20}-\d{1,20}$"
 _STREAM_ID_RE = re.compile(STREAM_ID_PATTERN)
 _MAX_PART = 2**64 - 1
+MAX_ID_PART = _MAX_PART  # each part of a stream id is an unsigned 64-bit integer
 
 ZERO: StreamId = (0, 0)
 

@@ -90,6 +90,24 @@ class HistoryReader:
         )
         return self._decode(topic, page)
 
+    async def range(
+        self, topic: str, start: StreamId, end: StreamId, count: int, *, descending: bool
+    ) -> tuple[list[WireEvent], Extent]:
+        """Up to `count` events from `start` to `end` (both inclusive), oldest or newest
+        first, and what history holds, read in one transaction so they agree."""
+        key = self.keys.topic(topic)
+        low, high = format_id(start), format_id(end)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            if descending:
+                pipe.xrevrange(key, max=high, min=low, count=count)
+            else:
+                pipe.xrange(key, min=low, max=high, count=count)
+            pipe.xrange(key, count=1)
+            pipe.xlen(key)
+            page, oldest_entries, length = await pipe.execute()
+        oldest = parse_id(oldest_entries[0][0]) if oldest_entries else None
+        return self._decode(topic, page), Extent(oldest, int(length))
+
     async def extent(self, topic: str) -> Extent:
         key = self.keys.topic(topic)
         async with self.redis.pipeline(transaction=True) as pipe:

@@ -39,6 +39,7 @@ from realtime.web.access import Access
 from realtime.web.health import Readiness, healthz
 from realtime.web.metrics_http import PublicMetrics, ingest_status_counter
 from realtime.web.namespace import TopicNamespace
+from realtime.web.topic_events import EVENTS_PATH, TopicEvents
 
 logger = logging.getLogger(__name__)
 
@@ -206,6 +207,7 @@ def create_app(settings: Settings) -> web.Application:
         metrics=metrics,
     )
     app.router.add_post(INGEST_PATH, ingest.handle)
+    app.router.add_get(EVENTS_PATH, TopicEvents(history, auth.verifier(settings)).handle)
     app.router.add_get("/metrics", PublicMetrics(metrics, settings).handle)
     app.cleanup_ctx.append(_metrics_port_ctx)
     app.router.add_get("/readyz", Readiness(REDIS, lambda: drain.draining).handle)
