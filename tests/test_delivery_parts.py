@@ -75,7 +75,7 @@ async def test_a_paced_subscription_gets_the_first_event_then_the_merge_on_its_t
     conflater = Conflater(TOPIC, max_rate=20)  # one update per 50 ms
     subs.begin("s", TOPIC, None, conflater)
     connection = Connection()
-    pacer = Pacer(subs, lambda sid: connection)
+    pacer = Pacer(subs, lambda sid: connection, lambda writer, frame: writer.push(frame))
     now = pacer.pace("s", conflater, [event(1), event(2), event(3)])
     assert [e["id"] for e in now] == ["1-0"]  # leading edge
     assert connection.frames == []  # the rest waits for the timer
@@ -89,7 +89,7 @@ async def test_a_paced_merge_is_dropped_when_the_subscription_ended() -> None:
     conflater = Conflater(TOPIC, max_rate=20)
     subs.begin("s", TOPIC, None, conflater)
     connection = Connection()
-    pacer = Pacer(subs, lambda sid: connection)
+    pacer = Pacer(subs, lambda sid: connection, lambda writer, frame: writer.push(frame))
     pacer.pace("s", conflater, [event(1), event(2)])
     pacer.cancel("s", TOPIC)
     subs.end("s", TOPIC)

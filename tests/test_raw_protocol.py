@@ -16,6 +16,7 @@ import aiohttp
 import pytest
 
 from realtime.dev.embedded import RedisServer
+from realtime.transport.engine import request_problem
 from tests.helpers.clients import post_events
 from tests.helpers.processes import RealtimeProcess
 from tests.helpers.stack import fresh_settings, running_stack
@@ -274,3 +275,50 @@ async def test_polling_then_upgrade_to_websocket(
         ids = await post_events(web.url, {"topic": "raw.up", "data": {"n": 1}})
         [event] = await raw.updates(1)
         assert event["id"] == ids[0]
+
+
+@pytest.mark.system
+@pytest.mark.parametrize(
+    ("method", "query", "why"),
+    [
+        ("GET", "EIO=4", "Transport unknown"),  # python-engineio assumed polling: 200
+        ("GET", "EIO=4&transport=carrier-pigeon", "Transport unknown"),
+        ("POST", "EIO=4&transport=polling", "Bad handshake method"),  # was 405
+    ],
+)
+async def test_engineio_request_errors_are_400_as_the_spec_says(
+    web: RealtimeProcess, http: aiohttp.ClientSession, method: str, query: str, why: str
+) -> None:
+    async with http.request(method, f"{web.url}/socket.io/?{query}", data=b"40") as response:
+        assert response.status == 400
+        assert json.loads(await response.text()) == why
+
+
+@pytest.mark.system
+async def test_a_connect_to_an_unknown_namespace_is_refused_with_an_object(
+    web: RealtimeProcess, http: aiohttp.ClientSession
+) -> None:
+    poll = RawPolling(http, web)
+    await poll.open()
+    await poll.post("40/nowhere,")
+    [refused] = await poll.frames_until(1)
+    assert refused == '44/nowhere,{"message":"Invalid namespace"}'
+    await poll.post("40")  # the session itself is fine: `/` still connects
+    [connected] = await poll.frames_until(1)
+    assert connected.startswith("40{")
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("method", "query", "problem"),
+    [
+        ("GET", {"EIO": "4", "transport": "polling"}, None),
+        ("GET", {"EIO": "4", "transport": "websocket"}, None),
+        ("POST", {"EIO": "4", "transport": "polling", "sid": "x"}, None),
+        ("GET", {"EIO": "4"}, "Transport unknown"),
+        ("GET", {"transport": "flash"}, "Transport unknown"),
+        ("POST", {"transport": "polling", "sid": ""}, "Bad handshake method"),
+    ],
+)
+def test_request_problem(method: str, query: dict[str, str], problem: str | None) -> None:
+    assert request_problem(method, query) == problem

@@ -30,6 +30,7 @@ from realtime.fanout.channels import ChannelListener
 from realtime.transport.engine import EngineSocket
 from realtime.transport.frames import Frame
 from realtime.transport.server import SocketServer
+from realtime.transport.writer import Writer
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ class Delivery:
         self._queue: deque[Batch] = deque()  # batches to hand out, in order
         self._next_flush = 0.0  # loop time: pending events wait until then (see `live`)
         self._sender: asyncio.Task[None] | None = None  # hands out the queue while it has any
-        self.pacer = Pacer(subscriptions, sio.writer)
+        self.pacer = Pacer(subscriptions, sio.writer, self._push)
         self.slow = SlowClients(
             subscriptions,
             sio.writer,
@@ -100,10 +101,15 @@ class Delivery:
             return
         socket = self.sio.writer(sid)
         if socket is not None:
-            socket.push(page.frame(events) if page is not None else Frame.update(events))
+            self._push(socket, page.frame(events) if page is not None else Frame.update(events))
             self.metrics.events_delivered.labels("backlog").inc(len(events))
             if socket.backlog_full():
                 self.slow.fell_behind(sid, socket)
+
+    def _push(self, socket: Writer, frame: Frame) -> None:
+        """Hand one connection a frame of its own (off the fast path), counted."""
+        socket.push(frame)
+        self.sio.traffic.sent(1, len(frame))
 
     async def live(self, topic: str, events: list[WireEvent]) -> None:
         """A fan-out batch of one topic for the local members of its room.
@@ -227,6 +233,7 @@ class Delivery:
             if socket.backlog_full():
                 self.slow.fell_behind(sid, socket)
         self.metrics.delivered_live([ms for ms, _ in batch.ids], shared_clients, now_ms)
+        self.sio.traffic.sent(shared_clients, len(shared))  # once per slice, not per client
         if self.subs.duplicates != duplicates:
             self.metrics.events_dropped.labels("duplicate").inc(self.subs.duplicates - duplicates)
         return shared
@@ -244,9 +251,9 @@ class Delivery:
         if conflater is not None:
             out = self.pacer.pace(sid, conflater, out)
             if out:
-                socket.push(Frame.update(out))
+                self._push(socket, Frame.update(out))
             return
-        socket.push(Frame.update(out))
+        self._push(socket, Frame.update(out))
         self.metrics.delivered_live([parse_id(e["id"])[0] for e in out], 1, now_ms)
 
     def _send_paced(

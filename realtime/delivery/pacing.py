@@ -15,9 +15,16 @@ from realtime.transport.writer import Writer
 
 
 class Pacer:
-    def __init__(self, subs: Subscriptions, writer: Callable[[str], Writer | None]) -> None:
+    def __init__(
+        self,
+        subs: Subscriptions,
+        writer: Callable[[str], Writer | None],
+        push: Callable[[Writer, Frame], None],
+    ) -> None:
+        """`push(connection, frame)`: hand a connection a frame of its own (counted)."""
         self.subs = subs
         self.writer = writer
+        self.push = push
         # (sid, topic) -> the timer that sends a max_rate subscription's pending merge
         self._timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
 
@@ -46,7 +53,7 @@ class Pacer:
         loop = asyncio.get_running_loop()
         out = [] if socket.backlog_full() else conflater.flush(loop.time())
         if out:
-            socket.push(Frame.update(out))
+            self.push(socket, Frame.update(out))
         due = conflater.due()
         if due is not None:  # not sent (behind): try again an interval later
             self._timers[key] = loop.call_at(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import engineio
@@ -19,6 +19,7 @@ from aiohttp import WSMsgType, web
 from engineio import exceptions, packet
 from engineio.async_socket import AsyncSocket
 
+from realtime.core import jsoncodec
 from realtime.transport.connection import take_over
 from realtime.transport.frames import Frame
 from realtime.transport.inbound import engine_malformed
@@ -83,6 +84,7 @@ class EngineSocket(AsyncSocket):  # type: ignore[misc]
     # websocket's Outbox once the connection is on it.
     outbox: Outbox | PollingOutbox
     link: Any = None  # the websocket: a WebSocketConnection, or aiohttp's with deflate
+    opened_at = 0.0  # time.time() when the connection was opened (set on adoption)
     _ping_handle: asyncio.TimerHandle | None = None
     _on_polled: Any = None
     _inbox: list[str | bytes | None] | None = None  # received, not handled yet
@@ -309,6 +311,8 @@ class EngineSocket(AsyncSocket):  # type: ignore[misc]
         self.upgraded = True
         self.upgrading = False
         self._use(outbox)
+        if self.server.on_upgraded is not None:
+            self.server.on_upgraded(self.sid)
 
     async def _upgrade_failed(self, why: str) -> None:
         """The websocket closes; the connection carries on polling."""
@@ -339,12 +343,39 @@ class EngineSocket(AsyncSocket):  # type: ignore[misc]
             del self.server.sockets[self.sid]
 
 
+TRANSPORTS = ("polling", "websocket")
+
+
+def request_problem(method: str, query: Mapping[str, str]) -> str | None:
+    """Why an Engine.IO request is a bad request before any session is looked at (pure)."""
+    if query.get("transport") not in TRANSPORTS:
+        return "Transport unknown"
+    if method == "POST" and not query.get("sid"):
+        return "Bad handshake method"
+    return None
+
+
 class EngineServer(engineio.AsyncServer):  # type: ignore[misc]
     """engineio's server, whose sockets are `EngineSocket`s."""
 
     ws_compression = False
     backlog_bytes = 1_048_576
     backlog_packets = 1_000
+    # Told a connection's sid once it has upgraded from long-polling to the websocket.
+    on_upgraded: Callable[[str], None] | None = None
+
+    async def handle_request(self, *args: Any, **kwargs: Any) -> Any:
+        """Engine.IO v4's request errors as its spec has them, where python-engineio
+        differs: a request without `transport` (it assumes polling) and a POST without
+        `sid` (it answers 405) are 400 Bad Request."""
+        request = args[0] if args else None
+        if isinstance(request, web.Request):
+            problem = request_problem(request.method, request.query)
+            if problem is not None:
+                return web.Response(
+                    status=400, content_type="text/plain", text=jsoncodec.dumps(problem)
+                )
+        return await super().handle_request(*args, **kwargs)
 
     async def _trigger_event(self, event: str, *args: Any, **kwargs: Any) -> Any:
         if event == "connect":
@@ -352,4 +383,5 @@ class EngineServer(engineio.AsyncServer):  # type: ignore[misc]
             if socket is not None and type(socket) is AsyncSocket:
                 socket.__class__ = EngineSocket
                 socket.outbox = PollingOutbox(socket)
+                socket.opened_at = time.time()
         return await super()._trigger_event(event, *args, **kwargs)
