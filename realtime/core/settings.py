@@ -198,7 +198,8 @@ class Settings:
     ingest_keys: tuple[IngestKeySpec, ...] = field(
         default=(), repr=False, metadata={"secret": True}
     )
-    # limits (realtime/limits.py)
+    # limits: body, event and message sizes (realtime/ingest, realtime/transport), subscriptions
+    # and connections (realtime/web/access.py)
     max_event_bytes: int = 65_536
     max_message_bytes: int = 65_536
     max_subscriptions: int = 100

@@ -1,27 +1,9 @@
-"""Engine.IO, as python-engineio does it, with a leaner websocket path.
+"""Engine.IO, as python-engineio does it, with a leaner websocket path: step 5 of the data
+path (sending). `EngineSocket` sends through an outbox whatever its transport: the
+websocket's `Outbox` (frames written straight to the socket) or `PollingOutbox`
+(engineio's queue, for long-polling). Why: docs/architecture.md.
 
-python-engineio runs, per websocket connection, a writer task draining an
-`asyncio.Queue` (one wake-up and one encode per packet per recipient), a task per
-received message, and a task per ping cycle, all inside aiohttp's request handler,
-which stays alive with its request for as long as the connection does. Here, once a
-connection is on the websocket transport (directly, or after the polling -> websocket
-upgrade), packets go through its `Outbox` (`realtime.transport.outbox`): written to the transport
-at once, in order, pre-encoded frames shared between recipients. Pings are timer
-callbacks. The websocket itself is a `WebSocketConnection` (`realtime.transport.connection`)
-that aiohttp hands over after the handshake: received messages arrive as callbacks
-(`on_message`) and are handled in order by a task that lives only while there is
-something to handle, so an idle connection has no task and no coroutine at all. The
-upgrade dance (`2probe`, `3probe`, `5`) is played from those callbacks too. What stays
-engineio's own: the handshake, long-polling (packets still go through its queue), ping
-timeouts (its service task), and every event it raises.
-
-python-engineio creates its socket objects itself (`AsyncSocket`); `EngineServer` adopts
-each one as an `EngineSocket` when the connection is opened, before any packet after
-the handshake is sent.
-
-permessage-deflate is off unless `REALTIME_WS_COMPRESSION=1` (see the README's
-performance section for why); a connection that negotiates it is served by aiohttp's
-own websocket (the same callbacks, fed by a read loop in aiohttp's handler).
+Design notes: docs/design-notes.md.
 """
 
 from __future__ import annotations
@@ -204,7 +186,7 @@ class EngineSocket(AsyncSocket):  # type: ignore[misc]
 
     async def _serve_deflate_websocket(self, request: web.Request) -> web.WebSocketResponse:
         """With permessage-deflate, aiohttp's websocket, read by this handler for as long
-        as the connection lives (it keeps per-connection zlib state, ~90 KiB, anyway)."""
+        as the connection lives (it keeps per-connection zlib state anyway)."""
         response = web.WebSocketResponse(
             max_msg_size=self.server.max_http_buffer_size, compress=True
         )
