@@ -21,8 +21,8 @@ from tests.helpers.clients import post_events
 from tests.helpers.processes import RealtimeProcess
 from tests.helpers.stack import fresh_settings, running_stack
 
-PING_INTERVAL_S = 1  # whole seconds: python-engineio announces whole seconds only
-PING_TIMEOUT_S = 1
+PING_INTERVAL_S = 1.5  # not whole seconds: announced exactly (python-engineio said 1000)
+PING_TIMEOUT_S = 1.25
 RECORD_SEPARATOR = "\x1e"  # between packets in one long-polling payload
 
 
@@ -33,7 +33,8 @@ def web(
     settings = fresh_settings(redis_server)
     with running_stack(
         settings, tmp_path_factory.mktemp("raw-stack"),
-        REALTIME_PING_INTERVAL_S=str(PING_INTERVAL_S), REALTIME_PING_TIMEOUT_S=str(PING_TIMEOUT_S),
+        REALTIME_PING_INTERVAL_MS=str(int(PING_INTERVAL_S * 1000)),
+        REALTIME_PING_TIMEOUT_MS=str(int(PING_TIMEOUT_S * 1000)),
     ) as web:  # fmt: skip
         yield web
 
@@ -130,8 +131,8 @@ async def test_websocket_session_with_acks_updates_and_heartbeat(
         raw = RawWebsocket(ws)
         handshake = parse_open(await raw.recv())
         assert handshake["upgrades"] == []  # already on the best transport
-        assert handshake["pingInterval"] == PING_INTERVAL_S * 1000
-        assert handshake["pingTimeout"] == PING_TIMEOUT_S * 1000
+        assert handshake["pingInterval"] == 1500
+        assert handshake["pingTimeout"] == 1250
         assert handshake["maxPayload"] > 0
         assert handshake["sid"]
 

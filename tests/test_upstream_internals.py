@@ -211,12 +211,12 @@ INTERNALS: list[Internal] = [
     ),
     *uses(
         ENGINE,
-        "realtime/transport/engine.py, transport/server.py, delivery/hub.py (eio sid -> socket)",
+        "realtime/transport/engine.py, transport/server.py (eio sid -> socket: writer)",
         sockets=OnInstance(dict),
     ),
     *uses(
         ENGINE,
-        "realtime/web/app.py create_sio (replaced per instance: POST bodies checked)",
+        "realtime/transport/server.py SocketServer (replaced per instance: POST bodies checked)",
         _async=OnInstance(dict, keys=("translate_request",)),
     ),
     *uses(ENGINE, _UPGRADE, max_http_buffer_size=OnInstance(int)),
@@ -654,8 +654,9 @@ def test_an_engineio_socket_can_become_an_engine_socket() -> None:
 
 async def test_engineio_hands_each_new_socket_to_engine_server_to_adopt() -> None:
     """A polling handshake through the real request path: the driver's translate_request
-    is looked up per request (realtime/web/app.py replaces it), and the new AsyncSocket is in
-    `sockets` when 'connect' fires with its sid, before the first ping is scheduled."""
+    is looked up per request (realtime/transport/server.py replaces it), and the new
+    AsyncSocket is in `sockets` when 'connect' fires with its sid, before the first ping
+    is scheduled."""
     eio = EngineServer(async_mode="aiohttp", logger=_LOG, monitor_clients=False)
     translated: list[dict[str, str]] = []
 
@@ -673,7 +674,7 @@ async def test_engineio_hands_each_new_socket_to_engine_server_to_adopt() -> Non
         assert translated, blame(
             f"{ENGINE}.handle_request",
             "no longer reads self._async['translate_request'] per request",
-            "realtime/web/app.py create_sio",
+            "realtime/transport/server.py SocketServer.__init__",
         )
         assert status.startswith("200"), f"handshake answered {status}"
         adopted = [type(s) for s in sockets] == [EngineSocket]

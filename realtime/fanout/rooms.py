@@ -7,9 +7,7 @@ blocked event loop for 10,000 clients. This mixin keeps `(namespace, sid) -> roo
 alongside the stock registry, so a disconnect costs O(the client's rooms). Everything
 else is the stock manager's.
 
-`room_watcher`, if set, is called with `(namespace, room, sid, joined)` whenever a
-client joins a room it was not in or leaves one it was in (the Admin UI's feed,
-`realtime.web.admin`): rooms change here and nowhere else, so nothing else is hooked.
+Design notes: docs/design-notes.md.
 """
 
 from __future__ import annotations

@@ -1,33 +1,10 @@
-"""python-socketio's AsyncServer, with the engine-level fixes this server relies on.
+"""python-socketio's AsyncServer, with the engine-level fixes this server relies on: the
+Socket.IO side of step 5 (sending). It is delivery's one door to a connection
+(`writer(sid)`), checks POST bodies before python-engineio parses them, closes clients
+that send malformed packets or never join a namespace, and can drop a connection so the
+client reconnects by itself.
 
-- A long-polling client that disconnects sends a CLOSE packet in a POST while its last
-  GET is still waiting. python-engineio closes the socket without answering that GET, so
-  the request hangs until the ping timeout (the client's `disconnect()` waits for it, and
-  a server shutdown waits for it too). We answer it at once with an empty payload.
-- Every handler runs with the client's id (and the topic of a subscribe/unsubscribe) in
-  its log context, so anything it logs says which client and topic it was about.
-- An origin allowed only for the Admin UI (`realtime.web.admin`) may open `/admin` and no
-  other namespace.
-- A connection that has not connected to a namespace within `connect_timeout_s` is
-  closed (socket.io's own server does the same; python-socketio does not).
-- A malformed packet from a client (`realtime.transport.inbound`) closes that client's connection
-  instead of raising inside python-socketio.
-- `drop(sid)` ends a connection the way a network failure would (no close packet), so
-  that the client's own reconnection takes over: socket.io clients do not reconnect
-  after a server-side disconnect.
-- Delivery reaches a connection only through `writer(sid)`.
-- A CONNECT to a namespace nobody serves is refused with `{"message": "Invalid
-  namespace"}`, as Socket.IO v5 specifies (python-socketio sends a bare string).
-- POST bodies are checked before python-engineio parses them (`guard_translate_request`).
-- The Engine.IO server underneath is `realtime.transport.engine.EngineServer` (websocket
-  connections write through an outbox, no task per packet), with permessage-deflate and
-  each connection's backlog bound as configured.
-- python-socketio keeps each connection's WSGI-style environ for as long as it lives;
-  only its text entries are kept (the rest holds aiohttp's whole request).
-- `traffic` counts connections and packets as plain integers (what the Admin UI's
-  server stats report); a `watcher` (`realtime.web.admin`), if set, is told of
-  namespace connects and disconnects, received events and upgrades: where this
-  server already handles them, never per packet sent.
+Design notes: docs/design-notes.md.
 """
 
 from __future__ import annotations

@@ -5,58 +5,7 @@ Not a step of the data path: an operator's window onto the web instances, in nam
 `/admin`. It exists only when both `REALTIME_ADMIN_USER` and `REALTIME_ADMIN_PASSWORD`
 are set, and it is read-only unless `REALTIME_ADMIN_READ_ONLY=0`.
 
-Our own implementation of the server side the UI talks to, not python-socketio's
-`instrument()`: in its "production" mode that sends no sockets or rooms at all (the UI
-then shows only Dashboard and Servers), and its "development" mode wraps every emit,
-every received event and every ping, and sends each client's handshake headers (auth
-tokens included) to the UI. Here the UI is told what the server already knows, where it
-learns it, and only while an admin is watching (one set lookup otherwise):
-
-- `config`: `{"supportedFeatures": ["AGGREGATED_EVENTS", "ALL_EVENTS", ...]}`. The UI
-  shows its Sockets, Rooms, Clients and Events pages only with `ALL_EVENTS`; with
-  `AGGREGATED_EVENTS` it takes client counts, namespaces and rates from `server_stats`.
-  Not read-only: also `EMIT`, `JOIN`, `LEAVE`, `DISCONNECT`, `MJOIN`, `MLEAVE`,
-  `MDISCONNECT`, with their handlers.
-- `all_sockets` (once, after `config`): this instance's sockets in every namespace.
-- `socket_connected (socket, time)`, `socket_disconnected (nsp, id, reason, time)`:
-  from `SocketServer`'s namespace connects and disconnects (`Watcher`).
-- `socket_updated ({id, nsp, transport: "websocket"})`: when a long-polling connection
-  has upgraded (the engine tells us; nothing polls).
-- `room_joined`, `room_left (nsp, room, id, time)`: from the room registry
-  (`realtime.fanout.rooms.RoomIndex.room_watcher`): topics subscribed and unsubscribed,
-  and every room a disconnecting client leaves. A client's own room is in its `rooms`
-  and not announced.
-- `event_received (nsp, id, [event, {"topic"}?], time)`: events clients send
-  (subscribe, unsubscribe), with the topic when it is a valid name and nothing else of
-  what the client sent. No `event_sent`: what the server sends (acks, `update` packets)
-  is counted, not reported one by one; the fast path is not hooked.
-- `server_stats`, every 2 s from every instance (through the fan-out, so the UI sees
-  all of them): `serverId`, `hostname`, `pid`, `uptime`, `clientsCount` (Engine.IO
-  connections), `pollingClientsCount`, `namespaces` (each namespace, `/` included, with
-  its socket count) and `aggregatedEvents`: how many of each happened since the last
-  stats, from `SocketServer.traffic` (`realtime.transport.server.Traffic` says what is
-  counted): `rawConnection`, `rawDisconnection` (Engine.IO), `connection`,
-  `disconnection` (namespaces), `packetsIn`, `bytesIn` (Socket.IO messages received),
-  `packetsOut`, `bytesOut` (`update` packets handed to connections, counted once per
-  delivery batch and slice of a room on the fast path).
-
-A socket as the UI gets it: `id` (the Socket.IO sid, which the client knows and which is
-no credential), `clientId` (an opaque id derived from the Engine.IO session id with a
-per-process random key: stable for a connection, so the UI groups a connection's
-namespaces, but it reveals nothing of the session id, which is a bearer secret for
-long-polling requests), `transport`, `nsp`, `rooms` (its topics and its own room),
-`data: {}` and a `handshake` with `issued` and `time` (when the connection was opened)
-and nothing else: no headers, no query string (both may carry tokens), and no address (a
-client's IP address is personal data, and behind a proxy it is the proxy's anyway).
-
-Sockets, rooms and events are this instance's: the UI connects to one instance (behind a
-load balancer, whichever it is routed to); counts, namespaces and rates cover them all.
-
-CORS, deliberately: the hosted UI at `REALTIME_ADMIN_ORIGIN` (default
-`https://admin.socket.io`) connects cross-origin, and Engine.IO checks origins for the
-whole endpoint, not per namespace. So that origin is added to the allowed ones, and
-`SocketServer` refuses it on every namespace except `/admin`. Set the variable empty to
-allow no extra origin (a self-hosted UI on an allowed origin).
+Design notes: docs/design-notes.md.
 """
 
 from __future__ import annotations

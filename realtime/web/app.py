@@ -74,8 +74,8 @@ def create_sio(settings: Settings, manager: FanoutManager) -> SocketServer:
         json=jsoncodec,
         # Same-origin only unless origins are configured (plus the Admin UI's, if on).
         cors_allowed_origins=admin.cors_allowed_origins(settings),
-        ping_interval=settings.ping_interval_s,
-        ping_timeout=settings.ping_timeout_s,
+        ping_interval=settings.ping_interval_ms / 1000,
+        ping_timeout=settings.ping_timeout_ms / 1000,
         # Largest packet a client may send (a websocket message, a long-poll POST body):
         # clients send only small requests; past it python-engineio closes the connection.
         max_http_buffer_size=settings.max_message_bytes,
