@@ -64,8 +64,10 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    for part in open_parts:
-        logger.warning("REALTIME_INSECURE=1: %s", part)
+    for part in open_parts:  # `realtime dev` says it once, plainly, for its children
+        logger.log(
+            logging.INFO if args.local_dev else logging.WARNING, "REALTIME_INSECURE=1: %s", part
+        )
     try:
         app = create_app(settings)
     except ValueError as exc:  # e.g. a public key that cannot be read
@@ -215,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run a web process (Socket.IO, ingest API, health)")
     serve.add_argument("--host", help="address to bind (default REALTIME_HOST or 0.0.0.0)")
     serve.add_argument("--port", type=int, help="port to bind (default PORT or 8080)")
+    serve.add_argument("--local-dev", action="store_true", help=argparse.SUPPRESS)
     serve.set_defaults(func=cmd_serve)
 
     process = sub.add_parser("process", help="run a worker (consumer group on the ingest streams)")

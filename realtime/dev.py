@@ -3,17 +3,20 @@
 Starts an embedded Redis when `REDIS_URL` is unset, one web and one worker process,
 feeds demo metrics, prints the URL, and on Ctrl-C stops everything it started.
 
-It runs without authentication (REALTIME_INSECURE=1: the web process warns about it on
-start) and binds 127.0.0.1 only, so nothing outside this machine can reach it.
+It runs without authentication (REALTIME_INSECURE=1, said once by `dev` itself) and binds
+127.0.0.1 only, so nothing outside this machine can reach it. Its children die with it,
+even when it is killed (PR_SET_PDEATHSIG).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import Mapping
@@ -31,13 +34,66 @@ logger = logging.getLogger(__name__)
 
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def die_with_parent() -> None:
+    """In a child between fork and exec: SIGTERM it when the process that started it dies,
+    even by SIGKILL, so `dev` never leaves a web, worker or Redis behind (Linux only)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 async def _spawn(args: list[str], env: Mapping[str, str]) -> asyncio.subprocess.Process:
     # A session of their own: Ctrl-C reaches only us, and we stop them in order.
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "realtime", *args, env=dict(env), start_new_session=True
+        sys.executable,
+        "-m",
+        "realtime",
+        *args,
+        env=dict(env),
+        start_new_session=True,
+        preexec_fn=die_with_parent,
     )
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> str | None:
+    """Why `port` cannot be served (naming the process that listens on it, where this
+    user may know it), or None if it is free."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as aiohttp binds
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+        else:
+            return None
+    return f"port {port} is not free ({reason}){_listener(port)}"
+
+
+def _listener(port: int) -> str:
+    try:
+        import psutil
+    except ImportError:
+        return ""
+    with contextlib.suppress(psutil.Error, OSError):
+        for conn in psutil.net_connections(kind="tcp"):
+            if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN:
+                if conn.pid is None:
+                    break
+                command = " ".join(psutil.Process(conn.pid).cmdline()[:4])
+                return f": pid {conn.pid} listens on it ({command})"
+    return ""
+
+
+def next_steps(url: str) -> list[str]:
+    """Two commands that work as printed, from any shell (no activated venv needed)."""
+    script = Path(sys.executable).with_name("realtime")
+    command = str(script) if script.exists() else f"{sys.executable} -m realtime"
+    return [
+        f"  {command} watch --url {url} metrics.cpu",
+        f"  {command} publish --url {url} metrics.cpu '{{\"value\": 42}}'",
+    ]
 
 
 async def _wait_ready(url: str, children: list[asyncio.subprocess.Process]) -> None:
@@ -75,15 +131,21 @@ async def run_dev(
     ingest_key: str = "",
 ) -> int:
     base_env = dict(os.environ if env is None else env)
+    busy = port_in_use(port)
+    if busy:
+        print(f"realtime dev: {busy}; stop it, or run: realtime dev --port N", file=sys.stderr)
+        return 1
     redis: RedisServer | None = None
     if not base_env.get("REDIS_URL"):
         try:
-            redis = RedisServer().start()
+            redis = RedisServer(preexec_fn=die_with_parent).start()
         except RedisServerError as exc:
             print(f"realtime dev: {exc}", file=sys.stderr, flush=True)
             return 1
         base_env["REDIS_URL"] = redis.url
     base_env["REALTIME_INSECURE"] = "1"
+    # The children's INFO lines would scroll the URL away; warnings and errors still show.
+    base_env.setdefault("REALTIME_LOG_LEVEL", "WARNING")
     # One web instance, so nowhere for its clients to go: Ctrl-C stops it at once.
     base_env.setdefault("REALTIME_DRAIN_S", "0")
     base_env.setdefault("REALTIME_CORS_ORIGINS", f"http://localhost:{port},http://127.0.0.1:{port}")
@@ -97,7 +159,9 @@ async def run_dev(
     children: list[asyncio.subprocess.Process] = []
     try:
         children.append(
-            await _spawn(["serve", "--host", "127.0.0.1", "--port", str(port)], base_env)
+            await _spawn(
+                ["serve", "--host", "127.0.0.1", "--port", str(port), "--local-dev"], base_env
+            )
         )
         children.append(await _spawn(["process"], base_env))
         await _wait_ready(url, children)
@@ -106,7 +170,11 @@ async def run_dev(
             if redis
             else redact_url(base_env["REDIS_URL"])
         )
-        print(f"realtime dev: open {url}/  (Redis: {where})", flush=True)
+        print(
+            "realtime dev: a local setup with no authentication, reachable from this "
+            "machine only (127.0.0.1)",
+            flush=True,
+        )
         dashboard_dir = base_env.get("REALTIME_DASHBOARD_DIR")
         if not is_built(Path(dashboard_dir) if dashboard_dir else None):
             print(
@@ -114,12 +182,11 @@ async def run_dev(
                 flush=True,
             )
         if demo:
-            print(
-                f"realtime dev: demo metrics on {', '.join(DEMO_TOPICS)}; "
-                f"try: realtime watch --url {url} metrics.cpu",
-                flush=True,
-            )
-        print("realtime dev: Ctrl-C stops everything", flush=True)
+            print(f"realtime dev: demo metrics on {', '.join(DEMO_TOPICS)}", flush=True)
+        print("realtime dev: Ctrl-C stops everything. Next, in another shell:", flush=True)
+        print("\n".join(next_steps(url)), flush=True)
+        # Last, so it is what the terminal shows.
+        print(f"realtime dev: open {url}/  (Redis: {where})", flush=True)
         tasks: list[asyncio.Task[Any]] = [asyncio.create_task(stop.wait())]
         tasks += [asyncio.create_task(child.wait()) for child in children]
         if demo:

@@ -14,7 +14,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 
@@ -58,6 +58,7 @@ class RedisServer:
         appendonly: bool = False,
         binary: str | None = None,
         extra_args: Sequence[str] = (),
+        preexec_fn: Callable[[], None] | None = None,
     ) -> None:
         self.port = port or free_port()
         self._own_dir = directory is None
@@ -65,6 +66,7 @@ class RedisServer:
         self.appendonly = appendonly
         self.binary = binary or redis_server_binary()
         self.extra_args = list(extra_args)  # more `--name value` configuration
+        self.preexec_fn = preexec_fn  # run in the child before exec (e.g. die with us)
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -94,6 +96,7 @@ class RedisServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,  # a terminal's Ctrl-C is for our owner, not for Redis
+            preexec_fn=self.preexec_fn,
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

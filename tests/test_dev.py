@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shlex
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from realtime.embedded import free_port
@@ -95,10 +98,14 @@ async def test_dev_runs_everything_and_stops_on_ctrl_c(
     assert event["topic"] == "metrics.cpu"
     assert isinstance(event["data"]["value"], float | int)
 
+    # The hint printed above the URL works as printed, from a shell with no venv active.
+    [hint] = [line for line in lines if " watch --url " in line]
+    command = shlex.split(hint)
+    assert command[-1] == "metrics.cpu"
+    assert Path(command[0]).is_absolute()
     watch = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "realtime", "watch", "--url", url, "metrics.memory",
-        stdout=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+        *command[:-1], "metrics.memory", stdout=asyncio.subprocess.PIPE
+    )
     assert watch.stdout is not None
     line = (await asyncio.wait_for(watch.stdout.readline(), 20)).decode()
     assert line.startswith("metrics.memory ")
@@ -118,3 +125,41 @@ async def test_dev_runs_everything_and_stops_on_ctrl_c(
     rest, _ = await asyncio.to_thread(proc.communicate, timeout=30)
     assert proc.returncode == 0, "".join(lines) + rest
     assert "realtime dev: stopped" in rest
+
+
+@pytest.mark.system
+async def test_dev_killed_takes_its_children_with_it(
+    dev: tuple[subprocess.Popen[str], str],
+) -> None:
+    """SIGKILL gives `dev` no chance to stop anything: its web, worker and Redis end
+    anyway (parent-death signal), instead of holding the port and Redis forever."""
+    proc, _url = dev
+    lines: list[str] = []
+    await asyncio.to_thread(read_until, proc, "realtime dev: open", lines)
+    children = psutil.Process(proc.pid).children()
+    names = sorted(" ".join(child.cmdline()[1:4]) for child in children)
+    assert len(children) == 3, names  # redis-server, web, worker
+    proc.kill()
+    proc.wait()
+    _gone, alive = await asyncio.to_thread(psutil.wait_procs, children, 20)
+    assert not alive, [child.cmdline() for child in alive]
+
+
+@pytest.mark.system
+def test_dev_on_a_busy_port_says_which_process_holds_it() -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "realtime", "dev", "--port", str(port)],
+            env={k: v for k, v in os.environ.items() if not k.startswith("REALTIME_")},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 1
+    assert done.stdout == ""  # nothing started, nothing announced
+    [line] = done.stderr.splitlines()
+    assert f"port {port} is not free" in line
+    assert f"pid {os.getpid()} listens on it" in line
