@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 from realtime import __version__, jsoncodec
@@ -138,7 +139,12 @@ def _default_url(settings: Settings) -> str:
 
 
 def cmd_watch(settings: Settings, args: argparse.Namespace) -> int:
-    from realtime.watch import watch
+    from realtime.watch import check_since, check_topic, server_url, watch
+
+    urls = [server_url(url) for url in args.url or [_default_url(settings)]]
+    for topic in args.topics:
+        check_topic(topic)
+    check_since(args.since)
 
     async def main() -> int:
         stop = asyncio.Event()
@@ -146,7 +152,7 @@ def cmd_watch(settings: Settings, args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         return await watch(
-            args.url or [_default_url(settings)],
+            urls,
             args.topics,
             stop,
             transports=["polling"] if args.polling else None,
@@ -159,18 +165,56 @@ def cmd_watch(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
-    from realtime.watch import publish
+    from realtime.watch import UsageError, check_topic, publish, refusal, server_url
 
+    url = server_url(args.url or _default_url(settings))
+    check_topic(args.topic)
     try:
         data = jsoncodec.loads(args.data)
     except jsoncodec.JSONDecodeError as exc:
-        print(f"realtime publish: DATA is not JSON: {exc}", file=sys.stderr)
-        return 2
-    url = args.url or _default_url(settings)
+        raise UsageError(f"JSON is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise UsageError("JSON must be an object, like '{\"value\": 42}'")
     key = args.key or settings.ingest_key
-    status, body = _run(publish(url, args.topic, data, args.ts, key=key))
+    status, body, retry_after = _run(publish(url, args.topic, data, args.ts, key=key))
+    if status != 202:
+        print(f"realtime publish: refused: {refusal(status, body, retry_after)}", file=sys.stderr)
+        return 1
     print(jsoncodec.dumps(body))
-    return 0 if status == 202 else 1
+    return 0
+
+
+def _client_errors(command: str, debug: bool, run: Callable[[], int]) -> int:
+    """A client command's mistakes and unreachable servers as one line and a non-zero
+    exit; the traceback only with --debug."""
+    import aiohttp
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from realtime.watch import UsageError
+
+    try:
+        return run()
+    except UsageError as exc:
+        print(f"realtime {command}: {exc}", file=sys.stderr)
+        return 2
+    except (aiohttp.ClientError, RedisConnectionError, OSError, TimeoutError) as exc:
+        if debug:
+            raise
+        print(f"realtime {command}: {_unreachable(exc)}", file=sys.stderr)
+        return 1
+
+
+def _unreachable(exc: BaseException) -> str:
+    import aiohttp
+
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        errno = exc.os_error.errno
+        reason = os.strerror(errno).lower() if errno else str(exc.os_error)
+        return (
+            f"cannot connect to {exc.host}:{exc.port} ({reason}): is the server running? "
+            "(`realtime dev` starts one)"
+        )
+    return f"{type(exc).__name__}: {exc}"
 
 
 def cmd_loadtest(settings: Settings, args: argparse.Namespace) -> int:
@@ -204,6 +248,10 @@ def cmd_pipelines_check(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+# Clients of a running server: a user's mistake or an unreachable server is one line.
+CLIENT_COMMANDS = (cmd_watch, cmd_publish)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="realtime",
@@ -212,6 +260,14 @@ def build_parser() -> argparse.ArgumentParser:
         "see the README.",
     )
     parser.add_argument("--version", action="version", version=f"realtime {__version__}")
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show the traceback of an error instead of one line",
+    )
+    parser.add_argument("--debug", action="store_true", default=False, help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = sub.add_parser("serve", help="run a web process (Socket.IO, ingest API, health)")
@@ -238,13 +294,16 @@ def build_parser() -> argparse.ArgumentParser:
     dev.set_defaults(func=cmd_dev)
 
     watch = sub.add_parser(
-        "watch", help="print the events of topics until Ctrl-C, resuming after reconnects"
+        "watch",
+        help="print the events of topics until Ctrl-C, resuming after reconnects",
+        parents=[debug],
     )
     watch.add_argument("topics", nargs="+", metavar="TOPIC")
     watch.add_argument(
         "--url",
         action="append",
-        help="server URL (default http://127.0.0.1:$PORT); repeat it to fail over between servers",
+        help="server URL or host:port (default http://127.0.0.1:$PORT); repeat it to fail over "
+        "between servers",
     )
     watch.add_argument("--polling", action="store_true", help="use HTTP long-polling only")
     watch.add_argument("--token", help="JWT to connect with (default $REALTIME_TOKEN)")
@@ -254,11 +313,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     watch.set_defaults(func=cmd_watch)
 
-    publish = sub.add_parser("publish", help="post one event")
+    publish = sub.add_parser("publish", help="post one event", parents=[debug])
     publish.add_argument("topic", metavar="TOPIC")
     publish.add_argument("data", metavar="JSON", help="the event data, a JSON object")
     publish.add_argument("--ts", type=int, help="event time in epoch milliseconds (default now)")
-    publish.add_argument("--url", help="server URL (default http://127.0.0.1:$PORT)")
+    publish.add_argument("--url", help="server URL or host:port (default http://127.0.0.1:$PORT)")
     publish.add_argument("--key", help="publish key (default $REALTIME_INGEST_KEY)")
     publish.set_defaults(func=cmd_publish)
 
@@ -304,4 +363,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ValueError as exc:
         print(f"realtime: configuration error: {exc}", file=sys.stderr)
         sys.exit(2)
+    if args.func in CLIENT_COMMANDS:
+        debug = getattr(args, "debug", False)
+        sys.exit(_client_errors(args.command, debug, lambda: args.func(settings, args)))
     sys.exit(args.func(settings, args))

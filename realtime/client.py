@@ -35,6 +35,7 @@ import socketio
 
 from realtime import jsoncodec
 from realtime.backoff import Backoff
+from realtime.errors import describe
 from realtime.keys import (
     CLOSING_EVENT,
     NAMESPACE,
@@ -66,7 +67,7 @@ class SubscribeError(Exception):
 
     def __init__(self, topic: str, ack: Ack) -> None:
         error = ack.get("error") or {}
-        super().__init__(f"subscribe {topic} refused: {error.get('code')}: {error.get('message')}")
+        super().__init__(f"subscribe {topic} refused: {describe(error)}")
         self.topic = topic
         self.ack = ack
         self.code = error.get("code")

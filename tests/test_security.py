@@ -292,9 +292,9 @@ async def test_cli_publish_sends_its_key_and_watch_its_token(
         assert proc.returncode is not None
         return proc.returncode, out.decode(), err.decode()
 
-    code, out, _ = await cli("publish", "metrics.cpu", "{}", "--url", url)
+    code, _, err = await cli("publish", "metrics.cpu", "{}", "--url", url)
     assert code == 1
-    assert "unauthorized" in out
+    assert "refused: unauthorized" in err
     code, out, _ = await cli("publish", "metrics.cpu", "{}", "--url", url, "--key", METRICS_KEY)
     assert code == 0, out
     code, out, _ = await cli("publish", "metrics.cpu", "{}", "--url", url,
