@@ -85,6 +85,7 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/ruff format --check realtime processors tests bench docs/gen.py
 	$(BIN)/mypy
 	$(BIN)/mypy docs/gen.py
+	$(BIN)/lint-imports --no-cache
 
 ## docs: regenerate the references from the code (docs/reference/), then build the site
 ##       into site/ with `mkdocs build --strict` (mkdocs serve: the same, live)

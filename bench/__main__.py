@@ -16,8 +16,8 @@ from typing import Any
 
 from bench import report, scenarios
 from bench.servers import LABELS, NODE, SERVER_KINDS, BenchError, node_ready
-from realtime import jsoncodec
-from realtime.embedded import RedisServer
+from realtime.core import jsoncodec
+from realtime.dev.embedded import RedisServer
 
 
 def _cpu(value: str) -> int:

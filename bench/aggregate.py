@@ -10,7 +10,7 @@ Feeds the same ingest entries (as the worker gets them from Redis: bytes fields)
   simulated second;
 - aggregate+ckpt/N: the same, plus a checkpoint (serialising every changed topic's window
   state) every N entries: per 256-entry batch (the worst case) and every 10,000 entries
-  (about once a second at these rates: what processors/aggregator.py recommends).
+  (about once a second at these rates: what processors/pipelines/partition_windows.py recommends).
 
 All topics sit in one partition (one Aggregator): the worst case for one worker core.
 Entries arrive in ingest order at --rate events per simulated second in total, with event
@@ -30,10 +30,10 @@ from collections.abc import Callable
 
 import orjson
 
-from processors.aggregator import Aggregator
-from processors.pipeline_config import default_pipelines
-from processors.pipelines import Pipelines
-from processors.transform import decode_entry, passthrough
+from processors.pipelines.config import default_pipelines
+from processors.pipelines.partition_windows import Aggregator
+from processors.pipelines.plan import Pipelines
+from processors.pipelines.transform import decode_entry, passthrough
 
 Entry = tuple[bytes, dict[bytes | str, bytes | str]]
 

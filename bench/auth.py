@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.auth [--requests 2000] [--runs 3]
 
 - Pure, per call: verifying a client JWT (HS256, RS256, ES256) and finding a publish key
-  among 10 (`realtime.auth`, `realtime.ingest_auth`), next to decoding a 1-event ingest
+  among 10 (`realtime.web.auth`, `realtime.ingest.publish_keys`), next to decoding a 1-event ingest
   body (the reference: work every ingest request does anyway).
 - Over HTTP, the ingest API in this process against its own Redis: 1-event requests,
   one at a time, with ingest auth off (REALTIME_INSECURE=1) and on (a publish key plus
@@ -30,12 +30,12 @@ from aiohttp.test_utils import TestServer
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from realtime import jsoncodec
-from realtime.app import create_app
-from realtime.auth import TokenVerifier
-from realtime.embedded import RedisServer, free_port
-from realtime.ingest_auth import IngestKeys
-from realtime.settings import IngestKeySpec, Settings
+from realtime.core import jsoncodec
+from realtime.core.settings import IngestKeySpec, Settings
+from realtime.dev.embedded import RedisServer, free_port
+from realtime.ingest.publish_keys import IngestKeys
+from realtime.web.app import create_app
+from realtime.web.auth import TokenVerifier
 
 SECRET = "bench-secret-" + "x" * 40
 KEYS = tuple(IngestKeySpec(f"bench-key-{n:02d}-{uuid.uuid4().hex}") for n in range(10))

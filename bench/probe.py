@@ -31,7 +31,7 @@ from typing import Any
 
 from bench.loadgen import Clients, Tally, open_clients
 from bench.servers import Proc
-from realtime import jsoncodec
+from realtime.core import jsoncodec
 from realtime.loadtest import wsclient
 
 

@@ -26,11 +26,11 @@ from typing import Any
 import aiohttp
 import socketio
 
-from realtime import jsoncodec
-from realtime.ingest import ingest_fields
-from realtime.keys import Keys
-from realtime.settings import Settings
-from realtime.topics import partition_of
+from realtime.core import jsoncodec
+from realtime.core.keys import Keys
+from realtime.core.settings import Settings
+from realtime.core.topics import partition_of
+from realtime.ingest.api import ingest_fields
 
 TICK_S = 0.005
 
@@ -55,7 +55,7 @@ class Sender:
 
 class StreamSender(Sender):
     def __init__(self, redis_url: str) -> None:
-        from realtime.connections import connect
+        from realtime.core.connections import connect
 
         self.settings = Settings.from_env(redis_url=redis_url)
         self.keys = Keys(self.settings.prefix)
@@ -102,11 +102,11 @@ class PysioSender(Sender):
 
 class PublishSender(Sender):
     def __init__(self, redis_url: str) -> None:
-        from realtime.connections import connect
-        from realtime.fanout import FanoutManager
+        from realtime.core.connections import connect
+        from realtime.core.wire import UpdateEncoder
 
         self.settings = Settings.from_env(redis_url=redis_url)
-        self.fanout = FanoutManager(self.settings, write_only=True)
+        self.fanout = UpdateEncoder.of(self.settings)
         self.redis = connect(self.settings)
         self.common: str | None = None
 

@@ -1,5 +1,5 @@
 """Benchmark: disconnecting every client of an instance, python-socketio's stock room
-registry against ours with a per-client index (`realtime/rooms.py`), in one run.
+registry against ours with a per-client index (`realtime/fanout/rooms.py`), in one run.
 
     .venv/bin/python -m bench.rooms [--clients 1000 4000] [--rooms 1] [--runs 3]
 
@@ -17,7 +17,7 @@ import time
 
 import socketio
 
-from realtime.rooms import RoomIndex
+from realtime.fanout.rooms import RoomIndex
 
 
 class IndexedManager(RoomIndex, socketio.AsyncManager):  # type: ignore[misc]

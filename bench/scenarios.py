@@ -30,7 +30,7 @@ from bench.servers import (
     start_worker,
 )
 from bench.stepping import RateSearch
-from realtime.embedded import RedisServer, free_port
+from realtime.dev.embedded import RedisServer, free_port
 from realtime.loadtest import stamped
 
 P99_LIMIT_MS = 250.0

@@ -18,8 +18,8 @@ import sys
 
 import uvloop
 
-from realtime.embedded import free_port
-from realtime.frames import websocket_text_frame
+from realtime.dev.embedded import free_port
+from realtime.loadtest.frames import server_frame
 
 RECEIVER = """
 import asyncio, os, sys
@@ -42,7 +42,7 @@ uvloop.run(main(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])))
 
 async def one_run(connections: int, rounds: int, client_cpu: int) -> tuple[float, float]:
     """(user, system) microseconds of this process's CPU per write."""
-    frame = websocket_text_frame(b"4" + b"x" * 200)
+    frame = server_frame(b"4" + b"x" * 200)
     transports: list[asyncio.Transport] = []
     ready = asyncio.Event()
 
@@ -95,7 +95,7 @@ async def main(args: argparse.Namespace) -> None:
             file=sys.stderr,
         )
     print(
-        f"one {len(websocket_text_frame(b'4' + b'x' * 200))}-byte frame to each of "
+        f"one {len(server_frame(b'4' + b'x' * 200))}-byte frame to each of "
         f"{args.connections:,} sockets, {args.rounds} rounds, medians of {args.runs}: "
         f"{statistics.median(users):.1f} us user + {statistics.median(systems):.1f} us "
         "system per write"

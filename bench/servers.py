@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import procstat
-from realtime import jsoncodec
+from realtime.core import jsoncodec
 
 REPO = Path(__file__).resolve().parent.parent
 NODE_DIR = REPO / "bench" / "ref" / "node"

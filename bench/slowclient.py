@@ -27,8 +27,8 @@ from redis.asyncio import Redis
 
 from bench import procstat
 from bench.servers import OURS, Proc, start_server, start_worker
-from realtime import jsoncodec
-from realtime.embedded import RedisServer, free_port
+from realtime.core import jsoncodec
+from realtime.dev.embedded import RedisServer, free_port
 
 TOPIC = "bench.slow"
 SUBSCRIBE = '421["subscribe",{"topic":"' + TOPIC + '"}]'

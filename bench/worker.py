@@ -4,14 +4,13 @@ one run.
 
     .venv/bin/python -m bench.worker [--events 100000] [--topics 100] [--runs 5]
 
-Fills the ingest streams, then times one worker (the real `processors.consumer.Consumer`
-in burst mode, on uvloop) draining them: read, transform, history XADD, PUBLISH, XACK,
-batched per partition and committed in one Lua script per batch. Variants, interleaved:
+Fills the ingest streams, then times one worker (`realtime process --burst`, that is
+`run_worker(settings, burst=True)`, on uvloop) draining them: read, transform, history
+XADD, PUBLISH, XACK, batched per partition and committed in one Lua script per batch.
+Variants, interleaved:
 
 - fenced: production. Every read, claim and commit checks the partition's lease inside
   its script first.
-- unfenced: the same scripts without the lease check (`fenced=False`, benchmark only):
-  the difference is what the lease checks cost.
 - plain commands: a reference loop as the worker was before leases (XREADGROUP, then
   pipelined XADDs, pipelined PUBLISHes and an XACK: three round trips per batch, no
   fencing, not atomic).
@@ -33,8 +32,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
+import contextlib
+import functools
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import tempfile
@@ -45,19 +48,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
-from processors.consumer import Consumer
-from processors.groups import ensure_group
-from processors.history import history_write
-from processors.pipeline_config import PipelinesConfig, default_pipelines
-from processors.pipelines import Pipelines
-from processors.transform import decode_entry, group_by_topic, passthrough
-from realtime.connections import connect
-from realtime.embedded import RedisServer
-from realtime.fanout import FanoutManager
-from realtime.ingest import IngestWriter
-from realtime.keys import Keys
-from realtime.settings import Settings
+from processors.pipelines.transform import decode_entry, group_by_topic, passthrough
+from processors.worker.process import run_worker
+from realtime.core import jsoncodec
+from realtime.core.connections import connect
+from realtime.core.keys import HISTORY_DATA_FIELD, HISTORY_TS_FIELD, Keys
+from realtime.core.settings import Settings
+from realtime.core.wire import UpdateEncoder
+from realtime.dev.embedded import RedisServer
+from realtime.ingest.api import IngestWriter
 
 Variant = Callable[[Settings, Redis], Awaitable[None]]
 
@@ -77,37 +78,35 @@ async def fill(redis: Redis, settings: Settings, items: list[dict[str, Any]]) ->
         await writer.append(items[start : start + 1000])
 
 
-PASS_THROUGH = PipelinesConfig(pipelines=(), source="none")
-
-
-async def run_consumer(
-    settings: Settings, redis: Redis, *, fenced: bool, pipelines: PipelinesConfig = PASS_THROUGH
-) -> None:
-    fanout = FanoutManager(settings, write_only=True)
-    consumer = Consumer(redis, fanout, settings, pipelines=Pipelines(pipelines), fenced=fenced)
-    await consumer.run(asyncio.Event(), burst=True)
-    await fanout.aclose()
+@functools.cache
+def pass_through_file() -> str:
+    """A pipelines file with no pipelines (removed when the process exits)."""
+    folder = tempfile.mkdtemp(prefix="bench-worker-")
+    atexit.register(shutil.rmtree, folder, True)
+    path = os.path.join(folder, "pipelines.yaml")
+    with open(path, "w") as file:
+        file.write("pipelines: []\n")
+    return path
 
 
 async def fenced_variant(settings: Settings, redis: Redis) -> None:
-    await run_consumer(settings, redis, fenced=True)
-
-
-async def unfenced_variant(settings: Settings, redis: Redis) -> None:
-    await run_consumer(settings, redis, fenced=False)
+    """Pass-through only: a pipelines file with none."""
+    await run_worker(settings.with_overrides(pipelines_file=pass_through_file()), burst=True)
 
 
 async def aggregate_variant(settings: Settings, redis: Redis) -> None:
-    await run_consumer(settings, redis, fenced=True, pipelines=default_pipelines())
+    """The built-in default pipelines (no pipelines file)."""
+    await run_worker(settings.with_overrides(pipelines_file=None), burst=True)
 
 
 async def plain_variant(settings: Settings, redis: Redis) -> None:
     """The reference: consumer-group reads and pipelined writes, no scripts, no leases."""
     keys = Keys(settings.prefix)
-    fanout = FanoutManager(settings, write_only=True)
+    fanout = UpdateEncoder.of(settings)
     streams = [keys.ingest(p) for p in range(settings.partitions)]
     for stream in streams:
-        await ensure_group(redis, stream, settings.group)
+        with contextlib.suppress(ResponseError):  # BUSYGROUP: the group exists
+            await redis.xgroup_create(stream, settings.group, id="0", mkstream=True)
     while True:
         reply: Any = await redis.xreadgroup(
             settings.group, "plain", dict.fromkeys(streams, ">"), count=settings.batch_size
@@ -118,21 +117,26 @@ async def plain_variant(settings: Settings, redis: Redis) -> None:
             topic_events = [e for i, f in entries for e in passthrough(decode_entry(i, f))]
             async with redis.pipeline(transaction=False) as pipe:
                 for event in topic_events:
-                    write = history_write(keys, event)
-                    fields = dict(zip(write.fields[::2], write.fields[1::2], strict=True))
-                    pipe.xadd(write.key, fields, id=write.id, maxlen=settings.history_maxlen)  # type: ignore[arg-type]
+                    fields = {
+                        HISTORY_TS_FIELD: str(event.ts),
+                        HISTORY_DATA_FIELD: jsoncodec.dumps(event.data),
+                    }
+                    pipe.xadd(
+                        keys.topic(event.topic),
+                        fields,  # type: ignore[arg-type]
+                        id=event.id,
+                        maxlen=settings.history_maxlen,
+                    )
                 await pipe.execute(raise_on_error=False)  # duplicates refused: skipped
             async with redis.pipeline(transaction=False) as pipe:
                 for channel, payload in fanout.encode_updates(group_by_topic(topic_events)):
                     pipe.publish(channel, payload)
                 await pipe.execute()
             await redis.xack(raw_stream, settings.group, *[i for i, _ in entries])
-    await fanout.aclose()
 
 
 VARIANTS: dict[str, Variant] = {
     "fenced": fenced_variant,
-    "unfenced": unfenced_variant,
     "plain commands": plain_variant,
     "aggregate": aggregate_variant,
 }

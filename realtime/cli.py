@@ -11,10 +11,11 @@ import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
-from realtime import __version__, jsoncodec
-from realtime.logs import bind, redact_url
-from realtime.logs import setup as setup_logging
-from realtime.settings import Settings, SettingsError, default_consumer_name
+from realtime import __version__
+from realtime.core import jsoncodec
+from realtime.core.logs import bind, redact_url
+from realtime.core.logs import setup as setup_logging
+from realtime.core.settings import Settings, SettingsError, default_consumer_name
 
 T = TypeVar("T")
 
@@ -41,9 +42,9 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
-    from processors.pipeline_config import PipelinesError, load_pipelines
-    from realtime.app import create_app
-    from realtime.server import serve
+    from processors.pipelines.config import PipelinesError, load_pipelines
+    from realtime.web.app import create_app
+    from realtime.web.server import serve
 
     try:  # ingest refuses the pipelines' window outputs: it needs a usable file too
         load_pipelines(settings.pipelines_file)
@@ -54,7 +55,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         settings = settings.with_overrides(host=args.host)
     if args.port is not None:
         settings = settings.with_overrides(port=args.port)
-    from realtime.auth import unprotected
+    from realtime.web.auth import unprotected
 
     open_parts = unprotected(settings)
     if open_parts and not settings.insecure:
@@ -92,7 +93,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_process_check(settings: Settings, args: argparse.Namespace) -> int:
     """`realtime process --check`: exit 1 when this worker's heartbeat is stale."""
-    from processors.heartbeat import check
+    from processors.worker.heartbeat import check
 
     consumer = args.consumer or settings.consumer
     if not args.consumer and settings.consumer == default_consumer_name():
@@ -109,8 +110,8 @@ def cmd_process_check(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_process(settings: Settings, args: argparse.Namespace) -> int:
-    from processors.pipeline_config import PipelinesError, load_pipelines
-    from processors.worker import run_worker
+    from processors.pipelines.config import PipelinesError, load_pipelines
+    from processors.worker.process import run_worker
 
     if args.check:
         return cmd_process_check(settings, args)
@@ -128,7 +129,7 @@ def cmd_process(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
-    from realtime.dev import run_dev
+    from realtime.dev.command import run_dev
 
     port = args.port if args.port is not None else settings.port
     return _run(run_dev(port, demo=not args.no_demo, ingest_key=settings.ingest_key))
@@ -139,7 +140,7 @@ def _default_url(settings: Settings) -> str:
 
 
 def cmd_watch(settings: Settings, args: argparse.Namespace) -> int:
-    from realtime.watch import check_since, check_topic, server_url, watch
+    from realtime.client.watch import check_since, check_topic, server_url, watch
 
     urls = [server_url(url) for url in args.url or [_default_url(settings)]]
     for topic in args.topics:
@@ -165,7 +166,7 @@ def cmd_watch(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
-    from realtime.watch import UsageError, check_topic, publish, refusal, server_url
+    from realtime.client.watch import UsageError, check_topic, publish, refusal, server_url
 
     url = server_url(args.url or _default_url(settings))
     check_topic(args.topic)
@@ -190,7 +191,7 @@ def _client_errors(command: str, debug: bool, run: Callable[[], int]) -> int:
     import aiohttp
     from redis.exceptions import ConnectionError as RedisConnectionError
 
-    from realtime.watch import UsageError
+    from realtime.client.watch import UsageError
 
     try:
         return run()
@@ -230,13 +231,13 @@ def cmd_loadtest(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
-    from processors.dlq import run_dlq
+    from processors.worker.dlq import run_dlq
 
     return _run(run_dlq(settings, args))
 
 
 def cmd_pipelines_check(settings: Settings, args: argparse.Namespace) -> int:
-    from processors.pipeline_config import PipelinesError, describe, load_pipelines
+    from processors.pipelines.config import PipelinesError, describe, load_pipelines
 
     path = args.file if args.file is not None else settings.pipelines_file
     try:
@@ -329,7 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_loadtest_arguments(loadtest)
     loadtest.set_defaults(func=cmd_loadtest)
 
-    from processors.dlq import add_parser as add_dlq_parser
+    from processors.worker.dlq import add_parser as add_dlq_parser
 
     add_dlq_parser(sub).set_defaults(func=cmd_dlq)
 

@@ -12,11 +12,11 @@ from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 from redis.asyncio import Redis
 
-from processors.consumer import Consumer
-from realtime.connections import connect
-from realtime.embedded import RedisServer
-from realtime.fanout import FanoutManager
-from realtime.settings import Settings
+from processors.worker.consumer import Consumer
+from realtime.core.connections import connect
+from realtime.core.settings import Settings
+from realtime.core.wire import UpdateEncoder
+from realtime.dev.embedded import RedisServer
 from tests.helpers.clients import Collector
 from tests.helpers.inprocess import running_app
 from tests.helpers.processes import ProcessGroup
@@ -85,12 +85,11 @@ async def base_url(settings: Settings) -> AsyncIterator[str]:
 async def worker(redis: Redis, settings: Settings) -> AsyncIterator[None]:
     """The worker's consumer loop running in this test's event loop."""
     stop = asyncio.Event()
-    fanout = FanoutManager(settings, write_only=True)
+    fanout = UpdateEncoder.of(settings)
     task = asyncio.create_task(Consumer(redis, fanout, settings).run(stop))
     yield
     stop.set()
     await asyncio.wait_for(task, 10)
-    await fanout.aclose()
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import socketio
 
-from realtime import jsoncodec
-from realtime.settings import Settings
+from realtime.core import jsoncodec
+from realtime.core.settings import Settings
 from tests.helpers.processes import ProcessGroup
 
 pytestmark = pytest.mark.system

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from processors.aggregate import Aggregate, numeric
-from processors.quantiles import EXACT_LIMIT
+from processors.pipelines.aggregates import Aggregate, numeric
+from processors.pipelines.quantiles import EXACT_LIMIT
 
 pytestmark = pytest.mark.unit
 

@@ -9,17 +9,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from processors.aggregator import (
+from processors.pipelines.config import build, default_pipelines
+from processors.pipelines.partition_windows import (
     EVICT_AFTER_MS,
     OFFSET_FIELD,
     ROUTED_FIELD,
     Aggregator,
-    parse_id,
     state_field,
 )
-from processors.pipeline_config import build, default_pipelines
-from processors.pipelines import Pipelines
-from processors.transform import IngestEvent, TopicEvent
+from processors.pipelines.plan import Pipelines
+from processors.pipelines.transform import IngestEvent, TopicEvent
+from realtime.core.streamids import parse_id
 
 pytestmark = pytest.mark.unit
 

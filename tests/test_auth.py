@@ -1,5 +1,5 @@
 """Connection tokens and publish keys, as pure logic: what is accepted, what is refused
-and with which message (realtime/auth.py, realtime/ingest_auth.py, the settings)."""
+and with which message (realtime/web/auth.py, realtime/ingest/publish_keys.py, the settings)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import time
 import jwt
 import pytest
 
-from realtime.auth import AuthError, Grant, TokenVerifier, load_public_key, unprotected
-from realtime.ingest_auth import IngestKeys, Unauthorized
-from realtime.settings import Settings, SettingsError
+from realtime.core.settings import Settings, SettingsError
+from realtime.ingest.publish_keys import IngestKeys, Unauthorized
+from realtime.web.auth import AuthError, Grant, TokenVerifier, load_public_key, unprotected
 from tests.helpers.tokens import (
     INGEST_KEY,
     INGEST_KEYS,

@@ -12,9 +12,9 @@ import pytest
 from bench.loadgen import Tally
 from bench.probe import Probe
 from bench.stepping import RateSearch
-from realtime.app import DELIVERY
+from realtime.core.settings import Settings
 from realtime.loadtest import stamped
-from realtime.settings import Settings
+from realtime.web.app import DELIVERY
 from tests.helpers.inprocess import serving
 
 

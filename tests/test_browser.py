@@ -20,9 +20,9 @@ import pytest
 from aiohttp import web as aioweb
 from aiohttp.test_utils import TestServer
 
-from realtime.connections import connect
-from realtime.embedded import RedisServer, free_port
-from realtime.keys import Keys
+from realtime.core.connections import connect
+from realtime.core.keys import Keys
+from realtime.dev.embedded import RedisServer, free_port
 from tests.helpers.browser import ARTIFACTS, dashboard_page, require_browser
 from tests.helpers.clients import Collector, post_events
 from tests.helpers.processes import ProcessGroup, RealtimeProcess
@@ -149,7 +149,7 @@ async def test_topic_picker_follows_and_unfollows_any_topic(web: RealtimeProcess
         await page.wait_for_selector('.chart[data-topic="ui.picked:1s"]', state="detached")
         assert not await page.evaluate("() => window.__realtime.subs.topics.has('ui.picked:1s')")
         # The choice is remembered for the next visit (without ?topics=).
-        assert await page.evaluate("() => localStorage.getItem('realtime.topics')") == "[]"
+        assert await page.evaluate("() => localStorage.getItem('realtime.core.topics')") == "[]"
         assert problems.errors == []
 
 

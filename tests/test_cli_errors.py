@@ -12,10 +12,10 @@ from dataclasses import dataclass
 import pytest
 from redis.asyncio import Redis
 
-from realtime.embedded import free_port
-from realtime.ingest_auth import IngestKeys
-from realtime.keys import Keys
-from realtime.settings import IngestKeySpec, Settings
+from realtime.core.keys import Keys
+from realtime.core.settings import IngestKeySpec, Settings
+from realtime.dev.embedded import free_port
+from realtime.ingest.publish_keys import IngestKeys
 from tests.helpers.inprocess import running_app
 
 pytestmark = pytest.mark.system

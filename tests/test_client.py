@@ -11,7 +11,7 @@ import pytest
 from redis.asyncio import Redis
 
 from realtime.client import RealtimeClient, SubscribeError
-from realtime.settings import Settings
+from realtime.core.settings import Settings
 from tests.helpers.clients import Watcher
 from tests.helpers.history import write_history
 from tests.helpers.inprocess import running_app

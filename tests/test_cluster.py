@@ -15,17 +15,21 @@ from typing import Any
 import pytest
 import redis
 
-from processors.dlq import run_dlq
-from realtime import jsoncodec
+from processors.worker.dlq import run_dlq
 from realtime.cli import build_parser
-from realtime.connections import connect
-from realtime.keys import Keys
-from realtime.settings import Settings
-from realtime.topics import partition_of
+from realtime.core import jsoncodec
+from realtime.core.connections import connect
+from realtime.core.keys import Keys
+from realtime.core.metrics import WebMetrics
+from realtime.core.settings import Settings
+from realtime.core.tasks import cancel_and_wait
+from realtime.core.topics import partition_of
+from realtime.fanout.sharded import ShardedChannelListener
 from tests.helpers.clients import Collector, Watcher, post_events
 from tests.helpers.feed import Feed
 from tests.helpers.processes import ProcessGroup
 from tests.helpers.redis_topology import ClusterSet, wait_until
+from tests.helpers.waiting import eventually
 
 pytestmark = pytest.mark.system
 
@@ -254,4 +258,44 @@ async def test_pipelines_across_shards_and_dead_letters_on_a_cluster(
         assert "dropped 1" in out.getvalue()
     finally:
         processes.stop_all()
+        cluster.cleanup()
+
+
+async def test_the_cluster_fan_out_listener_counts_its_redis_errors_and_reconnects(
+    tmp_path: Path, prefix: str
+) -> None:
+    """The listener loop is shared with the classic one, metrics included: cutting the
+    shard connections moves `realtime_redis_errors` and `realtime_redis_reconnects`
+    for the fan-out, and the listener subscribes again."""
+    cluster = ClusterSet(tmp_path / "cluster").start()
+    listener = ShardedChannelListener(
+        Settings(redis_url=cluster.url, prefix=prefix, redis_cluster=True, redis_timeout_s=2.0)
+    )
+    metrics = WebMetrics()
+    listener.metrics = metrics
+
+    def count(name: str) -> float:
+        return metrics.registry.get_sample_value(name, {"component": "fanout"}) or 0.0
+
+    async def consume() -> None:
+        async with contextlib.aclosing(listener.messages()) as messages:
+            async for _ in messages:
+                pass
+
+    listener.want(TOPICS[0], True)
+    reading = asyncio.create_task(consume())
+    try:
+        await asyncio.wait_for(listener.ready(TOPICS[0]), 10)
+        assert count("realtime_redis_errors_total") == 0
+        for node in cluster.nodes:
+            with redis.Redis(port=node.port) as admin:
+                admin.client_kill_filter(_type="pubsub")
+        await eventually(lambda: count("realtime_redis_errors_total") >= 1, "fan-out error count")
+        await eventually(
+            lambda: count("realtime_redis_reconnects_total") >= 1 and listener.connected,
+            "fan-out reconnect count",
+        )
+        await asyncio.wait_for(listener.ready(TOPICS[0]), 10)
+    finally:
+        await cancel_and_wait(reading)
         cluster.cleanup()

@@ -9,11 +9,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
-from processors.elsewhere import slot_of, split
-from processors.fenced import CommitPlan, HistoryWrite
-from realtime.keys import Keys, partition_tag
-from realtime.settings import Settings, SettingsError
-from realtime.topics import TOPIC_PATTERN, partition_of
+from processors.worker.fencing import CommitPlan, HistoryWrite
+from processors.worker.slots import slot_of, split
+from realtime.core.keys import Keys, partition_tag
+from realtime.core.settings import Settings, SettingsError
+from realtime.core.topics import TOPIC_PATTERN, partition_of
 
 pytestmark = pytest.mark.unit
 

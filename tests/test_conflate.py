@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from realtime.conflate import Conflater
+from realtime.delivery.conflate import Conflater
 
 pytestmark = pytest.mark.unit
 

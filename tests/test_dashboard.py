@@ -7,8 +7,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from realtime.dashboard import STATIC_DIR
-from realtime.settings import Settings
+from realtime.core.settings import Settings
+from realtime.web.dashboard import STATIC_DIR
 from tests.helpers.inprocess import running_app
 
 pytestmark = pytest.mark.integration

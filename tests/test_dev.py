@@ -16,7 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from realtime.embedded import free_port
+from realtime.dev.embedded import free_port
 from tests.helpers.clients import Collector
 
 pytestmark = pytest.mark.system

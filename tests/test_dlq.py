@@ -4,28 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis
 
-from processors.consumer import Consumer
-from processors.dlq import run_dlq
-from realtime import jsoncodec
+from processors.worker.consumer import Consumer
+from processors.worker.dlq import run_dlq
 from realtime.cli import build_parser
-from realtime.fanout import FanoutManager
-from realtime.ingest import IngestWriter
-from realtime.keys import Keys
-from realtime.settings import Settings
+from realtime.core import jsoncodec
+from realtime.core.keys import Keys
+from realtime.core.settings import Settings
+from realtime.core.wire import UpdateEncoder
+from realtime.ingest.api import IngestWriter
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-async def fanout(settings: Settings) -> AsyncIterator[FanoutManager]:
-    manager = FanoutManager(settings, write_only=True)
-    yield manager
-    await manager.aclose()
+def fanout(settings: Settings) -> UpdateEncoder:
+    return UpdateEncoder.of(settings)
 
 
 async def dlq(settings: Settings, *argv: str) -> tuple[int, str]:
@@ -34,12 +31,12 @@ async def dlq(settings: Settings, *argv: str) -> tuple[int, str]:
     return status, out.getvalue()
 
 
-async def drain(redis: Redis, fanout: FanoutManager, settings: Settings) -> None:
+async def drain(redis: Redis, fanout: UpdateEncoder, settings: Settings) -> None:
     await asyncio.wait_for(Consumer(redis, fanout, settings).run(asyncio.Event(), burst=True), 20)
 
 
 async def test_list_shows_replay_requeues_and_drop_deletes(
-    redis: Redis, settings: Settings, fanout: FanoutManager
+    redis: Redis, settings: Settings, fanout: UpdateEncoder
 ) -> None:
     settings = settings.with_overrides(max_attempts=1)
     keys = Keys(settings.prefix)

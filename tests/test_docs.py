@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from docs import gen
-from realtime import errors
-from realtime.settings import ENVIRONMENT_DOCS, environment_variables
+from realtime.core import errors
+from realtime.core.settings import ENVIRONMENT_DOCS, environment_variables
 
 pytestmark = pytest.mark.unit
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 import aiohttp
 import pytest
 
-from realtime.drain import schedule, windows
-from realtime.settings import Settings
+from realtime.core.settings import Settings
+from realtime.delivery.drain import schedule, windows
 from tests.helpers.clients import Watcher
 from tests.helpers.feed import Feed
 from tests.helpers.processes import ProcessGroup

@@ -7,7 +7,7 @@ import asyncio
 import aiohttp
 import pytest
 
-from realtime.settings import Settings
+from realtime.core.settings import Settings
 from tests.helpers.clients import Collector, id_key, post_events
 from tests.helpers.processes import ProcessGroup
 

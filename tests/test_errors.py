@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from realtime.client import SubscribeError
-from realtime.errors import describe, error_body
+from realtime.core.errors import describe, error_body
 
 pytestmark = pytest.mark.unit
 

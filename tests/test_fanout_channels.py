@@ -10,43 +10,31 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from processors.consumer import Consumer
-from realtime.app import MANAGER, SIO
-from realtime.channels import ChannelListener
-from realtime.connections import connect
-from realtime.embedded import RedisServer
-from realtime.fanout import FanoutManager
-from realtime.keys import Keys
-from realtime.settings import Settings
-from realtime.tasks import cancel_and_wait
+from processors.worker.consumer import Consumer
+from realtime.core.connections import connect
+from realtime.core.keys import Keys
+from realtime.core.settings import Settings
+from realtime.core.tasks import cancel_and_wait
+from realtime.core.wire import UpdateEncoder
+from realtime.dev.embedded import RedisServer
+from realtime.fanout.channels import ChannelListener
+from realtime.web.app import MANAGER, SIO
 from tests.helpers.clients import Collector, post_events
 from tests.helpers.feed import Feed
 from tests.helpers.inprocess import serving
+from tests.helpers.waiting import eventually
 
 
 async def listeners(redis: Redis, settings: Settings, topic: str) -> int:
     """How many connections Redis has subscribed to the topic's channel."""
     [(_, count)] = await redis.pubsub_numsub(Keys(settings.prefix).topic_channel(topic))
     return int(count)
-
-
-async def eventually(check: Callable[[], Any], what: str, timeout: float = 10) -> None:
-    """Poll a condition on Redis's side (it has no notification for it) until it holds."""
-    try:
-        async with asyncio.timeout(timeout):
-            while True:
-                if await check():
-                    return
-                await asyncio.sleep(0.02)
-    except TimeoutError:
-        raise AssertionError(f"no {what} after {timeout}s") from None
 
 
 @pytest.mark.integration
@@ -198,7 +186,7 @@ async def test_nothing_is_lost_when_the_listener_connection_is_cut_again_and_aga
         redis_url=own_redis.url, prefix=prefix, insecure=True, block_ms=200, redis_timeout_s=2.0
     )
     redis = connect(settings)
-    fanout = FanoutManager(settings, write_only=True)
+    fanout = UpdateEncoder.of(settings)
     stop = asyncio.Event()
     working = asyncio.create_task(Consumer(redis, fanout, settings).run(stop))
     topics = ["cut.a", "cut.b", "cut.c"]
@@ -222,7 +210,6 @@ async def test_nothing_is_lost_when_the_listener_connection_is_cut_again_and_aga
     finally:
         stop.set()
         await asyncio.wait_for(working, 10)
-        await fanout.aclose()
         await redis.aclose()
 
 
@@ -237,7 +224,7 @@ async def test_subscribing_while_redis_is_down_is_answered_and_recovers(
         redis_url=own_redis.url, prefix=prefix, insecure=True, block_ms=200, redis_timeout_s=1.0
     )
     redis = connect(settings)
-    fanout = FanoutManager(settings, write_only=True)
+    fanout = UpdateEncoder.of(settings)
     stop = asyncio.Event()
     working = asyncio.create_task(Consumer(redis, fanout, settings).run(stop))
     try:
@@ -268,7 +255,6 @@ async def test_subscribing_while_redis_is_down_is_answered_and_recovers(
     finally:
         stop.set()
         await asyncio.wait_for(working, 10)
-        await fanout.aclose()
         await redis.aclose()
 
 
@@ -356,7 +342,7 @@ async def test_an_idle_listener_pings_redis(
 ) -> None:
     """Its reads block without a timeout; the PINGs are what would fail on a dead
     connection."""
-    monkeypatch.setattr("realtime.channels.IDLE_PING_S", 0.05)
+    monkeypatch.setattr("realtime.fanout.channels.IDLE_PING_S", 0.05)
     async with serving(settings) as (url, _):
         client = await Collector().connect(url)
         await client.subscribe("idle.t")

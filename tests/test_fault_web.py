@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from realtime.embedded import RedisServer
-from realtime.settings import Settings
-from realtime.streamids import parse_id
+from realtime.core.settings import Settings
+from realtime.core.streamids import parse_id
+from realtime.dev.embedded import RedisServer
 from tests.helpers.clients import Collector, Watcher, post_events
 from tests.helpers.feed import Feed
 from tests.helpers.processes import ProcessGroup

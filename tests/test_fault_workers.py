@@ -11,10 +11,10 @@ import sys
 import pytest
 from redis.asyncio import Redis
 
-from realtime import jsoncodec
-from realtime.keys import Keys
-from realtime.settings import Settings
-from realtime.topics import partition_of
+from realtime.core import jsoncodec
+from realtime.core.keys import Keys
+from realtime.core.settings import Settings
+from realtime.core.topics import partition_of
 from tests.helpers.clients import Collector, post_events
 from tests.helpers.feed import Feed
 from tests.helpers.processes import ProcessGroup, RealtimeProcess, settings_env

@@ -13,9 +13,9 @@ import uuid
 import pytest
 from redis.asyncio import Redis
 
-from realtime.embedded import free_port
-from realtime.keys import Keys
-from realtime.settings import Settings
+from realtime.core.keys import Keys
+from realtime.core.settings import Settings
+from realtime.dev.embedded import free_port
 from tests.helpers.clients import post_events
 from tests.helpers.processes import ProcessGroup, settings_env
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from realtime.settings import environment_variables
+from realtime.core.settings import environment_variables
 from tests.test_procfile import procfile
 
 pytestmark = pytest.mark.unit

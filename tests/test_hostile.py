@@ -20,10 +20,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from marshmallow import ValidationError
 
-from realtime import jsoncodec
-from realtime.inbound import engine_malformed, malformed, polling_malformed
-from realtime.schemas import EventSchema, SubscribeSchema, field_errors
-from realtime.settings import Settings
+from realtime.core import jsoncodec
+from realtime.core.settings import Settings
+from realtime.ingest.schemas import EventSchema, SubscribeSchema, field_errors
+from realtime.transport.inbound import engine_malformed, malformed, polling_malformed
 from tests.helpers.clients import Collector
 from tests.helpers.feed import Feed
 from tests.helpers.inprocess import running_app

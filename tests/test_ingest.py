@@ -10,9 +10,9 @@ import aiohttp
 import pytest
 from redis.asyncio import Redis
 
-from realtime.keys import Keys
-from realtime.settings import Settings
-from realtime.topics import partition_of
+from realtime.core.keys import Keys
+from realtime.core.settings import Settings
+from realtime.core.topics import partition_of
 from tests.helpers.inprocess import running_app
 
 pytestmark = pytest.mark.integration

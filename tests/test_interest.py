@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from realtime.interest import Interest
+from realtime.fanout.interest import Interest
 
 pytestmark = pytest.mark.unit
 

@@ -15,8 +15,8 @@ from unittest.mock import ANY
 
 import pytest
 
-from realtime.embedded import RedisServer
-from realtime.settings import Settings
+from realtime.core.settings import Settings
+from realtime.dev.embedded import RedisServer
 from tests.helpers.clients import post_events
 from tests.helpers.jsclient import JsClient, require_node
 from tests.helpers.processes import ProcessGroup, RealtimeProcess

@@ -23,8 +23,8 @@ from kubernetes_validate.utils import latest_version
 from redis import Redis
 
 from realtime.cli import build_parser
-from realtime.embedded import free_port, redis_server_binary
-from realtime.settings import Settings, environment_variables
+from realtime.core.settings import Settings, environment_variables
+from realtime.dev.embedded import free_port, redis_server_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "k8s"

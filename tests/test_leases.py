@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 from redis.asyncio import Redis
 
-from processors.fenced import CommitPlan, FencedPartition, HistoryWrite, LeaseLost
-from processors.groups import ensure_group
-from processors.leases import Lease, Leases
-from processors.membership import Membership, fair_share
-from realtime.keys import Keys
-from realtime.settings import Settings
+from processors.worker.fencing import CommitPlan, FencedPartition, HistoryWrite, LeaseLost
+from processors.worker.groups import ensure_group
+from processors.worker.leases import Lease, Leases
+from processors.worker.membership import Membership, fair_share
+from realtime.core.keys import Keys
+from realtime.core.settings import Settings
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ import aiohttp
 import pytest
 import socketio
 
-from realtime import jsoncodec
-from realtime.settings import Settings
+from realtime.core import jsoncodec
+from realtime.core.settings import Settings
 from tests.helpers.inprocess import running_app
 from tests.helpers.tokens import INGEST_KEY, INGEST_KEYS, METRICS_KEY
 

@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from realtime import delivery as delivery_module
-from realtime.app import DELIVERY, SIO
-from realtime.keys import NAMESPACE
+from realtime.core.keys import NAMESPACE
+from realtime.core.settings import Settings
+from realtime.delivery import hub as delivery_module
 from realtime.loadtest import wsclient
-from realtime.settings import Settings
+from realtime.web.app import DELIVERY, SIO
 from tests.helpers.inprocess import serving
 
 pytestmark = pytest.mark.integration

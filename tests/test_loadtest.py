@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from realtime import jsoncodec
-from realtime.embedded import free_port
-from realtime.settings import Settings
+from realtime.core import jsoncodec
+from realtime.core.settings import Settings
+from realtime.dev.embedded import free_port
 from tests.helpers.processes import ProcessGroup
 from tests.helpers.tokens import INGEST_KEY, INGEST_KEYS, SECRET, hs256
 

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from realtime.app import DELIVERY
+from realtime.core.settings import Settings
 from realtime.loadtest import stamped, wsclient
-from realtime.settings import Settings
+from realtime.web.app import DELIVERY
 from tests.helpers.inprocess import serving
 
 pytestmark = [

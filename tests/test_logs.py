@@ -20,9 +20,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from redis import Redis
 
-from realtime import logs, request_id
-from realtime.embedded import RedisServer, free_port
-from realtime.settings import Settings
+from realtime.core import logs
+from realtime.core.settings import Settings
+from realtime.dev.embedded import RedisServer, free_port
+from realtime.web import request_id
 from tests.helpers.clients import Collector
 from tests.helpers.inprocess import running_app
 from tests.helpers.processes import ProcessGroup, RealtimeProcess
@@ -74,13 +75,13 @@ def test_the_log_level_is_ours_and_libraries_stay_at_warning(
     saved = (root.handlers[:], root.level, sys.excepthook)
     try:
         logs.setup(Settings.from_env(env), stream)
-        for name in ("realtime.app", "processors.worker"):
+        for name in ("realtime.web.app", "processors.worker.process"):
             assert logging.getLogger(name).getEffectiveLevel() == ours
         # (python-socketio and engineio set their own loggers to ERROR; these set none.)
         for name in ("redis.asyncio.connection", "redis.cluster", "some.library"):
             assert logging.getLogger(name).getEffectiveLevel() == theirs
         logging.getLogger("redis.connection").debug("a library's debug line")
-        logging.getLogger("realtime.app").info("our info line")
+        logging.getLogger("realtime.web.app").info("our info line")
         assert ("a library's debug line" in stream.getvalue()) is False
         assert ("our info line" in stream.getvalue()) is (ours <= logging.INFO)
     finally:
@@ -307,7 +308,9 @@ async def test_processes_log_json_with_context_and_never_a_password(
     assert subscribed[0]["client"]
     # The fan-out listener outlives the request that started it: no request id of its own.
     assert all(
-        "request_id" not in line for line in web_lines if line["logger"] == "realtime.fanout"
+        "request_id" not in line
+        for line in web_lines
+        if line["logger"] == "realtime.fanout.manager"
     )
     assert all(line.get("consumer") for line in worker_lines)
     # Our own lines only: a library (redis-py 8 logs its connects at DEBUG) stays at WARNING.

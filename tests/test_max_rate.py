@@ -10,7 +10,7 @@ import math
 import aiohttp
 import pytest
 
-from realtime.settings import Settings
+from realtime.core.settings import Settings
 from tests.helpers.clients import Collector, post_events
 from tests.helpers.processes import ProcessGroup
 

@@ -14,10 +14,10 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
-from realtime.embedded import free_port
-from realtime.keys import Keys
-from realtime.metrics import SnapshotHistogram, WeightedHistogram
-from realtime.settings import Settings
+from realtime.core.keys import Keys
+from realtime.core.metrics import SnapshotHistogram, WeightedHistogram
+from realtime.core.settings import Settings
+from realtime.dev.embedded import free_port
 from tests.helpers.clients import Collector, post_events
 from tests.helpers.inprocess import running_app
 from tests.helpers.processes import ProcessGroup

@@ -12,9 +12,9 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from realtime.frames import Frame
-from realtime.outbox import Outbox
-from realtime.wsconnection import WebSocketConnection
+from realtime.transport.connection import WebSocketConnection
+from realtime.transport.frames import Frame
+from realtime.transport.outbox import Outbox
 
 pytestmark = pytest.mark.integration
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from processors.pipeline_config import (
+from processors.pipelines.config import (
     PipelinesError,
     build,
     default_pipelines,

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from processors.pipeline_config import build, default_pipelines
-from processors.pipelines import (
+from processors.pipelines.config import build, default_pipelines
+from processors.pipelines.plan import (
     DERIVED_TOPIC,
     FILTERED,
     HOP_LIMIT,
@@ -19,8 +19,8 @@ from processors.pipelines import (
     Plan,
     hops_of,
 )
-from processors.routing import INVALID_TOPIC, MISSING_KEY
-from processors.transform import IngestEvent, TopicEvent, decode_entry
+from processors.pipelines.routing import INVALID_TOPIC, MISSING_KEY
+from processors.pipelines.transform import IngestEvent, TopicEvent, decode_entry
 
 pytestmark = pytest.mark.unit
 

@@ -14,9 +14,9 @@ import aiohttp
 import pytest
 from redis.asyncio import Redis
 
-from realtime import jsoncodec
-from realtime.keys import Keys
-from realtime.settings import Settings
+from realtime.core import jsoncodec
+from realtime.core.keys import Keys
+from realtime.core.settings import Settings
 from tests.helpers.clients import Collector, post_events
 from tests.helpers.processes import ProcessGroup
 

@@ -6,31 +6,29 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 from redis.asyncio import Redis
 
-from processors.consumer import Consumer
-from processors.fenced import CommitFailure, CommitPlan, FencedPartition, HistoryWrite
-from processors.pipelines import Plan
-from processors.transform import IngestEvent, passthrough
-from realtime import jsoncodec
-from realtime.fanout import FanoutManager
-from realtime.ingest import IngestWriter
-from realtime.keys import Keys
-from realtime.metrics import WorkerMetrics
-from realtime.settings import Settings
-from realtime.topics import partition_of
+from processors.pipelines.plan import Plan
+from processors.pipelines.transform import IngestEvent, passthrough
+from processors.worker.consumer import Consumer
+from processors.worker.fencing import CommitFailure, CommitPlan, FencedPartition, HistoryWrite
+from realtime.core import jsoncodec
+from realtime.core.keys import Keys
+from realtime.core.metrics import WorkerMetrics
+from realtime.core.settings import Settings
+from realtime.core.topics import partition_of
+from realtime.core.wire import UpdateEncoder
+from realtime.ingest.api import IngestWriter
+from tests.helpers.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-async def fanout(settings: Settings) -> AsyncIterator[FanoutManager]:
-    manager = FanoutManager(settings, write_only=True)
-    yield manager
-    await manager.aclose()
+def fanout(settings: Settings) -> UpdateEncoder:
+    return UpdateEncoder.of(settings)
 
 
 def neighbour(topic: str, partitions: int, prefix: str = "n") -> str:
@@ -46,13 +44,13 @@ async def history_ids(redis: Redis, keys: Keys, topic: str) -> list[str]:
     return [i.decode() for i, _ in await redis.xrange(keys.topic(topic))]
 
 
-async def drain(redis: Redis, fanout: FanoutManager, settings: Settings, **kwargs: object) -> None:
+async def drain(redis: Redis, fanout: UpdateEncoder, settings: Settings, **kwargs: object) -> None:
     consumer = Consumer(redis, fanout, settings, **kwargs)  # type: ignore[arg-type]
     await asyncio.wait_for(consumer.run(asyncio.Event(), burst=True), 20)
 
 
 async def test_an_entry_whose_history_write_always_fails_is_dead_lettered(
-    redis: Redis, settings: Settings, fanout: FanoutManager
+    redis: Redis, settings: Settings, fanout: UpdateEncoder
 ) -> None:
     settings = settings.with_overrides(max_attempts=2)
     keys = Keys(settings.prefix)
@@ -79,7 +77,7 @@ async def test_an_entry_whose_history_write_always_fails_is_dead_lettered(
 
 
 async def test_a_transform_that_keeps_failing_is_retried_then_dead_lettered(
-    redis: Redis, settings: Settings, fanout: FanoutManager
+    redis: Redis, settings: Settings, fanout: UpdateEncoder
 ) -> None:
     settings = settings.with_overrides(max_attempts=3)
     keys = Keys(settings.prefix)
@@ -108,7 +106,7 @@ async def test_a_transform_that_keeps_failing_is_retried_then_dead_lettered(
 
 
 async def test_a_failure_that_clears_is_not_dead_lettered(
-    redis: Redis, settings: Settings, fanout: FanoutManager
+    redis: Redis, settings: Settings, fanout: UpdateEncoder
 ) -> None:
     keys = Keys(settings.prefix)
     failures = [ValueError("transient")]
@@ -128,7 +126,7 @@ async def test_a_failure_that_clears_is_not_dead_lettered(
 
 
 async def test_a_poison_entry_among_windowed_ones_leaves_the_windows_exact(
-    redis: Redis, settings: Settings, fanout: FanoutManager
+    redis: Redis, settings: Settings, fanout: UpdateEncoder
 ) -> None:
     """Its failed commits had fed the windows already: each failure restores the
     checkpoint and replays; the entries around it are counted once, and they are not
@@ -158,18 +156,8 @@ async def test_a_poison_entry_among_windowed_ones_leaves_the_windows_exact(
     assert (window["count"], window["sum"]) == (5, 10.0)
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while True:
-        if await check():
-            return True
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.05)
-
-
 async def test_a_window_output_whose_history_key_has_the_wrong_type_is_dead_lettered(
-    redis: Redis, settings: Settings, fanout: FanoutManager, caplog: pytest.LogCaptureFixture
+    redis: Redis, settings: Settings, fanout: UpdateEncoder, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The timer closes the windows of idle topics; one output topic's history key holds
     a string. Each of its outputs goes to the dead-letter stream once, with the key and
@@ -206,14 +194,14 @@ async def test_a_window_output_whose_history_key_has_the_wrong_type_is_dead_lett
                 {"topic": good, "ts": ts, "data": {"value": 2}},
             ]
         )
-        assert await eventually(lambda: written(1))
+        await eventually(lambda: written(1), "the first dead letter", timeout=15)
         later = await writer.append(
             [
                 {"topic": bad, "ts": ts + 60_000, "data": {"value": 3}},
                 {"topic": good, "ts": ts + 60_000, "data": {"value": 4}},
             ]
         )
-        assert await eventually(lambda: written(2))
+        await eventually(lambda: written(2), "the second dead letter", timeout=15)
         await asyncio.sleep(1)  # nothing is retried in the background
         assert await written(2)
     finally:
@@ -243,7 +231,7 @@ async def test_a_window_output_whose_history_key_has_the_wrong_type_is_dead_lett
 
 
 async def test_a_window_output_closed_by_an_event_is_dead_lettered_not_the_event(
-    redis: Redis, settings: Settings, fanout: FanoutManager
+    redis: Redis, settings: Settings, fanout: UpdateEncoder
 ) -> None:
     """The event that closes the window is not to blame for its output's history key:
     it is written, and the output is dead-lettered in its place."""
@@ -273,7 +261,7 @@ async def test_on_a_cluster_a_wrong_type_history_key_in_another_slot_is_reported
     redis: Redis, settings: Settings
 ) -> None:
     """A window output whose topic hashes to another partition is written outside the
-    fenced commit (processors/elsewhere.py): its WRONGTYPE is reported like one in the
+    fenced commit (processors/worker/slots.py): its WRONGTYPE is reported like one in the
     commit, by its index in the plan, and nothing is acknowledged. (A single Redis runs
     the cluster-mode scripts alike: it does not check hash slots.)"""
     keys = Keys(settings.prefix, cluster=True, partitions=settings.partitions)

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from processors.predicates import PredicateError, parse
+from processors.pipelines.predicates import PredicateError, parse
 
 pytestmark = pytest.mark.unit
 

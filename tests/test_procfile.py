@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from realtime.embedded import free_port
-from realtime.settings import Settings
+from realtime.core.settings import Settings
+from realtime.dev.embedded import free_port
 from tests.helpers.clients import Collector, post_events
 from tests.helpers.processes import ProcessGroup, settings_env
 

@@ -8,7 +8,7 @@ from ddsketch import DDSketch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from processors.quantiles import ALPHA, EXACT_LIMIT, MAX_BINS, Quantiles
+from processors.pipelines.quantiles import ALPHA, EXACT_LIMIT, MAX_BINS, Quantiles
 
 pytestmark = pytest.mark.unit
 

@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from realtime.embedded import RedisServer
+from realtime.dev.embedded import RedisServer
 from tests.helpers.clients import post_events
 from tests.helpers.processes import RealtimeProcess
 from tests.helpers.stack import fresh_settings, running_stack

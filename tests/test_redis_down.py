@@ -7,8 +7,8 @@ from __future__ import annotations
 import aiohttp
 import pytest
 
-from realtime.embedded import RedisServer
-from realtime.settings import Settings
+from realtime.core.settings import Settings
+from realtime.dev.embedded import RedisServer
 from tests.helpers.clients import Watcher, post_events
 from tests.helpers.inprocess import running_app
 from tests.helpers.processes import ProcessGroup

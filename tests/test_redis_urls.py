@@ -10,12 +10,12 @@ import pytest
 import redis
 import redis.asyncio
 
-from realtime.embedded import RedisServer, RedisServerError, free_port
-from realtime.keys import Keys
-from realtime.logs import redact_url
-from realtime.redisurl import RedisUrlError, SentinelTarget, check_url, parse_sentinel_url
-from realtime.settings import Settings, SettingsError
-from realtime.topics import partition_of
+from realtime.core.keys import Keys
+from realtime.core.logs import redact_url
+from realtime.core.redisurl import RedisUrlError, SentinelTarget, check_url, parse_sentinel_url
+from realtime.core.settings import Settings, SettingsError
+from realtime.core.topics import partition_of
+from realtime.dev.embedded import RedisServer, RedisServerError, free_port
 from tests.helpers.clients import Collector, post_events
 from tests.helpers.inprocess import running_app
 from tests.helpers.processes import ProcessGroup

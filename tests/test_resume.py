@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from realtime.settings import Settings
+from realtime.core.settings import Settings
 from tests.helpers.clients import Collector, post_events
 from tests.helpers.history import write_history
 from tests.helpers.inprocess import running_app

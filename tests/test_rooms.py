@@ -1,4 +1,4 @@
-"""The room index (`realtime/rooms.py`) keeps python-socketio's registry exactly as the
+"""The room index (`realtime/fanout/rooms.py`) keeps python-socketio's registry exactly as the
 stock manager does, whatever the order of connects, joins, leaves and disconnects."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import socketio
 from hypothesis import given
 from hypothesis import strategies as st
 
-from realtime.rooms import RoomIndex
+from realtime.fanout.rooms import RoomIndex
 
 pytestmark = pytest.mark.unit
 

@@ -7,7 +7,13 @@ from typing import Any
 
 import pytest
 
-from processors.routing import INVALID_TOPIC, MISSING_KEY, Template, TemplateError, key_text
+from processors.pipelines.routing import (
+    INVALID_TOPIC,
+    MISSING_KEY,
+    Template,
+    TemplateError,
+    key_text,
+)
 
 pytestmark = pytest.mark.unit
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from marshmallow import ValidationError
 
-from realtime.schemas import EventSchema, SubscribeSchema, UnsubscribeSchema, field_errors
+from realtime.ingest.schemas import EventSchema, SubscribeSchema, UnsubscribeSchema, field_errors
 
 pytestmark = pytest.mark.unit
 

@@ -19,11 +19,11 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from redis.asyncio import Redis
 
-from realtime import jsoncodec
-from realtime.app import SIO, create_app
 from realtime.client import ConnectRefused, RealtimeClient, SubscribeError
-from realtime.embedded import free_port
-from realtime.settings import Settings
+from realtime.core import jsoncodec
+from realtime.core.settings import Settings
+from realtime.dev.embedded import free_port
+from realtime.web.app import SIO, create_app
 from tests.helpers.history import write_history
 from tests.helpers.processes import ProcessGroup, settings_env
 from tests.helpers.tokens import INGEST_KEY, INGEST_KEYS, METRICS_KEY, SECRET, hs256

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from realtime.settings import Settings
+from realtime.core.settings import Settings
 from tests.helpers.clients import Collector, Watcher, id_key
 from tests.helpers.feed import Feed
 from tests.helpers.processes import ProcessGroup

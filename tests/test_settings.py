@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 import pytest
 
-from realtime.settings import Settings, SettingsError, environment_variables
+from realtime.core.settings import (
+    IngestKeySpec,
+    Settings,
+    SettingsError,
+    env_name,
+    environment_variables,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -108,3 +116,95 @@ def test_environment_variables_lists_what_from_env_reads() -> None:
     assert {"REDIS_URL", "PORT", "REALTIME_PARTITIONS", "REALTIME_LOG_FORMAT"} <= names
     # The naming rule of docs/configuration.md: REDIS_URL, PORT, and REALTIME_* only.
     assert all(n in {"REDIS_URL", "PORT"} or n.startswith("REALTIME_") for n in names)
+
+
+# -- to_env: the way back, for starting processes with the same settings --------------------
+
+_PEM = "-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE\n-----END PUBLIC KEY-----"
+_EVERYTHING = dict(
+    redis_url="redis://:pw@10.0.0.7:6380/3",
+    host="127.0.0.2",
+    port=9001,
+    listen_backlog=17,
+    prefix="tt:",
+    insecure=True,
+    cors_origins=("https://a.example", "https://b.example"),
+    ping_interval_s=7,
+    ping_timeout_s=8,
+    ws_compression=True,
+    batch_tick_ms=2.5,
+    client_backlog_bytes=4096,
+    client_backlog_packets=12,
+    slow_client_s=3.5,
+    log_level="DEBUG",
+    library_log_level="ERROR",
+    dashboard_dir="/srv/dashboard",
+    partitions=9,
+    max_body_bytes=2048,
+    max_batch=11,
+    idempotency_ttl_s=99,
+    jwt_audience="aud",
+    jwt_issuer="iss",
+    ingest_keys=(
+        IngestKeySpec("k" * 20, ("metrics.*", "logs.?")),
+        IngestKeySpec("q" * 16),
+    ),
+    max_event_bytes=1234,
+    max_message_bytes=4321,
+    max_subscriptions=5,
+    subscribe_rate=2.5,
+    max_connections=77,
+    connect_timeout_s=4.5,
+    ingest_rate=55,
+    token="a-token",
+    ingest_key="an-ingest-key-of-some-length",
+    history_maxlen=123,
+    consumer="worker-7",
+    batch_size=31,
+    block_ms=250,
+    lease_ms=900,
+    max_attempts=3,
+    pipelines_file="/etc/pipelines.yaml",
+    checkpoint_ms=750,
+    redis_timeout_s=1.5,
+    log_format="json",
+    admin_user="admin",
+    admin_password="admin-password",
+    admin_read_only=False,
+    admin_origin="https://admin.example",
+    metrics_port=9102,
+    drain_s=6.5,
+)
+# Settings that from_env refuses together go in one of two objects each.
+_WITH_SECRET = Settings(**_EVERYTHING, jwt_secret="s" * 40, wait_replicas=2)  # type: ignore[arg-type]
+_WITH_KEY_ON_A_CLUSTER = Settings(
+    **_EVERYTHING,  # type: ignore[arg-type]
+    jwt_public_key=_PEM,
+    redis_cluster=True,
+)
+
+
+@pytest.mark.parametrize("settings", [_WITH_SECRET, _WITH_KEY_ON_A_CLUSTER])
+def test_to_env_is_read_back_as_the_same_settings(settings: Settings) -> None:
+    assert Settings.from_env(settings.to_env()) == settings
+
+
+def test_every_setting_has_a_variable_and_the_round_trip_covers_each() -> None:
+    """A new setting that from_env does not read, or that these tests leave at its
+    default, fails here (so it cannot silently never reach the test processes)."""
+    defaults = Settings()
+    names = {f.name for f in fields(Settings)} - {"group"}  # no variable: fixed
+    assert {env_name(n) for n in names} == environment_variables()
+    changed = {
+        n
+        for n in names
+        for s in (_WITH_SECRET, _WITH_KEY_ON_A_CLUSTER)
+        if getattr(s, n) != getattr(defaults, n)
+    }
+    assert changed == names
+
+
+def test_defaults_need_no_environment_and_group_cannot_be_passed() -> None:
+    assert Settings(consumer=Settings.from_env({}).consumer).to_env() == {}
+    with pytest.raises(SettingsError, match="group has no environment variable"):
+        Settings(group="other").to_env()

@@ -23,7 +23,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from realtime.embedded import RedisServer
+from realtime.dev.embedded import RedisServer
+from realtime.transport.websocket import OP_TEXT, encode_frame
 from tests.helpers.feed import Feed
 from tests.helpers.processes import RealtimeProcess
 from tests.helpers.stack import fresh_settings, running_stack
@@ -87,11 +88,7 @@ class RawClient:
         return cls(reader, writer)
 
     def send(self, text: str) -> None:
-        payload = text.encode()
-        assert len(payload) < 126
-        mask = os.urandom(4)
-        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-        self.writer.write(struct.pack("!BB", 0x81, 0x80 | len(payload)) + mask + masked)
+        self.writer.write(encode_frame(OP_TEXT, text.encode(), mask=os.urandom(4)))
 
     async def recv(self) -> str | None:
         """The next text frame; None when the server closed the connection."""

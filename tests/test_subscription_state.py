@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from realtime.conflate import Conflater
-from realtime.history import Extent, covers
-from realtime.streamids import parse_id
-from realtime.subscriptions import Batch, Subscriptions, Target
+from realtime.core.streamids import parse_id
+from realtime.delivery.conflate import Conflater
+from realtime.delivery.history import Extent, covers
+from realtime.delivery.subscriptions import Batch, Subscriptions, Target
 
 pytestmark = pytest.mark.unit
 

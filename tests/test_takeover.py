@@ -6,31 +6,29 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import pytest
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 
-from processors.consumer import Consumer
-from processors.groups import ensure_group, remove_dead_consumers
-from processors.pipelines import Plan
-from processors.transform import IngestEvent, passthrough
-from realtime import jsoncodec
-from realtime.fanout import FanoutManager
-from realtime.ingest import IngestWriter
-from realtime.keys import Keys
-from realtime.settings import Settings
-from realtime.topics import partition_of
+from processors.pipelines.plan import Plan
+from processors.pipelines.transform import IngestEvent, passthrough
+from processors.worker.consumer import Consumer
+from processors.worker.groups import ensure_group, remove_dead_consumers
+from realtime.core import jsoncodec
+from realtime.core.keys import Keys
+from realtime.core.settings import Settings
+from realtime.core.topics import partition_of
+from realtime.core.wire import UpdateEncoder
+from realtime.ingest.api import IngestWriter
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-async def fanout(settings: Settings) -> AsyncIterator[FanoutManager]:
-    manager = FanoutManager(settings, write_only=True)
-    yield manager
-    await manager.aclose()
+def fanout(settings: Settings) -> UpdateEncoder:
+    return UpdateEncoder.of(settings)
 
 
 async def history_ids(redis: Redis, keys: Keys, topic: str) -> list[str]:
@@ -59,7 +57,7 @@ async def published_ids(pubsub: PubSub, count: int, timeout: float = 10) -> dict
 
 
 async def test_a_dead_owners_pending_entries_are_finished_first_in_order(
-    redis: Redis, settings: Settings, fanout: FanoutManager
+    redis: Redis, settings: Settings, fanout: UpdateEncoder
 ) -> None:
     keys = Keys(settings.prefix)
     stream = keys.ingest(partition_of("a", settings.partitions))
@@ -82,7 +80,7 @@ async def test_a_dead_owners_pending_entries_are_finished_first_in_order(
 
 
 async def test_an_entry_that_keeps_killing_workers_is_dead_lettered(
-    redis: Redis, settings: Settings, fanout: FanoutManager
+    redis: Redis, settings: Settings, fanout: UpdateEncoder
 ) -> None:
     settings = settings.with_overrides(max_attempts=3)
     keys = Keys(settings.prefix)
@@ -106,7 +104,7 @@ async def test_an_entry_that_keeps_killing_workers_is_dead_lettered(
 
 
 async def test_workers_share_partitions_and_hand_them_over_on_shutdown(
-    redis: Redis, settings: Settings, fanout: FanoutManager
+    redis: Redis, settings: Settings, fanout: UpdateEncoder
 ) -> None:
     settings = settings.with_overrides(lease_ms=300, partitions=4)
     keys = Keys(settings.prefix)
@@ -143,7 +141,7 @@ async def test_workers_share_partitions_and_hand_them_over_on_shutdown(
 
 
 async def test_a_burst_longer_than_the_lease_keeps_its_leases(
-    redis: Redis, settings: Settings, fanout: FanoutManager
+    redis: Redis, settings: Settings, fanout: UpdateEncoder
 ) -> None:
     """`realtime process --burst` on work that outlasts a lease period: the first entry's
     transform fails (and is retried in place) for twice the lease."""
@@ -164,7 +162,7 @@ async def test_a_burst_longer_than_the_lease_keeps_its_leases(
 
 
 async def test_a_burst_that_loses_a_lease_takes_it_again_and_leaves_nothing_unread(
-    redis: Redis, settings: Settings, fanout: FanoutManager
+    redis: Redis, settings: Settings, fanout: UpdateEncoder
 ) -> None:
     """A stall longer than the lease (a loaded machine) loses the partition mid-burst;
     `--burst` must not exit with its entries unread."""

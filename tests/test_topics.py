@@ -6,7 +6,7 @@ import zlib
 
 import pytest
 
-from realtime.topics import is_valid_topic, partition_of
+from realtime.core.topics import is_valid_topic, partition_of
 
 pytestmark = pytest.mark.unit
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from processors.transform import (
+from processors.pipelines.transform import (
     IngestEvent,
     TopicEvent,
     TransformError,
@@ -12,7 +12,7 @@ from processors.transform import (
     group_by_topic,
     passthrough,
 )
-from realtime.ingest import ingest_fields
+from realtime.ingest.api import ingest_fields
 
 pytestmark = pytest.mark.unit
 

@@ -30,15 +30,15 @@ from engineio.async_socket import AsyncSocket
 from socketio.async_pubsub_manager import AsyncPubSubManager
 
 from bench.rooms import IndexedManager
-from realtime.admin import same_origins
-from realtime.engine import EngineServer, EngineSocket
-from realtime.fanout import FanoutManager, _is_update
-from realtime.keys import NAMESPACE, UPDATE_EVENT
-from realtime.namespace import TopicNamespace
-from realtime.settings import Settings
-from realtime.sharded_fanout import ShardedFanoutManager
-from realtime.socketserver import SocketServer
-from realtime.wsconnection import _HandedOver
+from realtime.core.keys import NAMESPACE, UPDATE_EVENT
+from realtime.core.wire import update_message
+from realtime.fanout.manager import FanoutManager, _is_update
+from realtime.fanout.sharded import ShardedFanoutManager
+from realtime.transport.connection import _HandedOver
+from realtime.transport.engine import EngineServer, EngineSocket
+from realtime.transport.server import SocketServer
+from realtime.web.admin import same_origins
+from realtime.web.namespace import TopicNamespace
 
 pytestmark = pytest.mark.unit
 
@@ -152,13 +152,15 @@ HANDLER = "aiohttp.web_protocol.RequestHandler"
 REQUEST = "aiohttp.web_request.BaseRequest"
 WEBSOCKET = "aiohttp.web.WebSocketResponse"
 
-_ES = "realtime/engine.py EngineSocket"
+_ES = "realtime/transport/engine.py EngineSocket"
 _UPGRADE = f"{_ES}._upgrade_websocket (reached as getattr(self, '_upgrade_' + transport))"
-_SS = "realtime/socketserver.py SocketServer"
-_ROOMS = "realtime/rooms.py RoomIndex (and bench/rooms.py IndexedManager)"
-_FANOUT = "realtime/fanout.py FanoutManager"
-_DEFLATE = "realtime/outbox.py Outbox with permessage-deflate (aiohttp's protocol, websocket)"
-_TAKE_OVER = "realtime/wsconnection.py take_over"
+_SS = "realtime/transport/server.py SocketServer"
+_ROOMS = "realtime/fanout/rooms.py RoomIndex (and bench/rooms.py IndexedManager)"
+_FANOUT = "realtime/fanout/manager.py FanoutManager"
+_DEFLATE = (
+    "realtime/transport/outbox.py Outbox with permessage-deflate (aiohttp's protocol, websocket)"
+)
+_TAKE_OVER = "realtime/transport/connection.py take_over"
 
 INTERNALS: list[Internal] = [
     # python-engineio: the socket that EngineServer adopts as an EngineSocket
@@ -203,17 +205,18 @@ INTERNALS: list[Internal] = [
     # python-engineio: the server
     *uses(
         ENGINE,
-        "realtime/engine.py EngineServer._trigger_event (override: adopts sockets on 'connect')",
+        "realtime/transport/engine.py EngineServer._trigger_event "
+        "(override: adopts sockets on 'connect')",
         _trigger_event=coro("self event *args **kwargs", exact=True),
     ),
     *uses(
         ENGINE,
-        "realtime/engine.py, socketserver.py, delivery.py (eio sid -> socket)",
+        "realtime/transport/engine.py, transport/server.py, delivery/hub.py (eio sid -> socket)",
         sockets=OnInstance(dict),
     ),
     *uses(
         ENGINE,
-        "realtime/app.py create_sio (replaced per instance: POST bodies checked)",
+        "realtime/web/app.py create_sio (replaced per instance: POST bodies checked)",
         _async=OnInstance(dict, keys=("translate_request",)),
     ),
     *uses(ENGINE, _UPGRADE, max_http_buffer_size=OnInstance(int)),
@@ -228,17 +231,18 @@ INTERNALS: list[Internal] = [
     ),
     *uses(
         "engineio.async_drivers.aiohttp",
-        "realtime/inbound.py guard_translate_request (wraps it in a plain function)",
+        "realtime/transport/inbound.py guard_translate_request (wraps it in a plain function)",
         translate_request=func("request"),
     ),
     *uses(
         "engineio.packet.Packet",
-        "realtime/engine.py (Packet(type, data=...), Packet(encoded_packet=...))",
+        "realtime/transport/engine.py (Packet(type, data=...), Packet(encoded_packet=...))",
         __init__=func("self packet_type data encoded_packet"),
     ),
     *uses(
         "engineio.packet",
-        "realtime/frames.py, realtime/inbound.py (packet types written as digits)",
+        "realtime/transport/frames.py, realtime/transport/inbound.py "
+        "(packet types written as digits)",
         CLOSE=Attr(value=1),
         PING=Attr(value=2),
         PONG=Attr(value=3),
@@ -272,17 +276,17 @@ INTERNALS: list[Internal] = [
     *uses(SERVER, "realtime/ (sio.eio, everywhere)", eio=OnInstance(engineio.AsyncServer)),
     *uses(
         SERVER,
-        f"{_SS}._handle_eio_message -> realtime/inbound.py malformed",
+        f"{_SS}._handle_eio_message -> realtime/transport/inbound.py malformed",
         packet_class=OnInstance(type),
     ),
     *uses(
         "socketio.packet.Packet",
-        "realtime/inbound.py malformed (packet_class(encoded_packet=data))",
+        "realtime/transport/inbound.py malformed (packet_class(encoded_packet=data))",
         __init__=func("self encoded_packet"),
     ),
     *uses(
         "socketio.AsyncNamespace",
-        "realtime/namespace.py TopicNamespace.trigger_event (override)",
+        "realtime/web/namespace.py TopicNamespace.trigger_event (override)",
         trigger_event=coro("self event *args", exact=True),
     ),
     # python-socketio: the client manager's room registry
@@ -300,7 +304,7 @@ INTERNALS: list[Internal] = [
     ),
     *uses(
         MANAGER,
-        "realtime/rooms.py RoomIndex.basic_disconnect (a copy of it, with the room index)",
+        "realtime/fanout/rooms.py RoomIndex.basic_disconnect (a copy of it, with the room index)",
         basic_disconnect=Refers(
             "rooms callbacks pending_connect pending_disconnect basic_leave_room"
             " append copy items len remove",
@@ -309,7 +313,7 @@ INTERNALS: list[Internal] = [
     ),
     *uses(
         MANAGER,
-        f"{_SS}._handle_eio_connect, drop, _in_a_namespace; realtime/delivery.py",
+        f"{_SS}._handle_eio_connect, drop, _in_a_namespace; realtime/delivery/hub.py",
         initialize=func("self"),
         sid_from_eio_sid=func("self eio_sid namespace"),
         eio_sid_from_sid=func("self sid namespace"),
@@ -318,7 +322,7 @@ INTERNALS: list[Internal] = [
     # python-socketio: its Redis pub/sub manager, subclassed at the transport seam
     *uses(
         REDIS_MANAGER,
-        f"{_FANOUT} (overrides; _publish in realtime/sharded_fanout.py too)",
+        f"{_FANOUT} (overrides; _publish in realtime/fanout/sharded.py too)",
         _publish=coro("self data", exact=True),
         _handle_emit=coro("self message", exact=True),
         _thread=coro("self", exact=True),
@@ -352,7 +356,7 @@ INTERNALS: list[Internal] = [
     ),
     *uses(
         "socketio.async_admin.InstrumentedAsyncServer",
-        "realtime/app.py _admin_ctx (cancels instrumented.stats_task)",
+        "realtime/web/app.py _admin_ctx (cancels instrumented.stats_task)",
         __init__=Refers("stats_task"),
     ),
     # aiohttp: the request handler a websocket's transport is taken from
@@ -365,13 +369,13 @@ INTERNALS: list[Internal] = [
     *uses(HANDLER, _DEFLATE, writing_paused=Attr(), _drain_helper=coro("self")),
     *uses(
         REQUEST,
-        f"{_TAKE_OVER}; realtime/engine.py EngineSocket._serve_deflate_websocket",
+        f"{_TAKE_OVER}; realtime/transport/engine.py EngineSocket._serve_deflate_websocket",
         protocol=Attr(),
         task=Attr(),
     ),
     *uses(
         "aiohttp.web.StreamResponse",
-        "realtime/wsconnection.py _HandedOver.write_eof (override)",
+        "realtime/transport/connection.py _HandedOver.write_eof (override)",
         write_eof=coro("self data", exact=True),
     ),
     *uses(
@@ -573,7 +577,9 @@ def test_the_checker_notices_an_upstream_change(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_an_engineio_socket_can_become_an_engine_socket() -> None:
-    where = "realtime/engine.py EngineServer._trigger_event (socket.__class__ = EngineSocket)"
+    where = (
+        "realtime/transport/engine.py EngineServer._trigger_event (socket.__class__ = EngineSocket)"
+    )
     socket = AsyncSocket(_engine(), "sid")
     assert issubclass(EngineSocket, AsyncSocket), blame(SOCKET, "is no longer our base", where)
     assert "__slots__" not in vars(EngineSocket), f"{where}: EngineSocket must not add __slots__"
@@ -591,7 +597,7 @@ def test_an_engineio_socket_can_become_an_engine_socket() -> None:
 
 async def test_engineio_hands_each_new_socket_to_engine_server_to_adopt() -> None:
     """A polling handshake through the real request path: the driver's translate_request
-    is looked up per request (realtime/app.py replaces it), and the new AsyncSocket is in
+    is looked up per request (realtime/web/app.py replaces it), and the new AsyncSocket is in
     `sockets` when 'connect' fires with its sid, before the first ping is scheduled."""
     eio = EngineServer(async_mode="aiohttp", logger=_LOG, monitor_clients=False)
     translated: list[dict[str, str]] = []
@@ -610,7 +616,7 @@ async def test_engineio_hands_each_new_socket_to_engine_server_to_adopt() -> Non
         assert translated, blame(
             f"{ENGINE}.handle_request",
             "no longer reads self._async['translate_request'] per request",
-            "realtime/app.py create_sio",
+            "realtime/web/app.py create_sio",
         )
         assert status.startswith("200"), f"handshake answered {status}"
         adopted = [type(s) for s in sockets] == [EngineSocket]
@@ -618,7 +624,7 @@ async def test_engineio_hands_each_new_socket_to_engine_server_to_adopt() -> Non
             f"{ENGINE}._handle_connect",
             f"its new sockets are {[type(s).__name__ for s in sockets]} after 'connect' "
             "(an AsyncSocket, in sockets, before 'connect' with its sid, was relied on)",
-            "realtime/engine.py EngineServer._trigger_event",
+            "realtime/transport/engine.py EngineServer._trigger_event",
         )
         assert sockets[0]._ping_handle is not None, blame(
             f"{ENGINE}._handle_connect",
@@ -634,7 +640,7 @@ async def test_engineio_hands_each_new_socket_to_engine_server_to_adopt() -> Non
 
 def test_socketio_builds_our_engine_and_sends_its_events_to_our_overrides() -> None:
     sio = SocketServer(async_mode="aiohttp", logger=_LOG, engineio_logger=_LOG)
-    where = "realtime/socketserver.py SocketServer"
+    where = "realtime/transport/server.py SocketServer"
     assert type(sio.eio) is EngineServer, blame(
         "socketio.base_server.BaseServer.__init__", "no longer calls _engineio_server_class", where
     )
@@ -659,9 +665,10 @@ def test_the_aiohttp_driver_environ_has_what_we_read() -> None:
     )
     environ = translate_request(request)
     where = (
-        "realtime/engine.py _upgrade_websocket (aiohttp.request), realtime/inbound.py "
-        "(REQUEST_METHOD, wsgi.input), realtime/socketserver.py _check_origin (HTTP_ORIGIN), "
-        "realtime/admin.py same_origins"
+        "realtime/transport/engine.py _upgrade_websocket (aiohttp.request), "
+        "realtime/transport/inbound.py "
+        "(REQUEST_METHOD, wsgi.input), realtime/transport/server.py _check_origin (HTTP_ORIGIN), "
+        "realtime/web/admin.py same_origins"
     )
     wanted = {
         "aiohttp.request": request,
@@ -675,19 +682,19 @@ def test_the_aiohttp_driver_environ_has_what_we_read() -> None:
     assert not wrong, blame(upstream, f"environ entries changed: {wrong}", where)
     read = getattr(environ["wsgi.input"], "read", None)
     assert inspect.iscoroutinefunction(read), blame(upstream, "wsgi.input.read is not async", where)
-    # realtime/admin.py same_origins repeats engineio's same-origin rule.
+    # realtime/web/admin.py same_origins repeats engineio's same-origin rule.
     engine = _engine()
     forwarded = {**environ, "HTTP_X_FORWARDED_PROTO": "https", "HTTP_X_FORWARDED_HOST": "p, q"}
     for case in ({}, environ, forwarded):
         assert same_origins(case) == engine._cors_allowed_origins(case), blame(
             f"{ENGINE}._cors_allowed_origins",
             "its same-origin rule changed",
-            "realtime/admin.py same_origins (a copy of it)",
+            "realtime/web/admin.py same_origins (a copy of it)",
         )
 
 
 async def test_our_update_message_is_the_stock_emit_message() -> None:
-    """The worker publishes `update` emits itself (FanoutManager._message), and web
+    """The worker publishes `update` emits itself (realtime.core.wire), and web
     instances take a stock python-socketio emit of `update` as one (bench/publisher.py)."""
 
     class Capture(AsyncPubSubManager):  # type: ignore[misc]
@@ -699,15 +706,13 @@ async def test_our_update_message_is_the_stock_emit_message() -> None:
         async def _publish(self, data: dict[str, Any]) -> None:
             self.published = [*getattr(self, "published", []), data]
 
-    ours = FanoutManager(Settings(), write_only=True)
     stock = Capture()
-    stock.host_id = ours.host_id
     events = [{"topic": "metrics.cpu", "id": "1-0", "ts": 1, "data": {}}]
     await stock.emit(UPDATE_EVENT, events, namespace=NAMESPACE, room="metrics.cpu")
     [sent] = stock.published
-    message = ours._message("metrics.cpu", events)
+    message = update_message("metrics.cpu", events, stock.host_id)
     del message["sent_at"]  # ours only; upstream ignores extra keys
-    where = "realtime/fanout.py FanoutManager._message, _is_update"
+    where = "realtime/core/wire.py update_message, realtime/fanout/manager.py _is_update"
     assert message == sent, blame(
         "socketio.async_pubsub_manager.AsyncPubSubManager.emit",
         f"its message is now {sent!r}",
@@ -723,8 +728,8 @@ def test_the_room_registry_layout_we_read() -> None:
     manager.basic_enter_room("s1", "/", None, eio_sid="e1")
     manager.basic_enter_room("s1", "/", "metrics.cpu")
     where = (
-        "realtime/socketserver.py connected (rooms[namespace][None]), _in_a_namespace; "
-        "realtime/delivery.py Delivery._route"
+        "realtime/transport/server.py connected (rooms[namespace][None]), _in_a_namespace; "
+        "realtime/delivery/hub.py Delivery._route"
     )
     layout = (
         dict(manager.rooms["/"][None]),

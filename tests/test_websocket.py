@@ -1,5 +1,5 @@
 """Unit tests: the websocket protocol as the server reads and writes it once aiohttp has
-handed a connection over (`realtime.websocket`): the handshake answer, client frames
+handed a connection over (`realtime.transport.websocket`): the handshake answer, client frames
 (masking, fragmentation, control frames, bounds) and the frames the server builds."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from realtime import websocket
-from realtime.websocket import FrameReader, HandshakeError, ProtocolError
+from realtime.transport import websocket
+from realtime.transport.websocket import FrameReader, HandshakeError, ProtocolError
 
 pytestmark = pytest.mark.unit
 
@@ -21,19 +21,8 @@ MASK = b"\x37\xfa\x21\x3d"
 def client_frame(
     opcode: int, payload: bytes, *, fin: bool = True, mask: bytes | None = MASK, rsv: int = 0
 ) -> bytes:
-    """A frame as a client writes it (RFC 6455 section 5.2): masked unless mask is None."""
-    n = len(payload)
-    b0 = (0x80 if fin else 0) | rsv | opcode
-    if n < 126:
-        header = struct.pack("!BB", b0, n)
-    elif n < 65536:
-        header = struct.pack("!BBH", b0, 126, n)
-    else:
-        header = struct.pack("!BBQ", b0, 127, n)
-    if mask is None:
-        return header + payload
-    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    return bytes([header[0], header[1] | 0x80]) + header[2:] + mask + masked
+    """A frame as a client writes it: masked unless mask is None."""
+    return websocket.encode_frame(opcode, payload, fin=fin, mask=mask, rsv=rsv)
 
 
 def handshake(**overrides: str) -> dict[str, str]:

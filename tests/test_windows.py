@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from processors.aggregate import Aggregate
-from processors.windows import ClosedWindow, TopicWindows, WindowSpec
+from processors.pipelines.aggregates import Aggregate
+from processors.pipelines.windows import ClosedWindow, TopicWindows, WindowSpec
 
 pytestmark = pytest.mark.unit
 

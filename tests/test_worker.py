@@ -3,29 +3,26 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from redis.asyncio import Redis
 
-from processors.consumer import Consumer
-from processors.groups import trim_acknowledged
-from realtime import jsoncodec
-from realtime.fanout import FanoutManager
-from realtime.ingest import IngestWriter
-from realtime.keys import Keys
-from realtime.settings import Settings
-from realtime.topics import partition_of
+from processors.worker.consumer import Consumer
+from processors.worker.groups import trim_acknowledged
+from realtime.core import jsoncodec
+from realtime.core.keys import Keys
+from realtime.core.settings import Settings
+from realtime.core.topics import partition_of
+from realtime.core.wire import UpdateEncoder
+from realtime.ingest.api import IngestWriter
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-async def consumer(redis: Redis, settings: Settings) -> AsyncIterator[Consumer]:
-    fanout = FanoutManager(settings, write_only=True)
-    yield Consumer(redis, fanout, settings)
-    await fanout.aclose()
+def consumer(redis: Redis, settings: Settings) -> Consumer:
+    return Consumer(redis, UpdateEncoder.of(settings), settings)
 
 
 async def run_burst(consumer: Consumer) -> None:

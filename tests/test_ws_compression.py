@@ -9,8 +9,8 @@ import json
 import aiohttp
 import pytest
 
-from realtime.app import DELIVERY
-from realtime.settings import Settings
+from realtime.core.settings import Settings
+from realtime.web.app import DELIVERY
 from tests.helpers.inprocess import serving
 
 pytestmark = pytest.mark.integration

@@ -1,4 +1,4 @@
-"""A websocket after aiohttp has handed it over (`realtime.wsconnection`), spoken by hand
+"""A websocket after aiohttp has handed it over (`realtime.transport.connection`), spoken by hand
 over a raw socket: the handshake, pings, fragmented messages, the close handshake, and
 the close codes a misbehaving client gets. aiohttp keeps nothing of the connection."""
 
@@ -9,19 +9,20 @@ import base64
 import gc
 import os
 import struct
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from realtime import websocket
-from realtime.app import SIO, create_app
-from realtime.embedded import free_port
-from realtime.engine import EngineSocket
-from realtime.settings import Settings
-from realtime.wsconnection import WebSocketConnection
+from realtime.core.settings import Settings
+from realtime.dev.embedded import free_port
+from realtime.transport import websocket
+from realtime.transport.connection import WebSocketConnection
+from realtime.transport.engine import EngineSocket
+from realtime.web.app import SIO, create_app
+from tests.helpers.waiting import eventually
 from tests.test_websocket import client_frame
 
 pytestmark = pytest.mark.integration
@@ -99,18 +100,6 @@ async def connected(port: int) -> RawClient:
     client.send(websocket.OP_TEXT, b"40")
     assert (await client.text()).startswith("40{")
     return client
-
-
-async def eventually(check: Callable[[], bool], what: str, timeout: float = 10) -> None:
-    """Poll server state that has no notification for it until it holds."""
-    try:
-        async with asyncio.timeout(timeout):
-            while True:
-                if check():
-                    return
-                await asyncio.sleep(0.01)
-    except TimeoutError:
-        raise AssertionError(f"no {what} after {timeout}s") from None
 
 
 async def wait_until_gone(app: web.Application) -> None:

@@ -8,7 +8,7 @@ import signal
 import sys
 from collections.abc import Callable
 
-from realtime import jsoncodec
+from realtime.core import jsoncodec
 
 
 def _signal(value: str) -> int:

@@ -16,14 +16,14 @@ from typing import Any
 
 import orjson
 
-from realtime import jsoncodec
-from realtime.websocket import OP_BINARY as OP_BINARY  # RFC 6455's, for the clients here
-from realtime.websocket import OP_CLOSE as OP_CLOSE
-from realtime.websocket import OP_CONTINUATION as OP_CONTINUATION
-from realtime.websocket import OP_PING as OP_PING
-from realtime.websocket import OP_PONG as OP_PONG
-from realtime.websocket import OP_TEXT as OP_TEXT
-from realtime.websocket import accept_key
+from realtime.core import jsoncodec
+from realtime.transport.websocket import OP_BINARY as OP_BINARY  # RFC 6455's, for the clients here
+from realtime.transport.websocket import OP_CLOSE as OP_CLOSE
+from realtime.transport.websocket import OP_CONTINUATION as OP_CONTINUATION
+from realtime.transport.websocket import OP_PING as OP_PING
+from realtime.transport.websocket import OP_PONG as OP_PONG
+from realtime.transport.websocket import OP_TEXT as OP_TEXT
+from realtime.transport.websocket import accept_key, encode_frame
 
 DEFLATE_OFFER = "permessage-deflate; client_max_window_bits"
 _DEFLATE_TAIL = b"\x00\x00\xff\xff"
@@ -116,43 +116,14 @@ def deflate_resets_per_message(extensions: str) -> bool:
 # -- WebSocket frames ---------------------------------------------------------------------
 
 
-def _mask(payload: bytes, key: bytes) -> bytes:
-    if not payload:
-        return payload
-    repeated = (key * (len(payload) // 4 + 1))[: len(payload)]
-    masked = int.from_bytes(payload, "big") ^ int.from_bytes(repeated, "big")
-    return masked.to_bytes(len(payload), "big")
-
-
 def client_frame(payload: bytes, opcode: int = OP_TEXT, mask_key: bytes | None = None) -> bytes:
     """One final, masked client-to-server frame (clients must mask, RFC 6455 5.3)."""
-    key = mask_key if mask_key is not None else os.urandom(4)
-    length = len(payload)
-    head = bytearray([0x80 | opcode])
-    if length < 126:
-        head.append(0x80 | length)
-    elif length < 1 << 16:
-        head.append(0x80 | 126)
-        head += length.to_bytes(2, "big")
-    else:
-        head.append(0x80 | 127)
-        head += length.to_bytes(8, "big")
-    return bytes(head) + key + _mask(payload, key)
+    return encode_frame(opcode, payload, mask=mask_key if mask_key is not None else os.urandom(4))
 
 
 def server_frame(payload: bytes, opcode: int = OP_TEXT, *, fin: bool = True) -> bytes:
     """An unmasked server-to-client frame (for tests and fakes)."""
-    length = len(payload)
-    head = bytearray([(0x80 if fin else 0) | opcode])
-    if length < 126:
-        head.append(length)
-    elif length < 1 << 16:
-        head.append(126)
-        head += length.to_bytes(2, "big")
-    else:
-        head.append(127)
-        head += length.to_bytes(8, "big")
-    return bytes(head) + payload
+    return encode_frame(opcode, payload, fin=fin)
 
 
 @dataclass

@@ -21,8 +21,8 @@ from typing import Any
 
 import aiohttp
 
-from realtime import jsoncodec
-from realtime.backoff import Backoff
+from realtime.core import jsoncodec
+from realtime.core.backoff import Backoff
 from realtime.loadtest import polling, stamped, wsclient
 from realtime.loadtest.frames import ProtocolError
 from realtime.loadtest.stats import Histogram

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from realtime.dashboard import BUILT_DIR
+from realtime.web.dashboard import BUILT_DIR
 
 CHROMIUM = Path(os.environ.get("REALTIME_TEST_CHROMIUM", "/usr/bin/chromium"))
 ROOT = Path(__file__).resolve().parents[2]

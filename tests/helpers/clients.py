@@ -10,8 +10,8 @@ from typing import Any
 import aiohttp
 import socketio
 
-from realtime import jsoncodec
 from realtime.client import RealtimeClient
+from realtime.core import jsoncodec
 
 
 class _Recording:

@@ -10,7 +10,7 @@ from typing import Any
 
 import aiohttp
 
-from realtime import jsoncodec
+from realtime.core import jsoncodec
 
 
 @dataclass

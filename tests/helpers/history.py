@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from redis.asyncio import Redis
 
-from processors.history import history_write
-from processors.transform import TopicEvent
-from realtime.keys import Keys
-from realtime.settings import Settings
+from processors.pipelines.transform import TopicEvent
+from processors.worker.history_writes import history_write
+from realtime.core.keys import Keys
+from realtime.core.settings import Settings
 
 
 async def write_history(redis: Redis, settings: Settings, topic: str, ms: range) -> list[str]:

@@ -8,9 +8,9 @@ from contextlib import asynccontextmanager
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from realtime.app import create_app
-from realtime.embedded import free_port
-from realtime.settings import Settings
+from realtime.core.settings import Settings
+from realtime.dev.embedded import free_port
+from realtime.web.app import create_app
 
 
 @asynccontextmanager

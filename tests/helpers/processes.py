@@ -13,29 +13,17 @@ import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 
-from realtime.embedded import free_port
-from realtime.settings import Settings
+from realtime.core.settings import Settings, default_consumer_name, environment_variables
+from realtime.dev.embedded import free_port
 
 
 def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
     """The environment a process needs to run with these settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REALTIME_")}
-    env.update(
-        REDIS_URL=settings.redis_url,
-        REALTIME_PREFIX=settings.prefix,
-        REALTIME_INSECURE="1" if settings.insecure else "0",
-        REALTIME_PARTITIONS=str(settings.partitions),
-        REALTIME_BLOCK_MS=str(settings.block_ms),
-        REALTIME_BATCH_SIZE=str(settings.batch_size),
-        REALTIME_LEASE_MS=str(settings.lease_ms),
-        REALTIME_MAX_ATTEMPTS=str(settings.max_attempts),
-        REALTIME_HISTORY_MAXLEN=str(settings.history_maxlen),
-        REALTIME_REDIS_TIMEOUT_S=str(settings.redis_timeout_s),
-        REALTIME_WAIT_REPLICAS=str(settings.wait_replicas),
-        REALTIME_REDIS_CLUSTER="1" if settings.redis_cluster else "0",
-        REALTIME_LOG_LEVEL="INFO",
-        PYTHONUNBUFFERED="1",
-    )
+    ours = environment_variables()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REALTIME_") and k not in ours}
+    # Each process names its own consumer (host and pid), as in production.
+    env.update(settings.with_overrides(consumer=default_consumer_name()).to_env())
+    env.update(PYTHONUNBUFFERED="1")
     env.update(extra)
     return env
 

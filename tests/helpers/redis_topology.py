@@ -12,7 +12,7 @@ from pathlib import Path
 import redis
 from redis.crc import key_slot
 
-from realtime.embedded import RedisServer, free_port
+from realtime.dev.embedded import RedisServer, free_port
 
 
 def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = 20.0) -> None:

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from realtime.embedded import RedisServer
-from realtime.settings import Settings
+from realtime.core.settings import Settings
+from realtime.dev.embedded import RedisServer
 from tests.helpers.processes import ProcessGroup, RealtimeProcess
 
 

@@ -1,0 +1,300 @@
+"""Every Redis operation a partition's owner makes, fenced by its lease.
+
+Each of these runs as one Lua script that first checks the partition's lease still
+holds our token, so a worker that lost its lease (paused past its expiry, cut off from
+Redis) can neither take entries out of the stream nor write anything for them:
+
+- `read`: XREADGROUP `>` (non-blocking; `wait` blocks on a plain XREAD instead, which
+  hands nothing out), with the Redis clock read just before it (the window timer's
+  clock: every entry with an id below it has been handed out by then);
+- `claim`: the partition's pending entries, oldest first, from whichever consumer had
+  them (a previous owner that died, or this one replaying after a failed commit), with
+  their delivery counts;
+- `commit`: a batch's history entries, fan-out publishes, routed copies (XADDs to other
+  partitions' ingest streams), the window checkpoint (`rt:windows:{p}`), dead letters
+  and acks, all or nothing as far as everything after the history writes goes (a
+  history write that fails stops the script before anything else is done). On a Redis
+  Cluster, the writes outside the partition's hash slot go first, unfenced
+  (`processors/worker/slots.py`).
+
+Because a lease changes hands only inside Redis, and every read and commit checks it
+there, the next owner's `claim` sees every entry the previous owner ever read and did
+not acknowledge: nothing is skipped and the partition's order holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from processors.worker.slots import OtherSlots, slot_of, split
+from realtime.core import jsoncodec
+from realtime.core.keys import Keys
+from realtime.core.text import text
+
+Fields = Mapping[bytes | str, bytes | str]
+Value = bytes | str | int
+
+_FENCE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {-1} end
+"""
+
+_READ = """
+local now = redis.call('TIME')
+local clock = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local reply = redis.call('XREADGROUP', 'GROUP', ARGV[2], ARGV[3], 'COUNT', ARGV[4],
+                         'STREAMS', KEYS[2], '>')
+if reply then return {0, reply[1][2], false, clock} end
+-- Nothing new: every entry up to the stream's last one has been handed out, so the
+-- caller waits for entries after it.
+local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+if #last == 0 then return {0, {}, '0-0', clock} end
+return {0, {}, last[1][1], clock}
+"""
+
+_CLAIM = """
+local pending = redis.call('XPENDING', KEYS[2], ARGV[2], '-', '+', ARGV[4])
+if #pending == 0 then return {0, {}, {}, 0} end
+-- One XCLAIM per entry: an entry that is already ours (we are replaying it after a
+-- failed commit) keeps its delivery count; another consumer's counts one more.
+local entries, counts, gone = {}, {}, {}
+for _, p in ipairs(pending) do
+  local count = p[4]
+  if p[2] ~= ARGV[3] then count = count + 1 end
+  local claimed = redis.call('XCLAIM', KEYS[2], ARGV[2], ARGV[3], 0, p[1], 'RETRYCOUNT', count)
+  if claimed[1] then
+    entries[#entries + 1] = claimed[1]
+    counts[#counts + 1] = count
+  else
+    gone[#gone + 1] = p[1]
+  end
+end
+-- An entry deleted from the stream while pending can never be processed; Redis 7
+-- drops it from the pending list on XCLAIM, Redis 6.2 keeps it: ack it on both.
+if #gone > 0 then redis.call('XACK', KEYS[2], ARGV[2], unpack(gone)) end
+return {0, entries, counts, #pending}
+"""
+
+# KEYS: lease, ingest stream, dead-letter stream, window checkpoint hash.
+# ARGV: lease token, group, history maxlen, dead-letter maxlen, then the batch as one
+#   JSON document {"h": [[key, id, [field, value, ...]], ...], "p": [[channel, payload],
+#   ...], "c": "PUBLISH" or "SPUBLISH", "r": [[ingest stream, [field, value, ...]], ...],
+#   "s": [field, value, ...], "d": [field, ...], "a": [entry id, ...]}, then per dead
+#   letter: field-arg count f, f field/value args (binary-safe: the entry's raw fields).
+# One JSON argument rather than one argument per value: redis-py packs each argument in
+# Python (about 30 us per event in all), cjson decodes the document in C (about 3 us).
+_COMMIT = """
+local batch = cjson.decode(ARGV[5])
+for e, write in ipairs(batch.h) do
+  local r = redis.pcall('XADD', write[1], 'MAXLEN', '~', ARGV[3], write[2], unpack(write[3]))
+  if type(r) == 'table' and r.err then
+    -- An id at or below the stream's last: written by an earlier delivery. Skip it.
+    if not string.find(r.err, 'equal or smaller', 1, true) then
+      -- A key of the wrong type fails this entry every time: report which one.
+      if string.sub(r.err, 1, 9) == 'WRONGTYPE' then return {e, r.err} end
+      return redis.error_reply(r.err)
+    end
+  end
+end
+for _, publish in ipairs(batch.p) do
+  redis.call(batch.c, publish[1], publish[2])  -- PUBLISH, or SPUBLISH on a cluster
+end
+for _, routed in ipairs(batch.r) do
+  redis.call('XADD', routed[1], '*', unpack(routed[2]))
+end
+local s, d = batch.s, batch.d
+for first = 1, #s, 1000 do  -- field/value pairs: first is odd, the chunk is even
+  redis.call('HSET', KEYS[4], unpack(s, first, math.min(first + 999, #s)))
+end
+for first = 1, #d, 1000 do
+  redis.call('HDEL', KEYS[4], unpack(d, first, math.min(first + 999, #d)))
+end
+local i = 6
+while i <= #ARGV do
+  local f = tonumber(ARGV[i])
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', unpack(ARGV, i + 1, i + f))
+  i = i + 1 + f
+end
+local acks = batch.a
+for first = 1, #acks, 1000 do  -- unpack has a stack limit
+  redis.call('XACK', KEYS[2], ARGV[2], unpack(acks, first, math.min(first + 999, #acks)))
+end
+return {0}
+"""
+
+LEASE_LOST = -1
+DEAD_LETTER_MAXLEN = 100_000
+
+
+def fenced_script(body: str) -> str:
+    """A script body behind the lease check."""
+    return _FENCE + body
+
+
+class LeaseLost(Exception):
+    """The partition's lease is no longer ours: stop reading and writing it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    id: str
+    fields: Fields
+    deliveries: int = 1  # how many times the group has handed this entry out
+
+
+@dataclass
+class ReadResult:
+    entries: list[Entry]
+    last_id: str = "0-0"  # with no entries: wait for entries after this one
+    clock_ms: int = 0  # Redis time before the read: every entry below it is handed out
+
+
+@dataclass
+class ClaimResult:
+    entries: list[Entry]
+    done: bool  # nothing was pending: the partition has been recovered
+
+
+@dataclass
+class HistoryWrite:
+    key: str
+    id: str
+    fields: list[str]  # field, value, ...: text (the commit sends them as JSON)
+
+
+@dataclass
+class CommitPlan:
+    """What one commit writes, in order; built by the partition runner."""
+
+    history: list[HistoryWrite] = field(default_factory=list)
+    publishes: list[tuple[str, bytes]] = field(default_factory=list)
+    dead_letters: list[list[Value]] = field(default_factory=list)
+    routed: list[tuple[str, list[str]]] = field(default_factory=list)  # (stream, fields)
+    checkpoint: list[str] = field(default_factory=list)  # HSET field, value, ...
+    removed: list[str] = field(default_factory=list)  # HDEL fields
+    acks: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(
+            self.acks
+            or self.history
+            or self.publishes
+            or self.dead_letters
+            or self.routed
+            or self.checkpoint
+            or self.removed
+        )
+
+
+@dataclass(frozen=True)
+class CommitFailure:
+    """History event `event_index` (0-based, in plan order) failed with `error`;
+    the events before it are written, nothing was published or acknowledged."""
+
+    event_index: int
+    error: str
+
+
+def _entry(raw: Sequence[Any], deliveries: int = 1) -> Entry:
+    entry_id, flat = raw
+    fields = dict(zip(flat[::2], flat[1::2], strict=True))
+    return Entry(text(entry_id), fields, deliveries)
+
+
+class FencedPartition:
+    """One partition's stream, used under the lease whose token is `token`."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        partition: int,
+        *,
+        token: str,
+        group: str,
+        consumer: str,
+        history_maxlen: int,
+    ) -> None:
+        self.redis = redis
+        self.partition = partition
+        self.stream = keys.ingest(partition)
+        self.lease_key = keys.lease(partition)
+        self.dead_key = keys.dead_letters(partition)
+        self.windows_key = keys.windows(partition)
+        # Cluster mode: writes outside the partition's hash slot go first, on their own.
+        self.slot = slot_of(self.stream)
+        self.other_slots = OtherSlots(redis, history_maxlen) if keys.cluster else None
+        self.token = token
+        self.group = group
+        self.consumer = consumer
+        self.history_maxlen = history_maxlen
+        self._read = redis.register_script(fenced_script(_READ))
+        self._claim = redis.register_script(fenced_script(_CLAIM))
+        self._commit = redis.register_script(fenced_script(_COMMIT))
+
+    def _args(self, count: int) -> list[Value]:
+        return [self.token, self.group, self.consumer, count]
+
+    async def read(self, count: int) -> ReadResult:
+        """Up to `count` entries nobody has been given yet."""
+        reply = await self._read(keys=[self.lease_key, self.stream], args=self._args(count))
+        if reply[0] == LEASE_LOST:
+            raise LeaseLost(self.stream)
+        clock = int(reply[3])
+        if reply[1]:
+            return ReadResult([_entry(raw) for raw in reply[1]], clock_ms=clock)
+        return ReadResult([], text(reply[2]), clock)
+
+    async def claim(self, count: int) -> ClaimResult:
+        """Up to `count` pending entries (anyone's), oldest first, now ours."""
+        reply = await self._claim(keys=[self.lease_key, self.stream], args=self._args(count))
+        if reply[0] == LEASE_LOST:
+            raise LeaseLost(self.stream)
+        entries = [_entry(raw, int(n)) for raw, n in zip(reply[1], reply[2], strict=True)]
+        return ClaimResult(entries, done=int(reply[3]) == 0)
+
+    async def wait(self, after_id: str, block_ms: int) -> None:
+        """Block until the stream has an entry after `after_id` or `block_ms` passed."""
+        await self.redis.xread({self.stream: after_id}, count=1, block=block_ms)
+
+    async def commit(self, plan: CommitPlan) -> CommitFailure | None:
+        """Write the plan atomically; a CommitFailure names a history write that failed
+        (a key of the wrong type); raises LeaseLost, or ResponseError for anything else."""
+        history_index = list(range(len(plan.history)))
+        if self.other_slots is not None:
+            parts = split(plan, self.slot)
+            if parts.elsewhere:
+                failed = await self.other_slots.write(parts.elsewhere)
+                if failed is not None:
+                    return CommitFailure(*failed)
+            plan, history_index = parts.own, parts.history_index
+        batch = {
+            "h": [[w.key, w.id, w.fields] for w in plan.history],
+            "p": [[channel, payload.decode()] for channel, payload in plan.publishes],
+            "c": "PUBLISH" if self.other_slots is None else "SPUBLISH",
+            "r": [[stream, fields] for stream, fields in plan.routed],
+            "s": plan.checkpoint,
+            "d": plan.removed,
+            "a": plan.acks,
+        }
+        args: list[Value] = [self.token, self.group, self.history_maxlen, DEAD_LETTER_MAXLEN]
+        args.append(jsoncodec.dumpb(batch))
+        for record in plan.dead_letters:
+            args += [len(record), *record]
+        reply = await self._commit(
+            keys=[self.lease_key, self.stream, self.dead_key, self.windows_key], args=args
+        )
+        status = int(reply[0])
+        if status == 0:
+            return None
+        if status == LEASE_LOST:
+            raise LeaseLost(self.stream)
+        return CommitFailure(history_index[status - 1], text(reply[1]))
+
+
+def is_missing_group(exc: ResponseError) -> bool:
+    return "NOGROUP" in str(exc)

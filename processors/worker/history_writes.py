@@ -1,0 +1,23 @@
+"""Topic history, the writing side: a topic event becomes an entry of `rt:topic:{topic}`
+whose stream id is the event id.
+
+Idempotent: the commit (`processors/worker/fencing.py`) writes each entry with its explicit id;
+Redis refuses an id at or below the stream's last one, and the commit skips that refusal
+as "already written", so a redelivered entry cannot create a second history entry.
+Bounded with an approximate MAXLEN. The reading side is `realtime/delivery/history.py`.
+"""
+
+from __future__ import annotations
+
+from processors.pipelines.transform import TopicEvent
+from processors.worker.fencing import HistoryWrite
+from realtime.core import jsoncodec
+from realtime.core.keys import HISTORY_DATA_FIELD, HISTORY_TS_FIELD, Keys
+
+
+def history_write(keys: Keys, event: TopicEvent) -> HistoryWrite:
+    return HistoryWrite(
+        key=keys.topic(event.topic),
+        id=event.id,
+        fields=[HISTORY_TS_FIELD, str(event.ts), HISTORY_DATA_FIELD, jsoncodec.dumps(event.data)],
+    )

@@ -1,0 +1,330 @@
+"""One partition while this worker holds its lease: recover, then read, plan, commit.
+
+On taking a partition over, the runner first loads the partition's window checkpoint,
+then claims every entry still pending in it (a dead owner's, or its own from before a
+Redis outage or a failed commit) and finishes them, oldest first; only then does it read
+new entries. Each entry is planned by the pipelines and each batch becomes one atomic
+commit: history entries, fan-out publishes, routed copies, window checkpoint, dead
+letters and acks (`processors/worker/partition_pipelines.py`, `processors/worker/fencing.py`). While
+windows are open, it wakes at least every TIMER_WAIT_MS to let the timer close idle ones.
+
+A failing entry holds its partition, because the topic's later events must not overtake
+it: it is retried in place with backoff. It goes to the dead-letter stream, and the
+partition moves on, when processing it failed `max_attempts` times, when it has been
+delivered `max_attempts` times without completing (it keeps killing workers), or at once
+when it is malformed (retrying cannot help). Redis outages are not failures of an entry.
+A window output whose history key holds another type is no entry's fault: it goes to
+the dead-letter stream on its own, at once, and the partition goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError, ResponseError
+
+from processors.pipelines.plan import hops_of
+from processors.pipelines.transform import TransformError, decode_entry
+from processors.worker.fencing import Entry, FencedPartition, LeaseLost, is_missing_group
+from processors.worker.groups import ensure_group
+from processors.worker.partition_pipelines import Outcome, PartitionPipelines
+from realtime.core.backoff import Backoff
+from realtime.core.keys import Keys
+from realtime.core.metrics import WorkerMetrics
+from realtime.core.wire import UpdatesEncoder
+
+logger = logging.getLogger(__name__)
+
+
+class Replay(Exception):
+    """A commit failed after the window state was fed: restore it and replay."""
+
+
+@dataclass
+class Failures:
+    """Consecutive failures per entry id, while the entry holds the partition."""
+
+    counts: dict[str, tuple[int, str]] = field(default_factory=dict)
+
+    def add(self, entry_id: str, error: str) -> int:
+        count = self.counts.get(entry_id, (0, ""))[0] + 1
+        self.counts[entry_id] = (count, error)
+        return count
+
+    def get(self, entry_id: str) -> tuple[int, str]:
+        return self.counts.get(entry_id, (0, ""))
+
+    def forget(self, entry_ids: Sequence[str]) -> None:
+        for entry_id in entry_ids:
+            self.counts.pop(entry_id, None)
+
+
+def attempt(
+    entry: Entry, stage: PartitionPipelines, failures: Failures, max_attempts: int
+) -> Outcome:
+    """Decide what to do with one entry now (pure apart from calling the planner)."""
+    failed, last_error = failures.get(entry.id)
+    if failed >= max_attempts:
+        return Outcome(
+            entry, dead=f"failed {failed} times; last error: {last_error}", attempts=failed
+        )
+    if entry.deliveries > max_attempts:
+        return Outcome(
+            entry,
+            dead=(
+                f"delivered {entry.deliveries} times without completing (workers died or "
+                f"lost the partition while processing it); last error: {last_error or 'none'}"
+            ),
+            attempts=entry.deliveries,
+        )
+    try:
+        event = decode_entry(entry.id, entry.fields)
+        return Outcome(entry, event, stage.plan(event, hops_of(entry.fields)))
+    except TransformError as exc:
+        return Outcome(entry, dead=str(exc))
+    except Exception as exc:
+        logger.exception("planning failed on %s", entry.id)
+        return Outcome(entry, failed=f"{type(exc).__name__}: {exc}")
+
+
+TIMER_WAIT_MS = 250  # the longest wait for new entries while windows are open
+
+
+class PartitionRunner:
+    def __init__(
+        self,
+        fenced: FencedPartition,
+        redis: Redis,
+        keys: Keys,
+        encoder: UpdatesEncoder,
+        stage: PartitionPipelines,
+        *,
+        batch_size: int,
+        block_ms: int,
+        max_attempts: int,
+        burst: bool = False,
+        metrics: WorkerMetrics | None = None,
+    ) -> None:
+        self.fenced = fenced
+        self.redis = redis
+        self.keys = keys
+        self.encoder = encoder
+        self.stage = stage
+        self.batch_size = batch_size
+        self.block_ms = block_ms
+        self.max_attempts = max_attempts
+        self.burst = burst
+        self.stopping = asyncio.Event()
+        self.lost = False
+        self.processed = 0
+        self.failures = Failures()
+        self._retry = Backoff(base_s=0.05, cap_s=2.0)
+        self.metrics = metrics if metrics is not None else WorkerMetrics()
+        self._late_counted: dict[str, int] = {}
+        self._skipped_counted: dict[tuple[str, str], int] = {}
+
+    @property
+    def partition(self) -> int:
+        return self.fenced.partition
+
+    def stop(self) -> None:
+        """Finish the batch in hand, then return (cooperative: nothing is cut short)."""
+        self.stopping.set()
+
+    async def run(self) -> None:
+        backoff = Backoff(base_s=0.1, cap_s=5.0)
+        recovering = True
+        while not self.stopping.is_set():
+            try:
+                if self.stage.stale:
+                    self.stage.restore(await self.redis.hgetall(self.fenced.windows_key))
+                    recovering = True
+                if recovering:
+                    claimed = await self.fenced.claim(self.batch_size)
+                    if claimed.entries:
+                        logger.info(
+                            "partition %d: finishing %d pending entries from %s",
+                            self.partition,
+                            len(claimed.entries),
+                            claimed.entries[0].id,
+                        )
+                        # Checkpointed (so acknowledged) at once: the next claim goes on.
+                        await self._timed(claimed.entries, checkpoint=True)
+                    recovering = not claimed.done
+                else:
+                    read = await self.fenced.read(self.batch_size)
+                    # All that was there: the timer may close idle windows up to now.
+                    clock = read.clock_ms if len(read.entries) < self.batch_size else None
+                    if read.entries:
+                        await self._timed(read.entries, clock_ms=clock)
+                    elif self.burst:
+                        await self._commit([], clock_ms=clock, checkpoint=True)
+                        return
+                    else:
+                        await self._commit([], clock_ms=clock)
+                        wait = self.block_ms
+                        if self.stage.open_windows or self.stage.unsaved:
+                            wait = min(wait, TIMER_WAIT_MS)
+                        await self.fenced.wait(read.last_id, wait)
+                if backoff.attempt:
+                    self.metrics.redis_reconnect("partition")
+                backoff.reset()
+            except LeaseLost:
+                logger.warning("partition %d: lease lost; stopping", self.partition)
+                self.lost = True
+                return
+            except Replay:
+                recovering = True
+                await self._pause(backoff.next_delay())
+            except ResponseError as exc:
+                self.metrics.redis_error("partition")
+                recovering = True
+                if is_missing_group(exc):
+                    with contextlib.suppress(RedisError, OSError):
+                        await ensure_group(self.redis, self.fenced.stream, self.fenced.group)
+                delay = backoff.next_delay()
+                logger.warning(
+                    "partition %d: Redis refused (%s); retrying in %.1fs",
+                    self.partition,
+                    exc,
+                    delay,
+                )
+                await self._pause(delay)
+            except (RedisError, OSError) as exc:
+                self.metrics.redis_error("partition")
+                recovering = True
+                delay = backoff.next_delay()
+                logger.warning(
+                    "partition %d: Redis unavailable (%s); retrying in %.1fs",
+                    self.partition,
+                    exc,
+                    delay,
+                )
+                await self._pause(delay)
+        await self._save()
+
+    async def _save(self) -> None:
+        """Stopping with the lease: checkpoint, so the next owner replays nothing."""
+        if self.stage.stale or not self.stage.unsaved:
+            return
+        try:
+            await self._commit([], checkpoint=True)
+        except (LeaseLost, Replay, RedisError, OSError) as exc:
+            logger.warning("partition %d: final checkpoint failed: %r", self.partition, exc)
+
+    async def _timed(
+        self, entries: Sequence[Entry], *, clock_ms: int | None = None, checkpoint: bool = False
+    ) -> None:
+        started = time.perf_counter()
+        await self.process(entries, clock_ms=clock_ms, checkpoint=checkpoint)
+        self.metrics.batch_duration.observe(time.perf_counter() - started)
+
+    async def process(
+        self, entries: Sequence[Entry], *, clock_ms: int | None = None, checkpoint: bool = False
+    ) -> None:
+        """Commit `entries` in order; a failing entry is retried in place (see module)."""
+        todo = list(entries)
+        while todo:
+            outcomes = [attempt(e, self.stage, self.failures, self.max_attempts) for e in todo]
+            limit = next((i for i, o in enumerate(outcomes) if o.failed is not None), len(todo))
+            error = outcomes[limit].failed if limit < len(todo) else None
+            clock = clock_ms if limit == len(todo) else None
+            # A failed history write: the writes before it are in history already, so
+            # commit just those (their writes are skipped as duplicates) and retry it.
+            while (
+                failure := await self._commit(
+                    outcomes[:limit], clock_ms=clock, checkpoint=checkpoint
+                )
+            ) is not None:
+                limit, error = failure
+                clock = None
+            if error is not None:
+                self._record_failure(todo[limit], error)
+            todo = todo[limit:]
+            if limit:
+                self._retry.reset()
+            if todo:
+                if self.stopping.is_set():
+                    return  # still pending: the next owner, or our own recovery, retries it
+                await self._pause(self._retry.next_delay())
+
+    def _record_failure(self, entry: Entry, error: str) -> None:
+        count = self.failures.add(entry.id, error)
+        logger.warning(
+            "partition %d: entry %s failed (attempt %d of %d): %s",
+            self.partition,
+            entry.id,
+            count,
+            self.max_attempts,
+            error,
+        )
+
+    async def _commit(
+        self, outcomes: Sequence[Outcome], *, clock_ms: int | None = None, checkpoint: bool = False
+    ) -> tuple[int, str] | None:
+        """Commit; on a failed history write, (index of its outcome, error)."""
+        batch = self.stage.build(
+            self.fenced.stream, outcomes, self.encoder, clock_ms=clock_ms, checkpoint=checkpoint
+        )
+        self._count_late()
+        if not batch.plan:
+            return None
+        try:
+            failure = await self.fenced.commit(batch.plan)
+        except BaseException:
+            self.stage.failed(batch)
+            raise
+        if failure is not None:
+            self.stage.failed(batch)
+            source = batch.sources[failure.event_index]
+            dead = self.stage.dead_output(batch, failure.event_index, failure.error)
+            if dead is not None:
+                # A window output, not the entry's fault: the replay dead-letters it.
+                logger.error("partition %d: dead-lettering %s", self.partition, dead)
+                raise Replay(failure.error)
+            if self.stage.stale:
+                # The window state went ahead of Redis: restore it and replay the
+                # pending entries, this one among them (its failure is counted).
+                self._record_failure(outcomes[source].entry, failure.error)
+                raise Replay(failure.error)
+            return source, failure.error
+        self.stage.committed(batch)
+        for outcome in outcomes:
+            if outcome.dead is not None:
+                logger.error(
+                    "partition %d: dead-lettered %s: %s",
+                    self.partition,
+                    outcome.entry.id,
+                    outcome.dead,
+                )
+        self.failures.forget([outcome.entry.id for outcome in outcomes])
+        self.processed += len(outcomes)
+        self.metrics.entries.inc(len(outcomes))
+        self.metrics.events.inc(len(batch.plan.history))
+        if batch.plan.dead_letters:
+            self.metrics.dead_letters.inc(len(batch.plan.dead_letters))
+        return None
+
+    def _count_late(self) -> None:
+        """The stage's late and skipped events (cumulative) into the metrics counters."""
+        for pipeline, total in self.stage.late.items():
+            counted = self._late_counted.get(pipeline, 0)
+            if total > counted:
+                self.metrics.late_events.labels(pipeline).inc(total - counted)
+                self._late_counted[pipeline] = total
+        for key, total in self.stage.skipped.items():
+            counted = self._skipped_counted.get(key, 0)
+            if total > counted:
+                self.metrics.skipped_events.labels(*key).inc(total - counted)
+                self._skipped_counted[key] = total
+
+    async def _pause(self, delay: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await self.stopping.wait()

@@ -1,0 +1,145 @@
+"""Names shared across processes: Redis keys, pub/sub channels and Socket.IO event names.
+
+Every process builds these from the configured prefix through this module, so a web
+instance, a worker and a test always agree on them.
+
+**Redis Cluster** (`REALTIME_REDIS_CLUSTER=1`, `Keys(..., cluster=True)`): a Lua script
+or MULTI may only touch keys of one hash slot, and the worker commits a batch of a
+partition in one script. So every key of partition `p` carries the hash tag of `p`
+(`{...}`, `partition_tag`): its ingest stream (and consumer group), lease, window
+checkpoint, dead letters, the idempotency keys of its topics, its topics' histories and
+their fan-out shard channels (`topic_channel`). Each tag is chosen to hash into the p-th
+of P equal ranges of the 16,384 slots, so partitions spread evenly over shards that
+split the slots evenly (as `redis-cli --cluster create` does). Single-node names are
+unchanged.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
+
+from realtime.core.topics import partition_of
+
+if TYPE_CHECKING:
+    from realtime.core.settings import Settings
+
+UPDATE_EVENT = "update"
+SUBSCRIBE_EVENT = "subscribe"
+UNSUBSCRIBE_EVENT = "unsubscribe"
+NAMESPACE = "/"
+# Server to client, just before the server ends a connection: {"code", "message"}.
+CLOSING_EVENT = "closing"
+SLOW_CLIENT = "slow_client"  # its `code` when the client could not keep up
+TOKEN_EXPIRED = "token_expired"  # its `code` when the client's token expired
+
+# The fields of a history entry (`rt:topic:{topic}`): written by the worker, read by the web.
+HISTORY_TS_FIELD = "ts"
+HISTORY_DATA_FIELD = "data"
+
+
+@functools.cache
+def partition_tag(partition: int, partitions: int) -> str:
+    """The hash tag of a partition's keys in cluster mode: `{p.n}`, with the smallest n
+    whose slot lies in the p-th of `partitions` equal ranges of the slot space."""
+    if not 0 <= partition < partitions <= REDIS_CLUSTER_HASH_SLOTS:
+        raise ValueError(f"partition {partition} of {partitions}")
+    low = partition * REDIS_CLUSTER_HASH_SLOTS // partitions
+    high = (partition + 1) * REDIS_CLUSTER_HASH_SLOTS // partitions
+    for n in itertools.count():
+        tag = f"{{{partition}.{n}}}"
+        if low <= key_slot(tag.encode()) < high:
+            return tag
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str = "rt:"
+    cluster: bool = False
+    partitions: int = 0  # needed in cluster mode: a topic's keys carry its partition's tag
+
+    @classmethod
+    def of(cls, settings: Settings) -> Keys:
+        """The keys a process with these settings uses (single node or cluster)."""
+        return cls(settings.prefix, settings.redis_cluster, settings.partitions)
+
+    def _tag(self, partition: int) -> str:
+        return partition_tag(partition, self.partitions)
+
+    def _topic_tag(self, topic: str) -> str:
+        return self._tag(partition_of(topic, self.partitions))
+
+    def ingest(self, partition: int) -> str:
+        """The ingest stream of one partition: producers XADD, the worker group reads."""
+        if self.cluster:
+            return f"{self.prefix}ingest:{self._tag(partition)}"
+        return f"{self.prefix}ingest:{partition}"
+
+    def topic(self, topic: str) -> str:
+        """A topic's history stream; its entry ids are the topic's event ids."""
+        if self.cluster:
+            return f"{self.prefix}topic:{self._topic_tag(topic)}:{topic}"
+        return f"{self.prefix}topic:{topic}"
+
+    def dead_letters(self, partition: int = 0) -> str:
+        """Entries the worker gave up on, with the error: one stream, or one per
+        partition in cluster mode (`dead_letter_streams` lists them)."""
+        if self.cluster:
+            return f"{self.prefix}dead:{self._tag(partition)}"
+        return f"{self.prefix}dead"
+
+    def dead_letter_streams(self) -> list[str]:
+        if self.cluster:
+            return [self.dead_letters(p) for p in range(self.partitions)]
+        return [self.dead_letters()]
+
+    def lease(self, partition: int) -> str:
+        """Who owns a partition: the owner's token, with a TTL the owner keeps renewing."""
+        if self.cluster:
+            return f"{self.prefix}lease:{self._tag(partition)}"
+        return f"{self.prefix}lease:{partition}"
+
+    def windows(self, partition: int) -> str:
+        """A partition's window checkpoint: a hash of window states and ingest offsets
+        (processors/pipelines/partition_windows.py)."""
+        if self.cluster:
+            return f"{self.prefix}windows:{self._tag(partition)}"
+        return f"{self.prefix}windows:{partition}"
+
+    def heartbeat(self, consumer: str) -> str:
+        """A worker's liveness: exists while its main loop runs (`realtime process --check`)."""
+        return f"{self.prefix}heartbeat:{consumer}"
+
+    def workers(self) -> str:
+        """Live workers: a sorted set of owner tokens scored by heartbeat expiry (ms)."""
+        return f"{self.prefix}workers"
+
+    def idempotency(self, topic: str, key: str) -> str:
+        """The ingest id an event with this idempotency key was first accepted under."""
+        if self.cluster:
+            return f"{self.prefix}idem:{self._topic_tag(topic)}:{topic}:{key}"
+        return f"{self.prefix}idem:{topic}:{key}"
+
+    def ingest_rate(self, key_name: str) -> str:
+        """Events a publish key (named by a hash prefix, never the key) sent this second."""
+        return f"{self.prefix}rate:{key_name}"
+
+    def fanout_channel(self) -> str:
+        """The pub/sub channel every web instance listens on: python-socketio's own
+        messages between instances (emits to a client, disconnects, rooms), and any room
+        emit that is not a topic's `update`."""
+        return f"{self.prefix}fanout"
+
+    def topic_channel(self, topic: str) -> str:
+        """The pub/sub channel of one topic's `update` emits: only the web instances with
+        a local subscriber of the topic are subscribed to it. In cluster mode a shard
+        channel (SPUBLISH / SSUBSCRIBE) in the slot of the topic's partition, so the
+        worker's commit script can publish it and it lives on that partition's shard."""
+        if self.cluster:
+            return f"{self.prefix}fanout:{self._topic_tag(topic)}:{topic}"
+        return f"{self.prefix}fanout:{topic}"

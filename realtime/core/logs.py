@@ -1,0 +1,212 @@
+"""Logging for every process: plain or JSON lines, context fields, no secrets.
+
+Not a step of the data path; it serves all of them. The CLI calls `setup(settings)` once.
+
+- `REALTIME_LOG_FORMAT=json`: one JSON object per line with `time`, `level`, `logger`,
+  `message`, the context fields and any `extra=` fields (`exc` holds a traceback).
+  Otherwise plain text, the context appended as `[key=value ...]`.
+- Context fields (`request_id`, `client`, `topic`, `consumer`) live in a ContextVar, so
+  each asyncio task carries its own: `with log_context(client=sid): ...`. Binding costs
+  one dict copy; records only read it when a line is actually written.
+- Redaction happens on the way out, after formatting: every secret the settings hold
+  (see `Settings.secret_values`) and the password of any URL (`scheme://user:PASSWORD@`,
+  `?password=`) is replaced by `***`, whatever code logged it, tracebacks included.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from types import MappingProxyType, TracebackType
+from typing import Any, TextIO
+
+from realtime.core import jsoncodec
+from realtime.core.settings import Settings
+
+REDACTED = "***"
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+_CONTEXT: ContextVar[Mapping[str, Any]] = ContextVar("realtime_log_context", default=_EMPTY)
+
+_URL_PASSWORD = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:@/\s]*:)[^@/\s]+(?=@)")
+_QUERY_PASSWORD = re.compile(
+    r"([?&](?:sentinel_password|password|pass|pwd)=)[^&#\s]+", re.IGNORECASE
+)
+
+# Attributes every LogRecord has; anything else on a record came from `extra=`.
+_STANDARD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
+    "message",
+    "asctime",
+    "context",
+    "taskName",
+}
+
+
+# -- context ------------------------------------------------------------------------------
+
+
+@contextmanager
+def log_context(**fields: Any) -> Iterator[None]:
+    """Add fields to every log line written inside the block (this task only)."""
+    token = _CONTEXT.set({**_CONTEXT.get(), **fields})
+    try:
+        yield
+    finally:
+        _CONTEXT.reset(token)
+
+
+def bind(**fields: Any) -> None:
+    """Add fields for the rest of this context: the process's, when called before the
+    event loop starts (tasks copy the context they are created in)."""
+    _CONTEXT.set({**_CONTEXT.get(), **fields})
+
+
+def current_context() -> Mapping[str, Any]:
+    return _CONTEXT.get()
+
+
+class ContextFilter(logging.Filter):
+    """Copies the current context onto each record written through the handler."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.context = _CONTEXT.get()
+        return True
+
+
+# -- redaction ----------------------------------------------------------------------------
+
+
+def redact_url(text: str) -> str:
+    """`redis://user:secret@host` -> `redis://user:***@host`; also `?password=...`."""
+    if "://" in text:
+        text = _URL_PASSWORD.sub(rf"\g<1>{REDACTED}", text)
+    if "=" in text:
+        text = _QUERY_PASSWORD.sub(rf"\g<1>{REDACTED}", text)
+    return text
+
+
+class Redactor:
+    """Replaces known secret values and URL passwords in text."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        # Longest first, so a secret that contains another is removed whole.
+        self.secrets = tuple(sorted({s for s in secrets if s}, key=len, reverse=True))
+
+    def __call__(self, text: str) -> str:
+        for secret in self.secrets:
+            if secret in text:
+                text = text.replace(secret, REDACTED)
+        return redact_url(text)
+
+
+# -- formatters ---------------------------------------------------------------------------
+
+
+def _fields(record: logging.LogRecord) -> dict[str, Any]:
+    """Context fields, then `extra=` fields of the record."""
+    fields: dict[str, Any] = dict(getattr(record, "context", _EMPTY))
+    for key, value in record.__dict__.items():
+        if key not in _STANDARD_ATTRS and not key.startswith("_"):
+            fields[key] = value
+    return fields
+
+
+class PlainFormatter(logging.Formatter):
+    def __init__(self, redactor: Redactor) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        self.redactor = redactor
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        fields = _fields(record)
+        if fields:
+            text += " [" + " ".join(f"{k}={v}" for k, v in fields.items()) + "]"
+        return self.redactor(text)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line; strings are redacted before encoding, so an escaped
+    form of a secret cannot slip through."""
+
+    def __init__(self, redactor: Redactor) -> None:
+        super().__init__()
+        self.redactor = redactor
+
+    def format(self, record: logging.LogRecord) -> str:
+        redact = self.redactor
+        line: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC)
+            .isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": redact(record.getMessage()),
+        }
+        for key, value in _fields(record).items():
+            line.setdefault(key, redact(value) if isinstance(value, str) else value)
+        if record.exc_info:
+            line["exc"] = redact(self.formatException(record.exc_info))
+        if record.stack_info:
+            line["stack"] = redact(self.formatStack(record.stack_info))
+        try:
+            return jsoncodec.dumps(line)
+        except TypeError:  # an `extra=` value orjson cannot encode
+            return jsoncodec.dumps({k: v if _plain(v) else redact(str(v)) for k, v in line.items()})
+
+
+def _plain(value: Any) -> bool:
+    return value is None or isinstance(value, str | int | float | bool)
+
+
+# -- setup --------------------------------------------------------------------------------
+
+
+# The project's own loggers: REALTIME_LOG_LEVEL sets these; every other library's logger
+# (redis, aiohttp, socketio, ...) follows REALTIME_LIBRARY_LOG_LEVEL, WARNING by default, so
+# a DEBUG of ours is not buried under a library's.
+OWN_LOGGERS = ("realtime", "processors")
+
+
+def _level(name: str, value: str) -> int:
+    level = logging.getLevelName(value)
+    if not isinstance(level, int):
+        raise ValueError(f"{name}: unknown level {value!r}")
+    return level
+
+
+def setup(settings: Settings, stream: TextIO | None = None) -> logging.Handler:
+    """Route every logger of the process through one handler on stderr (or `stream`).
+
+    Raises ValueError for an unknown level. Python warnings and uncaught exceptions are
+    logged too, so a JSON log stays JSON to its last line.
+    """
+    level = _level("REALTIME_LOG_LEVEL", settings.log_level)
+    library_level = _level("REALTIME_LIBRARY_LOG_LEVEL", settings.library_log_level)
+    redactor = Redactor(settings.secret_values())
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.addFilter(ContextFilter())
+    handler.setFormatter(
+        JsonFormatter(redactor) if settings.log_format == "json" else PlainFormatter(redactor)
+    )
+    root = logging.getLogger()
+    for old in root.handlers[:]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(library_level)
+    for name in OWN_LOGGERS:
+        logging.getLogger(name).setLevel(level)
+    logging.captureWarnings(True)
+    sys.excepthook = _log_uncaught
+    return handler
+
+
+def _log_uncaught(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+    if issubclass(kind, KeyboardInterrupt):
+        sys.__excepthook__(kind, exc, tb)
+        return
+    logging.getLogger("realtime").critical("uncaught exception", exc_info=(kind, exc, tb))

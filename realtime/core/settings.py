@@ -1,0 +1,553 @@
+"""Configuration: read from the environment once, at the entry point, then passed down.
+
+Every environment variable the system understands is read here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from realtime.core.redisurl import RedisUrlError, check_url, scheme_of
+
+DEFAULT_PORT = 8080
+
+
+class SettingsError(ValueError):
+    """An environment variable has a value we cannot use; the message names it."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool = False) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    if raw in {"0", "false", "no", "off"}:
+        return False
+    raise SettingsError(f"{name} must be 1/0, true/false, yes/no or on/off, got {raw!r}")
+
+
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return choices[0]
+    if raw not in choices:
+        raise SettingsError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+    return raw
+
+
+def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    raw = env.get(name, "")
+    return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+
+@dataclass(frozen=True)
+class IngestKeySpec:
+    """One publish key of `REALTIME_INGEST_KEYS` and the topic patterns it may publish to
+    (empty: every topic)."""
+
+    key: str = field(repr=False)
+    topics: tuple[str, ...] = ()
+
+
+MIN_INGEST_KEY_CHARS = 16
+MIN_JWT_SECRET_CHARS = 32  # RFC 7518 3.2: an HS256 key at least as long as the hash
+_KEY_CHARS = re.compile(r"^[A-Za-z0-9_.~+/=-]+$")
+_TOPIC_GLOB = re.compile(r"^[a-z0-9_.:*?\[\]!-]{1,128}$")
+
+
+def _ingest_keys(env: Mapping[str, str], name: str) -> tuple[IngestKeySpec, ...]:
+    """`KEY` or `KEY:PATTERN|PATTERN`, comma-separated. Messages never quote a key."""
+    specs: list[IngestKeySpec] = []
+    for n, entry in enumerate(_list(env, name), start=1):
+        key, colon, patterns = entry.partition(":")
+        key = key.strip()
+        if len(key) < MIN_INGEST_KEY_CHARS or not _KEY_CHARS.match(key):
+            raise SettingsError(
+                f"{name}: key {n} must be at least {MIN_INGEST_KEY_CHARS} characters of "
+                "A-Z a-z 0-9 _ . ~ + / = - (e.g. `openssl rand -hex 32`)"
+            )
+        topics = tuple(p.strip() for p in patterns.split("|") if p.strip())
+        bad = [p for p in topics if not _TOPIC_GLOB.match(p)]
+        if bad or (colon and not topics):
+            raise SettingsError(
+                f"{name}: key {n} has an invalid topic pattern {bad[0] if bad else patterns!r} "
+                "(topic characters and the globs * ? [...])"
+            )
+        specs.append(IngestKeySpec(key, topics))
+    return tuple(specs)
+
+
+def _pem(env: Mapping[str, str], name: str) -> str:
+    # One-line environments (.env files, some CI UIs) carry the PEM with literal \n.
+    raw = env.get(name, "").strip().replace("\\n", "\n")
+    if raw and not (raw.startswith("-----BEGIN ") and "PUBLIC KEY-----" in raw):
+        raise SettingsError(f"{name} must be a PEM public key (-----BEGIN PUBLIC KEY-----...)")
+    return raw
+
+
+def secret(default: str = "") -> Any:
+    """A setting that holds a secret: left out of `repr` and redacted from every log line."""
+    return field(default=default, repr=False, metadata={"secret": True})
+
+
+LOG_FORMATS = ("plain", "json")
+
+
+def default_consumer_name() -> str:
+    """Unique per worker process: host (the pod name on Kubernetes) and pid."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _check_cluster(settings: Settings) -> None:
+    if scheme_of(settings.redis_url) not in ("redis", "rediss"):
+        raise SettingsError(
+            "REALTIME_REDIS_CLUSTER=1 needs a redis:// or rediss:// REDIS_URL (any node)"
+        )
+    if "{" in settings.prefix or "}" in settings.prefix:
+        raise SettingsError("REALTIME_PREFIX must not contain { or } with REALTIME_REDIS_CLUSTER")
+    if settings.partitions > 16384:
+        raise SettingsError("REALTIME_PARTITIONS must be <= 16384 with REALTIME_REDIS_CLUSTER")
+    if settings.wait_replicas:
+        raise SettingsError("REALTIME_WAIT_REPLICAS is not supported with REALTIME_REDIS_CLUSTER")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a web or worker process needs to know, from `Settings.from_env`."""
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    host: str = "0.0.0.0"
+    port: int = DEFAULT_PORT
+    # Connections the kernel completes and holds for the web before it accepts them: a
+    # reconnect storm (every client of an instance that went away) arrives at once, and
+    # a SYN that finds the queue full is dropped and retried by the client a second later.
+    listen_backlog: int = 2048
+    prefix: str = "rt:"
+    insecure: bool = False
+    cors_origins: tuple[str, ...] = ()
+    # Engine.IO heartbeat: the server pings every interval; no pong within the timeout
+    # closes the connection (python-socketio's defaults, as socket.io's). Whole seconds:
+    # python-engineio truncates the interval it announces to clients to whole seconds.
+    ping_interval_s: int = 25
+    ping_timeout_s: int = 20
+    # delivery to clients: see the README's performance section and "Slow clients"
+    ws_compression: bool = False
+    batch_tick_ms: float = 5.0
+    client_backlog_bytes: int = 1_048_576
+    client_backlog_packets: int = 1000
+    slow_client_s: float = 30.0
+    log_level: str = "INFO"
+    # every other library's loggers (redis, aiohttp, socketio, ...): realtime/core/logs.py
+    library_log_level: str = "WARNING"
+    # The built dashboard served at `/`; empty: the one built into the package.
+    dashboard_dir: str = ""
+    # ingest
+    partitions: int = 4
+    max_body_bytes: int = 1_048_576
+    max_batch: int = 1000
+    idempotency_ttl_s: int = 3600
+    # auth (realtime/web/auth.py, realtime/ingest/publish_keys.py)
+    jwt_secret: str = secret()
+    jwt_public_key: str = field(default="", repr=False)
+    jwt_audience: str = ""
+    jwt_issuer: str = ""
+    ingest_keys: tuple[IngestKeySpec, ...] = field(
+        default=(), repr=False, metadata={"secret": True}
+    )
+    # limits (realtime/limits.py)
+    max_event_bytes: int = 65_536
+    max_message_bytes: int = 65_536
+    max_subscriptions: int = 100
+    subscribe_rate: float = 10.0
+    max_connections: int = 10_000
+    connect_timeout_s: float = 45.0
+    ingest_rate: int = 10_000
+    # command-line clients: the token `realtime watch` presents, the key `publish` sends
+    token: str = secret()
+    ingest_key: str = secret()
+    # history
+    history_maxlen: int = 10_000
+    # worker
+    consumer: str = field(default_factory=default_consumer_name)
+    group: str = "processors"
+    batch_size: int = 256
+    block_ms: int = 1000
+    lease_ms: int = 5000
+    max_attempts: int = 5
+    pipelines_file: str = ""  # empty: the built-in default pipelines
+    checkpoint_ms: int = 1000  # window state saved (and its entries acked) this often
+    # redis client
+    redis_timeout_s: float = 5.0
+    # ingest answers 202 only once this many replicas have the events (Redis WAIT)
+    wait_replicas: int = 0
+    # REDIS_URL names a node of a Redis Cluster (hash-tagged keys, sharded pub/sub)
+    redis_cluster: bool = False
+    # operations: log format, Socket.IO Admin UI
+    log_format: str = "plain"
+    admin_user: str = ""
+    admin_password: str = secret()
+    admin_read_only: bool = True
+    admin_origin: str = "https://admin.socket.io"
+    # operations: a private /metrics port (0: none), the drain on SIGTERM
+    metrics_port: int = 0
+    drain_s: float = 20.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from environment variables (`os.environ` by default)."""
+        e: Mapping[str, str] = os.environ if env is None else env
+        prefix = e.get("REALTIME_PREFIX", "rt:")
+        if not prefix:
+            raise SettingsError("REALTIME_PREFIX must not be empty")
+        settings = cls(
+            redis_url=e.get("REDIS_URL", "").strip() or cls.redis_url,
+            host=e.get("REALTIME_HOST", "").strip() or cls.host,
+            port=_int(e, "PORT", DEFAULT_PORT, minimum=0),
+            listen_backlog=_int(e, "REALTIME_LISTEN_BACKLOG", cls.listen_backlog, minimum=1),
+            prefix=prefix,
+            insecure=_bool(e, "REALTIME_INSECURE"),
+            cors_origins=_list(e, "REALTIME_CORS_ORIGINS"),
+            ping_interval_s=_int(e, "REALTIME_PING_INTERVAL_S", cls.ping_interval_s, minimum=1),
+            ping_timeout_s=_int(e, "REALTIME_PING_TIMEOUT_S", cls.ping_timeout_s, minimum=1),
+            ws_compression=_bool(e, "REALTIME_WS_COMPRESSION"),
+            batch_tick_ms=_float(e, "REALTIME_BATCH_TICK_MS", cls.batch_tick_ms),
+            client_backlog_bytes=_int(
+                e, "REALTIME_CLIENT_BACKLOG_BYTES", cls.client_backlog_bytes, minimum=1024
+            ),
+            client_backlog_packets=_int(
+                e, "REALTIME_CLIENT_BACKLOG_PACKETS", cls.client_backlog_packets, minimum=1
+            ),
+            slow_client_s=_float(e, "REALTIME_SLOW_CLIENT_S", cls.slow_client_s, 0.1),
+            log_level=e.get("REALTIME_LOG_LEVEL", "").strip().upper() or cls.log_level,
+            library_log_level=e.get("REALTIME_LIBRARY_LOG_LEVEL", "").strip().upper()
+            or cls.library_log_level,
+            dashboard_dir=e.get("REALTIME_DASHBOARD_DIR", "").strip(),
+            partitions=_int(e, "REALTIME_PARTITIONS", cls.partitions, minimum=1),
+            max_body_bytes=_int(e, "REALTIME_MAX_BODY_BYTES", cls.max_body_bytes, minimum=1),
+            max_batch=_int(e, "REALTIME_MAX_BATCH", cls.max_batch, minimum=1),
+            idempotency_ttl_s=_int(
+                e, "REALTIME_IDEMPOTENCY_TTL_S", cls.idempotency_ttl_s, minimum=1
+            ),
+            jwt_secret=e.get("REALTIME_JWT_SECRET", ""),
+            jwt_public_key=_pem(e, "REALTIME_JWT_PUBLIC_KEY"),
+            jwt_audience=e.get("REALTIME_JWT_AUDIENCE", "").strip(),
+            jwt_issuer=e.get("REALTIME_JWT_ISSUER", "").strip(),
+            ingest_keys=_ingest_keys(e, "REALTIME_INGEST_KEYS"),
+            max_event_bytes=_int(e, "REALTIME_MAX_EVENT_BYTES", cls.max_event_bytes, minimum=1),
+            max_message_bytes=_int(
+                e, "REALTIME_MAX_MESSAGE_BYTES", cls.max_message_bytes, minimum=1024
+            ),
+            max_subscriptions=_int(
+                e, "REALTIME_MAX_SUBSCRIPTIONS", cls.max_subscriptions, minimum=1
+            ),
+            subscribe_rate=_float(e, "REALTIME_SUBSCRIBE_RATE", cls.subscribe_rate, 0.01),
+            max_connections=_int(e, "REALTIME_MAX_CONNECTIONS", cls.max_connections, minimum=1),
+            connect_timeout_s=_float(
+                e, "REALTIME_CONNECT_TIMEOUT_S", cls.connect_timeout_s, minimum=0.1
+            ),
+            ingest_rate=_int(e, "REALTIME_INGEST_RATE", cls.ingest_rate, minimum=0),
+            token=e.get("REALTIME_TOKEN", "").strip(),
+            ingest_key=e.get("REALTIME_INGEST_KEY", "").strip(),
+            history_maxlen=_int(e, "REALTIME_HISTORY_MAXLEN", cls.history_maxlen, minimum=1),
+            consumer=e.get("REALTIME_CONSUMER", "").strip() or default_consumer_name(),
+            batch_size=_int(e, "REALTIME_BATCH_SIZE", cls.batch_size, minimum=1),
+            block_ms=_int(e, "REALTIME_BLOCK_MS", cls.block_ms, minimum=1),
+            lease_ms=_int(e, "REALTIME_LEASE_MS", cls.lease_ms, minimum=300),
+            max_attempts=_int(e, "REALTIME_MAX_ATTEMPTS", cls.max_attempts, minimum=1),
+            pipelines_file=e.get("REALTIME_PIPELINES", "").strip(),
+            checkpoint_ms=_int(e, "REALTIME_CHECKPOINT_MS", cls.checkpoint_ms, minimum=1),
+            redis_timeout_s=_float(e, "REALTIME_REDIS_TIMEOUT_S", cls.redis_timeout_s, 0.1),
+            wait_replicas=_int(e, "REALTIME_WAIT_REPLICAS", cls.wait_replicas, minimum=0),
+            redis_cluster=_bool(e, "REALTIME_REDIS_CLUSTER"),
+            log_format=_choice(e, "REALTIME_LOG_FORMAT", LOG_FORMATS),
+            admin_user=e.get("REALTIME_ADMIN_USER", "").strip(),
+            admin_password=e.get("REALTIME_ADMIN_PASSWORD", ""),
+            admin_read_only=_bool(e, "REALTIME_ADMIN_READ_ONLY", default=True),
+            admin_origin=e.get("REALTIME_ADMIN_ORIGIN", cls.admin_origin).strip().rstrip("/"),
+            metrics_port=_int(e, "REALTIME_METRICS_PORT", cls.metrics_port),
+            drain_s=_float(e, "REALTIME_DRAIN_S", cls.drain_s),
+        )
+        try:
+            check_url(settings.redis_url)
+        except RedisUrlError as exc:
+            raise SettingsError(f"REDIS_URL is not usable: {exc}") from None
+        if settings.redis_cluster:
+            _check_cluster(settings)
+        if bool(settings.admin_user) != bool(settings.admin_password):
+            raise SettingsError(
+                "REALTIME_ADMIN_USER and REALTIME_ADMIN_PASSWORD must be set together"
+            )
+        if settings.jwt_secret and settings.jwt_public_key:
+            raise SettingsError("set REALTIME_JWT_SECRET or REALTIME_JWT_PUBLIC_KEY, not both")
+        if settings.jwt_secret and len(settings.jwt_secret) < MIN_JWT_SECRET_CHARS:
+            raise SettingsError(
+                f"REALTIME_JWT_SECRET must be at least {MIN_JWT_SECRET_CHARS} characters"
+            )
+        return replace(settings, **overrides) if overrides else settings
+
+    @property
+    def client_auth(self) -> bool:
+        """Socket.IO connections must present a JWT."""
+        return bool(self.jwt_secret or self.jwt_public_key)
+
+    @property
+    def ingest_auth(self) -> bool:
+        """Ingest requests must carry a publish key."""
+        return bool(self.ingest_keys)
+
+    @property
+    def admin_enabled(self) -> bool:
+        return bool(self.admin_user and self.admin_password)
+
+    def secret_values(self) -> tuple[str, ...]:
+        """Every secret these settings hold (fields made with `secret()` and the Redis
+        password), for the log redaction in `realtime.core.logs`."""
+        values = [getattr(self, f.name) for f in fields(self) if f.metadata.get("secret")]
+        flat = [v for value in values for v in (value if isinstance(value, tuple) else (value,))]
+        flat += [spec.key for spec in self.ingest_keys]
+        url = urlsplit(self.redis_url)
+        query = parse_qs(url.query)
+        passwords = [url.password or "", *query.get("password", [])]
+        for password in passwords + query.get("sentinel_password", []):
+            flat += [password, unquote(password)]
+        return tuple(sorted({v for v in flat if isinstance(v, str) and v}, key=len, reverse=True))
+
+    def with_overrides(self, **overrides: Any) -> Settings:
+        return replace(self, **overrides)
+
+    def to_env(self) -> dict[str, str]:
+        """The environment `from_env` reads back as these settings (`from_env(to_env(s))
+        == s`): every field that differs from its default, by its variable's name. For
+        starting another process with the same settings (the tests do)."""
+        defaults = Settings.from_env({})
+        env: dict[str, str] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value == getattr(defaults, f.name):
+                continue
+            name = env_name(f.name)
+            if name is None:
+                raise SettingsError(f"{f.name} has no environment variable; it cannot be passed")
+            env[name] = _env_value(value)
+        return env
+
+
+# Fields whose variable is not REALTIME_ + the field's name in capitals; None: not read
+# from the environment at all.
+_ENV_NAMES: dict[str, str | None] = {
+    "redis_url": "REDIS_URL",
+    "port": "PORT",
+    "pipelines_file": "REALTIME_PIPELINES",
+    "group": None,
+}
+
+
+def env_name(field_name: str) -> str | None:
+    """The environment variable `Settings.from_env` reads a field from (None: none)."""
+    return _ENV_NAMES.get(field_name, f"REALTIME_{field_name.upper()}")
+
+
+def _env_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, tuple):
+        return ",".join(
+            (f"{v.key}:{'|'.join(v.topics)}" if v.topics else v.key)
+            if isinstance(v, IngestKeySpec)
+            else str(v)
+            for v in value
+        )
+    return str(value)
+
+
+# What each variable means, for the generated reference (docs/reference/environment.md,
+# written by `python -m docs.gen`). Links are relative to docs/. A variable `from_env` reads
+# without an entry here fails tests/test_docs.py.
+ENVIRONMENT_DOCS: dict[str, str] = {
+    "REDIS_URL": (
+        "Redis: `redis://`, `rediss://` (TLS), `unix://`, `redis+sentinel://` (see [Redis "
+        "URL](configuration.md#redis-url))"
+    ),
+    "PORT": "web port (`realtime serve`)",
+    "REALTIME_HOST": "web bind address",
+    "REALTIME_LISTEN_BACKLOG": (
+        "connections the kernel holds for the web before it accepts them (capped by "
+        "`net.core.somaxconn`): a reconnect storm arrives at once, and a connection attempt "
+        "that finds the queue full waits for the client's retry, a second or more"
+    ),
+    "REALTIME_PREFIX": "prefix of every Redis key and channel",
+    "REALTIME_INSECURE": (
+        "`1`: start even when client or ingest auth is not configured (that side is then open; "
+        "a warning on every start). `realtime dev` sets it"
+    ),
+    "REALTIME_JWT_SECRET": (
+        "HS256 secret of client tokens, at least 32 characters (a secret: never logged)"
+    ),
+    "REALTIME_JWT_PUBLIC_KEY": "instead: PEM public key of client tokens (RSA: RS256, EC: ES256)",
+    "REALTIME_JWT_AUDIENCE": "the `aud` client tokens must carry; unset: not checked",
+    "REALTIME_JWT_ISSUER": "the `iss` client tokens must carry; unset: not checked",
+    "REALTIME_INGEST_KEYS": (
+        "publish keys: `KEY` or `KEY:PATTERN|PATTERN`, comma-separated (secrets)"
+    ),
+    "REALTIME_MAX_EVENT_BYTES": "largest `data` of one ingested event, as JSON",
+    "REALTIME_INGEST_RATE": "events/s one publish key may ingest over all instances; `0`: no limit",
+    "REALTIME_MAX_MESSAGE_BYTES": "largest packet a Socket.IO client may send (at least 1024)",
+    "REALTIME_MAX_SUBSCRIPTIONS": "subscriptions per connection",
+    "REALTIME_SUBSCRIBE_RATE": "subscribe/unsubscribe requests per second per connection",
+    "REALTIME_MAX_CONNECTIONS": "Socket.IO connections per web instance",
+    "REALTIME_CONNECT_TIMEOUT_S": (
+        "a connection that has not connected to a Socket.IO namespace within this is closed"
+    ),
+    "REALTIME_TOKEN": "client side: the JWT `realtime watch` / `loadtest` connect with",
+    "REALTIME_INGEST_KEY": (
+        "client side: the publish key `realtime publish` / `loadtest` / `realtime dev`'s demo "
+        "feed send"
+    ),
+    "REALTIME_CORS_ORIGINS": (
+        "comma-separated origins allowed to connect from a browser; unset: the server's own "
+        "origin only"
+    ),
+    "REALTIME_PING_INTERVAL_S": (
+        "Engine.IO heartbeat: the server pings each client this often (whole seconds)"
+    ),
+    "REALTIME_PING_TIMEOUT_S": (
+        "a client that has not answered a ping within this is disconnected (whole seconds)"
+    ),
+    "REALTIME_WS_COMPRESSION": (
+        "`1`: accept permessage-deflate on websockets (costs CPU per recipient and ~90 KiB per "
+        "connection; see [Performance](benchmarks.md))"
+    ),
+    "REALTIME_BATCH_TICK_MS": (
+        "live batching: an event a tick or more after the last batch was handed out goes out at"
+        " once; ones that arrive sooner (or while a batch is handed out) wait until a tick "
+        "after it and go out together, one `update` packet per topic; `0`: one packet per "
+        "fan-out message"
+    ),
+    "REALTIME_CLIENT_BACKLOG_BYTES": (
+        "a connection's unsent bytes past which its updates are held back (see [Slow "
+        "clients](protocol.md#slow-clients))"
+    ),
+    "REALTIME_CLIENT_BACKLOG_PACKETS": "the same bound in packets",
+    "REALTIME_SLOW_CLIENT_S": (
+        "a connection behind for this long in all is sent `closing` and disconnected"
+    ),
+    "REALTIME_DASHBOARD_DIR": (
+        "directory of the built dashboard served at `/`; unset: the build inside the package"
+    ),
+    "REALTIME_PARTITIONS": "ingest partitions (streams `rt:ingest:0..P-1`)",
+    "REALTIME_MAX_BODY_BYTES": "largest ingest request body",
+    "REALTIME_MAX_BATCH": "most events in one ingest request",
+    "REALTIME_IDEMPOTENCY_TTL_S": "how long an ingest idempotency `key` is remembered (s)",
+    "REALTIME_HISTORY_MAXLEN": "events kept per topic history stream (approximate)",
+    "REALTIME_CONSUMER": (
+        "worker's name (in logs, leases and the group's consumers, plus a random suffix per start)"
+    ),
+    "REALTIME_BATCH_SIZE": "entries a worker reads per partition per round trip",
+    "REALTIME_BLOCK_MS": (
+        "how long an idle worker waits for new entries per round (also how soon it notices a stop)"
+    ),
+    "REALTIME_LEASE_MS": (
+        "partition lease TTL: a dead worker's partitions move after at most this (plus a third "
+        "of it); renewed every third"
+    ),
+    "REALTIME_MAX_ATTEMPTS": (
+        "an entry that failed this many times in a row, or was delivered this many times "
+        "without completing, goes to the dead-letter stream"
+    ),
+    "REALTIME_PIPELINES": (
+        "pipelines file, YAML or JSON (see [Pipelines](pipelines.md)); unset: the built-in default"
+    ),
+    "REALTIME_CHECKPOINT_MS": (
+        "how often a worker saves window state (and acks the entries it covers); a new owner "
+        "replays at most this much"
+    ),
+    "REALTIME_REDIS_TIMEOUT_S": "Redis connect/read timeout",
+    "REALTIME_REDIS_CLUSTER": (
+        "`1`: `REDIS_URL` (`redis://` or `rediss://`) names any node of a Redis Cluster; see "
+        "[Redis Cluster](scaling.md#redis-cluster)"
+    ),
+    "REALTIME_WAIT_REPLICAS": (
+        "ingest answers 202 only once this many replicas have the events (Redis `WAIT`, up to "
+        "half of `REALTIME_REDIS_TIMEOUT_S`; else 503): see [Redis Sentinel "
+        "failover](scaling.md#redis-sentinel-failover)"
+    ),
+    "REALTIME_LOG_LEVEL": "level of the project's own loggers (`realtime.*`, `processors.*`)",
+    "REALTIME_LIBRARY_LOG_LEVEL": (
+        "level of every other library's loggers (redis, aiohttp, socketio, engineio)"
+    ),
+    "REALTIME_LOG_FORMAT": (
+        "`json`: one JSON object per log line (see [Logging](operations.md#logging))"
+    ),
+    "REALTIME_ADMIN_USER": (
+        "with `REALTIME_ADMIN_PASSWORD`: turns the [Admin UI](operations.md#socketio-admin-ui) on"
+    ),
+    "REALTIME_ADMIN_PASSWORD": "the Admin UI's password (a secret: never logged)",
+    "REALTIME_ADMIN_READ_ONLY": "`0` lets the Admin UI join/leave/disconnect clients and emit",
+    "REALTIME_ADMIN_ORIGIN": "browser origin allowed to open `/admin` (only); empty: none",
+    "REALTIME_METRICS_PORT": (
+        "private port where web and worker serve `/metrics`; `0`: none (see "
+        "[Metrics](operations.md#metrics))"
+    ),
+    "REALTIME_DRAIN_S": (
+        "on SIGTERM the web disconnects its clients spread over most of this and exits before "
+        "it is up (see [Shutdown](operations.md#health-checks-and-shutdown)); `0`: all at once"
+    ),
+}
+
+
+class _RecordingEnv(Mapping[str, str]):
+    """An empty environment that remembers every name asked of it."""
+
+    def __init__(self) -> None:
+        self.names: set[str] = set()
+
+    def __getitem__(self, name: str) -> str:
+        self.names.add(name)
+        raise KeyError(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+def environment_variables() -> frozenset[str]:
+    """The names `Settings.from_env` reads, found by running it (so the list cannot drift
+    from the code). It reads every variable unconditionally; keep it that way."""
+    env = _RecordingEnv()
+    Settings.from_env(env)
+    return frozenset(env.names)

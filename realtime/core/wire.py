@@ -1,0 +1,63 @@
+"""The one fan-out encoder: a topic's `update` emit as python-socketio's Redis manager
+puts it on the wire between processes. The worker publishes these inside its atomic
+commit; the web's `FanoutManager` encodes with it too, and every web instance decodes
+them as the stock manager does (extra keys such as `sent_at` are ignored there).
+
+Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from realtime.core import jsoncodec
+from realtime.core.keys import NAMESPACE, UPDATE_EVENT, Keys
+from realtime.core.settings import Settings
+
+Updates = Sequence[tuple[str, list[dict[str, Any]]]]  # (topic, events) per `update`
+
+
+class UpdatesEncoder(Protocol):
+    def encode_updates(self, batches: Updates) -> list[tuple[str, bytes]]: ...
+
+
+def update_message(topic: str, events: list[dict[str, Any]], host_id: str) -> dict[str, Any]:
+    """The stock manager's emit message, as `AsyncPubSubManager.emit` builds it."""
+    return {
+        "method": "emit",
+        "event": UPDATE_EVENT,
+        "data": [events],
+        "binary": False,
+        "namespace": NAMESPACE,
+        "room": topic,
+        "skip_sid": None,
+        "callback": None,
+        "host_id": host_id,
+        # When it was published (the commit follows at once): for the fan-out latency
+        # metric.
+        "sent_at": time.time(),
+    }
+
+
+class UpdateEncoder:
+    """(channel, message) per (topic, events): what to PUBLISH for one `update` each."""
+
+    def __init__(self, keys: Keys, host_id: str | None = None) -> None:
+        self.keys = keys
+        self.host_id = host_id if host_id is not None else uuid.uuid4().hex
+
+    @classmethod
+    def of(cls, settings: Settings) -> UpdateEncoder:
+        return cls(Keys.of(settings))
+
+    def encode_updates(self, batches: Updates) -> list[tuple[str, bytes]]:
+        return [
+            (
+                self.keys.topic_channel(topic),
+                jsoncodec.dumpb(update_message(topic, events, self.host_id)),
+            )
+            for topic, events in batches
+        ]

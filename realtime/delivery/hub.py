@@ -1,0 +1,548 @@
+"""Delivery to this web instance's connections: live fan-out batches, and the backlog of
+a new subscription (replay after `since`, a snapshot) or of a catch-up after the fan-out
+listener reconnected, all through the per-connection state of `realtime/delivery/subscriptions.py`
+so every connection gets each event once and in order.
+
+`subscribe` answers the ack; the events that follow it (replay, then buffered live ones)
+are sent by a task started before the ack is returned. python-socketio queues the ack on
+the connection as soon as the handler returns, with no suspension point in between, and
+that task first runs at the next one: so the ack is always the first packet.
+
+Sending: every decision of the subscription state is followed by its send without an
+`await` in between (handing a frame to a connection never suspends: see
+`realtime.transport.engine`), so packets leave in the order they were decided. An `update` is
+serialised once per batch and the same frame goes to every connection that gets all
+of it (`realtime.transport.frames`).
+
+`max_rate` (realtime/delivery/conflate.py): a subscription with one has everything it would be
+sent (replay, buffered and live events) merged by its Conflater and paced: at most one
+`update` per 1/max_rate seconds for that topic, the merge of all it did not get yet,
+flushed by a timer when no further event comes.
+
+Slow clients: a connection whose backlog reaches its bound (`REALTIME_CLIENT_BACKLOG_*`)
+is suspended: its subscriptions keep only their positions (conflated to one per topic),
+nothing more is queued for it, and once it has drained it is caught up from history in
+one pass, so it ends up with no gap. Behind for `REALTIME_SLOW_CLIENT_S` in all, it is
+sent a `closing` event with the reason and disconnected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+from redis.exceptions import RedisError
+
+from realtime.core.backoff import Backoff
+from realtime.core.keys import CLOSING_EVENT, NAMESPACE, SLOW_CLIENT
+from realtime.core.metrics import WebMetrics
+from realtime.core.streamids import ZERO, StreamId, format_id, parse_id
+from realtime.delivery.conflate import Conflater
+from realtime.delivery.history import HistoryReader, WireEvent, covers
+from realtime.delivery.subscriptions import Batch, Cursor, Subscriptions, Target
+from realtime.fanout.channels import ChannelListener
+from realtime.transport.engine import EngineSocket
+from realtime.transport.frames import Frame
+from realtime.transport.server import SocketServer
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+PAGE = 500  # events per replayed `update` packet and per history read
+SLICE = 100  # connections handed a live batch between two returns to the event loop
+
+# A room's local member as the fan-out finds it: sid, Engine.IO sid, its connection and
+# its subscription's cursor for the room's topic.
+Member = tuple[str, str, EngineSocket, Cursor]
+Version = tuple[int, int]  # (room joins and leaves, subscription changes) so far
+
+
+class HistoryUnavailable(Exception):
+    """History could not be read, so a resume or snapshot cannot be answered."""
+
+
+class Delivery:
+    def __init__(
+        self,
+        sio: SocketServer,
+        history: HistoryReader,
+        subscriptions: Subscriptions,
+        channels: ChannelListener,
+        *,
+        batch_tick_s: float = 0.0,
+        slow_client_s: float = 30.0,
+        metrics: WebMetrics | None = None,
+    ) -> None:
+        self.sio = sio
+        self.history = history
+        self.subs = subscriptions
+        self.channels = channels
+        self.batch_tick_s = batch_tick_s
+        self.slow_client_s = slow_client_s
+        self.metrics = metrics if metrics is not None else WebMetrics()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._pending: dict[str, list[WireEvent]] = {}  # topic -> events within the tick
+        self._queue: deque[Batch] = deque()  # batches to hand out, in order
+        self._next_flush = 0.0  # loop time: pending events wait until then (see `live`)
+        self._sender: asyncio.Task[None] | None = None  # hands out the queue while it has any
+        self._behind: dict[str, asyncio.TimerHandle] = {}  # sid -> its disconnect timer
+        # (sid, topic) -> the timer that sends a max_rate subscription's pending merge
+        self._paced: dict[tuple[str, str], asyncio.TimerHandle] = {}
+        # topic -> its local members, found when the version was as given (`_route`)
+        self._routes: dict[str, tuple[Version, list[Member]]] = {}
+
+    # -- sending ------------------------------------------------------------------------
+
+    def _send_to(self, sid: str, events: list[WireEvent], page: _Page | None = None) -> None:
+        """Backlog events (a replay, a catch-up, what was buffered meanwhile): sent even
+        past the connection's bound, since the subscription state already counts them
+        as sent; past it, the connection is then treated as behind."""
+        if not events:
+            return
+        socket = self.sio.writer(sid)
+        if socket is not None:
+            socket.push(page.frame(events) if page is not None else Frame.update(events))
+            self.metrics.events_delivered.labels("backlog").inc(len(events))
+            if socket.backlog_full():
+                self._fell_behind(sid, socket)
+
+    async def live(self, topic: str, events: list[WireEvent]) -> None:
+        """A fan-out batch of one topic for the local members of its room.
+
+        With a batch tick, events that arrive a tick or more after the last batch was
+        handed out go out at once; the ones that arrive sooner (or while a batch is
+        being handed out) wait until a tick after it and go out together, one packet
+        per topic. Without one, each fan-out message is its own packet."""
+        self.metrics.events_received.inc(len(events))
+        if self.batch_tick_s <= 0:
+            self._queue.append(Batch.of(topic, events))
+        else:
+            pending = self._pending.get(topic)
+            if pending is None:
+                self._pending[topic] = list(events)
+            else:
+                pending += events
+        if self._sender is None:
+            self._sender = asyncio.create_task(self._send_queued())
+            self._sender.add_done_callback(self._sent)
+
+    async def _send_queued(self) -> None:
+        """Hand the queued batches to their rooms' members, SLICE connections at a time,
+        returning to the event loop in between: a batch for 1,000 connections is some 15
+        ms of `send` calls, and ingest requests, fan-out messages and acks would wait
+        behind all of it. Batches stay in order; a connection's events are decided and
+        handed over together, so its packets stay in order too."""
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                if not self._queue:
+                    if not self._pending:
+                        return
+                    wait = self._next_flush - loop.time()
+                    if wait > 0:
+                        await asyncio.sleep(wait)
+                    pending, self._pending = self._pending, {}
+                    self._queue.extend(Batch.merged(t, e) for t, e in pending.items())
+                batch = self._queue.popleft()
+                if batch.events:
+                    version, members = self._route(batch.topic)
+                    shared: Frame | None = None
+                    for start in range(0, len(members), SLICE):
+                        if start:
+                            await asyncio.sleep(0)
+                        current = self._version() == version
+                        part = members[start : start + SLICE]
+                        shared = self._deliver(batch, part, shared, current)
+                if not self._queue:
+                    # The tick runs from the end of what was handed out: under load,
+                    # what arrives meanwhile waits for it and goes out together.
+                    self._next_flush = loop.time() + self.batch_tick_s
+        finally:
+            self._sender = None
+
+    def _version(self) -> Version:
+        return (self.sio.manager.room_changes, self.subs.changes)
+
+    def _route(self, topic: str) -> tuple[Version, list[Member]]:
+        """The topic's local members, kept from one batch to the next while no one
+        joined or left a room and no subscription changed: looking each member's
+        connection and cursor up again per batch was a third of the Python time of a
+        delivery."""
+        version = self._version()
+        route = self._routes.get(topic)
+        if route is not None and route[0] == version:
+            return route
+        writer = self.sio.writer
+        cursors = self.subs.cursors
+        members: list[Member] = []
+        for sid, eio_sid in self.sio.manager.get_participants(NAMESPACE, topic):
+            socket = writer(sid, eio_sid)
+            cursor = cursors(sid).get(topic)
+            if socket is not None and cursor is not None:
+                members.append((sid, eio_sid, socket, cursor))
+        route = self._routes[topic] = (version, members)
+        return route
+
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("live delivery failed", exc_info=task.exception())
+
+    def _deliver(
+        self, batch: Batch, members: list[Member], shared: Frame | None, current: bool
+    ) -> Frame | None:
+        """Send a batch to some of the room's local members: one encoding for everyone
+        who gets all of it (`shared`, returned for the next members), handed to each
+        connection without suspending (so in order). Not `current`: rooms or
+        subscriptions changed since `members` was made (between two slices of a
+        hand-out), so each member's connection and cursor are looked up again."""
+        shared_clients = 0
+        duplicates = self.subs.duplicates
+        now_ms = time.time() * 1000
+        writer = self.sio.writer
+        cursors = self.subs.cursors
+        topic = batch.topic
+        if shared is None:
+            shared = Frame.update(batch.events)
+        data = shared.websocket
+        for sid, eio_sid, member_socket, member_cursor in members:
+            if current:
+                socket, cursor = member_socket, member_cursor
+            else:
+                found = writer(sid, eio_sid)
+                now_cursor = cursors(sid).get(topic)
+                if found is None or now_cursor is None:
+                    continue
+                socket, cursor = found, now_cursor
+            if not cursor.takes_all(batch):
+                self._deliver_slowly(sid, socket, batch, now_ms)
+                continue
+            # The fast path, nearly every member of a busy room: a live subscription
+            # to which the batch is all new, a websocket with nothing waiting.
+            shared_clients += 1
+            transport = socket.direct()
+            if transport is not None:
+                transport.write(data)
+                continue
+            socket.push(shared)  # waits behind what is pending (or is dropped)
+            if socket.backlog_full():
+                self._fell_behind(sid, socket)
+        self.metrics.delivered_live([ms for ms, _ in batch.ids], shared_clients, now_ms)
+        if self.subs.duplicates != duplicates:
+            self.metrics.events_dropped.labels("duplicate").inc(self.subs.duplicates - duplicates)
+        return shared
+
+    def _deliver_slowly(self, sid: str, socket: EngineSocket, batch: Batch, now_ms: float) -> None:
+        """`_deliver` for a member off the fast path: behind, in its backlog phase,
+        with a `max_rate`, or already sent part of the batch."""
+        if socket.backlog_full():
+            self._fell_behind(sid, socket)
+            return
+        out = self.subs.live(sid, batch)
+        if not out:
+            return
+        conflater = self.subs.conflater(sid, batch.topic)
+        if conflater is not None:
+            out = self._pace(sid, conflater, out)
+            if out:
+                socket.push(Frame.update(out))
+            return
+        socket.push(Frame.update(out))
+        self.metrics.delivered_live([parse_id(e["id"])[0] for e in out], 1, now_ms)
+
+    # -- max_rate subscriptions ----------------------------------------------------------
+
+    def _pace(self, sid: str, conflater: Conflater, events: list[WireEvent]) -> list[WireEvent]:
+        """Merge `events` into the subscription's pending merge; returns what may be sent
+        now, and arms the timer for what must wait."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        out: list[WireEvent] = []
+        for event in events:
+            out += conflater.offer(event, now)
+        due = conflater.due()
+        key = (sid, conflater.topic)
+        if due is not None and key not in self._paced:
+            self._paced[key] = loop.call_at(due, self._flush_paced, sid, conflater)
+        return out
+
+    def _flush_paced(self, sid: str, conflater: Conflater) -> None:
+        key = (sid, conflater.topic)
+        self._paced.pop(key, None)
+        if self.subs.conflater(sid, conflater.topic) is not conflater:
+            return  # unsubscribed (or subscribed anew) meanwhile
+        socket = self.sio.writer(sid)
+        if socket is None:
+            return
+        loop = asyncio.get_running_loop()
+        out = [] if socket.backlog_full() else conflater.flush(loop.time())
+        if out:
+            socket.push(Frame.update(out))
+        due = conflater.due()
+        if due is not None:  # not sent (behind): try again an interval later
+            self._paced[key] = loop.call_at(
+                max(due, loop.time() + conflater.interval), self._flush_paced, sid, conflater
+            )
+
+    def _send_paced(
+        self, sid: str, topic: str, events: list[WireEvent], page: _Page | None = None
+    ) -> None:
+        """`_send_to` for backlog events, through the subscription's max_rate if any."""
+        conflater = self.subs.conflater(sid, topic) if events else None
+        if conflater is None:
+            self._send_to(sid, events, page)
+        else:
+            self._send_to(sid, self._pace(sid, conflater, events))
+
+    def _cancel_paced(self, sid: str, topic: str | None = None) -> None:
+        for key in [k for k in self._paced if k[0] == sid and topic in (None, k[1])]:
+            self._paced.pop(key).cancel()
+
+    # -- slow clients ---------------------------------------------------------------------
+
+    def _fell_behind(self, sid: str, socket: EngineSocket) -> None:
+        """The connection's backlog is at its bound: its subscriptions are suspended
+        (nothing more is queued for it, only their positions are kept) until it has
+        drained, then caught up from history. Behind for `slow_client_s` in all:
+        disconnected, with a `closing` event saying why."""
+        if sid not in self._behind:
+            logger.info("client %s fell behind; its updates are held back", sid)
+            loop = asyncio.get_running_loop()
+            self._behind[sid] = loop.call_later(self.slow_client_s, self._too_slow, sid)
+        if self.subs.suspend(sid):
+            socket.notify_drained(functools.partial(self._drained, sid))
+
+    def _drained(self, sid: str) -> None:
+        targets = self.subs.resume(sid)
+        for topic, group in targets.items():
+            self._spawn(self._catch_up(topic, group))
+        self._check_caught_up(sid)
+
+    def _check_caught_up(self, sid: str) -> None:
+        if sid in self._behind and self.subs.all_live(sid):
+            self._behind.pop(sid).cancel()
+            logger.info("client %s caught up", sid)
+
+    def _too_slow(self, sid: str) -> None:
+        self._behind.pop(sid, None)
+        socket = self.sio.writer(sid)
+        if socket is None:
+            return
+        logger.warning(
+            "disconnecting client %s: behind for %gs (REALTIME_SLOW_CLIENT_S)",
+            sid,
+            self.slow_client_s,
+        )
+        self._drop(sid)
+        self.metrics.disconnects.labels("slow_client").inc()
+        reason = {
+            "code": SLOW_CLIENT,
+            "message": f"Too slow: the connection could not keep up for {self.slow_client_s:g}s.",
+        }
+        socket.abandon([Frame.event(CLOSING_EVENT, reason), Frame(b"41")])
+
+    # -- subscriptions --------------------------------------------------------------------
+
+    async def subscribe(
+        self,
+        sid: str,
+        topic: str,
+        since: StreamId | None,
+        snapshot: int | None,
+        max_rate: float | None = None,
+    ) -> dict[str, Any]:
+        """Join the topic and return the ack; what follows the ack is sent by a task.
+
+        With `since`: `recovered` says whether history still holds everything after it;
+        if not, `events` carries the newest `snapshot` (default 1) events instead. Without
+        `since`, `snapshot: n` puts the newest n events in `events`. Unless the ack says
+        `recovered: true`, it carries `since`: where the subscription starts (the newest
+        event's id, `0-0` for none). Raises HistoryUnavailable when that cannot be
+        answered (the subscription is undone); a plain subscribe then goes on live-only
+        (and its ack has no `since`). With `max_rate`, what follows the ack is merged and
+        paced (the ack says `max_rate`; its `events` are not merged)."""
+        self._cancel_paced(sid, topic)
+        conflater = None if max_rate is None else Conflater(topic, max_rate)
+        # live events are buffered from now
+        generation = self.subs.begin(sid, topic, since, conflater)
+        self._interest(topic)
+        await self.sio.enter_room(sid, topic, namespace=NAMESPACE)
+        ack: dict[str, Any] = {"ok": True, "topic": topic}
+        if max_rate is not None:
+            ack["max_rate"] = max_rate
+        page: list[WireEvent] = []
+        try:
+            # History is read after Redis confirmed the topic's channel: an event is in
+            # what is read, or was published after it and arrives live (no gap).
+            await self.channels.ready(topic)
+            if since is not None:
+                wanted = 1 if snapshot is None else snapshot
+                point = await self.history.resume(topic, since, PAGE, max(wanted, 1))
+                ack["recovered"] = point.recovered
+                if point.recovered:
+                    page = point.page
+                else:  # a gap: the newest events instead, and go on from the newest
+                    ack["events"] = point.latest[-wanted:] if wanted else []
+                    ack["since"] = self._position(sid, topic, generation, point.latest)
+            else:
+                latest = await self.history.latest(topic, max(snapshot or 0, 1))
+                if snapshot:
+                    ack["events"] = latest[-snapshot:]
+                ack["since"] = self._position(sid, topic, generation, latest)
+        except (RedisError, OSError) as exc:
+            if since is not None or snapshot:
+                await self.unsubscribe(sid, topic)
+                raise HistoryUnavailable(str(exc)) from exc
+            logger.warning("subscribed to %s live-only: history unavailable (%s)", topic, exc)
+        self._spawn(self._backlog(topic, [Target(sid, generation, since)], page))
+        return ack
+
+    def _position(self, sid: str, topic: str, generation: int, latest: list[WireEvent]) -> str:
+        """Start the subscription after the newest event; returns that position, which
+        the ack carries (`since`) so that a client which receives nothing before it
+        reconnects can still resume from it."""
+        position = _newest(latest)
+        self.subs.position(sid, topic, generation, position)
+        return format_id(position)
+
+    async def unsubscribe(self, sid: str, topic: str) -> None:
+        self._cancel_paced(sid, topic)
+        self.subs.end(sid, topic)
+        self._interest(topic)
+        await self.sio.leave_room(sid, topic, namespace=NAMESPACE)
+
+    def disconnected(self, sid: str) -> None:
+        self._drop(sid)
+        timer = self._behind.pop(sid, None)
+        if timer is not None:
+            timer.cancel()
+
+    def _drop(self, sid: str) -> None:
+        self._cancel_paced(sid)
+        for topic in self.subs.drop(sid):
+            self._interest(topic)
+
+    def _interest(self, topic: str) -> None:
+        """Listen on the topic's fan-out channel while this instance has a subscriber."""
+        wanted = self.subs.members(topic) > 0
+        if not wanted:
+            self._routes.pop(topic, None)
+        self.channels.want(topic, wanted)
+
+    # -- catch-up after the fan-out listener (re)subscribed -------------------------------
+
+    def catch_up(self) -> None:
+        """Called by the fan-out listener right after it (re)subscribed, before it reads
+        any message: subscriptions are caught up from history (see subscriptions.py)."""
+        targets = self.subs.begin_catch_up()
+        if targets:
+            logger.info(
+                "catching %d subscription(s) up from history", sum(map(len, targets.values()))
+            )
+        for topic, group in targets.items():
+            self._spawn(self._catch_up(topic, group))
+
+    async def _catch_up(self, topic: str, targets: list[Target]) -> None:
+        extent = await self._retrying(functools.partial(self.history.extent, topic))
+        kept = []
+        for target in targets:
+            if target.last is not None and covers(extent, target.last, self.history.maxlen):
+                kept.append(target)
+            else:
+                # History no longer holds what it missed: drop the connection; the
+                # client reconnects, and its resubscribe is told `recovered: false`.
+                logger.warning("subscription to %s cannot catch up; dropping its connection", topic)
+                self._drop(target.sid)
+                self.metrics.disconnects.labels("gap").inc()
+                await self.sio.drop(target.sid, NAMESPACE)
+        await self._backlog(topic, kept, None)
+        for target in kept:
+            self._check_caught_up(target.sid)
+
+    # -- the backlog phase ----------------------------------------------------------------
+
+    async def _backlog(
+        self, topic: str, targets: Sequence[Target], page: list[WireEvent] | None
+    ) -> None:
+        """Send `page` (or history read after the targets' positions), more pages while
+        there are, then each target's buffered live events, and let them go live."""
+        pending = list(targets)
+        while pending:
+            if page is None:
+                start = min((self.subs.last(t.sid, topic) or ZERO for t in pending), default=ZERO)
+                read = functools.partial(self.history.after, topic, start, PAGE)
+                page = await self._retrying(read)
+            batch = Batch.of(topic, page)
+            encoded = _Page(page)
+            for target in pending:
+                out = self.subs.replayed(target.sid, target.generation, batch)
+                self._send_paced(target.sid, topic, out, encoded)
+            if len(page) >= PAGE:
+                page = None
+                continue
+            unfinished = []
+            for target in pending:
+                out, done = self.subs.finish(target.sid, topic, target.generation)
+                self._send_paced(target.sid, topic, out)
+                if not done:
+                    unfinished.append(target)
+            pending, page = unfinished, None
+
+    async def _retrying(self, read: Callable[[], Awaitable[T]]) -> T:
+        """A history read, retried with backoff until Redis answers (the subscriptions
+        wait in their backlog phase meanwhile; nothing is lost)."""
+        backoff = Backoff(base_s=0.1, cap_s=5.0)
+        while True:
+            try:
+                return await read()
+            except (RedisError, OSError) as exc:
+                delay = backoff.next_delay()
+                logger.warning("history unavailable (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("backlog delivery failed", exc_info=task.exception())
+
+    async def aclose(self) -> None:
+        for timer in [*self._behind.values(), *self._paced.values()]:
+            timer.cancel()
+        tasks = [*self._tasks, *([self._sender] if self._sender is not None else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class _Page:
+    """A page of history and its `update` frame, encoded once for all the targets that
+    are sent the whole page (many, when a room catches up together: after the fan-out
+    listener reconnected, or after the server fell behind all its clients)."""
+
+    __slots__ = ("_frame", "events")
+
+    def __init__(self, events: list[WireEvent]) -> None:
+        self.events = events
+        self._frame: Frame | None = None
+
+    def frame(self, events: list[WireEvent]) -> Frame:
+        if events is not self.events:  # part of the page (`Batch.after`)
+            return Frame.update(events)
+        if self._frame is None:
+            self._frame = Frame.update(events)
+        return self._frame
+
+
+def _newest(events: list[WireEvent]) -> StreamId:
+    """The newest event's id; ZERO for no events (all that comes is after it)."""
+    return parse_id(events[-1]["id"]) if events else ZERO

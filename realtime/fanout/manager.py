@@ -1,0 +1,181 @@
+"""Fan-out between processes: the python-socketio Redis client manager, made dependable
+and interest-based.
+
+The worker publishes each topic's `update` emits on the topic's own channel; every web
+instance listens on the channels of the topics it has local subscribers for, and on one
+common channel for everything else python-socketio sends between instances (emits to a
+client, disconnects, room changes, other events). We subclass
+`socketio.AsyncRedisManager` at its transport seam (`_publish` / `_listen`, and the
+listening task) rather than fork it:
+
+- channel names come from `realtime.core.keys`; JSON goes through orjson;
+- the worker does not publish through the manager: it takes the encoded messages
+  (`encode_updates`) and publishes them inside its atomic commit, so an entry is
+  acknowledged exactly when its events are in history and published;
+- the listening connection is `realtime.fanout.channels`: it reconnects, and every time it has
+  (re)subscribed, Redis having confirmed it, the instance's subscriptions catch up from
+  history, so what was published while it was not subscribed is not lost;
+- on a web instance, `update` emits go through `realtime.delivery.hub` (per-connection
+  state: each event once, in order);
+- the room registry has a per-client index (`realtime.fanout.rooms`), so disconnecting many
+  clients (a drain, a network blip) does not cost O(clients²).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import socketio
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from realtime.core import jsoncodec
+from realtime.core.connections import connect
+from realtime.core.keys import NAMESPACE, UPDATE_EVENT, Keys
+from realtime.core.settings import Settings
+from realtime.core.tasks import cancel_and_wait
+from realtime.core.topics import is_valid_topic
+from realtime.core.wire import UpdateEncoder, Updates
+from realtime.fanout.channels import ChannelListener
+from realtime.fanout.rooms import RoomIndex
+
+if TYPE_CHECKING:
+    from realtime.delivery.hub import Delivery
+
+logger = logging.getLogger(__name__)
+
+
+class FanoutError(RuntimeError):
+    """A publish to Redis failed; nothing was sent to the web instances."""
+
+
+class FanoutManager(RoomIndex, socketio.AsyncRedisManager):  # type: ignore[misc]
+    name = "realtime-redis"
+
+    def __init__(self, settings: Settings, *, write_only: bool = False) -> None:
+        super().__init__(
+            url=settings.redis_url,
+            channel=Keys(settings.prefix).fanout_channel(),
+            write_only=write_only,
+            logger=logger,
+            json=jsoncodec,
+        )
+        self.settings = settings
+        self.keys = Keys.of(settings)
+        self._publisher: Redis | None = None
+        self.delivery: Delivery | None = None
+        self.channels = ChannelListener(settings)
+        self.thread: asyncio.Task[None] | None = None
+        self._encoder = UpdateEncoder(self.keys, self.host_id)
+
+    def attach(self, delivery: Delivery) -> None:
+        """Deliver `update` emits through `delivery`, and catch its subscriptions up
+        whenever the listener has (re)subscribed (web instances)."""
+        self.delivery = delivery
+        self.channels.on_subscribed = delivery.catch_up
+        self.channels.metrics = delivery.metrics
+
+    # -- publishing (worker and web) ------------------------------------------------------
+
+    def _client(self) -> Redis:
+        if self._publisher is None:
+            self._publisher = connect(self.settings)
+        return self._publisher
+
+    def encode_updates(self, batches: Updates) -> list[tuple[str, bytes]]:
+        """See `realtime.core.wire`: the worker's encoding, with this instance's host id."""
+        return self._encoder.encode_updates(batches)
+
+    def _channel_for(self, message: dict[str, Any]) -> str:
+        """A topic's `update` emit goes on the topic's channel, the rest on the common one."""
+        if message.get("method") == "emit" and _is_update(message):
+            return self.keys.topic_channel(message["room"])
+        return self.channel  # type: ignore[no-any-return]
+
+    async def _publish(self, data: Any) -> None:
+        channel = self._channel_for(data)
+        try:
+            await self._client().publish(channel, jsoncodec.dumpb(data))
+        except (RedisError, OSError) as exc:
+            if self.write_only:
+                raise FanoutError(f"publish to {channel} failed: {exc}") from exc
+            logger.warning("fan-out publish failed: %s", exc)
+
+    # -- listening (web) ------------------------------------------------------------------
+
+    async def _handle_emit(self, message: dict[str, Any]) -> None:
+        if self.delivery is not None and _is_update(message):
+            sent_at = message.get("sent_at")
+            if isinstance(sent_at, float):
+                self.delivery.metrics.fanout_latency.observe(max(time.time() - sent_at, 0.0))
+            await self.delivery.live(message["room"], message["data"][0])
+            return
+        await super()._handle_emit(message)
+
+    async def _thread(self) -> None:
+        """The listening task, replacing the stock one: every message of the listener's
+        channels, dispatched as the stock manager does. Cancelled by `aclose`, it closes
+        its connection before it ends (the stock task leaves its generator to be
+        finalised whenever, possibly after the loop is gone)."""
+        async with contextlib.aclosing(self.channels.messages()) as messages:
+            async for data in messages:
+                await self._dispatch(data)
+
+    async def _dispatch(self, raw: bytes) -> None:
+        try:
+            message = self.json.loads(raw)
+        except ValueError:
+            logger.warning("fan-out message that is not JSON dropped")
+            return
+        if not isinstance(message, dict):
+            return
+        method = str(message.get("method"))
+        try:
+            if method == "callback":
+                await self._handle_callback(message)
+            elif message.get("host_id") != self.host_id:
+                handler = {
+                    "emit": self._handle_emit,
+                    "disconnect": self._handle_disconnect,
+                    "enter_room": self._handle_enter_room,
+                    "leave_room": self._handle_leave_room,
+                    "close_room": self._handle_close_room,
+                }.get(method)
+                if handler is not None:
+                    await handler(message)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("fan-out message %s failed", method)
+
+    async def aclose(self) -> None:
+        """Stop listening (idempotent) and close the publishing connection."""
+        if self.thread is not None:
+            # Not again before its connection had time to close (see realtime.core.tasks).
+            await cancel_and_wait(self.thread, again_after_s=1.0)
+            self.thread = None
+        if self._publisher is not None:
+            await self._publisher.aclose()
+            self._publisher = None
+
+
+def _is_update(message: dict[str, Any]) -> bool:
+    """A topic's `update` emit, as the worker publishes it (no callback, one argument:
+    the list of events)."""
+    data = message.get("data")
+    room = message.get("room")
+    return (
+        message.get("event") == UPDATE_EVENT
+        and message.get("namespace", NAMESPACE) == NAMESPACE
+        and isinstance(room, str)
+        and is_valid_topic(room)
+        and message.get("callback") is None
+        and not message.get("binary")
+        and isinstance(data, list)
+        and len(data) == 1
+        and isinstance(data[0], list)
+    )

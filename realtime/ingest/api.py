@@ -1,0 +1,326 @@
+"""HTTP ingest, the first step of the data path: `POST /api/v1/events` -> ingest streams.
+
+A 202 answer means Redis holds every event of the request (one MULTI/EXEC), each in the
+ingest stream of its topic's partition. (On a Redis Cluster: one MULTI/EXEC per
+partition, so a request is all or nothing per partition; a 503 may leave some of its
+partitions written, and a retry with idempotency keys stores nothing twice.) Bad input
+changes nothing: the whole request is validated before anything is written.
+Window-output topics of the configured pipelines (`metrics.cpu:1s`) are refused: only
+the worker writes them.
+
+An event may carry an idempotency `key`: the same key for the same topic within
+`REALTIME_IDEMPOTENCY_TTL_S` answers the id the first one got and stores nothing new, so
+a producer can retry a request whose answer it did not get. Requests with keys are
+written by one Lua script instead of MULTI/EXEC (still all or nothing).
+
+With `REALTIME_WAIT_REPLICAS=N`, a 202 also means N replicas have the events: the
+write (the script) and a `WAIT N` go on one connection, in one round trip, and fewer
+replicas within the timeout answers 503 (`unavailable`, as for any failed write, so
+producers retry it; unlike other 503s the primary may hold the events, so retry with
+the same idempotency keys). That is what makes a failover (Redis
+Sentinel) lose no accepted event: replication is asynchronous otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+from marshmallow import ValidationError
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from realtime.core import errors, jsoncodec
+from realtime.core.keys import Keys
+from realtime.core.metrics import ProcessMetrics
+from realtime.core.settings import Settings
+from realtime.core.text import text
+from realtime.core.topics import partition_of
+from realtime.ingest.publish_keys import IngestKeys, PublishKey, Unauthorized
+from realtime.ingest.rates import IngestRate
+from realtime.ingest.schemas import EventSchema, field_errors
+
+logger = logging.getLogger(__name__)
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class NotReplicated(Exception):
+    """The primary has the events, fewer than REALTIME_WAIT_REPLICAS replicas confirmed them."""
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The request body, refusing more than `limit` bytes without buffering past it."""
+    if request.content_length is not None and request.content_length > limit:
+        raise BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_chunked(65536):
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def json_error(
+    status: int, code: str, message: str, fields: dict[str, Any] | None = None
+) -> web.Response:
+    return web.json_response(
+        errors.error_body(code, message, fields), status=status, dumps=jsoncodec.dumps
+    )
+
+
+def ingest_fields(event: dict[str, Any], now_ms: int) -> dict[str, bytes | str]:
+    """One ingest stream entry: topic, event time (ms) and the data as JSON."""
+    return {
+        "topic": event["topic"],
+        "ts": str(event.get("ts", now_ms)),
+        "data": jsoncodec.dumpb(event["data"]),
+    }
+
+
+# KEYS: per event, its ingest stream and its idempotency key ('' for none).
+# ARGV: the keys' TTL (s), then per event: field-arg count f, f field/value args.
+_APPEND_IDEMPOTENT = """
+local ids = {}
+local a = 2
+for i = 1, #KEYS / 2 do
+  local stream, idem = KEYS[2 * i - 1], KEYS[2 * i]
+  local f = tonumber(ARGV[a])
+  local id = false
+  if idem ~= '' then id = redis.call('GET', idem) end
+  if not id then
+    id = redis.call('XADD', stream, '*', unpack(ARGV, a + 1, a + f))
+    if idem ~= '' then redis.call('SET', idem, id, 'EX', ARGV[1]) end
+  end
+  ids[i] = id
+  a = a + 1 + f
+end
+return ids
+"""
+
+
+class IngestWriter:
+    """Appends validated events to the partitioned ingest streams, atomically per request."""
+
+    def __init__(self, redis: Redis, settings: Settings) -> None:
+        self.redis = redis
+        self.keys = Keys.of(settings)
+        self.partitions = settings.partitions
+        self.idempotency_ttl_s = settings.idempotency_ttl_s
+        self.wait_replicas = settings.wait_replicas
+        # Half the client's timeout, so the reply comes well before the socket gives up.
+        self.wait_ms = max(1, int(settings.redis_timeout_s * 500))
+        self._append_idempotent = redis.register_script(_APPEND_IDEMPOTENT)
+
+    def _stream(self, event: dict[str, Any]) -> str:
+        return self.keys.ingest(partition_of(event["topic"], self.partitions))
+
+    async def append(self, events: list[dict[str, Any]]) -> list[str]:
+        now_ms = int(time.time() * 1000)
+        if self.keys.cluster:
+            return await self._append_per_partition(events, now_ms)
+        return await self._append(events, now_ms)
+
+    async def _append_per_partition(self, events: list[dict[str, Any]], now_ms: int) -> list[str]:
+        """Cluster mode: a MULTI or script may touch one hash slot only, so each
+        partition's events are written by their own (to their shard, all at once)."""
+        groups: dict[int, list[int]] = {}
+        for index, event in enumerate(events):
+            groups.setdefault(partition_of(event["topic"], self.partitions), []).append(index)
+        written = await asyncio.gather(
+            *[self._append([events[i] for i in indexes], now_ms) for indexes in groups.values()]
+        )
+        ids = [""] * len(events)
+        for indexes, group_ids in zip(groups.values(), written, strict=True):
+            for index, event_id in zip(indexes, group_ids, strict=True):
+                ids[index] = event_id
+        return ids
+
+    async def _append(self, events: list[dict[str, Any]], now_ms: int) -> list[str]:
+        if self.wait_replicas:
+            return await self._append_replicated(events, now_ms)
+        if any("key" in event for event in events):
+            return await self._append_with_keys(events, now_ms)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for event in events:
+                pipe.xadd(self._stream(event), ingest_fields(event, now_ms))  # type: ignore[arg-type]
+            ids = await pipe.execute()
+        return [text(i) for i in ids]
+
+    async def _append_with_keys(self, events: list[dict[str, Any]], now_ms: int) -> list[str]:
+        keys, args = self._script_args(events, now_ms)
+        ids = await self._append_idempotent(keys=keys, args=args)
+        return [text(i) for i in ids]
+
+    async def _append_replicated(self, events: list[dict[str, Any]], now_ms: int) -> list[str]:
+        keys, args = self._script_args(events, now_ms)
+        # One connection for both: WAIT counts the replicas that have this connection's
+        # writes so far (on another connection it would count nothing of ours).
+        async with self.redis.pipeline(transaction=False) as pipe:
+            await self._append_idempotent(keys=keys, args=args, client=pipe)
+            pipe.execute_command("WAIT", self.wait_replicas, self.wait_ms)
+            ids, replicas = await pipe.execute()
+        if int(replicas) < self.wait_replicas:
+            raise NotReplicated(f"{replicas} of {self.wait_replicas} replica(s) confirmed")
+        return [text(i) for i in ids]
+
+    def _script_args(
+        self, events: list[dict[str, Any]], now_ms: int
+    ) -> tuple[list[str], list[bytes | str | int]]:
+        keys: list[str] = []
+        args: list[bytes | str | int] = [self.idempotency_ttl_s]
+        for event in events:
+            key = event.get("key")
+            keys += [
+                self._stream(event),
+                "" if key is None else self.keys.idempotency(event["topic"], key),
+            ]
+            fields = ingest_fields(event, now_ms)
+            args.append(2 * len(fields))
+            for name, value in fields.items():
+                args += [name, value]
+        return keys, args
+
+
+def _oversize(events: list[dict[str, Any]], limit: int) -> dict[str, Any]:
+    """Field errors for the events whose `data` is over `limit` bytes as JSON."""
+    fields: dict[str, Any] = {}
+    for n, event in enumerate(events):
+        size = len(jsoncodec.dumpb(event["data"]))
+        if size > limit:
+            fields[str(n)] = {"data": [f"{size} bytes of JSON; the limit is {limit}."]}
+    return fields
+
+
+class IngestHandler:
+    """The `POST /api/v1/events` handler; the writer and rate come from the running app.
+
+    Checks, in order: the publish key (401), body size, JSON, batch length, the schema,
+    each event's size, the key's topics (403), the key's rate (429), then Redis (503)."""
+
+    def __init__(
+        self,
+        writer_key: web.AppKey[IngestWriter],
+        settings: Settings,
+        window_output_of: Callable[[str], str | None] | None = None,
+        *,
+        keys: IngestKeys | None = None,
+        rate_key: web.AppKey[IngestRate] | None = None,
+        metrics: ProcessMetrics | None = None,
+    ) -> None:
+        self.writer_key = writer_key
+        # The pipeline whose window outputs include a topic (ingest refuses it), if any.
+        self.window_output_of = window_output_of
+        self.rate_key = rate_key
+        self.keys = keys
+        self.metrics = metrics
+        self.max_body = settings.max_body_bytes
+        self.max_batch = settings.max_batch
+        self.max_event = settings.max_event_bytes
+        self.schema = EventSchema()
+
+    async def handle(self, request: web.Request) -> web.Response:
+        publisher: PublishKey | None = None
+        if self.keys is not None:
+            try:
+                publisher = self.keys.authenticate(request.headers.get("Authorization"))
+            except Unauthorized as exc:
+                response = json_error(401, errors.UNAUTHORIZED, str(exc))
+                response.headers["WWW-Authenticate"] = 'Bearer realm="realtime"'
+                return response
+        try:
+            body = await read_body(request, self.max_body)
+        except BodyTooLarge:
+            return json_error(413, errors.TOO_LARGE, f"Request body exceeds {self.max_body} bytes.")
+        try:
+            payload = jsoncodec.loads(body)
+        except jsoncodec.JSONDecodeError as exc:
+            return json_error(400, errors.INVALID_JSON, f"Body is not valid JSON: {exc}")
+        items = payload if isinstance(payload, list) else [payload]
+        if not items:
+            return json_error(400, errors.INVALID, "Send one event or a non-empty list of events.")
+        if len(items) > self.max_batch:
+            return json_error(
+                413, errors.TOO_LARGE, f"Batch of {len(items)} events exceeds {self.max_batch}."
+            )
+        try:
+            events: list[dict[str, Any]] = self.schema.load(items, many=True)
+        except ValidationError as exc:
+            fields = field_errors(exc)
+            if not isinstance(payload, list):
+                fields = fields.get("0", fields)
+            return json_error(400, errors.INVALID, "Invalid event.", fields)
+        derived = self._derived_topics(events)
+        if derived:
+            fields = derived if isinstance(payload, list) else derived["0"]
+            return json_error(400, errors.INVALID, "Invalid event.", fields)
+        oversize = _oversize(events, self.max_event)
+        if oversize:
+            if not isinstance(payload, list):
+                oversize = oversize["0"]
+            return json_error(
+                413, errors.TOO_LARGE, f"Event data exceeds {self.max_event} bytes.", oversize
+            )
+        if publisher is not None:
+            refused = sorted({e["topic"] for e in events if not publisher.allows(e["topic"])})
+            if refused:
+                return json_error(
+                    403,
+                    errors.FORBIDDEN,
+                    f"This publish key may not publish to {', '.join(refused)}.",
+                )
+        try:
+            if publisher is not None and self.rate_key is not None:
+                wait_s = await request.app[self.rate_key].retry_after_s(publisher.name, len(events))
+                if wait_s:
+                    response = json_error(
+                        429,
+                        errors.LIMIT,
+                        "This publish key is over its rate of "
+                        f"{request.app[self.rate_key].limit} events/s; retry later.",
+                    )
+                    response.headers["Retry-After"] = str(wait_s)
+                    return response
+            ids = await request.app[self.writer_key].append(events)
+        except NotReplicated as exc:
+            logger.warning("ingest not confirmed by replicas: %s", exc)
+            response = json_error(
+                503,
+                errors.UNAVAILABLE,
+                "Stored on the primary but not confirmed by enough replicas; retry with the "
+                "same idempotency keys.",
+            )
+            response.headers["Retry-After"] = "1"
+            return response
+        except (RedisError, OSError) as exc:
+            logger.warning("ingest refused, Redis unavailable: %s", exc)
+            if self.metrics is not None:
+                self.metrics.redis_error("ingest")
+            response = json_error(503, errors.UNAVAILABLE, "Storage unavailable; retry later.")
+            response.headers["Retry-After"] = "1"
+            return response
+        return web.json_response({"ids": ids}, status=202, dumps=jsoncodec.dumps)
+
+    def _derived_topics(self, events: list[dict[str, Any]]) -> dict[str, Any]:
+        """Field errors for events on window-output topics, by index (as marshmallow's)."""
+        if self.window_output_of is None:
+            return {}
+        problems: dict[str, Any] = {}
+        for index, event in enumerate(events):
+            pipeline = self.window_output_of(event["topic"])
+            if pipeline is not None:
+                problems[str(index)] = {
+                    "topic": [
+                        f"{event['topic']} is a window output of pipeline {pipeline!r}; "
+                        "only the worker writes it."
+                    ]
+                }
+        return problems

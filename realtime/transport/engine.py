@@ -1,0 +1,373 @@
+"""Engine.IO, as python-engineio does it, with a leaner websocket path.
+
+python-engineio runs, per websocket connection, a writer task draining an
+`asyncio.Queue` (one wake-up and one encode per packet per recipient), a task per
+received message, and a task per ping cycle, all inside aiohttp's request handler,
+which stays alive with its request for as long as the connection does. Here, once a
+connection is on the websocket transport (directly, or after the polling -> websocket
+upgrade), packets go through its `Outbox` (`realtime.transport.outbox`): written to the transport
+at once, in order, pre-encoded frames shared between recipients. Pings are timer
+callbacks. The websocket itself is a `WebSocketConnection` (`realtime.transport.connection`)
+that aiohttp hands over after the handshake: received messages arrive as callbacks
+(`on_message`) and are handled in order by a task that lives only while there is
+something to handle, so an idle connection has no task and no coroutine at all. The
+upgrade dance (`2probe`, `3probe`, `5`) is played from those callbacks too. What stays
+engineio's own: the handshake, long-polling (packets still go through its queue), ping
+timeouts (its service task), and every event it raises.
+
+python-engineio creates its socket objects itself (`AsyncSocket`); `EngineServer` adopts
+each one as an `EngineSocket` when the connection is opened, before any packet after
+the handshake is sent.
+
+permessage-deflate is off unless `REALTIME_WS_COMPRESSION=1` (see the README's
+performance section for why); a connection that negotiates it is served by aiohttp's
+own websocket (the same callbacks, fed by a read loop in aiohttp's handler).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import engineio
+from aiohttp import WSMsgType, web
+from engineio import exceptions, packet
+from engineio.async_socket import AsyncSocket
+
+from realtime.transport.connection import take_over
+from realtime.transport.frames import Frame
+from realtime.transport.inbound import engine_malformed
+from realtime.transport.outbox import Outbox
+from realtime.transport.websocket import CLOSE_NORMAL, CLOSE_UNSUPPORTED_DATA, HandshakeError
+
+logger = logging.getLogger(__name__)
+
+_AWAIT_PROBE = 1
+_AWAIT_UPGRADE = 2
+
+
+class PollingOutbox:
+    """`Outbox`'s interface over engineio's packet queue: a long-polling connection (or
+    one not yet upgraded) sends through it; a poll GET takes what it holds."""
+
+    polling = True
+    lane: asyncio.Transport | None = None  # never written to directly
+
+    def __init__(self, socket: EngineSocket) -> None:
+        self.socket = socket
+
+    def write(self, frame: Frame) -> None:
+        self.socket.queue.put_nowait(packet.Packet(packet.MESSAGE, data=frame.packet))
+
+    def send_packet(self, pkt: packet.Packet) -> None:
+        self.socket.queue.put_nowait(pkt)
+
+    def full(self) -> bool:
+        return bool(self.socket.queue.qsize() >= self.socket.server.backlog_packets)
+
+    def notify_drained(self, callback: Callable[[], None]) -> None:
+        if self.socket.queue.empty():
+            asyncio.get_running_loop().call_soon(callback)
+        else:
+            self.socket._on_polled = callback
+
+    def closed(self) -> None:
+        """engineio's close has queued the CLOSE packet: the next poll takes it."""
+
+    def end(self) -> None:
+        self.socket.queue.put_nowait(None)  # answers a pending poll GET
+
+    def abandon_with_close(self, last: list[Frame]) -> None:
+        queue = self.socket.queue
+        while not queue.empty():
+            queue.get_nowait()
+            queue.task_done()
+        for frame in last:
+            self.write(frame)
+        queue.put_nowait(packet.Packet(packet.CLOSE))
+
+
+class EngineSocket(AsyncSocket):  # type: ignore[misc]
+    """One Engine.IO connection. Defaults live on the class: engineio constructs the
+    object as an `AsyncSocket` and `EngineServer` adopts it."""
+
+    last_ping: float | None
+    queue: Any  # asyncio.Queue; None once the connection is on the websocket
+    connected: bool
+    # Where packets go: engineio's queue (PollingOutbox), set on adoption, then the
+    # websocket's Outbox once the connection is on it.
+    outbox: Outbox | PollingOutbox
+    link: Any = None  # the websocket: a WebSocketConnection, or aiohttp's with deflate
+    _ping_handle: asyncio.TimerHandle | None = None
+    _on_polled: Any = None
+    _inbox: list[str | bytes | None] | None = None  # received, not handled yet
+    _receiving: asyncio.Task[None] | None = None  # handles the inbox while it is not empty
+    _deaf = False  # the websocket is closing: what it still reads is dropped
+    _probing = 0  # the upgrade dance's step (_AWAIT_PROBE, _AWAIT_UPGRADE)
+    _next_outbox: Outbox | None = None  # the websocket's, once the upgrade is done
+
+    # -- sending: through the outbox, whatever the transport ---------------------------
+
+    def push(self, frame: Frame) -> None:
+        """Hand an `update` frame to this connection, whatever its transport."""
+        if not (self.closing or self.closed):
+            self.outbox.write(frame)
+
+    def direct(self) -> asyncio.Transport | None:
+        """See `Outbox.lane`: where an `update` frame may be written at once."""
+        return None if self.closing or self.closed else self.outbox.lane
+
+    def backlog_full(self) -> bool:
+        return self.outbox.full()
+
+    def notify_drained(self, callback: Callable[[], None]) -> None:
+        """Call `callback` once, when the backlog has been handed to the client."""
+        self.outbox.notify_drained(callback)
+
+    def _put(self, pkt: packet.Packet) -> None:
+        self.outbox.send_packet(pkt)
+
+    async def send(self, pkt: packet.Packet) -> None:
+        if not await self.check_ping_timeout():
+            return
+        self._put(pkt)
+
+    async def poll(self) -> list[packet.Packet]:
+        packets: list[packet.Packet] = await super().poll()
+        if self._on_polled is not None and self.queue.empty():
+            callback, self._on_polled = self._on_polled, None
+            asyncio.get_running_loop().call_soon(callback)
+        return packets
+
+    # -- pings: a timer, not a task per cycle -------------------------------------------
+
+    def schedule_ping(self) -> None:
+        if self.last_ping:
+            self.last_ping = None
+            loop = asyncio.get_running_loop()
+            self._ping_handle = loop.call_later(self.server.ping_interval, self._ping)
+
+    def _ping(self) -> None:
+        self._ping_handle = None
+        if not self.closing and not self.closed:
+            self.last_ping = time.time()
+            self._put(packet.Packet(packet.PING))
+
+    # -- ending -------------------------------------------------------------------------
+
+    async def close(self, wait: bool = True, abort: bool = False, reason: Any = None) -> None:
+        if self._ping_handle is not None:
+            self._ping_handle.cancel()
+            self._ping_handle = None
+        await super().close(wait=wait and self.outbox.polling, abort=abort, reason=reason)
+        self.outbox.closed()
+
+    def end_transport(self) -> None:
+        """End the websocket, or answer a pending long-poll GET, without a close packet."""
+        self.outbox.end()
+
+    def abandon(self, last: list[Frame]) -> None:
+        """Cut a connection off: drop its backlog, send the messages `last` and the
+        Engine.IO close, and end the transport."""
+        self.outbox.abandon_with_close(last)
+
+    # -- the websocket transport --------------------------------------------------------
+
+    async def _upgrade_websocket(self, environ: dict[str, Any]) -> web.StreamResponse:
+        """engineio's websocket request (a new connection, or a polling one upgrading)."""
+        if self.upgraded:
+            raise OSError("Socket has been upgraded already")
+        request: web.Request = environ["aiohttp.request"]
+        offers_deflate = "permessage-deflate" in request.headers.get("Sec-WebSocket-Extensions", "")
+        if self.server.ws_compression and offers_deflate:
+            return await self._serve_deflate_websocket(request)
+        try:
+            response, connection = await take_over(request, self, self.server.max_http_buffer_size)
+        except HandshakeError as exc:
+            if not self.connected:
+                await self.close(wait=False, abort=True)
+            return web.Response(status=400, text=f"Bad websocket handshake: {exc}")
+        outbox = Outbox(
+            connection,
+            connection.transport,
+            connection,
+            max_bytes=self.server.backlog_bytes,
+            max_packets=self.server.backlog_packets,
+        )
+        self._attach(connection, outbox)
+        return response
+
+    async def _serve_deflate_websocket(self, request: web.Request) -> web.WebSocketResponse:
+        """With permessage-deflate, aiohttp's websocket, read by this handler for as long
+        as the connection lives (it keeps per-connection zlib state, ~90 KiB, anyway)."""
+        response = web.WebSocketResponse(
+            max_msg_size=self.server.max_http_buffer_size, compress=True
+        )
+        await response.prepare(request)
+        transport = request.transport
+        assert transport is not None
+        outbox = Outbox(
+            response,
+            transport,
+            request.protocol,
+            max_bytes=self.server.backlog_bytes,
+            max_packets=self.server.backlog_packets,
+        )
+        self._attach(response, outbox)
+        try:
+            async for message in response:  # until it closes (or fails: too big, say)
+                if message.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+                    break
+                self.on_message(message.data)
+        finally:
+            self.on_close(response)
+        return response
+
+    def _attach(self, link: Any, outbox: Outbox) -> None:
+        self.link = link
+        self._deaf = False
+        if self.connected:  # a polling connection upgrading: engineio's probe dance first
+            self.upgrading = True  # sends wait in the queue meanwhile
+            self._probing = _AWAIT_PROBE
+            self._next_outbox = outbox
+        else:
+            self.connected = True
+            self.upgraded = True
+            self._use(outbox)
+
+    def _use(self, outbox: Outbox) -> None:
+        self.outbox = outbox
+        # What was queued for polling (during the upgrade, say) leaves first, in order;
+        # from now on the outbox is the only way out, and the queue (four deques, a few
+        # KiB a connection) is let go.
+        queue, self.queue = self.queue, None
+        while not queue.empty():
+            queued = queue.get_nowait()
+            if queued is None:
+                outbox.end()
+                break
+            outbox.write_message(queued.encode())
+
+    # -- receiving: callbacks from the websocket, packets handled in order --------------
+
+    def on_message(self, data: str | bytes) -> None:
+        if self._deaf:
+            return
+        if data == "3" and self._inbox is None and not self._probing:
+            self.schedule_ping()  # a pong, the one message idle connections send
+            return
+        self._deliver(data)
+
+    def on_close(self, link: Any) -> None:
+        if link is self.link:
+            self._deliver(None)
+
+    def _deliver(self, item: str | bytes | None) -> None:
+        if self._inbox is None:
+            self._inbox = [item]
+        else:
+            self._inbox.append(item)
+        if self._receiving is None:
+            self._receiving = asyncio.create_task(self._receive_all())
+
+    async def _receive_all(self) -> None:
+        """Handle what arrived, in order; a task only while there is something to do."""
+        try:
+            while self._inbox:
+                batch, self._inbox = self._inbox, None
+                for item in batch:
+                    if item is None:
+                        await self._transport_closed()
+                    elif not self._deaf:
+                        await self._receive_one(item)
+        finally:
+            self._receiving = None
+
+    async def _receive_one(self, data: str | bytes) -> None:
+        problem = engine_malformed(data)
+        if problem is not None:
+            logger.info("closing a websocket that sent a malformed frame: %s", problem)
+            await self._close_link(CLOSE_UNSUPPORTED_DATA, problem)
+            return
+        try:
+            pkt = packet.Packet(encoded_packet=data)
+            if self._probing:
+                await self._probe(pkt)
+            else:
+                await self.receive(pkt)
+        except exceptions.UnknownPacketError:
+            pass
+        except exceptions.SocketIsClosedError:
+            await self._close_link(CLOSE_NORMAL)
+        except Exception:
+            # A handler's failure must not end the connection; log it and go on.
+            self.server.logger.exception("Unknown receive error")
+
+    async def _probe(self, pkt: packet.Packet) -> None:
+        """engineio's upgrade dance: `2probe` -> `3probe`, then `5`."""
+        if self._probing == _AWAIT_PROBE:
+            if pkt.packet_type != packet.PING or pkt.data != "probe":
+                await self._upgrade_failed("no PING packet")
+                return
+            await self.link.send_frame(
+                packet.Packet(packet.PONG, data="probe").encode().encode(), WSMsgType.TEXT
+            )
+            self.queue.put_nowait(packet.Packet(packet.NOOP))  # ends the pending poll
+            self._probing = _AWAIT_UPGRADE
+            return
+        if pkt.packet_type != packet.UPGRADE:
+            await self._upgrade_failed("no UPGRADE packet")
+            return
+        outbox, self._next_outbox = self._next_outbox, None
+        assert outbox is not None
+        self._probing = 0
+        self.upgraded = True
+        self.upgrading = False
+        self._use(outbox)
+
+    async def _upgrade_failed(self, why: str) -> None:
+        """The websocket closes; the connection carries on polling."""
+        self.server.logger.info("%s: Failed websocket upgrade, %s", self.sid, why)
+        self._probing = 0
+        self._next_outbox = None
+        self.upgrading = False
+        await self._close_link(CLOSE_NORMAL)
+
+    async def _close_link(self, code: int, reason: str = "") -> None:
+        """Close the websocket; the socket ends when it has (`_transport_closed`)."""
+        self._deaf = True
+        try:
+            await self.link.close(code=code, message=reason.encode()[:120])
+        except (ConnectionError, RuntimeError) as exc:
+            logger.debug("websocket close: %s", exc)
+
+    async def _transport_closed(self) -> None:
+        self.link = None
+        if self.outbox.polling:  # an upgrade that did not finish: polling carries on
+            self._probing = 0
+            self._next_outbox = None
+            self.upgrading = False
+            return
+        self.outbox.end()
+        await self.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_CLOSE)
+        if self.closed and self.server.sockets.get(self.sid) is self:
+            del self.server.sockets[self.sid]
+
+
+class EngineServer(engineio.AsyncServer):  # type: ignore[misc]
+    """engineio's server, whose sockets are `EngineSocket`s."""
+
+    ws_compression = False
+    backlog_bytes = 1_048_576
+    backlog_packets = 1_000
+
+    async def _trigger_event(self, event: str, *args: Any, **kwargs: Any) -> Any:
+        if event == "connect":
+            socket = self.sockets.get(args[0])
+            if socket is not None and type(socket) is AsyncSocket:
+                socket.__class__ = EngineSocket
+                socket.outbox = PollingOutbox(socket)
+        return await super()._trigger_event(event, *args, **kwargs)

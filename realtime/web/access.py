@@ -1,0 +1,148 @@
+"""Who may connect and what a connection may do, checked before delivery: the token on
+connect, the connection limit, topic grants, subscriptions per connection and the
+subscribe/unsubscribe rate. One `Access` per web process; its state is per connection.
+
+A token expires while connected: the server sends `closing {"code": "token_expired",
+"message"}` and disconnects the client (socket.io: reason "io server disconnect"); the
+client connects again with a fresh token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import socketio
+
+from realtime.core import errors
+from realtime.core.keys import CLOSING_EVENT, NAMESPACE, TOKEN_EXPIRED
+from realtime.core.settings import Settings
+from realtime.ingest.rates import TokenBucket
+from realtime.web.auth import OPEN, AuthError, Grant, TokenVerifier
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class _Connection:
+    grant: Grant
+    bucket: TokenBucket
+    expiry: asyncio.TimerHandle | None = None
+
+
+class Access:
+    def __init__(
+        self,
+        settings: Settings,
+        sio: socketio.AsyncServer,
+        verifier: TokenVerifier | None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.sio = sio
+        self.verifier = verifier
+        self.max_connections = settings.max_connections
+        self.max_subscriptions = settings.max_subscriptions
+        self.rate = settings.subscribe_rate
+        self.clock = clock
+        self._connections: dict[str, _Connection] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- connections ----------------------------------------------------------------------
+
+    def connect(self, sid: str, auth: Any) -> None:
+        """Admit a connection or raise ConnectionRefusedError, which the client sees as
+        `connect_error` with the message (and `data.code`)."""
+        if len(self._connections) >= self.max_connections:
+            logger.warning("refused a connection: at the limit of %d", self.max_connections)
+            raise socketio.exceptions.ConnectionRefusedError(
+                f"This server is at its limit of {self.max_connections} connections; "
+                "try again later.",
+                {"code": errors.LIMIT},
+            )
+        grant = OPEN
+        if self.verifier is not None:
+            try:
+                grant = self.verifier.verify(auth)
+            except AuthError as exc:
+                logger.info("refused a connection: %s", exc)
+                raise socketio.exceptions.ConnectionRefusedError(
+                    str(exc), {"code": errors.UNAUTHORIZED}
+                ) from None
+        # A reconnect's resubscribe of every topic at once fits in the bucket.
+        bucket = TokenBucket(self.rate, max(self.max_subscriptions, self.rate), self.clock)
+        connection = _Connection(grant, bucket)
+        if grant.expires_at is not None:
+            delay = max(0.0, grant.expires_at - time.time())
+            connection.expiry = asyncio.get_running_loop().call_later(
+                delay, self._spawn_expire, sid
+            )
+        self._connections[sid] = connection
+
+    def disconnected(self, sid: str) -> None:
+        connection = self._connections.pop(sid, None)
+        if connection is not None and connection.expiry is not None:
+            connection.expiry.cancel()
+
+    @property
+    def count(self) -> int:
+        return len(self._connections)
+
+    def _spawn_expire(self, sid: str) -> None:
+        task = asyncio.ensure_future(self._expire(sid))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _expire(self, sid: str) -> None:
+        if sid not in self._connections:
+            return
+        logger.info("disconnecting a client: its token expired")
+        await self.sio.emit(
+            CLOSING_EVENT,
+            {"code": TOKEN_EXPIRED, "message": "The token has expired; connect with a new one."},
+            to=sid,
+            namespace=NAMESPACE,
+        )
+        await self.sio.disconnect(sid, namespace=NAMESPACE)
+
+    # -- requests -------------------------------------------------------------------------
+
+    def check_rate(self, sid: str, event: str) -> dict[str, Any] | None:
+        """An error ack when the connection sends subscribe/unsubscribe too fast."""
+        connection = self._connections.get(sid)
+        if connection is None or connection.bucket.take():
+            return None
+        return errors.error_ack(
+            errors.LIMIT,
+            f"Too many subscribe/unsubscribe requests: at most {self.rate:g}/s; "
+            f"this {event} was not done.",
+        )
+
+    def check_subscribe(self, sid: str, topic: str, subscribed: list[str]) -> dict[str, Any] | None:
+        """An error ack when the connection may not subscribe to `topic` (it already
+        holds the topics `subscribed`)."""
+        connection = self._connections.get(sid)
+        if connection is None:
+            return errors.error_ack(errors.FORBIDDEN, "Not connected.")
+        if not connection.grant.allows(topic):
+            return errors.error_ack(
+                errors.FORBIDDEN, f"The token does not allow subscribing to {topic}."
+            )
+        if topic not in subscribed and len(subscribed) >= self.max_subscriptions:
+            return errors.error_ack(
+                errors.LIMIT,
+                f"At most {self.max_subscriptions} subscriptions per connection; "
+                "unsubscribe from one first.",
+            )
+        return None
+
+    async def aclose(self) -> None:
+        for connection in self._connections.values():
+            if connection.expiry is not None:
+                connection.expiry.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -1,0 +1,216 @@
+"""The web process: aiohttp app with the Socket.IO server, ingest API and health checks.
+
+`create_app(settings)` builds everything from the settings it is given; nothing is
+created at import time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from redis.asyncio import Redis
+
+from processors.pipelines.config import PipelinesConfig, load_pipelines
+from realtime.core import errors, jsoncodec
+from realtime.core.connections import connect
+from realtime.core.keys import NAMESPACE, Keys
+from realtime.core.metrics import WebMetrics
+from realtime.core.metrics_server import private_metrics
+from realtime.core.settings import Settings
+from realtime.delivery.drain import Drain
+from realtime.delivery.history import HistoryReader
+from realtime.delivery.hub import Delivery
+from realtime.delivery.subscriptions import Subscriptions
+from realtime.fanout.manager import FanoutManager
+from realtime.fanout.sharded import fanout_manager
+from realtime.ingest import publish_keys as ingest_auth
+from realtime.ingest.api import IngestHandler, IngestWriter
+from realtime.ingest.rates import IngestRate
+from realtime.transport.server import SocketServer
+from realtime.web import admin, auth, dashboard, request_id
+from realtime.web.access import Access
+from realtime.web.health import Readiness, healthz
+from realtime.web.metrics_http import PublicMetrics, ingest_status_counter
+from realtime.web.namespace import TopicNamespace
+from realtime.web.topic_events import EVENTS_PATH, TopicEvents
+
+logger = logging.getLogger(__name__)
+
+SETTINGS = web.AppKey("settings", Settings)
+REDIS = web.AppKey("redis", Redis)
+SIO = web.AppKey("sio", SocketServer)
+MANAGER = web.AppKey("manager", FanoutManager)
+INGEST = web.AppKey("ingest", IngestWriter)
+DELIVERY = web.AppKey("delivery", Delivery)
+ACCESS = web.AppKey("access", Access)
+INGEST_RATE = web.AppKey("ingest_rate", IngestRate)
+METRICS = web.AppKey("metrics", WebMetrics)
+DRAIN = web.AppKey("drain", Drain)
+INGEST_PATH = "/api/v1/events"
+SOCKETIO_PATH = "socket.io"  # python-socketio's default
+
+
+def window_outputs(config: PipelinesConfig) -> Callable[[str], str | None]:
+    """The pipeline whose window outputs include a topic (by name), memoised per topic."""
+
+    @functools.lru_cache(maxsize=4096)
+    def window_output_of(topic: str) -> str | None:
+        pipeline = config.derived_from(topic)
+        return None if pipeline is None else pipeline.name
+
+    return window_output_of
+
+
+def create_sio(settings: Settings, manager: FanoutManager) -> SocketServer:
+    sio = SocketServer(
+        async_mode="aiohttp",
+        client_manager=manager,
+        json=jsoncodec,
+        # Same-origin only unless origins are configured (plus the Admin UI's, if on).
+        cors_allowed_origins=admin.cors_allowed_origins(settings),
+        ping_interval=settings.ping_interval_s,
+        ping_timeout=settings.ping_timeout_s,
+        # Largest packet a client may send (a websocket message, a long-poll POST body):
+        # clients send only small requests; past it python-engineio closes the connection.
+        max_http_buffer_size=settings.max_message_bytes,
+        logger=False,
+        engineio_logger=False,
+        admin_namespace=admin.ADMIN_NAMESPACE,
+        admin_only_origin=admin.admin_only_origin(settings),
+        ws_compression=settings.ws_compression,
+        backlog_bytes=settings.client_backlog_bytes,
+        backlog_packets=settings.client_backlog_packets,
+        connect_timeout_s=settings.connect_timeout_s,
+    )
+    return sio
+
+
+async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
+    yield
+    await app[ACCESS].aclose()
+    await app[DELIVERY].aclose()
+    await app[REDIS].aclose()
+
+
+async def _disconnect_clients(app: web.Application) -> None:
+    """On shutdown, before aiohttp waits for in-flight requests: close every Socket.IO
+    connection, which also answers pending long-poll requests."""
+    await app[SIO].shutdown()
+
+
+async def _metrics_port_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    async with private_metrics(app[METRICS], settings.host, settings.metrics_port):
+        yield
+
+
+def _watch(metrics: WebMetrics, sio: SocketServer, delivery: Delivery) -> None:
+    """The gauges read at scrape time."""
+    metrics.connected_clients.set_function(lambda: sio.connected(NAMESPACE))
+    metrics.subscriptions.set_function(delivery.subs.count)
+    metrics.watch_backlogs(sio.backlogs)
+
+
+async def _manager_ctx(app: web.Application) -> AsyncIterator[None]:
+    yield
+    await app[MANAGER].aclose()
+
+
+def _admin_ctx(instrumented: Any) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        yield
+        # Its own shutdown() waits out a sleep of the stats loop; cancelling is immediate.
+        task = instrumented.stats_task
+        if task is not None:
+            task.cancel()
+            await asyncio.wait([task])
+
+    return ctx
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """An unexpected exception becomes a JSON 500 for the caller and a traceback in our log."""
+    try:
+        return await handler(request)
+    except web.HTTPException:
+        raise
+    except Exception:
+        logger.exception("unhandled error in %s %s", request.method, request.path)
+        return web.json_response(
+            errors.error_body(errors.INTERNAL, "Internal server error."), status=500
+        )
+
+
+def create_app(settings: Settings) -> web.Application:
+    metrics = WebMetrics()
+    manager = fanout_manager(settings)
+    sio = create_sio(settings, manager)
+    drain = Drain(sio, settings.drain_s, metrics)
+    app = web.Application(
+        client_max_size=max(settings.max_body_bytes, 1_048_576),
+        middlewares=[
+            drain.refuse_new_connections(SOCKETIO_PATH),
+            ingest_status_counter(metrics, INGEST_PATH),
+            json_errors,
+        ],
+    )
+    app[SETTINGS] = settings
+    app[METRICS] = metrics
+    app[DRAIN] = drain
+    redis = connect(settings)  # no I/O until first use; closed by _redis_ctx
+    app[REDIS] = redis
+    app[INGEST] = IngestWriter(redis, settings)
+    app[INGEST_RATE] = IngestRate(redis, Keys(settings.prefix), settings.ingest_rate)
+    app.cleanup_ctx.append(_redis_ctx)
+
+    history = HistoryReader(redis, Keys.of(settings), settings.history_maxlen)
+    delivery = Delivery(
+        sio,
+        history,
+        Subscriptions(),
+        manager.channels,
+        batch_tick_s=settings.batch_tick_ms / 1000,
+        slow_client_s=settings.slow_client_s,
+        metrics=metrics,
+    )
+    _watch(metrics, sio, delivery)
+    manager.attach(delivery)
+    access = Access(settings, sio, auth.verifier(settings))
+    app[ACCESS] = access
+    sio.register_namespace(TopicNamespace(settings, delivery, access))
+    app[DELIVERY] = delivery
+    sio.attach(app, socketio_path=SOCKETIO_PATH)
+    app[SIO] = sio
+    app[MANAGER] = manager
+    app.on_shutdown.append(_disconnect_clients)
+    app.cleanup_ctx.append(_manager_ctx)
+    instrumented = admin.instrument(sio, settings)
+    if instrumented is not None:
+        app.cleanup_ctx.append(_admin_ctx(instrumented))
+    request_id.install(app)
+
+    # Ingest refuses the pipelines' window-output topics (a bad file: PipelinesError).
+    ingest = IngestHandler(
+        INGEST,
+        settings,
+        window_outputs(load_pipelines(settings.pipelines_file)),
+        keys=ingest_auth.ingest_keys(settings),
+        rate_key=INGEST_RATE,
+        metrics=metrics,
+    )
+    app.router.add_post(INGEST_PATH, ingest.handle)
+    app.router.add_get(EVENTS_PATH, TopicEvents(history, auth.verifier(settings)).handle)
+    app.router.add_get("/metrics", PublicMetrics(metrics, settings).handle)
+    app.cleanup_ctx.append(_metrics_port_ctx)
+    app.router.add_get("/readyz", Readiness(REDIS, lambda: drain.draining).handle)
+    app.router.add_get("/healthz", healthz)
+    dashboard.add_routes(app, Path(settings.dashboard_dir) if settings.dashboard_dir else None)
+    return app

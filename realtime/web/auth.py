@@ -1,0 +1,123 @@
+"""Connection auth, before the first step of delivery: the JWT a Socket.IO client presents
+on connect (`auth: {"token": JWT}`), and the topics it allows.
+
+HS256 with `REALTIME_JWT_SECRET`, or RS256/ES256 with `REALTIME_JWT_PUBLIC_KEY`; `exp` is
+required, `nbf`, `aud` (`REALTIME_JWT_AUDIENCE`) and `iss` (`REALTIME_JWT_ISSUER`) are
+checked. The claim `topics` lists the glob patterns the token may subscribe to.
+Pure apart from the clock PyJWT reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+from realtime.core.settings import Settings
+
+TOPICS_CLAIM = "topics"
+
+
+class AuthError(Exception):
+    """A token was refused; the message is for the client (it never echoes the token)."""
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What one connection may do: subscribe to topics matching `topics` (globs) until
+    `expires_at` (epoch seconds; None: no expiry)."""
+
+    topics: tuple[str, ...]
+    expires_at: float | None = None
+
+    def allows(self, topic: str) -> bool:
+        return any(fnmatchcase(topic, pattern) for pattern in self.topics)
+
+
+OPEN = Grant(("*",))  # auth off (REALTIME_INSECURE=1 without a JWT key): every topic
+
+
+def load_public_key(pem: str) -> rsa.RSAPublicKey | ec.EllipticCurvePublicKey:
+    """The RSA or EC key of a PEM; raises ValueError (for `realtime serve` to report)."""
+    try:
+        key = load_pem_public_key(pem.encode())
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"REALTIME_JWT_PUBLIC_KEY cannot be read: {exc}") from None
+    if not isinstance(key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
+        raise ValueError("REALTIME_JWT_PUBLIC_KEY must be an RSA (RS256) or EC (ES256) key")
+    return key
+
+
+class TokenVerifier:
+    def __init__(self, settings: Settings) -> None:
+        if settings.jwt_public_key:
+            self.key: Any = load_public_key(settings.jwt_public_key)
+            # One algorithm, fixed by the key: a token cannot pick another one.
+            self.algorithms = ["RS256" if isinstance(self.key, rsa.RSAPublicKey) else "ES256"]
+        else:
+            self.key = settings.jwt_secret
+            self.algorithms = ["HS256"]
+        self.audience = settings.jwt_audience or None
+        self.issuer = settings.jwt_issuer or None
+
+    def verify(self, auth: Any) -> Grant:
+        """The grant of a connect's `auth` object; raises AuthError."""
+        token = auth.get("token") if isinstance(auth, Mapping) else None
+        if not isinstance(token, str) or not token:
+            raise AuthError('A token is required: connect with auth {"token": "<JWT>"}.')
+        claims = self._decode(token)
+        topics = claims.get(TOPICS_CLAIM)
+        if not isinstance(topics, list) or not all(isinstance(t, str) for t in topics):
+            raise AuthError(f"The token has no '{TOPICS_CLAIM}' claim (a list of topic patterns).")
+        return Grant(tuple(topics), float(claims["exp"]))
+
+    def _decode(self, token: str) -> dict[str, Any]:
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                self.key,
+                algorithms=self.algorithms,
+                audience=self.audience,
+                issuer=self.issuer,
+                options={"require": ["exp"], "verify_aud": self.audience is not None},
+            )
+        except jwt.ExpiredSignatureError:
+            raise AuthError("The token has expired.") from None
+        except jwt.ImmatureSignatureError:
+            raise AuthError("The token is not valid yet (nbf).") from None
+        except jwt.InvalidAudienceError:
+            raise AuthError("The token's audience (aud) is not accepted.") from None
+        except jwt.InvalidIssuerError:
+            raise AuthError("The token's issuer (iss) is not accepted.") from None
+        except jwt.MissingRequiredClaimError as exc:
+            raise AuthError(f"The token has no '{exc.claim}' claim.") from None
+        except jwt.InvalidSignatureError:
+            raise AuthError("The token's signature is invalid.") from None
+        except jwt.InvalidAlgorithmError:
+            raise AuthError(f"The token must be signed with {'/'.join(self.algorithms)}.") from None
+        except jwt.InvalidTokenError:
+            raise AuthError("The token is malformed.") from None
+        return claims
+
+
+def verifier(settings: Settings) -> TokenVerifier | None:
+    """The verifier for these settings, or None when connections are not authenticated."""
+    return TokenVerifier(settings) if settings.client_auth else None
+
+
+def unprotected(settings: Settings) -> list[str]:
+    """What these settings leave open to anyone, each with the variable that closes it."""
+    open_parts = []
+    if not settings.client_auth:
+        open_parts.append(
+            "Socket.IO connections are not authenticated "
+            "(set REALTIME_JWT_SECRET or REALTIME_JWT_PUBLIC_KEY)"
+        )
+    if not settings.ingest_auth:
+        open_parts.append("ingest is not authenticated (set REALTIME_INGEST_KEYS)")
+    return open_parts

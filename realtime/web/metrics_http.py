@@ -1,0 +1,86 @@
+"""`/metrics` on the web's public port: open with `REALTIME_INSECURE=1` (development);
+otherwise HTTP Basic with the admin credentials (`REALTIME_ADMIN_USER` / `_PASSWORD`),
+and 404 without those (use the private port, `realtime.core.metrics_server`). Also the
+ingest API's response counter."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+
+from realtime.core import errors
+from realtime.core.metrics import ProcessMetrics, WebMetrics
+from realtime.core.metrics_server import respond
+from realtime.core.settings import Settings
+from realtime.web import admin
+
+logger = logging.getLogger(__name__)
+
+
+def _basic_credentials(header: str) -> tuple[str, str] | None:
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        user, sep, password = base64.b64decode(encoded, validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return (user, password) if sep else None
+
+
+class PublicMetrics:
+    """`GET /metrics` on the web's public port."""
+
+    def __init__(self, metrics: ProcessMetrics, settings: Settings) -> None:
+        self.metrics = metrics
+        self.open = settings.insecure
+        self.enabled = settings.admin_enabled
+        self.check = admin.credentials_check(settings)
+
+    def _allowed(self, request: web.Request) -> bool:
+        given = _basic_credentials(request.headers.get("Authorization", ""))
+        return given is not None and self.check({"username": given[0], "password": given[1]})
+
+    async def handle(self, request: web.Request) -> web.Response:
+        if not self.open:
+            if not self.enabled:
+                return web.json_response(
+                    errors.error_body(
+                        errors.NOT_FOUND,
+                        "Metrics are served on REALTIME_METRICS_PORT, or here with the "
+                        "admin credentials.",
+                    ),
+                    status=404,
+                )
+            if not self._allowed(request):
+                return web.json_response(
+                    errors.error_body(errors.UNAUTHORIZED, "Metrics need the admin credentials."),
+                    status=401,
+                    headers={"WWW-Authenticate": 'Basic realm="realtime metrics"'},
+                )
+        return await respond(self.metrics)
+
+
+def ingest_status_counter(metrics: WebMetrics, path: str) -> Middleware:
+    """Counts the responses to `path` (the ingest API) by status, errors included."""
+
+    @web.middleware
+    async def count(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path != path:
+            return await handler(request)
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            metrics.ingest_requests.labels(str(exc.status)).inc()
+            raise
+        except Exception:
+            metrics.ingest_requests.labels("500").inc()
+            raise
+        metrics.ingest_requests.labels(str(response.status)).inc()
+        return response
+
+    return count

@@ -1,0 +1,94 @@
+"""Socket.IO namespace `/`: clients subscribe to topics; a topic is a room.
+
+Client to server: `subscribe {topic, since?, snapshot?, max_rate?}` and `unsubscribe {topic}`, each
+acknowledged with `{"ok": true, "topic", ...}` or `{"ok": false, "error": {"code",
+"message", "fields"?}}`. Server to client: `update`, a list of topic events; after a
+subscribe, its ack comes first, then the replay, then live events (`realtime.delivery.hub`).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import socketio
+from marshmallow import Schema, ValidationError
+
+from realtime.core import errors
+from realtime.core.keys import NAMESPACE
+from realtime.core.settings import Settings
+from realtime.core.streamids import parse_id
+from realtime.delivery.hub import Delivery, HistoryUnavailable
+from realtime.ingest.schemas import SubscribeSchema, UnsubscribeSchema, field_errors
+from realtime.web.access import Access
+
+logger = logging.getLogger(__name__)
+
+
+def _single_payload(schema: Schema, args: tuple[Any, ...]) -> dict[str, Any]:
+    """Validate the one argument an event carries; raises ValidationError."""
+    if len(args) != 1:
+        raise ValidationError({"_schema": ["Send exactly one object argument."]})
+    loaded: dict[str, Any] = schema.load(args[0])
+    return loaded
+
+
+class TopicNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
+    def __init__(self, settings: Settings, delivery: Delivery, access: Access) -> None:
+        super().__init__(NAMESPACE)
+        self.settings = settings
+        self.delivery = delivery
+        self.access = access
+        self._subscribe = SubscribeSchema()
+        self._unsubscribe = UnsubscribeSchema()
+
+    async def trigger_event(self, event: str, *args: Any) -> Any:
+        if not hasattr(self, f"on_{event}"):
+            # Answered (when the client asked for an ack), never dispatched.
+            return errors.error_ack(errors.INVALID, f"Unknown event {event[:64]!r}.")
+        return await super().trigger_event(event, *args)
+
+    async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> bool:
+        self.access.connect(sid, auth)  # raises ConnectionRefusedError
+        return True
+
+    async def on_subscribe(self, sid: str, *args: Any) -> dict[str, Any]:
+        limited = self.access.check_rate(sid, "subscribe")
+        if limited is not None:
+            return limited
+        try:
+            request = _single_payload(self._subscribe, args)
+        except ValidationError as exc:
+            return errors.error_ack(errors.INVALID, "Invalid subscribe request.", field_errors(exc))
+        topic = request["topic"]
+        # Before anything is joined or read: a refused subscribe replays nothing.
+        refused = self.access.check_subscribe(sid, topic, self.delivery.subs.topics(sid))
+        if refused is not None:
+            return refused
+        since = parse_id(request["since"]) if "since" in request else None
+        try:
+            return await self.delivery.subscribe(
+                sid, topic, since, request.get("snapshot"), request.get("max_rate")
+            )
+        except HistoryUnavailable:
+            return errors.error_ack(
+                errors.UNAVAILABLE, "History is unavailable; subscribe again shortly."
+            )
+
+    async def on_unsubscribe(self, sid: str, *args: Any) -> dict[str, Any]:
+        limited = self.access.check_rate(sid, "unsubscribe")
+        if limited is not None:
+            return limited
+        try:
+            request = _single_payload(self._unsubscribe, args)
+        except ValidationError as exc:
+            return errors.error_ack(
+                errors.INVALID, "Invalid unsubscribe request.", field_errors(exc)
+            )
+        topic = request["topic"]
+        await self.delivery.unsubscribe(sid, topic)
+        return {"ok": True, "topic": topic}
+
+    async def on_disconnect(self, sid: str, *reason: Any) -> None:
+        self.access.disconnected(sid)
+        self.delivery.disconnected(sid)
