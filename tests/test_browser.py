@@ -149,7 +149,7 @@ async def test_topic_picker_follows_and_unfollows_any_topic(web: RealtimeProcess
         await page.wait_for_selector('.chart[data-topic="ui.picked:1s"]', state="detached")
         assert not await page.evaluate("() => window.__realtime.subs.topics.has('ui.picked:1s')")
         # The choice is remembered for the next visit (without ?topics=).
-        assert await page.evaluate("() => localStorage.getItem('realtime.core.topics')") == "[]"
+        assert await page.evaluate("() => localStorage.getItem('realtime.topics')") == "[]"
         assert problems.errors == []
 
 
