@@ -42,14 +42,10 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
-    from processors.pipelines.config import PipelinesError, load_pipelines
     from realtime.web.app import create_app
     from realtime.web.server import serve
 
-    try:  # ingest refuses the pipelines' window outputs: it needs a usable file too
-        load_pipelines(settings.pipelines_file)
-    except PipelinesError as exc:
-        print(f"realtime serve: {exc}", file=sys.stderr)
+    if not _pipelines_usable(settings, "serve"):  # ingest refuses their window outputs
         return 2
     if args.host:
         settings = settings.with_overrides(host=args.host)
@@ -110,15 +106,11 @@ def cmd_process_check(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_process(settings: Settings, args: argparse.Namespace) -> int:
-    from processors.pipelines.config import PipelinesError, load_pipelines
     from processors.worker.process import run_worker
 
     if args.check:
         return cmd_process_check(settings, args)
-    try:  # refuse a bad pipelines file before doing anything
-        load_pipelines(settings.pipelines_file)
-    except PipelinesError as exc:
-        print(f"realtime process: {exc}", file=sys.stderr)
+    if not _pipelines_usable(settings, "process"):  # refused before doing anything
         return 2
     if args.consumer:
         settings = settings.with_overrides(consumer=args.consumer)
@@ -234,6 +226,18 @@ def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
     from processors.worker.dlq import run_dlq
 
     return _run(run_dlq(settings, args))
+
+
+def _pipelines_usable(settings: Settings, command: str) -> bool:
+    """The pipelines file loads; else its problems are printed for `realtime COMMAND`."""
+    from processors.pipelines.config import PipelinesError, load_pipelines
+
+    try:
+        load_pipelines(settings.pipelines_file)
+    except PipelinesError as exc:
+        print(f"realtime {command}: {exc}", file=sys.stderr)
+        return False
+    return True
 
 
 def cmd_pipelines_check(settings: Settings, args: argparse.Namespace) -> int:

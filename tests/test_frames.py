@@ -50,7 +50,7 @@ def test_the_websocket_form_is_built_once_and_shared() -> None:
 
 
 def test_a_history_page_is_encoded_once_for_everyone_sent_all_of_it() -> None:
-    from realtime.delivery.hub import _Page
+    from realtime.delivery.catch_up import Page as _Page
 
     events = [{"topic": "p.t", "id": f"{n}-0", "ts": n, "data": {"n": n}} for n in (1, 2, 3)]
     page = _Page(events)

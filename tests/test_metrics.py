@@ -130,8 +130,7 @@ async def test_public_metrics_are_off_without_admin_credentials(settings: Settin
 async def test_public_metrics_need_the_admin_credentials(
     settings: Settings, processes: ProcessGroup
 ) -> None:
-    # A process: python-socketio's Admin UI instrumentation patches python-engineio's
-    # classes for the whole interpreter, so it must not run inside the test process.
+    # A real `realtime serve` process, configured as an operator would.
     web = processes.web(
         settings.with_overrides(insecure=False),
         REALTIME_ADMIN_USER="ops",

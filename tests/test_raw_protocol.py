@@ -16,12 +16,13 @@ import aiohttp
 import pytest
 
 from realtime.dev.embedded import RedisServer
+from realtime.transport.engine import request_problem
 from tests.helpers.clients import post_events
 from tests.helpers.processes import RealtimeProcess
 from tests.helpers.stack import fresh_settings, running_stack
 
-PING_INTERVAL_S = 1  # whole seconds: python-engineio announces whole seconds only
-PING_TIMEOUT_S = 1
+PING_INTERVAL_S = 1.5  # not whole seconds: announced exactly (python-engineio said 1000)
+PING_TIMEOUT_S = 1.25
 RECORD_SEPARATOR = "\x1e"  # between packets in one long-polling payload
 
 
@@ -32,7 +33,8 @@ def web(
     settings = fresh_settings(redis_server)
     with running_stack(
         settings, tmp_path_factory.mktemp("raw-stack"),
-        REALTIME_PING_INTERVAL_S=str(PING_INTERVAL_S), REALTIME_PING_TIMEOUT_S=str(PING_TIMEOUT_S),
+        REALTIME_PING_INTERVAL_MS=str(int(PING_INTERVAL_S * 1000)),
+        REALTIME_PING_TIMEOUT_MS=str(int(PING_TIMEOUT_S * 1000)),
     ) as web:  # fmt: skip
         yield web
 
@@ -129,8 +131,8 @@ async def test_websocket_session_with_acks_updates_and_heartbeat(
         raw = RawWebsocket(ws)
         handshake = parse_open(await raw.recv())
         assert handshake["upgrades"] == []  # already on the best transport
-        assert handshake["pingInterval"] == PING_INTERVAL_S * 1000
-        assert handshake["pingTimeout"] == PING_TIMEOUT_S * 1000
+        assert handshake["pingInterval"] == 1500
+        assert handshake["pingTimeout"] == 1250
         assert handshake["maxPayload"] > 0
         assert handshake["sid"]
 
@@ -274,3 +276,50 @@ async def test_polling_then_upgrade_to_websocket(
         ids = await post_events(web.url, {"topic": "raw.up", "data": {"n": 1}})
         [event] = await raw.updates(1)
         assert event["id"] == ids[0]
+
+
+@pytest.mark.system
+@pytest.mark.parametrize(
+    ("method", "query", "why"),
+    [
+        ("GET", "EIO=4", "Transport unknown"),  # python-engineio assumed polling: 200
+        ("GET", "EIO=4&transport=carrier-pigeon", "Transport unknown"),
+        ("POST", "EIO=4&transport=polling", "Bad handshake method"),  # was 405
+    ],
+)
+async def test_engineio_request_errors_are_400_as_the_spec_says(
+    web: RealtimeProcess, http: aiohttp.ClientSession, method: str, query: str, why: str
+) -> None:
+    async with http.request(method, f"{web.url}/socket.io/?{query}", data=b"40") as response:
+        assert response.status == 400
+        assert json.loads(await response.text()) == why
+
+
+@pytest.mark.system
+async def test_a_connect_to_an_unknown_namespace_is_refused_with_an_object(
+    web: RealtimeProcess, http: aiohttp.ClientSession
+) -> None:
+    poll = RawPolling(http, web)
+    await poll.open()
+    await poll.post("40/nowhere,")
+    [refused] = await poll.frames_until(1)
+    assert refused == '44/nowhere,{"message":"Invalid namespace"}'
+    await poll.post("40")  # the session itself is fine: `/` still connects
+    [connected] = await poll.frames_until(1)
+    assert connected.startswith("40{")
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("method", "query", "problem"),
+    [
+        ("GET", {"EIO": "4", "transport": "polling"}, None),
+        ("GET", {"EIO": "4", "transport": "websocket"}, None),
+        ("POST", {"EIO": "4", "transport": "polling", "sid": "x"}, None),
+        ("GET", {"EIO": "4"}, "Transport unknown"),
+        ("GET", {"transport": "flash"}, "Transport unknown"),
+        ("POST", {"transport": "polling", "sid": ""}, "Bad handshake method"),
+    ],
+)
+def test_request_problem(method: str, query: dict[str, str], problem: str | None) -> None:
+    assert request_problem(method, query) == problem

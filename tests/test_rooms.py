@@ -73,3 +73,26 @@ def test_disconnect_forgets_the_client_and_its_pending_callbacks() -> None:
     assert manager.rooms == {}
     assert "s1" not in manager.callbacks
     assert manager.get_rooms("s1", "/") == []
+
+
+@given(operations)
+def test_the_room_watcher_is_told_each_real_join_and_leave(
+    ops: list[tuple[str, str, str, str]],
+) -> None:
+    """What the Admin UI is told adds up to the registry: replaying the reported joins
+    and leaves gives every client's rooms; no repeats, nothing that did not change."""
+    manager = IndexedManager()
+    told: list[tuple[str, object, str, bool]] = []
+    manager.room_watcher = lambda *change: told.append(change)
+    replayed: dict[tuple[str, str], set[object]] = {}
+    for op in ops:
+        apply(manager, *op)
+        for namespace, room, sid, joined in told:
+            rooms = replayed.setdefault((namespace, sid), set())
+            assert (room in rooms) != joined, f"{op}: repeated {'join' if joined else 'leave'}"
+            (rooms.add if joined else rooms.discard)(room)
+        told.clear()
+        for namespace in NAMESPACES:
+            for sid in SIDS:
+                got = {r for r in replayed.get((namespace, sid), set()) if r is not None}
+                assert got == set(manager.get_rooms(sid, namespace))

@@ -25,6 +25,7 @@ from realtime.core.settings import Settings
 from realtime.dev.embedded import free_port
 from realtime.web.app import SIO, create_app
 from tests.helpers.history import write_history
+from tests.helpers.inprocess import serving
 from tests.helpers.processes import ProcessGroup, settings_env
 from tests.helpers.tokens import INGEST_KEY, INGEST_KEYS, METRICS_KEY, SECRET, hs256
 
@@ -37,13 +38,8 @@ async def secure(settings: Settings) -> AsyncIterator[tuple[str, web.Application
         redis_url=settings.redis_url,
         prefix=settings.prefix,
     )
-    app = create_app(secured)
-    server = TestServer(app, host="127.0.0.1", port=free_port(), handler_cancellation=True)
-    await server.start_server()
-    try:
-        yield str(server.make_url("")).rstrip("/"), app
-    finally:
-        await server.close()
+    async with serving(secured) as served:
+        yield served
 
 
 class Client:

@@ -7,6 +7,7 @@ from dataclasses import fields
 import pytest
 
 from realtime.core.settings import (
+    LEGACY_VARIABLES,
     IngestKeySpec,
     Settings,
     SettingsError,
@@ -129,8 +130,8 @@ _EVERYTHING = dict(
     prefix="tt:",
     insecure=True,
     cors_origins=("https://a.example", "https://b.example"),
-    ping_interval_s=7,
-    ping_timeout_s=8,
+    ping_interval_ms=7500,
+    ping_timeout_ms=800,
     ws_compression=True,
     batch_tick_ms=2.5,
     client_backlog_bytes=4096,
@@ -194,7 +195,7 @@ def test_every_setting_has_a_variable_and_the_round_trip_covers_each() -> None:
     default, fails here (so it cannot silently never reach the test processes)."""
     defaults = Settings()
     names = {f.name for f in fields(Settings)} - {"group"}  # no variable: fixed
-    assert {env_name(n) for n in names} == environment_variables()
+    assert {env_name(n) for n in names} | LEGACY_VARIABLES == environment_variables()
     changed = {
         n
         for n in names
@@ -208,3 +209,25 @@ def test_defaults_need_no_environment_and_group_cannot_be_passed() -> None:
     assert Settings(consumer=Settings.from_env({}).consumer).to_env() == {}
     with pytest.raises(SettingsError, match="group has no environment variable"):
         Settings(group="other").to_env()
+
+
+@pytest.mark.parametrize(
+    ("env", "interval_ms", "timeout_ms"),
+    [
+        ({}, 25_000, 20_000),
+        ({"REALTIME_PING_INTERVAL_S": "7", "REALTIME_PING_TIMEOUT_S": "3"}, 7000, 3000),
+        ({"REALTIME_PING_INTERVAL_MS": "750", "REALTIME_PING_TIMEOUT_MS": "400"}, 750, 400),
+        # the millisecond variable wins over the older one in seconds
+        ({"REALTIME_PING_INTERVAL_MS": "1500", "REALTIME_PING_INTERVAL_S": "9"}, 1500, 20_000),
+    ],
+)
+def test_the_heartbeat_is_set_in_milliseconds_or_whole_seconds(
+    env: dict[str, str], interval_ms: int, timeout_ms: int
+) -> None:
+    settings = Settings.from_env(env)
+    assert (settings.ping_interval_ms, settings.ping_timeout_ms) == (interval_ms, timeout_ms)
+
+
+def test_a_zero_heartbeat_is_refused() -> None:
+    with pytest.raises(SettingsError, match="REALTIME_PING_INTERVAL_MS must be >= 1"):
+        Settings.from_env({"REALTIME_PING_INTERVAL_MS": "0"})

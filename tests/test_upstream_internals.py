@@ -211,12 +211,12 @@ INTERNALS: list[Internal] = [
     ),
     *uses(
         ENGINE,
-        "realtime/transport/engine.py, transport/server.py, delivery/hub.py (eio sid -> socket)",
+        "realtime/transport/engine.py, transport/server.py (eio sid -> socket: writer)",
         sockets=OnInstance(dict),
     ),
     *uses(
         ENGINE,
-        "realtime/web/app.py create_sio (replaced per instance: POST bodies checked)",
+        "realtime/transport/server.py SocketServer (replaced per instance: POST bodies checked)",
         _async=OnInstance(dict, keys=("translate_request",)),
     ),
     *uses(ENGINE, _UPGRADE, max_http_buffer_size=OnInstance(int)),
@@ -265,6 +265,20 @@ INTERNALS: list[Internal] = [
         _handle_eio_connect=coro("self eio_sid environ", exact=True),
         _handle_eio_message=coro("self eio_sid data", exact=True),
         _handle_eio_disconnect=coro("self eio_sid reason", exact=True),
+        _handle_connect=coro("self eio_sid namespace data", exact=True),
+        _send_packet=coro("self eio_sid pkt"),
+        handlers=OnInstance(dict),
+        namespace_handlers=OnInstance(dict),
+    ),
+    *uses(
+        SERVER,
+        f"{_SS}._serves (the namespaces a CONNECT may name, as _handle_connect decides)",
+        _handle_connect=Refers("handlers namespace_handlers namespaces"),
+    ),
+    *uses(
+        ENGINE,
+        "realtime/transport/engine.py EngineServer.handle_request (override: 400s first)",
+        handle_request=coro("self *args **kwargs", exact=True),
     ),
     *uses(
         SERVER,
@@ -354,10 +368,27 @@ INTERNALS: list[Internal] = [
         write_only=OnInstance(bool),
         host_id=OnInstance(str),
     ),
+    # python-socketio: what the Admin UI's server side (realtime/web/admin.py) reads and calls
     *uses(
-        "socketio.async_admin.InstrumentedAsyncServer",
-        "realtime/web/app.py _admin_ctx (cancels instrumented.stats_task)",
-        __init__=Refers("stats_task"),
+        SERVER,
+        "realtime/web/admin.py AdminUI.server_stats (every namespace, `/` included)",
+        handlers=OnInstance(dict),
+        namespace_handlers=OnInstance(dict),
+    ),
+    *uses(
+        SERVER,
+        "realtime/web/admin.py AdminUI._send_queued (to a local admin, not through the fan-out)",
+        emit=coro("self event data to room skip_sid namespace callback ignore_queue"),
+    ),
+    *uses(
+        SERVER,
+        f"{_SS}._trigger_event (a disconnect's reason: args[1], for the Admin UI)",
+        _handle_disconnect=Refers("_trigger_event reason"),
+    ),
+    *uses(
+        MANAGER,
+        "realtime/web/admin.py AdminUI._welcome (waits for the admin's connect to complete)",
+        is_connected=func("self sid namespace"),
     ),
     # aiohttp: the request handler a websocket's transport is taken from
     *uses(
@@ -597,8 +628,9 @@ def test_an_engineio_socket_can_become_an_engine_socket() -> None:
 
 async def test_engineio_hands_each_new_socket_to_engine_server_to_adopt() -> None:
     """A polling handshake through the real request path: the driver's translate_request
-    is looked up per request (realtime/web/app.py replaces it), and the new AsyncSocket is in
-    `sockets` when 'connect' fires with its sid, before the first ping is scheduled."""
+    is looked up per request (realtime/transport/server.py replaces it), and the new
+    AsyncSocket is in `sockets` when 'connect' fires with its sid, before the first ping
+    is scheduled."""
     eio = EngineServer(async_mode="aiohttp", logger=_LOG, monitor_clients=False)
     translated: list[dict[str, str]] = []
 
@@ -616,7 +648,7 @@ async def test_engineio_hands_each_new_socket_to_engine_server_to_adopt() -> Non
         assert translated, blame(
             f"{ENGINE}.handle_request",
             "no longer reads self._async['translate_request'] per request",
-            "realtime/web/app.py create_sio",
+            "realtime/transport/server.py SocketServer.__init__",
         )
         assert status.startswith("200"), f"handshake answered {status}"
         adopted = [type(s) for s in sockets] == [EngineSocket]
@@ -748,12 +780,12 @@ _FANOUT_MEANT = (
 )
 SUBCLASSES = [  # ours, its upstream base, the upstream names it means to override
     (EngineSocket, SOCKET, "send poll schedule_ping close _upgrade_websocket"),
-    (EngineServer, ENGINE, "_trigger_event"),
+    (EngineServer, ENGINE, "_trigger_event handle_request"),
     (
         SocketServer,
         SERVER,
         "_engineio_server_class _trigger_event"
-        " _handle_eio_connect _handle_eio_message _handle_eio_disconnect",
+        " _handle_eio_connect _handle_eio_message _handle_eio_disconnect _handle_connect",
     ),
     (FanoutManager, REDIS_MANAGER, _FANOUT_MEANT),
     (ShardedFanoutManager, REDIS_MANAGER, _FANOUT_MEANT),

@@ -9,36 +9,22 @@ import base64
 import gc
 import os
 import struct
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 
 from realtime.core.settings import Settings
-from realtime.dev.embedded import free_port
 from realtime.transport import websocket
 from realtime.transport.connection import WebSocketConnection
 from realtime.transport.engine import EngineSocket
-from realtime.web.app import SIO, create_app
+from realtime.web.app import SIO
+from tests.helpers.inprocess import served
 from tests.helpers.waiting import eventually
 from tests.test_websocket import client_frame
 
 pytestmark = pytest.mark.integration
 
 PATH = "/socket.io/?EIO=4&transport=websocket"
-
-
-@asynccontextmanager
-async def served(settings: Settings) -> AsyncIterator[tuple[TestServer, web.Application]]:
-    app = create_app(settings)
-    server = TestServer(app, host="127.0.0.1", port=free_port(), handler_cancellation=True)
-    await server.start_server()
-    try:
-        yield server, app
-    finally:
-        await server.close()
 
 
 class RawClient:

@@ -3,7 +3,7 @@
 // a store update per message. The same loop measures the page's own render rate.
 import { io } from "socket.io-client";
 import { Subscriptions } from "../../realtime/static/realtime-client.js";
-import { RateMeter, RingLog, Series } from "./buffers.js";
+import { RateMeter, RecentMedian, RingLog, Series } from "./buffers.js";
 import { useStore } from "./store.js";
 
 export const LOG_CAPACITY = 100_000;
@@ -11,6 +11,8 @@ const SNAPSHOT = 200;
 
 export const log = new RingLog(LOG_CAPACITY);
 export const series = new Map(); // topic -> Series
+export const plots = new Map(); // topic -> its chart's uPlot (for the console and the tests)
+const topicStats = new Map(); // topic -> {rate, latency}
 let pending = [];
 let gaps = 0;
 
@@ -27,6 +29,42 @@ function seriesOf(topic) {
   return s;
 }
 
+// Per topic: events/s over the last 5 s, and the end-to-end latency (the event's `ts`, set
+// by its producer or the server, to this browser receiving it): the median over the last
+// 10 s of each delivery's newest event. Measured on live deliveries only, not on the
+// history a subscribe's ack carries (its age is not latency).
+function measure(events) {
+  const now = Date.now();
+  const seen = new Map(); // topic -> {count, newest ts}
+  for (const event of events) {
+    if (typeof event?.topic !== "string") continue;
+    const entry = seen.get(event.topic);
+    if (entry === undefined) seen.set(event.topic, { count: 1, ts: event.ts });
+    else {
+      entry.count += 1;
+      if (event.ts > entry.ts) entry.ts = event.ts;
+    }
+  }
+  const at = performance.now();
+  for (const [topic, { count, ts }] of seen) {
+    let stats = topicStats.get(topic);
+    if (stats === undefined) {
+      stats = { rate: new RateMeter(5000), latency: new RecentMedian(10000) };
+      topicStats.set(topic, stats);
+    }
+    stats.rate.add(at, count);
+    if (Number.isFinite(ts)) stats.latency.add(at, now - ts);
+  }
+}
+
+/** A topic's live numbers: {eventsPerSec, latencyMs (null: nothing lately)}. */
+export function statsOf(topic) {
+  const stats = topicStats.get(topic);
+  const now = performance.now();
+  if (stats === undefined) return { eventsPerSec: 0, latencyMs: null };
+  return { eventsPerSec: stats.rate.rate(now), latencyMs: stats.latency.value(now) };
+}
+
 function receive(events) {
   for (const event of events) pending.push(event);
   arrivals.add(performance.now(), events.length);
@@ -40,7 +78,8 @@ function flush() {
   const topics = new Set();
   for (const event of batch) {
     log.push(event);
-    if (!event.gap) seriesOf(event.topic).add(event);
+    if (event.gap) seriesOf(event.topic).markBreak();
+    else seriesOf(event.topic).add(event);
     topics.add(event.topic);
   }
   const state = useStore.getState();
@@ -102,7 +141,12 @@ export function startFeed(url = undefined) {
     onSubscribed: (topic, ack, { resumed }) => {
       setTopicError(topic, null);
       if (resumed && ack.recovered !== false) {
-        useStore.setState((s) => ({ resume: { ...s.resume, state: "recovered", at: Date.now() } }));
+        // One reconnect resumes every topic: a gap on one is not hidden by the others.
+        useStore.setState((s) =>
+          s.resume.state === "gap" && Date.now() - s.resume.at < 5000
+            ? {}
+            : { resume: { ...s.resume, state: "recovered", at: Date.now(), dismissed: false } },
+        );
       }
     },
     onGap: (topic) => {
@@ -113,6 +157,7 @@ export function startFeed(url = undefined) {
         resume: {
           state: "gap",
           at: Date.now(),
+          dismissed: false,
           gaps: [...s.resume.gaps.slice(-9), { topic, at: Date.now() }],
         },
       }));
@@ -120,6 +165,7 @@ export function startFeed(url = undefined) {
     onError: (topic, error) => setTopicError(topic, error?.error?.message ?? String(error)),
   });
 
+  socket.on("update", (events) => Array.isArray(events) && measure(events));
   socket.on("connect", () =>
     setConnection({
       status: "connected",
@@ -180,6 +226,8 @@ export function startFeed(url = undefined) {
       connection: useStore.getState().connection,
       resume: useStore.getState().resume,
     }),
+    plots,
+    statsOf,
   };
   return { socket, subs };
 }

@@ -6,6 +6,10 @@ import { create } from "zustand";
 export const TOPIC_RE = /^[a-z0-9][a-z0-9_.:-]{0,127}$/;
 export const DEFAULT_TOPICS = ["metrics.cpu", "metrics.memory", "metrics.requests", "events.orders"];
 const STORAGE_KEY = "realtime.topics";
+const KNOWN_KEY = "realtime.known";
+// How long a connection notice stays (it can be dismissed sooner): a gap is worth a
+// longer look than a clean resume. The gap stays marked in the log and the charts.
+export const NOTICE_MS = { gap: 30_000, recovered: 15_000 };
 
 function initialTopics() {
   const fromUrl = new URLSearchParams(window.location.search).get("topics");
@@ -19,13 +23,25 @@ function initialTopics() {
   return DEFAULT_TOPICS;
 }
 
-function saveTopics(topics) {
+function initialKnown() {
   try {
-    window.localStorage.setItem(STORAGE_KEY, JSON.stringify(topics));
+    const saved = JSON.parse(window.localStorage.getItem(KNOWN_KEY) ?? "null");
+    if (Array.isArray(saved)) return [...new Set([...DEFAULT_TOPICS, ...saved.filter((t) => TOPIC_RE.test(t))])].sort();
+  } catch {
+    // unreadable storage: what this page sees is enough
+  }
+  return [...DEFAULT_TOPICS].sort();
+}
+
+function save(key, value) {
+  try {
+    window.localStorage.setItem(key, JSON.stringify(value));
   } catch {
     // private mode or full storage: the selection just is not remembered
   }
 }
+
+const saveTopics = (topics) => save(STORAGE_KEY, topics);
 
 export const useStore = create((set, get) => ({
   connection: {
@@ -35,10 +51,12 @@ export const useStore = create((set, get) => ({
     error: null,
     connects: 0,
   },
-  // What the last reconnect found: null (first connect), "recovered" or "gap".
-  resume: { state: null, at: null, gaps: [] },
+  // What the last reconnect found: null (first connect), "recovered" or "gap"; its notice
+  // shows until `dismissed` or NOTICE_MS[state] after `at`.
+  resume: { state: null, at: null, gaps: [], dismissed: false },
   topics: initialTopics(),
-  known: [...DEFAULT_TOPICS],
+  // Every topic this page has seen or followed (remembered): the topic browser lists them.
+  known: initialKnown(),
   topicErrors: {},
   frame: 0,
   logLength: 0,
@@ -51,6 +69,7 @@ export const useStore = create((set, get) => ({
     const next = [...topics, topic];
     saveTopics(next);
     set({ topics: next });
+    get().learnTopics([topic]);
   },
   removeTopic(topic) {
     const next = get().topics.filter((t) => t !== topic);
@@ -61,6 +80,13 @@ export const useStore = create((set, get) => ({
   learnTopics(seen) {
     const known = get().known;
     const fresh = seen.filter((t) => !known.includes(t));
-    if (fresh.length) set({ known: [...known, ...fresh].sort() });
+    if (fresh.length) {
+      const next = [...known, ...fresh].sort();
+      save(KNOWN_KEY, next);
+      set({ known: next });
+    }
+  },
+  dismissNotice() {
+    set((s) => ({ resume: { ...s.resume, dismissed: true } }));
   },
 }));

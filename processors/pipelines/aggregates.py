@@ -1,16 +1,9 @@
 """The aggregate of one window: count, sum, min, max, avg, last and p50/p95/p99 (pure).
 
 What the window aggregator (`processors/pipelines/windows.py`) keeps per pane and per window, and
-what a closed window's output event carries. Three properties matter and are tested:
+what a closed window's output event carries. Three properties matter and are tested.
 
-- mergeable: `a.merge(b)` equals the aggregate of a's and b's events together, exactly,
-  so a 1m window can be assembled from its 1s panes;
-- order-independent: the same events in any order give the same aggregate, bit for bit.
-  The sum is kept exactly (an integer multiple of a power of two; read correctly
-  rounded), because floating-point addition depends on order; `last` is the value of
-  the event with the greatest (ts, ingest id), not the last to arrive;
-- serialisable: `to_state()` is a canonical, compact JSON-able list (checkpointed in Redis
-  with the ingest offset) and `from_state` reads it back.
+Design notes: docs/design-notes.md.
 """
 
 from __future__ import annotations

@@ -5,20 +5,7 @@ the process with every problem listed by its path in the file, e.g.
 `pipelines[0] (metrics).windows.sizes[1]: not a duration: '10x' (use ms, s, m, h or d)`.
 `processors/pipelines/plan.py` turns the result into the per-event plan.
 
-    pipelines:
-      - name: metrics              # [a-z0-9][a-z0-9_-]*, unique
-        match: "metrics.*"         # glob on the ingest topic, or a list of globs
-        passthrough: true          # default true; false: the event is not kept on its topic
-        drop_if: "value < 0"       # optional predicate (processors/pipelines/predicates.py)
-        windows:                   # optional tumbling event-time windows
-          field: value             # numeric data field (default value)
-          sizes: [1s, 10s, 1m]     # each a multiple of the smallest
-          lateness: 1s             # default 1s
-          topic: "{topic}:{window}"  # output topic (default)
-        routes:                    # optional: copies into other topics
-          - to: "orders.by_region.{region}"
-            when: "amount > 0"     # optional predicate
-            fallback: orders.by_region.unknown  # optional, when the key makes no topic
+Design notes: docs/design-notes.md.
 """
 
 from __future__ import annotations

@@ -7,67 +7,7 @@ docstring is the contract for the worker integration.
 
 ## Ids of derived topics
 
-Topic event ids must increase per topic (they are `rt:topic:{topic}` stream ids, written
-explicitly so that a redelivery is refused as a duplicate). So:
-
-1. Pass-through events keep the ingest entry id (`processors/pipelines/transform.py`).
-2. A window output on `{topic}:{window}` gets id `"{window_end}-0"` and ts = window_start.
-   A source topic lives in exactly one partition and the windows of one size close in
-   increasing end order, each exactly once (events for a closed window are late), so
-   these ids increase per output topic. A replay after a crash recomputes the same
-   window with the same id and content (see "Determinism" in processors/pipelines/windows.py),
-   which history refuses as a duplicate. Nobody else may write these topics: ingest
-   must refuse them (`Pipelines.derived_from`) and routes cannot target them.
-3. Routed events are never written to their target topic by the source's worker: the
-   target may receive from several source topics in several partitions, whose ingest
-   ids are not ordered with respect to each other. They are appended to the target's
-   own ingest stream (`rt:ingest:{partition_of(target)}`, auto id, `RoutedEvent.
-   ingest_fields()` with hops + 1) and come back as ordinary entries of the target:
-   pass-through id = that ingest id; the target's windows live in its own partition.
-   Exactly once: those XADDs go in the same lease-fenced commit that sets the field
-   `routed` = the last source entry id they cover; entries at or below it are not
-   routed again.
-
-## Checkpoint (per partition, a hash: add `Keys.windows(p)` -> `rt:windows:{p}`)
-
-- field `offset` (OFFSET_FIELD): the last ingest entry id fed into the saved window
-  state;
-- field `routed` (ROUTED_FIELD): the last ingest entry id whose routed copies are
-  written;
-- field `{pipeline}|{topic}`: that `TopicWindows` state (compact JSON, see
-  `TopicWindows.to_state`), written only when it changed since the last checkpoint.
-  A field not rewritten is still exact: nothing touched that topic since.
-
-Per batch of entries of partition p, the partition runner (processors/worker/partition.py)
-does, in its one lease-fenced commit script per batch (processors/worker/fencing.py), which
-the integration extends with the routed XADDs and the HSET/HDEL:
-1. plans each entry; feeds its windows (`feed`) only if its id > `offset`, keeps its
-   routed copies only if its id > `routed` (pass-through is idempotent: always redo);
-2. commits: history writes for pass-through events and window outputs (explicit ids,
-   "equal or smaller" skipped as today), publishes, dead letters, the routed copies'
-   XADDs, and HSET `routed` = the batch's last id;
-3. acknowledges entries only in a commit that also checkpoints them: HSET
-   `checkpoint(last fed id).fields`, HDEL `.removed`, XACK every entry up to that
-   offset. Simplest: do it in every batch's commit. Cheaper at high rates: about once
-   a second (and before giving the lease up), leaving entries pending in between, since
-   a checkpoint serialises every changed topic's state and per-batch checkpoints cost
-   more than the aggregation itself (bench/aggregate.py).
-Because acks and checkpoints commit together under the lease, "pending" means "not in
-the checkpoint": a new owner restores the checkpoint and feeds every claimed pending
-entry; the windows come out identical (see "Determinism" in processors/pipelines/windows.py),
-history refuses the repeated ids, and `routed` keeps copies from being sent twice.
-
-The timer: `advance(T)` closes windows of idle topics. T must be an ingest-clock time
-such that every entry of this partition with an id ms below T has been fed: e.g. have
-the fenced read script call `TIME` before its XREADGROUP and return it; when that read
-returned fewer entries than COUNT (and the claimed pending entries of a previous owner
-are done), call `advance(T)` after feeding them. Outputs are committed like step 2.
-With that rule, what each window contains does not depend on when the timer ran, so a
-new owner that restores the checkpoint and replays the partition's pending
-entries produces exactly what the old one would have. On takeover: HGETALL
-`rt:windows:{p}` -> `restore`, which returns both offsets. Changing
-REALTIME_PARTITIONS moves topics between partitions and strands their window state:
-drain first.
+Design notes: docs/design-notes.md.
 """
 
 from __future__ import annotations

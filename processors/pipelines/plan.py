@@ -1,22 +1,9 @@
 """What one ingest event produces under the configured pipelines (pure, no I/O).
 
 The worker's step between decoding an ingest entry (`processors/pipelines/transform.py`) and
-writing: `Pipelines.plan(event)` returns a `Plan`:
+writing: `Pipelines.plan(event)` returns a `Plan`.
 
-- `passthrough`: the event on its own topic (id = ingest id), unless a matching pipeline
-  says `passthrough: false` or drops it;
-- `routed`: copies for other topics. They are NOT written to those topics directly: they
-  re-enter ingest on the target topic's partition (see partition_windows.py for why),
-  carrying `hops` so a routing loop stops after MAX_HOPS;
-- `feeds`: values for the window aggregator (`partition_windows.py`), one per
-  matching pipeline with windows, with the output topic of each window size;
-- `skipped`: what was not produced and why (a metric per pipeline and reason).
-
-Rules: every pipeline whose glob matches the topic applies, in file order. If any of
-them has a `drop_if` that holds, the event is dropped entirely (no pass-through, no
-windows, no routes). Pass-through happens when no matching pipeline vetoes it, so
-topics no pipeline matches pass through. Topics that are window outputs of a pipeline
-(`metrics.cpu:1s`) are refused: only the aggregator writes them.
+Design notes: docs/design-notes.md.
 """
 
 from __future__ import annotations

@@ -3,16 +3,7 @@
 Pure: parsed once when the pipelines file is loaded, then evaluated per event. No eval:
 a predicate is one comparison on one data field, or an `any`/`all`/`not` combination.
 
-    "value < 0"                      FIELD OP LITERAL   OP: == != < <= > >=
-    "region in [\"eu\", \"us\"]"     FIELD in LIST / FIELD not in LIST
-    "debug exists" / "user missing"  presence of a field
-    {"any": [P, ...]}  {"all": [P, ...]}  {"not": P}
-
-FIELD is a path into `data` (`a.b` is data["a"]["b"]); LITERAL is a JSON literal
-(number, "string", true, false, null). Comparisons are typed: numbers compare with
-numbers (booleans are not numbers), strings with strings; across types `==` is false
-and `<` etc. are false. A comparison on a missing field is false (for every operator,
-`!=` and `not in` included), so a predicate never raises at run time.
+Design notes: docs/design-notes.md.
 """
 
 from __future__ import annotations

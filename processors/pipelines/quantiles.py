@@ -7,25 +7,7 @@ assembled from panes and checkpointed in Redis.
 Rank rule: for values sorted as x[0] <= ... <= x[n-1], the q-quantile is x[r] with
 r = floor(q * (n - 1)) (numpy's `method="lower"`; the rule DDSketch uses).
 
-Error bound:
-- n <= EXACT_LIMIT (64): the values themselves are kept; `quantile(q)` is exactly x[r].
-- n > EXACT_LIMIT: a DDSketch with relative accuracy ALPHA = 1 %: the returned value v
-  satisfies |v - x[r]| <= ALPHA * |x[r]|, except that values with |x| < 2.3e-308 count
-  as 0. The bucket mapping is Datadog's reference `ddsketch.mapping.LogarithmicMapping`
-  (bucket k holds (gamma^(k-1), gamma^k], gamma = (1 + ALPHA) / (1 - ALPHA), and
-  represents it by the value within ALPHA of every member). Results are also clamped to
-  the exact [min, max], which can only reduce the error.
-- The bound holds while each sign's values span at most MAX_BINS buckets, i.e. a ratio of
-  largest to smallest magnitude below gamma^2048 ~ 5.8e17. Past that, the buckets
-  nearest zero are collapsed into one (the DDSketch "collapsing lowest" store), so only
-  quantiles falling among the smallest magnitudes lose the bound; memory stays bounded.
-
-Why our own bucket store instead of `ddsketch.DDSketch`'s: counts are integers (the
-library's are floats), so merging is exact and the state has one canonical form; the
-store is sparse (any dynamic range, no dense arrays); and it serialises to small JSON
-without the protobuf dependency. Two sketches built from the same multiset of values
-are identical whatever the order of adds and merges: that is what makes a window's
-percentiles independent of arrival order and of how it was split into panes.
+Design notes: docs/design-notes.md.
 """
 
 from __future__ import annotations

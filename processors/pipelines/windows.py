@@ -4,31 +4,7 @@ The worker keeps one `TopicWindows` per (pipeline, source topic) through
 `partition_windows.py`; this module decides which window an event belongs to, when
 a window closes, and which events are too late.
 
-Windows are aligned to the epoch: a window of size S holds events with
-start <= ts < start + S, start a multiple of S. All sizes of a pipeline are multiples of
-the smallest one (the pane), so every window is a union of whole panes. An event is
-added to its pane only; when a pane closes it is emitted (it *is* the smallest window)
-and merged into the open window of each larger size. One add per event whatever the
-number of sizes, and an event is in all of a pipeline's windows or in none: the 10s
-window always equals the merge of its ten 1s windows.
-
-Watermark, per source topic (not per partition: producers of different topics may have
-skewed clocks, and one lagging producer must not make every other topic's events late):
-
-- on each event: W = max(W, max_ts - lateness);
-- idle time (the wall-clock timer): the ingest clock (ms of the Redis ingest ids, or
-  Redis time given to `advance`) moving past the topic's last event advances W as if
-  the topic's event time kept moving with it: W = max(W, max_ts + idle - lateness),
-  idle = ingest clock - ingest ms of the topic's last event. So a window closes at the
-  latest `lateness` after its end even when no further event arrives.
-- A pane [s, s + P) closes, and a larger window [s, e) closes, once W >= its end.
-- An event whose pane has closed (pane end <= W) is late: counted in `late`, not merged.
-
-Determinism: the idle rule is applied with each event's own ingest ms before that event
-is judged, so what each window contains depends only on the ingest stream (ids and
-fields), not on when the worker's timer ran, provided `advance(T)` is only called with
-T <= the ingest ms of every entry not yet fed (see partition_windows.py). Replaying
-a partition after a crash therefore rebuilds exactly the same windows.
+Design notes: docs/design-notes.md.
 """
 
 from __future__ import annotations

@@ -1,16 +1,8 @@
-"""The worker's coordinator: which partitions this worker owns, and a runner for each.
+"""The worker's coordinator, step 2 of the data path (processing): which partitions this
+worker owns (membership, its fair share, leases renewed and handed over), and a
+`PartitionRunner` for each.
 
-Every `lease_ms / 3` it heartbeats its membership (and its liveness key, which
-`realtime process --check` reads: `heartbeat.py`), renews its leases (a partition whose
-lease was lost, or not renewed in time, has its runner stopped), works out its fair
-share of partitions from the live workers, hands over partitions above its share (the
-runner finishes its batch, then the lease is released, so the next owner starts at
-once) and takes free partitions below it. Each owned partition has a `PartitionRunner`
-(`processors/worker/partition.py`). Every `HOUSEKEEPING_S` it trims acknowledged entries from
-its partitions and removes dead workers' consumers from the group.
-
-Any number of workers can run: at most one owns a partition at a time, and partitions
-move between them as workers come and go.
+Design notes: docs/design-notes.md.
 """
 
 from __future__ import annotations

@@ -7,13 +7,7 @@ it failed `REALTIME_MAX_ATTEMPTS` times in a row, or when it has been handed to 
 written by the same atomic commit that acknowledges the entry: the partition moves on
 and nothing is silently dropped. `realtime dlq list|replay|drop` works on this stream.
 
-A window output whose history write fails every time (its key holds another type) is
-dead-lettered too, by the commit that checkpoints the window: `id` is the output's
-event id, its `topic`, `ts` and `data` are the entry fields, `attempts` is 1.
-
-A record holds where the entry came from (`stream`, `id`), why it was given up
-(`error`, `attempts`, `at`), and the entry's own fields, byte for byte, as
-`entry.<field>`, so a replay re-queues exactly what the producer sent.
+Design notes: docs/design-notes.md.
 """
 
 from __future__ import annotations

@@ -7,10 +7,7 @@ before it expires and deletes it on a clean shutdown; renew and release compare 
 token first (Lua), so a worker never extends or drops a lease that someone else holds
 by now. When a worker dies, its leases expire and others take its partitions over.
 
-A lease alone does not make writes safe: a worker that was paused (GC, CPU starvation,
-a network partition) can wake up after its lease expired. So every read and commit of
-a partition checks the lease again inside Redis, atomically with the write
-(`processors/worker/fencing.py`).
+Design notes: docs/design-notes.md.
 """
 
 from __future__ import annotations

@@ -1,20 +1,9 @@
-"""One partition while this worker holds its lease: recover, then read, plan, commit.
+"""One partition while this worker holds its lease, step 2 of the data path: recover
+(restore the window checkpoint, replay what is pending), then read, plan each entry with
+the pipelines, and commit each batch atomically (`fencing.py`); poison entries go to the
+dead letters after `max_attempts`.
 
-On taking a partition over, the runner first loads the partition's window checkpoint,
-then claims every entry still pending in it (a dead owner's, or its own from before a
-Redis outage or a failed commit) and finishes them, oldest first; only then does it read
-new entries. Each entry is planned by the pipelines and each batch becomes one atomic
-commit: history entries, fan-out publishes, routed copies, window checkpoint, dead
-letters and acks (`processors/worker/partition_pipelines.py`, `processors/worker/fencing.py`). While
-windows are open, it wakes at least every TIMER_WAIT_MS to let the timer close idle ones.
-
-A failing entry holds its partition, because the topic's later events must not overtake
-it: it is retried in place with backoff. It goes to the dead-letter stream, and the
-partition moves on, when processing it failed `max_attempts` times, when it has been
-delivered `max_attempts` times without completing (it keeps killing workers), or at once
-when it is malformed (retrying cannot help). Redis outages are not failures of an entry.
-A window output whose history key holds another type is no entry's fault: it goes to
-the dead-letter stream on its own, at once, and the partition goes on.
+Design notes: docs/design-notes.md.
 """
 
 from __future__ import annotations
@@ -143,7 +132,9 @@ class PartitionRunner:
         while not self.stopping.is_set():
             try:
                 if self.stage.stale:
-                    self.stage.restore(await self.redis.hgetall(self.fenced.windows_key))
+                    self.stage.restore(
+                        await self.redis.hgetall(self.fenced.windows_key), now=time.monotonic()
+                    )
                     recovering = True
                 if recovering:
                     claimed = await self.fenced.claim(self.batch_size)
@@ -270,7 +261,12 @@ class PartitionRunner:
     ) -> tuple[int, str] | None:
         """Commit; on a failed history write, (index of its outcome, error)."""
         batch = self.stage.build(
-            self.fenced.stream, outcomes, self.encoder, clock_ms=clock_ms, checkpoint=checkpoint
+            self.fenced.stream,
+            outcomes,
+            self.encoder,
+            now=time.monotonic(),
+            clock_ms=clock_ms,
+            checkpoint=checkpoint,
         )
         self._count_late()
         if not batch.plan:

@@ -5,30 +5,14 @@ pipelines (`processors/pipelines/plan.py`) and hands the batch here; `build` tur
 batch's lease-fenced commit (`processors/worker/fencing.py`): pass-through events and window
 outputs (history + publish), routed copies (XADDs to their target topic's ingest
 stream), the window checkpoint `rt:windows:{p}`, dead letters and acks. The contract
-is the docstring of `processors/pipelines/partition_windows.py`; in short:
+is in the design notes of `processors/pipelines/partition_windows.py`.
 
-- an entry's window values are fed only if its id is above `offset` (the checkpoint
-  holds them otherwise), its routed copies written only if above `routed`;
-- an entry that fed the windows is acknowledged only in a commit that checkpoints them
-  (every `REALTIME_CHECKPOINT_MS`, every batch while recovering, and before the lease is given
-  up); in between it stays pending, so a new owner restores the checkpoint and replays
-  exactly what it lacks. Every other entry is acknowledged at once;
-- any commit that failed after windows were fed leaves the in-memory state ahead of
-  Redis: `stale` is set, and the runner restores the checkpoint and replays the
-  pending entries (`recovering`) before it goes on;
-- a window output whose history write failed (its key holds another type: it would
-  fail every time) is marked `dead_output`: the replay makes it again, and `build` puts
-  it in the dead-letter stream instead of history, in a commit that checkpoints the
-  window that made it (so it is not made, nor dead-lettered, again).
-
-`late` and `skipped` are counters (per pipeline, and per pipeline and reason) for
-metrics: they only grow, over the runner's life.
+Design notes: docs/design-notes.md.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +26,7 @@ from processors.worker.history_writes import history_write
 from realtime.core import jsoncodec
 from realtime.core.keys import Keys
 from realtime.core.streamids import parse_id
+from realtime.core.text import text
 from realtime.core.topics import partition_of
 from realtime.core.wire import UpdatesEncoder
 
@@ -79,6 +64,7 @@ class Batch:
     routed: tuple[int, int]
     pending: list[str]  # entries fed, not checkpointed: acknowledged at a later checkpoint
     checkpointed: bool
+    now: float = 0.0  # monotonic time it was built at
 
 
 @dataclass
@@ -98,7 +84,7 @@ class PartitionPipelines:
     _dead_outputs: dict[tuple[str, str], str] = field(default_factory=dict)
     _dirty: bool = False  # window state changed since the last checkpoint
     _aggregator: Aggregator | None = None
-    _last_checkpoint: float = field(default_factory=time.monotonic)
+    _last_checkpoint: float = 0.0  # monotonic; set by `restore`, which comes first
     _last_advance: float = 0.0
 
     @property
@@ -122,9 +108,9 @@ class PartitionPipelines:
             return self.planner(event, hops)
         return self.pipelines.plan(event, hops)
 
-    def restore(self, fields: Mapping[bytes | str, bytes | str]) -> None:
-        """Load the checkpoint (HGETALL of `rt:windows:{p}`); pending entries are then
-        replayed by the runner's recovery."""
+    def restore(self, fields: Mapping[bytes | str, bytes | str], *, now: float) -> None:
+        """Load the checkpoint (HGETALL of `rt:windows:{p}`) at monotonic time `now`;
+        pending entries are then replayed by the runner's recovery."""
         self._aggregator = Aggregator(self.pipelines)
         restored = self._aggregator.restore(fields)
         self.offset = parse_id(restored.offset) if restored.offset else NO_ID
@@ -132,7 +118,7 @@ class PartitionPipelines:
         self._unsaved = []
         self._dirty = False
         self.stale = False
-        self._last_checkpoint = time.monotonic()
+        self._last_checkpoint = now
         for name, why in restored.discarded:
             logger.warning("window state %s dropped: %s", name, why)
         if restored.restored:
@@ -144,89 +130,28 @@ class PartitionPipelines:
         outcomes: Sequence[Outcome],
         encoder: UpdatesEncoder,
         *,
+        now: float,
         clock_ms: int | None = None,
         checkpoint: bool = False,
     ) -> Batch:
-        """The commit for `outcomes` (none failed). `clock_ms`: the timer may close idle
-        windows (a valid clock, see pipelines/partition_windows.py); `checkpoint`: save now."""
-        aggregator = self.aggregator
-        plan = CommitPlan()
-        sources: list[int] = []
-        outputs: set[int] = set()
-        dead_outputs: list[tuple[str, str]] = []
-        events: list[TopicEvent] = []
-        offset, routed = self.offset, self.routed
-        last_offset_id = ""
-        last_routed_id = ""
-        pending: list[str] = []
-        fed = False
-
-        def emit(new: list[TopicEvent], source: int, *, output: bool = True) -> None:
-            for event in new:
-                write = history_write(self.keys, event)
-                if output:
-                    error = self._dead_outputs.get((write.key, write.id))
-                    if error is not None:
-                        plan.dead_letters.append(self._dead_window(stream, event, error))
-                        dead_outputs.append((write.key, write.id))
-                        continue
-                    outputs.add(len(plan.history))
-                plan.history.append(write)
-                sources.append(source)
-                events.append(event)
-
+        """The commit for `outcomes` (none failed), at monotonic time `now`. `clock_ms`:
+        the timer may close idle windows (a valid clock, see
+        pipelines/partition_windows.py); `checkpoint`: save now. No I/O and no clock of
+        its own: the result depends only on the arguments and the stage's state, which
+        the commit's outcome updates (`committed`, `failed`)."""
+        batch = _Building(self, stream, now)
         for index, outcome in enumerate(outcomes):
-            entry = outcome.entry
-            if outcome.dead is not None or outcome.plan is None or outcome.event is None:
-                plan.dead_letters.append(self._dead_letter(stream, outcome))
-                plan.acks.append(entry.id)
-                continue
-            result, event = outcome.plan, outcome.event
-            if result.passthrough is not None:
-                emit([result.passthrough], index, output=False)
-            entry_id = parse_id(entry.id)
-            fed_this = False
-            if result.feeds and entry_id > offset:
-                for feed in result.feeds:
-                    emit(aggregator.feed(feed, event), index)
-                offset, last_offset_id, fed_this = entry_id, entry.id, True
-            if result.routed and entry_id > routed:
-                for copy in result.routed:
-                    target = self.keys.ingest(partition_of(copy.topic, self.partitions))
-                    flat: list[str] = []
-                    for name, value in copy.ingest_fields().items():
-                        flat += [name, value.decode() if isinstance(value, bytes) else value]
-                    plan.routed.append((target, flat))
-                routed, last_routed_id = entry_id, entry.id
-            for skip in result.skipped:
-                self.skipped[(skip.pipeline, skip.reason)] += 1
-            if fed_this:
-                fed = True
-                pending.append(entry.id)
-            else:
-                plan.acks.append(entry.id)
-        now = time.monotonic()
+            batch.entry(index, outcome)
         # At most every ADVANCE_S (it visits every topic), and always before a checkpoint.
+        aggregator = self.aggregator
         advance = checkpoint or now - self._last_advance >= ADVANCE_S
         if clock_ms is not None and advance and len(aggregator):
             self._last_advance = now
             closed = aggregator.advance(clock_ms)
             if closed:
-                fed = True
-                emit(closed, -1)
-        if last_routed_id:
-            plan.checkpoint += [ROUTED_FIELD, last_routed_id]
-        unsaved = self._dirty or self._unsaved or pending or fed
-        due = now - self._last_checkpoint >= self.checkpoint_s
-        checkpointed = bool(unsaved) and (checkpoint or due or bool(dead_outputs))
-        if checkpointed:
-            saved = aggregator.checkpoint(last_offset_id or self._offset_id(offset))
-            for name, value in saved.fields.items():
-                plan.checkpoint += [name, value.decode()]
-            plan.removed = saved.removed
-            plan.acks += self._unsaved
-            plan.acks += pending
-            pending = []
+                batch.fed = True
+                batch.emit(closed, -1)
+        batch.checkpoint(forced=checkpoint)
         for pipeline, count in aggregator.drain_late().items():
             self.late[pipeline] += count
             logger.info(
@@ -235,10 +160,7 @@ class PartitionPipelines:
                 count,
                 pipeline,
             )
-        plan.publishes = encoder.encode_updates(group_by_topic(events))
-        return Batch(
-            plan, sources, outputs, dead_outputs, fed, offset, routed, pending, checkpointed
-        )
+        return batch.done(encoder)
 
     def committed(self, batch: Batch) -> None:
         """`batch` is in Redis."""
@@ -246,7 +168,7 @@ class PartitionPipelines:
         if batch.checkpointed:
             self._unsaved = []
             self._dirty = False
-            self._last_checkpoint = time.monotonic()
+            self._last_checkpoint = batch.now
         elif batch.fed:
             self._dirty = True
         self._unsaved += batch.pending
@@ -270,10 +192,6 @@ class PartitionPipelines:
         return reason
 
     @staticmethod
-    def _offset_id(offset: tuple[int, int]) -> str:
-        return f"{offset[0]}-{offset[1]}"
-
-    @staticmethod
     def _dead_window(stream: str, event: TopicEvent, error: str) -> list[Value]:
         """A window output's dead letter: its event as an entry's fields would hold it."""
         fields: dict[bytes | str, bytes | str] = {
@@ -287,4 +205,107 @@ class PartitionPipelines:
     def _dead_letter(stream: str, outcome: Outcome) -> list[Value]:
         return dead_letter_record(
             stream, outcome.entry.id, outcome.entry.fields, outcome.dead or "", outcome.attempts
+        )
+
+
+class _Building:
+    """One `build` in progress: the commit plan and what it will remember."""
+
+    def __init__(self, stage: PartitionPipelines, stream: str, now: float) -> None:
+        self.stage = stage
+        self.stream = stream
+        self.now = now
+        self.plan = CommitPlan()
+        self.sources: list[int] = []
+        self.outputs: set[int] = set()
+        self.dead_outputs: list[tuple[str, str]] = []
+        self.events: list[TopicEvent] = []
+        self.offset, self.routed = stage.offset, stage.routed
+        self.last_offset_id = ""
+        self.last_routed_id = ""
+        self.pending: list[str] = []
+        self.fed = False
+        self.checkpointed = False
+
+    def emit(self, new: list[TopicEvent], source: int, *, output: bool = True) -> None:
+        """History writes (and publishes) for `new`; a window output known to fail is
+        dead-lettered instead."""
+        stage, plan = self.stage, self.plan
+        for event in new:
+            write = history_write(stage.keys, event)
+            if output:
+                error = stage._dead_outputs.get((write.key, write.id))
+                if error is not None:
+                    plan.dead_letters.append(stage._dead_window(self.stream, event, error))
+                    self.dead_outputs.append((write.key, write.id))
+                    continue
+                self.outputs.add(len(plan.history))
+            plan.history.append(write)
+            self.sources.append(source)
+            self.events.append(event)
+
+    def entry(self, index: int, outcome: Outcome) -> None:
+        stage, plan, entry = self.stage, self.plan, outcome.entry
+        if outcome.dead is not None or outcome.plan is None or outcome.event is None:
+            plan.dead_letters.append(stage._dead_letter(self.stream, outcome))
+            plan.acks.append(entry.id)
+            return
+        result, event = outcome.plan, outcome.event
+        if result.passthrough is not None:
+            self.emit([result.passthrough], index, output=False)
+        entry_id = parse_id(entry.id)
+        fed_this = False
+        if result.feeds and entry_id > self.offset:  # else the checkpoint holds them
+            for feed in result.feeds:
+                self.emit(stage.aggregator.feed(feed, event), index)
+            self.offset, self.last_offset_id, fed_this = entry_id, entry.id, True
+        if result.routed and entry_id > self.routed:  # else they were written already
+            for copy in result.routed:
+                target = stage.keys.ingest(partition_of(copy.topic, stage.partitions))
+                flat: list[str] = []
+                for name, value in copy.ingest_fields().items():
+                    flat += [name, text(value)]
+                plan.routed.append((target, flat))
+            self.routed, self.last_routed_id = entry_id, entry.id
+        for skip in result.skipped:
+            stage.skipped[(skip.pipeline, skip.reason)] += 1
+        if fed_this:
+            self.fed = True
+            self.pending.append(entry.id)
+        else:
+            plan.acks.append(entry.id)
+
+    def checkpoint(self, *, forced: bool) -> None:
+        """Save the window state (and ack the entries it holds) when due, forced, or a
+        window output is dead-lettered."""
+        stage, plan = self.stage, self.plan
+        if self.last_routed_id:
+            plan.checkpoint += [ROUTED_FIELD, self.last_routed_id]
+        unsaved = stage._dirty or stage._unsaved or self.pending or self.fed
+        due = self.now - stage._last_checkpoint >= stage.checkpoint_s
+        if not (unsaved and (forced or due or self.dead_outputs)):
+            return
+        offset_id = self.last_offset_id or f"{self.offset[0]}-{self.offset[1]}"
+        saved = stage.aggregator.checkpoint(offset_id)
+        for name, value in saved.fields.items():
+            plan.checkpoint += [name, value.decode()]
+        plan.removed = saved.removed
+        plan.acks += stage._unsaved
+        plan.acks += self.pending
+        self.pending = []
+        self.checkpointed = True
+
+    def done(self, encoder: UpdatesEncoder) -> Batch:
+        self.plan.publishes = encoder.encode_updates(group_by_topic(self.events))
+        return Batch(
+            self.plan,
+            self.sources,
+            self.outputs,
+            self.dead_outputs,
+            self.fed,
+            self.offset,
+            self.routed,
+            self.pending,
+            self.checkpointed,
+            self.now,
         )

@@ -1,23 +1,6 @@
 """Redis Cluster: the part of a partition's commit that lies in other hash slots.
 
-A commit is one Lua script (`processors/worker/fencing.py`), and on a Redis Cluster a script
-may only touch keys of one hash slot. `realtime/core/keys.py` puts everything of a partition
-in its slot: its stream, lease, checkpoint, dead letters, and the histories and shard
-channels of its topics. What is left over are the writes a pipeline makes for *other*
-partitions' topics: window outputs whose topic hashes to another partition (history
-entry + publish) and routed copies (XADD to another partition's ingest stream). Those
-are written first, one script per slot, and then the fenced commit writes the rest and
-acknowledges. Compared with a single Redis:
-
-- a window output's history entry has an explicit id, so writing it again (after a
-  crash before the acknowledgement) is refused as a duplicate, as in the commit; one
-  whose key holds another type is reported by its index in the plan, as in the commit,
-  and the fenced commit is not made;
-- a routed copy written and then not acknowledged is written again by whoever
-  processes the entry next: at least once here, rather than exactly once;
-- these writes are not fenced by the lease: a worker paused past its lease can still
-  make them (never the acknowledgement, history of its own topics, or checkpoints).
-Without pipelines that aggregate or route across partitions, nothing goes this way.
+Design notes: docs/design-notes.md.
 """
 
 from __future__ import annotations

@@ -1,23 +1,9 @@
 """The Python client SDK: topic subscriptions that survive reconnects, each event once.
 
 Wraps python-socketio's `AsyncClient` and its reconnection (exponential backoff with
-jitter) and adds what a dashboard or service needs on top:
+jitter) and adds what a dashboard or service needs on top.
 
-- several server URLs, tried in turn on every (re)connect attempt (failover);
-- each topic's last event id, and on every reconnect a `subscribe` with
-  `since` = that id, so the server replays what was missed;
-- events whose id is not above the topic's last one are dropped (a replay that
-  overlaps live delivery, a redelivery), so every event reaches you once, in order;
-- `recovered: false` (history no longer held everything after `since`) is reported to
-  you (`on_gap`), then the client carries on from the snapshot the server sends.
-
-    async def show(events):  # new events only, in id order per topic
-        for e in events:
-            print(e["topic"], e["id"], e["data"])
-
-    async with RealtimeClient(["http://a:8080", "http://b:8080"], on_events=show) as client:
-        await client.subscribe("metrics.cpu")
-        await asyncio.Event().wait()
+Design notes: docs/design-notes.md.
 """
 
 from __future__ import annotations

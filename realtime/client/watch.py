@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from realtime.client import ConnectRefused, RealtimeClient
+from realtime.client.sdk import ConnectRefused, RealtimeClient
 from realtime.core import jsoncodec
 from realtime.core.errors import describe
 from realtime.core.streamids import is_stream_id

@@ -1,16 +1,6 @@
 """Redis connections for the streams side (ingest, history, worker), built from settings.
 
-`REDIS_URL` names one server (`redis://`, `rediss://`, `unix://`) or, with
-`redis+sentinel://`, the primary a set of Sentinels names (see `realtime.core.redisurl`). With
-Sentinel, every new connection asks the Sentinels where the primary is, so a client
-follows a failover by itself: connections to the old primary fail (or are told it is
-read-only now), the caller's retry or reconnect opens a new one, and that one goes to
-the new primary. The fan-out listener and publisher use the same clients
-(`realtime.fanout.manager`), so both sides follow the same URL.
-
-With `REALTIME_REDIS_CLUSTER=1`, `REDIS_URL` names any node of a Redis Cluster and the
-client is redis-py's `RedisCluster` (it learns the slot map from that node and follows
-MOVED/ASK redirections).
+Design notes: docs/design-notes.md.
 """
 
 from __future__ import annotations

@@ -3,15 +3,7 @@
 Every process builds these from the configured prefix through this module, so a web
 instance, a worker and a test always agree on them.
 
-**Redis Cluster** (`REALTIME_REDIS_CLUSTER=1`, `Keys(..., cluster=True)`): a Lua script
-or MULTI may only touch keys of one hash slot, and the worker commits a batch of a
-partition in one script. So every key of partition `p` carries the hash tag of `p`
-(`{...}`, `partition_tag`): its ingest stream (and consumer group), lease, window
-checkpoint, dead letters, the idempotency keys of its topics, its topics' histories and
-their fan-out shard channels (`topic_channel`). Each tag is chosen to hash into the p-th
-of P equal ranges of the 16,384 slots, so partitions spread evenly over shards that
-split the slots evenly (as `redis-cli --cluster create` does). Single-node names are
-unchanged.
+Design notes: docs/design-notes.md.
 """
 
 from __future__ import annotations

@@ -2,15 +2,7 @@
 
 Not a step of the data path; it serves all of them. The CLI calls `setup(settings)` once.
 
-- `REALTIME_LOG_FORMAT=json`: one JSON object per line with `time`, `level`, `logger`,
-  `message`, the context fields and any `extra=` fields (`exc` holds a traceback).
-  Otherwise plain text, the context appended as `[key=value ...]`.
-- Context fields (`request_id`, `client`, `topic`, `consumer`) live in a ContextVar, so
-  each asyncio task carries its own: `with log_context(client=sid): ...`. Binding costs
-  one dict copy; records only read it when a line is actually written.
-- Redaction happens on the way out, after formatting: every secret the settings hold
-  (see `Settings.secret_values`) and the password of any URL (`scheme://user:PASSWORD@`,
-  `?password=`) is replaced by `***`, whatever code logged it, tracebacks included.
+Design notes: docs/design-notes.md.
 """
 
 from __future__ import annotations

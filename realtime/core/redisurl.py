@@ -1,14 +1,6 @@
 """Which Redis `REDIS_URL` names, checked once at start-up (pure: no I/O).
 
-- `redis://[[user]:password@]host[:port][/db]` and `rediss://...` (TLS; certificate
-  options as query arguments, e.g. `?ssl_ca_certs=/etc/ca.pem`): one server, as
-  redis-py's `Redis.from_url` reads it;
-- `unix://[[user]:password@]/path/to/redis.sock[?db=N]`: one server on a Unix socket;
-- `redis+sentinel://[[user]:password@]host:port[,host:port...]/db/service`: the primary
-  that these Sentinels name `service`, followed across failovers. The same format
-  python-socketio's `AsyncRedisManager` reads; the user and password are the primary's.
-  `?sentinel_password=...` (and `sentinel_username`) authenticate to the Sentinels
-  themselves when they require it.
+Design notes: docs/design-notes.md.
 """
 
 from __future__ import annotations

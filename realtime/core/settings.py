@@ -48,6 +48,18 @@ def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0
     return value
 
 
+# Older names still read, each for a field that has a newer variable of its own.
+LEGACY_VARIABLES = frozenset({"REALTIME_PING_INTERVAL_S", "REALTIME_PING_TIMEOUT_S"})
+
+
+def _ms(env: Mapping[str, str], stem: str, default: int) -> int:
+    """`<stem>_MS` in milliseconds, else the older `<stem>_S` in whole seconds (both are
+    read either way, so `environment_variables` lists both)."""
+    ms = _int(env, f"{stem}_MS", 0, minimum=1)
+    seconds = _int(env, f"{stem}_S", 0, minimum=1)
+    return ms or seconds * 1000 or default
+
+
 def _bool(env: Mapping[str, str], name: str, default: bool = False) -> bool:
     raw = env.get(name, "").strip().lower()
     if not raw:
@@ -159,10 +171,9 @@ class Settings:
     insecure: bool = False
     cors_origins: tuple[str, ...] = ()
     # Engine.IO heartbeat: the server pings every interval; no pong within the timeout
-    # closes the connection (python-socketio's defaults, as socket.io's). Whole seconds:
-    # python-engineio truncates the interval it announces to clients to whole seconds.
-    ping_interval_s: int = 25
-    ping_timeout_s: int = 20
+    # closes the connection (socket.io's defaults), announced exactly in the handshake.
+    ping_interval_ms: int = 25_000
+    ping_timeout_ms: int = 20_000
     # delivery to clients: see the README's performance section and "Slow clients"
     ws_compression: bool = False
     batch_tick_ms: float = 5.0
@@ -187,7 +198,8 @@ class Settings:
     ingest_keys: tuple[IngestKeySpec, ...] = field(
         default=(), repr=False, metadata={"secret": True}
     )
-    # limits (realtime/limits.py)
+    # limits: body, event and message sizes (realtime/ingest, realtime/transport), subscriptions
+    # and connections (realtime/web/access.py)
     max_event_bytes: int = 65_536
     max_message_bytes: int = 65_536
     max_subscriptions: int = 100
@@ -240,8 +252,8 @@ class Settings:
             prefix=prefix,
             insecure=_bool(e, "REALTIME_INSECURE"),
             cors_origins=_list(e, "REALTIME_CORS_ORIGINS"),
-            ping_interval_s=_int(e, "REALTIME_PING_INTERVAL_S", cls.ping_interval_s, minimum=1),
-            ping_timeout_s=_int(e, "REALTIME_PING_TIMEOUT_S", cls.ping_timeout_s, minimum=1),
+            ping_interval_ms=_ms(e, "REALTIME_PING_INTERVAL", cls.ping_interval_ms),
+            ping_timeout_ms=_ms(e, "REALTIME_PING_TIMEOUT", cls.ping_timeout_ms),
             ws_compression=_bool(e, "REALTIME_WS_COMPRESSION"),
             batch_tick_ms=_float(e, "REALTIME_BATCH_TICK_MS", cls.batch_tick_ms),
             client_backlog_bytes=_int(
@@ -440,11 +452,20 @@ ENVIRONMENT_DOCS: dict[str, str] = {
         "comma-separated origins allowed to connect from a browser; unset: the server's own "
         "origin only"
     ),
+    "REALTIME_PING_INTERVAL_MS": (
+        "Engine.IO heartbeat: the server pings each client this often, in milliseconds, "
+        "announced exactly in the handshake"
+    ),
     "REALTIME_PING_INTERVAL_S": (
-        "Engine.IO heartbeat: the server pings each client this often (whole seconds)"
+        "the older name of `REALTIME_PING_INTERVAL_MS`, in whole seconds (still works; "
+        "`_MS` wins when both are set)"
+    ),
+    "REALTIME_PING_TIMEOUT_MS": (
+        "a client that has not answered a ping within this many milliseconds is disconnected"
     ),
     "REALTIME_PING_TIMEOUT_S": (
-        "a client that has not answered a ping within this is disconnected (whole seconds)"
+        "the older name of `REALTIME_PING_TIMEOUT_MS`, in whole seconds (still works; `_MS` "
+        "wins when both are set)"
     ),
     "REALTIME_WS_COMPRESSION": (
         "`1`: accept permessage-deflate on websockets (costs CPU per recipient and ~90 KiB per "

@@ -1,4 +1,5 @@
-"""Topic rules: which names are valid, and which ingest partition a topic belongs to."""
+"""Topic rules: which names are valid, which ingest partition a topic belongs to, and the
+bounds of a subscription's max_rate."""
 
 from __future__ import annotations
 
@@ -19,3 +20,8 @@ def partition_of(topic: str, partitions: int) -> int:
     (Python's built-in `hash` is salted per process, so it cannot be used.)
     """
     return zlib.crc32(topic.encode("utf-8")) % partitions
+
+
+# A subscription's `max_rate` (updates per second for its topic), as `subscribe` accepts it.
+MIN_RATE_HZ = 0.01
+MAX_RATE_HZ = 100.0

@@ -6,28 +6,7 @@ dropped: every event the client did not get on its own is folded into the next e
 it gets, so a slow screen still shows correct counts and totals (Lightstreamer, Ably and
 Centrifugo keep only the latest value).
 
-Every event sent on such a subscription is a merged event, even when it covers a single
-event, so a client handles one shape. It is an ordinary `update` list element:
-
-    {"topic": "metrics.cpu",
-     "id":    "1700000000950-0",      # id of the LAST event merged into it
-     "ts":    1700000000950,          # ts of that event
-     "data":  {"count": 12,           # events merged (>= 1)
-               "first_id": "1700000000012-0", "first_ts": 1700000000012,
-               "values": 12,          # how many had a numeric `value` field
-               "sum": 517.5, "min": 40.1, "max": 45.9, "last": 43.0,  # over those;
-                                      # null when values == 0
-               "latest": {"value": 43.0}}}   # the last event's data, unchanged
-
-Because `id` is the last merged event's id, ids still increase per topic and mean what
-they always mean: resuming with `since` = the last id received loses nothing and repeats
-nothing (the merged event covered exactly the events after the previous one, up to id).
-Events with an id at or below the last one seen are ignored (replay/live overlap).
-
-Pacing: an event after a quiet interval is sent at once (leading edge); within the
-interval events accumulate and go out when `due()` says (trailing edge). Any two sends
-are at least 1/max_rate seconds apart, so any span of T seconds holds at most
-max_rate * T + 1 of them. Time is passed in (`now`, seconds, monotonic): no clock here.
+Design notes: docs/design-notes.md.
 """
 
 from __future__ import annotations
@@ -36,8 +15,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-MIN_RATE_HZ = 0.01
-MAX_RATE_HZ = 100.0
+from realtime.core.topics import MAX_RATE_HZ, MIN_RATE_HZ
+
 DEFAULT_FIELD = "value"
 
 

@@ -1,17 +1,6 @@
 """Graceful drain of a web process (SIGTERM): move its clients elsewhere, gently.
 
-On SIGTERM (`realtime.web.server`), at once: `/readyz` answers 503 (the load balancer stops
-sending new clients) and new Socket.IO connections are refused with 503, so a client
-that tries this instance again goes on to another. Then the connected clients are
-dropped in batches spread evenly over the start of `REALTIME_DRAIN_S` (`windows`), a
-batch every `STEP_S`, so that they reconnect to the other instances at a steady rate,
-not as one thundering herd; each resumes from its last event, so nothing is lost. The
-rest is for closing (a quarter, at least 2 s unless that is more than half): the
-process exits before `REALTIME_DRAIN_S` is up.
-
-A dropped connection ends like a network failure (`SocketServer.drop_connection`): a
-socket.io client reconnects by itself, which it would not after a server-side
-disconnect. A second SIGTERM (or Ctrl-C) drops everyone left at once.
+Design notes: docs/design-notes.md.
 """
 
 from __future__ import annotations

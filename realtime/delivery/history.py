@@ -1,21 +1,7 @@
 """Topic history, the reading side: replay after a position, the latest events, and
 whether history still covers a position.
 
-`rt:topic:{topic}` holds a topic's events, each under its event id (written by the
-worker, `processors/worker/history_writes.py`). It is trimmed from the oldest end (approximate
-MAXLEN), so history **covers** a position `since` exactly when its oldest entry is at
-or before `since`: then every event after `since` is still there. When the oldest
-entry is later than `since` (or the stream is gone), events after `since` may have been
-trimmed or lost, and a resume reports `recovered: false`.
-
-The position `0-0` is "subscribed when the topic had no history": covered as long as
-the stream has never been trimmed, i.e. holds fewer than REALTIME_HISTORY_MAXLEN
-entries (approximate trimming never leaves fewer). (A Redis without persistence that
-lost the stream since cannot be told apart there.)
-
-The rules need nothing beyond Redis 6.2 (Redis 7's max-deleted-entry-id would be more
-precise in one corner: a client exactly at the trimmed edge is told it is not
-recovered, though it missed nothing).
+Design notes: docs/design-notes.md.
 """
 
 from __future__ import annotations

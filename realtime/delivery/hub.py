@@ -1,60 +1,40 @@
-"""Delivery to this web instance's connections: live fan-out batches, and the backlog of
-a new subscription (replay after `since`, a snapshot) or of a catch-up after the fan-out
-listener reconnected, all through the per-connection state of `realtime/delivery/subscriptions.py`
-so every connection gets each event once and in order.
+"""The delivery hub, step 4 of the data path: live fan-out batches for this instance's
+connections, and subscribe/unsubscribe (the ack, then replay or snapshot), all through
+the per-connection state of `subscriptions.py`, so every connection gets each event once
+and in order. Its parts: `catch_up.py` (backlogs from history), `pacing.py` (max_rate)
+and `slow_clients.py` (bounded memory per connection).
 
-`subscribe` answers the ack; the events that follow it (replay, then buffered live ones)
-are sent by a task started before the ack is returned. python-socketio queues the ack on
-the connection as soon as the handler returns, with no suspension point in between, and
-that task first runs at the next one: so the ack is always the first packet.
-
-Sending: every decision of the subscription state is followed by its send without an
-`await` in between (handing a frame to a connection never suspends: see
-`realtime.transport.engine`), so packets leave in the order they were decided. An `update` is
-serialised once per batch and the same frame goes to every connection that gets all
-of it (`realtime.transport.frames`).
-
-`max_rate` (realtime/delivery/conflate.py): a subscription with one has everything it would be
-sent (replay, buffered and live events) merged by its Conflater and paced: at most one
-`update` per 1/max_rate seconds for that topic, the merge of all it did not get yet,
-flushed by a timer when no further event comes.
-
-Slow clients: a connection whose backlog reaches its bound (`REALTIME_CLIENT_BACKLOG_*`)
-is suspended: its subscriptions keep only their positions (conflated to one per topic),
-nothing more is queued for it, and once it has drained it is caught up from history in
-one pass, so it ends up with no gap. Behind for `REALTIME_SLOW_CLIENT_S` in all, it is
-sent a `closing` event with the reason and disconnected.
+Design notes: docs/design-notes.md.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 from redis.exceptions import RedisError
 
-from realtime.core.backoff import Backoff
-from realtime.core.keys import CLOSING_EVENT, NAMESPACE, SLOW_CLIENT
+from realtime.core.keys import NAMESPACE
 from realtime.core.metrics import WebMetrics
 from realtime.core.streamids import ZERO, StreamId, format_id, parse_id
+from realtime.delivery.catch_up import PAGE, CatchUp, Page
 from realtime.delivery.conflate import Conflater
-from realtime.delivery.history import HistoryReader, WireEvent, covers
+from realtime.delivery.history import HistoryReader, WireEvent
+from realtime.delivery.pacing import Pacer
+from realtime.delivery.slow_clients import SlowClients
 from realtime.delivery.subscriptions import Batch, Cursor, Subscriptions, Target
 from realtime.fanout.channels import ChannelListener
 from realtime.transport.engine import EngineSocket
 from realtime.transport.frames import Frame
 from realtime.transport.server import SocketServer
+from realtime.transport.writer import Writer
 
 logger = logging.getLogger(__name__)
 
-T = TypeVar("T")
 
-PAGE = 500  # events per replayed `update` packet and per history read
 SLICE = 100  # connections handed a live batch between two returns to the event loop
 
 # A room's local member as the fan-out finds it: sid, Engine.IO sid, its connection and
@@ -91,15 +71,29 @@ class Delivery:
         self._queue: deque[Batch] = deque()  # batches to hand out, in order
         self._next_flush = 0.0  # loop time: pending events wait until then (see `live`)
         self._sender: asyncio.Task[None] | None = None  # hands out the queue while it has any
-        self._behind: dict[str, asyncio.TimerHandle] = {}  # sid -> its disconnect timer
-        # (sid, topic) -> the timer that sends a max_rate subscription's pending merge
-        self._paced: dict[tuple[str, str], asyncio.TimerHandle] = {}
+        self.pacer = Pacer(subscriptions, sio.writer, self._push)
+        self.slow = SlowClients(
+            subscriptions,
+            sio.writer,
+            self.metrics,
+            slow_client_s=slow_client_s,
+            resumed=self._resumed,
+            drop=self._drop,
+        )
+        self.catchup = CatchUp(
+            history,
+            subscriptions,
+            self.metrics,
+            send=self._send_paced,
+            disconnect=self._disconnect,
+            caught_up=self.slow.check_caught_up,
+        )
         # topic -> its local members, found when the version was as given (`_route`)
         self._routes: dict[str, tuple[Version, list[Member]]] = {}
 
     # -- sending ------------------------------------------------------------------------
 
-    def _send_to(self, sid: str, events: list[WireEvent], page: _Page | None = None) -> None:
+    def _send_to(self, sid: str, events: list[WireEvent], page: Page | None = None) -> None:
         """Backlog events (a replay, a catch-up, what was buffered meanwhile): sent even
         past the connection's bound, since the subscription state already counts them
         as sent; past it, the connection is then treated as behind."""
@@ -107,10 +101,15 @@ class Delivery:
             return
         socket = self.sio.writer(sid)
         if socket is not None:
-            socket.push(page.frame(events) if page is not None else Frame.update(events))
+            self._push(socket, page.frame(events) if page is not None else Frame.update(events))
             self.metrics.events_delivered.labels("backlog").inc(len(events))
             if socket.backlog_full():
-                self._fell_behind(sid, socket)
+                self.slow.fell_behind(sid, socket)
+
+    def _push(self, socket: Writer, frame: Frame) -> None:
+        """Hand one connection a frame of its own (off the fast path), counted."""
+        socket.push(frame)
+        self.sio.traffic.sent(1, len(frame))
 
     async def live(self, topic: str, events: list[WireEvent]) -> None:
         """A fan-out batch of one topic for the local members of its room.
@@ -134,10 +133,11 @@ class Delivery:
 
     async def _send_queued(self) -> None:
         """Hand the queued batches to their rooms' members, SLICE connections at a time,
-        returning to the event loop in between: a batch for 1,000 connections is some 15
-        ms of `send` calls, and ingest requests, fan-out messages and acks would wait
-        behind all of it. Batches stay in order; a connection's events are decided and
-        handed over together, so its packets stay in order too."""
+        returning to the event loop in between: a batch for a big room is many `send`
+        calls (`python -m bench --scenarios fanout`), and ingest requests, fan-out
+        messages and acks would wait behind all of it. Batches stay in order; a
+        connection's events are decided and handed over together, so its packets stay
+        in order too."""
         loop = asyncio.get_running_loop()
         try:
             while True:
@@ -172,8 +172,8 @@ class Delivery:
     def _route(self, topic: str) -> tuple[Version, list[Member]]:
         """The topic's local members, kept from one batch to the next while no one
         joined or left a room and no subscription changed: looking each member's
-        connection and cursor up again per batch was a third of the Python time of a
-        delivery."""
+        connection and cursor up again per batch was a large part of the Python time of
+        a delivery (`python -m bench --scenarios fanout`)."""
         version = self._version()
         route = self._routes.get(topic)
         if route is not None and route[0] == version:
@@ -231,8 +231,9 @@ class Delivery:
                 continue
             socket.push(shared)  # waits behind what is pending (or is dropped)
             if socket.backlog_full():
-                self._fell_behind(sid, socket)
+                self.slow.fell_behind(sid, socket)
         self.metrics.delivered_live([ms for ms, _ in batch.ids], shared_clients, now_ms)
+        self.sio.traffic.sent(shared_clients, len(shared))  # once per slice, not per client
         if self.subs.duplicates != duplicates:
             self.metrics.events_dropped.labels("duplicate").inc(self.subs.duplicates - duplicates)
         return shared
@@ -241,110 +242,37 @@ class Delivery:
         """`_deliver` for a member off the fast path: behind, in its backlog phase,
         with a `max_rate`, or already sent part of the batch."""
         if socket.backlog_full():
-            self._fell_behind(sid, socket)
+            self.slow.fell_behind(sid, socket)
             return
         out = self.subs.live(sid, batch)
         if not out:
             return
         conflater = self.subs.conflater(sid, batch.topic)
         if conflater is not None:
-            out = self._pace(sid, conflater, out)
+            out = self.pacer.pace(sid, conflater, out)
             if out:
-                socket.push(Frame.update(out))
+                self._push(socket, Frame.update(out))
             return
-        socket.push(Frame.update(out))
+        self._push(socket, Frame.update(out))
         self.metrics.delivered_live([parse_id(e["id"])[0] for e in out], 1, now_ms)
 
-    # -- max_rate subscriptions ----------------------------------------------------------
-
-    def _pace(self, sid: str, conflater: Conflater, events: list[WireEvent]) -> list[WireEvent]:
-        """Merge `events` into the subscription's pending merge; returns what may be sent
-        now, and arms the timer for what must wait."""
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        out: list[WireEvent] = []
-        for event in events:
-            out += conflater.offer(event, now)
-        due = conflater.due()
-        key = (sid, conflater.topic)
-        if due is not None and key not in self._paced:
-            self._paced[key] = loop.call_at(due, self._flush_paced, sid, conflater)
-        return out
-
-    def _flush_paced(self, sid: str, conflater: Conflater) -> None:
-        key = (sid, conflater.topic)
-        self._paced.pop(key, None)
-        if self.subs.conflater(sid, conflater.topic) is not conflater:
-            return  # unsubscribed (or subscribed anew) meanwhile
-        socket = self.sio.writer(sid)
-        if socket is None:
-            return
-        loop = asyncio.get_running_loop()
-        out = [] if socket.backlog_full() else conflater.flush(loop.time())
-        if out:
-            socket.push(Frame.update(out))
-        due = conflater.due()
-        if due is not None:  # not sent (behind): try again an interval later
-            self._paced[key] = loop.call_at(
-                max(due, loop.time() + conflater.interval), self._flush_paced, sid, conflater
-            )
-
     def _send_paced(
-        self, sid: str, topic: str, events: list[WireEvent], page: _Page | None = None
+        self, sid: str, topic: str, events: list[WireEvent], page: Page | None = None
     ) -> None:
         """`_send_to` for backlog events, through the subscription's max_rate if any."""
         conflater = self.subs.conflater(sid, topic) if events else None
         if conflater is None:
             self._send_to(sid, events, page)
         else:
-            self._send_to(sid, self._pace(sid, conflater, events))
+            self._send_to(sid, self.pacer.pace(sid, conflater, events))
 
-    def _cancel_paced(self, sid: str, topic: str | None = None) -> None:
-        for key in [k for k in self._paced if k[0] == sid and topic in (None, k[1])]:
-            self._paced.pop(key).cancel()
-
-    # -- slow clients ---------------------------------------------------------------------
-
-    def _fell_behind(self, sid: str, socket: EngineSocket) -> None:
-        """The connection's backlog is at its bound: its subscriptions are suspended
-        (nothing more is queued for it, only their positions are kept) until it has
-        drained, then caught up from history. Behind for `slow_client_s` in all:
-        disconnected, with a `closing` event saying why."""
-        if sid not in self._behind:
-            logger.info("client %s fell behind; its updates are held back", sid)
-            loop = asyncio.get_running_loop()
-            self._behind[sid] = loop.call_later(self.slow_client_s, self._too_slow, sid)
-        if self.subs.suspend(sid):
-            socket.notify_drained(functools.partial(self._drained, sid))
-
-    def _drained(self, sid: str) -> None:
-        targets = self.subs.resume(sid)
+    def _resumed(self, targets: dict[str, list[Target]]) -> None:
         for topic, group in targets.items():
-            self._spawn(self._catch_up(topic, group))
-        self._check_caught_up(sid)
+            self._spawn(self.catchup.catch_up(topic, group))
 
-    def _check_caught_up(self, sid: str) -> None:
-        if sid in self._behind and self.subs.all_live(sid):
-            self._behind.pop(sid).cancel()
-            logger.info("client %s caught up", sid)
-
-    def _too_slow(self, sid: str) -> None:
-        self._behind.pop(sid, None)
-        socket = self.sio.writer(sid)
-        if socket is None:
-            return
-        logger.warning(
-            "disconnecting client %s: behind for %gs (REALTIME_SLOW_CLIENT_S)",
-            sid,
-            self.slow_client_s,
-        )
+    async def _disconnect(self, sid: str) -> None:
         self._drop(sid)
-        self.metrics.disconnects.labels("slow_client").inc()
-        reason = {
-            "code": SLOW_CLIENT,
-            "message": f"Too slow: the connection could not keep up for {self.slow_client_s:g}s.",
-        }
-        socket.abandon([Frame.event(CLOSING_EVENT, reason), Frame(b"41")])
+        await self.sio.drop(sid, NAMESPACE)
 
     # -- subscriptions --------------------------------------------------------------------
 
@@ -366,7 +294,7 @@ class Delivery:
         answered (the subscription is undone); a plain subscribe then goes on live-only
         (and its ack has no `since`). With `max_rate`, what follows the ack is merged and
         paced (the ack says `max_rate`; its `events` are not merged)."""
-        self._cancel_paced(sid, topic)
+        self.pacer.cancel(sid, topic)
         conflater = None if max_rate is None else Conflater(topic, max_rate)
         # live events are buffered from now
         generation = self.subs.begin(sid, topic, since, conflater)
@@ -399,7 +327,7 @@ class Delivery:
                 await self.unsubscribe(sid, topic)
                 raise HistoryUnavailable(str(exc)) from exc
             logger.warning("subscribed to %s live-only: history unavailable (%s)", topic, exc)
-        self._spawn(self._backlog(topic, [Target(sid, generation, since)], page))
+        self._spawn(self.catchup.backlog(topic, [Target(sid, generation, since)], page))
         return ack
 
     def _position(self, sid: str, topic: str, generation: int, latest: list[WireEvent]) -> str:
@@ -411,19 +339,17 @@ class Delivery:
         return format_id(position)
 
     async def unsubscribe(self, sid: str, topic: str) -> None:
-        self._cancel_paced(sid, topic)
+        self.pacer.cancel(sid, topic)
         self.subs.end(sid, topic)
         self._interest(topic)
         await self.sio.leave_room(sid, topic, namespace=NAMESPACE)
 
     def disconnected(self, sid: str) -> None:
         self._drop(sid)
-        timer = self._behind.pop(sid, None)
-        if timer is not None:
-            timer.cancel()
+        self.slow.forget(sid)
 
     def _drop(self, sid: str) -> None:
-        self._cancel_paced(sid)
+        self.pacer.cancel(sid)
         for topic in self.subs.drop(sid):
             self._interest(topic)
 
@@ -445,65 +371,7 @@ class Delivery:
                 "catching %d subscription(s) up from history", sum(map(len, targets.values()))
             )
         for topic, group in targets.items():
-            self._spawn(self._catch_up(topic, group))
-
-    async def _catch_up(self, topic: str, targets: list[Target]) -> None:
-        extent = await self._retrying(functools.partial(self.history.extent, topic))
-        kept = []
-        for target in targets:
-            if target.last is not None and covers(extent, target.last, self.history.maxlen):
-                kept.append(target)
-            else:
-                # History no longer holds what it missed: drop the connection; the
-                # client reconnects, and its resubscribe is told `recovered: false`.
-                logger.warning("subscription to %s cannot catch up; dropping its connection", topic)
-                self._drop(target.sid)
-                self.metrics.disconnects.labels("gap").inc()
-                await self.sio.drop(target.sid, NAMESPACE)
-        await self._backlog(topic, kept, None)
-        for target in kept:
-            self._check_caught_up(target.sid)
-
-    # -- the backlog phase ----------------------------------------------------------------
-
-    async def _backlog(
-        self, topic: str, targets: Sequence[Target], page: list[WireEvent] | None
-    ) -> None:
-        """Send `page` (or history read after the targets' positions), more pages while
-        there are, then each target's buffered live events, and let them go live."""
-        pending = list(targets)
-        while pending:
-            if page is None:
-                start = min((self.subs.last(t.sid, topic) or ZERO for t in pending), default=ZERO)
-                read = functools.partial(self.history.after, topic, start, PAGE)
-                page = await self._retrying(read)
-            batch = Batch.of(topic, page)
-            encoded = _Page(page)
-            for target in pending:
-                out = self.subs.replayed(target.sid, target.generation, batch)
-                self._send_paced(target.sid, topic, out, encoded)
-            if len(page) >= PAGE:
-                page = None
-                continue
-            unfinished = []
-            for target in pending:
-                out, done = self.subs.finish(target.sid, topic, target.generation)
-                self._send_paced(target.sid, topic, out)
-                if not done:
-                    unfinished.append(target)
-            pending, page = unfinished, None
-
-    async def _retrying(self, read: Callable[[], Awaitable[T]]) -> T:
-        """A history read, retried with backoff until Redis answers (the subscriptions
-        wait in their backlog phase meanwhile; nothing is lost)."""
-        backoff = Backoff(base_s=0.1, cap_s=5.0)
-        while True:
-            try:
-                return await read()
-            except (RedisError, OSError) as exc:
-                delay = backoff.next_delay()
-                logger.warning("history unavailable (%s); retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
+            self._spawn(self.catchup.catch_up(topic, group))
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
@@ -516,31 +384,12 @@ class Delivery:
             logger.error("backlog delivery failed", exc_info=task.exception())
 
     async def aclose(self) -> None:
-        for timer in [*self._behind.values(), *self._paced.values()]:
-            timer.cancel()
+        self.slow.close()
+        self.pacer.close()
         tasks = [*self._tasks, *([self._sender] if self._sender is not None else [])]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-
-
-class _Page:
-    """A page of history and its `update` frame, encoded once for all the targets that
-    are sent the whole page (many, when a room catches up together: after the fan-out
-    listener reconnected, or after the server fell behind all its clients)."""
-
-    __slots__ = ("_frame", "events")
-
-    def __init__(self, events: list[WireEvent]) -> None:
-        self.events = events
-        self._frame: Frame | None = None
-
-    def frame(self, events: list[WireEvent]) -> Frame:
-        if events is not self.events:  # part of the page (`Batch.after`)
-            return Frame.update(events)
-        if self._frame is None:
-            self._frame = Frame.update(events)
-        return self._frame
 
 
 def _newest(events: list[WireEvent]) -> StreamId:

@@ -4,21 +4,9 @@ sent, per topic, so that it gets every event once and in order.
 Pure: no I/O, no clock. `realtime/delivery/hub.py` drives it with what arrives (live fan-out
 batches) and what it reads (history pages), and sends what it returns.
 
-A subscription is in one of two phases:
+A subscription is in one of two phases (the design notes say which).
 
-- **backlog**: right after `subscribe` (or when the instance's fan-out listener
-  reconnected, a catch-up), while history is read. Live batches are buffered. Replayed
-  events are sent once their id is above the connection's last id. `finish` then sends
-  the buffered events above the last id and goes live. History is written before it is
-  published, so an event is either in what was read or arrives live afterwards: no gap.
-  A buffer that cannot be trusted (it outgrew its bound, or the fan-out listener
-  reconnected meanwhile and live events may have been missed) is dropped, and the
-  caller reads history again: everything that was or should have been in it is there.
-- **live**: each live batch is sent minus the ids at or below the last id (a worker's
-  retry publishes an event again; a replay may overlap).
-
-The caller owns ordering: it sends what a call returns before it makes the next call
-for the same connection, without suspending in between.
+Design notes: docs/design-notes.md.
 """
 
 from __future__ import annotations

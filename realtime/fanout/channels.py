@@ -3,20 +3,9 @@
 It is always subscribed to the common channel (python-socketio's own messages between
 instances) and to the channel of each topic the instance has a local subscriber of
 (`want`), so an instance never receives, let alone decodes, traffic of topics it does not
-host. The bookkeeping is `realtime/fanout/interest.py`; this module does the I/O:
+host. The bookkeeping is `realtime/fanout/interest.py`; this module does the I/O.
 
-- A subscription waits for `ready(topic)` before it reads history: Redis has confirmed
-  the topic's SUBSCRIBE, so every event is either in what it reads or arrives live.
-- SUBSCRIBE / UNSUBSCRIBE are sent by one task per connection, in the order they were
-  decided, many topics per command when they come together; it also pings the
-  connection, whose reads block without a timeout.
-- On (re)connecting: one SUBSCRIBE of the common channel and every wanted topic; once
-  Redis confirmed all of them, `on_subscribed` (the catch-up from history) runs before
-  any message is passed on, so what was published while not subscribed is not lost.
-  Messages that arrive among the confirmations are held back until then.
-- The connection is never reconnected behind our back (no client retries; a dropped
-  connection is noticed before each read), because a silent reconnect would skip the
-  catch-up. Reconnects use capped, jittered backoff.
+Design notes: docs/design-notes.md.
 """
 
 from __future__ import annotations
@@ -189,8 +178,8 @@ class ChannelListener:
                 # A command of `_sync` failed and dropped it; reading now would reconnect
                 # without the catch-up.
                 raise RedisConnectionError("fan-out connection dropped")
-            # A blocking read: no timer per message (a read with a timeout costs a third
-            # of this loop's CPU); `_sync` pings an idle connection instead.
+            # A blocking read: no timer per message (a read with a timeout costs CPU on
+            # every message); `_sync` pings an idle connection instead.
             message = await pubsub.get_message(timeout=None)
             if message is None:
                 continue

@@ -1,16 +1,7 @@
 """Which topic channels a web instance listens on: the bookkeeping of interest-based
 fan-out (`realtime/fanout/channels.py` does the I/O).
 
-Pure: no I/O. A topic is *wanted* while the instance has a local subscriber of it
-(`realtime/delivery/subscriptions.py` counts them). The listener turns the difference between
-what is wanted and what it has asked Redis for into SUBSCRIBE / UNSUBSCRIBE commands
-(`plan`), and Redis answers every channel of a SUBSCRIBE in order. A topic is
-*confirmed* once every SUBSCRIBE sent for it has been answered and it is still
-subscribed: from then on everything published on its channel reaches this instance, so
-a history read that starts after that point misses nothing (see `realtime/delivery/hub.py`).
-Answers are matched to requests by counting, which holds because Redis answers one
-connection's commands in order (an UNSUBSCRIBE quickly followed by a SUBSCRIBE of the
-same channel is confirmed only by the second SUBSCRIBE's answer).
+Design notes: docs/design-notes.md.
 """
 
 from __future__ import annotations

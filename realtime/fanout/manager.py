@@ -1,24 +1,9 @@
-"""Fan-out between processes: the python-socketio Redis client manager, made dependable
-and interest-based.
+"""Fan-out between processes, step 3 of the data path: the python-socketio Redis client
+manager, made dependable and interest-based. The worker publishes each topic's `update`
+on the topic's own channel (encoded by `realtime.core.wire`); this manager listens, on a
+web instance, through `channels.py` and hands `update`s to delivery.
 
-The worker publishes each topic's `update` emits on the topic's own channel; every web
-instance listens on the channels of the topics it has local subscribers for, and on one
-common channel for everything else python-socketio sends between instances (emits to a
-client, disconnects, room changes, other events). We subclass
-`socketio.AsyncRedisManager` at its transport seam (`_publish` / `_listen`, and the
-listening task) rather than fork it:
-
-- channel names come from `realtime.core.keys`; JSON goes through orjson;
-- the worker does not publish through the manager: it takes the encoded messages
-  (`encode_updates`) and publishes them inside its atomic commit, so an entry is
-  acknowledged exactly when its events are in history and published;
-- the listening connection is `realtime.fanout.channels`: it reconnects, and every time it has
-  (re)subscribed, Redis having confirmed it, the instance's subscriptions catch up from
-  history, so what was published while it was not subscribed is not lost;
-- on a web instance, `update` emits go through `realtime.delivery.hub` (per-connection
-  state: each event once, in order);
-- the room registry has a per-client index (`realtime.fanout.rooms`), so disconnecting many
-  clients (a drain, a network blip) does not cost O(clients²).
+Design notes: docs/design-notes.md.
 """
 
 from __future__ import annotations

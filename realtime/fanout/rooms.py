@@ -6,11 +6,16 @@ O(clients) and a mass disconnect (a drain, a network blip) O(clients²): about 1
 blocked event loop for 10,000 clients. This mixin keeps `(namespace, sid) -> rooms`
 alongside the stock registry, so a disconnect costs O(the client's rooms). Everything
 else is the stock manager's.
+
+Design notes: docs/design-notes.md.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
+
+RoomWatcher = Callable[[str, Any, str, bool], None]
 
 
 class RoomIndex:
@@ -20,6 +25,7 @@ class RoomIndex:
     callbacks: dict[str, Any]
     pending_connect: dict[str, list[str]]
     pending_disconnect: dict[str, list[str]]
+    room_watcher: RoomWatcher | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -33,16 +39,21 @@ class RoomIndex:
     ) -> None:
         super().basic_enter_room(sid, namespace, room, eio_sid=eio_sid)  # type: ignore[misc]
         self.room_changes += 1
-        self._rooms_of.setdefault((namespace, sid), set()).add(room)
+        rooms = self._rooms_of.setdefault((namespace, sid), set())
+        if self.room_watcher is not None and room not in rooms:
+            self.room_watcher(namespace, room, sid, True)
+        rooms.add(room)
 
     def basic_leave_room(self, sid: str, namespace: str, room: Any) -> None:
         super().basic_leave_room(sid, namespace, room)  # type: ignore[misc]
         self.room_changes += 1
         rooms = self._rooms_of.get((namespace, sid))
-        if rooms is not None:
+        if rooms is not None and room in rooms:
             rooms.discard(room)
             if not rooms:
                 del self._rooms_of[(namespace, sid)]
+            if self.room_watcher is not None:
+                self.room_watcher(namespace, room, sid, False)
 
     def basic_disconnect(self, sid: str, namespace: str, **kwargs: Any) -> None:
         """The stock method, with the client's rooms from the index instead of a scan."""

@@ -1,23 +1,9 @@
-"""Fan-out on a Redis Cluster: sharded pub/sub (SPUBLISH / SSUBSCRIBE, Redis 7).
+"""Fan-out on a Redis Cluster, step 3 of the data path: sharded pub/sub (SPUBLISH /
+SSUBSCRIBE, Redis 7), one connection per shard the instance needs. The reconnect loop,
+its metrics and the catch-up are `ChannelListener`'s; this module supplies the cluster's
+connection steps.
 
-Classic PUBLISH on a cluster is broadcast over the cluster bus to every node, so every
-message costs every shard. A shard channel lives on the shard that owns its hash slot
-and a message crosses only that shard. Each topic's channel (`Keys.topic_channel`) is a
-shard channel in the slot of the topic's partition, so the worker's commit script can
-SPUBLISH it (a script may only touch its own slot). A web instance SSUBSCRIBEs, as
-elsewhere, only to the topics it has local subscribers of (`realtime/fanout/interest.py`), each
-on the shard that owns it: one connection per shard it needs, each read by its own
-task (redis-py's `ClusterPubSub.get_sharded_message` polls the shards one after the
-other with the same timeout, which would hold one shard's messages behind another's
-wait). python-socketio's own messages keep the classic common channel (rare, and every
-instance needs them).
-
-The listener keeps `realtime.fanout.channels.ChannelListener`'s promises: a topic's history is
-read only once Redis confirmed its subscription (`ready`); after a (re)connect every
-subscription is confirmed and the catch-up from history has run before any message is
-passed on. A shard connection that fails, or a channel whose slot moved to another
-shard (Redis ends the subscription with `sunsubscribe`), starts everything over: fresh
-slot map, subscriptions, catch-up.
+Design notes: docs/design-notes.md.
 """
 
 from __future__ import annotations

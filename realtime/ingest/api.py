@@ -1,24 +1,9 @@
-"""HTTP ingest, the first step of the data path: `POST /api/v1/events` -> ingest streams.
+"""HTTP ingest, the first step of the data path: `POST /api/v1/events` -> the ingest
+stream of each event's partition (`rt:ingest:{p}`). A 202 means Redis holds every event
+of the request; bad input changes nothing; window-output topics are refused (only the
+worker writes them).
 
-A 202 answer means Redis holds every event of the request (one MULTI/EXEC), each in the
-ingest stream of its topic's partition. (On a Redis Cluster: one MULTI/EXEC per
-partition, so a request is all or nothing per partition; a 503 may leave some of its
-partitions written, and a retry with idempotency keys stores nothing twice.) Bad input
-changes nothing: the whole request is validated before anything is written.
-Window-output topics of the configured pipelines (`metrics.cpu:1s`) are refused: only
-the worker writes them.
-
-An event may carry an idempotency `key`: the same key for the same topic within
-`REALTIME_IDEMPOTENCY_TTL_S` answers the id the first one got and stores nothing new, so
-a producer can retry a request whose answer it did not get. Requests with keys are
-written by one Lua script instead of MULTI/EXEC (still all or nothing).
-
-With `REALTIME_WAIT_REPLICAS=N`, a 202 also means N replicas have the events: the
-write (the script) and a `WAIT N` go on one connection, in one round trip, and fewer
-replicas within the timeout answers 503 (`unavailable`, as for any failed write, so
-producers retry it; unlike other 503s the primary may hold the events, so retry with
-the same idempotency keys). That is what makes a failover (Redis
-Sentinel) lose no accepted event: replication is asynchronous otherwise.
+Design notes: docs/design-notes.md.
 """
 
 from __future__ import annotations

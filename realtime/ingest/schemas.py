@@ -10,8 +10,7 @@ from typing import Any
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
 from realtime.core.streamids import STREAM_ID_PATTERN
-from realtime.core.topics import TOPIC_PATTERN
-from realtime.delivery.conflate import MAX_RATE_HZ, MIN_RATE_HZ
+from realtime.core.topics import MAX_RATE_HZ, MIN_RATE_HZ, TOPIC_PATTERN
 
 # marshmallow formats this with {regex}; the pattern itself has braces, so it is not inlined.
 TOPIC_MESSAGE = (

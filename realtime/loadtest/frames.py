@@ -8,9 +8,11 @@ connection, so one core can receive well over 100,000 messages a second.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 import zlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -307,3 +309,42 @@ def update_events(message: bytes) -> list[Any] | None:
     if not isinstance(events, list):
         raise ProtocolError("update payload is not a list")
     return events
+
+
+class Acks:
+    """A client's Socket.IO calls waiting for their ack (both load-test transports)."""
+
+    def __init__(self) -> None:
+        self._waiting: dict[int, asyncio.Future[Any]] = {}
+        self._last = 0
+
+    async def call(
+        self, send: Callable[[str], Awaitable[None] | None], event: str, *args: Any, timeout: float
+    ) -> Any:
+        """Send `event` with a new ack id through `send`; the ack's first argument (all
+        of them when there are several)."""
+        self._last += 1
+        ack_id = self._last
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiting[ack_id] = future
+        try:
+            async with asyncio.timeout(timeout):
+                sent = send(sio_event(event, *args, ack_id=ack_id))
+                if sent is not None:
+                    await sent
+                return await future
+        finally:
+            self._waiting.pop(ack_id, None)
+
+    def answered(self, packet: SioPacket) -> None:
+        future = self._waiting.pop(packet.ack_id, None) if packet.ack_id is not None else None
+        if future is not None and not future.done():
+            args = packet.data or []
+            future.set_result(args[0] if len(args) == 1 else args)
+
+    def fail_all(self) -> None:
+        for future in self._waiting.values():
+            if not future.done():
+                future.set_exception(ConnectionError("connection closed"))
+                future.exception()
+        self._waiting.clear()

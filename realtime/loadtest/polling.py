@@ -55,8 +55,7 @@ class SioPolling:
         loop = asyncio.get_running_loop()
         self.ready: asyncio.Future[None] = loop.create_future()
         self.closed: asyncio.Future[BaseException | None] = loop.create_future()
-        self._acks: dict[int, asyncio.Future[Any]] = {}
-        self._next_ack = 0
+        self._acks = frames.Acks()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
 
@@ -117,11 +116,8 @@ class SioPolling:
             elif sio.kind == frames.SIO_CONNECT:
                 if not self.ready.done():
                     self.ready.set_result(None)
-            elif sio.kind == frames.SIO_ACK and sio.ack_id is not None:
-                future = self._acks.pop(sio.ack_id, None)
-                if future is not None and not future.done():
-                    args = sio.data or []
-                    future.set_result(args[0] if len(args) == 1 else args)
+            elif sio.kind == frames.SIO_ACK:
+                self._acks.answered(sio)
             elif sio.kind == frames.SIO_CONNECT_ERROR:
                 raise ConnectionRefusedError(f"Socket.IO connect refused: {sio.data}")
             elif sio.kind == frames.SIO_DISCONNECT:
@@ -132,11 +128,7 @@ class SioPolling:
         if not self.ready.done():
             self.ready.set_exception(reason or ConnectionError("session closed during connect"))
             self.ready.exception()
-        for future in self._acks.values():
-            if not future.done():
-                future.set_exception(ConnectionError("connection closed"))
-                future.exception()
-        self._acks.clear()
+        self._acks.fail_all()
         if not self.closed.done():
             self.closed.set_result(reason)
         asyncio.get_running_loop().create_task(self.session.close())
@@ -144,16 +136,7 @@ class SioPolling:
             self.on_close(self, reason)
 
     async def call(self, event: str, *args: Any, timeout: float = 10.0) -> Any:
-        self._next_ack += 1
-        ack_id = self._next_ack
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._acks[ack_id] = future
-        try:
-            async with asyncio.timeout(timeout):
-                await self._post(frames.sio_event(event, *args, ack_id=ack_id))
-                return await future
-        finally:
-            self._acks.pop(ack_id, None)
+        return await self._acks.call(self._post, event, *args, timeout=timeout)
 
     @property
     def is_open(self) -> bool:

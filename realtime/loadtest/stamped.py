@@ -1,17 +1,6 @@
 """A transport that reads with the kernel's receive timestamps (Linux `SO_TIMESTAMPNS`).
 
-One load generator process simulates many clients on one core, and it handles what
-arrives on its sockets one after the other: what reaches the 1,000th socket of a
-burst waits behind the other 999 (several ms), and longer still when the generator is
-busy. A real client has its own CPU and sees its packet on arrival. With the kernel's
-timestamp of each read (when the bytes reached the socket), delivery latency is
-measured from the server's side of that queue, not from whenever this process got
-round to it.
-
-A plain non-blocking socket with `add_reader` (uvloop's own transports do not hand
-out ancillary data), behind the few `asyncio.Transport` methods `wsclient` uses. It
-costs the generator a few us more per read than uvloop's transport, so the benchmarks
-stamp a sample of their clients.
+Design notes: docs/design-notes.md.
 """
 
 from __future__ import annotations

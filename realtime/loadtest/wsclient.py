@@ -71,8 +71,7 @@ class SioWebSocket(asyncio.Protocol):
         self.ready: asyncio.Future[None] = loop.create_future()
         self.closed: asyncio.Future[BaseException | None] = loop.create_future()
         self._head = b""
-        self._acks: dict[int, asyncio.Future[Any]] = {}
-        self._next_ack = 0
+        self._acks = frames.Acks()
 
     # -- asyncio.Protocol -----------------------------------------------------------------
 
@@ -150,11 +149,7 @@ class SioWebSocket(asyncio.Protocol):
         if not self.ready.done():
             self.ready.set_exception(exc or ConnectionError("connection closed during handshake"))
             self.ready.exception()  # retrieved here: the owner may no longer wait for it
-        for future in self._acks.values():
-            if not future.done():
-                future.set_exception(ConnectionError("connection closed"))
-                future.exception()
-        self._acks.clear()
+        self._acks.fail_all()
         if not self.closed.done():
             self.closed.set_result(reason)
         if self.on_close is not None:
@@ -179,11 +174,8 @@ class SioWebSocket(asyncio.Protocol):
             self.sid = (packet.data or {}).get("sid")
             if not self.ready.done():
                 self.ready.set_result(None)
-        elif packet.kind == frames.SIO_ACK and packet.ack_id is not None:
-            future = self._acks.pop(packet.ack_id, None)
-            if future is not None and not future.done():
-                args = packet.data or []
-                future.set_result(args[0] if len(args) == 1 else args)
+        elif packet.kind == frames.SIO_ACK:
+            self._acks.answered(packet)
         elif packet.kind == frames.SIO_CONNECT_ERROR:
             self._fail(ConnectionRefusedError(f"Socket.IO connect refused: {packet.data}"))
         elif packet.kind == frames.SIO_DISCONNECT:
@@ -212,16 +204,9 @@ class SioWebSocket(asyncio.Protocol):
 
     async def call(self, event: str, *args: Any, timeout: float = 10.0) -> Any:
         """Emit `event` with an ack id and wait for the ack's first argument."""
-        self._next_ack += 1
-        ack_id = self._next_ack
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._acks[ack_id] = future
-        self._write(frames.sio_event(event, *args, ack_id=ack_id).encode())
-        try:
-            async with asyncio.timeout(timeout):
-                return await future
-        finally:
-            self._acks.pop(ack_id, None)
+        return await self._acks.call(
+            lambda text: self._write(text.encode()), event, *args, timeout=timeout
+        )
 
     @property
     def is_open(self) -> bool:

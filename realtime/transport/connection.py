@@ -1,18 +1,7 @@
 """A websocket after its handshake, as a bare `asyncio.Protocol`: the transport's own
 callbacks read the client's frames, and no task or coroutine waits per connection.
 
-aiohttp serves a websocket from inside its request handler: for as long as the
-connection lives it keeps the parsed upgrade request, the handler's task and protocol,
-the `WebSocketResponse` with its reader, writer and queue, and the coroutine chain
-waiting in `receive()`, about 12 KiB of an idle connection's memory. None of it is needed
-once the 101 is written, so `take_over` writes the 101 through aiohttp (its response
-hooks run: the request id header), hands the transport to a `WebSocketConnection`
-(`transport.set_protocol`) and lets aiohttp's handler return without closing it.
-
-The connection passes each whole message to its receiver (`on_message`), answers pings,
-and tells the receiver when it is gone (`on_close`). For the outbox it looks like
-aiohttp's `WebSocketResponse` (`compress`, `send_frame`, `close`) and, for flow control,
-like aiohttp's protocol (`writing_paused`, `_drain_helper`).
+Design notes: docs/design-notes.md.
 """
 
 from __future__ import annotations

@@ -1,27 +1,9 @@
-"""Engine.IO, as python-engineio does it, with a leaner websocket path.
+"""Engine.IO, as python-engineio does it, with a leaner websocket path: step 5 of the data
+path (sending). `EngineSocket` sends through an outbox whatever its transport: the
+websocket's `Outbox` (frames written straight to the socket) or `PollingOutbox`
+(engineio's queue, for long-polling). Why: docs/architecture.md.
 
-python-engineio runs, per websocket connection, a writer task draining an
-`asyncio.Queue` (one wake-up and one encode per packet per recipient), a task per
-received message, and a task per ping cycle, all inside aiohttp's request handler,
-which stays alive with its request for as long as the connection does. Here, once a
-connection is on the websocket transport (directly, or after the polling -> websocket
-upgrade), packets go through its `Outbox` (`realtime.transport.outbox`): written to the transport
-at once, in order, pre-encoded frames shared between recipients. Pings are timer
-callbacks. The websocket itself is a `WebSocketConnection` (`realtime.transport.connection`)
-that aiohttp hands over after the handshake: received messages arrive as callbacks
-(`on_message`) and are handled in order by a task that lives only while there is
-something to handle, so an idle connection has no task and no coroutine at all. The
-upgrade dance (`2probe`, `3probe`, `5`) is played from those callbacks too. What stays
-engineio's own: the handshake, long-polling (packets still go through its queue), ping
-timeouts (its service task), and every event it raises.
-
-python-engineio creates its socket objects itself (`AsyncSocket`); `EngineServer` adopts
-each one as an `EngineSocket` when the connection is opened, before any packet after
-the handshake is sent.
-
-permessage-deflate is off unless `REALTIME_WS_COMPRESSION=1` (see the README's
-performance section for why); a connection that negotiates it is served by aiohttp's
-own websocket (the same callbacks, fed by a read loop in aiohttp's handler).
+Design notes: docs/design-notes.md.
 """
 
 from __future__ import annotations
@@ -29,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import engineio
@@ -37,6 +19,7 @@ from aiohttp import WSMsgType, web
 from engineio import exceptions, packet
 from engineio.async_socket import AsyncSocket
 
+from realtime.core import jsoncodec
 from realtime.transport.connection import take_over
 from realtime.transport.frames import Frame
 from realtime.transport.inbound import engine_malformed
@@ -101,6 +84,7 @@ class EngineSocket(AsyncSocket):  # type: ignore[misc]
     # websocket's Outbox once the connection is on it.
     outbox: Outbox | PollingOutbox
     link: Any = None  # the websocket: a WebSocketConnection, or aiohttp's with deflate
+    opened_at = 0.0  # time.time() when the connection was opened (set on adoption)
     _ping_handle: asyncio.TimerHandle | None = None
     _on_polled: Any = None
     _inbox: list[str | bytes | None] | None = None  # received, not handled yet
@@ -202,7 +186,7 @@ class EngineSocket(AsyncSocket):  # type: ignore[misc]
 
     async def _serve_deflate_websocket(self, request: web.Request) -> web.WebSocketResponse:
         """With permessage-deflate, aiohttp's websocket, read by this handler for as long
-        as the connection lives (it keeps per-connection zlib state, ~90 KiB, anyway)."""
+        as the connection lives (it keeps per-connection zlib state anyway)."""
         response = web.WebSocketResponse(
             max_msg_size=self.server.max_http_buffer_size, compress=True
         )
@@ -327,6 +311,8 @@ class EngineSocket(AsyncSocket):  # type: ignore[misc]
         self.upgraded = True
         self.upgrading = False
         self._use(outbox)
+        if self.server.on_upgraded is not None:
+            self.server.on_upgraded(self.sid)
 
     async def _upgrade_failed(self, why: str) -> None:
         """The websocket closes; the connection carries on polling."""
@@ -357,17 +343,62 @@ class EngineSocket(AsyncSocket):  # type: ignore[misc]
             del self.server.sockets[self.sid]
 
 
+TRANSPORTS = ("polling", "websocket")
+
+
+def exact_heartbeat(handshake: dict[str, Any], interval_s: float, timeout_s: float) -> None:
+    """Set the handshake's `pingInterval` and `pingTimeout` to the configured milliseconds:
+    python-engineio announces `int(interval) * 1000`, so 2.5 s would read as 2,000 ms and a
+    sub-second interval as 0."""
+    handshake["pingInterval"] = round(interval_s * 1000)
+    handshake["pingTimeout"] = round(timeout_s * 1000)
+
+
+def request_problem(method: str, query: Mapping[str, str]) -> str | None:
+    """Why an Engine.IO request is a bad request before any session is looked at (pure)."""
+    if query.get("transport") not in TRANSPORTS:
+        return "Transport unknown"
+    if method == "POST" and not query.get("sid"):
+        return "Bad handshake method"
+    return None
+
+
 class EngineServer(engineio.AsyncServer):  # type: ignore[misc]
     """engineio's server, whose sockets are `EngineSocket`s."""
 
     ws_compression = False
     backlog_bytes = 1_048_576
     backlog_packets = 1_000
+    # Told a connection's sid once it has upgraded from long-polling to the websocket.
+    on_upgraded: Callable[[str], None] | None = None
+
+    def _announce_exact_heartbeat(self, socket: AsyncSocket) -> None:
+        # The connect event comes right after python-engineio queued the OPEN packet,
+        # before anything reads the queue: it is still there to correct.
+        for pkt in socket.queue._queue:
+            if pkt.packet_type == packet.OPEN and isinstance(pkt.data, dict):
+                exact_heartbeat(pkt.data, self.ping_interval, self.ping_timeout)
+
+    async def handle_request(self, *args: Any, **kwargs: Any) -> Any:
+        """Engine.IO v4's request errors as its spec has them, where python-engineio
+        differs: a request without `transport` (it assumes polling) and a POST without
+        `sid` (it answers 405) are 400 Bad Request."""
+        request = args[0] if args else None
+        if isinstance(request, web.Request):
+            problem = request_problem(request.method, request.query)
+            if problem is not None:
+                return web.Response(
+                    status=400, content_type="text/plain", text=jsoncodec.dumps(problem)
+                )
+        return await super().handle_request(*args, **kwargs)
 
     async def _trigger_event(self, event: str, *args: Any, **kwargs: Any) -> Any:
         if event == "connect":
             socket = self.sockets.get(args[0])
+            if socket is not None:
+                self._announce_exact_heartbeat(socket)
             if socket is not None and type(socket) is AsyncSocket:
                 socket.__class__ = EngineSocket
                 socket.outbox = PollingOutbox(socket)
+                socket.opened_at = time.time()
         return await super()._trigger_event(event, *args, **kwargs)

@@ -6,12 +6,7 @@ the transport is not above its high-water mark (the common case: one `transport.
 of pre-built bytes). Otherwise it waits in `pending`, and one flusher coroutine, alive
 only while there is something pending, writes it once the transport drains.
 
-With permessage-deflate negotiated (`REALTIME_WS_COMPRESSION=1`) every frame goes
-through aiohttp's writer, which compresses it for this connection, in the flusher.
-
-`full()` says whether the backlog (pending frames, plus what the transport holds) is at
-its bound: the caller stops writing updates then (see `realtime.delivery.hub`); engine
-packets (acks, pings, the close) are always accepted, they are few and small.
+Design notes: docs/design-notes.md.
 """
 
 from __future__ import annotations

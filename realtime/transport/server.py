@@ -1,27 +1,10 @@
-"""python-socketio's AsyncServer, with the engine-level fixes this server relies on.
+"""python-socketio's AsyncServer, with the engine-level fixes this server relies on: the
+Socket.IO side of step 5 (sending). It is delivery's one door to a connection
+(`writer(sid)`), checks POST bodies before python-engineio parses them, closes clients
+that send malformed packets or never join a namespace, and can drop a connection so the
+client reconnects by itself.
 
-- A long-polling client that disconnects sends a CLOSE packet in a POST while its last
-  GET is still waiting. python-engineio closes the socket without answering that GET, so
-  the request hangs until the ping timeout (the client's `disconnect()` waits for it, and
-  a server shutdown waits for it too). We answer it at once with an empty payload.
-- Every handler runs with the client's id (and the topic of a subscribe/unsubscribe) in
-  its log context, so anything it logs says which client and topic it was about.
-- An origin allowed only for the Admin UI (`realtime.web.admin`) may open `/admin` and no
-  other namespace.
-- A connection that has not connected to a namespace within `connect_timeout_s` is
-  closed (socket.io's own server does the same; python-socketio does not).
-- A malformed packet from a client (`realtime.transport.inbound`) closes that client's connection
-  instead of raising inside python-socketio.
-- `drop(sid)` ends a connection the way a network failure would (no close packet), so
-  that the client's own reconnection takes over: socket.io clients do not reconnect
-  after a server-side disconnect.
-- Delivery reaches a connection only through `writer(sid)`.
-- POST bodies are checked before python-engineio parses them (`guard_translate_request`).
-- The Engine.IO server underneath is `realtime.transport.engine.EngineServer` (websocket
-  connections write through an outbox, no task per packet), with permessage-deflate and
-  each connection's backlog bound as configured.
-- python-socketio keeps each connection's WSGI-style environ for as long as it lives;
-  only its text entries are kept (the rest holds aiohttp's whole request).
+Design notes: docs/design-notes.md.
 """
 
 from __future__ import annotations
@@ -30,10 +13,11 @@ import asyncio
 import contextvars
 import logging
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Protocol
 
 import engineio
 import socketio
+from socketio import packet
 
 from realtime.core.keys import NAMESPACE, SUBSCRIBE_EVENT, UNSUBSCRIBE_EVENT
 from realtime.core.logs import log_context
@@ -58,6 +42,60 @@ def _context_of(event: str, args: tuple[Any, ...]) -> dict[str, str]:
     return fields
 
 
+class Traffic:
+    """What crossed this server's connections so far, as plain integers: each count is
+    one addition where the server already handles the thing counted (a connection, a
+    received message, a delivery batch), so keeping them costs nothing measurable.
+
+    `packets_out` and `bytes_out` count `update` packets (topic events) handed to
+    connections, counted by `realtime.delivery.hub` once per batch and slice of a room
+    on the fast path; acks, pings and other server packets are not counted. `bytes_out`
+    is their Engine.IO message size (without websocket frame headers or HTTP).
+    `packets_in` and `bytes_in` count the Socket.IO messages clients sent (connects,
+    subscribe, unsubscribe, ...), not Engine.IO pings and pongs."""
+
+    __slots__ = (
+        "bytes_in",
+        "bytes_out",
+        "connections",
+        "disconnections",
+        "packets_in",
+        "packets_out",
+        "raw_connections",
+        "raw_disconnections",
+    )
+
+    def __init__(self) -> None:
+        self.raw_connections = 0  # Engine.IO connections opened
+        self.raw_disconnections = 0
+        self.connections = 0  # namespace connects accepted (any namespace)
+        self.disconnections = 0
+        self.packets_in = 0
+        self.bytes_in = 0
+        self.packets_out = 0
+        self.bytes_out = 0
+
+    def sent(self, packets: int, size: int) -> None:
+        """`packets` update packets of `size` bytes each were handed to connections."""
+        self.packets_out += packets
+        self.bytes_out += packets * size
+
+    def snapshot(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+class Watcher(Protocol):
+    """Told of what happens to connections, as it happens (the Admin UI's feed)."""
+
+    def connected(self, sid: str, namespace: str) -> None: ...
+
+    def disconnected(self, sid: str, namespace: str, reason: Any) -> None: ...
+
+    def received(self, sid: str, namespace: str, event: str, topic: str | None) -> None: ...
+
+    def upgraded(self, eio_sid: str) -> None: ...
+
+
 class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
     def __init__(
         self,
@@ -75,6 +113,9 @@ class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
         self._checks: set[asyncio.Task[None]] = set()
         self.admin_namespace = admin_namespace
         self.admin_only_origin = admin_only_origin
+        self.traffic = Traffic()
+        self.watcher: Watcher | None = None
+        self.eio.on_upgraded = self._upgraded
         self.eio.ws_compression = ws_compression
         self.eio.backlog_bytes = backlog_bytes
         self.eio.backlog_packets = backlog_packets
@@ -100,18 +141,34 @@ class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
         return EngineServer
 
     async def _trigger_event(self, event: str, namespace: str, *args: Any) -> Any:
-        with log_context(**_context_of(event, args)):
+        fields = _context_of(event, args)
+        with log_context(**fields):
             if event == "connect":
                 self._check_origin(namespace, args)
             result = await super()._trigger_event(event, namespace, *args)
+            watcher = self.watcher
             if event == "connect":
                 outcome = "refused" if result is False else "accepted"
                 logger.debug("connect to %s %s", namespace, outcome)
+                if result is not False:
+                    self.traffic.connections += 1
+                    if watcher is not None:
+                        watcher.connected(args[0], namespace)
             elif event == "disconnect":
                 logger.debug("disconnected from %s", namespace)
-            elif event in _TOPIC_EVENTS:
-                logger.debug("%s answered %s", event, result)
+                self.traffic.disconnections += 1
+                if watcher is not None:
+                    watcher.disconnected(args[0], namespace, args[1] if len(args) > 1 else None)
+            else:
+                if event in _TOPIC_EVENTS:
+                    logger.debug("%s answered %s", event, result)
+                if watcher is not None and args:
+                    watcher.received(args[0], namespace, event, fields.get("topic"))
             return result
+
+    def _upgraded(self, eio_sid: str) -> None:
+        if self.watcher is not None:
+            self.watcher.upgraded(eio_sid)
 
     def _check_origin(self, namespace: str, args: tuple[Any, ...]) -> None:
         if self.admin_only_origin is None or namespace == self.admin_namespace:
@@ -127,6 +184,7 @@ class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
             raise socketio.exceptions.ConnectionRefusedError("origin not allowed")
 
     async def _handle_eio_connect(self, eio_sid: str, environ: dict[str, Any]) -> Any:
+        self.traffic.raw_connections += 1
         if not self.manager_initialized:  # type: ignore[has-type]
             # The manager starts its listener task here; it outlives this request, so it
             # must not inherit the request's log context (request id, client).
@@ -157,12 +215,36 @@ class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
         await self._close_engine(eio_sid)
 
     async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
+        self.traffic.packets_in += 1
+        if isinstance(data, (str, bytes)):
+            self.traffic.bytes_in += len(data)
         problem = malformed(data, self.packet_class)
         if problem is not None:
             logger.info("closing a connection that sent a malformed packet: %s", problem)
             await self._close_engine(eio_sid)
             return
         await super()._handle_eio_message(eio_sid, data)
+
+    async def _handle_connect(self, eio_sid: str, namespace: str | None, data: Any) -> None:
+        # Socket.IO v5: a CONNECT_ERROR carries an object; python-socketio sends the bare
+        # string "Unable to connect" for a namespace nobody serves.
+        namespace = namespace or "/"
+        if not self._serves(namespace):
+            refusal = {"message": "Invalid namespace"}
+            await self._send_packet(
+                eio_sid,
+                self.packet_class(packet.CONNECT_ERROR, data=refusal, namespace=namespace),
+            )
+            return
+        await super()._handle_connect(eio_sid, namespace, data)
+
+    def _serves(self, namespace: str) -> bool:
+        return (
+            namespace in self.handlers
+            or namespace in self.namespace_handlers
+            or self.namespaces == "*"
+            or namespace in (self.namespaces or ())
+        )
 
     async def _close_engine(self, eio_sid: str) -> None:
         """Close a connection with a CLOSE packet, without waiting for the client to read
@@ -197,6 +279,7 @@ class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
         ]
 
     async def _handle_eio_disconnect(self, eio_sid: str, reason: Any) -> None:
+        self.traffic.raw_disconnections += 1
         await super()._handle_eio_disconnect(eio_sid, reason)
         if reason == engineio.AsyncServer.reason.CLIENT_DISCONNECT:
             socket = self.eio.sockets.get(eio_sid)

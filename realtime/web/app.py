@@ -6,12 +6,10 @@ created at import time.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -75,8 +73,8 @@ def create_sio(settings: Settings, manager: FanoutManager) -> SocketServer:
         json=jsoncodec,
         # Same-origin only unless origins are configured (plus the Admin UI's, if on).
         cors_allowed_origins=admin.cors_allowed_origins(settings),
-        ping_interval=settings.ping_interval_s,
-        ping_timeout=settings.ping_timeout_s,
+        ping_interval=settings.ping_interval_ms / 1000,
+        ping_timeout=settings.ping_timeout_ms / 1000,
         # Largest packet a client may send (a websocket message, a long-poll POST body):
         # clients send only small requests; past it python-engineio closes the connection.
         max_http_buffer_size=settings.max_message_bytes,
@@ -123,14 +121,11 @@ async def _manager_ctx(app: web.Application) -> AsyncIterator[None]:
     await app[MANAGER].aclose()
 
 
-def _admin_ctx(instrumented: Any) -> Callable[[web.Application], AsyncIterator[None]]:
+def _admin_ctx(ui: admin.AdminUI) -> Callable[[web.Application], AsyncIterator[None]]:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
+        ui.start()
         yield
-        # Its own shutdown() waits out a sleep of the stats loop; cancelling is immediate.
-        task = instrumented.stats_task
-        if task is not None:
-            task.cancel()
-            await asyncio.wait([task])
+        await ui.aclose()
 
     return ctx
 
@@ -192,9 +187,9 @@ def create_app(settings: Settings) -> web.Application:
     app[MANAGER] = manager
     app.on_shutdown.append(_disconnect_clients)
     app.cleanup_ctx.append(_manager_ctx)
-    instrumented = admin.instrument(sio, settings)
-    if instrumented is not None:
-        app.cleanup_ctx.append(_admin_ctx(instrumented))
+    admin_ui = admin.instrument(sio, settings)
+    if admin_ui is not None:
+        app.cleanup_ctx.append(_admin_ctx(admin_ui))
     request_id.install(app)
 
     # Ingest refuses the pipelines' window-output topics (a bad file: PipelinesError).

@@ -25,6 +25,11 @@ from realtime.web.access import Access
 logger = logging.getLogger(__name__)
 
 
+class _Refused(Exception):
+    def __init__(self, ack: dict[str, Any]) -> None:
+        self.ack = ack
+
+
 def _single_payload(schema: Schema, args: tuple[Any, ...]) -> dict[str, Any]:
     """Validate the one argument an event carries; raises ValidationError."""
     if len(args) != 1:
@@ -52,14 +57,25 @@ class TopicNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         self.access.connect(sid, auth)  # raises ConnectionRefusedError
         return True
 
-    async def on_subscribe(self, sid: str, *args: Any) -> dict[str, Any]:
-        limited = self.access.check_rate(sid, "subscribe")
+    def _request(
+        self, sid: str, event: str, schema: Schema, args: tuple[Any, ...]
+    ) -> dict[str, Any]:
+        """A request within the connection's rate, validated; `_Refused` with the error
+        ack otherwise."""
+        limited = self.access.check_rate(sid, event)
         if limited is not None:
-            return limited
+            raise _Refused(limited)
         try:
-            request = _single_payload(self._subscribe, args)
+            return _single_payload(schema, args)
         except ValidationError as exc:
-            return errors.error_ack(errors.INVALID, "Invalid subscribe request.", field_errors(exc))
+            ack = errors.error_ack(errors.INVALID, f"Invalid {event} request.", field_errors(exc))
+            raise _Refused(ack) from None
+
+    async def on_subscribe(self, sid: str, *args: Any) -> dict[str, Any]:
+        try:
+            request = self._request(sid, "subscribe", self._subscribe, args)
+        except _Refused as answer:
+            return answer.ack
         topic = request["topic"]
         # Before anything is joined or read: a refused subscribe replays nothing.
         refused = self.access.check_subscribe(sid, topic, self.delivery.subs.topics(sid))
@@ -76,15 +92,10 @@ class TopicNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             )
 
     async def on_unsubscribe(self, sid: str, *args: Any) -> dict[str, Any]:
-        limited = self.access.check_rate(sid, "unsubscribe")
-        if limited is not None:
-            return limited
         try:
-            request = _single_payload(self._unsubscribe, args)
-        except ValidationError as exc:
-            return errors.error_ack(
-                errors.INVALID, "Invalid unsubscribe request.", field_errors(exc)
-            )
+            request = self._request(sid, "unsubscribe", self._unsubscribe, args)
+        except _Refused as answer:
+            return answer.ack
         topic = request["topic"]
         await self.delivery.unsubscribe(sid, topic)
         return {"ok": True, "topic": topic}

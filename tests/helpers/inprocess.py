@@ -14,15 +14,22 @@ from realtime.web.app import create_app
 
 
 @asynccontextmanager
-async def serving(settings: Settings) -> AsyncIterator[tuple[str, web.Application]]:
-    """Serve `create_app(settings)` on a free loopback port; yields its base URL and app."""
+async def served(settings: Settings) -> AsyncIterator[tuple[TestServer, web.Application]]:
+    """Serve `create_app(settings)` on a free loopback port; yields the server and app."""
     app = create_app(settings)
     server = TestServer(app, host="127.0.0.1", port=free_port(), handler_cancellation=True)
     await server.start_server()
     try:
-        yield str(server.make_url("")).rstrip("/"), app
+        yield server, app
     finally:
         await server.close()
+
+
+@asynccontextmanager
+async def serving(settings: Settings) -> AsyncIterator[tuple[str, web.Application]]:
+    """Serve `create_app(settings)` on a free loopback port; yields its base URL and app."""
+    async with served(settings) as (server, app):
+        yield str(server.make_url("")).rstrip("/"), app
 
 
 @asynccontextmanager

@@ -5,19 +5,18 @@ import { useVirtualizer } from "@tanstack/react-virtual";
 import { memo, useLayoutEffect, useRef } from "react";
 import { LOG_CAPACITY, log } from "../feed.js";
 import { useStore } from "../store.js";
+import { clock } from "../time.js";
 
 const ROW_HEIGHT = 24;
-
-const pad = (n, width = 2) => String(n).padStart(width, "0");
 
 // Formatting is the costly part of a row; each event is formatted once, when first shown.
 const formatted = new WeakMap();
 function format(event) {
   let text = formatted.get(event);
   if (text === undefined) {
-    const d = new Date(event.ts);
     text = {
-      time: `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}.${pad(d.getMilliseconds(), 3)}`,
+      time: clock(event.ts),
+      ms: `.${String(new Date(event.ts).getMilliseconds()).padStart(3, "0")}`,
       data: JSON.stringify(event.data),
     };
     formatted.set(event, text);
@@ -30,7 +29,10 @@ const Row = memo(function Row({ event, start }) {
   if (event.gap) {
     return (
       <div className="row gap" style={{ transform: `translateY(${start}px)` }}>
-        <span className="ts">{text.time}</span>
+        <span className="ts">
+          {text.time}
+          <span className="ms">{text.ms}</span>
+        </span>
         <span className="topic">{event.topic}</span>
         <span className="data">⚠ events missed here: the server's history no longer held them</span>
       </div>
@@ -38,7 +40,10 @@ const Row = memo(function Row({ event, start }) {
   }
   return (
     <div className="row" style={{ transform: `translateY(${start}px)` }}>
-      <span className="ts">{text.time}</span>
+      <span className="ts">
+          {text.time}
+          <span className="ms">{text.ms}</span>
+        </span>
       <span className="topic">{event.topic}</span>
       <span className="id">{event.id}</span>
       <span className="data">{text.data}</span>
@@ -76,12 +81,13 @@ export function EventLog() {
           {length.toLocaleString()} rows{length === LOG_CAPACITY ? " (oldest dropped)" : ""}
         </span>
         {!following && (
-          <button className="link" onClick={() => (scroller.current.scrollTop = 0)}>
+          <button type="button" className="link" onClick={() => (scroller.current.scrollTop = 0)}>
             ↑ newest
           </button>
         )}
       </header>
-      <div className="scroller" ref={scroller}>
+      {/* Focusable, so the arrow keys and Page Up/Down scroll it. */}
+      <div className="scroller" ref={scroller} tabIndex={0} role="region" aria-label="Event log, newest first">
         <div style={{ height: virtualizer.getTotalSize(), position: "relative" }}>
           {virtualizer.getVirtualItems().map((item) => {
             const event = log.fromNewest(item.index);

@@ -1,0 +1,125 @@
+"""Catch-up, a step of delivery: the backlog of a subscription (a replay after `since`,
+or what it missed while the fan-out listener was reconnecting or the client was behind)
+read from history page by page and sent through the subscription state, then its
+buffered live events, until it is live. History reads are retried until Redis answers."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
+
+from redis.exceptions import RedisError
+
+from realtime.core.backoff import Backoff
+from realtime.core.metrics import WebMetrics
+from realtime.core.streamids import ZERO
+from realtime.delivery.history import HistoryReader, WireEvent, covers
+from realtime.delivery.subscriptions import Batch, Subscriptions, Target
+from realtime.transport.frames import Frame
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+PAGE = 500  # events per replayed `update` packet and per history read
+
+
+class Page:
+    """A page of history and its `update` frame, encoded once for all the targets that
+    are sent the whole page (many, when a room catches up together)."""
+
+    __slots__ = ("_frame", "events")
+
+    def __init__(self, events: list[WireEvent]) -> None:
+        self.events = events
+        self._frame: Frame | None = None
+
+    def frame(self, events: list[WireEvent]) -> Frame:
+        if events is not self.events:  # part of the page (`Batch.after`)
+            return Frame.update(events)
+        if self._frame is None:
+            self._frame = Frame.update(events)
+        return self._frame
+
+
+Send = Callable[[str, str, list[WireEvent], Page | None], None]
+
+
+class CatchUp:
+    def __init__(
+        self,
+        history: HistoryReader,
+        subs: Subscriptions,
+        metrics: WebMetrics,
+        *,
+        send: Send,
+        disconnect: Callable[[str], Awaitable[None]],
+        caught_up: Callable[[str], None],
+    ) -> None:
+        """`send(sid, topic, events, page)`: hand backlog events to a connection;
+        `disconnect(sid)`: drop a connection whose gap history cannot fill (the client
+        reconnects and is told `recovered: false`); `caught_up(sid)`: it is live."""
+        self.history = history
+        self.subs = subs
+        self.metrics = metrics
+        self.send = send
+        self.disconnect = disconnect
+        self.caught_up = caught_up
+
+    async def catch_up(self, topic: str, targets: list[Target]) -> None:
+        """Subscriptions that may have missed events: from history if it still holds
+        everything after their position, else their connection is dropped."""
+        extent = await self.retrying(functools.partial(self.history.extent, topic))
+        kept = []
+        for target in targets:
+            if target.last is not None and covers(extent, target.last, self.history.maxlen):
+                kept.append(target)
+            else:
+                logger.warning("subscription to %s cannot catch up; dropping its connection", topic)
+                self.metrics.disconnects.labels("gap").inc()
+                await self.disconnect(target.sid)
+        await self.backlog(topic, kept, None)
+        for target in kept:
+            self.caught_up(target.sid)
+
+    async def backlog(
+        self, topic: str, targets: Sequence[Target], page: list[WireEvent] | None
+    ) -> None:
+        """Send `page` (or history read after the targets' positions), more pages while
+        there are, then each target's buffered live events, and let them go live."""
+        pending = list(targets)
+        while pending:
+            if page is None:
+                start = min((self.subs.last(t.sid, topic) or ZERO for t in pending), default=ZERO)
+                read = functools.partial(self.history.after, topic, start, PAGE)
+                page = await self.retrying(read)
+            batch = Batch.of(topic, page)
+            encoded = Page(page)
+            for target in pending:
+                out = self.subs.replayed(target.sid, target.generation, batch)
+                self.send(target.sid, topic, out, encoded)
+            if len(page) >= PAGE:
+                page = None
+                continue
+            unfinished = []
+            for target in pending:
+                out, done = self.subs.finish(target.sid, topic, target.generation)
+                self.send(target.sid, topic, out, None)
+                if not done:
+                    unfinished.append(target)
+            pending, page = unfinished, None
+
+    async def retrying(self, read: Callable[[], Awaitable[T]]) -> T:
+        """A history read, retried with backoff until Redis answers (the subscriptions
+        wait in their backlog phase meanwhile; nothing is lost)."""
+        backoff = Backoff(base_s=0.1, cap_s=5.0)
+        while True:
+            try:
+                return await read()
+            except (RedisError, OSError) as exc:
+                delay = backoff.next_delay()
+                logger.warning("history unavailable (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
