@@ -168,6 +168,7 @@ _EVERYTHING = dict(
     pipelines_file="/etc/pipelines.yaml",
     checkpoint_ms=750,
     redis_timeout_s=1.5,
+    redis_tls_verify=False,
     log_format="json",
     admin_user="admin",
     admin_password="admin-password",

@@ -223,6 +223,8 @@ class Settings:
     checkpoint_ms: int = 1000  # window state saved (and its entries acked) this often
     # redis client
     redis_timeout_s: float = 5.0
+    # rediss:// without certificate verification (Heroku Redis serves a self-signed one)
+    redis_tls_verify: bool = True
     # ingest answers 202 only once this many replicas have the events (Redis WAIT)
     wait_replicas: int = 0
     # REDIS_URL names a node of a Redis Cluster (hash-tagged keys, sharded pub/sub)
@@ -302,6 +304,7 @@ class Settings:
             pipelines_file=e.get("REALTIME_PIPELINES", "").strip(),
             checkpoint_ms=_int(e, "REALTIME_CHECKPOINT_MS", cls.checkpoint_ms, minimum=1),
             redis_timeout_s=_float(e, "REALTIME_REDIS_TIMEOUT_S", cls.redis_timeout_s, 0.1),
+            redis_tls_verify=_bool(e, "REALTIME_REDIS_TLS_VERIFY", default=True),
             wait_replicas=_int(e, "REALTIME_WAIT_REPLICAS", cls.wait_replicas, minimum=0),
             redis_cluster=_bool(e, "REALTIME_REDIS_CLUSTER"),
             log_format=_choice(e, "REALTIME_LOG_FORMAT", LOG_FORMATS),
@@ -516,6 +519,12 @@ ENVIRONMENT_DOCS: dict[str, str] = {
         "replays at most this much"
     ),
     "REALTIME_REDIS_TIMEOUT_S": "Redis connect/read timeout",
+    "REALTIME_REDIS_TLS_VERIFY": (
+        "`0`: a `rediss://` REDIS_URL's certificate is not verified (encrypted, but open to "
+        "a man in the middle): for a provider that serves a self-signed one and sets "
+        "REDIS_URL itself, such as Heroku Redis; otherwise give the CA with "
+        "`?ssl_ca_certs=` in the URL"
+    ),
     "REALTIME_REDIS_CLUSTER": (
         "`1`: `REDIS_URL` (`redis://` or `rediss://`) names any node of a Redis Cluster; see "
         "[Redis Cluster](scaling.md#redis-cluster)"
