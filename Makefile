@@ -31,7 +31,7 @@ INSTALL_SELF = PYTHONWARNINGS="ignore:Editable installation" $(BIN)/python -m pi
 DASHBOARD := realtime/static/dashboard/index.html
 DASHBOARD_SOURCES := $(shell find dashboard -type f 2>/dev/null) realtime/static/realtime-client.js
 
-.PHONY: run test suite test-unit test-latest test-lowest lane lint format lock clean dashboard
+.PHONY: run test suite test-unit test-latest test-lowest lane lint format lock clean dashboard docs
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "realtime needs Python 3.11 or newer (found " + sys.version.split()[0] + "); run: make PYTHON=python3.11 ...")'
@@ -68,8 +68,9 @@ else
 endif
 	$(BIN)/realtime dev
 
-## test: lint, type-check, then the whole test suite against real Redis and real processes
-test: lint suite
+## test: lint, type-check, the whole test suite against real Redis and real processes, then
+##       the docs site built strictly (a broken link, anchor or missing page fails)
+test: lint suite docs
 
 # The whole test suite without lint.
 suite: $(VENV)/.installed-dev $(NODE_DEPS)
@@ -80,14 +81,21 @@ test-unit: $(VENV)/.installed-dev
 	$(BIN)/pytest -m unit -q
 
 lint: $(VENV)/.installed-dev
-	$(BIN)/ruff check realtime processors tests bench
-	$(BIN)/ruff format --check realtime processors tests bench
+	$(BIN)/ruff check realtime processors tests bench docs/gen.py
+	$(BIN)/ruff format --check realtime processors tests bench docs/gen.py
 	$(BIN)/mypy
+	$(BIN)/mypy docs/gen.py
 	$(BIN)/lint-imports --no-cache
 
+## docs: regenerate the references from the code (docs/reference/), then build the site
+##       into site/ with `mkdocs build --strict` (mkdocs serve: the same, live)
+docs: $(VENV)/.installed-dev
+	$(BIN)/python -m docs.gen
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
 format: $(VENV)/.installed-dev
-	$(BIN)/ruff check --fix realtime processors tests bench
-	$(BIN)/ruff format realtime processors tests bench
+	$(BIN)/ruff check --fix realtime processors tests bench docs/gen.py
+	$(BIN)/ruff format realtime processors tests bench docs/gen.py
 
 ## lock: move every locked version to the newest release setup.cfg allows
 ##       (make lock UPGRADE="redis aiohttp": only those; make lock UPGRADE=: none, re-resolve)
@@ -132,4 +140,4 @@ lane: $(VENV)/.installed-dev
 	$(MAKE) --no-print-directory $(LANE_TARGET) VENV=$(LANE_VENV)
 
 clean:
-	rm -rf $(VENV) .venv-latest .venv-lowest node_modules realtime/static/dashboard build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-latest .venv-lowest node_modules realtime/static/dashboard build site *.egg-info .pytest_cache .mypy_cache .ruff_cache

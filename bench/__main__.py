@@ -1,5 +1,5 @@
 """`python -m bench`: run the scenarios against realtime and the reference servers in one
-invocation and print medians, ratios and noise (see the README's "Benchmarks")."""
+invocation and print medians, ratios and noise (see docs/benchmarks.md and bench/README.md)."""
 
 from __future__ import annotations
 

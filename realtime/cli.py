@@ -77,6 +77,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         settings.port,
         redact_url(settings.redis_url),
     )
+    _warn_unverified_tls(settings)
     if settings.admin_enabled:
         logger.info(
             "Socket.IO Admin UI on namespace /admin (%s; extra origin: %s)",
@@ -85,6 +86,14 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         )
     _run(serve(app, settings))
     return 0
+
+
+def _warn_unverified_tls(settings: Settings) -> None:
+    if settings.redis_url.startswith("rediss://") and not settings.redis_tls_verify:
+        logger.warning(
+            "REALTIME_REDIS_TLS_VERIFY=0: Redis's TLS certificate is not verified "
+            "(encrypted, but open to a man in the middle)"
+        )
 
 
 def cmd_process_check(settings: Settings, args: argparse.Namespace) -> int:
@@ -116,6 +125,7 @@ def cmd_process(settings: Settings, args: argparse.Namespace) -> int:
         settings = settings.with_overrides(consumer=args.consumer)
     bind(consumer=settings.consumer)
     logger.info("worker using Redis %s", redact_url(settings.redis_url))
+    _warn_unverified_tls(settings)
     _run(run_worker(settings, burst=args.burst))
     return 0
 

@@ -3,7 +3,7 @@
 It loads, its chart moves when events are posted (an id-like field left out), it comes
 back after its web process restarts (its chart's line broken where events were missed),
 and it keeps rendering while 500 events/s arrive on top of 100,000 log rows.
-A screenshot is saved to artifacts/dashboard.png (README: Dashboard).
+A screenshot is saved to artifacts/dashboard.png (docs/dashboard.md).
 """
 
 from __future__ import annotations

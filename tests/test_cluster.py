@@ -1,7 +1,7 @@
 """Redis Cluster mode with real processes: a 3-primary cluster on loopback, two web
 instances and two workers; topics whose partitions live on every shard; clients on
 both instances get every accepted event, once, in order. Prints how the load spread
-over the shards (`pytest tests/test_cluster.py -s`): the figures in the README."""
+over the shards (`pytest tests/test_cluster.py -s`): the figures in docs/scaling.md."""
 
 from __future__ import annotations
 

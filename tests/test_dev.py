@@ -1,4 +1,5 @@
-"""`realtime dev` (the README's `make run`) on a machine without Redis, and the CLI clients."""
+"""`realtime dev` (the quick start's `make run`) on a machine without Redis, and the CLI
+clients."""
 
 from __future__ import annotations
 

@@ -31,7 +31,7 @@ K8S = ROOT / "k8s"
 BASE = "base"
 WITH_REDIS = "overlays/with-redis"
 SECRET_EXAMPLE = K8S / "secret.example.yaml"
-OLDEST_SUPPORTED = "1.29"  # README: Kubernetes 1.29 or newer
+OLDEST_SUPPORTED = "1.29"  # docs/deployment.md: Kubernetes 1.29 or newer
 DEFAULT_DRAIN_S = Settings.drain_s
 APP_COMPONENTS = ("web", "worker")
 

@@ -1,4 +1,4 @@
-"""Each limit of README's "Security" table: hit it, see the documented error, and see
+"""Each limit of the "Limits" table in docs/security.md: hit it, see the documented error, and see
 the server still serving (promise 6). The web app runs in the test's loop, real Redis."""
 
 from __future__ import annotations

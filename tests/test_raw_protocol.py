@@ -323,3 +323,46 @@ async def test_a_connect_to_an_unknown_namespace_is_refused_with_an_object(
 )
 def test_request_problem(method: str, query: dict[str, str], problem: str | None) -> None:
     assert request_problem(method, query) == problem
+
+
+@pytest.mark.system
+async def test_a_polling_client_that_stops_answering_pings_is_closed(
+    web: RealtimeProcess, http: aiohttp.ClientSession
+) -> None:
+    """A long-polling client that vanished (no GET pending, no pong): its session ends
+    pingInterval + pingTimeout after its last pong, and a later request is a 400."""
+    poll = RawPolling(http, web)
+    await poll.open()
+    await poll.post("40")
+    [connected] = await poll.frames_until(1)
+    assert connected.startswith("40{")
+    # The behaviour under test is a timeout: wait well past it, doing nothing.
+    await asyncio.sleep(3 * (PING_INTERVAL_S + PING_TIMEOUT_S))
+    async with http.get(eio_url(web, "polling", poll.sid)) as response:
+        assert response.status == 400
+
+
+@pytest.mark.system
+async def test_a_client_close_answers_the_pending_poll_with_a_noop_then_400(
+    web: RealtimeProcess, http: aiohttp.ClientSession
+) -> None:
+    """The GET must be waiting at the server when the close comes; nothing outside tells
+    when it is, so a run whose GET came too late (answered 400) is tried again."""
+    for _attempt in range(5):
+        poll = RawPolling(http, web)
+        await poll.open()
+        await poll.post("40")
+        [connected] = await poll.frames_until(1)
+        assert connected.startswith("40{")
+        url = eio_url(web, "polling", poll.sid)
+        pending = asyncio.create_task(http.get(url))
+        await asyncio.sleep(0.2)
+        await poll.post("1")  # the client closes the session
+        async with await asyncio.wait_for(pending, 10) as answer:
+            if answer.status == 400:
+                continue  # the GET arrived after the close
+            assert (answer.status, await answer.text()) == (200, "6")
+        async with http.get(url) as response:
+            assert response.status == 400
+        return
+    pytest.fail("no GET was pending at the close in 5 tries")

@@ -10,6 +10,7 @@ import pytest
 import redis
 import redis.asyncio
 
+from realtime.core.connections import connect
 from realtime.core.keys import Keys
 from realtime.core.logs import redact_url
 from realtime.core.redisurl import RedisUrlError, SentinelTarget, check_url, parse_sentinel_url
@@ -143,6 +144,24 @@ async def test_web_and_worker_run_over_tls(
         addresses = local_addresses(server)
         assert len(addresses) >= 3
         assert all(a == f"127.0.0.1:{tls_port}" for a in addresses), addresses
+        processes.stop_all()
+
+        # As on Heroku: a bare rediss:// URL (set by the provider) to a certificate no
+        # trusted CA signed. Verified, nothing starts; with REALTIME_REDIS_TLS_VERIFY=0 the
+        # whole path runs, encrypted, and each process says verification is off.
+        bare = Settings(redis_url=f"rediss://127.0.0.1:{tls_port}/0", prefix=prefix)
+        verified = bare.with_overrides(insecure=True)
+        client = connect(verified)
+        try:
+            with pytest.raises(redis.exceptions.ConnectionError, match="CERTIFICATE_VERIFY"):
+                await client.ping()
+        finally:
+            await client.aclose()
+        unverified = verified.with_overrides(redis_tls_verify=False)
+        first = len(processes.started)
+        await delivers_end_to_end(processes, unverified)
+        warning = "REALTIME_REDIS_TLS_VERIFY=0: Redis's TLS certificate is not verified"
+        assert all(warning in p.log() for p in processes.started[first:]), processes.logs()
     finally:
         processes.stop_all()
         server.cleanup()

@@ -2,7 +2,7 @@
 while a producer posts; the web and the worker follow the Sentinel to the promoted
 replica by themselves, and clients end with every accepted event, once, in order.
 
-What makes "accepted" safe here (see README, "Redis Sentinel"): every Redis fsyncs each
+What makes "accepted" safe here (docs/scaling.md, "Redis Sentinel"): every Redis fsyncs each
 write (`appendfsync always`), refuses writes without a replica (`min-replicas-to-write
 1`), and the ingest API answers 202 only after a replica confirmed the events
 (`REALTIME_WAIT_REPLICAS=1`: Redis replication is asynchronous otherwise)."""

@@ -115,7 +115,7 @@ def test_bad_operations_values_name_the_variable(env: dict[str, str], name: str)
 def test_environment_variables_lists_what_from_env_reads() -> None:
     names = environment_variables()
     assert {"REDIS_URL", "PORT", "REALTIME_PARTITIONS", "REALTIME_LOG_FORMAT"} <= names
-    # The naming rule of the README: REDIS_URL, PORT, and REALTIME_* only.
+    # The naming rule of docs/configuration.md: REDIS_URL, PORT, and REALTIME_* only.
     assert all(n in {"REDIS_URL", "PORT"} or n.startswith("REALTIME_") for n in names)
 
 
@@ -182,6 +182,7 @@ _EVERYTHING = dict(
     pipelines_file="/etc/pipelines.yaml",
     checkpoint_ms=750,
     redis_timeout_s=1.5,
+    redis_tls_verify=False,
     log_format="json",
     admin_user="admin",
     admin_password="admin-password",

@@ -72,6 +72,9 @@ class _Topic:
 
 @dataclass
 class ClientStats:
+    """Counts a `RealtimeClient` keeps (`client.stats`): connects, duplicate events it
+    dropped, and gaps (resumes answered `recovered: false`)."""
+
     connects: int = 0
     duplicates: int = 0  # events dropped because their id was not new
     gaps: int = 0  # resumes the server could not recover
@@ -86,6 +89,16 @@ async def _call(handler: Callable[..., Awaitable[None] | None] | None, *args: An
 
 
 class RealtimeClient:
+    """A Socket.IO client of one or more realtime servers whose subscriptions survive
+    reconnects and deliver every event once, in id order per topic.
+
+    Use it as an async context manager (`async with RealtimeClient(urls, on_events=...)`)
+    or call `connect()` and `close()`. `subscribe(topic)` follows a topic now and after
+    every reconnect (with `since`, so the server replays what was missed); `stats`,
+    `last_id(topic)`, `url` (the server of the latest attempt), `refusal` and `closing`
+    (the server's reasons) are there to read.
+    """
+
     def __init__(
         self,
         urls: str | Sequence[str],

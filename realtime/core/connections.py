@@ -39,6 +39,9 @@ def redis_options(settings: Settings, *, blocking_ms: int = 0, retries: int = 1)
     }
     if scheme_of(settings.redis_url) != "unix":  # a local socket has no TCP keepalive
         options["socket_keepalive"] = True
+    if scheme_of(settings.redis_url) == "rediss" and not settings.redis_tls_verify:
+        options["ssl_cert_reqs"] = "none"
+        options["ssl_check_hostname"] = False
     return options
 
 

@@ -18,6 +18,33 @@ NOT_FOUND = "not_found"
 INTERNAL = "internal"
 TIMEOUT = "timeout"
 
+# What each code means, for the generated reference (docs/reference/errors.md, written by
+# `python -m docs.gen`); a code without an entry fails tests/test_docs.py.
+MEANINGS: dict[str, str] = {
+    INVALID: "the request or payload is malformed or fails validation (HTTP 400 with `fields`; "
+    "a refused `subscribe`/`unsubscribe` or an unknown event)",
+    INVALID_JSON: "the ingest body is not JSON (HTTP 400), including JSON nested deeper than "
+    "1024 levels",
+    TOO_LARGE: "over a size limit: the ingest body, the batch length or one event's `data` "
+    "(HTTP 413; `fields` names the events)",
+    UNAVAILABLE: "Redis cannot be used right now, or fewer replicas than `REALTIME_WAIT_REPLICAS` "
+    "confirmed in time (HTTP 503 + `Retry-After`, nothing stored); on a subscribe: history "
+    "cannot be read now, subscribe again shortly",
+    UNAUTHORIZED: "no or bad credentials: a missing or invalid publish key (HTTP 401 + "
+    "`WWW-Authenticate: Bearer`), or a refused JWT (`connect_error` `data.code`)",
+    FORBIDDEN: "the credentials do not allow this topic: a publish key's patterns (HTTP 403), "
+    "a token's `topics` claim (subscribe ack)",
+    LIMIT: "over a rate or count limit: the ingest rate per key (HTTP 429 + `Retry-After`), "
+    "subscriptions or subscribe rate per connection (ack), connections per instance "
+    "(`connect_error`); wait and retry",
+    NOT_FOUND: "no such resource (HTTP 404), e.g. the public `/metrics` with no admin "
+    "credentials configured",
+    INTERNAL: "a bug on the server (HTTP 500, or a subscribe/unsubscribe ack); the body "
+    "carries no traceback",
+    TIMEOUT: "the ingest body did not all arrive within `REALTIME_READ_TIMEOUT_S` (HTTP 408, "
+    "the connection is closed; nothing stored)",
+}
+
 
 def error_body(code: str, message: str, fields: dict[str, Any] | None = None) -> dict[str, Any]:
     error: dict[str, Any] = {"code": code, "message": message}

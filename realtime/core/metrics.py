@@ -2,8 +2,9 @@
 
 Each process builds one `CollectorRegistry` and one `WebMetrics` or `WorkerMetrics` on
 it at start-up and passes that object down to the code that observes; nothing here is
-global, so two apps in one test process never share a counter. The README's "Metrics"
-table lists every metric; `tests/test_metrics.py` holds the code to it.
+global, so two apps in one test process never share a counter. The docs list every
+metric (docs/operations.md, and docs/reference/metrics.md generated from these
+registries); `tests/test_metrics.py` and `tests/test_docs.py` hold the code to them.
 
 Hot paths observe through `WeightedHistogram`: one call records an observation for
 many clients at once (a fan-out batch sent to a thousand connections is one call per

@@ -61,7 +61,10 @@ class PollingOutbox:
         """engineio's close has queued the CLOSE packet: the next poll takes it."""
 
     def end(self) -> None:
-        self.socket.queue.put_nowait(None)  # answers a pending poll GET
+        # A pending poll GET is answered with a noop, as Engine.IO v4 servers answer it
+        # when the session ends; the session is gone, so the next request is a 400.
+        self.socket.queue.put_nowait(packet.Packet(packet.NOOP))
+        self.socket.queue.put_nowait(None)
 
     def abandon_with_close(self, last: list[Frame]) -> None:
         queue = self.socket.queue
