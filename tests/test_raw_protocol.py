@@ -277,6 +277,15 @@ async def test_polling_then_upgrade_to_websocket(
         [event] = await raw.updates(1)
         assert event["id"] == ids[0]
 
+        # A second websocket for the upgraded session is accepted, then closed at once;
+        # the first one goes on.
+        async with http.ws_connect(eio_url(web, "websocket", poll.sid)) as duplicate:
+            closing = await asyncio.wait_for(duplicate.receive(), 10)
+            assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+        ids = await post_events(web.url, {"topic": "raw.up", "data": {"n": 2}})
+        [event] = await raw.updates(1)
+        assert event["id"] == ids[0]
+
 
 @pytest.mark.system
 @pytest.mark.parametrize(

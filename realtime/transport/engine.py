@@ -385,7 +385,8 @@ class EngineServer(engineio.AsyncServer):  # type: ignore[misc]
     async def handle_request(self, *args: Any, **kwargs: Any) -> Any:
         """Engine.IO v4's request errors as its spec has them, where python-engineio
         differs: a request without `transport` (it assumes polling) and a POST without
-        `sid` (it answers 405) are 400 Bad Request."""
+        `sid` (it answers 405) are 400 Bad Request; a second websocket for a session
+        already upgraded is accepted and closed at once (it answered 400)."""
         request = args[0] if args else None
         if isinstance(request, web.Request):
             problem = request_problem(request.method, request.query)
@@ -393,7 +394,21 @@ class EngineServer(engineio.AsyncServer):  # type: ignore[misc]
                 return web.Response(
                     status=400, content_type="text/plain", text=jsoncodec.dumps(problem)
                 )
+            if self._duplicate_websocket(request):
+                duplicate = web.WebSocketResponse()
+                await duplicate.prepare(request)
+                await duplicate.close()
+                return duplicate
         return await super().handle_request(*args, **kwargs)
+
+    def _duplicate_websocket(self, request: web.Request) -> bool:
+        socket = self.sockets.get(request.query.get("sid", ""))
+        return (
+            socket is not None
+            and socket.upgraded
+            and request.query.get("transport") == "websocket"
+            and request.headers.get("Upgrade", "").lower() == "websocket"
+        )
 
     async def _trigger_event(self, event: str, *args: Any, **kwargs: Any) -> Any:
         if event == "connect":
