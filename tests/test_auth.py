@@ -139,3 +139,25 @@ def test_secrets_are_redacted_and_unprotected_parts_named() -> None:
     parts = unprotected(Settings.from_env({}))
     assert any("REALTIME_JWT_SECRET" in p for p in parts)
     assert any("REALTIME_INGEST_KEYS" in p for p in parts)
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [
+        {"exp": str(2**40)},
+        {"exp": 2**40, "nbf": "0"},
+        {"exp": 2**40, "iat": "0"},
+        {"exp": 2**40, "nbf": True},
+    ],
+)
+def test_time_claims_must_be_numbers(claims: dict[str, object]) -> None:
+    """A signed token whose `exp` was a string was accepted (PyJWT reads it with int())."""
+    token = jwt.encode({**claims, "topics": ["*"]}, SECRET, algorithm="HS256")
+    message = refusal(verifier(), {"token": token})
+    assert "must be a number" in message
+
+
+@pytest.mark.parametrize("exp", [True, [2**40], None, {"t": 1}, "soon"])
+def test_other_non_numeric_expiries_are_refused(exp: object) -> None:
+    token = jwt.encode({"exp": exp, "topics": ["*"]}, SECRET, algorithm="HS256")
+    refusal(verifier(), {"token": token})

@@ -26,8 +26,9 @@ def test_single_node_names_are_unchanged() -> None:
         "rt:ingest:3", "rt:topic:a.b", "rt:lease:3", "rt:windows:3",
     ]  # fmt: skip
     assert [keys.dead_letters(), keys.idempotency("a.b", "k"), keys.fanout_channel()] == [
-        "rt:dead", "rt:idem:a.b:k", "rt:fanout",
+        "rt:dead", "rt:idempotency:3:a.b:k", "rt:fanout",
     ]  # fmt: skip
+    assert keys.legacy_idempotency("a.b", "k") == "rt:idem:a.b:k"
     assert keys.dead_letter_streams() == ["rt:dead"]
 
 
@@ -40,6 +41,7 @@ def test_everything_of_a_topics_partition_shares_its_slot(
     names = [
         keys.ingest(p), keys.lease(p), keys.windows(p), keys.dead_letters(p),
         keys.topic(topic), keys.idempotency(topic, key), keys.topic_channel(topic),
+        keys.legacy_idempotency(topic, key), keys.attempts(p),
     ]  # fmt: skip
     assert len({slot_of(name) for name in names}) == 1, names
 
@@ -93,3 +95,23 @@ def test_a_commit_plan_keeps_its_own_slot_and_sends_the_rest_elsewhere() -> None
 def test_cluster_mode_refuses_what_it_cannot_do(env: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError, match=message):
         Settings.from_env({"REALTIME_REDIS_CLUSTER": "1", **env})
+
+
+pair = st.tuples(topics, st.text(min_size=1, max_size=12, alphabet=st.sampled_from("ab:1{}|")))
+
+
+@given(first=pair, second=pair, cluster=st.booleans())
+def test_idempotency_keys_name_one_topic_and_key_only(
+    first: tuple[str, str], second: tuple[str, str], cluster: bool
+) -> None:
+    """V2: both parts may contain ':'; distinct pairs never share a key, and no key of
+    the current layout is one of the legacy layout's."""
+    keys = Keys("rt:", cluster=cluster, partitions=4)
+    if first != second:
+        assert keys.idempotency(*first) != keys.idempotency(*second)
+    assert keys.idempotency(*first) != keys.legacy_idempotency(*second)
+
+
+def test_the_colliding_pair_of_the_attack_gets_two_keys() -> None:
+    keys = Keys("rt:")
+    assert keys.idempotency("orders:eu", "42") != keys.idempotency("orders", "eu:42")

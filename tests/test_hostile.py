@@ -44,11 +44,19 @@ json_values = st.recursive(
 near_events = st.fixed_dictionaries(
     {},
     optional={
-        "topic": st.one_of(st.sampled_from(["metrics.cpu", "", "A", "a" * 129]), json_values),
+        "topic": st.one_of(
+            st.sampled_from(["metrics.cpu", "", "A", "a" * 129, "metrics.cpu\n", "m.\u0661"]),
+            json_values,
+        ),
         "data": json_values,
         "ts": json_values,
         "key": json_values,
-        "since": json_values,
+        "since": st.one_of(
+            st.sampled_from(
+                ["1-0", "1-0\n", "99999999999999999999-0", "0-18446744073709551616", "\u0661-0"]
+            ),
+            json_values,
+        ),
         "snapshot": json_values,
         "max_rate": json_values,
         "extra": json_values,
@@ -152,6 +160,34 @@ def test_the_subscribe_handler_answers_anything(server_thread: ServerThread, eve
             assert isinstance(ack["error"]["message"], str)
 
     answers()
+    assert server_thread.connected()
+
+
+# Strings that pass a loose schema but fail the parser behind it (V3, V4).
+SCHEMA_PASSING_PARSER_FAILING = [
+    {"topic": "metrics.cpu\n"},
+    {"topic": "metrics.cpu", "since": "1-0\n"},
+    {"topic": "metrics.cpu", "since": "99999999999999999999-0"},
+    {"topic": "metrics.cpu", "since": "0-18446744073709551616"},
+    {"topic": "metrics.cpu", "since": "\u0661\u0662-0"},
+]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("event", "payload"),
+    [("subscribe", p) for p in SCHEMA_PASSING_PARSER_FAILING]
+    + [("unsubscribe", {"topic": "metrics.cpu\n"}), ("unsubscribe", {"topic": "m.\u0661"})],
+)
+def test_strings_that_fail_parsers_are_answered_invalid(
+    server_thread: ServerThread, event: str, payload: dict[str, str]
+) -> None:
+    """V4: `since` of these got no ack at all and an ERROR "Task exception was never
+    retrieved"; V3: `metrics.cpu\n` was acked ok."""
+    ack = server_thread.call(event, payload)
+    assert ack["ok"] is False, ack
+    assert ack["error"]["code"] == "invalid"
+    assert set(ack["error"]["fields"]) == {"since" if "since" in payload else "topic"}
     assert server_thread.connected()
 
 

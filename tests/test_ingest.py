@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from realtime.core.keys import Keys
 from realtime.core.settings import Settings
 from realtime.core.topics import partition_of
+from tests.helpers.clients import Collector, post_events
 from tests.helpers.inprocess import running_app
 
 pytestmark = pytest.mark.integration
@@ -183,3 +184,119 @@ async def test_window_output_topics_are_refused_naming_the_pipeline(
     assert await ingest_lengths(redis, settings) == 0  # nothing of the request is stored
     status, _ = await post(http, base_url, '{"topic": "other:1s", "data": {}}')
     assert status == 202  # no pipeline makes it
+
+
+def nested_data(depth: int) -> str:
+    """A `data` object `depth` levels deep (the object itself is level 1)."""
+    return '{"x": ' + "[" * (depth - 1) + "]" * (depth - 1) + "}"
+
+
+@pytest.mark.parametrize("depth", [201, 252, 254, 255, 600, 1023])
+async def test_data_deeper_than_the_worker_can_encode_is_refused_with_a_field_error(
+    base_url: str, http: aiohttp.ClientSession, redis: Redis, settings: Settings, depth: int
+) -> None:
+    # 251-254 got a 202 the worker could never encode (V1); 255-1024 answered 500 (V5).
+    status, body = await post(http, base_url, f'{{"topic": "ok", "data": {nested_data(depth)}}}')
+    assert status == 400
+    assert body["error"]["code"] == "invalid"
+    assert "200 levels" in body["error"]["fields"]["data"][0]
+    assert await ingest_lengths(redis, settings) == 0
+
+
+async def test_data_as_deep_as_the_limit_is_accepted(
+    base_url: str, http: aiohttp.ClientSession
+) -> None:
+    status, _ = await post(http, base_url, f'{{"topic": "ok", "data": {nested_data(200)}}}')
+    assert status == 202
+
+
+@pytest.mark.parametrize("number", ["18446744073709551616", "-9223372036854775809", "1" * 40])
+async def test_integers_beyond_64_bits_are_refused_not_stored_as_floats(
+    base_url: str, http: aiohttp.ClientSession, redis: Redis, settings: Settings, number: str
+) -> None:
+    body = f'[{{"topic": "ok", "data": {{}}}}, {{"topic": "ok", "data": {{"n": [{number}]}}}}]'
+    status, answer = await post(http, base_url, body)
+    assert status == 400
+    assert "64 bits" in answer["error"]["fields"]["1"]["data"][0]
+    assert await ingest_lengths(redis, settings) == 0
+
+
+async def test_64_bit_integers_and_large_floats_are_kept_exactly(
+    base_url: str, http: aiohttp.ClientSession, redis: Redis, settings: Settings
+) -> None:
+    data = '{"u": 18446744073709551615, "i": -9223372036854775808, "f": 1e300, "g": 2e19}'
+    status, _ = await post(http, base_url, f'{{"topic": "ok", "data": {data}}}')
+    assert status == 202
+    stream = Keys(settings.prefix).ingest(partition_of("ok", settings.partitions))
+    [(_, fields)] = await redis.xrange(stream)
+    assert json.loads(fields[b"data"]) == {
+        "u": 2**64 - 1, "i": -(2**63), "f": 1e300, "g": 2e19,
+    }  # fmt: skip
+
+
+async def test_idempotency_keys_of_different_topics_never_collide(
+    base_url: str, http: aiohttp.ClientSession, redis: Redis, settings: Settings
+) -> None:
+    """V2: `rt:idem:<topic>:<key>` made (orders:eu, 42) and (orders, eu:42) one key: the
+    second event got the first one's id and was never stored."""
+    first = {"topic": "orders:eu", "data": {"n": 1}, "key": "42"}
+    second = {"topic": "orders", "data": {"n": 2}, "key": "eu:42"}
+    _, a = await post(http, base_url, json.dumps(first))
+    status, b = await post(http, base_url, json.dumps(second))
+    assert status == 202
+    assert await ingest_lengths(redis, settings) == 2
+    # Each is stored under its own id in its own partition (ids are per stream: two
+    # partitions may hand out the same one in the same millisecond).
+    keys = Keys(settings.prefix)
+    for event, answer in ((first, a), (second, b)):
+        stream = keys.ingest(partition_of(event["topic"], settings.partitions))
+        [(_, fields)] = await redis.xrange(stream, answer["ids"][0], answer["ids"][0])
+        assert fields[b"topic"] == event["topic"].encode()
+
+
+async def test_an_idempotency_key_stored_in_the_old_layout_still_deduplicates(
+    base_url: str, http: aiohttp.ClientSession, redis: Redis, settings: Settings
+) -> None:
+    """An event accepted before the upgrade (its key `rt:idem:<topic>:<key>`) and sent
+    again after it, within the TTL, is not stored twice."""
+    old_id = "1700000000000-0"
+    await redis.set(f"{settings.prefix}idem:orders:r-1", old_id, ex=60)
+    status, body = await post(
+        http, base_url, json.dumps({"topic": "orders", "data": {}, "key": "r-1"})
+    )
+    assert (status, body) == (202, {"ids": [old_id]})
+    assert await ingest_lengths(redis, settings) == 0
+
+
+def edge_events() -> list[dict[str, Any]]:
+    """Valid events at the edges of what ingest accepts."""
+    deepest: Any = {}
+    for _ in range(199):
+        deepest = {"d": deepest}
+    return [
+        {"topic": "edge.case", "data": deepest},
+        {"topic": "edge.case", "data": {"u": 2**64 - 1, "i": -(2**63), "f": 1e300, "z": -0.0}},
+        {"topic": "edge.case", "data": {"s": "\u0000\u001f\u2028\U0001f600 \"'\\/", "": None}},
+        {"topic": "edge.case", "data": {"big": "x" * 65_000}},
+        {"topic": "edge.case", "data": {}},
+    ]
+
+
+async def test_every_event_ingest_accepts_is_stored_and_delivered_exactly(
+    worker: None, redis: Redis, settings: Settings
+) -> None:
+    """Promise 8: a 202 means the worker stores it and clients get the data as sent."""
+    events = edge_events()
+    async with running_app(settings) as url:
+        client = await Collector().connect(url)
+        try:
+            await client.subscribe("edge.case")
+            ids = await post_events(url, events)
+            received = await client.wait_for(len(events))
+        finally:
+            await client.close()
+    assert [e["id"] for e in received] == ids
+    assert [e["data"] for e in received] == [e["data"] for e in events]
+    history = await redis.xrange(Keys(settings.prefix).topic("edge.case"))
+    assert [i.decode() for i, _ in history] == ids
+    assert await redis.xlen(Keys(settings.prefix).dead_letters()) == 0

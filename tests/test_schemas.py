@@ -85,3 +85,43 @@ def test_subscription_requests(schema: Any) -> None:
     assert set(errors_of(schema, {})) == {"topic"}
     assert set(errors_of(schema, {"topic": "ok", "bogus": 1})) == {"bogus"}
     assert set(errors_of(schema, "metrics.cpu")) == {"_schema"}
+
+
+# Strings that pass a `re.match` with `$`, or a `\d`, but that nothing downstream
+# reads as the same value: each must be refused by the schema itself.
+BAD_TOPICS = ["metrics.x\n", "metrics.\u0661", "m\uff45trics", "metrics.x\n\n", "\nmetrics"]
+BAD_SINCE = [
+    "1-0\n",
+    "99999999999999999999-0",
+    "0-18446744073709551616",
+    "18446744073709551616-0",
+    "\u0661\u0662-0",
+    "\uff11-0",
+    "1-0 ",
+    " 1-0",
+    "1-",
+    "-0",
+    "1",
+    "1-0-0",
+]
+
+
+@pytest.mark.parametrize("topic", BAD_TOPICS)
+@pytest.mark.parametrize("schema", [EventSchema(), SubscribeSchema(), UnsubscribeSchema()])
+def test_topics_match_the_whole_ascii_rule(schema: Any, topic: str) -> None:
+    """V3: a trailing newline passed `re.match(...$)`: ingest answered 202 to a topic the
+    worker then dead-lettered, and subscribe acked it."""
+    payload = {"topic": topic, "data": {}} if "data" in schema.fields else {"topic": topic}
+    assert set(errors_of(schema, payload)) == {"topic"}
+
+
+@pytest.mark.parametrize("since", BAD_SINCE)
+def test_since_is_exactly_a_stream_id_within_64_bits(since: str) -> None:
+    """V4: each of these passed the schema and then failed `parse_id` (no ack), or was
+    read as another id (Arabic-Indic digits)."""
+    assert set(errors_of(SubscribeSchema(), {"topic": "ok", "since": since})) == {"since"}
+
+
+def test_the_largest_stream_id_is_accepted() -> None:
+    top = f"{2**64 - 1}-{2**64 - 1}"
+    assert SubscribeSchema().load({"topic": "ok", "since": top})["since"] == top

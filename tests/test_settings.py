@@ -119,6 +119,18 @@ def test_environment_variables_lists_what_from_env_reads() -> None:
     assert all(n in {"REDIS_URL", "PORT"} or n.startswith("REALTIME_") for n in names)
 
 
+def test_trusted_proxies_and_read_timeout() -> None:
+    settings = Settings.from_env(
+        {"REALTIME_TRUSTED_PROXIES": "10.0.0.0/8, 192.168.1.7,::1", "REALTIME_READ_TIMEOUT_S": "5"}
+    )
+    assert settings.trusted_proxies == ("10.0.0.0/8", "192.168.1.7", "::1")
+    assert settings.read_timeout_s == 5
+    assert Settings.from_env({}).trusted_proxies == ()
+    assert Settings.from_env({}).read_timeout_s == 30
+    with pytest.raises(SettingsError, match="REALTIME_TRUSTED_PROXIES"):
+        Settings.from_env({"REALTIME_TRUSTED_PROXIES": "10.0.0.0/8,proxy.local"})
+
+
 # -- to_env: the way back, for starting processes with the same settings --------------------
 
 _PEM = "-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE\n-----END PUBLIC KEY-----"
@@ -156,6 +168,8 @@ _EVERYTHING = dict(
     subscribe_rate=2.5,
     max_connections=77,
     connect_timeout_s=4.5,
+    read_timeout_s=12.5,
+    trusted_proxies=("10.0.0.0/8", "::1"),
     ingest_rate=55,
     token="a-token",
     ingest_key="an-ingest-key-of-some-length",

@@ -34,3 +34,13 @@ def test_partition_is_crc32_mod_partitions() -> None:
 def test_partitions_spread_topics() -> None:
     used = {partition_of(f"topic.{i}", 8) for i in range(200)}
     assert used == set(range(8))
+
+
+def test_stream_ids_are_ascii_digits_within_64_bits() -> None:
+    from realtime.core.streamids import StreamIdError, is_stream_id, parse_id
+
+    assert parse_id(f"{2**64 - 1}-0") == (2**64 - 1, 0)
+    for bad in ["\u0661\u0662-0", "1-0\n", "\uff11-0", f"{2**64}-0"]:
+        assert not is_stream_id(bad)
+        with pytest.raises(StreamIdError):
+            parse_id(bad)

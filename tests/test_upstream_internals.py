@@ -220,6 +220,11 @@ INTERNALS: list[Internal] = [
         _async=OnInstance(dict, keys=("translate_request",)),
     ),
     *uses(ENGINE, _UPGRADE, max_http_buffer_size=OnInstance(int)),
+    *uses(
+        f"{ENGINE}.reason",
+        "realtime/web/app.py oversized_polling (ends the session it refuses)",
+        TRANSPORT_ERROR=Attr(),
+    ),
     *uses(ENGINE, f"{_ES}.schedule_ping", ping_interval=OnInstance((int, float))),
     *uses(ENGINE, f"{_ES}._receive_one, _upgrade_failed", logger=OnInstance(logging.Logger)),
     *uses(
@@ -398,6 +403,27 @@ INTERNALS: list[Internal] = [
         connection_lost=func("self exc"),
     ),
     *uses(HANDLER, _DEFLATE, writing_paused=Attr(), _drain_helper=coro("self")),
+    *uses(
+        HANDLER,
+        "realtime/web/app.py server_options (keepalive_timeout also closes a connection whose"
+        " request headers never complete: the keep-alive check closes one that waits)",
+        keepalive_timeout=Attr(),
+        _process_keepalive=Refers("_waiter force_close"),
+        connection_made=Refers("_keepalive_timeout _process_keepalive"),
+    ),
+    *uses(
+        HANDLER,
+        "realtime/core/logs.py MalformedHttpFilter (the record it rewrites: an unparseable"
+        " request is logged through log_exception with the peer as the one argument)",
+        handle_error=Refers("log_exception"),
+        data_received=Refers("HttpProcessingError"),
+    ),
+    *uses(
+        "aiohttp.http_exceptions.HttpProcessingError",
+        "realtime/core/logs.py MalformedHttpFilter",
+        code=Attr(),
+        message=Attr(),
+    ),
     *uses(
         REQUEST,
         f"{_TAKE_OVER}; realtime/transport/engine.py EngineSocket._serve_deflate_websocket",

@@ -50,7 +50,7 @@ DEFAULT_PIPELINES: dict[str, Any] = {
 }
 
 _UNITS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
-_DURATION_RE = re.compile(r"\s*(\d{1,9})\s*(ms|s|m|h|d)\s*")
+_DURATION_RE = re.compile(r"\s*([0-9]{1,9})\s*(ms|s|m|h|d)\s*")  # ASCII digits: int() reads others
 
 
 class PipelinesError(ValueError):
@@ -137,7 +137,7 @@ class WindowsSchema(Schema):
         unknown = RAISE
 
     value_field = fields.String(
-        data_key="field", load_default="value", validate=validate.Regexp(f"^{PATH_PATTERN}$")
+        data_key="field", load_default="value", validate=validate.Regexp(f"^{PATH_PATTERN}\\Z")
     )
     sizes = fields.List(Duration(), required=True, validate=validate.Length(1, MAX_SIZES))
     lateness = Duration(load_default=DEFAULT_LATENESS_MS)
@@ -220,8 +220,9 @@ class PipelineSchema(Schema):
 
     name = fields.String(
         required=True,
+        # fullmatch: Regexp's re.match lets `$` accept a trailing newline.
         validate=validate.Regexp(
-            NAME_PATTERN,
+            re.compile(NAME_PATTERN[:-1] + r"\Z"),
             error="lowercase letters, digits, '_' and '-', starting with a letter or digit, "
             "at most 64 characters",
         ),

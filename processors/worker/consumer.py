@@ -26,7 +26,7 @@ from processors.worker.groups import ensure_group, remove_dead_consumers, trim_a
 from processors.worker.heartbeat import Heartbeat, stale_after_ms
 from processors.worker.leases import Lease, Leases
 from processors.worker.membership import Membership, fair_share
-from processors.worker.partition import PartitionRunner
+from processors.worker.partition import Fault, PartitionRunner
 from processors.worker.partition_pipelines import PartitionPipelines, Planner
 from realtime.core.backoff import Backoff
 from realtime.core.keys import Keys
@@ -63,9 +63,12 @@ class Consumer:
         pipelines: Pipelines | None = None,
         planner: Planner | None = None,
         metrics: WorkerMetrics | None = None,
+        fault: Fault | None = None,
     ) -> None:
         """`pipelines`: default, the file `settings.pipelines_file` names (PipelinesError
-        if it is invalid); `planner` replaces `Pipelines.plan` (tests inject failures)."""
+        if it is invalid); `planner` replaces `Pipelines.plan` and `fault` is called at
+        each stage of each runner (tests inject failures: `processors/worker/partition.py`)."""
+        self.fault = fault
         self.redis = redis
         self.encoder = encoder
         self.settings = settings
@@ -162,7 +165,11 @@ class Consumer:
 
     async def _burst(self) -> None:
         await self.ensure_groups()
-        finished: set[int] = set()  # drained (or crashed: logged, not retried forever)
+        finished: set[int] = set()  # drained (or kept crashing: logged, not retried forever)
+        # Crashes in a row without progress, per partition: a crash's entries are counted
+        # (rt:attempts), so an entry that crashes every runner is dead-lettered after
+        # max_attempts of them; more than that is not an entry's doing.
+        crashes: Counter[int] = Counter()
         while True:
             alive = await self.membership.heartbeat()
             await self.heartbeat.beat()
@@ -175,7 +182,15 @@ class Consumer:
                 return
             # Keep the leases (and our membership) alive while the runners drain.
             await asyncio.wait(tasks, timeout=self.tick_s)
-            finished.update(p for p, o in self.owned.items() if o.task.done() and not o.runner.lost)
+            for partition, owned in self.owned.items():
+                if not owned.task.done() or owned.runner.lost:
+                    continue
+                if owned.task.cancelled() or owned.task.exception() is None:
+                    finished.add(partition)
+                    continue
+                crashes[partition] = 1 if owned.runner.processed else crashes[partition] + 1
+                if crashes[partition] > self.settings.max_attempts + 1:
+                    finished.add(partition)
             await self._renew()
             await self._reap()
 
@@ -242,6 +257,7 @@ class Consumer:
             max_attempts=self.settings.max_attempts,
             burst=burst,
             metrics=self.metrics,
+            fault=self.fault,
         )
         task = asyncio.create_task(runner.run(), name=f"partition-{partition}")
         self.owned[partition] = Owned(lease, runner, task)
@@ -272,6 +288,7 @@ class Consumer:
         for partition, owned in list(self.owned.items()):
             if not owned.task.done():
                 continue
+            await _note_crash(owned)
             del self.owned[partition]
             self.handing_over.discard(partition)
             self._finished(partition, owned)
@@ -318,6 +335,18 @@ class Consumer:
         with contextlib.suppress(RedisError, OSError):
             await self.membership.leave()
             await self.heartbeat.clear()
+
+
+async def _note_crash(owned: Owned) -> None:
+    """A runner that crashed: its error becomes the last error of the entries it had in
+    hand (their attempts are counted when recovery retries them)."""
+    if owned.task.cancelled() or owned.task.exception() is None or not owned.runner.in_flight:
+        return
+    exc = owned.task.exception()
+    with contextlib.suppress(RedisError, OSError):
+        await owned.runner.fenced.note(
+            owned.runner.in_flight, f"{type(exc).__name__}: {exc} (crashed the partition runner)"
+        )
 
 
 async def _sleep_or_stop(stop: asyncio.Event, delay: float) -> None:

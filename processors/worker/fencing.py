@@ -10,7 +10,7 @@ Design notes: docs/design-notes.md.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from redis.asyncio import Redis
@@ -64,11 +64,29 @@ if #gone > 0 then redis.call('XACK', KEYS[2], ARGV[2], unpack(gone)) end
 return {0, entries, counts, #pending}
 """
 
-# KEYS: lease, ingest stream, dead-letter stream, window checkpoint hash.
+# KEYS: lease, attempts hash. ARGV: lease token, then the claimed entries' ids, oldest
+# first. Returns each one's attempts so far and last error; counts one more attempt for
+# all of them, or only for the first if any has an unfinished attempt already.
+_MARK = """
+local counts, errors, suspect = {}, {}, false
+for i = 2, #ARGV do
+  local count = tonumber(redis.call('HGET', KEYS[2], ARGV[i]) or '0')
+  counts[i - 1] = count
+  errors[i - 1] = redis.call('HGET', KEYS[2], ARGV[i] .. ':error') or ''
+  if count > 0 then suspect = true end
+end
+local n = #counts
+if suspect then n = 1 end
+for i = 1, n do redis.call('HINCRBY', KEYS[2], ARGV[i + 1], 1) end
+return {0, counts, errors}
+"""
+
+# KEYS: lease, ingest stream, dead-letter stream, window checkpoint hash, attempts hash.
 # ARGV: lease token, group, history maxlen, dead-letter maxlen, then the batch as one
 #   JSON document {"h": [[key, id, [field, value, ...]], ...], "p": [[channel, payload],
 #   ...], "c": "PUBLISH" or "SPUBLISH", "r": [[ingest stream, [field, value, ...]], ...],
-#   "s": [field, value, ...], "d": [field, ...], "a": [entry id, ...]}, then per dead
+#   "s": [field, value, ...], "d": [field, ...], "a": [entry id, ...], "x": [entry id
+#   whose attempt count to clear, ...]}, then per dead
 #   letter: field-arg count f, f field/value args (binary-safe: the entry's raw fields).
 # One JSON argument rather than one argument per value: redis-py packs each argument in
 # Python, cjson decodes the one document in C (`python -m bench.worker` measures it).
@@ -104,6 +122,15 @@ while i <= #ARGV do
   redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', unpack(ARGV, i + 1, i + f))
   i = i + 1 + f
 end
+local x = batch.x
+for first = 1, #x, 500 do
+  local names = {}
+  for j = first, math.min(first + 499, #x) do
+    names[#names + 1] = x[j]
+    names[#names + 1] = x[j] .. ':error'
+  end
+  redis.call('HDEL', KEYS[5], unpack(names))
+end
 local acks = batch.a
 for first = 1, #acks, 1000 do  -- unpack has a stack limit
   redis.call('XACK', KEYS[2], ARGV[2], unpack(acks, first, math.min(first + 999, #acks)))
@@ -129,6 +156,11 @@ class Entry:
     id: str
     fields: Fields
     deliveries: int = 1  # how many times the group has handed this entry out
+    # Recovery only (`mark`): attempts begun before this one that never finished, and
+    # the last one's error; `marked`: this attempt is counted, the commit clears it.
+    attempts: int = 0
+    last_error: str = ""
+    marked: bool = False
 
 
 @dataclass
@@ -162,10 +194,12 @@ class CommitPlan:
     checkpoint: list[str] = field(default_factory=list)  # HSET field, value, ...
     removed: list[str] = field(default_factory=list)  # HDEL fields
     acks: list[str] = field(default_factory=list)
+    cleared: list[str] = field(default_factory=list)  # entries whose attempt count to clear
 
     def __bool__(self) -> bool:
         return bool(
             self.acks
+            or self.cleared
             or self.history
             or self.publishes
             or self.dead_letters
@@ -210,6 +244,7 @@ class FencedPartition:
         self.lease_key = keys.lease(partition)
         self.dead_key = keys.dead_letters(partition)
         self.windows_key = keys.windows(partition)
+        self.attempts_key = keys.attempts(partition)
         # Cluster mode: writes outside the partition's hash slot go first, on their own.
         self.slot = slot_of(self.stream)
         self.other_slots = OtherSlots(redis, history_maxlen) if keys.cluster else None
@@ -220,6 +255,7 @@ class FencedPartition:
         self._read = redis.register_script(fenced_script(_READ))
         self._claim = redis.register_script(fenced_script(_CLAIM))
         self._commit = redis.register_script(fenced_script(_COMMIT))
+        self._mark = redis.register_script(fenced_script(_MARK))
 
     def _args(self, count: int) -> list[Value]:
         return [self.token, self.group, self.consumer, count]
@@ -241,6 +277,29 @@ class FencedPartition:
             raise LeaseLost(self.stream)
         entries = [_entry(raw, int(n)) for raw, n in zip(reply[1], reply[2], strict=True)]
         return ClaimResult(entries, done=int(reply[3]) == 0)
+
+    async def mark(self, entries: Sequence[Entry]) -> list[Entry]:
+        """Count an attempt of claimed `entries` before retrying them: all of them, with
+        their earlier attempts and last error, or only the first (one at a time, while
+        any has an unfinished attempt: that finds the entry that keeps failing)."""
+        reply = await self._mark(
+            keys=[self.lease_key, self.attempts_key], args=[self.token, *[e.id for e in entries]]
+        )
+        if reply[0] == LEASE_LOST:
+            raise LeaseLost(self.stream)
+        counts = [int(n) for n in reply[1]]
+        marked = [
+            replace(entry, attempts=count, last_error=text(error), marked=True)
+            for entry, count, error in zip(entries, counts, reply[2], strict=True)
+        ]
+        return marked[:1] if any(counts) else marked
+
+    async def note(self, entry_ids: Sequence[str], error: str) -> None:
+        """Remember `error` as the last of these entries' attempts (the dead letter
+        quotes it if they never finish; their commit clears it)."""
+        if entry_ids:
+            mapping = {f"{entry_id}:error": error[:2000] for entry_id in entry_ids}
+            await self.redis.hset(self.attempts_key, mapping=mapping)  # type: ignore[arg-type]
 
     async def wait(self, after_id: str, block_ms: int) -> None:
         """Block until the stream has an entry after `after_id` or `block_ms` passed."""
@@ -265,13 +324,15 @@ class FencedPartition:
             "s": plan.checkpoint,
             "d": plan.removed,
             "a": plan.acks,
+            "x": plan.cleared,
         }
         args: list[Value] = [self.token, self.group, self.history_maxlen, DEAD_LETTER_MAXLEN]
         args.append(jsoncodec.dumpb(batch))
         for record in plan.dead_letters:
             args += [len(record), *record]
         reply = await self._commit(
-            keys=[self.lease_key, self.stream, self.dead_key, self.windows_key], args=args
+            keys=[self.lease_key, self.stream, self.dead_key, self.windows_key, self.attempts_key],
+            args=args,
         )
         status = int(reply[0])
         if status == 0:

@@ -12,8 +12,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
@@ -33,6 +33,19 @@ logger = logging.getLogger(__name__)
 
 class Replay(Exception):
     """A commit failed after the window state was fed: restore it and replay."""
+
+
+class Poisoned(Exception):
+    """Encoding or committing these entries failed for no known reason: restore the
+    state and retry them through recovery, which finds the culprit (see module)."""
+
+    def __init__(self, entry_ids: list[str], error: str) -> None:
+        super().__init__(error)
+        self.entry_ids = entry_ids
+        self.error = error
+
+
+Fault = Callable[[str, Sequence[Entry]], None]
 
 
 @dataclass
@@ -55,13 +68,29 @@ class Failures:
 
 
 def attempt(
-    entry: Entry, stage: PartitionPipelines, failures: Failures, max_attempts: int
+    entry: Entry,
+    stage: PartitionPipelines,
+    failures: Failures,
+    max_attempts: int,
+    fault: Fault | None = None,
 ) -> Outcome:
     """Decide what to do with one entry now (pure apart from calling the planner)."""
     failed, last_error = failures.get(entry.id)
     if failed >= max_attempts:
         return Outcome(
             entry, dead=f"failed {failed} times; last error: {last_error}", attempts=failed
+        )
+    if entry.attempts >= max_attempts:
+        if entry.attempts >= 2 * max_attempts:
+            # Even dead-lettering it kept failing: a record without its fields.
+            entry = replace(entry, fields={})
+        return Outcome(
+            entry,
+            dead=(
+                f"did not complete in {entry.attempts} attempts (each failed or crashed the "
+                f"partition runner); last error: {entry.last_error or last_error or 'unknown'}"
+            ),
+            attempts=entry.attempts,
         )
     if entry.deliveries > max_attempts:
         return Outcome(
@@ -73,6 +102,8 @@ def attempt(
             attempts=entry.deliveries,
         )
     try:
+        if fault is not None:
+            fault("process", [entry])
         event = decode_entry(entry.id, entry.fields)
         return Outcome(entry, event, stage.plan(event, hops_of(entry.fields)))
     except TransformError as exc:
@@ -99,8 +130,12 @@ class PartitionRunner:
         max_attempts: int,
         burst: bool = False,
         metrics: WorkerMetrics | None = None,
+        fault: Fault | None = None,
     ) -> None:
         self.fenced = fenced
+        self.fault = fault
+        # The entries being processed: a crash of the runner is noted against them.
+        self.in_flight: list[str] = []
         self.redis = redis
         self.keys = keys
         self.encoder = encoder
@@ -139,14 +174,15 @@ class PartitionRunner:
                 if recovering:
                     claimed = await self.fenced.claim(self.batch_size)
                     if claimed.entries:
+                        entries = await self.fenced.mark(claimed.entries)
                         logger.info(
                             "partition %d: finishing %d pending entries from %s",
                             self.partition,
-                            len(claimed.entries),
-                            claimed.entries[0].id,
+                            len(entries),
+                            entries[0].id,
                         )
                         # Checkpointed (so acknowledged) at once: the next claim goes on.
-                        await self._timed(claimed.entries, checkpoint=True)
+                        await self._timed(entries, checkpoint=True)
                     recovering = not claimed.done
                 else:
                     read = await self.fenced.read(self.batch_size)
@@ -173,6 +209,14 @@ class PartitionRunner:
             except Replay:
                 recovering = True
                 await self._pause(backoff.next_delay())
+            except Poisoned as exc:
+                # Whatever the batch fed is suspect: restore it, and let recovery (which
+                # counts attempts in Redis) find the entry to blame.
+                self.stage.stale = True
+                recovering = True
+                with contextlib.suppress(RedisError, OSError):
+                    await self.fenced.note(exc.entry_ids, exc.error)
+                await self._pause(self._retry.next_delay())
             except ResponseError as exc:
                 self.metrics.redis_error("partition")
                 recovering = True
@@ -221,23 +265,42 @@ class PartitionRunner:
     ) -> None:
         """Commit `entries` in order; a failing entry is retried in place (see module)."""
         todo = list(entries)
+        self.in_flight = [entry.id for entry in todo]
         while todo:
-            outcomes = [attempt(e, self.stage, self.failures, self.max_attempts) for e in todo]
+            outcomes = [
+                attempt(e, self.stage, self.failures, self.max_attempts, self.fault) for e in todo
+            ]
             limit = next((i for i, o in enumerate(outcomes) if o.failed is not None), len(todo))
             error = outcomes[limit].failed if limit < len(todo) else None
             clock = clock_ms if limit == len(todo) else None
             # A failed history write: the writes before it are in history already, so
             # commit just those (their writes are skipped as duplicates) and retry it.
-            while (
-                failure := await self._commit(
-                    outcomes[:limit], clock_ms=clock, checkpoint=checkpoint
+            try:
+                while (
+                    failure := await self._commit(
+                        outcomes[:limit], clock_ms=clock, checkpoint=checkpoint
+                    )
+                ) is not None:
+                    limit, error = failure
+                    clock = None
+            except (LeaseLost, Replay, RedisError, OSError):
+                raise
+            except Exception as exc:
+                # Not an outage, and no entry named: see the module docstring.
+                ids = [outcome.entry.id for outcome in outcomes[:limit]]
+                logger.error(
+                    "partition %d: %d entries from %s failed to encode or commit; retrying "
+                    "them through recovery",
+                    self.partition,
+                    len(ids),
+                    ids[0] if ids else "-",
+                    exc_info=exc,
                 )
-            ) is not None:
-                limit, error = failure
-                clock = None
+                raise Poisoned(ids, f"{type(exc).__name__}: {exc}") from exc
             if error is not None:
                 self._record_failure(todo[limit], error)
             todo = todo[limit:]
+            self.in_flight = [entry.id for entry in todo]
             if limit:
                 self._retry.reset()
             if todo:
@@ -260,6 +323,11 @@ class PartitionRunner:
         self, outcomes: Sequence[Outcome], *, clock_ms: int | None = None, checkpoint: bool = False
     ) -> tuple[int, str] | None:
         """Commit; on a failed history write, (index of its outcome, error)."""
+        entries = [outcome.entry for outcome in outcomes]
+        # The seam sees the entries committed as events, not those being dead-lettered.
+        live = [outcome.entry for outcome in outcomes if outcome.dead is None]
+        if self.fault is not None:
+            self.fault("encode", live)
         batch = self.stage.build(
             self.fenced.stream,
             outcomes,
@@ -268,10 +336,13 @@ class PartitionRunner:
             clock_ms=clock_ms,
             checkpoint=checkpoint,
         )
+        batch.plan.cleared = [entry.id for entry in entries if entry.marked]
         self._count_late()
         if not batch.plan:
             return None
         try:
+            if self.fault is not None:
+                self.fault("commit", live)
             failure = await self.fenced.commit(batch.plan)
         except BaseException:
             self.stage.failed(batch)

@@ -16,6 +16,7 @@ FORBIDDEN = "forbidden"
 LIMIT = "limit"
 NOT_FOUND = "not_found"
 INTERNAL = "internal"
+TIMEOUT = "timeout"
 
 # What each code means, for the generated reference (docs/reference/errors.md, written by
 # `python -m docs.gen`); a code without an entry fails tests/test_docs.py.
@@ -38,7 +39,10 @@ MEANINGS: dict[str, str] = {
     "(`connect_error`); wait and retry",
     NOT_FOUND: "no such resource (HTTP 404), e.g. the public `/metrics` with no admin "
     "credentials configured",
-    INTERNAL: "a bug on the server (HTTP 500); the body carries no traceback",
+    INTERNAL: "a bug on the server (HTTP 500, or a subscribe/unsubscribe ack); the body "
+    "carries no traceback",
+    TIMEOUT: "the ingest body did not all arrive within `REALTIME_READ_TIMEOUT_S` (HTTP 408, "
+    "the connection is closed; nothing stored)",
 }
 
 

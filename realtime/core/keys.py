@@ -103,6 +103,15 @@ class Keys:
             return f"{self.prefix}windows:{self._tag(partition)}"
         return f"{self.prefix}windows:{partition}"
 
+    def attempts(self, partition: int) -> str:
+        """A partition's unfinished attempts: a hash of entry id -> attempts begun in
+        recovery (and `<id>:error` -> the last error), cleared by the commit that
+        finishes the entry. Counts what a delivery count cannot: the runner that crashed
+        is restarted by the same worker, which claims its own entries again."""
+        if self.cluster:
+            return f"{self.prefix}attempts:{self._tag(partition)}"
+        return f"{self.prefix}attempts:{partition}"
+
     def heartbeat(self, consumer: str) -> str:
         """A worker's liveness: exists while its main loop runs (`realtime process --check`)."""
         return f"{self.prefix}heartbeat:{consumer}"
@@ -112,7 +121,20 @@ class Keys:
         return f"{self.prefix}workers"
 
     def idempotency(self, topic: str, key: str) -> str:
-        """The ingest id an event with this idempotency key was first accepted under."""
+        """The ingest id an event with this idempotency key was first accepted under.
+
+        Both parts come from the producer and both may contain ':', so the topic is
+        length-prefixed: `idempotency:<len(topic)>:<topic>:<key>` names one pair only.
+        (The family is new: no name of it equals one of `legacy_idempotency`.)"""
+        name = f"{len(topic)}:{topic}:{key}"
+        if self.cluster:
+            return f"{self.prefix}idempotency:{self._topic_tag(topic)}:{name}"
+        return f"{self.prefix}idempotency:{name}"
+
+    def legacy_idempotency(self, topic: str, key: str) -> str:
+        """The ambiguous layout before (`idem:<topic>:<key>`, where (a:b, c) and (a, b:c)
+        met): only read, so keys stored by older versions still deduplicate until they
+        expire (`REALTIME_IDEMPOTENCY_TTL_S` after the upgrade; then this can go)."""
         if self.cluster:
             return f"{self.prefix}idem:{self._topic_tag(topic)}:{topic}:{key}"
         return f"{self.prefix}idem:{topic}:{key}"

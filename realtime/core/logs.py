@@ -17,6 +17,8 @@ from datetime import UTC, datetime
 from types import MappingProxyType, TracebackType
 from typing import Any, TextIO
 
+from aiohttp.http_exceptions import HttpProcessingError
+
 from realtime.core import jsoncodec
 from realtime.core.settings import Settings
 
@@ -155,6 +157,33 @@ def _plain(value: Any) -> bool:
     return value is None or isinstance(value, str | int | float | bool)
 
 
+# -- malformed HTTP -----------------------------------------------------------------------
+
+
+class MalformedHttpFilter(logging.Filter):
+    """aiohttp logs a request it could not parse (CL+TE, a duplicate Content-Length, an
+    over-long header line) on `aiohttp.server` at ERROR with a traceback, after it has
+    answered 400. That is the client's mistake: one INFO line of ours instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, HttpProcessingError):
+            return True
+        peer = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+        reason = " ".join(str(exc.message or exc).split())  # one line, whatever it holds
+        logging.getLogger("realtime.http").info(
+            "refused a malformed HTTP request from %s: %d %s", peer, exc.code, reason
+        )
+        return False
+
+
+def quiet_malformed_http() -> None:
+    """Install `MalformedHttpFilter` on aiohttp's server logger (once)."""
+    server = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, MalformedHttpFilter) for f in server.filters):
+        server.addFilter(MalformedHttpFilter())
+
+
 # -- setup --------------------------------------------------------------------------------
 
 
@@ -193,6 +222,7 @@ def setup(settings: Settings, stream: TextIO | None = None) -> logging.Handler:
     for name in OWN_LOGGERS:
         logging.getLogger(name).setLevel(level)
     logging.captureWarnings(True)
+    quiet_malformed_http()
     sys.excepthook = _log_uncaught
     return handler
 

@@ -5,6 +5,7 @@ Every environment variable the system understands is read here and nowhere else.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import socket
@@ -85,6 +86,17 @@ def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in raw.split(",") if item.strip())
 
 
+def _networks(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """Comma-separated IPs or CIDR networks, each checked (SettingsError names it)."""
+    items = _list(env, name)
+    for item in items:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise SettingsError(f"{name}: {item!r} is not an IP address or network") from None
+    return items
+
+
 @dataclass(frozen=True)
 class IngestKeySpec:
     """One publish key of `REALTIME_INGEST_KEYS` and the topic patterns it may publish to
@@ -106,13 +118,13 @@ def _ingest_keys(env: Mapping[str, str], name: str) -> tuple[IngestKeySpec, ...]
     for n, entry in enumerate(_list(env, name), start=1):
         key, colon, patterns = entry.partition(":")
         key = key.strip()
-        if len(key) < MIN_INGEST_KEY_CHARS or not _KEY_CHARS.match(key):
+        if len(key) < MIN_INGEST_KEY_CHARS or not _KEY_CHARS.fullmatch(key):
             raise SettingsError(
                 f"{name}: key {n} must be at least {MIN_INGEST_KEY_CHARS} characters of "
                 "A-Z a-z 0-9 _ . ~ + / = - (e.g. `openssl rand -hex 32`)"
             )
         topics = tuple(p.strip() for p in patterns.split("|") if p.strip())
-        bad = [p for p in topics if not _TOPIC_GLOB.match(p)]
+        bad = [p for p in topics if not _TOPIC_GLOB.fullmatch(p)]
         if bad or (colon and not topics):
             raise SettingsError(
                 f"{name}: key {n} has an invalid topic pattern {bad[0] if bad else patterns!r} "
@@ -206,6 +218,11 @@ class Settings:
     subscribe_rate: float = 10.0
     max_connections: int = 10_000
     connect_timeout_s: float = 45.0
+    # A request's headers (from the connection's start, or the end of the previous
+    # response: also the idle keep-alive limit) and its body must each arrive within this.
+    read_timeout_s: float = 30.0
+    # Peers (IPs or CIDR networks) whose X-Forwarded-Host is believed.
+    trusted_proxies: tuple[str, ...] = ()
     ingest_rate: int = 10_000
     # command-line clients: the token `realtime watch` presents, the key `publish` sends
     token: str = secret()
@@ -254,6 +271,7 @@ class Settings:
             prefix=prefix,
             insecure=_bool(e, "REALTIME_INSECURE"),
             cors_origins=_list(e, "REALTIME_CORS_ORIGINS"),
+            trusted_proxies=_networks(e, "REALTIME_TRUSTED_PROXIES"),
             ping_interval_ms=_ms(e, "REALTIME_PING_INTERVAL", cls.ping_interval_ms),
             ping_timeout_ms=_ms(e, "REALTIME_PING_TIMEOUT", cls.ping_timeout_ms),
             ws_compression=_bool(e, "REALTIME_WS_COMPRESSION"),
@@ -289,6 +307,7 @@ class Settings:
             ),
             subscribe_rate=_float(e, "REALTIME_SUBSCRIBE_RATE", cls.subscribe_rate, 0.01),
             max_connections=_int(e, "REALTIME_MAX_CONNECTIONS", cls.max_connections, minimum=1),
+            read_timeout_s=_float(e, "REALTIME_READ_TIMEOUT_S", cls.read_timeout_s, minimum=0.1),
             connect_timeout_s=_float(
                 e, "REALTIME_CONNECT_TIMEOUT_S", cls.connect_timeout_s, minimum=0.1
             ),
@@ -454,6 +473,15 @@ ENVIRONMENT_DOCS: dict[str, str] = {
     "REALTIME_CORS_ORIGINS": (
         "comma-separated origins allowed to connect from a browser; unset: the server's own "
         "origin only"
+    ),
+    "REALTIME_TRUSTED_PROXIES": (
+        "comma-separated IPs or CIDR networks of your reverse proxies / load balancers: only "
+        "from these peers does `X-Forwarded-Host` count when deciding what is same-origin"
+    ),
+    "REALTIME_READ_TIMEOUT_S": (
+        "an HTTP connection whose request headers have not all arrived within this (from its "
+        "start, or from the end of its previous response: the idle keep-alive limit too) is "
+        "closed; a request body not complete within this is answered 408 `timeout` and closed"
     ),
     "REALTIME_PING_INTERVAL_MS": (
         "Engine.IO heartbeat: the server pings each client this often, in milliseconds, "

@@ -9,8 +9,10 @@ import re
 
 StreamId = tuple[int, int]
 
-STREAM_ID_PATTERN = r"^\d{1,20}-\d{1,20}$"
-_STREAM_ID_RE = re.compile(STREAM_ID_PATTERN)
+# ASCII digits only (`\d` also matches other scripts' digits, which int() reads), and
+# used with fullmatch (`$` also matches before a trailing newline).
+STREAM_ID_PATTERN = r"^[0-9]{1,20}-[0-9]{1,20}$"
+_STREAM_ID_RE = re.compile(STREAM_ID_PATTERN, re.ASCII)
 _MAX_PART = 2**64 - 1
 MAX_ID_PART = _MAX_PART  # each part of a stream id is an unsigned 64-bit integer
 

@@ -7,7 +7,8 @@ import re
 import zlib
 
 TOPIC_PATTERN = r"^[a-z0-9][a-z0-9_.:-]{0,127}$"
-_TOPIC_RE = re.compile(TOPIC_PATTERN)
+# Always with fullmatch: `$` alone also matches before a trailing newline.
+_TOPIC_RE = re.compile(TOPIC_PATTERN, re.ASCII)
 
 
 def is_valid_topic(name: object) -> bool:

@@ -9,6 +9,7 @@ Design notes: docs/design-notes.md.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -27,7 +28,7 @@ from realtime.core.text import text
 from realtime.core.topics import partition_of
 from realtime.ingest.publish_keys import IngestKeys, PublishKey, Unauthorized
 from realtime.ingest.rates import IngestRate
-from realtime.ingest.schemas import EventSchema, field_errors
+from realtime.ingest.schemas import EventSchema, data_problem, field_errors
 
 logger = logging.getLogger(__name__)
 
@@ -36,21 +37,30 @@ class BodyTooLarge(Exception):
     pass
 
 
+class BodyTooSlow(Exception):
+    pass
+
+
 class NotReplicated(Exception):
     """The primary has the events, fewer than REALTIME_WAIT_REPLICAS replicas confirmed them."""
 
 
-async def read_body(request: web.Request, limit: int) -> bytes:
-    """The request body, refusing more than `limit` bytes without buffering past it."""
+async def read_body(request: web.Request, limit: int, timeout_s: float) -> bytes:
+    """The request body, refusing more than `limit` bytes without buffering past it, and
+    a body that has not all arrived within `timeout_s` (BodyTooSlow)."""
     if request.content_length is not None and request.content_length > limit:
         raise BodyTooLarge
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.content.iter_chunked(65536):
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.content.iter_chunked(65536):
+                size += len(chunk)
+                if size > limit:
+                    raise BodyTooLarge
+                chunks.append(chunk)
+    except TimeoutError:
+        raise BodyTooSlow from None
     return b"".join(chunks)
 
 
@@ -71,16 +81,18 @@ def ingest_fields(event: dict[str, Any], now_ms: int) -> dict[str, bytes | str]:
     }
 
 
-# KEYS: per event, its ingest stream and its idempotency key ('' for none).
-# ARGV: the keys' TTL (s), then per event: field-arg count f, f field/value args.
+# KEYS: per event, its ingest stream, its idempotency key and the same in the legacy
+# layout ('' and '' for none). ARGV: the keys' TTL (s), then per event: field-arg count
+# f, f field/value args. The legacy key is read, never written (see Keys).
 _APPEND_IDEMPOTENT = """
 local ids = {}
 local a = 2
-for i = 1, #KEYS / 2 do
-  local stream, idem = KEYS[2 * i - 1], KEYS[2 * i]
+for i = 1, #KEYS / 3 do
+  local stream, idem, legacy = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
   local f = tonumber(ARGV[a])
   local id = false
   if idem ~= '' then id = redis.call('GET', idem) end
+  if not id and legacy ~= '' then id = redis.call('GET', legacy) end
   if not id then
     id = redis.call('XADD', stream, '*', unpack(ARGV, a + 1, a + f))
     if idem ~= '' then redis.call('SET', idem, id, 'EX', ARGV[1]) end
@@ -164,10 +176,15 @@ class IngestWriter:
         args: list[bytes | str | int] = [self.idempotency_ttl_s]
         for event in events:
             key = event.get("key")
-            keys += [
-                self._stream(event),
-                "" if key is None else self.keys.idempotency(event["topic"], key),
-            ]
+            keys.append(self._stream(event))
+            if key is None:
+                keys += ["", ""]
+            else:
+                topic = event["topic"]
+                keys += [
+                    self.keys.idempotency(topic, key),
+                    self.keys.legacy_idempotency(topic, key),
+                ]
             fields = ingest_fields(event, now_ms)
             args.append(2 * len(fields))
             for name, value in fields.items():
@@ -182,6 +199,36 @@ def _oversize(events: list[dict[str, Any]], limit: int) -> dict[str, Any]:
         size = len(jsoncodec.dumpb(event["data"]))
         if size > limit:
             fields[str(n)] = {"data": [f"{size} bytes of JSON; the limit is {limit}."]}
+    return fields
+
+
+def _may_hold_big_integers(value: Any) -> bool:
+    """orjson decodes an integer beyond 64 bits as a float: an integral float that large
+    may have been one (cheap test; the caller then reads the body exactly)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, float) and abs(item) >= 2**63 and item.is_integer():
+            return True  # rounding: -(2**63) - 1 decodes as the float -(2**63)
+    return False
+
+
+def _big_integers(body: bytes, events: list[dict[str, Any]]) -> dict[str, Any]:
+    """Field errors for the events whose `data` has an integer literal beyond 64 bits,
+    by index. Only when orjson's result says it may (the stdlib keeps big ints exact)."""
+    if not any(_may_hold_big_integers(event["data"]) for event in events):
+        return {}
+    exact = json.loads(body)  # depth and JSON validity already checked
+    items = exact if isinstance(exact, list) else [exact]
+    fields: dict[str, Any] = {}
+    for n, item in enumerate(items):
+        problem = data_problem(item.get("data")) if isinstance(item, dict) else None
+        if problem is not None:
+            fields[str(n)] = {"data": [problem]}
     return fields
 
 
@@ -208,6 +255,7 @@ class IngestHandler:
         self.keys = keys
         self.metrics = metrics
         self.max_body = settings.max_body_bytes
+        self.read_timeout_s = settings.read_timeout_s
         self.max_batch = settings.max_batch
         self.max_event = settings.max_event_bytes
         self.schema = EventSchema()
@@ -222,9 +270,18 @@ class IngestHandler:
                 response.headers["WWW-Authenticate"] = 'Bearer realm="realtime"'
                 return response
         try:
-            body = await read_body(request, self.max_body)
+            body = await read_body(request, self.max_body, self.read_timeout_s)
         except BodyTooLarge:
             return json_error(413, errors.TOO_LARGE, f"Request body exceeds {self.max_body} bytes.")
+        except BodyTooSlow:
+            logger.info("ingest body not complete within %gs; closing", self.read_timeout_s)
+            response = json_error(
+                408,
+                errors.TIMEOUT,
+                f"The request body did not arrive within {self.read_timeout_s:g}s.",
+            )
+            response.force_close()
+            return response
         try:
             payload = jsoncodec.loads(body)
         except jsoncodec.JSONDecodeError as exc:
@@ -242,6 +299,10 @@ class IngestHandler:
             fields = field_errors(exc)
             if not isinstance(payload, list):
                 fields = fields.get("0", fields)
+            return json_error(400, errors.INVALID, "Invalid event.", fields)
+        inexact = _big_integers(body, events)
+        if inexact:
+            fields = inexact if isinstance(payload, list) else inexact["0"]
             return json_error(400, errors.INVALID, "Invalid event.", fields)
         derived = self._derived_topics(events)
         if derived:

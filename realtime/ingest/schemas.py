@@ -5,11 +5,12 @@ Pure marshmallow schemas; errors name the fields, never carry a traceback.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
-from realtime.core.streamids import STREAM_ID_PATTERN
+from realtime.core.streamids import STREAM_ID_PATTERN, is_stream_id
 from realtime.core.topics import MAX_RATE_HZ, MIN_RATE_HZ, TOPIC_PATTERN
 
 # marshmallow formats this with {regex}; the pattern itself has braces, so it is not inlined.
@@ -37,8 +38,68 @@ class StrictNumber(fields.Float):
         return super()._validated(value)
 
 
+# The deepest `data` ingest accepts (the object itself is level 1). The worker wraps
+# `data` in a few levels more (the fan-out message, the `update` list) and orjson encodes
+# at most 254: deeper data would be accepted here and then fail in the worker every time.
+MAX_DATA_DEPTH = 200
+# Integers the encoders keep exact (orjson: i64 and u64); larger ones would be stored as
+# floats, so they are refused rather than silently changed.
+MIN_INTEGER = -(2**63)
+MAX_INTEGER = 2**64 - 1
+
+
+def data_problem(value: Any) -> str | None:
+    """Why the worker could not store `value` exactly (too deep, an integer out of
+    range), else None. Iterative: the depth is what is being checked."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > MAX_DATA_DEPTH:
+                return f"Nested deeper than {MAX_DATA_DEPTH} levels."
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+        elif isinstance(item, int) and not MIN_INTEGER <= item <= MAX_INTEGER:
+            return f"Integers must lie in [{MIN_INTEGER}, {MAX_INTEGER}] (64 bits)."
+    return None
+
+
+def storable(value: Any) -> None:
+    """`data`'s validator: a JSON object the pipeline can encode and store exactly."""
+    problem = data_problem(value)
+    if problem is not None:
+        raise ValidationError(problem)
+
+
+class FullMatch(validate.Validator):
+    """marshmallow's Regexp, but with `re.fullmatch` and ASCII classes: Regexp's
+    `re.match` lets `...$` accept a trailing newline ("metrics.cpu\n")."""
+
+    def __init__(self, regex: str, error: str) -> None:
+        self.regex = re.compile(regex, re.ASCII)
+        self.error = error
+        self.message = error
+
+    def _refuse(self, value: Any) -> ValidationError:
+        return ValidationError(self.message.format(input=value, regex=self.regex.pattern))
+
+    def __call__(self, value: Any) -> Any:
+        if not isinstance(value, str) or self.regex.fullmatch(value) is None:
+            raise self._refuse(value)
+        return value
+
+
+class StreamIdValidator(FullMatch):
+    """The stream-id grammar, and both parts within 64 bits (as Redis holds them)."""
+
+    def __call__(self, value: Any) -> Any:
+        if not is_stream_id(super().__call__(value)):
+            raise self._refuse(value)
+        return value
+
+
 def topic_field(**kwargs: Any) -> fields.String:
-    return fields.String(validate=validate.Regexp(TOPIC_PATTERN, error=TOPIC_MESSAGE), **kwargs)
+    return fields.String(validate=FullMatch(TOPIC_PATTERN, error=TOPIC_MESSAGE), **kwargs)
 
 
 class EventSchema(Schema):
@@ -48,7 +109,7 @@ class EventSchema(Schema):
         unknown = RAISE
 
     topic = topic_field(required=True)
-    data = fields.Dict(keys=fields.String(), required=True)
+    data = fields.Dict(keys=fields.String(), required=True, validate=storable)
     ts = StrictInteger(validate=validate.Range(min=0, max=2**53))
     key = fields.String(validate=validate.Length(min=1, max=256))
 
@@ -65,7 +126,7 @@ class SubscribeSchema(Schema):
     topic = topic_field(required=True)
     # The id of the last event the client has: replay what came after it.
     since = fields.String(
-        validate=validate.Regexp(
+        validate=StreamIdValidator(
             STREAM_ID_PATTERN, error="An event id such as 1700000000000-0, as received."
         )
     )

@@ -10,6 +10,7 @@ had called them.)
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -77,11 +78,22 @@ class _CheckedBody:
     CLOSE packet: the client is treated as having closed, the normal way, instead of a
     decode error raising inside the engine (or a hang on what it cannot answer)."""
 
-    def __init__(self, content: Any) -> None:
+    def __init__(self, content: Any, timeout_s: float) -> None:
         self.content = content
+        self.timeout_s = timeout_s
 
     async def read(self, n: int = -1) -> bytes:
-        body: bytes = await self.content.read(n)
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                body: bytes = await self.content.read(n)
+        except TimeoutError:
+            # A body that never ends: the session ends, the POST is answered and aiohttp
+            # closes the connection after its lingering time.
+            logger.info(
+                "closing a long-polling connection whose POST body did not arrive within %gs",
+                self.timeout_s,
+            )
+            return CLOSE_PAYLOAD
         problem = polling_malformed(body)
         if problem is None:
             return body
@@ -89,13 +101,14 @@ class _CheckedBody:
         return CLOSE_PAYLOAD
 
 
-def guard_translate_request(translate: Any) -> Any:
-    """python-engineio's request translation, with POST bodies checked (`_CheckedBody`)."""
+def guard_translate_request(translate: Any, read_timeout_s: float) -> Any:
+    """python-engineio's request translation, with POST bodies checked (`_CheckedBody`)
+    and bounded in time."""
 
     def translate_request(request: Any) -> dict[str, Any]:
         environ: dict[str, Any] = translate(request)
         if environ.get("REQUEST_METHOD") == "POST":
-            environ["wsgi.input"] = _CheckedBody(environ["wsgi.input"])
+            environ["wsgi.input"] = _CheckedBody(environ["wsgi.input"], read_timeout_s)
         return environ
 
     return translate_request

@@ -106,6 +106,7 @@ class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
         backlog_bytes: int = EngineServer.backlog_bytes,
         backlog_packets: int = EngineServer.backlog_packets,
         connect_timeout_s: float = 45.0,
+        read_timeout_s: float = 30.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -124,7 +125,9 @@ class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
         drivers = self.eio._async
         self.eio._async = {
             **drivers,
-            "translate_request": guard_translate_request(drivers["translate_request"]),
+            "translate_request": guard_translate_request(
+                drivers["translate_request"], read_timeout_s
+            ),
         }
 
     def writer(self, sid: str, eio_sid: str | None = None) -> EngineSocket | None:

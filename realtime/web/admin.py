@@ -13,12 +13,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import ipaddress
 import logging
 import os
 import secrets
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -66,9 +67,26 @@ def credentials_check(settings: Settings) -> Callable[[Any], bool]:
     return check
 
 
-def same_origins(environ: Mapping[str, Any]) -> list[str]:
-    """The page origins python-engineio treats as same-origin for this request."""
-    scheme = environ.get("wsgi.url_scheme")
+def trusts(proxies: Sequence[str], environ: Mapping[str, Any]) -> bool:
+    """Whether this request's peer is one of the trusted proxies (IPs or networks)."""
+    request = environ.get("aiohttp.request")
+    peer = getattr(request, "remote", None)
+    if not proxies or not peer:
+        return False
+    try:
+        address = ipaddress.ip_address(peer)
+    except ValueError:
+        return False  # a unix socket, say: nobody vouches for it
+    return any(address in ipaddress.ip_network(p, strict=False) for p in proxies)
+
+
+def same_origins(environ: Mapping[str, Any], proxies: Sequence[str] | None = None) -> list[str]:
+    """The page origins that are this request's own: python-engineio's same-origin rule,
+    except that X-Forwarded-Host counts only from a trusted proxy (python-engineio
+    believes it from anyone, which makes any page same-origin). X-Forwarded-Proto still
+    counts from anyone, as before: TLS-terminating proxies set it, and it cannot make
+    another host's page same-origin. `proxies=None`: engineio's rule unchanged."""
+    scheme = environ.get("wsgi.url_scheme")  # python-engineio took X-Forwarded-Proto
     host = environ.get("HTTP_HOST")
     if not scheme or not host:
         return []
@@ -76,22 +94,24 @@ def same_origins(environ: Mapping[str, Any]) -> list[str]:
     if "HTTP_X_FORWARDED_PROTO" in environ or "HTTP_X_FORWARDED_HOST" in environ:
         fwd_scheme = environ.get("HTTP_X_FORWARDED_PROTO", scheme).split(",")[0].strip()
         fwd_host = environ.get("HTTP_X_FORWARDED_HOST", host).split(",")[0].strip()
+        if proxies is not None and not trusts(proxies, environ):
+            fwd_host = host
         origins.append(f"{fwd_scheme}://{fwd_host}")
     return origins
 
 
-def cors_allowed_origins(settings: Settings) -> list[str] | Callable[..., bool] | None:
-    """python-engineio's `cors_allowed_origins`: same-origin only (None) or the configured
-    list, plus the admin UI's origin when the admin UI is on."""
+def cors_allowed_origins(settings: Settings) -> list[str] | Callable[..., bool]:
+    """python-engineio's `cors_allowed_origins`: same-origin only (`same_origins`, never
+    python-engineio's own rule, which believes anyone's X-Forwarded-Host) or the
+    configured list, plus the admin UI's origin when the admin UI is on."""
     configured = list(settings.cors_origins)
     admin_origin = admin_only_origin(settings)
-    if admin_origin is None:
-        return configured or None
     if configured:
-        return [*configured, admin_origin]
+        return configured if admin_origin is None else [*configured, admin_origin]
+    proxies = settings.trusted_proxies
 
     def allowed(origin: str | None, environ: Mapping[str, Any]) -> bool:
-        return origin == admin_origin or origin in same_origins(environ)
+        return origin == admin_origin or origin in same_origins(environ, proxies)
 
     return allowed
 

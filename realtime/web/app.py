@@ -10,13 +10,14 @@ import functools
 import logging
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
+from aiohttp.typedefs import Handler, Middleware
 from redis.asyncio import Redis
 
 from processors.pipelines.config import PipelinesConfig, load_pipelines
-from realtime.core import errors, jsoncodec
+from realtime.core import errors, jsoncodec, logs
 from realtime.core.connections import connect
 from realtime.core.keys import NAMESPACE, Keys
 from realtime.core.metrics import WebMetrics
@@ -86,6 +87,7 @@ def create_sio(settings: Settings, manager: FanoutManager) -> SocketServer:
         backlog_bytes=settings.client_backlog_bytes,
         backlog_packets=settings.client_backlog_packets,
         connect_timeout_s=settings.connect_timeout_s,
+        read_timeout_s=settings.read_timeout_s,
     )
     return sio
 
@@ -130,6 +132,48 @@ def _admin_ctx(ui: admin.AdminUI) -> Callable[[web.Application], AsyncIterator[N
     return ctx
 
 
+def server_options(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments for aiohttp's server (`AppRunner`, `TestServer`): its limits.
+
+    aiohttp closes a connection whose next request has not all its headers
+    `keepalive_timeout` after the connection opened or the previous response ended, so
+    this one value bounds slow headers and idle keep-alive alike (aiohttp's default is
+    an hour). Before the first request this needs an aiohttp that arms the timer on
+    connect (aio-libs/aiohttp#13681, in the locked 3.14.5; tests/test_upstream_internals.py
+    checks it). Bodies are bounded where they are read (ingest, `realtime/transport/inbound.py`)."""
+    return {"keepalive_timeout": settings.read_timeout_s}
+
+
+def oversized_polling(sio: SocketServer, limit: int) -> Middleware:
+    """A long-polling POST over `limit` bytes: python-engineio ends the session and then
+    waits for the client to collect its CLOSE packet, so the POST is never answered and
+    its connection stays. Answer it 413 here, close the connection, end the session."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        length = request.content_length
+        if (
+            request.method != "POST"
+            or length is None
+            or length <= limit
+            or not request.path.startswith(f"/{SOCKETIO_PATH}/")
+        ):
+            return await handler(request)
+        logger.info("refused a long-polling POST of %d bytes (the limit is %d)", length, limit)
+        socket = sio.eio.sockets.pop(request.query.get("sid", ""), None)
+        if socket is not None:
+            await socket.close(wait=False, abort=True, reason=sio.eio.reason.TRANSPORT_ERROR)
+        response = web.json_response(
+            errors.error_body(errors.TOO_LARGE, f"A message exceeds {limit} bytes."),
+            status=413,
+            dumps=jsoncodec.dumps,
+        )
+        response.force_close()
+        return response
+
+    return middleware
+
+
 @web.middleware
 async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """An unexpected exception becomes a JSON 500 for the caller and a traceback in our log."""
@@ -145,6 +189,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 
 
 def create_app(settings: Settings) -> web.Application:
+    logs.quiet_malformed_http()  # also when embedded without `logs.setup` (tests)
     metrics = WebMetrics()
     manager = fanout_manager(settings)
     sio = create_sio(settings, manager)
@@ -154,6 +199,7 @@ def create_app(settings: Settings) -> web.Application:
         middlewares=[
             drain.refuse_new_connections(SOCKETIO_PATH),
             ingest_status_counter(metrics, INGEST_PATH),
+            oversized_polling(sio, settings.max_message_bytes),
             json_errors,
         ],
     )

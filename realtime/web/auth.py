@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from realtime.core.settings import Settings
 
 TOPICS_CLAIM = "topics"
+TIME_CLAIMS = ("exp", "nbf", "iat")
 
 
 class AuthError(Exception):
@@ -102,6 +103,12 @@ class TokenVerifier:
             raise AuthError(f"The token must be signed with {'/'.join(self.algorithms)}.") from None
         except jwt.InvalidTokenError:
             raise AuthError("The token is malformed.") from None
+        # PyJWT reads them with int(): a string "1700003600" would pass (RFC 7519 says
+        # NumericDate, a JSON number).
+        for name in TIME_CLAIMS:
+            value = claims.get(name, 0)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise AuthError(f"The token's '{name}' claim must be a number (epoch seconds).")
         return claims
 
 

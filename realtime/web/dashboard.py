@@ -43,7 +43,7 @@ class Dashboard:
     async def asset(self, request: web.Request) -> web.FileResponse:
         name = request.match_info["name"]
         path = self.directory / "assets" / name
-        if not ASSET_NAME.match(name) or not path.is_file():
+        if not ASSET_NAME.fullmatch(name) or not path.is_file():
             raise web.HTTPNotFound()
         # Content-hashed names: a new build gets new names, so these never change.
         return web.FileResponse(

@@ -9,6 +9,7 @@ subscribe, its ack comes first, then the replay, then live events (`realtime.del
 from __future__ import annotations
 
 import logging
+from collections.abc import Coroutine
 from typing import Any
 
 import socketio
@@ -17,7 +18,7 @@ from marshmallow import Schema, ValidationError
 from realtime.core import errors
 from realtime.core.keys import NAMESPACE
 from realtime.core.settings import Settings
-from realtime.core.streamids import parse_id
+from realtime.core.streamids import StreamIdError, parse_id
 from realtime.delivery.hub import Delivery, HistoryUnavailable
 from realtime.ingest.schemas import SubscribeSchema, UnsubscribeSchema, field_errors
 from realtime.web.access import Access
@@ -36,6 +37,18 @@ def _single_payload(schema: Schema, args: tuple[Any, ...]) -> dict[str, Any]:
         raise ValidationError({"_schema": ["Send exactly one object argument."]})
     loaded: dict[str, Any] = schema.load(args[0])
     return loaded
+
+
+async def _always_answered(
+    event: str, handling: Coroutine[Any, Any, dict[str, Any]]
+) -> dict[str, Any]:
+    """Every request gets an ack: a failure of ours becomes `internal` (logged with its
+    traceback: it is a bug, not the client's mistake), never a missing answer."""
+    try:
+        return await handling
+    except Exception:
+        logger.exception("%s failed", event)
+        return errors.error_ack(errors.INTERNAL, f"The {event} failed on the server; retry.")
 
 
 class TopicNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
@@ -57,6 +70,12 @@ class TopicNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         self.access.connect(sid, auth)  # raises ConnectionRefusedError
         return True
 
+    async def on_subscribe(self, sid: str, *args: Any) -> dict[str, Any]:
+        return await _always_answered("subscribe", self._on_subscribe(sid, *args))
+
+    async def on_unsubscribe(self, sid: str, *args: Any) -> dict[str, Any]:
+        return await _always_answered("unsubscribe", self._on_unsubscribe(sid, *args))
+
     def _request(
         self, sid: str, event: str, schema: Schema, args: tuple[Any, ...]
     ) -> dict[str, Any]:
@@ -71,7 +90,7 @@ class TopicNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             ack = errors.error_ack(errors.INVALID, f"Invalid {event} request.", field_errors(exc))
             raise _Refused(ack) from None
 
-    async def on_subscribe(self, sid: str, *args: Any) -> dict[str, Any]:
+    async def _on_subscribe(self, sid: str, *args: Any) -> dict[str, Any]:
         try:
             request = self._request(sid, "subscribe", self._subscribe, args)
         except _Refused as answer:
@@ -81,7 +100,12 @@ class TopicNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         refused = self.access.check_subscribe(sid, topic, self.delivery.subs.topics(sid))
         if refused is not None:
             return refused
-        since = parse_id(request["since"]) if "since" in request else None
+        try:
+            since = parse_id(request["since"]) if "since" in request else None
+        except StreamIdError as exc:  # the schema refuses these already
+            return errors.error_ack(
+                errors.INVALID, "Invalid subscribe request.", {"since": [str(exc)]}
+            )
         try:
             return await self.delivery.subscribe(
                 sid, topic, since, request.get("snapshot"), request.get("max_rate")
@@ -91,7 +115,7 @@ class TopicNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
                 errors.UNAVAILABLE, "History is unavailable; subscribe again shortly."
             )
 
-    async def on_unsubscribe(self, sid: str, *args: Any) -> dict[str, Any]:
+    async def _on_unsubscribe(self, sid: str, *args: Any) -> dict[str, Any]:
         try:
             request = self._request(sid, "unsubscribe", self._unsubscribe, args)
         except _Refused as answer:

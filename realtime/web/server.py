@@ -16,7 +16,7 @@ import signal
 from aiohttp import web
 
 from realtime.core.settings import Settings
-from realtime.web.app import DRAIN
+from realtime.web.app import DRAIN, server_options
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +32,7 @@ async def serve(app: web.Application, settings: Settings) -> None:
         # A long-poll whose client went away is cancelled instead of holding shutdown.
         handler_cancellation=True,
         shutdown_timeout=max(drain.close_budget_s / 2, MIN_CLOSE_S),
+        **server_options(settings),
     )
     await runner.setup()
     stop = asyncio.Event()

@@ -10,15 +10,16 @@ from aiohttp.test_utils import TestServer
 
 from realtime.core.settings import Settings
 from realtime.dev.embedded import free_port
-from realtime.web.app import create_app
+from realtime.web.app import create_app, server_options
 
 
 @asynccontextmanager
 async def served(settings: Settings) -> AsyncIterator[tuple[TestServer, web.Application]]:
     """Serve `create_app(settings)` on a free loopback port; yields the server and app."""
     app = create_app(settings)
-    server = TestServer(app, host="127.0.0.1", port=free_port(), handler_cancellation=True)
-    await server.start_server()
+    server = TestServer(app, host="127.0.0.1", port=free_port())
+    # start_server's keyword arguments reach the runner (the constructor's do not).
+    await server.start_server(**server_options(settings))
     try:
         yield server, app
     finally:

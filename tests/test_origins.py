@@ -1,0 +1,56 @@
+"""Which page origins count as the server's own (realtime/web/admin.py): python-engineio's
+same-origin rule, with X-Forwarded-Host believed from trusted proxies only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import make_mocked_request
+from engineio.async_drivers.aiohttp import translate_request
+
+from realtime.core.settings import Settings
+from realtime.web.admin import cors_allowed_origins, same_origins
+
+pytestmark = pytest.mark.unit
+
+FORGED = {
+    "Host": "app.example",
+    "Origin": "https://evil.example",
+    "X-Forwarded-Host": "evil.example",
+    "X-Forwarded-Proto": "https",
+}
+
+
+def environ(headers: dict[str, str], peer: str) -> dict[str, Any]:
+    request = make_mocked_request("GET", "/socket.io/?EIO=4", headers=headers)
+    return {**translate_request(request), "aiohttp.request": request.clone(remote=peer)}
+
+
+def test_a_forwarded_host_from_anyone_is_ignored() -> None:
+    # The scheme still counts (TLS-terminating proxies): it cannot name another host.
+    found = same_origins(environ(FORGED, "203.0.113.9"), ())
+    assert set(found) == {"https://app.example"}
+
+
+def test_forwarded_headers_from_a_trusted_proxy_count() -> None:
+    found = same_origins(environ(FORGED, "10.1.2.3"), ("10.0.0.0/8",))
+    assert found == ["https://app.example", "https://evil.example"]
+
+
+@pytest.mark.parametrize("admin", [False, True])
+def test_a_foreign_origin_with_a_forged_forwarded_host_is_refused(admin: bool) -> None:
+    settings = Settings(trusted_proxies=("10.0.0.0/8",))
+    if admin:
+        settings = settings.with_overrides(admin_user="admin", admin_password="p" * 16)
+    allowed = cors_allowed_origins(settings)
+    assert callable(allowed)
+    assert not allowed("https://evil.example", environ(FORGED, "203.0.113.9"))
+    assert allowed("https://evil.example", environ(FORGED, "10.9.9.9"))
+    assert allowed("https://app.example", environ(FORGED, "203.0.113.9"))
+    assert allowed(settings.admin_origin, environ(FORGED, "203.0.113.9")) is admin
+
+
+def test_configured_origins_are_a_plain_list() -> None:
+    settings = Settings(cors_origins=("https://a.example",))
+    assert cors_allowed_origins(settings) == ["https://a.example"]
