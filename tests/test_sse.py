@@ -13,9 +13,14 @@ import aiohttp
 import pytest
 from redis.asyncio import Redis
 
+from processors.worker.consumer import Consumer
+from realtime.core.connections import connect
 from realtime.core.settings import Settings
+from realtime.core.wire import UpdateEncoder
+from realtime.dev.embedded import RedisServer
 from realtime.web.app import DELIVERY, DRAIN, METRICS
 from tests.helpers.clients import post_events
+from tests.helpers.feed import Feed
 from tests.helpers.history import write_history
 from tests.helpers.inprocess import running_app, serving
 from tests.helpers.sse import Message, messages
@@ -109,6 +114,42 @@ async def test_a_reader_that_reconnects_with_last_event_id_gets_every_event_once
     for topic in topics:
         received = [e["id"] for e in events(got) if e["topic"] == topic]
         assert received == posted[topics.index(topic) :: 2], topic  # all, once, in order
+
+
+async def test_nothing_is_lost_when_the_fanout_listener_is_cut_under_a_stream(
+    own_redis: RedisServer, prefix: str
+) -> None:
+    """The instance's pub/sub connection is killed three times while events flow on
+    three topics: the stream is caught up from history each time, every event once."""
+    settings = Settings(
+        redis_url=own_redis.url, prefix=prefix, insecure=True, block_ms=200, redis_timeout_s=2.0
+    )
+    redis = connect(settings)
+    stop = asyncio.Event()
+    working = asyncio.create_task(Consumer(redis, UpdateEncoder.of(settings), settings).run(stop))
+    topics = ["cut.a", "cut.b", "cut.c"]
+    try:
+        async with serving(settings) as (url, _), aiohttp.ClientSession(timeout=TIMEOUT) as session:
+            response, stream = await open_stream(
+                session, url, "&".join(f"topic={t}" for t in topics)
+            )
+            got: list[Message] = []
+            reading = asyncio.create_task(updates_until(stream, 1500, got))
+            feed = Feed(url, topics, batch=10)
+            posting = asyncio.create_task(feed.run(1500, pace_s=0.005))
+            for cut in range(1, 4):
+                await feed.wait_until(lambda c=cut: feed.accepted >= 300 * c, "progress")  # type: ignore[misc]
+                assert await redis.client_kill_filter(_type="pubsub") >= 1
+            await posting
+            await reading
+            for topic in topics:
+                ids = [e["id"] for e in events(got) if e["topic"] == topic]
+                assert ids == feed.acknowledged[topic], topic
+            response.close()
+    finally:
+        stop.set()
+        await asyncio.wait_for(working, 10)
+        await redis.aclose()
 
 
 async def test_since_older_than_history_sends_a_gap_then_goes_on(

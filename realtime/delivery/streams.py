@@ -16,12 +16,13 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from redis.exceptions import RedisError
 
 from realtime.core import sse
 from realtime.core.metrics import WebMetrics
-from realtime.core.streamids import ZERO, StreamId, format_id, parse_id
+from realtime.core.streamids import MAX_ID_PART, ZERO, StreamId, format_id, parse_id
 from realtime.delivery.catch_up import PAGE
 from realtime.delivery.history import HistoryReader, WireEvent
 from realtime.fanout.channels import ChannelListener
@@ -40,6 +41,8 @@ class StreamReader:
         self.bound_bytes = bound_bytes
         self.cursors: dict[str, StreamId] = {}  # topic -> last id sent (or the start)
         self._held: dict[str, list[WireEvent]] = {}  # topics whose backlog is being read
+        # held topics the fan-out may have missed events of meanwhile (a reconnect)
+        self.stale: set[str] = set()
         self._out: deque[bytes] = deque()
         self._size = 0
         self.wake = asyncio.Event()  # something was queued
@@ -57,6 +60,9 @@ class StreamReader:
 
     def holding(self, topic: str) -> bool:
         return topic in self._held
+
+    def held_topics(self) -> list[str]:
+        return list(self._held)
 
     def release(self, topic: str) -> None:
         """The backlog of `topic` is sent: what was held goes out, then live events."""
@@ -125,6 +131,22 @@ class StreamReader:
         return data
 
 
+@dataclass(frozen=True)
+class _First:
+    """What a topic's backlog starts with (see `StreamReaders.open`)."""
+
+    topic: str
+    start: StreamId  # the position the stream starts after
+    page: list[WireEvent]  # the first events after it
+    complete: bool = False  # no more after `page` (a snapshot)
+    gap_since: StreamId | None = None  # history no longer holds what came after this
+
+
+def _before(position: StreamId) -> StreamId:
+    ms, seq = position
+    return (ms, seq - 1) if seq > 0 else (max(ms - 1, 0), MAX_ID_PART)
+
+
 class StreamReaders:
     """The instance's SSE readers by topic, fed by the hub's live batches."""
 
@@ -168,37 +190,45 @@ class StreamReaders:
             reader.hold(topic)
             self._by_topic.setdefault(topic, set()).add(reader)
             self.interest(topic)
-        more: list[str] = []
         try:
+            firsts = []
             for topic, since in starts.items():
                 await self.channels.ready(topic)
-                if await self._first(reader, topic, since, snapshot):
-                    more.append(topic)
+                firsts.append(await self._first(topic, since, snapshot))
         except BaseException:
             self.close(reader)
             raise
+        # Every topic's start is known before anything is queued: each `id:` names all.
+        for first in firsts:
+            reader.cursors[first.topic] = first.start
+        more = [first.topic for first in firsts if self._begin(reader, first)]
         if more:
             reader.task = asyncio.create_task(self._rest(reader, more))
 
-    async def _first(
-        self, reader: StreamReader, topic: str, since: StreamId | None, snapshot: int
-    ) -> bool:
-        """The first page of the topic's backlog; True if there may be more."""
+    async def _first(self, topic: str, since: StreamId | None, snapshot: int) -> _First:
+        """Where the topic starts and the first page of its backlog, read from history."""
         if since is None:
             latest = await self.history.latest(topic, max(snapshot, 1))
-            reader.cursors[topic] = parse_id(latest[-1]["id"]) if latest else ZERO
-            if snapshot and latest:
-                reader.cursors[topic] = ZERO
-                reader.send(topic, latest[-snapshot:], backlog=True)
-            reader.release(topic)
-            return False
+            newest = parse_id(latest[-1]["id"]) if latest else ZERO
+            if not (snapshot and latest):
+                return _First(topic, newest, [])
+            page = latest[-snapshot:]
+            return _First(topic, _before(parse_id(page[0]["id"])), page, complete=True)
         point = await self.history.resume(topic, since, PAGE, 1)
         if not point.recovered:
-            reader.gap(topic, since, parse_id(point.latest[-1]["id"]) if point.latest else since)
-            reader.release(topic)
+            newest = parse_id(point.latest[-1]["id"]) if point.latest else since
+            return _First(topic, newest, [], gap_since=since)
+        return _First(topic, since, point.page)
+
+    def _begin(self, reader: StreamReader, first: _First) -> bool:
+        """Queue the topic's first page (or its gap); True if there may be more."""
+        if first.gap_since is not None:
+            reader.gap(first.topic, first.gap_since, first.start)
+        if first.complete or first.gap_since is not None:
+            reader.send(first.topic, first.page, backlog=True)
+            self._release(reader, first.topic)
             return False
-        reader.cursors[topic] = since
-        return self._page(reader, topic, point.page)
+        return self._page(reader, first.topic, first.page)
 
     def _page(self, reader: StreamReader, topic: str, page: list[WireEvent]) -> bool:
         """Queue a page of history; the last one (or a cut) releases what was held, with
@@ -206,9 +236,18 @@ class StreamReaders:
         reader.send(topic, page, backlog=True)
         self.metrics.events_delivered.labels("backlog").inc(len(page))
         if len(page) < PAGE or reader.cut is not None:
-            reader.release(topic)
+            self._release(reader, topic)
             return False
         return True
+
+    def _release(self, reader: StreamReader, topic: str) -> None:
+        """Send what was held, unless the fan-out listener reconnected while the topic's
+        backlog was read: then history is read again after what was sent first."""
+        if topic in reader.stale and reader.cut is None:
+            reader.stale.discard(topic)
+            self._spawn_catch_up(reader, topic)
+        else:
+            reader.release(topic)
 
     async def _rest(self, reader: StreamReader, topics: list[str]) -> None:
         """The backlog's further pages, each once the reader has taken the one before
@@ -240,20 +279,26 @@ class StreamReaders:
         """The fan-out listener (re)subscribed: what was published meanwhile is read
         from history for every reader, live events held until it is sent."""
         for reader in list(self._readers):
-            for topic, cursor in list(reader.cursors.items()):
+            for topic in list(reader.cursors):
                 if reader.holding(topic):
-                    continue  # its backlog is being read: that read sees it
+                    reader.stale.add(topic)  # read again once its backlog is sent
+                    continue
                 reader.hold(topic)
-                task = asyncio.create_task(self._catch_up(reader, topic, cursor))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                self._spawn_catch_up(reader, topic)
+            for topic in reader.held_topics():
+                reader.stale.add(topic)
 
-    async def _catch_up(self, reader: StreamReader, topic: str, cursor: StreamId) -> None:
+    def _spawn_catch_up(self, reader: StreamReader, topic: str) -> None:
+        task = asyncio.create_task(self._catch_up(reader, topic))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _catch_up(self, reader: StreamReader, topic: str) -> None:
         try:
             more = True
             while more:
                 await reader.taken()
-                page = await self.history.after(topic, reader.cursors.get(topic, cursor), PAGE)
+                page = await self.history.after(topic, reader.cursors[topic], PAGE)
                 more = self._page(reader, topic, page)
         except (RedisError, OSError) as exc:  # the reader resumes by itself
             logger.warning("SSE catch-up of %s failed (%s); ending the stream", topic, exc)
