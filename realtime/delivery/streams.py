@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 SLOW = "slow"  # why a stream ends: its reader fell behind the bound
 UNAVAILABLE = "unavailable"  # history could not be read
 CLOSED = "closed"  # the stream is over
+HELD_LIMIT = 1000  # live events held per topic during its backlog; past it, re-read history
 
 
 class StreamReader:
@@ -72,7 +73,12 @@ class StreamReader:
         """Live events of one topic, in id order."""
         held = self._held.get(topic)
         if held is not None:
+            if topic in self.stale:
+                return  # history is read again after the backlog: it has these
             held += events
+            if len(held) > HELD_LIMIT:  # a long replay: bounded memory, read them later
+                held.clear()
+                self.stale.add(topic)
         else:
             self.send(topic, events)
 
@@ -100,6 +106,8 @@ class StreamReader:
         self._queue(data)
 
     def _queue(self, data: bytes, backlog: bool = False) -> None:
+        if self.cut is not None:
+            return  # the stream ends: nothing more is held for it
         self._out.append(data)
         self._size += len(data)
         self._taken.clear()
