@@ -327,6 +327,24 @@ def test_ingress_has_cookie_affinity_websocket_timeouts_and_body_limit() -> None
     assert nginx_size(annotations[prefix + "proxy-body-size"]) >= max_body
 
 
+@pytest.mark.unit
+def test_the_sse_path_is_proxied_unbuffered_on_the_same_host() -> None:
+    docs = render(BASE)
+    stream, main = one(docs, "Ingress", "realtime-stream"), one(docs, "Ingress", "realtime")
+    annotations = stream["metadata"]["annotations"]
+    prefix = "nginx.ingress.kubernetes.io/"
+    assert annotations[prefix + "proxy-buffering"] == "off"
+    assert annotations[prefix + "proxy-http-version"] == "1.1"
+    heartbeat_s = Settings.from_env(app_environment(docs)["web"]).sse_heartbeat_s
+    assert int(annotations[prefix + "proxy-read-timeout"]) > heartbeat_s
+    (rule,) = stream["spec"]["rules"]
+    assert rule["host"] == main["spec"]["rules"][0]["host"]
+    assert stream["spec"]["tls"] == main["spec"]["tls"]
+    (path,) = rule["http"]["paths"]
+    assert (path["path"], path["pathType"]) == ("/api/v1/stream", "Exact")
+    assert path["backend"] == main["spec"]["rules"][0]["http"]["paths"][0]["backend"]
+
+
 # -- worker ---------------------------------------------------------------------------------
 
 

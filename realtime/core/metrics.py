@@ -149,6 +149,11 @@ class WebMetrics(ProcessMetrics):
         self.subscriptions = Gauge(
             "realtime_subscriptions", "Topic subscriptions on this instance.", registry=r
         )
+        self.sse_readers = Gauge(
+            "realtime_sse_readers",
+            "Server-Sent Events streams (GET /api/v1/stream) open on this instance.",
+            registry=r,
+        )
         self.events_received = Counter(
             "realtime_events_received",
             "Topic events this instance received from the fan-out (once per event).",

@@ -192,6 +192,8 @@ class Settings:
     client_backlog_bytes: int = 1_048_576
     client_backlog_packets: int = 1000
     slow_client_s: float = 30.0
+    # a comment on an idle Server-Sent Events stream this often (realtime/web/stream.py)
+    sse_heartbeat_s: float = 15.0
     log_level: str = "INFO"
     # every other library's loggers (redis, aiohttp, socketio, ...): realtime/core/logs.py
     library_log_level: str = "WARNING"
@@ -283,6 +285,7 @@ class Settings:
                 e, "REALTIME_CLIENT_BACKLOG_PACKETS", cls.client_backlog_packets, minimum=1
             ),
             slow_client_s=_float(e, "REALTIME_SLOW_CLIENT_S", cls.slow_client_s, 0.1),
+            sse_heartbeat_s=_float(e, "REALTIME_SSE_HEARTBEAT_S", cls.sse_heartbeat_s, 0.1),
             log_level=e.get("REALTIME_LOG_LEVEL", "").strip().upper() or cls.log_level,
             library_log_level=e.get("REALTIME_LIBRARY_LOG_LEVEL", "").strip().upper()
             or cls.library_log_level,
@@ -515,6 +518,10 @@ ENVIRONMENT_DOCS: dict[str, str] = {
     "REALTIME_CLIENT_BACKLOG_PACKETS": "the same bound in packets",
     "REALTIME_SLOW_CLIENT_S": (
         "a connection behind for this long in all is sent `closing` and disconnected"
+    ),
+    "REALTIME_SSE_HEARTBEAT_S": (
+        "seconds between comment heartbeats (`: ping`) on an idle Server-Sent Events stream "
+        "(`GET /api/v1/stream`), so proxies keep it open"
     ),
     "REALTIME_DASHBOARD_DIR": (
         "directory of the built dashboard served at `/`; unset: the build inside the package"

@@ -47,6 +47,8 @@ class Drain:
         self.metrics = metrics
         self.draining = False
         self._hurry = asyncio.Event()
+        # Set when streams of plain HTTP (SSE) must end: the drain began or the app stops.
+        self.ending = asyncio.Event()
 
     @property
     def close_budget_s(self) -> float:
@@ -61,6 +63,7 @@ class Drain:
         """Refuse new connections and disconnect the current ones, spread over the window."""
         self.draining = True
         self.metrics.draining.set(1)
+        self.ending.set()  # SSE streams end now, each with a `retry:` hint
         connections = self.sio.open_connections()
         window = windows(self.drain_s)[0]
         logger.info("draining: disconnecting %d connection(s) over %.1fs", len(connections), window)

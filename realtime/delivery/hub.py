@@ -25,6 +25,7 @@ from realtime.delivery.conflate import Conflater
 from realtime.delivery.history import HistoryReader, WireEvent
 from realtime.delivery.pacing import Pacer
 from realtime.delivery.slow_clients import SlowClients
+from realtime.delivery.streams import StreamReaders
 from realtime.delivery.subscriptions import Batch, Cursor, Subscriptions, Target
 from realtime.fanout.channels import ChannelListener
 from realtime.transport.engine import EngineSocket
@@ -88,6 +89,8 @@ class Delivery:
             disconnect=self._disconnect,
             caught_up=self.slow.check_caught_up,
         )
+        # SSE readers (`GET /api/v1/stream`): fed the same live batches, same interest
+        self.streams = StreamReaders(history, channels, self.metrics, self._interest)
         # topic -> its local members, found when the version was as given (`_route`)
         self._routes: dict[str, tuple[Version, list[Member]]] = {}
 
@@ -119,6 +122,7 @@ class Delivery:
         being handed out) wait until a tick after it and go out together, one packet
         per topic. Without one, each fan-out message is its own packet."""
         self.metrics.events_received.inc(len(events))
+        self.streams.live(topic, events)
         if self.batch_tick_s <= 0:
             self._queue.append(Batch.of(topic, events))
         else:
@@ -355,8 +359,8 @@ class Delivery:
 
     def _interest(self, topic: str) -> None:
         """Listen on the topic's fan-out channel while this instance has a subscriber."""
-        wanted = self.subs.members(topic) > 0
-        if not wanted:
+        wanted = self.subs.members(topic) > 0 or self.streams.members(topic) > 0
+        if not self.subs.members(topic):
             self._routes.pop(topic, None)
         self.channels.want(topic, wanted)
 
@@ -365,6 +369,7 @@ class Delivery:
     def catch_up(self) -> None:
         """Called by the fan-out listener right after it (re)subscribed, before it reads
         any message: subscriptions are caught up from history (see subscriptions.py)."""
+        self.streams.catch_up()
         targets = self.subs.begin_catch_up()
         if targets:
             logger.info(
@@ -386,6 +391,7 @@ class Delivery:
     async def aclose(self) -> None:
         self.slow.close()
         self.pacer.close()
+        await self.streams.aclose()
         tasks = [*self._tasks, *([self._sender] if self._sender is not None else [])]
         for task in tasks:
             task.cancel()

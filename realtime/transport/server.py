@@ -140,6 +140,15 @@ class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
         socket = self.eio.sockets.get(eio_sid)
         return socket if isinstance(socket, EngineSocket) else None
 
+    def start_manager(self) -> None:
+        """Start the client manager (its fan-out listener) if it has not started: on the
+        first connection, Engine.IO or SSE (`realtime.web.stream`)."""
+        if not self.manager_initialized:  # type: ignore[has-type]
+            # The manager starts its listener task here; it outlives this request, so it
+            # must not inherit the request's log context (request id, client).
+            self.manager_initialized = True
+            contextvars.Context().run(self.manager.initialize)
+
     def _engineio_server_class(self) -> type[EngineServer]:
         return EngineServer
 
@@ -188,11 +197,7 @@ class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
 
     async def _handle_eio_connect(self, eio_sid: str, environ: dict[str, Any]) -> Any:
         self.traffic.raw_connections += 1
-        if not self.manager_initialized:  # type: ignore[has-type]
-            # The manager starts its listener task here; it outlives this request, so it
-            # must not inherit the request's log context (request id, client).
-            self.manager_initialized = True
-            contextvars.Context().run(self.manager.initialize)
+        self.start_manager()
         asyncio.get_running_loop().call_later(
             self.connect_timeout_s, self._spawn_connect_check, eio_sid
         )

@@ -38,6 +38,7 @@ from realtime.web.access import Access
 from realtime.web.health import Readiness, healthz
 from realtime.web.metrics_http import PublicMetrics, ingest_status_counter
 from realtime.web.namespace import TopicNamespace
+from realtime.web.stream import STREAM_PATH, EventStream
 from realtime.web.topic_events import EVENTS_PATH, TopicEvents
 
 logger = logging.getLogger(__name__)
@@ -101,7 +102,8 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _disconnect_clients(app: web.Application) -> None:
     """On shutdown, before aiohttp waits for in-flight requests: close every Socket.IO
-    connection, which also answers pending long-poll requests."""
+    connection, which also answers pending long-poll requests; end the SSE streams."""
+    app[DRAIN].ending.set()
     await app[SIO].shutdown()
 
 
@@ -115,6 +117,7 @@ def _watch(metrics: WebMetrics, sio: SocketServer, delivery: Delivery) -> None:
     """The gauges read at scrape time."""
     metrics.connected_clients.set_function(lambda: sio.connected(NAMESPACE))
     metrics.subscriptions.set_function(delivery.subs.count)
+    metrics.sse_readers.set_function(delivery.streams.count)
     metrics.watch_backlogs(sio.backlogs)
 
 
@@ -249,6 +252,10 @@ def create_app(settings: Settings) -> web.Application:
     )
     app.router.add_post(INGEST_PATH, ingest.handle)
     app.router.add_get(EVENTS_PATH, TopicEvents(history, auth.verifier(settings)).handle)
+    stream = EventStream(
+        settings, delivery.streams, auth.verifier(settings), drain, metrics, sio.start_manager
+    )
+    app.router.add_get(STREAM_PATH, stream.handle)
     app.router.add_get("/metrics", PublicMetrics(metrics, settings).handle)
     app.cleanup_ctx.append(_metrics_port_ctx)
     app.router.add_get("/readyz", Readiness(REDIS, lambda: drain.draining).handle)
