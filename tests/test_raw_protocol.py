@@ -217,6 +217,12 @@ class RawPolling:
             # The body ("ok" in the spec, "OK" from python-engineio) is ignored by clients.
             assert response.status == 200, await response.text()
 
+    async def connect(self) -> None:
+        """CONNECT to namespace `/` and check the server's CONNECT answer."""
+        await self.post("40")
+        [connected] = await self.frames_until(1)
+        assert connected.startswith("40{"), connected
+
     async def frames_until(self, count: int) -> list[str]:
         frames: list[str] = []
         while len(frames) < count:
@@ -263,8 +269,7 @@ async def test_polling_then_upgrade_to_websocket(
     """The Java SDK's default: open over polling, probe a websocket, then switch."""
     poll = RawPolling(http, web)
     await poll.open()
-    await poll.post("40")
-    assert (await poll.frames_until(1))[0].startswith("40{")
+    await poll.connect()
 
     async with http.ws_connect(eio_url(web, "websocket", poll.sid)) as ws:
         raw = RawWebsocket(ws)
@@ -313,9 +318,7 @@ async def test_a_connect_to_an_unknown_namespace_is_refused_with_an_object(
     await poll.post("40/nowhere,")
     [refused] = await poll.frames_until(1)
     assert refused == '44/nowhere,{"message":"Invalid namespace"}'
-    await poll.post("40")  # the session itself is fine: `/` still connects
-    [connected] = await poll.frames_until(1)
-    assert connected.startswith("40{")
+    await poll.connect()  # the session itself is fine: `/` still connects
 
 
 @pytest.mark.unit
@@ -342,9 +345,7 @@ async def test_a_polling_client_that_stops_answering_pings_is_closed(
     pingInterval + pingTimeout after its last pong, and a later request is a 400."""
     poll = RawPolling(http, web)
     await poll.open()
-    await poll.post("40")
-    [connected] = await poll.frames_until(1)
-    assert connected.startswith("40{")
+    await poll.connect()
     # The behaviour under test is a timeout: wait well past it, doing nothing.
     await asyncio.sleep(3 * (PING_INTERVAL_S + PING_TIMEOUT_S))
     async with http.get(eio_url(web, "polling", poll.sid)) as response:
@@ -360,9 +361,7 @@ async def test_a_client_close_answers_the_pending_poll_with_a_noop_then_400(
     for _attempt in range(5):
         poll = RawPolling(http, web)
         await poll.open()
-        await poll.post("40")
-        [connected] = await poll.frames_until(1)
-        assert connected.startswith("40{")
+        await poll.connect()
         url = eio_url(web, "polling", poll.sid)
         pending = asyncio.create_task(http.get(url))
         await asyncio.sleep(0.2)
