@@ -85,6 +85,21 @@ async def axes(page: Any) -> list[dict[str, Any]]:
     return list(await page.evaluate(AXES))
 
 
+async def one_break(
+    page: Any, topic: str, last_before: int, first_after: int
+) -> tuple[list[Any], int]:
+    """The chart's values ('null' at a break) and the index of its one break, which must
+    lie between the last point before the outage and the first after it (epoch ms)."""
+    xs, values = await page.evaluate(
+        f"() => {{ const d = window.__realtime.plots.get('{topic}').data;"
+        " return [d[0], d[1].map((v) => v === null ? 'null' : v)]; }"
+    )
+    gaps = [i for i, v in enumerate(values) if v == "null"]
+    assert len(gaps) == 1, values
+    assert last_before / 1000 < xs[gaps[0]] < first_after / 1000
+    return values, gaps[0]
+
+
 @pytest.mark.parametrize(
     ("name", "width", "height"),
     [
@@ -197,15 +212,9 @@ async def test_a_chart_breaks_where_nothing_arrived(web: RealtimeProcess) -> Non
         await page.wait_for_selector(f'.chart[data-topic="{topic}"][data-points="40"]')
         chart = page.locator(f'.chart[data-topic="{topic}"]')
         assert await chart.get_attribute("data-breaks") == "1"
-        xs, values = await page.evaluate(
-            f"() => {{ const d = window.__realtime.plots.get('{topic}').data;"
-            " return [d[0], d[1].map((v) => v === null ? 'null' : v)]; }"
-        )
-        gaps = [i for i, v in enumerate(values) if v == "null"]
-        assert len(gaps) == 1, values
-        assert before[-1] / 1000 < xs[gaps[0]] < after[0] / 1000
-        assert values[gaps[0] - 1] != "null"
-        assert values[gaps[0] + 1] != "null"
+        values, gap = await one_break(page, topic, before[-1], after[0])
+        assert values[gap - 1] != "null"
+        assert values[gap + 1] != "null"
         assert problems.errors == []
 
 
@@ -342,15 +351,9 @@ async def test_a_web_restart_breaks_the_line_across_the_outage(
         await wait_connected(page)
         after = await produce(15)
         await page.wait_for_selector(f'.chart[data-topic="{topic}"][data-points="35"]')
-        xs, values = await page.evaluate(
-            f"() => {{ const d = window.__realtime.plots.get('{topic}').data;"
-            " return [d[0], d[1].map((v) => v === null ? 'null' : v)]; }"
-        )
-        gaps = [i for i, v in enumerate(values) if v == "null"]
-        assert len(gaps) == 1, values
-        assert before[-1] / 1000 < xs[gaps[0]] < after[0] / 1000
-        assert values[: gaps[0]] == list(range(20))
-        assert values[gaps[0] + 1 :] == list(range(15))
+        values, gap = await one_break(page, topic, before[-1], after[0])
+        assert values[:gap] == list(range(20))
+        assert values[gap + 1 :] == list(range(15))
         await page.screenshot(path=str(ARTIFACTS / "dashboard-restart-break.png"))
         # Chromium logs the refused reconnects; anything else is a problem.
         assert [e for e in problems.errors if "/socket.io/" not in e] == []

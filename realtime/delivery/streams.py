@@ -262,14 +262,19 @@ class StreamReaders:
         (its memory stays about a page), so a long replay is not taken for a slow reader."""
         try:
             for topic in topics:
-                more = True
-                while more:
-                    await reader.taken()
-                    page = await self.history.after(topic, reader.cursors[topic], PAGE)
-                    more = self._page(reader, topic, page)
+                await self._pages(reader, topic)
         except (RedisError, OSError) as exc:  # the reader resumes by itself
             logger.warning("SSE backlog unavailable (%s); ending the stream", exc)
             reader.end(UNAVAILABLE)
+
+    async def _pages(self, reader: StreamReader, topic: str) -> None:
+        """History after the reader's position on `topic`, a page at a time, each once
+        the reader has taken the one before."""
+        more = True
+        while more:
+            await reader.taken()
+            page = await self.history.after(topic, reader.cursors[topic], PAGE)
+            more = self._page(reader, topic, page)
 
     def close(self, reader: StreamReader) -> None:
         if reader.task is not None:
@@ -303,11 +308,7 @@ class StreamReaders:
 
     async def _catch_up(self, reader: StreamReader, topic: str) -> None:
         try:
-            more = True
-            while more:
-                await reader.taken()
-                page = await self.history.after(topic, reader.cursors[topic], PAGE)
-                more = self._page(reader, topic, page)
+            await self._pages(reader, topic)
         except (RedisError, OSError) as exc:  # the reader resumes by itself
             logger.warning("SSE catch-up of %s failed (%s); ending the stream", topic, exc)
             reader.end(UNAVAILABLE)
