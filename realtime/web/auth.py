@@ -78,6 +78,17 @@ class TokenVerifier:
         return Grant(tuple(topics), float(claims["exp"]))
 
     def _decode(self, token: str) -> dict[str, Any]:
+        # The time claims' types first, before PyJWT reads them with int(): a string
+        # "1700003600" would pass (RFC 7519 says NumericDate, a JSON number), and PyJWT
+        # before 2.9 raises TypeError on a list or an object. Nothing is trusted yet here.
+        try:
+            unverified = jwt.decode(token, options={"verify_signature": False})
+        except jwt.InvalidTokenError:
+            raise AuthError("The token is malformed.") from None
+        for name in TIME_CLAIMS:
+            value = unverified.get(name, 0)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise AuthError(f"The token's '{name}' claim must be a number (epoch seconds).")
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
@@ -103,12 +114,6 @@ class TokenVerifier:
             raise AuthError(f"The token must be signed with {'/'.join(self.algorithms)}.") from None
         except jwt.InvalidTokenError:
             raise AuthError("The token is malformed.") from None
-        # PyJWT reads them with int(): a string "1700003600" would pass (RFC 7519 says
-        # NumericDate, a JSON number).
-        for name in TIME_CLAIMS:
-            value = claims.get(name, 0)
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise AuthError(f"The token's '{name}' claim must be a number (epoch seconds).")
         return claims
 
 
