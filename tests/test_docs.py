@@ -13,7 +13,8 @@ import yaml
 
 from docs import gen
 from realtime.core import errors
-from realtime.core.settings import ENVIRONMENT_DOCS, environment_variables
+from realtime.core.settings import environment_variables
+from realtime.core.settings_docs import ENVIRONMENT_DOCS
 
 pytestmark = pytest.mark.unit
 
