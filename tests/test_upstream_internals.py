@@ -271,7 +271,7 @@ INTERNALS: list[Internal] = [
         _handle_eio_message=coro("self eio_sid data", exact=True),
         _handle_eio_disconnect=coro("self eio_sid reason", exact=True),
         _handle_connect=coro("self eio_sid namespace data", exact=True),
-        _send_packet=coro("self eio_sid pkt"),
+        _send_packet=coro("self eio_sid pkt", exact=True),
         handlers=OnInstance(dict),
         namespace_handlers=OnInstance(dict),
     ),
@@ -811,7 +811,8 @@ SUBCLASSES = [  # ours, its upstream base, the upstream names it means to overri
         SocketServer,
         SERVER,
         "_engineio_server_class _trigger_event"
-        " _handle_eio_connect _handle_eio_message _handle_eio_disconnect _handle_connect",
+        " _handle_eio_connect _handle_eio_message _handle_eio_disconnect _handle_connect"
+        " _send_packet",
     ),
     (FanoutManager, REDIS_MANAGER, _FANOUT_MEANT),
     (ShardedFanoutManager, REDIS_MANAGER, _FANOUT_MEANT),

@@ -143,6 +143,14 @@ class Keys:
         """Events a publish key (named by a hash prefix, never the key) sent this second."""
         return f"{self.prefix}rate:{key_name}"
 
+    def recovery_log(self, epoch: str) -> str:
+        """A web instance's connection-state recovery log (one per process start)."""
+        return f"{self.prefix}rlog:{epoch}"
+
+    def session(self, pid: str) -> str:
+        """A recoverable Socket.IO session: its owner and checkpoints."""
+        return f"{self.prefix}session:{pid}"
+
     def fanout_channel(self) -> str:
         """The pub/sub channel every web instance listens on: python-socketio's own
         messages between instances (emits to a client, disconnects, rooms), and any room

@@ -20,11 +20,14 @@ class Pacer:
         subs: Subscriptions,
         writer: Callable[[str], Writer | None],
         push: Callable[[Writer, Frame], None],
+        encode: Callable[[str, list[WireEvent]], Frame] | None = None,
     ) -> None:
-        """`push(connection, frame)`: hand a connection a frame of its own (counted)."""
+        """`push(connection, frame)`: hand a connection a frame of its own (counted);
+        `encode(sid, events)`: its `update` frame (with its recovery offset)."""
         self.subs = subs
         self.writer = writer
         self.push = push
+        self.encode = encode if encode is not None else lambda _sid, events: Frame.update(events)
         # (sid, topic) -> the timer that sends a max_rate subscription's pending merge
         self._timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
 
@@ -53,7 +56,7 @@ class Pacer:
         loop = asyncio.get_running_loop()
         out = [] if socket.backlog_full() else conflater.flush(loop.time())
         if out:
-            self.push(socket, Frame.update(out))
+            self.push(socket, self.encode(sid, out))
         due = conflater.due()
         if due is not None:  # not sent (behind): try again an interval later
             self._timers[key] = loop.call_at(

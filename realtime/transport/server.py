@@ -96,6 +96,18 @@ class Watcher(Protocol):
     def upgraded(self, eio_sid: str) -> None: ...
 
 
+class ConnectHook(Protocol):
+    """Around the CONNECT answer of namespace `/` (connection-state recovery)."""
+
+    def data(self, sid: str) -> dict[str, Any]:
+        """What the answer carries besides the sid."""
+        ...
+
+    def sent(self, sid: str) -> None:
+        """The answer went out (what follows it on the connection may be sent now)."""
+        ...
+
+
 class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
     def __init__(
         self,
@@ -116,6 +128,7 @@ class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
         self.admin_only_origin = admin_only_origin
         self.traffic = Traffic()
         self.watcher: Watcher | None = None
+        self.connect_hook: ConnectHook | None = None
         self.eio.on_upgraded = self._upgraded
         self.eio.ws_compression = ws_compression
         self.eio.backlog_bytes = backlog_bytes
@@ -245,6 +258,22 @@ class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
             )
             return
         await super()._handle_connect(eio_sid, namespace, data)
+
+    async def _send_packet(self, eio_sid: str, pkt: Any) -> None:
+        hook = self.connect_hook
+        if (
+            hook is None
+            or pkt.packet_type != packet.CONNECT
+            or (pkt.namespace or NAMESPACE) != NAMESPACE
+            or not isinstance(pkt.data, dict)
+            or "sid" not in pkt.data
+        ):
+            await super()._send_packet(eio_sid, pkt)
+            return
+        sid = pkt.data["sid"]
+        pkt.data = {**pkt.data, **hook.data(sid)}
+        await super()._send_packet(eio_sid, pkt)
+        hook.sent(sid)
 
     def _serves(self, namespace: str) -> bool:
         return (

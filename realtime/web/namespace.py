@@ -22,6 +22,7 @@ from realtime.core.streamids import StreamIdError, parse_id
 from realtime.delivery.hub import Delivery, HistoryUnavailable
 from realtime.ingest.schemas import SubscribeSchema, UnsubscribeSchema, field_errors
 from realtime.web.access import Access
+from realtime.web.recovery import Recovery
 
 logger = logging.getLogger(__name__)
 
@@ -52,11 +53,18 @@ async def _always_answered(
 
 
 class TopicNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
-    def __init__(self, settings: Settings, delivery: Delivery, access: Access) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        delivery: Delivery,
+        access: Access,
+        recovery: Recovery | None = None,
+    ) -> None:
         super().__init__(NAMESPACE)
         self.settings = settings
         self.delivery = delivery
         self.access = access
+        self.recovery = recovery
         self._subscribe = SubscribeSchema()
         self._unsubscribe = UnsubscribeSchema()
 
@@ -68,6 +76,8 @@ class TopicNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> bool:
         self.access.connect(sid, auth)  # raises ConnectionRefusedError
+        if self.recovery is not None:
+            await self.recovery.connect(sid, auth)
         return True
 
     async def on_subscribe(self, sid: str, *args: Any) -> dict[str, Any]:
@@ -127,3 +137,5 @@ class TopicNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
     async def on_disconnect(self, sid: str, *reason: Any) -> None:
         self.access.disconnected(sid)
         self.delivery.disconnected(sid)
+        if self.recovery is not None:
+            self.recovery.disconnected(sid)

@@ -51,7 +51,9 @@ async function connect({ url, options = {}, helper = false, subscribeOptions = {
   socket.io.on("open", () => watchEngine(socket.io));
   socket.io.on("reconnect_attempt", (attempt) => send({ event: "reconnect_attempt", attempt }));
   socket.io.on("reconnect", (attempt) => send({ event: "reconnect", attempt }));
-  socket.on("connect", () => send({ event: "connect", transport: transportName(), sid: socket.id }));
+  socket.on("connect", () =>
+    send({ event: "connect", transport: transportName(), sid: socket.id, recovered: socket.recovered }),
+  );
   socket.on("disconnect", (reason, details) =>
     send({ event: "disconnect", reason, details: describeError(details) }),
   );
@@ -107,6 +109,11 @@ const commands = {
   },
   async disconnect() {
     socket?.disconnect();
+    return true;
+  },
+  // A network drop as the client sees it: the transport closes, the socket reconnects.
+  async dropTransport() {
+    socket.io.engine.close();
     return true;
   },
 };
