@@ -158,3 +158,33 @@ async def test_recovery_off_means_no_offset_and_a_fresh_session(
     await client.request("dropTransport")
     await client.wait_until(lambda c: len(c.of("connect")) >= 2, "a reconnect")
     assert not client.of("connect")[1].get("recovered")  # undefined: no pid was given
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["native", "resume-token"])
+async def test_helper_recovers_without_resubscribing(
+    redis_server: RedisServer, processes: ProcessGroup, js: Callable[[], Any], legacy: bool
+) -> None:
+    """The JS helper on a recovered session subscribes nothing again; with a
+    socket.io-client older than 4.6 it sends the resume token instead."""
+    settings = fresh_settings(redis_server)
+    web = processes.web(settings)
+    processes.worker(settings)
+    client: JsClient = await js()
+    connected = await client.connect_helper(
+        web.url, transports=["websocket"], legacy=legacy,
+        reconnectionDelay=300, reconnectionDelayMax=600,
+    )  # fmt: skip
+    assert connected["connected"], connected
+    for topic in TOPICS:
+        assert (await client.request("subscribe", topic=topic))["ok"]
+    first = await post_round(web.url, 0, 3)
+    await check_round(client, first)
+    await client.request("dropTransport")
+    await client.wait_until(lambda c: bool(c.of("disconnect")), "disconnect")
+    missed = await post_round(web.url, 3, 4)
+    await client.wait_until(lambda c: len(c.of("connect")) >= 2, "a reconnect", 30)
+    if not legacy:
+        assert client.of("connect")[1]["recovered"] is True
+    await check_round(client, merge(first, missed))
+    assert len(client.of("subscribed")) == len(TOPICS)  # no subscribe after the reconnect
+    assert not client.of("gap")

@@ -46,8 +46,10 @@ function transportName() {
   return socket?.io?.engine?.transport?.name ?? null;
 }
 
-async function connect({ url, options = {}, helper = false, subscribeOptions = {} }) {
+async function connect({ url, options = {}, helper = false, subscribeOptions = {}, legacy = false }) {
   socket = io(url, { forceNew: true, ...options });
+  // A socket.io-client before 4.6 has no `recovered`: the helper then uses the resume token.
+  if (legacy) delete socket.recovered;
   socket.io.on("open", () => watchEngine(socket.io));
   socket.io.on("reconnect_attempt", (attempt) => send({ event: "reconnect_attempt", attempt }));
   socket.io.on("reconnect", (attempt) => send({ event: "reconnect", attempt }));
