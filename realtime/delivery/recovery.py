@@ -302,7 +302,8 @@ class Recorder:
         conn = self._connections.get(sid)
         if conn is None:
             return None
-        return Checkpoint(conn.pid, f"{self.epoch}:{conn.tag}", self._records[conn.pid], False)
+        record = dict(self._records[conn.pid])
+        return Checkpoint(conn.pid, f"{self.epoch}:{conn.tag}", record, False)
 
     def disconnected(self, sid: str) -> None:
         conn = self._connections.get(sid)
@@ -344,7 +345,9 @@ class Recorder:
                     record["prev"] = record["cp"]
                 record["cp"] = new
                 conn.written = text
-                out.append(Checkpoint(conn.pid, f"{self.epoch}:{conn.tag}", record, conn.closed))
+                out.append(
+                    Checkpoint(conn.pid, f"{self.epoch}:{conn.tag}", dict(record), conn.closed)
+                )
             if conn.closed:
                 del self._connections[sid]
                 if not any(c.pid == conn.pid for c in self._connections.values()):
