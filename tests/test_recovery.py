@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from realtime.dev.embedded import RedisServer
-from tests.helpers.clients import post_events
+from tests.helpers.clients import Watcher, post_events
 from tests.helpers.jsclient import JsClient, require_node
 from tests.helpers.processes import ProcessGroup, RealtimeProcess
 from tests.helpers.stack import fresh_settings
@@ -188,3 +188,29 @@ async def test_helper_recovers_without_resubscribing(
     await check_round(client, merge(first, missed))
     assert len(client.of("subscribed")) == len(TOPICS)  # no subscribe after the reconnect
     assert not client.of("gap")
+
+
+async def test_python_client_fails_over_with_its_resume_token(
+    redis_server: RedisServer, processes: ProcessGroup
+) -> None:
+    """The Python client (python-socketio has no recovery of its own) sends the resume
+    token when it fails over to another instance after a SIGKILL: the session comes
+    back with no subscribe and no event twice (it would drop a duplicate: none came)."""
+    settings = fresh_settings(redis_server)
+    web = processes.web(settings)
+    other = processes.web(settings)
+    processes.worker(settings)
+    watcher = await Watcher([web.url, other.url]).start(*TOPICS)
+    first = await post_round(other.url, 0, 3)
+    await watcher.wait_for_ids({t: ids[-1] for t, ids in first.items()})
+    web.kill()
+    missed = await post_round(other.url, 3, 4)
+    await watcher.wait_for_ids({t: ids[-1] for t, ids in missed.items()})
+    client = watcher.client
+    assert client.stats.recovered == 1, client.stats
+    assert client.url == other.url
+    for topic in TOPICS:
+        assert watcher.topic_ids(topic) == first[topic] + missed[topic]
+    assert client.stats.duplicates == 0
+    assert client.stats.gaps == 0
+    await watcher.close()
