@@ -169,7 +169,8 @@ def test_off_and_max_rate_subscriptions_take_no_shared_frames() -> None:
     rec.shared("slow", (3, 0))
     rec.handed_out()
     paced = rec.frame(["s1"], "slow", (2, 0))
-    assert pos_of(log.at(base.record, caught_up)) == {"a": (2, 0)}
+    # (A subscription asked for after the offset counts, from where it started.)
+    assert pos_of(log.at(base.record, caught_up)) == {"a": (2, 0), "slow": (1, 0)}
     state = log.at(base.record, paced)
     assert pos_of(state) == {"a": (2, 0), "slow": (2, 0)}
     assert state["slow"].max_rate == 2.0
@@ -195,3 +196,24 @@ def test_a_missing_entry_or_a_foreign_offset_is_not_recovered() -> None:
     assert resolve(base.record, Offset("otherepoch", 5)) is None
     with pytest.raises(LogGap):  # entries before the checkpoint's next one are gone
         replay({}, "1", 0, [(3, ["F - a 1-0 -"])], 3)
+
+
+def test_what_a_client_asked_for_after_its_last_update_counts() -> None:
+    """A subscribe (or unsubscribe) after the last `update` the client got: the
+    subscription comes back from where it started, and the unsubscribed one does not."""
+    log = Log()
+    rec = log.recorder
+    start = rec.connect("s1", "p", {}, None)
+    base = rec.record("s1")
+    assert base is not None
+    sub(log, "s1", "a", (1, 0))
+    sub(log, "s1", "gone", (1, 0))
+    last = rec.shared("a", (2, 0))
+    rec.handed_out()
+    sub(log, "s1", "b", (7, 0))  # acked, no update yet
+    rec.changed("s1", "U", "gone", None, None)
+    rec.shared("a", (3, 0))  # lost in the drop
+    rec.handed_out()
+    assert pos_of(log.at(base.record, last)) == {"a": (2, 0), "b": (7, 0)}
+    # The resume token of the CONNECT answer (before any update): all it asked for.
+    assert pos_of(log.at(base.record, str(start))) == {"a": (1, 0), "b": (7, 0)}

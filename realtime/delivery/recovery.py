@@ -199,9 +199,11 @@ def replay(
     upto: int | None,
 ) -> State:
     """The state after `start` (a checkpoint's entry number) moved on by the log's
-    entries up to `upto` that concern connection `tag` (`upto` None: the client got no
-    frame, so every later entry counts but frames). `chunks`: (first entry number,
-    encoded entries) in log order. Raises LogGap if an entry is missing."""
+    entries that concern connection `tag`: frames up to `upto`, the client's offset (the
+    last frame it got; None: it got none), and what the client asked for (subscribe,
+    unsubscribe) up to the log's end, for it may have asked after its last frame.
+    `chunks`: (first entry number, encoded entries) in log order. Raises LogGap if an
+    entry up to `upto` is missing."""
     out = {t: TopicState(s.pos, s.live, s.max_rate) for t, s in state.items()}
     expected = None
     for first, lines in chunks:
@@ -213,11 +215,9 @@ def replay(
         for n, line in enumerate(lines, first):
             if n <= start:
                 continue
-            if upto is not None and n > upto:
-                return out
             entry = Entry.decode(line)
             if entry.concerns(tag):
-                apply(out, entry, n, frames=upto is not None)
+                apply(out, entry, n, frames=upto is not None and n <= upto)
     if upto is not None and (expected is None or expected <= upto) and upto > start:
         raise LogGap(f"the log ends before entry {upto}")
     return out
@@ -312,7 +312,7 @@ class Recorder:
 
     def _record_of(self, tag: str, state: State) -> dict[str, Any]:
         return {"e": self.epoch, "n": self.n, "s": self.n, "a": self.flushed_id, "c": tag,
-                "t": dump_state(state)}  # fmt: skip
+                "t": dump_state(state), "f": False}  # fmt: skip
 
     def _state(self, conn: Connection) -> State:
         """The connection's state now: its own entries and the shared frames since."""
@@ -339,6 +339,7 @@ class Recorder:
             if text != conn.written or all_due or conn.closed:
                 record = self._records[conn.pid]
                 new = self._record_of(conn.tag, conn.state)
+                new["f"] = conn.closed  # final: the connection's entries end here
                 if text == conn.written:
                     new["s"] = record["cp"]["s"]
                 else:
@@ -422,8 +423,8 @@ def resolve(
     record: Mapping[str, Any], offset: Offset | None
 ) -> tuple[dict[str, Any], int | None] | None:
     """Which checkpoint of a session record to replay the log from for a client at
-    `offset`, and up to which entry (None: the client got no frame, or the state holds
-    at the offset already). None if no checkpoint fits."""
+    `offset`, and up to which entry its frames count (None: it got none). None if no
+    checkpoint fits."""
     base = record.get("base")
     if not base:
         return None

@@ -35,6 +35,7 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_S = 2.0  # how often changed sessions are written
 MAX_PENDING = 200_000  # entries held while Redis is away; past it they are dropped
 LOG_PAGE = 500
+MAX_READ = 500_000  # log entries one recovery may read (a busy instance, a long window)
 
 # Write a session record unless another connection owns it now (ARGV[3] == "1": claim).
 _WRITE = """
@@ -167,19 +168,28 @@ class SessionStore:
         record = jsoncodec.loads(raw)
         return record if isinstance(record, dict) else None
 
-    async def log(self, epoch: str, after: str, upto: int | None) -> list[tuple[int, list[str]]]:
-        """The log entries after stream id `after`, up to entry `upto` (None: all)."""
+    async def log(
+        self, epoch: str, after: str, end: int | None
+    ) -> list[tuple[int, list[str]]] | None:
+        """The log's entries after stream id `after`, up to entry `end` or the log's
+        end (None); None if that is more than a recovery should read."""
         key = self.keys.recovery_log(epoch)
         out: list[tuple[int, list[str]]] = []
-        start = f"({after}"
+        start, lines = f"({after}", 0
         while True:
             page: Any = await self.redis.xrange(key, min=start, count=LOG_PAGE)
             for entry_id, fields in page:
                 first = int(fields[b"a"])
-                out.append((first, fields[b"e"].decode().split("\n")))
+                if end is not None and first > end:
+                    return out
+                chunk = fields[b"e"].decode().split("\n")
+                out.append((first, chunk))
+                lines += len(chunk)
                 start = f"({entry_id.decode() if isinstance(entry_id, bytes) else entry_id}"
-            if len(page) < LOG_PAGE or (upto is not None and out and out[-1][0] > upto):
+            if len(page) < LOG_PAGE:
                 return out
+            if lines > MAX_READ:
+                return None
 
 
 __all__ = ["Offset", "SessionStore"]

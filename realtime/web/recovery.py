@@ -65,6 +65,8 @@ class Recovery:
                 plan = await self._plan(sid, *asked)
             except (RedisError, OSError) as exc:
                 logger.warning("session not recovered: Redis unavailable (%s)", exc)
+            except (KeyError, TypeError, ValueError):  # a record we cannot read: a bug
+                logger.exception("session not recovered: unreadable session record")
             if plan is None:
                 self.refused += 1
         if plan is None:
@@ -92,8 +94,14 @@ class Recovery:
             return None
         checkpoint, upto = picked
         state = load_state(checkpoint["t"])
-        if upto is None or upto > checkpoint["n"]:
-            chunks = await self.store.log(checkpoint["e"], checkpoint["a"], upto)
+        # The log after the checkpoint, to the connection's last entry (a record
+        # written at its disconnect says where that is; else the log's end).
+        last = record["cp"] if record is not None else None
+        end = last["n"] if last and last.get("f") and last["c"] == checkpoint["c"] else None
+        if end is None or end > checkpoint["n"]:
+            chunks = await self.store.log(checkpoint["e"], checkpoint["a"], end)
+            if chunks is None:
+                return None
             try:
                 state = replay(state, checkpoint["c"], checkpoint["n"], chunks, upto)
             except LogGap as exc:
