@@ -53,6 +53,19 @@ class Log:
         self.recorder = Recorder(lambda sid, topic: self.positions.get((sid, topic)))
         self.chunks: list[tuple[int, list[str]]] = []
 
+    def connect(self, sid: str) -> dict[str, object]:
+        """A new session on connection `sid`: its record as it starts."""
+        self.recorder.connect(sid, sid + "pid", {}, None)
+        checkpoint = self.recorder.record(sid)
+        assert checkpoint is not None
+        return checkpoint.record
+
+    def fanout(self, topic: str, last: StreamId) -> str:
+        """A whole fan-out hand-out of one frame; its offset."""
+        offset = self.recorder.shared(topic, last)
+        self.recorder.handed_out()
+        return offset
+
     def flush(self) -> None:
         first, lines = self.recorder.take_pending()
         if lines:
@@ -82,19 +95,13 @@ def pos_of(state: State) -> dict[str, StreamId | None]:
 
 def test_a_clients_positions_are_what_it_got_up_to_its_offset() -> None:
     log = Log()
-    rec = log.recorder
-    rec.connect("s1", "pidA", {}, None)
-    base = rec.record("s1")
-    assert base is not None
+    base = log.connect("s1")
     sub(log, "s1", "a", (1, 0))
     sub(log, "s1", "b", (5, 0))
-    got_a = rec.shared("a", (2, 0))  # fan-out frames, shared by every live member
-    rec.handed_out()
-    got_b = rec.shared("b", (6, 0))
-    rec.handed_out()
-    rec.shared("a", (3, 0))  # sent, but lost in the drop
-    rec.handed_out()
-    record = base.record
+    got_a = log.fanout("a", (2, 0))  # fan-out frames, shared by every live member
+    got_b = log.fanout("b", (6, 0))
+    log.fanout("a", (3, 0))  # sent, but lost in the drop
+    record = base
     assert pos_of(log.at(record, got_a)) == {"a": (2, 0), "b": (5, 0)}
     assert pos_of(log.at(record, got_b)) == {"a": (2, 0), "b": (6, 0)}
     # No update received at all: where the subscriptions started.
@@ -104,15 +111,13 @@ def test_a_clients_positions_are_what_it_got_up_to_its_offset() -> None:
 def test_checkpoints_shorten_the_replay_and_agree_with_it() -> None:
     log = Log()
     rec = log.recorder
-    rec.connect("s1", "pidA", {}, None)
+    log.connect("s1")
     sub(log, "s1", "a", (1, 0))
-    rec.shared("a", (2, 0))
-    rec.handed_out()
+    log.fanout("a", (2, 0))
     log.flush()
     [first] = rec.checkpoints()
     assert first.record["cp"]["t"] == {"a": ["2-0", True, None]}
-    offset = rec.shared("a", (3, 0))
-    rec.handed_out()
+    offset = log.fanout("a", (3, 0))
     # From the checkpoint and from the base: the same positions.
     assert pos_of(log.at(first.record, offset)) == {"a": (3, 0)}
     assert pos_of(log.at({**first.record, "cp": None, "prev": None}, offset)) == {"a": (3, 0)}
@@ -132,11 +137,11 @@ def test_a_frame_made_mid_hand_out_does_not_count_the_frame_not_yet_received() -
     frame's entry, which it did not get yet: a RESET entry says where it truly is."""
     log = Log()
     rec = log.recorder
+    records = {}
     for sid in ("early", "late"):
-        rec.connect(sid, sid + "pid", {}, None)
+        records[sid] = log.connect(sid)
         sub(log, sid, "room", (1, 0))
         sub(log, sid, "other", (1, 0))
-    records = {sid: rec.record(sid) for sid in ("early", "late")}
     shared = rec.shared("room", (2, 0))  # slice 1: "early" gets it
     log.positions[("early", "room")] = (2, 0)
     own = rec.frame(["late"], "other", (4, 0))  # between the slices
@@ -145,33 +150,26 @@ def test_a_frame_made_mid_hand_out_does_not_count_the_frame_not_yet_received() -
     again = rec.shared("room", (2, 0), since=Offset.parse(shared).n)  # type: ignore[union-attr]
     assert again != shared  # renumbered: "late"'s offsets must increase
     rec.handed_out()
-    late = records["late"]
-    assert late is not None
-    assert pos_of(log.at(late.record, own)) == {"room": (1, 0), "other": (4, 0)}
-    assert pos_of(log.at(late.record, again)) == {"room": (2, 0), "other": (4, 0)}
-    early = records["early"]
-    assert early is not None
-    assert pos_of(log.at(early.record, shared)) == {"room": (2, 0), "other": (1, 0)}
+    late, early = records["late"], records["early"]
+    assert pos_of(log.at(late, own)) == {"room": (1, 0), "other": (4, 0)}
+    assert pos_of(log.at(late, again)) == {"room": (2, 0), "other": (4, 0)}
+    assert pos_of(log.at(early, shared)) == {"room": (2, 0), "other": (1, 0)}
 
 
 def test_off_and_max_rate_subscriptions_take_no_shared_frames() -> None:
     log = Log()
     rec = log.recorder
-    rec.connect("s1", "p", {}, None)
-    base = rec.record("s1")
-    assert base is not None
+    base = log.connect("s1")
     sub(log, "s1", "a", (1, 0))
     rec.changed("s1", OFF, "a", (1, 0), None)  # a slow client: suspended
-    rec.shared("a", (2, 0))  # not for it
-    rec.handed_out()
+    log.fanout("a", (2, 0))  # not for it
     caught_up = rec.frame(["s1"], "a", (2, 0))
     rec.changed("s1", SUBSCRIBE, "slow", (1, 0), 2.0)  # max_rate: paced frames only
-    rec.shared("slow", (3, 0))
-    rec.handed_out()
+    log.fanout("slow", (3, 0))
     paced = rec.frame(["s1"], "slow", (2, 0))
     # (A subscription asked for after the offset counts, from where it started.)
-    assert pos_of(log.at(base.record, caught_up)) == {"a": (2, 0), "slow": (1, 0)}
-    state = log.at(base.record, paced)
+    assert pos_of(log.at(base, caught_up)) == {"a": (2, 0), "slow": (1, 0)}
+    state = log.at(base, paced)
     assert pos_of(state) == {"a": (2, 0), "slow": (2, 0)}
     assert state["slow"].max_rate == 2.0
     assert positions(state) == {"a": ((2, 0), None), "slow": ((2, 0), 2.0)}
@@ -184,16 +182,14 @@ def test_off_and_max_rate_subscriptions_take_no_shared_frames() -> None:
 def test_a_missing_entry_or_a_foreign_offset_is_not_recovered() -> None:
     log = Log()
     rec = log.recorder
-    rec.connect("s1", "p", {}, None)
-    base = rec.record("s1")
-    assert base is not None
+    base = log.connect("s1")
     sub(log, "s1", "a", (1, 0))
     log.flush()
     lost = rec.shared("a", (2, 0))  # made, never written (the instance was killed)
     rec.take_pending()
     with pytest.raises(LogGap):
-        log.at(base.record, lost)
-    assert resolve(base.record, Offset("otherepoch", 5)) is None
+        log.at(base, lost)
+    assert resolve(base, Offset("otherepoch", 5)) is None
     with pytest.raises(LogGap):  # entries before the checkpoint's next one are gone
         replay({}, "1", 0, [(3, ["F - a 1-0 -"])], 3)
 
@@ -203,17 +199,14 @@ def test_what_a_client_asked_for_after_its_last_update_counts() -> None:
     subscription comes back from where it started, and the unsubscribed one does not."""
     log = Log()
     rec = log.recorder
-    start = rec.connect("s1", "p", {}, None)
-    base = rec.record("s1")
-    assert base is not None
+    base = log.connect("s1")
+    start = rec.offset()
     sub(log, "s1", "a", (1, 0))
     sub(log, "s1", "gone", (1, 0))
-    last = rec.shared("a", (2, 0))
-    rec.handed_out()
+    last = log.fanout("a", (2, 0))
     sub(log, "s1", "b", (7, 0))  # acked, no update yet
     rec.changed("s1", "U", "gone", None, None)
-    rec.shared("a", (3, 0))  # lost in the drop
-    rec.handed_out()
-    assert pos_of(log.at(base.record, last)) == {"a": (2, 0), "b": (7, 0)}
+    log.fanout("a", (3, 0))  # lost in the drop
+    assert pos_of(log.at(base, last)) == {"a": (2, 0), "b": (7, 0)}
     # The resume token of the CONNECT answer (before any update): all it asked for.
-    assert pos_of(log.at(base.record, str(start))) == {"a": (1, 0), "b": (7, 0)}
+    assert pos_of(log.at(base, str(start))) == {"a": (1, 0), "b": (7, 0)}
