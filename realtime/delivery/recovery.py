@@ -263,7 +263,9 @@ class Recorder:
     _tags: int = 0
     # topic -> (entry, id) of the newest shared frame: applied lazily to live connections
     _shared: dict[str, tuple[int, StreamId]] = field(default_factory=dict)
-    _records: dict[str, dict[str, Any]] = field(default_factory=dict)  # pid -> record
+    # sid -> its session record (a session may have an old connection here still, not
+    # yet known to be gone, when its client comes back: each writes its own record)
+    _records: dict[str, dict[str, Any]] = field(default_factory=dict)
     _handing_out: str | None = None  # the topic of a shared frame being handed out
 
     def _add(self, entry: Entry) -> int:
@@ -290,7 +292,7 @@ class Recorder:
         tag = format(self._tags, "x")
         self._connections[sid] = Connection(tag, pid, state)
         base = self._record_of(tag, state)
-        self._records[pid] = {"base": base, "origin": origin, "prev": None, "cp": base}
+        self._records[sid] = {"base": base, "origin": origin, "prev": None, "cp": base}
         return self.offset()
 
     def pid(self, sid: str) -> str | None:
@@ -302,7 +304,7 @@ class Recorder:
         conn = self._connections.get(sid)
         if conn is None:
             return None
-        record = dict(self._records[conn.pid])
+        record = dict(self._records[sid])
         return Checkpoint(conn.pid, f"{self.epoch}:{conn.tag}", record, False)
 
     def disconnected(self, sid: str) -> None:
@@ -337,7 +339,7 @@ class Recorder:
             topics = dump_state(self._state(conn))
             text = repr(topics)
             if text != conn.written or all_due or conn.closed:
-                record = self._records[conn.pid]
+                record = self._records[sid]
                 new = self._record_of(conn.tag, conn.state)
                 new["f"] = conn.closed  # final: the connection's entries end here
                 if text == conn.written:
@@ -351,8 +353,7 @@ class Recorder:
                 )
             if conn.closed:
                 del self._connections[sid]
-                if not any(c.pid == conn.pid for c in self._connections.values()):
-                    self._records.pop(conn.pid, None)
+                del self._records[sid]
         return out
 
     # -- entries -------------------------------------------------------------------------
