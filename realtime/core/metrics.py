@@ -199,6 +199,13 @@ class WebMetrics(ProcessMetrics):
             ["reason"],
             registry=r,
         )
+        self.recoveries = Counter(
+            "realtime_session_recoveries",
+            "Connects that asked to recover a session (socket.io-client's pid and offset, "
+            "or a resume token), by outcome: recovered, or fresh (a new session instead).",
+            ["outcome"],
+            registry=r,
+        )
 
     def watch_backlogs(self, backlogs: Callable[[], Iterable[float]]) -> None:
         """`backlogs()` gives every connection's outgoing backlog (bytes) at scrape time."""

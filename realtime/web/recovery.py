@@ -45,6 +45,7 @@ class Recovery:
     def __init__(
         self, store: SessionStore, recorder: Recorder, delivery: Delivery, access: Access
     ) -> None:
+        self.metrics = delivery.metrics
         self.store = store
         self.recorder = recorder
         self.delivery = delivery
@@ -52,8 +53,6 @@ class Recovery:
         self._starts: dict[str, Offset] = {}  # sid -> its offset at connect (until CONNECT)
         self._plans: dict[str, Plan] = {}  # sid -> subscriptions to restore after CONNECT
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        self.recovered = 0  # sessions recovered so far
-        self.refused = 0  # recoveries asked for and not possible
 
     async def connect(self, sid: str, auth: Any) -> None:
         """A connection accepted by `Access`: recover the session it asks for, or
@@ -68,7 +67,7 @@ class Recovery:
             except (KeyError, TypeError, ValueError):  # a record we cannot read: a bug
                 logger.exception("session not recovered: unreadable session record")
             if plan is None:
-                self.refused += 1
+                self.metrics.recoveries.labels("fresh").inc()
         if plan is None:
             self._starts[sid] = self.recorder.connect(sid, new_pid(), {}, None)
             self.store.kick()
@@ -80,7 +79,7 @@ class Recovery:
         assert record is not None
         await self.store.claim(record)
         self._plans[sid] = wanted
-        self.recovered += 1
+        self.metrics.recoveries.labels("recovered").inc()
         logger.info("session recovered with %d subscription(s)", len(wanted))
 
     async def _plan(
