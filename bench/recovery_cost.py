@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -27,10 +28,8 @@ import aiohttp
 import socketio
 from redis.asyncio import Redis
 
-from bench.servers import ours_env
+from bench.servers import PREFIX, ours_env
 from realtime.dev.embedded import RedisServer, free_port
-
-PREFIX = "rt:"
 
 
 def _cpu_s(pid: int) -> float:
@@ -73,40 +72,43 @@ class Counter:
                 self.bytes[kind] = self.bytes.get(kind, 0) + len(command)
 
 
-async def measure(recovery_s: int, args: argparse.Namespace) -> dict[str, Any]:
+def measure(recovery_s: int, args: argparse.Namespace) -> dict[str, Any]:
+    """One run: its own Redis, web and worker, with recovery on (a window) or off (0)."""
     with tempfile.TemporaryDirectory() as tmp:
         redis_server = RedisServer(directory=Path(tmp) / "redis").start()
-        procs: list[subprocess.Popen[bytes]] = []
+        env = {**os.environ, **ours_env(redis_server.url), "REALTIME_RECOVERY_S": str(recovery_s)}
+        env["REALTIME_BATCH_TICK_MS"] = "0"  # one packet per event: the most log entries
+        port = free_port()
+        serve = [sys.executable, "-m", "realtime", "serve", "--host", "127.0.0.1", "--port"]
+        web = subprocess.Popen([*serve, str(port)], env=env, stdout=subprocess.DEVNULL)
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "realtime", "process"], env=env, stdout=subprocess.DEVNULL
+        )
         try:
-            return await _measure(redis_server.url, recovery_s, args, procs)
+            return asyncio.run(_measure(redis_server.url, f"http://127.0.0.1:{port}", web, args))
         finally:
-            for proc in procs:
+            for proc in (web, worker):
                 proc.terminate()
                 proc.wait(10)
             redis_server.stop()
 
 
 async def _measure(
-    redis_url: str, recovery_s: int, args: argparse.Namespace, procs: list[Any]
+    redis_url: str, url: str, web: subprocess.Popen[bytes], args: argparse.Namespace
 ) -> dict[str, Any]:
-    env = {**os.environ, **ours_env(redis_url), "REALTIME_RECOVERY_S": str(recovery_s)}
-    env["REALTIME_BATCH_TICK_MS"] = "0"  # one packet per event: the most log entries
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    serve = [sys.executable, "-m", "realtime", "serve", "--host", "127.0.0.1", "--port"]
-    web = subprocess.Popen([*serve, str(port)], env=env, stdout=subprocess.DEVNULL)
-    procs.append(web)
-    worker = [sys.executable, "-m", "realtime", "process"]
-    procs.append(subprocess.Popen(worker, env=env, stdout=subprocess.DEVNULL))
     await _ready(url)
     topics = [f"cost.{n}" for n in range(args.topics)]
     received = [0]
+    want = args.events * args.clients
+    everything = asyncio.Event()
     clients = []
     for _ in range(args.clients):
         client = socketio.AsyncClient()
 
         async def on_update(events: list[Any], offset: str | None = None) -> None:
             received[0] += len(events)
+            if received[0] >= want:
+                everything.set()
 
         client.on("update", on_update)
         await client.connect(url, transports=["websocket"])
@@ -125,9 +127,8 @@ async def _measure(
             async with http.post(url + "/api/v1/events", json=body) as response:
                 assert response.status == 202, await response.text()
             await asyncio.sleep(max(0.0, started + (n + 1) / args.rate - time.monotonic()))
-    want = args.events * args.clients
-    while received[0] < want and time.monotonic() - started < 120:
-        await asyncio.sleep(0.05)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(everything.wait(), 120)
     web_cpu = _cpu_s(web.pid) - before
     deliveries = received[0]
     steady = dict(counter.commands), dict(counter.bytes)
@@ -164,7 +165,7 @@ def main() -> None:
     args = parser.parse_args()
     results = {}
     for recovery_s in (120, 0):
-        results[recovery_s] = asyncio.run(measure(recovery_s, args))
+        results[recovery_s] = measure(recovery_s, args)
     on, off = results[120], results[0]
     events, clients = args.events, args.clients
     print(f"{clients} clients x {args.topics} topics, {events} events (one per packet)")

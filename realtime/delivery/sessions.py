@@ -10,8 +10,8 @@ session records, written as they are made, and read back when a client comes bac
   write. A write by a connection that no longer owns the session (the client came back
   elsewhere) changes nothing.
 
-The log is written within an event-loop turn of the frames it describes, never before
-them: a SIGKILL in between loses its tail, which `replay` detects (a fresh session).
+The log is written within `FLUSH_S` of the frames it describes, never before them: a
+SIGKILL in between loses its tail, which `replay` detects (a fresh session).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from realtime.delivery.recovery import Checkpoint, Offset, Recorder
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_S = 2.0  # how often changed sessions are written
+FLUSH_S = 0.01  # how long log entries wait to be written together
 MAX_PENDING = 200_000  # entries held while Redis is away; past it they are dropped
 LOG_PAGE = 500
 MAX_READ = 500_000  # log entries one recovery may read (a busy instance, a long window)
@@ -62,6 +63,7 @@ class SessionStore:
         self._kick = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._last_ms = 0
+        self._expire_set_ms = 0
         self._checkpointed = 0.0
         self._refreshed = 0.0
         self.writes = 0  # log writes so far (each one XADD), for the cost figures
@@ -81,6 +83,10 @@ class SessionStore:
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._kick.wait(), CHECKPOINT_S)
+                # What else comes meanwhile goes in the same write: one pipeline per
+                # FLUSH_S, not per fan-out batch, at the price of that much more log a
+                # SIGKILL can lose (offsets in it then get a fresh session).
+                await asyncio.sleep(FLUSH_S)
             self._kick.clear()
             try:
                 await self.flush()
@@ -129,7 +135,9 @@ class SessionStore:
         fields = {"a": str(first), "e": "\n".join(lines)}
         minid = max(0, self._last_ms - self.log_ttl_ms)
         pipe.xadd(key, fields, id=entry_id, minid=minid, approximate=True)
-        pipe.pexpire(key, self.log_ttl_ms)
+        if self._last_ms - self._expire_set_ms >= 1000:  # the TTL is minutes: once a second
+            pipe.pexpire(key, self.log_ttl_ms)
+            self._expire_set_ms = self._last_ms
         self.recorder.flushed_id = entry_id
         self.writes += 1
 
