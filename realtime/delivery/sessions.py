@@ -10,8 +10,9 @@ session records, written as they are made, and read back when a client comes bac
   write. A write by a connection that no longer owns the session (the client came back
   elsewhere) changes nothing.
 
-The log is written within `FLUSH_S` of the frames it describes, never before them: a
-SIGKILL in between loses its tail, which `replay` detects (a fresh session).
+The log is written right after the frames it describes (the next event-loop turn), never
+before them: a SIGKILL in between loses its tail, which `replay` detects (a fresh
+session). A recovery on the instance that wrote the log writes what is pending first.
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ from realtime.delivery.recovery import Checkpoint, Offset, Recorder
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_S = 2.0  # how often changed sessions are written
-FLUSH_S = 0.01  # how long log entries wait to be written together
 MAX_PENDING = 200_000  # entries held while Redis is away; past it they are dropped
 LOG_PAGE = 500
 MAX_READ = 500_000  # log entries one recovery may read (a busy instance, a long window)
@@ -61,6 +61,7 @@ class SessionStore:
         self.log_ttl_ms = self.record_ttl_ms + self.window_ms + int(CHECKPOINT_S * 2000)
         self._write = redis.register_script(_WRITE)
         self._kick = asyncio.Event()
+        self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._last_ms = 0
         self._expire_set_ms = 0
@@ -81,12 +82,10 @@ class SessionStore:
     async def _run(self) -> None:
         backoff = Backoff(base_s=0.1, cap_s=5.0)
         while True:
+            # At once: the less log a SIGKILL can lose, the fewer clients it costs their
+            # session. Under load, entries made while a write is out go in the next one.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._kick.wait(), CHECKPOINT_S)
-                # What else comes meanwhile goes in the same write: one pipeline per
-                # FLUSH_S, not per fan-out batch, at the price of that much more log a
-                # SIGKILL can lose (offsets in it then get a fresh session).
-                await asyncio.sleep(FLUSH_S)
             self._kick.clear()
             try:
                 await self.flush()
@@ -97,7 +96,12 @@ class SessionStore:
                 await asyncio.sleep(delay)
 
     async def flush(self, *, final: bool = False) -> None:
-        """Write the pending entries, then the checkpoints that are due."""
+        """Write the pending entries, then the checkpoints that are due (one write at a
+        time: the log's stream ids must arrive in order)."""
+        async with self._lock:
+            await self._flush(final=final)
+
+    async def _flush(self, *, final: bool) -> None:
         recorder = self.recorder
         first, lines = recorder.take_pending()
         now = time.monotonic()

@@ -92,6 +92,8 @@ class Recovery:
         if picked is None:
             return None
         checkpoint, upto = picked
+        if checkpoint["e"] == self.recorder.epoch:
+            await self.store.flush()  # back on this instance: what it has not written yet
         state = load_state(checkpoint["t"])
         # The log after the checkpoint, to the connection's last entry (a record
         # written at its disconnect says where that is; else the log's end).
