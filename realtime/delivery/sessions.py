@@ -62,6 +62,7 @@ class SessionStore:
         self._write = redis.register_script(_WRITE)
         self._kick = asyncio.Event()
         self._lock = asyncio.Lock()
+        self._closing = False
         self._task: asyncio.Task[None] | None = None
         self._last_ms = 0
         self._expire_set_ms = 0
@@ -85,8 +86,11 @@ class SessionStore:
             # At once: the less log a SIGKILL can lose, the fewer clients it costs their
             # session. Under load, entries made while a write is out go in the next one.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._kick.wait(), CHECKPOINT_S)
+                async with asyncio.timeout(CHECKPOINT_S):
+                    await self._kick.wait()
             self._kick.clear()
+            if self._closing:
+                return
             try:
                 await self.flush()
                 backoff.reset()
@@ -162,8 +166,14 @@ class SessionStore:
 
     async def aclose(self) -> None:
         """Write what is left (the final checkpoints of the connections just closed)."""
+        self._closing = True
+        self._kick.set()
         if self._task is not None:
-            self._task.cancel()
+            # Ends after the write it may be doing (cancelling it mid-write could leave
+            # the log with a hole); a write that hangs is given up.
+            _done, pending = await asyncio.wait({self._task}, timeout=5.0)
+            for task in pending:
+                task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
         try:
