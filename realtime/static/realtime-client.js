@@ -68,10 +68,13 @@ export class Subscriptions {
     this.topics = new Map();
     // socket.io-client 4.6+ recovers sessions natively; older ones get a resume token.
     this._native = "recovered" in socket;
+    // Without either (a socket-like object), every connect subscribes again.
+    this._tokens = !this._native && typeof socket.io?.on === "function";
     this._pid = null;
     this._resume = null;
     this._onConnect = () => {
       if (this._native) this._resubscribe(socket.recovered);
+      else if (!this._tokens) this._resubscribe(false);
     };
     this._onUpdate = (events, offset) => {
       if (typeof offset === "string" && this._pid !== null) this._resume = `${this._pid}.${offset}`;
@@ -88,7 +91,7 @@ export class Subscriptions {
     };
     socket.on("connect", this._onConnect);
     socket.on("update", this._onUpdate);
-    if (!this._native) {
+    if (this._tokens) {
       socket.io.on("packet", this._onPacket);
       const auth = socket.auth;
       // The app's auth (object or function), plus the resume token when there is one.
@@ -134,7 +137,7 @@ export class Subscriptions {
   close() {
     this.socket.off("connect", this._onConnect);
     this.socket.off("update", this._onUpdate);
-    this.socket.io.off("packet", this._onPacket);
+    if (this._tokens) this.socket.io.off("packet", this._onPacket);
     this.topics.clear();
   }
 
