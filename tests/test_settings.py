@@ -175,6 +175,7 @@ _EVERYTHING = dict(
     token="a-token",
     ingest_key="an-ingest-key-of-some-length",
     history_maxlen=123,
+    directory_idle_s=321,
     consumer="worker-7",
     batch_size=31,
     block_ms=250,

@@ -5,6 +5,8 @@ Idempotent: the commit (`processors/worker/fencing.py`) writes each entry with i
 Redis refuses an id at or below the stream's last one, and the commit skips that refusal
 as "already written", so a redelivered entry cannot create a second history entry.
 Bounded with an approximate MAXLEN. The reading side is `realtime/delivery/history.py`.
+Each write names its topic, so the commit also records the topic in the topic directory
+(`realtime/core/directory.py`) once per batch, counting only the entries it wrote.
 """
 
 from __future__ import annotations
@@ -20,4 +22,6 @@ def history_write(keys: Keys, event: TopicEvent) -> HistoryWrite:
         key=keys.topic(event.topic),
         id=event.id,
         fields=[HISTORY_TS_FIELD, str(event.ts), HISTORY_DATA_FIELD, jsoncodec.dumps(event.data)],
+        topic=event.topic,
+        ts=event.ts,
     )

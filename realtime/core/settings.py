@@ -231,6 +231,8 @@ class Settings:
     ingest_key: str = secret()
     # history
     history_maxlen: int = 10_000
+    # a topic with no event for this long leaves the topic directory (GET /api/v1/topics)
+    directory_idle_s: int = 86_400
     # worker
     consumer: str = field(default_factory=default_consumer_name)
     group: str = "processors"
@@ -318,6 +320,7 @@ class Settings:
             token=e.get("REALTIME_TOKEN", "").strip(),
             ingest_key=e.get("REALTIME_INGEST_KEY", "").strip(),
             history_maxlen=_int(e, "REALTIME_HISTORY_MAXLEN", cls.history_maxlen, minimum=1),
+            directory_idle_s=_int(e, "REALTIME_DIRECTORY_IDLE_S", cls.directory_idle_s, minimum=1),
             consumer=e.get("REALTIME_CONSUMER", "").strip() or default_consumer_name(),
             batch_size=_int(e, "REALTIME_BATCH_SIZE", cls.batch_size, minimum=1),
             block_ms=_int(e, "REALTIME_BLOCK_MS", cls.block_ms, minimum=1),

@@ -105,6 +105,10 @@ ENVIRONMENT_DOCS: dict[str, str] = {
     "REALTIME_MAX_BATCH": "most events in one ingest request",
     "REALTIME_IDEMPOTENCY_TTL_S": "how long an ingest idempotency `key` is remembered (s)",
     "REALTIME_HISTORY_MAXLEN": "events kept per topic history stream (approximate)",
+    "REALTIME_DIRECTORY_IDLE_S": (
+        "a topic with no event for this many seconds leaves the topic directory "
+        "(GET /api/v1/topics)"
+    ),
     "REALTIME_CONSUMER": (
         "worker's name (in logs, leases and the group's consumers, plus a random suffix per start)"
     ),

@@ -23,6 +23,7 @@ from realtime.core.keys import NAMESPACE, Keys
 from realtime.core.metrics import WebMetrics
 from realtime.core.metrics_server import private_metrics
 from realtime.core.settings import Settings
+from realtime.delivery.directory import DirectoryReader
 from realtime.delivery.drain import Drain
 from realtime.delivery.history import HistoryReader
 from realtime.delivery.hub import Delivery
@@ -40,6 +41,7 @@ from realtime.web.metrics_http import PublicMetrics, ingest_status_counter
 from realtime.web.namespace import TopicNamespace
 from realtime.web.stream import STREAM_PATH, EventStream
 from realtime.web.topic_events import EVENTS_PATH, TopicEvents
+from realtime.web.topics import TOPICS_PATH, TopicDirectory
 
 logger = logging.getLogger(__name__)
 
@@ -252,6 +254,10 @@ def create_app(settings: Settings) -> web.Application:
     )
     app.router.add_post(INGEST_PATH, ingest.handle)
     app.router.add_get(EVENTS_PATH, TopicEvents(history, auth.verifier(settings)).handle)
+    directory = DirectoryReader(
+        redis, Keys.of(settings), settings.partitions, settings.directory_idle_s * 1000
+    )
+    app.router.add_get(TOPICS_PATH, TopicDirectory(directory, auth.verifier(settings)).handle)
     stream = EventStream(
         settings, delivery.streams, auth.verifier(settings), drain, metrics, sio.start_manager
     )

@@ -150,15 +150,15 @@ class TopicEvents:
             try:
                 grant = self.verifier.verify({"token": bearer_token(request)})
             except AuthError as exc:
-                return _error(401, errors.UNAUTHORIZED, str(exc))
+                return json_error(401, errors.UNAUTHORIZED, str(exc))
             if not grant.allows(topic):
-                return _error(403, errors.FORBIDDEN, f"This token may not read {topic}.")
+                return json_error(403, errors.FORBIDDEN, f"This token may not read {topic}.")
         if not is_valid_topic(topic):
-            return _error(400, errors.INVALID, "Invalid topic.", {"topic": ["Not a topic."]})
+            return json_error(400, errors.INVALID, "Invalid topic.", {"topic": ["Not a topic."]})
         try:
             query = parse_query(request.query)
         except QueryError as exc:
-            return _error(400, errors.INVALID, str(exc), exc.fields)
+            return json_error(400, errors.INVALID, str(exc), exc.fields)
         return web.json_response(await self.page(topic, query), dumps=jsoncodec.dumps)
 
     async def page(self, topic: str, query: RangeQuery) -> dict[str, Any]:
@@ -178,7 +178,7 @@ class TopicEvents:
         }
 
 
-def _error(
+def json_error(
     status: int, code: str, message: str, fields: dict[str, Any] | None = None
 ) -> web.Response:
     return web.json_response(errors.error_body(code, message, fields), status=status)
