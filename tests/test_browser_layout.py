@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import aiohttp
 import pytest
 
 from realtime.dev.demo import DemoFeed
@@ -256,8 +257,9 @@ async def test_the_gap_notice_can_be_dismissed_and_expires(web: RealtimeProcess)
 async def test_topic_browser_searches_by_prefix_and_follows_from_the_keyboard(
     web: RealtimeProcess,
 ) -> None:
-    """On a phone: the browser lists what the page knows, narrowed by a prefix; Space on a
-    checkbox follows a topic; a topic followed by name joins the list (and is remembered)."""
+    """On a phone: the browser lists the server's topic directory (with each topic's rate)
+    and what the page knows, narrowed by a prefix; Space on a checkbox follows a topic; a
+    topic followed by name joins the list (and is remembered)."""
     async with dashboard_page(f"{web.url}/?topics=", width=390, height=844) as (page, problems):
         await wait_connected(page)
         browse = page.get_by_role("button", name="Browse topics")
@@ -267,8 +269,30 @@ async def test_topic_browser_searches_by_prefix_and_follows_from_the_keyboard(
         browser = page.get_by_test_id("topic-browser")
         await browser.wait_for()
         await page.get_by_label("Search topics by prefix").fill("metrics.")
+        # From the directory (this fresh page has seen no topic): the demo's metrics and
+        # their window aggregates, nothing else, each with its recent rate.
+        await page.wait_for_selector(
+            '[data-testid=topic-browser] li[data-topic="metrics.requests"][data-listed=true]'
+        )
         names = await browser.locator("label").all_inner_texts()
-        assert names == ["metrics.cpu", "metrics.memory", "metrics.requests"]
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{web.url}/api/v1/topics", params={"prefix": "metrics."}) as r:
+                directory = [t["topic"] for t in (await r.json())["topics"]]
+        assert set(names) <= set(directory)  # (window outputs may have appeared since)
+        assert names == sorted(names)
+        assert {"metrics.cpu", "metrics.memory", "metrics.requests"} <= set(names)
+        assert all(name.startswith("metrics.") for name in names)
+        cpu = browser.locator('li[data-topic="metrics.cpu"]')
+        assert await cpu.get_attribute("data-listed") == "true"
+        assert "/s" in await cpu.locator(".figures").inner_text()
+        await page.get_by_label("Search topics by prefix").fill("metrics.cpu")
+        await page.wait_for_function(
+            """() => {
+                const labels = [...document.querySelectorAll('[data-testid=topic-browser] label')];
+                return labels.length > 0 && labels.length < 10
+                    && labels.every((l) => l.innerText.startsWith('metrics.cpu'));
+            }"""
+        )
 
         await page.get_by_label("Search topics by prefix").fill("events")
         box = browser.get_by_role("checkbox", name="events.orders")
@@ -277,6 +301,9 @@ async def test_topic_browser_searches_by_prefix_and_follows_from_the_keyboard(
         await page.wait_for_selector('.chart[data-topic="events.orders"]:not([data-points="0"])')
         assert await box.is_checked()
         await page.get_by_label("Search topics by prefix").fill("")
+        await page.wait_for_selector(
+            '[data-testid=directory-note]:has-text("with recent events")'
+        )
         await page.screenshot(path=str(ARTIFACTS / "dashboard-topics-mobile.png"))
         assert await horizontal_overflow(page) <= 0
         # A topic followed by name is listed from then on, and remembered.
@@ -284,6 +311,10 @@ async def test_topic_browser_searches_by_prefix_and_follows_from_the_keyboard(
         await page.get_by_role("button", name="Follow", exact=True).click()
         await page.get_by_label("Search topics by prefix").fill("ui.")
         assert await browser.locator("label").all_inner_texts() == ["ui.browsed"]
+        # Once the directory answers: not listed there, so no recent event.
+        await browser.locator('li[data-topic="ui.browsed"][data-listed=false] .figures').filter(
+            has_text="no recent events"
+        ).wait_for()
         assert "ui.browsed" in await page.evaluate("() => localStorage.getItem('realtime.known')")
         await page.keyboard.press("Space")  # focus is on Follow: nothing to do with the list
         await browser.get_by_role("checkbox", name="ui.browsed").uncheck()
