@@ -275,9 +275,11 @@ async def test_topic_browser_searches_by_prefix_and_follows_from_the_keyboard(
             '[data-testid=topic-browser] li[data-topic="metrics.requests"][data-listed=true]'
         )
         names = await browser.locator("label").all_inner_texts()
-        async with aiohttp.ClientSession() as http:
-            async with http.get(f"{web.url}/api/v1/topics", params={"prefix": "metrics."}) as r:
-                directory = [t["topic"] for t in (await r.json())["topics"]]
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"{web.url}/api/v1/topics", params={"prefix": "metrics."}) as r,
+        ):
+            directory = [t["topic"] for t in (await r.json())["topics"]]
         assert set(names) <= set(directory)  # (window outputs may have appeared since)
         assert names == sorted(names)
         assert {"metrics.cpu", "metrics.memory", "metrics.requests"} <= set(names)
