@@ -303,9 +303,7 @@ async def test_topic_browser_searches_by_prefix_and_follows_from_the_keyboard(
         await page.wait_for_selector('.chart[data-topic="events.orders"]:not([data-points="0"])')
         assert await box.is_checked()
         await page.get_by_label("Search topics by prefix").fill("")
-        await page.wait_for_selector(
-            '[data-testid=directory-note]:has-text("with recent events")'
-        )
+        await page.wait_for_selector('[data-testid=directory-note]:has-text("with recent events")')
         await page.screenshot(path=str(ARTIFACTS / "dashboard-topics-mobile.png"))
         assert await horizontal_overflow(page) <= 0
         # A topic followed by name is listed from then on, and remembered.
@@ -314,9 +312,11 @@ async def test_topic_browser_searches_by_prefix_and_follows_from_the_keyboard(
         await page.get_by_label("Search topics by prefix").fill("ui.")
         assert await browser.locator("label").all_inner_texts() == ["ui.browsed"]
         # Once the directory answers: not listed there, so no recent event.
-        await browser.locator('li[data-topic="ui.browsed"][data-listed=false] .figures').filter(
-            has_text="no recent events"
-        ).wait_for()
+        await (
+            browser.locator('li[data-topic="ui.browsed"][data-listed=false] .figures')
+            .filter(has_text="no recent events")
+            .wait_for()
+        )
         assert "ui.browsed" in await page.evaluate("() => localStorage.getItem('realtime.known')")
         await page.keyboard.press("Space")  # focus is on Follow: nothing to do with the list
         await browser.get_by_role("checkbox", name="ui.browsed").uncheck()
