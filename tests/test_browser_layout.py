@@ -307,20 +307,20 @@ async def test_topic_browser_searches_by_prefix_and_follows_from_the_keyboard(
         await page.screenshot(path=str(ARTIFACTS / "dashboard-topics-mobile.png"))
         assert await horizontal_overflow(page) <= 0
         # A topic followed by name is listed from then on, and remembered.
-        await page.get_by_label("Topic", exact=True).fill("ui.browsed")
+        await page.get_by_label("Topic", exact=True).fill("picked.browsed")
         await page.get_by_role("button", name="Follow", exact=True).click()
-        await page.get_by_label("Search topics by prefix").fill("ui.")
-        assert await browser.locator("label").all_inner_texts() == ["ui.browsed"]
+        await page.get_by_label("Search topics by prefix").fill("picked.")
+        assert await browser.locator("label").all_inner_texts() == ["picked.browsed"]
         # Once the directory answers: not listed there, so no recent event.
         await (
-            browser.locator('li[data-topic="ui.browsed"][data-listed=false] .figures')
+            browser.locator('li[data-topic="picked.browsed"][data-listed=false] .figures')
             .filter(has_text="no recent events")
             .wait_for()
         )
-        assert "ui.browsed" in await page.evaluate("() => localStorage.getItem('realtime.known')")
+        assert "picked.browsed" in await page.evaluate("() => localStorage.getItem('realtime.known')")
         await page.keyboard.press("Space")  # focus is on Follow: nothing to do with the list
-        await browser.get_by_role("checkbox", name="ui.browsed").uncheck()
-        await page.wait_for_selector('.chart[data-topic="ui.browsed"]', state="detached")
+        await browser.get_by_role("checkbox", name="picked.browsed").uncheck()
+        await page.wait_for_selector('.chart[data-topic="picked.browsed"]', state="detached")
         await page.get_by_label("Search topics by prefix").fill("nothing.here")
         assert "No topic starts with" in await browser.inner_text()
         assert problems.errors == []
