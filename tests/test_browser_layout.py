@@ -317,7 +317,8 @@ async def test_topic_browser_searches_by_prefix_and_follows_from_the_keyboard(
             .filter(has_text="no recent events")
             .wait_for()
         )
-        assert "picked.browsed" in await page.evaluate("() => localStorage.getItem('realtime.known')")
+        known = await page.evaluate("() => localStorage.getItem('realtime.known')")
+        assert "picked.browsed" in known
         await page.keyboard.press("Space")  # focus is on Follow: nothing to do with the list
         await browser.get_by_role("checkbox", name="picked.browsed").uncheck()
         await page.wait_for_selector('.chart[data-topic="picked.browsed"]', state="detached")
