@@ -4,6 +4,7 @@ The rules are pure and tested directly; the rest runs a real worker against real
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -11,6 +12,7 @@ import aiohttp
 import pytest
 from redis.asyncio import Redis
 
+from processors.worker.consumer import Consumer
 from realtime.core.directory import (
     RATE_WINDOW_MS,
     CursorError,
@@ -26,6 +28,8 @@ from realtime.core.directory import (
 )
 from realtime.core.keys import Keys
 from realtime.core.settings import Settings
+from realtime.core.topics import partition_of
+from realtime.core.wire import UpdateEncoder
 from realtime.delivery.directory import DirectoryReader
 from realtime.web.topic_events import QueryError
 from realtime.web.topics import MAX_LIMIT, parse_query
@@ -250,3 +254,37 @@ async def test_topics_idle_past_the_limit_drop_out_and_are_removed(
         # A topic that comes back is listed again.
         await post(url, [{"topic": "quiet.one", "data": {}}])
         await eventually(listed(url, {"quiet.one"}), "the topic back")
+
+
+@pytest.mark.integration
+async def test_the_workers_commits_prune_idle_topics_without_any_reader(
+    settings: Settings, redis: Redis
+) -> None:
+    idle = settings.with_overrides(directory_idle_s=1)
+    quiet = "prune.quiet"
+    busy = next(
+        t
+        for t in (f"prune.busy{n}" for n in range(100))
+        if partition_of(t, idle.partitions) == partition_of(quiet, idle.partitions)
+    )
+    names_key = Keys(settings.prefix).directory(partition_of(quiet, idle.partitions))[0]
+    stop = asyncio.Event()
+    task = asyncio.create_task(Consumer(redis, UpdateEncoder.of(idle), idle).run(stop))
+    try:
+        async with running_app(settings) as url:  # a reader of a 24 h idle limit: no pruning
+            await post(url, [{"topic": quiet, "data": {}}])
+
+            async def recorded() -> bool:
+                return await redis.zscore(names_key, quiet) is not None  # (its score is 0)
+
+            await eventually(recorded, "the quiet topic recorded")
+
+            async def pruned() -> bool:
+                await post(url, [{"topic": busy, "data": {}}])  # a commit of its partition
+                return await redis.zscore(names_key, quiet) is None
+
+            await eventually(pruned, "the quiet topic pruned by a commit", timeout=15, interval=0.2)
+            assert await redis.zscore(names_key, busy) == 0
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
