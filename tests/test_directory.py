@@ -31,8 +31,8 @@ from realtime.core.settings import Settings
 from realtime.core.topics import partition_of
 from realtime.core.wire import UpdateEncoder
 from realtime.delivery.directory import DirectoryReader
-from realtime.web.topic_events import QueryError
-from realtime.web.topics import MAX_LIMIT, parse_query
+from realtime.web.topic_events import MAX_LIMIT, QueryError
+from realtime.web.topics import parse_query
 from tests.helpers.inprocess import running_app
 from tests.helpers.tokens import SECRET, hs256
 from tests.helpers.waiting import eventually

@@ -96,13 +96,7 @@ def parse_query(query: Mapping[str, str]) -> RangeQuery:
                 problems[name] = ["Must be a time in epoch milliseconds or an event id."]
             else:
                 start, end = (start, bound) if upper else (bound, end)
-    limit = DEFAULT_LIMIT
-    raw_limit = query.get("limit", "")
-    if raw_limit:
-        if raw_limit.isascii() and raw_limit.isdigit() and 1 <= int(raw_limit) <= MAX_LIMIT:
-            limit = int(raw_limit)
-        else:
-            problems["limit"] = [f"Must be a whole number from 1 to {MAX_LIMIT}."]
+    limit = page_limit(query, problems)
     order = query.get("order", "asc")
     if order not in ORDERS:
         problems["order"] = ["Must be asc or desc."]
@@ -120,6 +114,17 @@ def parse_query(query: Mapping[str, str]) -> RangeQuery:
     if problems:
         raise QueryError(problems)
     return RangeQuery(start, end, limit, descending, "from" in query)
+
+
+def page_limit(query: Mapping[str, str], problems: dict[str, list[str]]) -> int:
+    """A page's `limit` (1 to MAX_LIMIT, default DEFAULT_LIMIT); a bad one goes in `problems`."""
+    raw = query.get("limit", "")
+    if not raw:
+        return DEFAULT_LIMIT
+    if raw.isascii() and raw.isdigit() and 1 <= int(raw) <= MAX_LIMIT:
+        return int(raw)
+    problems["limit"] = [f"Must be a whole number from 1 to {MAX_LIMIT}."]
+    return DEFAULT_LIMIT
 
 
 def _after(position: StreamId) -> StreamId:

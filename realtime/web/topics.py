@@ -23,13 +23,11 @@ from realtime.core import errors, jsoncodec
 from realtime.core.directory import CursorError, decode_cursor, encode_cursor
 from realtime.delivery.directory import DirectoryReader, Listed
 from realtime.web.auth import OPEN, AuthError, Grant, TokenVerifier
-from realtime.web.topic_events import QueryError, bearer_token, json_error
+from realtime.web.topic_events import QueryError, bearer_token, json_error, page_limit
 
 logger = logging.getLogger(__name__)
 
 TOPICS_PATH = "/api/v1/topics"
-DEFAULT_LIMIT = 100
-MAX_LIMIT = 1000
 PARAMETERS = frozenset({"prefix", "limit", "cursor"})
 # The start of a topic name (realtime/core/topics.py), or nothing.
 PREFIX_RE = re.compile(r"^(?:[a-z0-9][a-z0-9_.:-]{0,127})?$")
@@ -50,13 +48,7 @@ def parse_query(query: Mapping[str, str]) -> DirectoryQuery:
     prefix = query.get("prefix", "")
     if not PREFIX_RE.match(prefix):
         problems["prefix"] = ["Must be the start of a topic name (a-z 0-9 and _ . : -)."]
-    limit = DEFAULT_LIMIT
-    raw_limit = query.get("limit", "")
-    if raw_limit:
-        if raw_limit.isascii() and raw_limit.isdigit() and 1 <= int(raw_limit) <= MAX_LIMIT:
-            limit = int(raw_limit)
-        else:
-            problems["limit"] = [f"Must be a whole number from 1 to {MAX_LIMIT}."]
+    limit = page_limit(query, problems)
     after = None
     if "cursor" in query:
         try:
