@@ -55,15 +55,16 @@ local function record_directory(names, seen, info, written, idle_ms, window_ms)
   for topic, w in pairs(written) do
     local count, previous = w[3], 0
     local old = redis.call('HGET', info, topic)
-    if old then
+    if old then  -- listed already: names and info are added and removed together
       old = cjson.decode(old)
       if old[3] == bucket then
         count, previous = old[4] + count, old[5]
       elseif old[3] == bucket - 1 then
         previous = old[4]
       end
+    else
+      redis.call('ZADD', names, 0, topic)
     end
-    redis.call('ZADD', names, 0, topic)
     redis.call('ZADD', seen, now_ms, topic)
     redis.call('HSET', info, topic, cjson.encode({w[1], w[2], bucket, count, previous, now_ms}))
   end
