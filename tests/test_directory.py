@@ -60,8 +60,9 @@ def test_the_query_has_defaults_and_names_each_bad_parameter() -> None:
     for bad in ["0", "-1", "ten", "\u0661"]:  # an Arabic-Indic digit is not a number
         with pytest.raises(QueryError):
             parse_query({"limit": bad})
-    with pytest.raises(QueryError):
-        parse_query({"prefix": ".x"})  # no topic starts with a dot
+    for prefix in [".x", "orders\n", "x" * 129]:  # no topic starts with these
+        with pytest.raises(QueryError):
+            parse_query({"prefix": prefix})
 
 
 @pytest.mark.unit

@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 TOPICS_PATH = "/api/v1/topics"
 PARAMETERS = frozenset({"prefix", "limit", "cursor"})
 # The start of a topic name (realtime/core/topics.py), or nothing.
-PREFIX_RE = re.compile(r"^(?:[a-z0-9][a-z0-9_.:-]{0,127})?$")
+PREFIX_RE = re.compile(r"(?:[a-z0-9][a-z0-9_.:-]{0,127})?")  # fullmatch: `$` takes a "\n"
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ def parse_query(query: Mapping[str, str]) -> DirectoryQuery:
     for name in sorted(set(query) - PARAMETERS):
         problems[name] = ["Unknown parameter."]
     prefix = query.get("prefix", "")
-    if not PREFIX_RE.match(prefix):
+    if not PREFIX_RE.fullmatch(prefix):
         problems["prefix"] = ["Must be the start of a topic name (a-z 0-9 and _ . : -)."]
     limit = page_limit(query, problems)
     after = None
