@@ -104,22 +104,27 @@ class StreamReader:
         A backlog page is queued even past the bound (its size is about a page)."""
         if self.cut is not None:
             return
+        paced = self._pacing is not None and not whole
         last = self.cursors.get(topic, ZERO)
         new = []
         for event in events:
             event_id = parse_id(event["id"])
-            if event_id > last:  # else a duplicate at the seam
+            if event_id <= last:
+                continue  # a duplicate at the seam
+            last = event_id
+            if paced:
                 new.append(event)
-                last = event_id
-        if self._pacing is not None and not whole and self.max_rate is not None:
+            else:
+                self.cursors[topic] = event_id
+                self._queue(sse.message(sse.UPDATE, event, self.position()), backlog)
+        if new and self._pacing is not None and self.max_rate is not None:
             conflater = self._conflaters.get(topic)
             if conflater is None:
                 conflater = self._conflaters[topic] = Conflater(topic, self.max_rate)
-            new = self._pacing.offer(topic, conflater, new)
-        self.sent(topic, new, backlog)
+            self.sent(topic, self._pacing.offer(topic, conflater, new), backlog)
 
     def sent(self, topic: str, events: list[WireEvent], backlog: bool = False) -> None:
-        """Queue events that go out as they are (ids after the topic's position)."""
+        """Queue paced events as they are (merges, ids after the topic's position)."""
         for event in events:
             self.cursors[topic] = parse_id(event["id"])
             self._queue(sse.message(sse.UPDATE, event, self.position()), backlog)
