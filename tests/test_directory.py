@@ -30,8 +30,9 @@ from realtime.core.keys import Keys
 from realtime.core.settings import Settings
 from realtime.core.topics import partition_of
 from realtime.core.wire import UpdateEncoder
-from realtime.delivery.directory import DirectoryReader
+from realtime.delivery.directory import DirectoryReader, Listed
 from realtime.web.topic_events import MAX_LIMIT, QueryError
+from realtime.web.topics import listing as listing_of
 from realtime.web.topics import parse_query
 from tests.helpers.inprocess import running_app
 from tests.helpers.tokens import SECRET, hs256
@@ -105,6 +106,19 @@ def test_a_topic_is_idle_past_the_limit_and_records_are_read_safely() -> None:
     assert decode_info(b'["5-0", 5]') is None
     older = Info("4-9", 4, 0, 1, 0, seen_ms=9_000)
     assert newest([older, info]) == info
+
+
+@pytest.mark.unit
+def test_a_topic_has_viewers_only_where_they_are_known() -> None:
+    page = [Listed("a", "1-0", 1, 0.5), Listed("b", "2-0", 2, 0.0)]
+    assert [t["viewers"] for t in listing_of(page, {"a": 3})] == [3, None]
+    assert listing_of(page, {})[1] == {
+        "topic": "b",
+        "last_id": "2-0",
+        "last_ts": 2,
+        "rate": 0.0,
+        "viewers": None,
+    }
 
 
 # -- with a real worker and real Redis ------------------------------------------------------

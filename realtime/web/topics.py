@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,9 +60,12 @@ def parse_query(query: Mapping[str, str]) -> DirectoryQuery:
     return DirectoryQuery(prefix, limit, after)
 
 
-def viewers_of(topics: list[str]) -> dict[str, int]:
-    """Viewers per topic, where known. The seam for presence (issue 19, item 1): until
-    it lands, nothing is known and every topic answers `viewers: null`."""
+# Viewers per topic, where known: the seam for presence (issue 19, item 1).
+Viewers = Callable[[list[str]], Awaitable[Mapping[str, int]]]
+
+
+async def no_viewers(topics: list[str]) -> Mapping[str, int]:
+    """Until presence lands nothing is known: every topic answers `viewers: null`."""
     return {}
 
 
@@ -82,9 +85,15 @@ def listing(page: list[Listed], viewers: Mapping[str, int]) -> list[dict[str, An
 class TopicDirectory:
     """The handler: the `subscribe` token rule, then one bounded page of the directory."""
 
-    def __init__(self, directory: DirectoryReader, verifier: TokenVerifier | None) -> None:
+    def __init__(
+        self,
+        directory: DirectoryReader,
+        verifier: TokenVerifier | None,
+        viewers: Viewers = no_viewers,
+    ) -> None:
         self.directory = directory
         self.verifier = verifier
+        self.viewers = viewers
 
     async def handle(self, request: web.Request) -> web.Response:
         grant: Grant = OPEN
@@ -99,12 +108,12 @@ class TopicDirectory:
             return json_error(400, errors.INVALID, str(exc), exc.fields)
         try:
             page = await self.directory.page(query.prefix, query.after, query.limit, grant.allows)
+            viewers = await self.viewers([item.topic for item in page.topics])
         except (RedisError, OSError) as exc:
             logger.warning("topic directory unavailable (%s)", exc)
             return json_error(503, errors.UNAVAILABLE, "The topic directory cannot be read now.")
-        topics = [item.topic for item in page.topics]
         body = {
-            "topics": listing(page.topics, viewers_of(topics)),
+            "topics": listing(page.topics, viewers),
             "next": None if page.after is None else encode_cursor(page.after),
         }
         return web.json_response(body, dumps=jsoncodec.dumps)
