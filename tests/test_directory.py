@@ -303,3 +303,13 @@ async def test_the_workers_commits_prune_idle_topics_without_any_reader(
     finally:
         stop.set()
         await asyncio.wait_for(task, 10)
+
+
+@pytest.mark.integration
+@pytest.mark.usefixtures("worker")
+async def test_a_16_digit_ts_is_listed_exactly(settings: Settings) -> None:
+    async with running_app(settings) as url:
+        await post(url, [{"topic": "big.ts", "ts": 2**53 - 1, "data": {}}])
+        await eventually(listed(url, {"big.ts"}), "the topic listed")
+        [item] = await everything(url, prefix="big.")
+        assert item["last_ts"] == 2**53 - 1

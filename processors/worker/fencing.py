@@ -85,8 +85,8 @@ return {0, counts, errors}
 # KEYS: lease, ingest stream, dead-letter stream, window checkpoint hash, attempts hash,
 #   then the partition's three topic directory keys (realtime/core/directory.py).
 # ARGV: lease token, group, history maxlen, dead-letter maxlen, then the batch as one
-#   JSON document {"h": [[key, id, [field, value, ...], topic, ts], ...], "t": [[topic,
-#   id, ts, events], ...] (written elsewhere: a cluster's other slots), "i": directory
+#   JSON document {"h": [[key, id, [field, value, ...], topic, "ts"], ...], "t": [[topic,
+#   id, "ts", events], ...] (written elsewhere: a cluster's other slots), "i": directory
 #   idle ms, "p": [[channel, payload],
 #   ...], "c": "PUBLISH" or "SPUBLISH", "r": [[ingest stream, [field, value, ...]], ...],
 #   "s": [field, value, ...], "d": [field, ...], "a": [entry id, ...], "x": [entry id
@@ -344,14 +344,15 @@ class FencedPartition:
                 if failed is not None:
                     return CommitFailure(*failed)
                 elsewhere = [
-                    [w.topic, w.id, w.ts, 1]
+                    [w.topic, w.id, str(w.ts), 1]
                     for writes in parts.elsewhere.values()
                     for w in writes.history
                     if w.topic
                 ]
             plan, history_index = parts.own, parts.history_index
         batch = {
-            "h": [[w.key, w.id, w.fields, w.topic, w.ts] for w in plan.history],
+            # ts as text: cjson would write a number back with 14 digits only
+            "h": [[w.key, w.id, w.fields, w.topic, str(w.ts)] for w in plan.history],
             "t": elsewhere,
             "i": self.directory_idle_ms,
             "p": [[channel, payload.decode()] for channel, payload in plan.publishes],

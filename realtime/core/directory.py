@@ -8,8 +8,9 @@ update per topic per batch, O(1) in the number of events:
 - `names`: a sorted set of topic names, every score 0, so ZRANGEBYLEX pages by prefix;
 - `seen`: a sorted set of topic -> when the last batch wrote it (Redis time, ms), so the
   idle are found with one ZRANGEBYSCORE and pruned a bounded number at a time;
-- `info`: a hash of topic -> JSON `[last id, last ts, bucket, count, previous count,
-  seen ms]`: the event counts of the current and the previous RATE_WINDOW_MS bucket,
+- `info`: a hash of topic -> JSON `[last id, "last ts", bucket, count, previous count,
+  seen ms]` (the ts as text: Lua's cjson writes numbers with 14 digits, and a ts may
+  have 16): the event counts of the current and the previous RATE_WINDOW_MS bucket,
   from which a reader estimates the recent rate (a sliding window over two buckets).
 
 Design notes: docs/design-notes.md.
