@@ -327,6 +327,35 @@ async def test_topic_browser_searches_by_prefix_and_follows_from_the_keyboard(
         assert problems.errors == []
 
 
+async def test_topic_browser_reads_further_directory_pages_on_demand(
+    web: RealtimeProcess,
+) -> None:
+    """105 topics under one prefix: the first page lists 100, *More topics* the rest."""
+    wanted = [f"many.t{n:03d}" for n in range(105)]
+    await post_events(web.url, [{"topic": t, "data": {"value": 1}} for t in wanted])
+    async with dashboard_page(f"{web.url}/?topics=") as (page, problems):
+        await wait_connected(page)
+        await page.get_by_role("button", name="Browse topics").click()
+        browser = page.get_by_test_id("topic-browser")
+
+        async def listed_names() -> list[str]:
+            return await browser.locator('li[data-listed="true"] label').all_inner_texts()
+
+        more = browser.get_by_role("button", name="More topics")
+        async with asyncio.timeout(30):
+            while True:  # until the worker has written all 105 (refreshed every 10 s)
+                await page.get_by_label("Search topics by prefix").fill("")
+                await page.get_by_label("Search topics by prefix").fill("many.")
+                await more.wait_for()
+                if await listed_names() == wanted[:100]:
+                    break
+        await more.click()
+        await browser.locator('li[data-topic="many.t104"][data-listed="true"]').wait_for()
+        assert await listed_names() == wanted
+        assert await more.count() == 0  # the last page
+        assert problems.errors == []
+
+
 async def test_controls_show_where_the_keyboard_is(web: RealtimeProcess) -> None:
     """Tabbing reaches the controls in order, and each shows a visible focus ring."""
     async with dashboard_page(f"{web.url}/?topics=metrics.cpu") as (page, problems):

@@ -19,7 +19,7 @@ function TopicBrowser({ id }) {
   const wanted = prefix.trim().toLowerCase();
   const searchable = PREFIX_RE.test(wanted);
   // The directory's pages for `of` (the prefix they answer); `error` when it cannot be read.
-  const [dir, setDir] = useState({ of: null, entries: [], next: null, error: null });
+  const [dir, setDir] = useState({ of: null, pages: 0, entries: [], next: null, error: null });
   const [more, setMore] = useState(null); // the cursor of the page being fetched
 
   useEffect(() => {
@@ -30,13 +30,13 @@ function TopicBrowser({ id }) {
       try {
         const page = await fetchDirectory(wanted, null, control.signal);
         setDir((d) =>
-          // A refresh keeps further pages already read.
-          d.of === wanted && d.entries.length > page.topics.length
+          // A refresh leaves alone a list the user has read further pages of.
+          d.of === wanted && d.pages > 1
             ? d
-            : { of: wanted, entries: page.topics, next: page.next, error: null },
+            : { of: wanted, pages: 1, entries: page.topics, next: page.next, error: null },
         );
       } catch (e) {
-        if (e.name !== "AbortError") setDir({ of: wanted, entries: [], next: null, error: e.message });
+        if (e.name !== "AbortError") setDir({ of: wanted, pages: 0, entries: [], next: null, error: e.message });
       }
       timer = setTimeout(load, REFRESH_MS);
     };
@@ -52,7 +52,11 @@ function TopicBrowser({ id }) {
     const control = new AbortController();
     fetchDirectory(wanted, more, control.signal)
       .then((page) =>
-        setDir((d) => (d.of === wanted ? { ...d, entries: [...d.entries, ...page.topics], next: page.next } : d)),
+        setDir((d) =>
+          d.of === wanted
+            ? { ...d, pages: d.pages + 1, entries: [...d.entries, ...page.topics], next: page.next }
+            : d,
+        ),
       )
       .catch((e) => e.name !== "AbortError" && setDir((d) => ({ ...d, error: e.message })))
       .finally(() => setMore(null));
