@@ -220,7 +220,7 @@ def test_wellformed_socketio_packets_pass(frame: str) -> None:
 
 
 @pytest.mark.unit
-@pytest.mark.parametrize("frame", ["", "x", "7", "9", b"\x00", "{}"])
+@pytest.mark.parametrize("frame", ["", "x", "7", "9", b"", "{}"])
 def test_malformed_engineio_frames_are_recognised(frame: str | bytes) -> None:
     assert engine_malformed(frame) is not None
 
