@@ -24,7 +24,15 @@ from realtime.core import jsoncodec
 from realtime.core.settings import Settings
 from realtime.dev.embedded import RedisServer
 from realtime.web.app import SIO, create_app
-from realtime.web.extensions import Extension, ExtensionError, install, load, parse
+from realtime.web.extensions import (
+    REALTIME,
+    Extension,
+    ExtensionError,
+    PublishError,
+    install,
+    load,
+    parse,
+)
 from realtime.web.namespace import TopicNamespace
 from tests.helpers.clients import Collector
 from tests.helpers.processes import RealtimeProcess, settings_env
@@ -272,3 +280,27 @@ def test_a_missing_extension_stops_the_command_with_exit_2(
         f"realtime {command}: configuration error: "
         "REALTIME_EXTENSIONS: tests.helpers.ext_probe has no nothing"
     )
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("topic", "data", "code", "fields"),
+    [
+        ("Bad Topic", {"v": 1}, "invalid", {"topic"}),
+        ("notes.x", {"v": 2**70}, "invalid", {"data"}),  # not storable exactly
+        ("notes.x", {"v": b"bytes"}, "invalid", None),  # not JSON
+        ("notes.x", {"v": "x" * 2000}, "too_large", {"data"}),
+    ],
+)
+async def test_publish_is_checked_as_http_ingest_checks(
+    topic: str, data: dict[str, Any], code: str, fields: set[str] | None
+) -> None:
+    """Refused before anything is written (no Redis runs here)."""
+    app = create_app(Settings(insecure=True, max_event_bytes=1024))
+    with pytest.raises(PublishError) as refused:
+        await app[REALTIME].publish(topic, data)
+    assert refused.value.code == code
+    assert (set(refused.value.fields) if refused.value.fields else None) == fields
+    ack = refused.value.ack()
+    assert ack["ok"] is False
+    assert ack["error"]["code"] == code

@@ -156,6 +156,7 @@ WEBSOCKET = "aiohttp.web.WebSocketResponse"
 _ES = "realtime/transport/engine.py EngineSocket"
 _UPGRADE = f"{_ES}._upgrade_websocket (reached as getattr(self, '_upgrade_' + transport))"
 _SS = "realtime/transport/server.py SocketServer"
+_DISPATCH = "realtime/transport/dispatch.py ExtensibleServer"
 _ROOMS = "realtime/fanout/rooms.py RoomIndex (and bench/rooms.py IndexedManager)"
 _FANOUT = "realtime/fanout/manager.py FanoutManager"
 _DEFLATE = (
@@ -265,7 +266,7 @@ INTERNALS: list[Internal] = [
     # python-socketio: the server
     *uses(
         SERVER,
-        f"{_SS} (overrides)",
+        f"{_SS} and {_DISPATCH} (overrides)",
         _engineio_server_class=func("self", exact=True),
         _trigger_event=coro("self event namespace *args", exact=True),
         _handle_eio_connect=coro("self eio_sid environ", exact=True),
@@ -279,19 +280,19 @@ INTERNALS: list[Internal] = [
     ),
     *uses(
         SERVER,
-        f"{_SS}.handlers_event (python-socketio's own dispatch, after the project's)",
+        f"{_DISPATCH}.handlers_event (python-socketio's own dispatch, after the project's)",
         _trigger_event=coro("self event namespace *args"),
         not_handled=OnInstance(),
         save_session=coro("self sid session namespace"),
     ),
     *uses(
         SERVER,
-        f"{_SS}._handle_connect holds packets until CONNECT (what upstream sends them with)",
+        f"{_DISPATCH}._handle_connect holds packets until CONNECT (what upstream sends them with)",
         _handle_connect=Refers("_send_packet _trigger_event"),
     ),
     *uses(
         MANAGER,
-        f"{_SS}._send_eio_packet (an emit without callback reaches clients through it)",
+        f"{_DISPATCH}._send_eio_packet (an emit without callback reaches clients through it)",
         emit=Refers("_send_eio_packet _send_packet"),
     ),
     *uses(

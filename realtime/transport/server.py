@@ -4,11 +4,8 @@ Socket.IO side of step 5 (sending). It is delivery's one door to a connection
 that send malformed packets or never join a namespace, and can drop a connection so the
 client reconnects by itself.
 
-Handlers registered with python-socketio's own API (`on`, `event`, `register_namespace`:
-extensions, realtime/web/extensions.py) come after the project's: a namespace's `first`
-handler sees every event of its namespace and passes on what it does not handle
-(`handlers_event`); a connect to any other namespace passes `gate` first. Packets sent
-to a connection while a connect handler runs wait, and leave right after its CONNECT.
+The project's handlers come before those registered with python-socketio's API
+(`realtime/transport/dispatch.py`).
 
 Design notes: docs/design-notes.md.
 """
@@ -18,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, Protocol
 
 import engineio
@@ -28,6 +25,7 @@ from socketio import packet
 from realtime.core.keys import NAMESPACE, SUBSCRIBE_EVENT, UNSUBSCRIBE_EVENT
 from realtime.core.logs import log_context
 from realtime.core.topics import is_valid_topic
+from realtime.transport.dispatch import ExtensibleServer
 from realtime.transport.engine import EngineServer, EngineSocket
 from realtime.transport.inbound import attachment_malformed, guard_translate_request, malformed
 from realtime.transport.outbox import Outbox
@@ -103,24 +101,7 @@ class Watcher(Protocol):
     def upgraded(self, eio_sid: str) -> None: ...
 
 
-# Called before the connect handlers of a namespace without a `first` handler, with
-# (namespace, sid, environ, auth); raises socketio.exceptions.ConnectionRefusedError.
-Gate = Callable[[str, str, dict[str, Any], Any], Awaitable[None]]
-_ANSWERS = frozenset({packet.CONNECT, packet.CONNECT_ERROR})
-
-
-class _Held:
-    """What was sent to one connection while its connects were being handled."""
-
-    __slots__ = ("connects", "packets", "releasing")
-
-    def __init__(self) -> None:
-        self.connects = 0
-        self.packets: list[tuple[bool, Any]] = []  # (an Engine.IO packet?, the packet)
-        self.releasing = False
-
-
-class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
+class SocketServer(ExtensibleServer):
     def __init__(
         self,
         *args: Any,
@@ -140,9 +121,6 @@ class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
         self.admin_only_origin = admin_only_origin
         self.traffic = Traffic()
         self.watcher: Watcher | None = None
-        self.first: dict[str, socketio.AsyncNamespace] = {}
-        self.gate: Gate | None = None
-        self._held: dict[str, _Held] = {}
         self.eio.on_upgraded = self._upgraded
         self.eio.ws_compression = ws_compression
         self.eio.backlog_bytes = backlog_bytes
@@ -178,38 +156,6 @@ class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
 
     def _engineio_server_class(self) -> type[EngineServer]:
         return EngineServer
-
-    # -- dispatch: the project's handlers first, then python-socketio's ------------------
-
-    def register_first(self, handler: socketio.AsyncNamespace) -> None:
-        """The project's handler of `handler.namespace`: every event of the namespace
-        goes to it, whatever is registered there with python-socketio's API."""
-        handler._set_server(self)
-        self.first[handler.namespace] = handler
-
-    async def handlers_event(self, event: str, namespace: str, *args: Any) -> Any:
-        """python-socketio's dispatch to the handlers registered with its API (`on`,
-        `event`, `register_namespace`); `not_handled` if there is none."""
-        return await socketio.AsyncServer._trigger_event(self, event, namespace, *args)
-
-    async def handlers_connect(self, namespace: str, sid: str, environ: Any, auth: Any) -> Any:
-        """`handlers_event("connect", ...)`, with the legacy signature (no `auth`)
-        tried as python-socketio's `_handle_connect` tries it."""
-        if auth:
-            return await self.handlers_event("connect", namespace, sid, environ, auth)
-        try:
-            return await self.handlers_event("connect", namespace, sid, environ, None)
-        except TypeError:
-            return await self.handlers_event("connect", namespace, sid, environ)
-
-    async def _dispatch(self, event: str, namespace: str, args: tuple[Any, ...]) -> Any:
-        first = self.first.get(namespace)
-        if first is not None:
-            return await first.trigger_event(event, *args)
-        if event == "connect" and self.gate is not None and namespace != self.admin_namespace:
-            sid, environ, *auth = args
-            await self.gate(namespace, sid, environ, auth[0] if auth else None)
-        return await super()._trigger_event(event, namespace, *args)
 
     async def _trigger_event(self, event: str, namespace: str, *args: Any) -> Any:
         fields = _context_of(event, args)
@@ -318,48 +264,7 @@ class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
                 self.packet_class(packet.CONNECT_ERROR, data=refusal, namespace=namespace),
             )
             return
-        # socket.io's CONNECT comes before whatever the connect handlers emit: what they
-        # send waits (`_send_packet`, `_send_eio_packet`) until python-socketio answered.
-        held = self._held.get(eio_sid)
-        if held is None:
-            held = self._held[eio_sid] = _Held()
-        held.connects += 1
-        try:
-            await super()._handle_connect(eio_sid, namespace, data)
-        finally:
-            held.connects -= 1
-            await self._release(eio_sid, held)
-
-    async def _release(self, eio_sid: str, held: _Held) -> None:
-        """Send what waited, in order, once no connect of the connection is in progress."""
-        if held.releasing:
-            return  # the release under way sends it
-        held.releasing = True
-        try:
-            while held.packets and not held.connects:
-                engine_level, pkt = held.packets.pop(0)
-                if engine_level:
-                    await super()._send_eio_packet(eio_sid, pkt)
-                else:
-                    await super()._send_packet(eio_sid, pkt)
-        finally:
-            held.releasing = False
-        if not held.connects and not held.packets and self._held.get(eio_sid) is held:
-            del self._held[eio_sid]
-
-    async def _send_packet(self, eio_sid: str, pkt: Any) -> None:
-        held = self._held.get(eio_sid) if self._held else None
-        if held is not None and pkt.packet_type not in _ANSWERS:
-            held.packets.append((False, pkt))
-            return
-        await super()._send_packet(eio_sid, pkt)
-
-    async def _send_eio_packet(self, eio_sid: str, eio_pkt: Any) -> None:
-        held = self._held.get(eio_sid) if self._held else None
-        if held is not None:
-            held.packets.append((True, eio_pkt))
-            return
-        await super()._send_eio_packet(eio_sid, eio_pkt)
+        await super()._handle_connect(eio_sid, namespace, data)
 
     def _serves(self, namespace: str) -> bool:
         return (

@@ -28,6 +28,7 @@ from realtime.core.keys import SUBSCRIBE_EVENT, UNSUBSCRIBE_EVENT
 from realtime.ingest.api import IngestHandler, IngestWriter, Refused
 from realtime.transport.server import SocketServer
 from realtime.web.access import Access
+from realtime.web.admin import ADMIN_NAMESPACE
 from realtime.web.auth import AuthError, Grant
 from realtime.web.namespace import TopicNamespace
 
@@ -147,6 +148,8 @@ class Gate:
         self.access = access
 
     async def __call__(self, namespace: str, sid: str, environ: Any, auth: Any) -> None:
+        if namespace == ADMIN_NAMESPACE:
+            return  # the Admin UI's own login (realtime/web/admin.py)
         grant = self.access.verify(auth)  # raises ConnectionRefusedError
         await self.sio.save_session(sid, {CLAIMS: dict(grant.claims)}, namespace)
 
