@@ -8,6 +8,7 @@ Binary packets are in tests/test_binary.py.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import subprocess
 import sys
@@ -35,6 +36,7 @@ from realtime.web.extensions import (
 )
 from realtime.web.namespace import TopicNamespace
 from tests.helpers.clients import Collector
+from tests.helpers.jsclient import JsClient, require_node
 from tests.helpers.processes import RealtimeProcess, settings_env
 from tests.helpers.stack import fresh_settings, running_stack
 from tests.helpers.tokens import SECRET, hs256
@@ -304,3 +306,28 @@ async def test_publish_is_checked_as_http_ingest_checks(
     ack = refused.value.ack()
     assert ack["ok"] is False
     assert ack["error"]["code"] == code
+
+
+@pytest.mark.system
+async def test_socket_io_js_client_gets_the_welcome_and_round_trips_binary(
+    web: RealtimeProcess,
+) -> None:
+    """socket.io-client 4 (npm), as a browser app would use an extension: the connect
+    handler's emit, a hyphenated event's ack, a Buffer to a handler and bytes back."""
+    js = await JsClient(require_node(), "js-ext").start()
+    try:
+        options = {"auth": {"token": hs256(sub="js")}, "transports": ["websocket"]}
+        result = await js.request("connect", url=web.url, options=options, anyEvent=True)
+        assert result["connected"] is True, result
+        await js.wait_until(lambda c: bool(c.of("any")), "the welcome")
+        [welcome] = js.of("any")
+        assert (welcome["name"], welcome["args"]) == (
+            "welcome",
+            [{"sub": "js", "topics": ["metrics.*"]}],
+        )
+        assert await js.emit("hyphen-ated", {"a": 1}) == {"got": [{"a": 1}]}
+        blob = base64.b64encode(b"\x01\x02\x03").decode()
+        ack = await js.request("emitBinary", event="echo-binary", base64=blob)
+        assert ack == [[3], {"base64": base64.b64encode(b"\x03\x02\x01").decode()}]
+    finally:
+        await js.close()
