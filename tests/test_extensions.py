@@ -143,6 +143,9 @@ async def test_hyphenated_events_acks_and_unknown_events(
     assert await asyncio.wait_for(answers, 10) == ("two", 1)
     unknown = await sio.call("no-such-event", {})
     assert unknown["error"]["code"] == "invalid"
+    # A handler that fails still answers (and the connection stays).
+    failed = await sio.call("boom", {})
+    assert failed["error"]["code"] == "internal"
     # The project's own events are still its own.
     ack = await sio.call("subscribe", {"topic": "metrics.cpu"})
     assert ack["ok"] is True
@@ -181,7 +184,10 @@ async def test_refusals_the_projects_auth_first_then_the_extensions_reason(
 
     reason = await refusal(client(clients), web, {"token": hs256(), "refuse": "closed for lunch"})
     assert reason == {"message": "closed for lunch"}
-    assert (await counts(web))["connects"] == before["connects"] + 1
+    # A connect handler that fails is a refusal too, never a CONNECT left unanswered.
+    failed = await refusal(client(clients), web, {"token": hs256(), "boom": True})
+    assert failed["data"] == {"code": "internal"}
+    assert (await counts(web))["connects"] == before["connects"] + 2
 
     # A client it accepts is served as usual, and its disconnect reaches the extension.
     accepted = client(clients)

@@ -78,7 +78,11 @@ class TopicNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         if event == "disconnect":
             await self.on_disconnect(*args)
             return await self.server.handlers_event(event, NAMESPACE, *args)
-        result = await self.server.handlers_event(event, NAMESPACE, *args)
+        try:
+            result = await self.server.handlers_event(event, NAMESPACE, *args)
+        except Exception:  # an extension's bug: the client still gets its answer
+            logger.exception("extension handler of %r failed", event[:64])
+            return errors.error_ack(errors.INTERNAL, "The event failed on the server.")
         if result is self.server.not_handled:
             # Answered (when the client asked for an ack), never dispatched.
             return errors.error_ack(errors.INVALID, f"Unknown event {event[:64]!r}.")
@@ -92,9 +96,18 @@ class TopicNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
                 claims = dict(grant.claims) if grant is not None else {}
                 await self.server.save_session(sid, {"claims": claims}, NAMESPACE)
             accepted = await self.server.handlers_connect(NAMESPACE, sid, environ, auth)
-        except BaseException:
+        except socketio.exceptions.ConnectionRefusedError:
             self.access.disconnected(sid)  # refused by an extension: no disconnect follows
             raise
+        except BaseException as exc:
+            self.access.disconnected(sid)
+            if not isinstance(exc, Exception):
+                raise
+            # An extension's bug: a refusal the client sees, not a CONNECT never answered.
+            logger.exception("extension connect handler failed")
+            raise socketio.exceptions.ConnectionRefusedError(
+                "The server failed to accept the connection; retry.", {"code": errors.INTERNAL}
+            ) from None
         if accepted is False:
             self.access.disconnected(sid)
             return False

@@ -28,6 +28,8 @@ def setup(sio: socketio.AsyncServer, app: web.Application) -> None:
         seen["connects"] += 1
         if isinstance(auth, dict) and "refuse" in auth:
             raise socketio.exceptions.ConnectionRefusedError(auth["refuse"])
+        if isinstance(auth, dict) and "boom" in auth:
+            raise RuntimeError("a bug in the extension")
         claims = (await sio.get_session(sid))[CLAIMS]
         await sio.emit(
             "welcome", {"sub": claims.get("sub"), "topics": claims.get("topics")}, to=sid
@@ -47,6 +49,9 @@ def setup(sio: socketio.AsyncServer, app: web.Application) -> None:
         blobs = [a for a in args if isinstance(a, bytes)]
         return [len(b) for b in blobs], *[b[::-1] for b in blobs]
 
+    async def boom(sid: str, *args: Any) -> None:
+        raise RuntimeError("a bug in the extension")
+
     async def counts(request: web.Request) -> web.Response:
         return web.json_response(seen)
 
@@ -55,5 +60,6 @@ def setup(sio: socketio.AsyncServer, app: web.Application) -> None:
     sio.on("hyphen-ated", hyphenated)
     sio.on("pair", pair)
     sio.on("echo-binary", echo_binary)
+    sio.on("boom", boom)
     sio.register_namespace(Chat(CHAT))
     app.router.add_get("/probe/counts", counts)
