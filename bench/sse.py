@@ -11,9 +11,9 @@ kind on a fresh topic, posts `--events` events through the HTTP ingest API (batc
 warm-up of each kind, the kinds alternate order from run to run. Per phase: deliveries
 per second (readers x events / time from the first post to the last delivery) and the
 web process's CPU per delivery (ingest included, the same in both kinds); medians with
-min-max over --runs, and SSE / websocket ratios. The clients live in this process and
-count events without decoding them, so that they cost little next to the server; on a
-small machine they still share its cores.
+min-max over --runs, and SSE / websocket ratios. The clients live in this process (the
+SSE readers count events without decoding them); on a small machine they share its
+cores with the server.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ import aiohttp
 
 from bench import procstat
 from bench.servers import OURS, Proc, start_server, start_worker
+from bench.slowclient import receive
 from realtime.core import jsoncodec
 from realtime.dev.embedded import RedisServer, free_port
 
@@ -59,13 +60,7 @@ async def websocket_reader(
         pass  # the ack
 
     async def until(count: int) -> None:
-        got = 0
-        while got < count:
-            frame = await ws.receive_str()
-            if frame == "2":
-                await ws.send_str("3")
-            elif frame.startswith('42["update"'):
-                got += frame.count('"topic":')
+        await receive(ws, count)
         await ws.close()
 
     return until
