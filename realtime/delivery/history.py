@@ -70,7 +70,9 @@ def reaches(extent: Extent, start: StreamId, maxlen: int) -> bool:
 def _extent(oldest_entries: Any, length: Any, info: Any) -> Extent:
     """The replies of `_ask_extent`, queued in a transaction, as an Extent."""
     oldest = parse_id(oldest_entries[0][0]) if oldest_entries else None
-    added = info.get("entries-added") if isinstance(info, dict) else None
+    if isinstance(info, ResponseError):  # no such key: nothing was ever added
+        return Extent(None, 0, 0)
+    added = info.get("entries-added")  # None before Redis 7
     return Extent(oldest, int(length), None if added is None else int(added))
 
 
@@ -97,6 +99,7 @@ class ResumePoint:
     recovered: bool
     page: list[WireEvent]  # the first events after `since` (what history still holds)
     latest: list[WireEvent]  # the newest events, oldest first (for a snapshot)
+    extent: Extent  # what history held when it was read
 
 
 class HistoryReader:
@@ -116,11 +119,13 @@ class HistoryReader:
             pipe.xrange(key, min=f"({format_id(since)}", count=count)
             pipe.xrevrange(key, count=latest)
             _ask_extent(pipe, key)
-            page, newest, *extent = await _execute(pipe)
+            page, newest, *replies = await _execute(pipe)
+        extent = _extent(*replies)
         return ResumePoint(
-            covers(_extent(*extent), since, self.maxlen),
+            covers(extent, since, self.maxlen),
             self._decode(topic, page),
             self._decode(topic, newest[::-1]),
+            extent,
         )
 
     async def after(self, topic: str, after: StreamId, count: int) -> list[WireEvent]:
