@@ -23,6 +23,11 @@ function initialTopics() {
   return DEFAULT_TOPICS;
 }
 
+// The time-range control (ranges.js): "now", or a range to backfill; `?range=1h` opens on one.
+function initialRange() {
+  return new URLSearchParams(window.location.search).get("range") ?? "now";
+}
+
 function initialKnown() {
   try {
     const saved = JSON.parse(window.localStorage.getItem(KNOWN_KEY) ?? "null");
@@ -58,6 +63,8 @@ export const useStore = create((set, get) => ({
   // Every topic this page has seen or followed (remembered): the topic browser lists them.
   known: initialKnown(),
   topicErrors: {},
+  range: initialRange(),
+  served: {}, // topic -> what a range is drawn from: {served, resolution, from, complete}
   frame: 0,
   logLength: 0,
   totalEvents: 0,
@@ -85,6 +92,9 @@ export const useStore = create((set, get) => ({
       save(KNOWN_KEY, next);
       set({ known: next });
     }
+  },
+  setRange(range) {
+    set({ range, served: {} });
   },
   dismissNotice() {
     set((s) => ({ resume: { ...s.resume, dismissed: true } }));
