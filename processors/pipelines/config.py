@@ -10,7 +10,6 @@ Design notes: docs/design-notes.md.
 
 from __future__ import annotations
 
-import fnmatch
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from marshmallow import (
     validates_schema,
 )
 
+from processors.pipelines.globs import glob_pattern
 from processors.pipelines.predicates import PATH_PATTERN, Path, Predicate, PredicateError, parse
 from processors.pipelines.retention import DEFAULT_RETENTION, MAX_EVENTS, RetentionRule
 from processors.pipelines.routing import Template, TemplateError
@@ -309,8 +309,7 @@ class PipelineConfig:
     _regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        regex = "|".join(f"(?:{fnmatch.translate(g)})" for g in self.match)
-        object.__setattr__(self, "_regex", re.compile(regex))
+        object.__setattr__(self, "_regex", glob_pattern(self.match))
 
     def matches(self, topic: str) -> bool:
         return self._regex.match(topic) is not None

@@ -10,9 +10,10 @@ Design notes: docs/pipelines.md#retention.
 
 from __future__ import annotations
 
-import fnmatch
 import re
 from dataclasses import dataclass, field
+
+from processors.pipelines.globs import glob_pattern
 
 DAY_MS = 86_400_000
 MAX_EVENTS = 10_000_000  # the largest count cap a rule may set
@@ -29,8 +30,7 @@ class RetentionRule:
     _regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        regex = "|".join(f"(?:{fnmatch.translate(g)})" for g in self.match)
-        object.__setattr__(self, "_regex", re.compile(regex))
+        object.__setattr__(self, "_regex", glob_pattern(self.match))
 
     def matches(self, topic: str) -> bool:
         return self._regex.match(topic) is not None
