@@ -2,6 +2,7 @@
 // in the feed's buffers; the store holds what React renders from and one `frame` counter
 // that the feed bumps once per animation frame in which events arrived.
 import { create } from "zustand";
+import { RANGES } from "./ranges.js";
 
 export const TOPIC_RE = /^[a-z0-9][a-z0-9_.:-]{0,127}$/;
 export const DEFAULT_TOPICS = ["metrics.cpu", "metrics.memory", "metrics.requests", "events.orders"];
@@ -25,7 +26,8 @@ function initialTopics() {
 
 // The time-range control (ranges.js): "now", or a range to backfill; `?range=1h` opens on one.
 function initialRange() {
-  return new URLSearchParams(window.location.search).get("range") ?? "now";
+  const asked = new URLSearchParams(window.location.search).get("range");
+  return RANGES.some((r) => r.key === asked) ? asked : "now";
 }
 
 function initialKnown() {
