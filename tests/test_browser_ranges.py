@@ -2,7 +2,7 @@
 processes: each range backfills its chart from the tier the server picks
 (`subscribe {from, resolution: "auto"}`), a hole in history is drawn as a break, the
 chart keeps moving live, and switching range never reconnects. A screenshot goes to
-docs/img/dashboard-range.png (docs/dashboard.md)."""
+artifacts/dashboard-range.png (copied to docs/img/ for docs/dashboard.md)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from realtime.core import jsoncodec
 from realtime.core.keys import HISTORY_DATA_FIELD, HISTORY_TS_FIELD, Keys
 from realtime.core.settings import Settings
 from realtime.dev.embedded import RedisServer
-from tests.helpers.browser import dashboard_page, require_browser
+from tests.helpers.browser import ARTIFACTS, dashboard_page, require_browser
 from tests.helpers.clients import post_events
 from tests.helpers.processes import ProcessGroup, RealtimeProcess
 from tests.helpers.stack import fresh_settings
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.system
 
 TOPIC = "metrics.range"
 CHART = f'.chart[data-topic="{TOPIC}"]'
-SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "img" / "dashboard-range.png"
+SCREENSHOT = ARTIFACTS / "dashboard-range.png"
 MINUTE = 60_000
 HOLE = (2 * 24 * 60, 2 * 24 * 60 + 360)  # minutes ago: six hours the 1m tier does not hold
 
