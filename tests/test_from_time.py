@@ -11,12 +11,9 @@ from redis.asyncio import Redis
 from realtime.core.settings import Settings
 from tests.helpers.clients import Collector
 from tests.helpers.history import write_history
+from tests.test_resume import updates
 
 pytestmark = pytest.mark.integration
-
-
-def updates(client: Collector) -> list[list[str]]:
-    return [[e["id"] for e in payload] for kind, payload in client.log if kind == "update"]
 
 
 async def test_from_replays_from_that_time_in_pages(
