@@ -85,9 +85,9 @@ return {0, counts, errors}
 # KEYS: lease, ingest stream, dead-letter stream, window checkpoint hash, attempts hash,
 #   then the partition's three topic directory keys (realtime/core/directory.py).
 # ARGV: lease token, group, history maxlen, dead-letter maxlen, then the batch as one
-#   JSON document {"h": [[key, id, [field, value, ...], topic, "ts"], ...], "t": [[topic,
-#   id, "ts", events], ...] (written elsewhere: a cluster's other slots), "i": directory
-#   idle ms, "p": [[channel, payload],
+#   JSON document {"h": [[key, id, [field, value, ...], maxlen (0: ARGV[3]), minid ('':
+#   none), topic ('': none), "ts"], ...], "t": [[topic, id, "ts", events], ...] (written
+#   elsewhere: a cluster's other slots), "i": directory idle ms, "p": [[channel, payload],
 #   ...], "c": "PUBLISH" or "SPUBLISH", "r": [[ingest stream, [field, value, ...]], ...],
 #   "s": [field, value, ...], "d": [field, ...], "a": [entry id, ...], "x": [entry id
 #   whose attempt count to clear, ...]}, then per dead
@@ -107,8 +107,11 @@ local function wrote(topic, id, ts, n)
     written[topic] = {id, ts, n}
   end
 end
+local trims, trimmed = {}, {}
 for e, write in ipairs(batch.h) do
-  local r = redis.pcall('XADD', write[1], 'MAXLEN', '~', ARGV[3], write[2], unpack(write[3]))
+  local cap = write[4]
+  if cap == 0 then cap = ARGV[3] end
+  local r = redis.pcall('XADD', write[1], 'MAXLEN', '~', cap, write[2], unpack(write[3]))
   if type(r) == 'table' and r.err then
     -- An id at or below the stream's last: written by an earlier delivery. Skip it.
     if not string.find(r.err, 'equal or smaller', 1, true) then
@@ -116,14 +119,19 @@ for e, write in ipairs(batch.h) do
       if string.sub(r.err, 1, 9) == 'WRONGTYPE' then return {e, r.err} end
       return redis.error_reply(r.err)
     end
-  elseif write[4] ~= '' then
-    wrote(write[4], write[2], write[5], 1)
+  elseif write[6] ~= '' then
+    wrote(write[6], write[2], write[7], 1)
+  end
+  if write[5] ~= '' then  -- retention by time: one trim per key, after its last write
+    if trims[write[1]] == nil then trimmed[#trimmed + 1] = write[1] end
+    trims[write[1]] = write[5]
   end
 end
 for _, t in ipairs(batch.t) do wrote(t[1], t[2], t[3], t[4]) end
 if next(written) then
   record_directory(KEYS[6], KEYS[7], KEYS[8], written, batch.i, RATE_WINDOW_MS)
 end
+for _, key in ipairs(trimmed) do redis.call('XTRIM', key, 'MINID', '~', trims[key]) end
 for _, publish in ipairs(batch.p) do
   redis.call(batch.c, publish[1], publish[2])  -- PUBLISH, or SPUBLISH on a cluster
 end
@@ -203,8 +211,14 @@ class HistoryWrite:
     key: str
     id: str
     fields: list[str]  # field, value, ...: text (the commit sends them as JSON)
+    maxlen: int = 0  # the topic's count cap; 0: the worker's REALTIME_HISTORY_MAXLEN
+    minid: str = ""  # trim the topic to entries from this time on (retention); '': don't
     topic: str = ""  # for the topic directory: the event's topic and ts
     ts: int = 0
+
+    def document(self) -> list[Any]:
+        # ts as text: cjson would write a number back with 14 digits only
+        return [self.key, self.id, self.fields, self.maxlen, self.minid, self.topic, str(self.ts)]
 
 
 @dataclass
@@ -351,8 +365,7 @@ class FencedPartition:
                 ]
             plan, history_index = parts.own, parts.history_index
         batch = {
-            # ts as text: cjson would write a number back with 14 digits only
-            "h": [[w.key, w.id, w.fields, w.topic, str(w.ts)] for w in plan.history],
+            "h": [w.document() for w in plan.history],
             "t": elsewhere,
             "i": self.directory_idle_ms,
             "p": [[channel, payload.decode()] for channel, payload in plan.publishes],

@@ -233,6 +233,8 @@ class Settings:
     history_maxlen: int = 10_000
     # a topic with no event for this long leaves the topic directory (GET /api/v1/topics)
     directory_idle_s: int = 86_400
+    # how long history is kept, for topics no `retention` rule of the pipelines names
+    history_retention_ms: int = 900_000
     # worker
     consumer: str = field(default_factory=default_consumer_name)
     group: str = "processors"
@@ -323,6 +325,9 @@ class Settings:
             ingest_key=e.get("REALTIME_INGEST_KEY", "").strip(),
             history_maxlen=_int(e, "REALTIME_HISTORY_MAXLEN", cls.history_maxlen, minimum=1),
             directory_idle_s=_int(e, "REALTIME_DIRECTORY_IDLE_S", cls.directory_idle_s, minimum=1),
+            history_retention_ms=_int(
+                e, "REALTIME_HISTORY_RETENTION_MS", cls.history_retention_ms, minimum=0
+            ),
             consumer=e.get("REALTIME_CONSUMER", "").strip() or default_consumer_name(),
             batch_size=_int(e, "REALTIME_BATCH_SIZE", cls.batch_size, minimum=1),
             block_ms=_int(e, "REALTIME_BLOCK_MS", cls.block_ms, minimum=1),

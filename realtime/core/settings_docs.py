@@ -109,6 +109,10 @@ ENVIRONMENT_DOCS: dict[str, str] = {
         "a topic with no event for this many seconds leaves the topic directory "
         "(GET /api/v1/topics)"
     ),
+    "REALTIME_HISTORY_RETENTION_MS": (
+        "how long a topic's history is kept, for topics no `retention` rule of the pipelines "
+        "file names ([Pipelines](pipelines.md#retention)); 0: by count only"
+    ),
     "REALTIME_CONSUMER": (
         "worker's name (in logs, leases and the group's consumers, plus a random suffix per start)"
     ),
