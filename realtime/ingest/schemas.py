@@ -118,7 +118,7 @@ MAX_SNAPSHOT = 1000
 
 
 class SubscribeSchema(Schema):
-    """`subscribe {topic, since?, snapshot?, max_rate?}` from a Socket.IO client."""
+    """`subscribe {topic, since?, snapshot?, max_rate?, presence?}` from a Socket.IO client."""
 
     class Meta:
         unknown = RAISE
@@ -135,6 +135,8 @@ class SubscribeSchema(Schema):
     # At most this many `update`s per second for this topic, each merging what the client
     # did not get on its own (realtime/delivery/conflate.py).
     max_rate = StrictNumber(validate=validate.Range(min=MIN_RATE_HZ, max=MAX_RATE_HZ))
+    # Send `presence` events (the topic's viewer count) too (realtime/delivery/presence.py).
+    presence = fields.Boolean(truthy={True}, falsy={False})
 
 
 class UnsubscribeSchema(Schema):

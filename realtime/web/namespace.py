@@ -1,9 +1,10 @@
 """Socket.IO namespace `/`: clients subscribe to topics; a topic is a room.
 
-Client to server: `subscribe {topic, since?, snapshot?, max_rate?}` and `unsubscribe {topic}`, each
-acknowledged with `{"ok": true, "topic", ...}` or `{"ok": false, "error": {"code",
-"message", "fields"?}}`. Server to client: `update`, a list of topic events; after a
-subscribe, its ack comes first, then the replay, then live events (`realtime.delivery.hub`).
+Client to server: `subscribe {topic, since?, snapshot?, max_rate?, presence?}` and
+`unsubscribe {topic}`, each acknowledged with `{"ok": true, "topic", ...}` or `{"ok":
+false, "error": {"code", "message", "fields"?}}`. Server to client: `update`, a list of
+topic events; after a subscribe, its ack comes first, then the replay, then live events
+(`realtime.delivery.hub`); with `presence: true`, `presence` events too.
 """
 
 from __future__ import annotations
@@ -108,7 +109,12 @@ class TopicNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             )
         try:
             return await self.delivery.subscribe(
-                sid, topic, since, request.get("snapshot"), request.get("max_rate")
+                sid,
+                topic,
+                since,
+                request.get("snapshot"),
+                request.get("max_rate"),
+                presence=request.get("presence", False),
             )
         except HistoryUnavailable:
             return errors.error_ack(
