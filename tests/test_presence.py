@@ -23,31 +23,12 @@ from realtime.delivery.presence import Presence
 from realtime.web.app import METRICS
 from tests.helpers.clients import Collector
 from tests.helpers.inprocess import serving
+from tests.helpers.presence import PresenceWatcher, counted_everywhere, http_count
 from tests.helpers.tokens import SECRET, hs256
 
 pytestmark = pytest.mark.integration
 
 TOPIC = "metrics.watched"
-
-
-class PresenceWatcher(Collector):
-    """A client that records `presence` events (and `update`s, as Collector does)."""
-
-    def __init__(self, name: str = "watcher") -> None:
-        super().__init__(name)
-        self.presence: list[dict[str, Any]] = []
-        self.client.on("presence", self._on_presence)
-
-    async def _on_presence(self, event: dict[str, Any]) -> None:
-        async with self._changed:
-            self.presence.append(event)
-            self._changed.notify_all()
-
-    async def wait_count(self, count: int, timeout: float = 15.0) -> None:
-        def seen() -> bool:
-            return bool(self.presence) and self.presence[-1]["count"] == count
-
-        await self.wait_until(seen, f"presence count {count} (got {self.presence})", timeout)
 
 
 @pytest.fixture
@@ -67,34 +48,29 @@ async def clients(url: str, n: int, topic: str = TOPIC) -> AsyncIterator[list[Co
             await c.close()
 
 
-async def http_count(url: str, topic: str = TOPIC, token: str | None = None) -> tuple[int, Any]:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    async with (
-        aiohttp.ClientSession() as session,
-        session.get(f"{url}/api/v1/topics/{topic}/presence", headers=headers) as response,
-    ):
-        return response.status, await response.json()
+async def get_count(url: str, topic: str = TOPIC, token: str | None = None) -> tuple[int, Any]:
+    return await http_count(url, topic, token)
 
 
 async def test_counts_stay_exact_across_two_instances_as_clients_come_and_go(
     fast: Settings,
 ) -> None:
     async with serving(fast) as (url_a, app_a), serving(fast) as (url_b, _):
-        watcher = await PresenceWatcher().connect(url_a)
+        watcher = PresenceWatcher()
+        await watcher.connect(url_a)
         try:
             ack = await watcher.subscribe(TOPIC, presence=True)
             assert ack["presence"]["count"] == 1  # the watcher itself
             assert isinstance(ack["presence"]["at"], int)
             async with clients(url_b, 3):
                 await watcher.wait_count(4)
-                assert await http_count(url_a) == (200, {"topic": TOPIC, "count": 4})
-                assert await http_count(url_b) == (200, {"topic": TOPIC, "count": 4})
+                await counted_everywhere([url_a, url_b], TOPIC, 4)
                 async with clients(url_a, 2):
                     await watcher.wait_count(6)
-                    assert (await http_count(url_b))[1]["count"] == 6
+                    await counted_everywhere([url_a, url_b], TOPIC, 6)
                 await watcher.wait_count(4)
             await watcher.wait_count(1)
-            assert (await http_count(url_b))[1]["count"] == 1
+            await counted_everywhere([url_a, url_b], TOPIC, 1)
             assert app_a[METRICS].presence_updates._value.get() > 0
             # at most one event per second per topic (the server's own clock, `at`)
             ats = [event["at"] for event in watcher.presence]
@@ -106,8 +82,10 @@ async def test_counts_stay_exact_across_two_instances_as_clients_come_and_go(
 
 async def test_a_subscribe_without_presence_gets_no_presence_events(fast: Settings) -> None:
     async with serving(fast) as (url, _):
-        plain = await PresenceWatcher("plain").connect(url)
-        watcher = await PresenceWatcher().connect(url)
+        plain = PresenceWatcher("plain")
+        await plain.connect(url)
+        watcher = PresenceWatcher()
+        await watcher.connect(url)
         try:
             ack = await plain.subscribe(TOPIC)
             assert "presence" not in ack
@@ -126,7 +104,8 @@ async def test_a_subscribe_without_presence_gets_no_presence_events(fast: Settin
 
 async def test_sse_readers_count_as_viewers(fast: Settings) -> None:
     async with serving(fast) as (url, _):
-        watcher = await PresenceWatcher().connect(url)
+        watcher = PresenceWatcher()
+        await watcher.connect(url)
         try:
             await watcher.subscribe(TOPIC, presence=True)
             async with (
@@ -148,7 +127,8 @@ async def test_a_dead_instance_drops_out_of_the_count(fast: Settings, redis: Red
     ghost.viewers(TOPIC, 5)
     await ghost.tick()  # heartbeat and count written; then it never runs again
     async with serving(fast) as (url, _):
-        watcher = await PresenceWatcher().connect(url)
+        watcher = PresenceWatcher()
+        await watcher.connect(url)
         try:
             ack = await watcher.subscribe(TOPIC, presence=True)
             started = time.monotonic()
@@ -168,7 +148,7 @@ async def test_a_dead_instance_drops_out_of_the_count(fast: Settings, redis: Red
 async def test_a_stopped_instance_leaves_no_records(fast: Settings, redis: Redis) -> None:
     keys = Keys.of(fast)
     async with serving(fast) as (url, _), clients(url, 2):
-        assert (await http_count(url))[1]["count"] == 2
+        assert (await get_count(url))[1]["count"] == 2
 
         async def written() -> bool:
             return sum(map(int, (await redis.hgetall(keys.presence(TOPIC))).values())) == 2
@@ -191,23 +171,23 @@ async def test_reading_presence_takes_a_subscriber_token_or_a_publish_key(
         ingest_keys=(IngestKeySpec(metrics_key, ("metrics.*",)),),
     )
     async with serving(secured) as (url, _):
-        status, body = await http_count(url)
+        status, body = await get_count(url)
         assert (status, body["error"]["code"]) == (401, "unauthorized")
-        status, body = await http_count(url, token="not-a-key-or-token")
+        status, body = await get_count(url, token="not-a-key-or-token")
         assert (status, body["error"]["code"]) == (401, "unauthorized")
-        status, body = await http_count(url, token=hs256(["events.*"]))
+        status, body = await get_count(url, token=hs256(["events.*"]))
         assert (status, body["error"]["code"]) == (403, "forbidden")
-        assert await http_count(url, token=hs256(["metrics.*"])) == (
+        assert await get_count(url, token=hs256(["metrics.*"])) == (
             200,
             {"topic": TOPIC, "count": 0},
         )
-        assert (await http_count(url, token=metrics_key))[0] == 200
-        status, body = await http_count(url, "events.orders", token=metrics_key)
+        assert (await get_count(url, token=metrics_key))[0] == 200
+        status, body = await get_count(url, "events.orders", token=metrics_key)
         assert (status, body["error"]["code"]) == (403, "forbidden")
-        status, body = await http_count(url, "Not_A_Topic", token=hs256(["*"]))
+        status, body = await get_count(url, "Not_A_Topic", token=hs256(["*"]))
         assert (status, body["error"]["code"]) == (400, "invalid")
 
 
 async def test_reading_presence_is_open_when_subscribing_is(settings: Settings) -> None:
     async with serving(settings) as (url, _):
-        assert await http_count(url) == (200, {"topic": TOPIC, "count": 0})
+        assert await get_count(url) == (200, {"topic": TOPIC, "count": 0})
