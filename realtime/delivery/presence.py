@@ -64,6 +64,7 @@ class Presence:
         *,
         ttl_s: float = 15.0,
         flush_s: float = 0.25,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.redis = redis
         self.keys = keys
@@ -72,6 +73,8 @@ class Presence:
         self.metrics = metrics
         self.ttl_s = ttl_s
         self.flush_s = flush_s
+        # monotonic seconds (the event loop's time); a benchmark simulates its own
+        self.clock = clock if clock is not None else _loop_time
         self.local = LocalViewers()
         self.watchers: dict[str, set[str]] = {}  # topic -> sids that asked for events
         self._watching: dict[str, set[str]] = {}  # sid -> its watched topics
@@ -88,7 +91,7 @@ class Presence:
     def viewers(self, topic: str, count: int) -> None:
         """This instance has `count` local viewers of `topic` now."""
         if self.local.set(topic, count) and topic in self.watchers:
-            self.throttle.touch(topic, _now())
+            self.throttle.touch(topic, self.clock())
 
     def watch(self, sid: str, topic: str) -> None:
         self.watchers.setdefault(topic, set()).add(sid)
@@ -116,11 +119,11 @@ class Presence:
     def noted(self, topic: str) -> None:
         """Another instance's count of `topic` changed (its note on the topic's channel)."""
         if topic in self.watchers:
-            self.throttle.touch(topic, _now())
+            self.throttle.touch(topic, self.clock())
 
     def resync(self) -> None:
         """The fan-out listener (re)subscribed: notes may have been missed meanwhile."""
-        now = _now()
+        now = self.clock()
         for topic in self.watchers:
             self.throttle.touch(topic, now)
 
@@ -152,7 +155,7 @@ class Presence:
     async def tick(self) -> None:
         """One round: write what changed (and the heartbeat when due), reap dead
         instances when due, emit the events that are due."""
-        now = _now()
+        now = self.clock()
         await self.flush(now)
         if now >= self._next_reap:
             self._next_reap = now + REAP_EVERY_S
@@ -272,7 +275,7 @@ class Presence:
             logger.info("presence: leaving it to the expiry (%s)", exc)
 
 
-def _now() -> float:
+def _loop_time() -> float:
     return asyncio.get_running_loop().time()
 
 
