@@ -58,6 +58,7 @@ export const useStore = create((set, get) => ({
   // Every topic this page has seen or followed (remembered): the topic browser lists them.
   known: initialKnown(),
   topicErrors: {},
+  watching: {}, // topic -> viewers across all instances (`presence`)
   frame: 0,
   logLength: 0,
   totalEvents: 0,
