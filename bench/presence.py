@@ -27,6 +27,7 @@ import asyncio
 import random
 import statistics
 import tempfile
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,13 +38,17 @@ from redis.asyncio import Redis
 from realtime.core.keys import Keys
 from realtime.core.metrics import WebMetrics
 from realtime.delivery.presence import REAP_EVERY_S, Presence
-from realtime.delivery.viewers import now_ms, viewer_counts
+from realtime.delivery.viewers import viewer_counts
 from realtime.dev.embedded import RedisServer
 
 INSTANCES = 4
 TTL_S = 15.0
 STEP_S = 0.25  # the default flush interval
 SHAPES = {"1 topic x 100,000": (1, 100_000), "10,000 topics x 10": (10_000, 10)}
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 @dataclass

@@ -18,13 +18,15 @@ on each of its topics. The note of a change travels on the topic's fan-out chann
 viewer of the topic listen on; each re-reads the count of the topics it has watchers of,
 at most once per second per topic, and emits when it changed.
 
-Scores are each instance's wall clock: the bound is as good as the clocks agree.
+Heartbeats are scored, and judged, by the Redis clock (as the workers' are), so the
+instances' own clocks need not agree.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Iterable
 from typing import Any, cast
 
@@ -36,7 +38,7 @@ from realtime.core.keys import PRESENCE_EVENT, Keys
 from realtime.core.metrics import WebMetrics
 from realtime.core.tasks import cancel_and_wait
 from realtime.delivery.presence_counts import LocalViewers, Throttle
-from realtime.delivery.viewers import now_ms, viewer_counts
+from realtime.delivery.viewers import viewer_counts
 from realtime.transport.frames import Frame
 
 logger = logging.getLogger(__name__)
@@ -44,6 +46,19 @@ logger = logging.getLogger(__name__)
 REAP_EVERY_S = 1.0  # how often an instance looks for dead ones
 REAP_BATCH = 100  # dead instances handled per look
 EVENT_INTERVAL_S = 1.0  # at most one `presence` event per topic this often
+
+# Heartbeat: score = the Redis clock + the TTL (ms); 1 if the instance was not in the set.
+_HEARTBEAT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+return redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+"""
+# The instances whose heartbeat expired by the Redis clock (at most ARGV[1] of them).
+_EXPIRED = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+"""
 
 
 def note(topic: str, instance: str) -> bytes:
@@ -174,8 +189,8 @@ class Presence:
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
                 if heartbeat:
-                    expiry = now_ms() + int(self.ttl_s * 1000)
-                    pipe.zadd(keys.presence_instances(), {me: expiry})
+                    ttl_ms = int(self.ttl_s * 1000)
+                    pipe.eval(_HEARTBEAT, 1, keys.presence_instances(), me, ttl_ms)
                 for topic, count in changed.items():
                     if count > 0:
                         pipe.hset(keys.presence(topic), me, count)
@@ -210,9 +225,7 @@ class Presence:
     async def reap(self) -> None:
         """Remove the fields of instances whose heartbeat expired, and note each change.
         The ZREM elects one reaper per dead instance."""
-        dead = await self.redis.zrangebyscore(
-            self.keys.presence_instances(), "-inf", now_ms(), start=0, num=REAP_BATCH
-        )
+        dead = await self.redis.eval(_EXPIRED, 1, self.keys.presence_instances(), REAP_BATCH)
         for raw in dead:
             instance = _text(cast(bytes, raw))
             if instance == self.instance:
@@ -247,7 +260,7 @@ class Presence:
             for topic in due:  # try again after the interval
                 self.throttle.touch(topic, now)
             raise
-        at = now_ms()
+        at = int(time.time() * 1000)  # this instance's clock, as `ts` of events is
         for topic, count in counts.items():
             sids = self.watchers.get(topic)
             if not sids or self._sent.get(topic) == count:

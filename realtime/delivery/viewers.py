@@ -3,24 +3,20 @@ ack of `subscribe {presence: true}`, `GET /api/v1/topics/{topic}/presence` and t
 directory share. Exact across instances: the sum of the live instances' fields of each
 topic's presence hash (see `presence.py` for how they are written).
 
-Cost: one round trip for any number of topics: a ZRANGEBYSCORE of the live instances
-(O(log n + instances)) and one HGETALL per topic (O(instances holding viewers of it)),
-never anything per viewer.
+Cost: one round trip for any number of topics: TIME, the instances' heartbeat set
+(O(instances)) and one HGETALL per topic (O(instances holding viewers of it)), never
+anything per viewer. Liveness is judged by the Redis clock, as the heartbeats are
+scored (presence.py), so the instances' clocks need not agree.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 
 from redis.asyncio import Redis
 
 from realtime.core.keys import Keys
 from realtime.delivery.presence_counts import parse_fields, total
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 async def viewer_counts(
@@ -37,15 +33,22 @@ async def viewer_counts(
     if not topics:
         return {}
     async with redis.pipeline(transaction=False) as pipe:
-        pipe.zrangebyscore(keys.presence_instances(), now_ms(), "+inf")
+        pipe.time()
+        pipe.zrange(keys.presence_instances(), 0, -1, withscores=True)
         for topic in topics:
             pipe.hgetall(keys.presence(topic))
         results = await pipe.execute()
-    live = {m.decode() if isinstance(m, bytes) else str(m) for m in results[0]}
+    seconds, micros = results[0]
+    now = seconds * 1000 + micros // 1000
+    live = {_text(m) for m, expiry in results[1] if expiry > now}
     return {
         topic: total(parse_fields(raw), live, me, local(topic) if local is not None else 0)
-        for topic, raw in zip(topics, results[1:], strict=True)
+        for topic, raw in zip(topics, results[2:], strict=True)
     }
+
+
+def _text(raw: bytes | str) -> str:
+    return raw.decode() if isinstance(raw, bytes) else raw
 
 
 async def viewer_count(redis: Redis, keys: Keys, topic: str) -> int:
