@@ -271,7 +271,7 @@ async def main_async(args: argparse.Namespace) -> None:
                     print(
                         f"{shape:<20} {name:<16}"
                         f" {summary([r.commands_per_s for r in results]):>24}"
-                        f" {summary([r.redis_cpu_per_s * 1000 for r in results]):>20}"
+                        f" {summary([r.redis_cpu_per_s * 1000 for r in results], 1):>20}"
                         f" {summary([r.memory_bytes / 1024 for r in results]):>20}"
                     )
                 ratio = statistics.median(

@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import itertools
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
@@ -48,8 +48,10 @@ async def clients(url: str, n: int, topic: str = TOPIC) -> AsyncIterator[list[Co
             await c.close()
 
 
-async def get_count(url: str, topic: str = TOPIC, token: str | None = None) -> tuple[int, Any]:
-    return await http_count(url, topic, token)
+async def get_count(
+    url: str, topic: str = TOPIC, token: str | None = None, query: str = ""
+) -> tuple[int, Any]:
+    return await http_count(url, topic, token, query)
 
 
 async def test_counts_stay_exact_across_two_instances_as_clients_come_and_go(
@@ -191,3 +193,50 @@ async def test_reading_presence_takes_a_subscriber_token_or_a_publish_key(
 async def test_reading_presence_is_open_when_subscribing_is(settings: Settings) -> None:
     async with serving(settings) as (url, _):
         assert await get_count(url) == (200, {"topic": TOPIC, "count": 0})
+
+
+async def test_member_lists_for_tokens_that_may_see_them(settings: Settings) -> None:
+    """Who watches, by the tokens' `sub`, across two instances: for a token with the
+    claim presence_members (events and ack) and for a publish key (HTTP); a token
+    without the claim gets the count only."""
+    metrics_key = "metrics-key-0123456789abcdef"
+    secured = settings.with_overrides(
+        jwt_secret=SECRET,
+        insecure=False,
+        ingest_keys=(IngestKeySpec(metrics_key, ("metrics.*",)),),
+        presence_flush_ms=20.0,
+    )
+    alice_token = hs256(["metrics.*"], sub="alice", presence_members=True)
+    bob_token = hs256(["metrics.*"], sub="bob")
+    async with serving(secured) as (url_a, _), serving(secured) as (url_b, _):
+        alice, bob = PresenceWatcher("alice"), PresenceWatcher("bob")
+        await alice.client.connect(url_a, auth={"token": alice_token}, wait_timeout=10)
+        await bob.client.connect(url_b, auth={"token": bob_token}, wait_timeout=10)
+        try:
+            ack = await alice.subscribe(TOPIC, presence=True)
+            assert ack["presence"]["members"] == ["alice"]
+            assert ack["presence"]["more_members"] is False
+            ack = await bob.subscribe(TOPIC, presence=True)
+            assert ack["presence"]["count"] in (1, 2)  # alice's, once instance A flushed
+            assert "members" not in ack["presence"]
+
+            def listed(names: list[str]) -> Callable[[], bool]:
+                return lambda: bool(alice.presence) and alice.presence[-1]["members"] == names
+
+            await alice.wait_until(listed(["alice", "bob"]), "bob listed")
+            await bob.wait_count(2)
+            assert all("members" not in event for event in bob.presence)
+            status, body = await get_count(url_b, TOPIC, metrics_key, "members=1")
+            assert (status, body["members"], body["count"]) == (200, ["alice", "bob"], 2)
+            status, body = await get_count(url_a, TOPIC, alice_token, "members=1")
+            assert (status, body["members"]) == (200, ["alice", "bob"])
+            status, body = await get_count(url_a, TOPIC, bob_token, "members=1")
+            assert (status, body["error"]["code"]) == (403, "forbidden")
+            status, body = await get_count(url_a, TOPIC, alice_token, "members=yes")
+            assert (status, body["error"]["code"]) == (400, "invalid")
+            await bob.close()
+            await alice.wait_until(listed(["alice"]), "bob gone from the list")
+            assert alice.presence[-1]["count"] == 1
+        finally:
+            await alice.close()
+            await bob.close()

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from realtime.delivery.presence_counts import LocalViewers, Throttle, parse_fields, total
+from realtime.delivery.presence_counts import (
+    LocalMembers,
+    LocalViewers,
+    Throttle,
+    merge_members,
+    parse_fields,
+    total,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -88,3 +95,29 @@ def test_expired_emission_times_are_dropped() -> None:
     throttle.expire(5.0)
     throttle.touch("a", 5.0)
     assert throttle.pop_due(5.0) == ["a"]
+
+
+def test_local_members_count_each_sub_and_record_changes() -> None:
+    members = LocalMembers()
+    members.add("a", "alice", 1)
+    members.add("a", "alice", 1)
+    members.add("a", "bob", 1)
+    assert members.of("a") == {"alice": 2, "bob": 1}
+    assert members.take() == {("a", "alice"): 2, ("a", "bob"): 1}
+    members.add("a", "bob", -1)
+    assert members.of("a") == {"alice": 2}
+    assert members.take() == {("a", "bob"): 0}  # 0: the field is removed
+    members.add("a", "alice", -2)
+    assert members.of("a") == {}
+    assert members.counts == {}  # nothing kept for a topic without members
+    members.add("b", "carol", 1)
+    members.take()
+    members.mark_all()
+    assert members.take() == {("b", "carol"): 1}
+
+
+def test_member_lists_merge_sorted_and_capped() -> None:
+    parts = [{"bob": 1, "alice": 2}, {"alice": 1, "dave": 0}, {"carol": 3}]
+    assert merge_members(parts, 10) == (["alice", "bob", "carol"], False)
+    assert merge_members(parts, 2) == (["alice", "bob"], True)
+    assert merge_members([], 5) == ([], False)

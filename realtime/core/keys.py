@@ -168,6 +168,13 @@ class Keys:
             return f"{self.prefix}presence:{self._topic_tag(topic)}:{topic}"
         return f"{self.prefix}presence:{topic}"
 
+    def presence_members(self, topic: str, instance: str) -> str:
+        """One instance's viewers of a topic by their token's `sub`: a hash of sub ->
+        count (for member lists; only viewers whose token has a `sub`)."""
+        if self.cluster:
+            return f"{self.prefix}presence-members:{self._topic_tag(topic)}:{topic}:{instance}"
+        return f"{self.prefix}presence-members:{topic}:{instance}"
+
     def presence_instances(self) -> str:
         """Live web instances: a sorted set of instance ids scored by heartbeat expiry (ms)."""
         return f"{self.prefix}presence-instances"

@@ -297,6 +297,9 @@ class Delivery:
         snapshot: int | None,
         max_rate: float | None = None,
         presence: bool = False,
+        *,
+        sub: str | None = None,
+        members: bool = False,
     ) -> dict[str, Any]:
         """Join the topic and return the ack; what follows the ack is sent by a task.
 
@@ -308,18 +311,21 @@ class Delivery:
         answered (the subscription is undone); a plain subscribe then goes on live-only
         (and its ack has no `since`). With `max_rate`, what follows the ack is merged and
         paced (the ack says `max_rate`; its `events` are not merged). With `presence`,
-        the ack carries `presence: {count, at}` and `presence` events follow (presence.py)."""
+        the ack carries `presence: {count, at}` and `presence` events follow (presence.py);
+        `sub` names this viewer in member lists, which it sees itself with `members`."""
         self.pacer.cancel(sid, topic)
         conflater = None if max_rate is None else Conflater(topic, max_rate)
         # live events are buffered from now
         generation = self.subs.begin(sid, topic, since, conflater)
         self._interest(topic)
+        if self.presence is not None:
+            self.presence.joined(sid, topic, sub)
         await self.sio.enter_room(sid, topic, namespace=NAMESPACE)
         ack: dict[str, Any] = {"ok": True, "topic": topic}
         if max_rate is not None:
             ack["max_rate"] = max_rate
         if presence:
-            await self._watch(sid, topic, ack)
+            await self._watch(sid, topic, ack, members)
         elif self.presence is not None:  # a subscribe again, without it this time
             self.presence.unwatch(sid, topic)
         page: list[WireEvent] = []
@@ -349,18 +355,21 @@ class Delivery:
         self._spawn(self.catchup.backlog(topic, [Target(sid, generation, since)], page))
         return ack
 
-    async def _watch(self, sid: str, topic: str, ack: dict[str, Any]) -> None:
-        """Send `sid` the topic's `presence` events, and put the count now in the ack
-        (left out if Redis cannot say: the events follow once it can)."""
+    async def _watch(self, sid: str, topic: str, ack: dict[str, Any], members: bool) -> None:
+        """Send `sid` the topic's `presence` events, and put the count now (and the
+        member list, if it may see it) in the ack; left out if Redis cannot say: the
+        events follow once it can."""
         if self.presence is None:
             return
-        self.presence.watch(sid, topic)
+        self.presence.watch(sid, topic, members)
         try:
-            count = await self.presence.count(topic)
+            now: dict[str, Any] = {"count": await self.presence.count(topic)}
+            if members:
+                now["members"], now["more_members"] = await self.presence.member_list(topic)
         except (RedisError, OSError) as exc:
             logger.warning("presence count of %s unavailable (%s)", topic, exc)
             return
-        ack["presence"] = {"count": count, "at": int(time.time() * 1000)}
+        ack["presence"] = {**now, "at": int(time.time() * 1000)}
 
     def _position(self, sid: str, topic: str, generation: int, latest: list[WireEvent]) -> str:
         """Start the subscription after the newest event; returns that position, which
@@ -374,6 +383,7 @@ class Delivery:
         self.pacer.cancel(sid, topic)
         if self.presence is not None:
             self.presence.unwatch(sid, topic)
+            self.presence.left(sid, topic)
         self.subs.end(sid, topic)
         self._interest(topic)
         await self.sio.leave_room(sid, topic, namespace=NAMESPACE)

@@ -37,8 +37,8 @@ from realtime.core import jsoncodec
 from realtime.core.keys import PRESENCE_EVENT, Keys
 from realtime.core.metrics import WebMetrics
 from realtime.core.tasks import cancel_and_wait
-from realtime.delivery.presence_counts import LocalViewers, Throttle
-from realtime.delivery.viewers import viewer_counts
+from realtime.delivery.presence_counts import LocalMembers, LocalViewers, Throttle
+from realtime.delivery.viewers import viewer_counts, viewer_members
 from realtime.transport.frames import Frame
 
 logger = logging.getLogger(__name__)
@@ -91,10 +91,14 @@ class Presence:
         # monotonic seconds (the event loop's time); a benchmark simulates its own
         self.clock = clock if clock is not None else _loop_time
         self.local = LocalViewers()
+        self.members = LocalMembers()  # viewers by their token's `sub`
+        self._subs: dict[str, dict[str, str]] = {}  # sid -> topic -> its `sub`
         self.watchers: dict[str, set[str]] = {}  # topic -> sids that asked for events
         self._watching: dict[str, set[str]] = {}  # sid -> its watched topics
+        self.member_watchers: dict[str, set[str]] = {}  # those that may see members
         self.throttle = Throttle(EVENT_INTERVAL_S)
         self._sent: dict[str, int] = {}  # topic -> the count last emitted here
+        self._sent_members: dict[str, tuple[int, list[str], bool]] = {}
         self._next_heartbeat = 0.0
         self._next_reap = 0.0
         self._registered = False  # our heartbeat is in the set (as far as we know)
@@ -108,9 +112,44 @@ class Presence:
         if self.local.set(topic, count) and topic in self.watchers:
             self.throttle.touch(topic, self.clock())
 
-    def watch(self, sid: str, topic: str) -> None:
+    def joined(self, sid: str, topic: str, sub: str | None) -> None:
+        """A viewer whose token names it `sub` (None: anonymous) subscribed to `topic`."""
+        if self._subs.get(sid, {}).get(topic) == sub:
+            return
+        self.left(sid, topic)
+        if sub is None:
+            return
+        self._subs.setdefault(sid, {})[topic] = sub
+        self.members.add(topic, sub, 1)
+        if topic in self.member_watchers:
+            self.throttle.touch(topic, self.clock())
+
+    def left(self, sid: str, topic: str) -> None:
+        subs = self._subs.get(sid)
+        sub = subs.pop(topic, None) if subs is not None else None
+        if subs is not None and not subs:
+            del self._subs[sid]
+        if sub is not None:
+            self.members.add(topic, sub, -1)
+            if topic in self.member_watchers:
+                self.throttle.touch(topic, self.clock())
+
+    def watch(self, sid: str, topic: str, members: bool = False) -> None:
+        """Send `sid` the topic's `presence` events (with its member list: `members`)."""
         self.watchers.setdefault(topic, set()).add(sid)
         self._watching.setdefault(sid, set()).add(topic)
+        if members:
+            self.member_watchers.setdefault(topic, set()).add(sid)
+        else:
+            self._unwatch_members(sid, topic)
+
+    def _unwatch_members(self, sid: str, topic: str) -> None:
+        sids = self.member_watchers.get(topic)
+        if sids is not None:
+            sids.discard(sid)
+            if not sids:
+                del self.member_watchers[topic]
+                self._sent_members.pop(topic, None)
 
     def unwatch(self, sid: str, topic: str) -> None:
         topics = self._watching.get(sid)
@@ -118,6 +157,7 @@ class Presence:
             topics.discard(topic)
             if not topics:
                 del self._watching[sid]
+        self._unwatch_members(sid, topic)
         sids = self.watchers.get(topic)
         if sids is None:
             return
@@ -130,6 +170,8 @@ class Presence:
     def forget(self, sid: str) -> None:
         for topic in list(self._watching.get(sid, ())):
             self.unwatch(sid, topic)
+        for topic in list(self._subs.get(sid, ())):
+            self.left(sid, topic)
 
     def noted(self, topic: str) -> None:
         """Another instance's count of `topic` changed (its note on the topic's channel)."""
@@ -149,6 +191,13 @@ class Presence:
             self.redis, self.keys, [topic], me=self.instance, local=self.local.get
         )
         return counts[topic]
+
+    async def member_list(self, topic: str) -> tuple[list[str], bool]:
+        """Who watches the topic (`sub`s, sorted, capped) and whether there are more;
+        raises RedisError or OSError."""
+        return await viewer_members(
+            self.redis, self.keys, topic, me=self.instance, local=self.members.of(topic)
+        )
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -182,8 +231,10 @@ class Presence:
         if heartbeat and self._rewrite_next:
             self._rewrite_next = False
             self.local.mark_all()
+            self.members.mark_all()
         changed = self.local.take()
-        if not heartbeat and not changed:
+        members = self.members.take()
+        if not heartbeat and not changed and not members:
             return
         me, keys = self.instance, self.keys
         try:
@@ -198,10 +249,17 @@ class Presence:
                     else:
                         pipe.hdel(keys.presence(topic), me)
                         pipe.srem(keys.presence_topics(me), topic)
+                for (topic, sub), count in members.items():
+                    if count > 0:
+                        pipe.hset(keys.presence_members(topic, me), sub, count)
+                    else:
+                        pipe.hdel(keys.presence_members(topic, me), sub)
+                for topic in changed.keys() | {topic for topic, _ in members}:
                     self._publish(pipe, topic, me)
                 results = await pipe.execute()
         except BaseException:
             self.local.restore(changed)
+            self.members.restore(members)
             raise
         if changed:
             self.metrics.presence_updates.inc(len(changed))
@@ -212,6 +270,7 @@ class Presence:
                 # or going (a reaper may still be deleting them): write them all again.
                 logger.warning("presence: this instance was taken for dead; rewriting counts")
                 self.local.mark_all()
+                self.members.mark_all()
                 self._rewrite_next = True
             self._registered = True
 
@@ -242,6 +301,7 @@ class Presence:
         async with self.redis.pipeline(transaction=False) as pipe:
             for topic in topics:
                 pipe.hdel(self.keys.presence(topic), instance)
+                pipe.delete(self.keys.presence_members(topic, instance))
                 self._publish(pipe, topic, instance)
             pipe.delete(self.keys.presence_topics(instance))
             await pipe.execute()
@@ -262,13 +322,31 @@ class Presence:
             raise
         at = int(time.time() * 1000)  # this instance's clock, as `ts` of events is
         for topic, count in counts.items():
-            sids = self.watchers.get(topic)
-            if not sids or self._sent.get(topic) == count:
-                continue
-            self._sent[topic] = count
-            frame = Frame.event(PRESENCE_EVENT, {"topic": topic, "count": count, "at": at})
-            for sid in sids:
-                self.send(sid, frame)
+            sids = self.watchers.get(topic, set())
+            listed = self.member_watchers.get(topic, set())
+            event = {"topic": topic, "count": count, "at": at}
+            if self._sent.get(topic) != count:
+                self._sent[topic] = count
+                frame = Frame.event(PRESENCE_EVENT, event)
+                for sid in sids - listed:
+                    self.send(sid, frame)
+            if listed:
+                try:
+                    await self._emit_members(topic, event, listed)
+                except BaseException:
+                    self.throttle.touch(topic, now)  # try again after the interval
+                    raise
+
+    async def _emit_members(self, topic: str, event: dict[str, Any], sids: set[str]) -> None:
+        """The event with the member list, to the watchers that may see it, if it changed."""
+        members, more = await self.member_list(topic)
+        state = (event["count"], members, more)
+        if self._sent_members.get(topic) == state:
+            return
+        self._sent_members[topic] = state
+        frame = Frame.event(PRESENCE_EVENT, {**event, "members": members, "more_members": more})
+        for sid in sids:
+            self.send(sid, frame)
 
     # -- shutdown ------------------------------------------------------------------------------
 

@@ -55,6 +55,46 @@ class LocalViewers:
         self.dirty.update(self.counts)
 
 
+class LocalMembers:
+    """This instance's viewers per topic by their token's `sub`, and the (topic, sub)
+    pairs changed since the last flush (viewers without a `sub` are counted only)."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, dict[str, int]] = {}  # topic -> sub -> viewers
+        self.dirty: set[tuple[str, str]] = set()
+
+    def add(self, topic: str, sub: str, delta: int) -> None:
+        subs = self.counts.setdefault(topic, {})
+        count = subs.get(sub, 0) + delta
+        if count > 0:
+            subs[sub] = count
+        else:
+            subs.pop(sub, None)
+            if not subs:
+                del self.counts[topic]
+        self.dirty.add((topic, sub))
+
+    def of(self, topic: str) -> dict[str, int]:
+        return self.counts.get(topic, {})
+
+    def take(self) -> dict[tuple[str, str], int]:
+        taken = {(t, s): self.counts.get(t, {}).get(s, 0) for t, s in self.dirty}
+        self.dirty = set()
+        return taken
+
+    def restore(self, pairs: Iterable[tuple[str, str]]) -> None:
+        self.dirty.update(pairs)
+
+    def mark_all(self) -> None:
+        self.dirty.update((t, s) for t, subs in self.counts.items() for s in subs)
+
+
+def merge_members(parts: Iterable[Mapping[str, int]], limit: int) -> tuple[list[str], bool]:
+    """The `sub`s with a viewer in any part, sorted, at most `limit`; True if more."""
+    subs = sorted({sub for part in parts for sub, n in part.items() if n > 0})
+    return subs[:limit], len(subs) > limit
+
+
 def total(
     fields: Mapping[str, int], live: Container[str], me: str | None = None, local: int = 0
 ) -> int:

@@ -11,12 +11,14 @@ scored (presence.py), so the instances' clocks need not agree.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from redis.asyncio import Redis
 
 from realtime.core.keys import Keys
-from realtime.delivery.presence_counts import parse_fields, total
+from realtime.delivery.presence_counts import merge_members, parse_fields, total
+
+MEMBERS_LIMIT = 100  # `sub`s in a member list at most
 
 
 async def viewer_counts(
@@ -38,13 +40,44 @@ async def viewer_counts(
         for topic in topics:
             pipe.hgetall(keys.presence(topic))
         results = await pipe.execute()
-    seconds, micros = results[0]
-    now = seconds * 1000 + micros // 1000
-    live = {_text(m) for m, expiry in results[1] if expiry > now}
+    live = _live(results[0], results[1])
     return {
         topic: total(parse_fields(raw), live, me, local(topic) if local is not None else 0)
         for topic, raw in zip(topics, results[2:], strict=True)
     }
+
+
+async def viewer_members(
+    redis: Redis,
+    keys: Keys,
+    topic: str,
+    *,
+    me: str | None = None,
+    local: Mapping[str, int] | None = None,
+    limit: int = MEMBERS_LIMIT,
+) -> tuple[list[str], bool]:
+    """Who watches the topic: the token `sub`s of its viewers on all live instances,
+    sorted, at most `limit` (True: there are more). Viewers without a `sub` are in the
+    count only. Two round trips; O(instances + members)."""
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.time()
+        pipe.zrange(keys.presence_instances(), 0, -1, withscores=True)
+        now, instances = await pipe.execute()
+    others = sorted(_live(now, instances) - {me})
+    parts: list[Mapping[str, int]] = [local or {}]
+    if others:
+        async with redis.pipeline(transaction=False) as pipe:
+            for instance in others:
+                pipe.hgetall(keys.presence_members(topic, instance))
+            parts += [parse_fields(raw) for raw in await pipe.execute()]
+    return merge_members(parts, limit)
+
+
+def _live(time: Sequence[int], instances: Sequence[tuple[bytes, float]]) -> set[str]:
+    """The instances whose heartbeat expires after the Redis clock's `time`."""
+    seconds, micros = time
+    now = seconds * 1000 + micros // 1000
+    return {_text(m) for m, expiry in instances if expiry > now}
 
 
 def _text(raw: bytes | str) -> str:

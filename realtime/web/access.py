@@ -121,6 +121,10 @@ class Access:
             f"this {event} was not done.",
         )
 
+    def grant(self, sid: str) -> Grant | None:
+        connection = self._connections.get(sid)
+        return None if connection is None else connection.grant
+
     def check_subscribe(self, sid: str, topic: str, subscribed: list[str]) -> dict[str, Any] | None:
         """An error ack when the connection may not subscribe to `topic` (it already
         holds the topics `subscribed`)."""

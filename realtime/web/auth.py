@@ -21,6 +21,8 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from realtime.core.settings import Settings
 
 TOPICS_CLAIM = "topics"
+# `true`: the token may see who watches its topics (their `sub`s), not only how many.
+PRESENCE_MEMBERS_CLAIM = "presence_members"
 TIME_CLAIMS = ("exp", "nbf", "iat")
 
 
@@ -31,10 +33,13 @@ class AuthError(Exception):
 @dataclass(frozen=True)
 class Grant:
     """What one connection may do: subscribe to topics matching `topics` (globs) until
-    `expires_at` (epoch seconds; None: no expiry)."""
+    `expires_at` (epoch seconds; None: no expiry). `sub` names its viewer in presence
+    member lists; `members`: it may see those lists."""
 
     topics: tuple[str, ...]
     expires_at: float | None = None
+    sub: str | None = None
+    members: bool = False
 
     def allows(self, topic: str) -> bool:
         return any(fnmatchcase(topic, pattern) for pattern in self.topics)
@@ -75,7 +80,13 @@ class TokenVerifier:
         topics = claims.get(TOPICS_CLAIM)
         if not isinstance(topics, list) or not all(isinstance(t, str) for t in topics):
             raise AuthError(f"The token has no '{TOPICS_CLAIM}' claim (a list of topic patterns).")
-        return Grant(tuple(topics), float(claims["exp"]))
+        sub = claims.get("sub")
+        return Grant(
+            tuple(topics),
+            float(claims["exp"]),
+            sub if isinstance(sub, str) and sub else None,
+            claims.get(PRESENCE_MEMBERS_CLAIM) is True,
+        )
 
     def _decode(self, token: str) -> dict[str, Any]:
         # The time claims' types first, before PyJWT reads them with int(): a string

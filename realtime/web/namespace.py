@@ -107,6 +107,7 @@ class TopicNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             return errors.error_ack(
                 errors.INVALID, "Invalid subscribe request.", {"since": [str(exc)]}
             )
+        grant = self.access.grant(sid)
         try:
             return await self.delivery.subscribe(
                 sid,
@@ -115,6 +116,8 @@ class TopicNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
                 request.get("snapshot"),
                 request.get("max_rate"),
                 presence=request.get("presence", False),
+                sub=grant.sub if grant is not None else None,
+                members=grant is not None and grant.members,
             )
         except HistoryUnavailable:
             return errors.error_ack(

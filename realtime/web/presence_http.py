@@ -4,9 +4,13 @@
 Auth: when Socket.IO connections need a token, a JWT that may subscribe to the topic
 (`Authorization: Bearer <JWT>`, the same rule as `subscribe`) or a publish key of
 `REALTIME_INGEST_KEYS` that may publish to it; open when subscribing is open.
+`?members=1` adds who watches (`members`: their tokens' `sub`s, sorted, at most 100;
+`more_members`): for a token with the claim `presence_members: true`, or a publish key.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from aiohttp import web
 from redis.exceptions import RedisError
@@ -29,10 +33,11 @@ class TopicPresence:
         self.verifier = verifier
         self.keys = keys
 
-    def refused(self, request: web.Request, topic: str) -> web.Response | None:
-        """None if the caller may read the topic's count; the error response otherwise."""
+    def access(self, request: web.Request, topic: str) -> web.Response | bool:
+        """Whether the caller may see the topic's members, if it may read its count;
+        the error response otherwise."""
         if self.verifier is None:
-            return None
+            return True
         try:
             grant = self.verifier.verify({"token": bearer_token(request)})
         except AuthError as exc:
@@ -42,25 +47,34 @@ class TopicPresence:
                 key = self.keys.authenticate(request.headers.get("Authorization"))
             except Unauthorized:
                 return _error(401, errors.UNAUTHORIZED, f"{exc} (or send a publish key)")
-            allowed = key.allows(topic)
+            allowed, members = key.allows(topic), True
         else:
-            allowed = grant.allows(topic)
+            allowed, members = grant.allows(topic), grant.members
         if not allowed:
             return _error(403, errors.FORBIDDEN, f"Not allowed to read {topic}.")
-        return None
+        return members
 
     async def handle(self, request: web.Request) -> web.Response:
         topic = request.match_info["topic"]
-        refused = self.refused(request, topic)
-        if refused is not None:
-            return refused
+        members = self.access(request, topic)
+        if isinstance(members, web.Response):
+            return members
         if not is_valid_topic(topic):
             return _error(400, errors.INVALID, "Invalid topic.", {"topic": ["Not a topic."]})
+        wanted = request.query.get("members", "0")
+        if wanted not in ("0", "1"):
+            return _error(400, errors.INVALID, "Invalid query.", {"members": ["Must be 0 or 1."]})
+        if wanted == "1" and not members:
+            message = f"This token may not see who watches {topic} (claim presence_members)."
+            return _error(403, errors.FORBIDDEN, message)
+        body: dict[str, Any] = {"topic": topic}
         try:
-            count = await self.presence.count(topic)
+            body["count"] = await self.presence.count(topic)
+            if wanted == "1":
+                body["members"], body["more_members"] = await self.presence.member_list(topic)
         except (RedisError, OSError):
             return _error(503, errors.UNAVAILABLE, "Presence is unavailable; retry shortly.")
-        return web.json_response({"topic": topic, "count": count}, dumps=jsoncodec.dumps)
+        return web.json_response(body, dumps=jsoncodec.dumps)
 
 
 def _error(

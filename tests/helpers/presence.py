@@ -30,12 +30,15 @@ class PresenceWatcher(Collector):
         await self.wait_until(seen, f"presence count {count} (got {self.presence})", timeout)
 
 
-async def http_count(url: str, topic: str, token: str | None = None) -> tuple[int, Any]:
-    """`GET /api/v1/topics/{topic}/presence`: the status and the body."""
+async def http_count(
+    url: str, topic: str, token: str | None = None, query: str = ""
+) -> tuple[int, Any]:
+    """`GET /api/v1/topics/{topic}/presence[?query]`: the status and the body."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
+    address = f"{url}/api/v1/topics/{topic}/presence" + (f"?{query}" if query else "")
     async with (
         aiohttp.ClientSession() as session,
-        session.get(f"{url}/api/v1/topics/{topic}/presence", headers=headers) as response,
+        session.get(address, headers=headers) as response,
     ):
         return response.status, await response.json()
 
