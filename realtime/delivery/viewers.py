@@ -3,10 +3,11 @@ ack of `subscribe {presence: true}`, `GET /api/v1/topics/{topic}/presence` and t
 directory share. Exact across instances: the sum of the live instances' fields of each
 topic's presence hash (see `presence.py` for how they are written).
 
-Cost: one round trip for any number of topics: TIME, the instances' heartbeat set
-(O(instances)) and one HGETALL per topic (O(instances holding viewers of it)), never
-anything per viewer. Liveness is judged by the Redis clock, as the heartbeats are
-scored (presence.py), so the instances' clocks need not agree.
+Cost: one round trip for any number of topics: the live instances' ids (a script: TIME
+and a ZRANGEBYSCORE, O(log n + instances)) and one HGETALL per topic (O(instances
+holding viewers of it)), never anything per viewer. Liveness is judged by the Redis
+clock, as the heartbeats are scored (presence.py), so the instances' clocks need not
+agree.
 """
 
 from __future__ import annotations
@@ -19,6 +20,14 @@ from realtime.core.keys import Keys
 from realtime.delivery.presence_counts import merge_members, parse_fields, total
 
 MEMBERS_LIMIT = 100  # `sub`s in a member list at most
+
+# The instances whose heartbeat has not expired by the Redis clock (one key: a script
+# also runs in a cluster pipeline, where TIME cannot).
+_LIVE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf')
+"""
 
 
 async def viewer_counts(
@@ -35,15 +44,14 @@ async def viewer_counts(
     if not topics:
         return {}
     async with redis.pipeline(transaction=False) as pipe:
-        pipe.time()
-        pipe.zrange(keys.presence_instances(), 0, -1, withscores=True)
+        pipe.eval(_LIVE, 1, keys.presence_instances())
         for topic in topics:
             pipe.hgetall(keys.presence(topic))
         results = await pipe.execute()
-    live = _live(results[0], results[1])
+    live = {_text(m) for m in results[0]}
     return {
         topic: total(parse_fields(raw), live, me, local(topic) if local is not None else 0)
-        for topic, raw in zip(topics, results[2:], strict=True)
+        for topic, raw in zip(topics, results[1:], strict=True)
     }
 
 
@@ -59,11 +67,8 @@ async def viewer_members(
     """Who watches the topic: the token `sub`s of its viewers on all live instances,
     sorted, at most `limit` (True: there are more). Viewers without a `sub` are in the
     count only. Two round trips; O(instances + members)."""
-    async with redis.pipeline(transaction=False) as pipe:
-        pipe.time()
-        pipe.zrange(keys.presence_instances(), 0, -1, withscores=True)
-        now, instances = await pipe.execute()
-    others = sorted(_live(now, instances) - {me})
+    live = await redis.eval(_LIVE, 1, keys.presence_instances())
+    others = sorted({_text(m) for m in live} - {me})
     parts: list[Mapping[str, int]] = [local or {}]
     if others:
         async with redis.pipeline(transaction=False) as pipe:
@@ -71,13 +76,6 @@ async def viewer_members(
                 pipe.hgetall(keys.presence_members(topic, instance))
             parts += [parse_fields(raw) for raw in await pipe.execute()]
     return merge_members(parts, limit)
-
-
-def _live(time: Sequence[int], instances: Sequence[tuple[bytes, float]]) -> set[str]:
-    """The instances whose heartbeat expires after the Redis clock's `time`."""
-    seconds, micros = time
-    now = seconds * 1000 + micros // 1000
-    return {_text(m) for m, expiry in instances if expiry > now}
 
 
 def _text(raw: bytes | str) -> str:
