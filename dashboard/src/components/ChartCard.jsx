@@ -219,9 +219,9 @@ export function ChartCard({ topic }) {
             –
           </dd>
         </div>
-        <div title="Viewers of this topic now, across all server instances, this page included">
-          <dt>viewers</dt>
-          <dd data-testid="watching">{watching === undefined ? "–" : `${watching} watching`}</dd>
+        <div className="watching" title="Viewers of this topic now, across all server instances, this page included">
+          <dt>watching</dt>
+          <dd data-testid="watching">{watching ?? "–"}</dd>
         </div>
       </dl>
       {error && <p className="error">{error}</p>}
