@@ -295,8 +295,13 @@ class Presence:
                 continue
             if not await self.redis.zrem(self.keys.presence_instances(), instance):
                 continue  # another instance reaps it
-            topics = await self.redis.smembers(self.keys.presence_topics(instance))
-            await self._remove(instance, map(_text, topics))
+            try:
+                topics = await self.redis.smembers(self.keys.presence_topics(instance))
+                await self._remove(instance, map(_text, topics))
+            except (RedisError, OSError):
+                # Put it back as expired, so that the next look (ours or another's) reaps it.
+                await self.redis.zadd(self.keys.presence_instances(), {instance: 0})
+                raise
             logger.info("presence: instance %s is gone; %d topic(s) updated", instance, len(topics))
 
     async def _remove(self, instance: str, topics: Iterable[str]) -> None:
