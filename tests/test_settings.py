@@ -193,6 +193,7 @@ _EVERYTHING = dict(
     admin_origin="https://admin.example",
     metrics_port=9102,
     drain_s=6.5,
+    extensions=("pkg.module:setup", "other:install"),
 )
 # Settings that from_env refuses together go in one of two objects each.
 _WITH_SECRET = Settings(**_EVERYTHING, jwt_secret="s" * 40, wait_replicas=2)  # type: ignore[arg-type]

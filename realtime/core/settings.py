@@ -261,6 +261,8 @@ class Settings:
     # operations: a private /metrics port (0: none), the drain on SIGTERM
     metrics_port: int = 0
     drain_s: float = 20.0
+    # `pkg.module:callable`s set up with the Socket.IO server and the app (web/extensions.py)
+    extensions: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -342,6 +344,7 @@ class Settings:
             admin_origin=e.get("REALTIME_ADMIN_ORIGIN", cls.admin_origin).strip().rstrip("/"),
             metrics_port=_int(e, "REALTIME_METRICS_PORT", cls.metrics_port),
             drain_s=_float(e, "REALTIME_DRAIN_S", cls.drain_s),
+            extensions=_list(e, "REALTIME_EXTENSIONS"),
         )
         try:
             check_url(settings.redis_url)

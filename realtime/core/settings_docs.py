@@ -173,4 +173,9 @@ ENVIRONMENT_DOCS: dict[str, str] = {
         "on SIGTERM the web disconnects its clients spread over most of this and exits before "
         "it is up (see [Shutdown](operations.md#health-checks-and-shutdown)); `0`: all at once"
     ),
+    "REALTIME_EXTENSIONS": (
+        "comma-separated `pkg.module:callable`s the web imports at start and calls with the "
+        "Socket.IO server and the aiohttp app: custom events, namespaces and routes (see "
+        "[Extensions](extensions.md))"
+    ),
 }

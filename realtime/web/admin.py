@@ -303,6 +303,7 @@ class AdminUI:
         manager = self.sio.manager
         sockets = list(self.sio.eio.sockets.values())
         names = set(manager.rooms) | set(self.sio.handlers) | set(self.sio.namespace_handlers)
+        names |= set(self.sio.first)  # the project's own (`/`)
         return {
             "serverId": self.server_id,
             "hostname": HOSTNAME,

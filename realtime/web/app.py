@@ -34,7 +34,7 @@ from realtime.ingest import publish_keys as ingest_auth
 from realtime.ingest.api import IngestHandler, IngestWriter
 from realtime.ingest.rates import IngestRate
 from realtime.transport.server import SocketServer
-from realtime.web import admin, auth, dashboard, request_id
+from realtime.web import admin, auth, dashboard, extensions, request_id
 from realtime.web.access import Access
 from realtime.web.health import Readiness, healthz
 from realtime.web.metrics_http import PublicMetrics, ingest_status_counter
@@ -253,7 +253,8 @@ def create_app(settings: Settings) -> web.Application:
     manager.attach(delivery)
     access = Access(settings, sio, auth.verifier(settings))
     app[ACCESS] = access
-    sio.register_namespace(TopicNamespace(settings, delivery, access))
+    topics = TopicNamespace(settings, delivery, access)
+    sio.register_first(topics)
     app[DELIVERY] = delivery
     sio.attach(app, socketio_path=SOCKETIO_PATH)
     app[SIO] = sio
@@ -288,5 +289,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_metrics_port_ctx)
     app.router.add_get("/readyz", Readiness(REDIS, lambda: drain.draining).handle)
     app.router.add_get("/healthz", healthz)
+    app[extensions.REALTIME] = extensions.Realtime(app[INGEST], ingest, access)
+    extensions.install(extensions.load(settings.extensions), sio, app, topics)  # ExtensionError
     dashboard.add_routes(app, Path(settings.dashboard_dir) if settings.dashboard_dir else None)
     return app
