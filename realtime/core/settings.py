@@ -235,6 +235,8 @@ class Settings:
     ingest_key: str = secret()
     # history
     history_maxlen: int = 10_000
+    # how long history is kept, for topics no `retention` rule of the pipelines names
+    history_retention_ms: int = 900_000
     # worker
     consumer: str = field(default_factory=default_consumer_name)
     group: str = "processors"
@@ -326,6 +328,9 @@ class Settings:
             token=e.get("REALTIME_TOKEN", "").strip(),
             ingest_key=e.get("REALTIME_INGEST_KEY", "").strip(),
             history_maxlen=_int(e, "REALTIME_HISTORY_MAXLEN", cls.history_maxlen, minimum=1),
+            history_retention_ms=_int(
+                e, "REALTIME_HISTORY_RETENTION_MS", cls.history_retention_ms, minimum=0
+            ),
             consumer=e.get("REALTIME_CONSUMER", "").strip() or default_consumer_name(),
             batch_size=_int(e, "REALTIME_BATCH_SIZE", cls.batch_size, minimum=1),
             block_ms=_int(e, "REALTIME_BLOCK_MS", cls.block_ms, minimum=1),

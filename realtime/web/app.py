@@ -17,6 +17,7 @@ from aiohttp.typedefs import Handler, Middleware
 from redis.asyncio import Redis
 
 from processors.pipelines.config import PipelinesConfig, load_pipelines
+from processors.pipelines.retention import Retention
 from realtime.core import errors, jsoncodec, logs
 from realtime.core.connections import connect
 from realtime.core.keys import NAMESPACE, Keys
@@ -40,6 +41,7 @@ from realtime.web.health import Readiness, healthz
 from realtime.web.metrics_http import PublicMetrics, ingest_status_counter
 from realtime.web.namespace import TopicNamespace
 from realtime.web.presence_http import PRESENCE_PATH, TopicPresence
+from realtime.web.resolutions import Resolutions
 from realtime.web.stream import STREAM_PATH, EventStream
 from realtime.web.topic_events import EVENTS_PATH, TopicEvents
 
@@ -253,7 +255,12 @@ def create_app(settings: Settings) -> web.Application:
     manager.attach(delivery)
     access = Access(settings, sio, auth.verifier(settings))
     app[ACCESS] = access
-    topics = TopicNamespace(settings, delivery, access)
+    # The pipelines file: ingest refuses its window outputs (a bad file: PipelinesError),
+    # `subscribe {resolution: "auto"}` picks among them.
+    pipelines = load_pipelines(settings.pipelines_file)
+    retention = Retention(pipelines.retention, settings.history_retention_ms)
+    resolutions = Resolutions(pipelines, retention)
+    topics = TopicNamespace(settings, delivery, access, resolutions)
     sio.register_first(topics)
     app[DELIVERY] = delivery
     sio.attach(app, socketio_path=SOCKETIO_PATH)
@@ -266,11 +273,10 @@ def create_app(settings: Settings) -> web.Application:
         app.cleanup_ctx.append(_admin_ctx(admin_ui))
     request_id.install(app)
 
-    # Ingest refuses the pipelines' window-output topics (a bad file: PipelinesError).
     ingest = IngestHandler(
         INGEST,
         settings,
-        window_outputs(load_pipelines(settings.pipelines_file)),
+        window_outputs(pipelines),
         keys=ingest_auth.ingest_keys(settings),
         rate_key=INGEST_RATE,
         metrics=metrics,

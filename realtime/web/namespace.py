@@ -1,10 +1,11 @@
 """Socket.IO namespace `/`: clients subscribe to topics; a topic is a room.
 
-Client to server: `subscribe {topic, since?, snapshot?, max_rate?, presence?}` and
-`unsubscribe {topic}`, each acknowledged with `{"ok": true, "topic", ...}` or `{"ok":
-false, "error": {"code", "message", "fields"?}}`. Server to client: `update`, a list of
-topic events; after a subscribe, its ack comes first, then the replay, then live events
-(`realtime.delivery.hub`); with `presence: true`, `presence` events too.
+Client to server: `subscribe {topic, since?, snapshot?, max_rate?, from?, resolution?,
+points?, presence?}` and `unsubscribe {topic}`, each acknowledged with `{"ok": true,
+"topic", ...}` or `{"ok": false, "error": {"code", "message", "fields"?}}`. Server to
+client: `update`, a list of topic events; after a subscribe, its ack comes first, then the
+replay, then live events (`realtime.delivery.hub`); with `presence: true`, `presence`
+events too.
 
 This handler sees every event of `/` first (`SocketServer.register_first`): the
 connection's auth and limits, then the extensions' connect handlers (accepted clients
@@ -21,6 +22,8 @@ from typing import Any
 import socketio
 from marshmallow import Schema, ValidationError
 
+from processors.pipelines.config import PipelinesConfig
+from processors.pipelines.retention import Retention
 from realtime.core import errors
 from realtime.core.keys import NAMESPACE, SUBSCRIBE_EVENT, UNSUBSCRIBE_EVENT
 from realtime.core.settings import Settings
@@ -28,6 +31,7 @@ from realtime.core.streamids import StreamIdError, parse_id
 from realtime.delivery.hub import Delivery, HistoryUnavailable
 from realtime.ingest.schemas import SubscribeSchema, UnsubscribeSchema, field_errors
 from realtime.web.access import Access
+from realtime.web.resolutions import Resolutions
 
 logger = logging.getLogger(__name__)
 
@@ -58,8 +62,15 @@ async def _always_answered(
 
 
 class TopicNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
-    def __init__(self, settings: Settings, delivery: Delivery, access: Access) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        delivery: Delivery,
+        access: Access,
+        resolutions: Resolutions | None = None,
+    ) -> None:
         super().__init__(NAMESPACE)
+        self.resolutions = resolutions or Resolutions(PipelinesConfig(()), Retention())
         self.settings = settings
         self.delivery = delivery
         self.access = access
@@ -140,10 +151,16 @@ class TopicNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         except _Refused as answer:
             return answer.ack
         topic = request["topic"]
+        resolution = None
+        if "resolution" in request:  # the tier that draws the range (resolutions.py)
+            topic, resolution = self.resolutions.served(
+                topic, request["from_"], request.get("points")
+            )
         # Before anything is joined or read: a refused subscribe replays nothing.
-        refused = self.access.check_subscribe(sid, topic, self.delivery.subs.topics(sid))
-        if refused is not None:
-            return refused
+        for asked in dict.fromkeys((request["topic"], topic)):
+            refused = self.access.check_subscribe(sid, asked, self.delivery.subs.topics(sid))
+            if refused is not None:
+                return refused
         try:
             since = parse_id(request["since"]) if "since" in request else None
         except StreamIdError as exc:  # the schema refuses these already
@@ -152,12 +169,13 @@ class TopicNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             )
         grant = self.access.grant(sid)
         try:
-            return await self.delivery.subscribe(
+            ack = await self.delivery.subscribe(
                 sid,
                 topic,
                 since,
                 request.get("snapshot"),
                 request.get("max_rate"),
+                start=request.get("from_"),
                 presence=request.get("presence", False),
                 sub=grant.sub if grant is not None else None,
                 members=grant is not None and grant.members,
@@ -166,6 +184,9 @@ class TopicNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             return errors.error_ack(
                 errors.UNAVAILABLE, "History is unavailable; subscribe again shortly."
             )
+        if resolution is not None:
+            ack["resolution"] = resolution
+        return ack
 
     async def _on_unsubscribe(self, sid: str, *args: Any) -> dict[str, Any]:
         try:
