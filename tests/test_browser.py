@@ -452,4 +452,8 @@ async def test_each_chart_shows_how_many_are_watching(web: RealtimeProcess) -> N
             for other in others:
                 await other.close()
         await shows("1")
+        await page.click("[data-testid=range-5m]")  # a past range: not watching live
+        await shows("\u2013")  # the dash of no count
+        await page.click("[data-testid=range-now]")
+        await shows("1")
         assert problems.errors == []

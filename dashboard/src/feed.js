@@ -125,6 +125,13 @@ function setWatching(topic, count) {
     useStore.setState((s) => ({ watching: { ...s.watching, [topic]: count } }));
 }
 
+function forgetWatching(topic) {
+  useStore.setState((s) => {
+    const { [topic]: _, ...watching } = s.watching;
+    return { watching };
+  });
+}
+
 function setTopicError(topic, message) {
   useStore.setState((s) => ({ topicErrors: { ...s.topicErrors, [topic]: message } }));
 }
@@ -222,7 +229,11 @@ export function startFeed(url = undefined) {
         series.set(topic, new Series(range.ms ? RANGE_CAPACITY : undefined));
     }
     for (const topic of live) if (!subs.topics.has(topic)) subs.subscribe(topic);
-    for (const topic of [...subs.topics.keys()]) if (!live.includes(topic)) subs.unsubscribe(topic);
+    for (const topic of [...subs.topics.keys()])
+      if (!live.includes(topic)) {
+        subs.unsubscribe(topic);
+        forgetWatching(topic); // over a range, the page no longer watches the live topic
+      }
     ranged.set(range, topics);
   };
   follow(useStore.getState().topics, rangeOf(useStore.getState().range));
