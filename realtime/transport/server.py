@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
 import engineio
@@ -21,6 +21,7 @@ from socketio import packet
 
 from realtime.core.keys import NAMESPACE, SUBSCRIBE_EVENT, UNSUBSCRIBE_EVENT
 from realtime.core.logs import log_context
+from realtime.core.peer import TrustedProxies
 from realtime.core.topics import is_valid_topic
 from realtime.transport.engine import EngineServer, EngineSocket
 from realtime.transport.inbound import guard_translate_request, malformed
@@ -107,6 +108,8 @@ class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
         backlog_packets: int = EngineServer.backlog_packets,
         connect_timeout_s: float = 45.0,
         read_timeout_s: float = 30.0,
+        trusted_proxies: Sequence[str] = (),
+        bind_sessions: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -120,13 +123,16 @@ class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
         self.eio.ws_compression = ws_compression
         self.eio.backlog_bytes = backlog_bytes
         self.eio.backlog_packets = backlog_packets
+        proxies = TrustedProxies(trusted_proxies)
+        self.eio.proxies = proxies
+        self.eio.bind_sessions = bind_sessions
         # An instance attribute of the engine: its aiohttp driver's, with POST bodies
         # checked (websocket messages are checked by `EngineSocket`).
         drivers = self.eio._async
         self.eio._async = {
             **drivers,
             "translate_request": guard_translate_request(
-                drivers["translate_request"], read_timeout_s
+                drivers["translate_request"], read_timeout_s, proxies
             ),
         }
 
