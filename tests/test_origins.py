@@ -1,5 +1,6 @@
 """Which page origins count as the server's own (realtime/web/admin.py): python-engineio's
-same-origin rule, with X-Forwarded-Host believed from trusted proxies only."""
+same-origin rule, with X-Forwarded-Host and X-Forwarded-Proto believed from trusted
+proxies only (the environ as realtime/transport/inbound.py translates it)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import pytest
 from aiohttp.test_utils import make_mocked_request
 from engineio.async_drivers.aiohttp import translate_request
 
+from realtime.core.peer import TrustedProxies
 from realtime.core.settings import Settings
+from realtime.transport.inbound import guard_translate_request
 from realtime.web.admin import cors_allowed_origins, same_origins
 
 pytestmark = pytest.mark.unit
@@ -24,13 +27,15 @@ FORGED = {
 
 def environ(headers: dict[str, str], peer: str) -> dict[str, Any]:
     request = make_mocked_request("GET", "/socket.io/?EIO=4", headers=headers)
-    return {**translate_request(request), "aiohttp.request": request.clone(remote=peer)}
+    request = request.clone(remote=peer)
+    translate = guard_translate_request(translate_request, 30.0, TrustedProxies(["10.0.0.0/8"]))
+    translated: dict[str, Any] = translate(request)
+    return translated
 
 
-def test_a_forwarded_host_from_anyone_is_ignored() -> None:
-    # The scheme still counts (TLS-terminating proxies): it cannot name another host.
+def test_forwarded_headers_from_anyone_are_ignored() -> None:
     found = same_origins(environ(FORGED, "203.0.113.9"), ())
-    assert set(found) == {"https://app.example"}
+    assert found == ["http://app.example"]
 
 
 def test_forwarded_headers_from_a_trusted_proxy_count() -> None:
@@ -47,7 +52,10 @@ def test_a_foreign_origin_with_a_forged_forwarded_host_is_refused(admin: bool) -
     assert callable(allowed)
     assert not allowed("https://evil.example", environ(FORGED, "203.0.113.9"))
     assert allowed("https://evil.example", environ(FORGED, "10.9.9.9"))
-    assert allowed("https://app.example", environ(FORGED, "203.0.113.9"))
+    assert allowed("http://app.example", environ(FORGED, "203.0.113.9"))
+    # X-Forwarded-Proto from an unlisted proxy no longer makes https the page's scheme.
+    assert not allowed("https://app.example", environ(FORGED, "203.0.113.9"))
+    assert allowed("https://app.example", environ(FORGED, "10.9.9.9"))
     assert allowed(settings.admin_origin, environ(FORGED, "203.0.113.9")) is admin
 
 

@@ -189,13 +189,14 @@ def quiet_malformed_http() -> None:
 # A session id as python-engineio makes them (Engine.IO's and Socket.IO's alike): 20
 # base64url characters.
 _SID = re.compile(r"(?<![A-Za-z0-9_-])[A-Za-z0-9_-]{20}(?![A-Za-z0-9_-])")
-SID_LOGGERS = ("engineio.server", "socketio.server")
+SID_LOGGERS = ("engineio.server", "socketio.server", "aiohttp.access")
 
 
 class SidFilter(logging.Filter):
     """python-engineio and python-socketio write session ids into their lines ("Invalid
-    session <sid>", "<sid>: Received packet ..."). An Engine.IO sid is a bearer secret
-    (whoever holds it can poll that session), so it never reaches a log: replaced."""
+    session <sid>", "<sid>: Received packet ..."), and aiohttp's access log (off in
+    `realtime serve`, on in aiohttp's test server) writes URLs with `sid=`. An Engine.IO
+    sid is a bearer secret (whoever holds it can poll that session): replaced."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
@@ -206,7 +207,7 @@ class SidFilter(logging.Filter):
 
 
 def hide_session_ids() -> None:
-    """Install `SidFilter` on the loggers of python-engineio and python-socketio (once)."""
+    """Install `SidFilter` on the loggers of `SID_LOGGERS` (once)."""
     for name in SID_LOGGERS:
         library = logging.getLogger(name)
         if not any(isinstance(f, SidFilter) for f in library.filters):
