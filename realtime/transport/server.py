@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, Protocol
 
 import engineio
@@ -97,6 +97,9 @@ class Watcher(Protocol):
     def upgraded(self, eio_sid: str) -> None: ...
 
 
+ConnectGate = Callable[[dict[str, Any], Any], Awaitable[dict[str, Any] | None]]
+
+
 class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
     def __init__(
         self,
@@ -119,6 +122,11 @@ class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
         self.admin_only_origin = admin_only_origin
         self.traffic = Traffic()
         self.watcher: Watcher | None = None
+        # Per namespace: awaited with a CONNECT's environ and auth before python-socketio
+        # registers the client (a client whose connect handler awaits is in the
+        # namespace's rooms meanwhile, and gets its broadcasts); a dict refuses it (the
+        # CONNECT_ERROR's data), None lets it on to the connect handler.
+        self.connect_gates: dict[str, ConnectGate] = {}
         self.eio.on_upgraded = self._upgraded
         self.eio.ws_compression = ws_compression
         self.eio.backlog_bytes = backlog_bytes
@@ -248,6 +256,14 @@ class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
             await self._send_packet(
                 eio_sid,
                 self.packet_class(packet.CONNECT_ERROR, data=refusal, namespace=namespace),
+            )
+            return
+        gate = self.connect_gates.get(namespace)
+        refused = None if gate is None else await gate(self.environ.get(eio_sid, {}), data)
+        if refused is not None:
+            await self._send_packet(
+                eio_sid,
+                self.packet_class(packet.CONNECT_ERROR, data=refused, namespace=namespace),
             )
             return
         await super()._handle_connect(eio_sid, namespace, data)

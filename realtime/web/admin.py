@@ -178,6 +178,8 @@ class AdminUI:
         self._started = time.time()
         self._counted = sio.traffic.snapshot()
 
+        if throttle is not None:
+            sio.connect_gates[self.namespace] = self._gate
         sio.on("connect", self._admin_connect, namespace=self.namespace)
         sio.on("disconnect", self._admin_disconnect, namespace=self.namespace)
         if not self.read_only:
@@ -191,21 +193,28 @@ class AdminUI:
     # -- the admins ---------------------------------------------------------------------
 
     async def _admin_connect(self, sid: str, environ: Any, auth: Any = None) -> bool:
-        address = str(environ.get("REMOTE_ADDR", ""))  # the client's: realtime.core.peer
-        user = str(auth.get("username", "")) if isinstance(auth, Mapping) else ""
-        if self.throttle is not None:
-            wait_s = await self.throttle.wait_s(address, user)
-            if wait_s:
-                raise socketio.exceptions.ConnectionRefusedError(
-                    f"Too many failed attempts; retry in {wait_s} s.",
-                    {"code": errors.LIMIT, "retry_after": wait_s},
-                )
         if not self._check(auth):
-            if self.throttle is not None:
-                await self.throttle.failed(address, user)
             raise socketio.exceptions.ConnectionRefusedError("authentication failed")
         self._spawn(self._welcome(sid))
         return True
+
+    async def _gate(self, environ: dict[str, Any], auth: Any) -> dict[str, Any] | None:
+        """The failed-credential throttle, before python-socketio registers the client
+        (`SocketServer.connect_gates`): the Redis calls are awaited while the client is
+        in no room of `/admin`, so it hears nothing said there."""
+        assert self.throttle is not None
+        address = str(environ.get("REMOTE_ADDR", ""))  # the client's: realtime.core.peer
+        user = str(auth.get("username", "")) if isinstance(auth, Mapping) else ""
+        wait_s = await self.throttle.wait_s(address, user)
+        if wait_s:
+            return {
+                "message": f"Too many failed attempts; retry in {wait_s} s.",
+                "data": {"code": errors.LIMIT, "retry_after": wait_s},
+            }
+        if not self._check(auth):
+            await self.throttle.failed(address, user)
+            return {"message": "authentication failed"}
+        return None
 
     async def _welcome(self, sid: str) -> None:
         """Once the admin's connect has completed (its CONNECT packet sent): its config
