@@ -4,12 +4,13 @@ defaults), against `realtime serve` processes started here, in one run.
 
     .venv/bin/python -m bench.guesses [--seconds 10] [--runs 3] [--concurrency 8]
 
-Three doors, each guessed from one client address with `--concurrency` requests in
-flight: the Admin UI password (Socket.IO CONNECT to `/admin` over websockets), `/metrics`
-Basic auth, and publish keys (`POST /api/v1/events`). A guess counts when it was checked
-(answered 401 / "authentication failed"); refusals unchecked (429, "Too many failed
-attempts") are counted apart. Also: right-key ingest requests/s, throttle off and on
-(a success pays one Redis read). Medians of --runs, with min-max and the ratio on/off.
+Three doors, each guessed from one client address (127.0.0.2) with `--concurrency`
+requests in flight: the Admin UI password (Socket.IO CONNECT to `/admin` over
+websockets), `/metrics` Basic auth, and publish keys (`POST /api/v1/events`). A guess
+counts when it was checked (answered 401 / "authentication failed"); refusals unchecked
+(429, "Too many failed attempts") are counted apart. Also: right-key ingest requests/s
+from 127.0.0.1, throttle off and on (a success pays one Redis read). A fresh server and
+key prefix per door and setting. Medians of --runs, with min-max and the ratio on/off.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ USER, PASSWORD = "admin", "bench-admin-password-" + "x" * 12
 KEY = "bench-key-" + "k" * 32
 BODY = jsoncodec.dumpb({"topic": "metrics.cpu", "data": {"value": 1}})
 BIN = Path(sys.executable).with_name("realtime")
+GUESSER = "127.0.0.2"  # Linux routes all of 127/8 to loopback
+OWNER = "127.0.0.1"  # the right publish key, measured alone
 
 
 def start_server(
@@ -98,11 +101,18 @@ async def hammer(
     return outcomes
 
 
+Door = Callable[[], Awaitable[tuple[Attempt, Callable[[], Awaitable[None]]]]]
+
+
+def session_from(source: str) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=(source, 0)))
+
+
 def http_door(
-    url: str, door: str
+    url: str, door: str, source: str
 ) -> Callable[[], Awaitable[tuple[Attempt, Callable[[], Awaitable[None]]]]]:
     async def make() -> tuple[Attempt, Callable[[], Awaitable[None]]]:
-        http = aiohttp.ClientSession()
+        http = session_from(source)
 
         async def attempt(n: int) -> str:
             if door == "metrics":
@@ -123,9 +133,11 @@ def http_door(
     return make
 
 
-def admin_door(url: str) -> Callable[[], Awaitable[tuple[Attempt, Callable[[], Awaitable[None]]]]]:
+def admin_door(
+    url: str, source: str
+) -> Callable[[], Awaitable[tuple[Attempt, Callable[[], Awaitable[None]]]]]:
     async def make() -> tuple[Attempt, Callable[[], Awaitable[None]]]:
-        http = aiohttp.ClientSession()
+        http = session_from(source)
         ws = await http.ws_connect(f"{url}/socket.io/?EIO=4&transport=websocket")
         await ws.receive_str()  # the OPEN packet
 
@@ -154,27 +166,29 @@ DOORS = ("admin", "metrics", "ingest", "ingest_ok")
 
 
 async def one_run(
-    redis_url: str, seconds: float, concurrency: int, run: int
+    redis_url: str, seconds: float, concurrency: int, run: int, doors: list[str]
 ) -> dict[str, dict[str, float]]:
-    """{door: {"off": per s, "on": per s, "on_refused": per s}} for one run."""
-    result: dict[str, dict[str, float]] = {d: {} for d in DOORS}
-    for throttle in (False, True):
-        label = "on" if throttle else "off"
-        process, url = start_server(redis_url, f"bg{run}{label}:", throttle)
-        try:
-            await wait_ready(url)
-            for door in DOORS:
-                make = admin_door(url) if door == "admin" else http_door(url, door)
+    """{door: {"off": per s, "on": per s, "on_refused": per s}} for one run: a fresh
+    server (and key prefix) per door and setting, off and on interleaved."""
+    result: dict[str, dict[str, float]] = {d: {} for d in doors}
+    for door in doors:
+        for throttle in (False, True):
+            label = "on" if throttle else "off"
+            process, url = start_server(redis_url, f"bg{run}{door}{label}:", throttle)
+            try:
+                await wait_ready(url)
+                source = OWNER if door == "ingest_ok" else GUESSER
+                make = admin_door(url, source) if door == "admin" else http_door(url, door, source)
                 outcomes = await hammer(make, seconds, concurrency)
-                wanted = "202" if door == "ingest_ok" else "401"
-                result[door][label] = outcomes[wanted] / seconds
-                result[door][f"{label}_refused"] = outcomes["429"] / seconds
-                others = set(outcomes) - {wanted, "429"}
-                if others:
-                    print(f"  {door} {label}: unexpected answers {dict(outcomes)}", flush=True)
-        finally:
-            process.terminate()
-            process.wait(10)
+            finally:
+                process.terminate()
+                process.wait(10)
+            wanted = "202" if door == "ingest_ok" else "401"
+            result[door][label] = outcomes[wanted] / seconds
+            result[door][f"{label}_refused"] = outcomes["429"] / seconds
+            others = set(outcomes) - {wanted, "429"}
+            if others:
+                print(f"  {door} {label}: unexpected answers {dict(outcomes)}", flush=True)
     return result
 
 
@@ -183,11 +197,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--doors", default=",".join(DOORS), help=f"a subset of {','.join(DOORS)}")
     args = parser.parse_args()
+    doors = [d for d in args.doors.split(",") if d in DOORS]
     redis = RedisServer().start()
     try:
         runs = [
-            asyncio.run(one_run(redis.url, args.seconds, args.concurrency, n))
+            asyncio.run(one_run(redis.url, args.seconds, args.concurrency, n, doors))
             for n in range(args.runs)
         ]
     finally:
@@ -198,7 +214,7 @@ def main() -> None:
     )
     header = ("door", "throttle off /s", "throttle on /s", "on: 429 /s", "on/off")
     print(f"{header[0]:10} {header[1]:>22} {header[2]:>22} {header[3]:>12} {header[4]:>8}")
-    for door in DOORS:
+    for door in doors:
         cells = []
         for label in ("off", "on"):
             values = [r[door][label] for r in runs]

@@ -68,6 +68,11 @@ class Policy:
         return int(min(self.max_lockout_s, BASE_LOCKOUT_S * 2**doublings) * 1000)
 
 
+def locked_out(wait_s: int) -> str:
+    """What a locked-out client is told (with `Retry-After: wait_s` over HTTP)."""
+    return f"Too many failed attempts; retry in {wait_s} s."
+
+
 def refusal_wait_ms(
     address_lockout_ms: int, credential_lockout_ms: int, address_failed: bool
 ) -> int:

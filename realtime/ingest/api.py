@@ -26,7 +26,7 @@ from realtime.core.metrics import ProcessMetrics
 from realtime.core.peer import TrustedProxies
 from realtime.core.settings import Settings
 from realtime.core.text import text
-from realtime.core.throttle import Throttle
+from realtime.core.throttle import Throttle, locked_out
 from realtime.core.topics import partition_of
 from realtime.ingest.publish_keys import IngestKeys, PublishKey, Unauthorized
 from realtime.ingest.rates import IngestRate
@@ -370,9 +370,7 @@ class IngestHandler:
         if throttle is not None and presented is not None:
             wait_s = await throttle.wait_s(address, presented)
             if wait_s:
-                response = json_error(
-                    429, errors.LIMIT, f"Too many failed attempts; retry in {wait_s} s."
-                )
+                response = json_error(429, errors.LIMIT, locked_out(wait_s))
                 response.headers["Retry-After"] = str(wait_s)
                 return response, None
         try:

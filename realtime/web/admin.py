@@ -27,7 +27,7 @@ import socketio
 from realtime.core import errors
 from realtime.core.peer import TrustedProxies
 from realtime.core.settings import Settings
-from realtime.core.throttle import Throttle
+from realtime.core.throttle import Throttle, locked_out
 from realtime.transport.server import SocketServer
 
 logger = logging.getLogger(__name__)
@@ -208,7 +208,7 @@ class AdminUI:
         wait_s = await self.throttle.wait_s(address, user)
         if wait_s:
             return {
-                "message": f"Too many failed attempts; retry in {wait_s} s.",
+                "message": locked_out(wait_s),
                 "data": {"code": errors.LIMIT, "retry_after": wait_s},
             }
         if not self._check(auth):

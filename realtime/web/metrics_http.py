@@ -17,7 +17,7 @@ from realtime.core.metrics import ProcessMetrics, WebMetrics
 from realtime.core.metrics_server import respond
 from realtime.core.peer import TrustedProxies
 from realtime.core.settings import Settings
-from realtime.core.throttle import Throttle
+from realtime.core.throttle import Throttle, locked_out
 from realtime.web import admin
 
 logger = logging.getLogger(__name__)
@@ -75,9 +75,7 @@ class PublicMetrics:
             wait_s = await self.throttle.wait_s(address, user)
             if wait_s:
                 response = web.json_response(
-                    errors.error_body(
-                        errors.LIMIT, f"Too many failed attempts; retry in {wait_s} s."
-                    ),
+                    errors.error_body(errors.LIMIT, locked_out(wait_s)),
                     status=429,
                 )
                 response.headers["Retry-After"] = str(wait_s)
