@@ -4,6 +4,7 @@ proxies only (the environ as realtime/transport/inbound.py translates it)."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
@@ -62,3 +63,16 @@ def test_a_foreign_origin_with_a_forged_forwarded_host_is_refused(admin: bool) -
 def test_configured_origins_are_a_plain_list() -> None:
     settings = Settings(cors_origins=("https://a.example",))
     assert cors_allowed_origins(settings) == ["https://a.example"]
+
+
+def test_a_refusal_behind_an_unlisted_proxy_names_the_peer(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """What an operator behind a TLS-terminating proxy it has not listed sees first."""
+    allowed = cors_allowed_origins(Settings())
+    assert callable(allowed)
+    behind_proxy = {"Host": "app.example", "X-Forwarded-Proto": "https"}
+    with caplog.at_level(logging.INFO, logger="realtime.web.admin"):
+        assert not allowed("https://app.example", environ(behind_proxy, "192.0.2.50"))
+    assert "192.0.2.50" in caplog.text
+    assert "REALTIME_TRUSTED_PROXIES" in caplog.text
