@@ -283,6 +283,12 @@ INTERNALS: list[Internal] = [
         _handle_connect=Refers("handlers namespace_handlers namespaces"),
     ),
     *uses(
+        SERVER,
+        f"{_SS}._handle_connect connect_gates (awaited before python-socketio pre-connects "
+        "the client into the namespace's rooms; the gate gets self.environ[eio_sid])",
+        _handle_connect=Refers("pre_connect environ"),
+    ),
+    *uses(
         ENGINE,
         "realtime/transport/engine.py EngineServer.handle_request (override: 400s first)",
         handle_request=coro("self *args **kwargs", exact=True),
