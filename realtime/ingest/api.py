@@ -237,9 +237,9 @@ def _big_integers(body: bytes, events: list[dict[str, Any]]) -> dict[str, Any]:
 class IngestHandler:
     """The `POST /api/v1/events` handler; the writer and rate come from the running app.
 
-    Checks, in order: the publish key (429 while locked out after failed keys, 401),
-    body size, JSON, batch length, the schema,
-    each event's size, the key's topics (403), the key's rate (429), then Redis (503)."""
+    Checks, in order: the publish key (429 while locked out after failed keys, 401), body
+    size, JSON, batch length, the schema, each event's size, the key's topics (403), the
+    key's rate (429), then Redis (503)."""
 
     def __init__(
         self,
@@ -367,7 +367,7 @@ class IngestHandler:
         presented = keys.presented(authorization)  # None: no key at all, not a guess
         throttle = self.throttle if presented is not None else None
         address = self.proxies.peer_of(request).address if throttle is not None else ""
-        if throttle is not None and presented is not None:
+        if throttle is not None and presented is not None:  # (both, for mypy)
             wait_s = await throttle.wait_s(address, presented)
             if wait_s:
                 response = json_error(429, errors.LIMIT, locked_out(wait_s))
