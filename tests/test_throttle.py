@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -15,11 +16,13 @@ import pytest
 import socketio
 
 from realtime.core import jsoncodec
+from realtime.core.connections import connect
 from realtime.core.keys import Keys
 from realtime.core.settings import IngestKeySpec, Settings
 from realtime.core.throttle import Policy, Throttle, refusal_wait_ms
 from realtime.dev.embedded import RedisServer
 from tests.helpers.inprocess import running_app
+from tests.helpers.redis_topology import ClusterSet
 from tests.test_metrics import basic
 
 OWNER = "127.0.0.1"
@@ -99,8 +102,6 @@ async def publish_status(
 
 async def age(settings: Settings, kind: str, address: str, credential: str, failures: int) -> None:
     """Earlier failures, as the app would have counted them: a long lockout to test in."""
-    from realtime.core.connections import connect
-
     redis = connect(settings)
     try:
         throttle = Throttle(redis, Keys.of(settings), kind, Policy.of(settings))
@@ -210,3 +211,23 @@ async def test_redis_down_fails_open_but_still_refuses_bad_credentials(
         statuses = [(await metrics_status(http, url, f"wrong-{n}"))[0] for n in range(FREE + 3)]
         assert statuses == [401] * (FREE + 3)
         assert (await metrics_status(http, url, PASSWORD))[0] == 200
+
+
+@pytest.mark.system
+async def test_the_throttle_on_a_redis_cluster(tmp_path: Path, prefix: str) -> None:
+    """Each subject's pair of keys shares a hash tag; the pipelines span the shards."""
+    cluster = ClusterSet(tmp_path / "cluster").start()
+    settings = Settings(redis_url=cluster.url, prefix=prefix, redis_cluster=True)
+    redis = connect(settings)
+    try:
+        throttle = Throttle(redis, Keys.of(settings), "ingest", Policy(free=2))
+        assert await throttle.wait_s("192.0.2.1", "key") == 0
+        for _ in range(6):  # 2 free, then 1, 2, 4 and 8 s
+            await throttle.failed("192.0.2.1", "key")
+        assert 1 <= await throttle.wait_s("192.0.2.1", "key") <= 8
+        assert await throttle.wait_s("192.0.2.9", "key") == 0  # has not failed
+        await throttle.failed("192.0.2.9", "key")
+        assert await throttle.wait_s("192.0.2.9", "key") >= 1  # now meets the key's lockout
+    finally:
+        await redis.aclose()
+        cluster.cleanup()
