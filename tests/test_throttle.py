@@ -21,6 +21,7 @@ from realtime.core.keys import Keys
 from realtime.core.settings import IngestKeySpec, Settings
 from realtime.core.throttle import Policy, Throttle, refusal_wait_ms
 from realtime.dev.embedded import RedisServer
+from realtime.ingest.publish_keys import IngestKeys
 from tests.helpers.inprocess import running_app
 from tests.helpers.redis_topology import ClusterSet
 from tests.test_metrics import basic
@@ -165,6 +166,10 @@ async def test_a_revoked_key_tried_from_many_addresses_is_locked_out(secured: Se
         for n in range(2, 2 + FREE + 1):  # one failure from each of a few addresses
             async with http_from(f"127.0.0.{n}") as http:
                 assert (await publish_status(http, url, revoked))[0] == 401
+        # More failures elsewhere: a lockout of the key long enough to test in.
+        presented = IngestKeys(()).presented(f"Bearer {revoked}")
+        assert presented is not None
+        await age(secured, "ingest", "192.0.2.200", presented, 10)
         async with http_from("127.0.0.20") as http:
             # A new address is checked once (401); having failed, it meets the key's lockout.
             assert (await publish_status(http, url, revoked))[0] == 401
