@@ -133,6 +133,7 @@ INSTANCES: dict[str, Callable[[], Any]] = {
     "socketio.AsyncRedisManager": socketio.AsyncRedisManager,  # connects on first use only
     "socketio.AsyncNamespace": lambda: socketio.AsyncNamespace("/"),
     "aiohttp.web.StreamResponse": web.StreamResponse,
+    "socketio.packet.Packet": lambda: socketio.packet.Packet(encoded_packet='51-["e",1]'),
 }
 
 
@@ -155,6 +156,7 @@ WEBSOCKET = "aiohttp.web.WebSocketResponse"
 _ES = "realtime/transport/engine.py EngineSocket"
 _UPGRADE = f"{_ES}._upgrade_websocket (reached as getattr(self, '_upgrade_' + transport))"
 _SS = "realtime/transport/server.py SocketServer"
+_DISPATCH = "realtime/transport/dispatch.py ExtensibleServer"
 _ROOMS = "realtime/fanout/rooms.py RoomIndex (and bench/rooms.py IndexedManager)"
 _FANOUT = "realtime/fanout/manager.py FanoutManager"
 _DEFLATE = (
@@ -266,16 +268,46 @@ INTERNALS: list[Internal] = [
     # python-socketio: the server
     *uses(
         SERVER,
-        f"{_SS} (overrides)",
+        f"{_SS} and {_DISPATCH} (overrides)",
         _engineio_server_class=func("self", exact=True),
         _trigger_event=coro("self event namespace *args", exact=True),
         _handle_eio_connect=coro("self eio_sid environ", exact=True),
         _handle_eio_message=coro("self eio_sid data", exact=True),
         _handle_eio_disconnect=coro("self eio_sid reason", exact=True),
         _handle_connect=coro("self eio_sid namespace data", exact=True),
-        _send_packet=coro("self eio_sid pkt"),
+        _send_packet=coro("self eio_sid pkt", exact=True),
+        _send_eio_packet=coro("self eio_sid eio_pkt", exact=True),
         handlers=OnInstance(dict),
         namespace_handlers=OnInstance(dict),
+    ),
+    *uses(
+        SERVER,
+        f"{_DISPATCH}.handlers_event (python-socketio's own dispatch, after the project's)",
+        _trigger_event=coro("self event namespace *args"),
+        not_handled=OnInstance(),
+        save_session=coro("self sid session namespace"),
+    ),
+    *uses(
+        SERVER,
+        f"{_DISPATCH}._handle_connect holds packets until CONNECT (what upstream sends them with)",
+        _handle_connect=Refers("_send_packet _trigger_event"),
+    ),
+    *uses(
+        MANAGER,
+        f"{_DISPATCH}._send_eio_packet (an emit without callback reaches clients through it)",
+        emit=Refers("_send_eio_packet _send_packet"),
+    ),
+    *uses(
+        SERVER,
+        f"{_SS}._handle_eio_message: binary packets awaiting attachments",
+        _binary_packet=OnInstance(dict),
+        _handle_eio_message=Refers("_binary_packet add_attachment"),
+    ),
+    *uses(
+        "socketio.packet.Packet",
+        "realtime/transport/inbound.py _binary_problem, SocketServer (attachments)",
+        attachment_count=OnInstance(int),
+        attachments=OnInstance(list),
     ),
     *uses(
         SERVER,
@@ -284,7 +316,7 @@ INTERNALS: list[Internal] = [
     ),
     *uses(
         SERVER,
-        f"{_SS}._handle_connect connect_gates (awaited before python-socketio pre-connects "
+        f"{_SS}._handle_connect connect_checks (awaited before python-socketio pre-connects "
         "the client into the namespace's rooms; the gate gets self.environ[eio_sid])",
         _handle_connect=Refers("pre_connect environ"),
     ),
@@ -825,7 +857,8 @@ SUBCLASSES = [  # ours, its upstream base, the upstream names it means to overri
         SocketServer,
         SERVER,
         "_engineio_server_class _trigger_event"
-        " _handle_eio_connect _handle_eio_message _handle_eio_disconnect _handle_connect",
+        " _handle_eio_connect _handle_eio_message _handle_eio_disconnect _handle_connect"
+        " _send_packet _send_eio_packet",
     ),
     (FanoutManager, REDIS_MANAGER, _FANOUT_MEANT),
     (ShardedFanoutManager, REDIS_MANAGER, _FANOUT_MEANT),

@@ -239,6 +239,8 @@ class Settings:
     ingest_key: str = secret()
     # history
     history_maxlen: int = 10_000
+    # how long history is kept, for topics no `retention` rule of the pipelines names
+    history_retention_ms: int = 900_000
     # worker
     consumer: str = field(default_factory=default_consumer_name)
     group: str = "processors"
@@ -265,6 +267,8 @@ class Settings:
     # operations: a private /metrics port (0: none), the drain on SIGTERM
     metrics_port: int = 0
     drain_s: float = 20.0
+    # `pkg.module:callable`s set up with the Socket.IO server and the app (web/extensions.py)
+    extensions: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -331,6 +335,9 @@ class Settings:
             token=e.get("REALTIME_TOKEN", "").strip(),
             ingest_key=e.get("REALTIME_INGEST_KEY", "").strip(),
             history_maxlen=_int(e, "REALTIME_HISTORY_MAXLEN", cls.history_maxlen, minimum=1),
+            history_retention_ms=_int(
+                e, "REALTIME_HISTORY_RETENTION_MS", cls.history_retention_ms, minimum=0
+            ),
             consumer=e.get("REALTIME_CONSUMER", "").strip() or default_consumer_name(),
             batch_size=_int(e, "REALTIME_BATCH_SIZE", cls.batch_size, minimum=1),
             block_ms=_int(e, "REALTIME_BLOCK_MS", cls.block_ms, minimum=1),
@@ -349,6 +356,7 @@ class Settings:
             admin_origin=e.get("REALTIME_ADMIN_ORIGIN", cls.admin_origin).strip().rstrip("/"),
             metrics_port=_int(e, "REALTIME_METRICS_PORT", cls.metrics_port),
             drain_s=_float(e, "REALTIME_DRAIN_S", cls.drain_s),
+            extensions=_list(e, "REALTIME_EXTENSIONS"),
         )
         try:
             check_url(settings.redis_url)

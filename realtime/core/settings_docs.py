@@ -121,6 +121,10 @@ ENVIRONMENT_DOCS: dict[str, str] = {
     "REALTIME_MAX_BATCH": "most events in one ingest request",
     "REALTIME_IDEMPOTENCY_TTL_S": "how long an ingest idempotency `key` is remembered (s)",
     "REALTIME_HISTORY_MAXLEN": "events kept per topic history stream (approximate)",
+    "REALTIME_HISTORY_RETENTION_MS": (
+        "how long a topic's history is kept, for topics no `retention` rule of the pipelines "
+        "file names ([Pipelines](pipelines.md#retention)); 0: by count only"
+    ),
     "REALTIME_CONSUMER": (
         "worker's name (in logs, leases and the group's consumers, plus a random suffix per start)"
     ),
@@ -179,5 +183,10 @@ ENVIRONMENT_DOCS: dict[str, str] = {
     "REALTIME_DRAIN_S": (
         "on SIGTERM the web disconnects its clients spread over most of this and exits before "
         "it is up (see [Shutdown](operations.md#health-checks-and-shutdown)); `0`: all at once"
+    ),
+    "REALTIME_EXTENSIONS": (
+        "comma-separated `pkg.module:callable`s the web imports at start and calls with the "
+        "Socket.IO server and the aiohttp app: custom events, namespaces and routes (see "
+        "[Extensions](extensions.md))"
     ),
 }

@@ -43,6 +43,23 @@ class BodyTooSlow(Exception):
     pass
 
 
+class Refused(Exception):
+    """Ingest refuses a request: the HTTP status, error code, message and field errors."""
+
+    def __init__(
+        self, status: int, code: str, message: str, fields: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.fields = fields
+
+
+def _one(fields: dict[str, Any], single: bool) -> dict[str, Any]:
+    """Field errors by event index, or, for a request of one event (not a list), its own."""
+    return fields.get("0", fields) if single else fields
+
+
 class NotReplicated(Exception):
     """The primary has the events, fewer than REALTIME_WAIT_REPLICAS replicas confirmed them."""
 
@@ -289,43 +306,10 @@ class IngestHandler:
             payload = jsoncodec.loads(body)
         except jsoncodec.JSONDecodeError as exc:
             return json_error(400, errors.INVALID_JSON, f"Body is not valid JSON: {exc}")
-        items = payload if isinstance(payload, list) else [payload]
-        if not items:
-            return json_error(400, errors.INVALID, "Send one event or a non-empty list of events.")
-        if len(items) > self.max_batch:
-            return json_error(
-                413, errors.TOO_LARGE, f"Batch of {len(items)} events exceeds {self.max_batch}."
-            )
         try:
-            events: list[dict[str, Any]] = self.schema.load(items, many=True)
-        except ValidationError as exc:
-            fields = field_errors(exc)
-            if not isinstance(payload, list):
-                fields = fields.get("0", fields)
-            return json_error(400, errors.INVALID, "Invalid event.", fields)
-        inexact = _big_integers(body, events)
-        if inexact:
-            fields = inexact if isinstance(payload, list) else inexact["0"]
-            return json_error(400, errors.INVALID, "Invalid event.", fields)
-        derived = self._derived_topics(events)
-        if derived:
-            fields = derived if isinstance(payload, list) else derived["0"]
-            return json_error(400, errors.INVALID, "Invalid event.", fields)
-        oversize = _oversize(events, self.max_event)
-        if oversize:
-            if not isinstance(payload, list):
-                oversize = oversize["0"]
-            return json_error(
-                413, errors.TOO_LARGE, f"Event data exceeds {self.max_event} bytes.", oversize
-            )
-        if publisher is not None:
-            refused = sorted({e["topic"] for e in events if not publisher.allows(e["topic"])})
-            if refused:
-                return json_error(
-                    403,
-                    errors.FORBIDDEN,
-                    f"This publish key may not publish to {', '.join(refused)}.",
-                )
+            events = self.validate(payload, body, publisher)
+        except Refused as refused:
+            return json_error(refused.status, refused.code, str(refused), refused.fields)
         try:
             if publisher is not None and self.rate_key is not None:
                 wait_s = await request.app[self.rate_key].retry_after_s(publisher.name, len(events))
@@ -381,6 +365,51 @@ class IngestHandler:
             response = json_error(401, errors.UNAUTHORIZED, str(exc))
             response.headers["WWW-Authenticate"] = 'Bearer realm="realtime"'
             return response, None
+
+    def validate(
+        self, payload: Any, body: bytes | None = None, publisher: PublishKey | None = None
+    ) -> list[dict[str, Any]]:
+        """The events of a request's decoded `payload` (one event or a list), checked in
+        the order the class says; `Refused` otherwise. `body`: the JSON it was decoded
+        from, if it was (big integers are checked there); `payload` is the events of an
+        extension's `publish` otherwise (realtime/web/extensions.py)."""
+        single = not isinstance(payload, list)
+        items = [payload] if single else payload
+        if not items:
+            raise Refused(400, errors.INVALID, "Send one event or a non-empty list of events.")
+        if len(items) > self.max_batch:
+            raise Refused(
+                413, errors.TOO_LARGE, f"Batch of {len(items)} events exceeds {self.max_batch}."
+            )
+        try:
+            events: list[dict[str, Any]] = self.schema.load(items, many=True)
+        except ValidationError as exc:
+            fields = field_errors(exc)
+            raise Refused(400, errors.INVALID, "Invalid event.", _one(fields, single)) from None
+        inexact = _big_integers(body, events) if body is not None else {}
+        problems = inexact or self._derived_topics(events)
+        if problems:
+            raise Refused(400, errors.INVALID, "Invalid event.", _one(problems, single))
+        try:
+            oversize = _oversize(events, self.max_event)
+        except TypeError:  # an extension's data, not from JSON: what JSON cannot hold
+            raise Refused(400, errors.INVALID, "Invalid event: data must be JSON.") from None
+        if oversize:
+            raise Refused(
+                413,
+                errors.TOO_LARGE,
+                f"Event data exceeds {self.max_event} bytes.",
+                _one(oversize, single),
+            )
+        if publisher is not None:
+            refused = sorted({e["topic"] for e in events if not publisher.allows(e["topic"])})
+            if refused:
+                raise Refused(
+                    403,
+                    errors.FORBIDDEN,
+                    f"This publish key may not publish to {', '.join(refused)}.",
+                )
+        return events
 
     def _derived_topics(self, events: list[dict[str, Any]]) -> dict[str, Any]:
         """Field errors for events on window-output topics, by index (as marshmallow's)."""

@@ -179,7 +179,7 @@ class AdminUI:
         self._counted = sio.traffic.snapshot()
 
         if throttle is not None:
-            sio.connect_gates[self.namespace] = self._gate
+            sio.connect_checks[self.namespace] = self._throttled_login
         sio.on("connect", self._admin_connect, namespace=self.namespace)
         sio.on("disconnect", self._admin_disconnect, namespace=self.namespace)
         if not self.read_only:
@@ -198,9 +198,9 @@ class AdminUI:
         self._spawn(self._welcome(sid))
         return True
 
-    async def _gate(self, environ: dict[str, Any], auth: Any) -> dict[str, Any] | None:
+    async def _throttled_login(self, environ: dict[str, Any], auth: Any) -> dict[str, Any] | None:
         """The failed-credential throttle, before python-socketio registers the client
-        (`SocketServer.connect_gates`): the Redis calls are awaited while the client is
+        (`SocketServer.connect_checks`): the Redis calls are awaited while the client is
         in no room of `/admin`, so it hears nothing said there."""
         assert self.throttle is not None
         address = str(environ.get("REMOTE_ADDR", ""))  # the client's: realtime.core.peer
@@ -340,6 +340,7 @@ class AdminUI:
         manager = self.sio.manager
         sockets = list(self.sio.eio.sockets.values())
         names = set(manager.rooms) | set(self.sio.handlers) | set(self.sio.namespace_handlers)
+        names |= set(self.sio.first)  # the project's own (`/`)
         return {
             "serverId": self.server_id,
             "hostname": HOSTNAME,

@@ -17,6 +17,7 @@ from aiohttp.typedefs import Handler, Middleware
 from redis.asyncio import Redis
 
 from processors.pipelines.config import PipelinesConfig, load_pipelines
+from processors.pipelines.retention import Retention
 from realtime.core import errors, jsoncodec, logs
 from realtime.core.connections import connect
 from realtime.core.keys import NAMESPACE, Keys
@@ -34,11 +35,12 @@ from realtime.ingest import publish_keys as ingest_auth
 from realtime.ingest.api import IngestHandler, IngestWriter
 from realtime.ingest.rates import IngestRate
 from realtime.transport.server import SocketServer
-from realtime.web import admin, auth, dashboard, request_id
+from realtime.web import admin, auth, dashboard, extensions, request_id
 from realtime.web.access import Access
 from realtime.web.health import Readiness, healthz
 from realtime.web.metrics_http import PublicMetrics, ingest_status_counter
 from realtime.web.namespace import TopicNamespace
+from realtime.web.resolutions import Resolutions
 from realtime.web.stream import STREAM_PATH, EventStream
 from realtime.web.topic_events import EVENTS_PATH, TopicEvents
 
@@ -240,7 +242,13 @@ def create_app(settings: Settings) -> web.Application:
     manager.attach(delivery)
     access = Access(settings, sio, auth.verifier(settings))
     app[ACCESS] = access
-    sio.register_namespace(TopicNamespace(settings, delivery, access))
+    # The pipelines file: ingest refuses its window outputs (a bad file: PipelinesError),
+    # `subscribe {resolution: "auto"}` picks among them.
+    pipelines = load_pipelines(settings.pipelines_file)
+    retention = Retention(pipelines.retention, settings.history_retention_ms)
+    resolutions = Resolutions(pipelines, retention)
+    topics = TopicNamespace(settings, delivery, access, resolutions)
+    sio.register_first(topics)
     app[DELIVERY] = delivery
     sio.attach(app, socketio_path=SOCKETIO_PATH)
     app[SIO] = sio
@@ -253,11 +261,10 @@ def create_app(settings: Settings) -> web.Application:
         app.cleanup_ctx.append(_admin_ctx(admin_ui))
     request_id.install(app)
 
-    # Ingest refuses the pipelines' window-output topics (a bad file: PipelinesError).
     ingest = IngestHandler(
         INGEST,
         settings,
-        window_outputs(load_pipelines(settings.pipelines_file)),
+        window_outputs(pipelines),
         keys=ingest_auth.ingest_keys(settings),
         rate_key=INGEST_RATE,
         metrics=metrics,
@@ -273,5 +280,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_metrics_port_ctx)
     app.router.add_get("/readyz", Readiness(REDIS, lambda: drain.draining).handle)
     app.router.add_get("/healthz", healthz)
+    app[extensions.REALTIME] = extensions.Realtime(app[INGEST], ingest, access)
+    extensions.install(extensions.load(settings.extensions), sio, app, topics)  # ExtensionError
     dashboard.add_routes(app, Path(settings.dashboard_dir) if settings.dashboard_dir else None)
     return app
