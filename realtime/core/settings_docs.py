@@ -53,7 +53,23 @@ ENVIRONMENT_DOCS: dict[str, str] = {
     ),
     "REALTIME_TRUSTED_PROXIES": (
         "comma-separated IPs or CIDR networks of your reverse proxies / load balancers: only "
-        "from these peers does `X-Forwarded-Host` count when deciding what is same-origin"
+        "from these peers do `X-Forwarded-For` (the client's address), `X-Forwarded-Proto` "
+        "and `X-Forwarded-Host` (what is same-origin) count; from anyone else they are "
+        "ignored (see [Security](security.md#client-addresses-and-proxies))"
+    ),
+    "REALTIME_BIND_SESSIONS": (
+        "`1` (default): an Engine.IO session takes polling requests and its websocket upgrade "
+        "only from the client address that opened it (IPv6: its /64); `0`: from anyone "
+        "holding its sid"
+    ),
+    "REALTIME_AUTH_FAILURES": (
+        "failed credentials (admin UI, `/metrics`, publish keys) allowed per client address "
+        "and per credential before each further failure locks it out for 1 s, 2 s, 4 s, ... "
+        "(429 + `Retry-After`); counted in Redis across instances; `0`: no throttling"
+    ),
+    "REALTIME_AUTH_LOCKOUT_MAX_S": (
+        "the longest lockout after failed credentials; failures are forgotten after twice "
+        "this without one"
     ),
     "REALTIME_READ_TIMEOUT_S": (
         "an HTTP connection whose request headers have not all arrived within this (from its "

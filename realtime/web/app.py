@@ -24,6 +24,7 @@ from realtime.core.keys import NAMESPACE, Keys
 from realtime.core.metrics import WebMetrics
 from realtime.core.metrics_server import private_metrics
 from realtime.core.settings import Settings
+from realtime.core.throttle import Policy, Throttle
 from realtime.delivery.drain import Drain
 from realtime.delivery.history import HistoryReader
 from realtime.delivery.hub import Delivery
@@ -94,6 +95,8 @@ def create_sio(settings: Settings, manager: FanoutManager) -> SocketServer:
         backlog_packets=settings.client_backlog_packets,
         connect_timeout_s=settings.connect_timeout_s,
         read_timeout_s=settings.read_timeout_s,
+        trusted_proxies=settings.trusted_proxies,
+        bind_sessions=settings.bind_sessions,
     )
     return sio
 
@@ -177,8 +180,9 @@ def oversized_polling(sio: SocketServer, limit: int) -> Middleware:
         ):
             return await handler(request)
         logger.info("refused a long-polling POST of %d bytes (the limit is %d)", length, limit)
-        socket = sio.eio.sockets.pop(request.query.get("sid", ""), None)
+        socket = sio.eio.session_for(request)  # not another client's session
         if socket is not None:
+            sio.eio.sockets.pop(socket.sid, None)
             await socket.close(wait=False, abort=True, reason=sio.eio.reason.TRANSPORT_ERROR)
         response = web.json_response(
             errors.error_body(errors.TOO_LARGE, f"A message exceeds {limit} bytes."),
@@ -205,8 +209,15 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         )
 
 
+def _throttle(redis: Redis, settings: Settings, metrics: WebMetrics, kind: str) -> Throttle:
+    """The failed-credential throttle of one kind of credential, counting its refusals."""
+    counter = metrics.auth_throttled.labels(kind)
+    return Throttle(redis, Keys.of(settings), kind, Policy.of(settings), counter.inc)
+
+
 def create_app(settings: Settings) -> web.Application:
     logs.quiet_malformed_http()  # also when embedded without `logs.setup` (tests)
+    logs.hide_session_ids()
     metrics = WebMetrics()
     manager = fanout_manager(settings)
     sio = create_sio(settings, manager)
@@ -268,7 +279,8 @@ def create_app(settings: Settings) -> web.Application:
     app[MANAGER] = manager
     app.on_shutdown.append(_disconnect_clients)
     app.cleanup_ctx.append(_manager_ctx)
-    admin_ui = admin.instrument(sio, settings)
+    admin_throttle = _throttle(redis, settings, metrics, "admin")  # the UI and /metrics
+    admin_ui = admin.instrument(sio, settings, admin_throttle)
     if admin_ui is not None:
         app.cleanup_ctx.append(_admin_ctx(admin_ui))
     request_id.install(app)
@@ -280,6 +292,7 @@ def create_app(settings: Settings) -> web.Application:
         keys=ingest_auth.ingest_keys(settings),
         rate_key=INGEST_RATE,
         metrics=metrics,
+        throttle=_throttle(redis, settings, metrics, "ingest"),
     )
     app.router.add_post(INGEST_PATH, ingest.handle)
     app.router.add_get(EVENTS_PATH, TopicEvents(history, auth.verifier(settings)).handle)
@@ -291,7 +304,7 @@ def create_app(settings: Settings) -> web.Application:
         presence, auth.verifier(settings), ingest_auth.ingest_keys(settings)
     )
     app.router.add_get(PRESENCE_PATH, topic_presence.handle)
-    app.router.add_get("/metrics", PublicMetrics(metrics, settings).handle)
+    app.router.add_get("/metrics", PublicMetrics(metrics, settings, admin_throttle).handle)
     app.cleanup_ctx.append(_metrics_port_ctx)
     app.router.add_get("/readyz", Readiness(REDIS, lambda: drain.draining).handle)
     app.router.add_get("/healthz", healthz)
