@@ -190,6 +190,10 @@ async def test_reading_presence_takes_a_subscriber_token_or_a_publish_key(
         assert (status, body["error"]["code"]) == (403, "forbidden")
         status, body = await get_count(url, "Not_A_Topic", token=hs256(["*"]))
         assert (status, body["error"]["code"]) == (400, "invalid")
+        # Failed publish keys are throttled here as at ingest: guessing is locked out.
+        statuses = [(await get_count(url, token=f"guess-{n}"))[0] for n in range(8)]
+        assert statuses[0] == 401
+        assert 429 in statuses
 
 
 async def test_reading_presence_is_open_when_subscribing_is(settings: Settings) -> None:

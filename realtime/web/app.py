@@ -300,9 +300,7 @@ def create_app(settings: Settings) -> web.Application:
         settings, delivery.streams, auth.verifier(settings), drain, metrics, sio.start_manager
     )
     app.router.add_get(STREAM_PATH, stream.handle)
-    topic_presence = TopicPresence(
-        presence, auth.verifier(settings), ingest_auth.ingest_keys(settings)
-    )
+    topic_presence = TopicPresence(presence, auth.verifier(settings), ingest)
     app.router.add_get(PRESENCE_PATH, topic_presence.handle)
     app.router.add_get("/metrics", PublicMetrics(metrics, settings, admin_throttle).handle)
     app.cleanup_ctx.append(_metrics_port_ctx)

@@ -3,7 +3,8 @@
 
 Auth: when Socket.IO connections need a token, a JWT that may subscribe to the topic
 (`Authorization: Bearer <JWT>`, the same rule as `subscribe`) or a publish key of
-`REALTIME_INGEST_KEYS` that may publish to it; open when subscribing is open.
+`REALTIME_INGEST_KEYS` that may publish to it, checked by ingest's own check, so that
+failed keys are throttled as at `POST /api/v1/events`; open when subscribing is open.
 `?members=1` adds who watches (`members`: their tokens' `sub`s, sorted, at most 100;
 `more_members`): for a token with the claim `presence_members: true`, or a publish key.
 """
@@ -18,7 +19,7 @@ from redis.exceptions import RedisError
 from realtime.core import errors, jsoncodec
 from realtime.core.topics import is_valid_topic
 from realtime.delivery.presence import Presence
-from realtime.ingest.publish_keys import IngestKeys, Unauthorized
+from realtime.ingest.api import IngestHandler
 from realtime.web.auth import AuthError, TokenVerifier
 from realtime.web.topic_events import bearer_token
 
@@ -27,28 +28,28 @@ PRESENCE_PATH = "/api/v1/topics/{topic}/presence"
 
 class TopicPresence:
     def __init__(
-        self, presence: Presence, verifier: TokenVerifier | None, keys: IngestKeys | None
+        self, presence: Presence, verifier: TokenVerifier | None, ingest: IngestHandler
     ) -> None:
         self.presence = presence
         self.verifier = verifier
-        self.keys = keys
+        self.ingest = ingest  # its publish key check
 
-    def access(self, request: web.Request, topic: str) -> web.Response | bool:
+    async def access(self, request: web.Request, topic: str) -> web.Response | bool:
         """Whether the caller may see the topic's members, if it may read its count;
         the error response otherwise."""
         if self.verifier is None:
             return True
-        try:
-            grant = self.verifier.verify({"token": bearer_token(request)})
-        except AuthError as exc:
-            if self.keys is None:
-                return _error(401, errors.UNAUTHORIZED, str(exc))
-            try:  # not a token this server accepts: perhaps a publish key
-                key = self.keys.authenticate(request.headers.get("Authorization"))
-            except Unauthorized:
-                return _error(401, errors.UNAUTHORIZED, f"{exc} (or send a publish key)")
-            allowed, members = key.allows(topic), True
+        token = bearer_token(request)
+        if self.ingest.keys is not None and token.count(".") != 2:  # not shaped as a JWT
+            refusal, key = await self.ingest.publisher(request)
+            if refusal is not None:
+                return refusal
+            allowed, members = key is not None and key.allows(topic), True
         else:
+            try:
+                grant = self.verifier.verify({"token": token})
+            except AuthError as exc:
+                return _error(401, errors.UNAUTHORIZED, str(exc))
             allowed, members = grant.allows(topic), grant.members
         if not allowed:
             return _error(403, errors.FORBIDDEN, f"Not allowed to read {topic}.")
@@ -56,7 +57,7 @@ class TopicPresence:
 
     async def handle(self, request: web.Request) -> web.Response:
         topic = request.match_info["topic"]
-        members = self.access(request, topic)
+        members = await self.access(request, topic)
         if isinstance(members, web.Response):
             return members
         if not is_valid_topic(topic):
