@@ -113,6 +113,15 @@ ENVIRONMENT_DOCS: dict[str, str] = {
         "seconds between comment heartbeats (`: ping`) on an idle Server-Sent Events stream "
         "(`GET /api/v1/stream`), so proxies keep it open"
     ),
+    "REALTIME_PRESENCE_TTL_S": (
+        "seconds after its last heartbeat that a web instance which died (SIGKILL) stops "
+        "counting in every topic's viewer count ([presence](presence.md)); it heartbeats "
+        "every third of this"
+    ),
+    "REALTIME_PRESENCE_FLUSH_MS": (
+        "a web instance writes its changed viewer counts to Redis at most this often, in "
+        "milliseconds"
+    ),
     "REALTIME_DASHBOARD_DIR": (
         "directory of the built dashboard served at `/`; unset: the build inside the package"
     ),

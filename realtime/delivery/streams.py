@@ -8,6 +8,9 @@ runs again for every reader when the fan-out listener has reconnected (`catch_up
 
 A reader's unsent bytes are bounded (REALTIME_CLIENT_BACKLOG_BYTES): past the bound it is
 cut (`cut` is set and its stream ends); it resumes from its last `id:` like any other.
+
+A reader counts as a viewer of each of its topics in presence (`members`, read by the
+hub's `_interest`, which tells `presence.py`), as a subscribed connection does.
 """
 
 from __future__ import annotations

@@ -342,6 +342,16 @@ class IngestHandler:
             return response
         return web.json_response({"ids": ids}, status=202, dumps=jsoncodec.dumps)
 
+    async def publisher(
+        self, request: web.Request
+    ) -> tuple[web.Response | None, PublishKey | None]:
+        """The publish key a request presents, checked (and throttled) as ingest checks
+        it, for other doors that take publish keys: (None, the key) or (the refusal,
+        None); (None, None) when ingest takes no keys."""
+        if self.keys is None:
+            return None, None
+        return await self._authenticate(request, self.keys)
+
     async def _authenticate(
         self, request: web.Request, keys: IngestKeys
     ) -> tuple[web.Response | None, PublishKey | None]:
