@@ -451,3 +451,32 @@ async def test_dashboard_with_auth_on_takes_its_token_from_the_url_fragment(
         assert listed == ["ui.secure"]
         assert "hidden.other" not in await browser.inner_text()
         assert problems.errors == []
+
+
+async def test_each_chart_shows_how_many_are_watching(web: RealtimeProcess) -> None:
+    async with dashboard_page(f"{web.url}/?topics=ui.crowd") as (page, problems):
+        await wait_connected(page)
+        selector = '.chart[data-topic="ui.crowd"] [data-testid=watching]'
+
+        async def shows(text: str) -> None:
+            await page.wait_for_function(
+                "([selector, text]) => document.querySelector(selector)?.textContent === text",
+                arg=[selector, text],
+                timeout=20_000,
+            )
+
+        await shows("1")  # this page, from the subscribe's ack: "1 watching"
+        others = [await Collector(f"viewer{n}").connect(web.url) for n in range(2)]
+        try:
+            for other in others:
+                await other.subscribe("ui.crowd")
+            await shows("3")  # a `presence` event
+        finally:
+            for other in others:
+                await other.close()
+        await shows("1")
+        await page.click("[data-testid=range-5m]")  # a past range: not watching live
+        await shows("\u2013")  # the dash of no count
+        await page.click("[data-testid=range-now]")
+        await shows("1")
+        assert problems.errors == []

@@ -34,6 +34,7 @@ from realtime.delivery.directory import DirectoryReader, Listed
 from realtime.web.topic_events import MAX_LIMIT, QueryError
 from realtime.web.topics import listing as listing_of
 from realtime.web.topics import parse_query
+from tests.helpers.clients import Collector
 from tests.helpers.inprocess import running_app
 from tests.helpers.tokens import SECRET, hs256
 from tests.helpers.waiting import eventually
@@ -176,15 +177,20 @@ async def test_the_directory_lists_exactly_the_topics_a_token_may_see(
     async with running_app(settings) as url:  # ingest (auth off)
         await post(url, [{"topic": t, "data": {"n": i}} for i in range(3) for t in topics])
         await eventually(listed(url, set(topics)), "every topic listed")
-        # Auth off: every topic, with its last event as history has it.
-        open_list = await everything(url)
+        # Auth off: every topic, with its last event as history has it, and its viewers.
+        viewer = await Collector("viewer").connect(url)
+        try:
+            await viewer.subscribe("orders.eu")
+            open_list = await everything(url)
+        finally:
+            await viewer.close()
         assert names(open_list) == sorted(topics)
         for item in open_list:
             last = await redis.xrevrange(Keys(settings.prefix).topic(item["topic"]), count=1)
             assert item["last_id"] == last[0][0].decode()
             assert item["last_ts"] == int(last[0][1][b"ts"])
             assert item["rate"] > 0
-            assert item["viewers"] is None  # presence has not landed: unknown
+            assert item["viewers"] == (1 if item["topic"] == "orders.eu" else 0)
         assert names(await everything(url, prefix="orders.us")) == ["orders.us", "orders.usa"]
 
     secured = settings.with_overrides(jwt_secret=SECRET, insecure=False)

@@ -213,12 +213,14 @@ INTERNALS: list[Internal] = [
     ),
     *uses(
         ENGINE,
-        "realtime/transport/engine.py, transport/server.py (eio sid -> socket: writer)",
+        "realtime/transport/engine.py (session_for), transport/server.py (eio sid -> socket: "
+        "writer)",
         sockets=OnInstance(dict),
     ),
     *uses(
         ENGINE,
-        "realtime/transport/server.py SocketServer (replaced per instance: POST bodies checked)",
+        "realtime/transport/server.py SocketServer (replaced per instance: POST bodies checked; "
+        "REMOTE_ADDR and wsgi.url_scheme the client's, read by the origin check and 'connect')",
         _async=OnInstance(dict, keys=("translate_request",)),
     ),
     *uses(ENGINE, _UPGRADE, max_http_buffer_size=OnInstance(int)),
@@ -228,7 +230,7 @@ INTERNALS: list[Internal] = [
         TRANSPORT_ERROR=Attr(),
     ),
     *uses(ENGINE, f"{_ES}.schedule_ping", ping_interval=OnInstance((int, float))),
-    *uses(ENGINE, f"{_ES}._receive_one, _upgrade_failed", logger=OnInstance(logging.Logger)),
+    *uses(ENGINE, f"{_ES}._receive_one", logger=OnInstance(logging.Logger)),
     *uses(
         f"{ENGINE}.reason",
         f"{_SS}._handle_eio_disconnect, _close_engine; {_ES}._transport_closed",
@@ -311,6 +313,12 @@ INTERNALS: list[Internal] = [
         SERVER,
         f"{_SS}._serves (the namespaces a CONNECT may name, as _handle_connect decides)",
         _handle_connect=Refers("handlers namespace_handlers namespaces"),
+    ),
+    *uses(
+        SERVER,
+        f"{_SS}._handle_connect connect_checks (awaited before python-socketio pre-connects "
+        "the client into the namespace's rooms; the gate gets self.environ[eio_sid])",
+        _handle_connect=Refers("pre_connect environ"),
     ),
     *uses(
         ENGINE,
@@ -700,7 +708,8 @@ async def test_engineio_hands_each_new_socket_to_engine_server_to_adopt() -> Non
         return status
 
     eio._async = {**eio._async, "translate_request": translate, "make_response": respond}
-    status = await eio.handle_request({"REQUEST_METHOD": "GET", "QUERY_STRING": "EIO=4"})
+    handshake = {"REQUEST_METHOD": "GET", "QUERY_STRING": "EIO=4", "REMOTE_ADDR": "192.0.2.7"}
+    status = await eio.handle_request(handshake)
     sockets = list(eio.sockets.values())
     try:
         assert translated, blame(
@@ -715,6 +724,11 @@ async def test_engineio_hands_each_new_socket_to_engine_server_to_adopt() -> Non
             f"its new sockets are {[type(s).__name__ for s in sockets]} after 'connect' "
             "(an AsyncSocket, in sockets, before 'connect' with its sid, was relied on)",
             "realtime/transport/engine.py EngineServer._trigger_event",
+        )
+        assert sockets[0].address == "192.0.2.7", blame(
+            f"{ENGINE}._handle_connect",
+            "'connect' no longer gets the translated environ as its second argument",
+            "realtime/transport/engine.py EngineServer._trigger_event (the session's address)",
         )
         assert sockets[0]._ping_handle is not None, blame(
             f"{ENGINE}._handle_connect",

@@ -194,6 +194,10 @@ class Settings:
     slow_client_s: float = 30.0
     # a comment on an idle Server-Sent Events stream this often (realtime/web/stream.py)
     sse_heartbeat_s: float = 15.0
+    # presence (realtime/delivery/presence.py): a dead instance stops counting this long
+    # after its last heartbeat; counts are written at most once per flush interval
+    presence_ttl_s: float = 15.0
+    presence_flush_ms: float = 250.0
     log_level: str = "INFO"
     # every other library's loggers (redis, aiohttp, socketio, ...): realtime/core/logs.py
     library_log_level: str = "WARNING"
@@ -223,8 +227,16 @@ class Settings:
     # A request's headers (from the connection's start, or the end of the previous
     # response: also the idle keep-alive limit) and its body must each arrive within this.
     read_timeout_s: float = 30.0
-    # Peers (IPs or CIDR networks) whose X-Forwarded-Host is believed.
+    # Peers (IPs or CIDR networks) whose X-Forwarded-For/-Proto/-Host are believed
+    # (realtime/core/peer.py).
     trusted_proxies: tuple[str, ...] = ()
+    # An Engine.IO session takes requests only from the address that opened it.
+    bind_sessions: bool = True
+    # Failed credentials (admin, /metrics, publish keys) per client address and per
+    # credential before each further one locks it out, doubling up to the maximum
+    # (realtime/core/throttle.py); 0: no throttling.
+    auth_failures: int = 5
+    auth_lockout_max_s: float = 900.0
     ingest_rate: int = 10_000
     # command-line clients: the token `realtime watch` presents, the key `publish` sends
     token: str = secret()
@@ -280,6 +292,11 @@ class Settings:
             insecure=_bool(e, "REALTIME_INSECURE"),
             cors_origins=_list(e, "REALTIME_CORS_ORIGINS"),
             trusted_proxies=_networks(e, "REALTIME_TRUSTED_PROXIES"),
+            bind_sessions=_bool(e, "REALTIME_BIND_SESSIONS", default=True),
+            auth_failures=_int(e, "REALTIME_AUTH_FAILURES", cls.auth_failures, minimum=0),
+            auth_lockout_max_s=_float(
+                e, "REALTIME_AUTH_LOCKOUT_MAX_S", cls.auth_lockout_max_s, minimum=1.0
+            ),
             ping_interval_ms=_ms(e, "REALTIME_PING_INTERVAL", cls.ping_interval_ms),
             ping_timeout_ms=_ms(e, "REALTIME_PING_TIMEOUT", cls.ping_timeout_ms),
             ws_compression=_bool(e, "REALTIME_WS_COMPRESSION"),
@@ -292,6 +309,8 @@ class Settings:
             ),
             slow_client_s=_float(e, "REALTIME_SLOW_CLIENT_S", cls.slow_client_s, 0.1),
             sse_heartbeat_s=_float(e, "REALTIME_SSE_HEARTBEAT_S", cls.sse_heartbeat_s, 0.1),
+            presence_ttl_s=_float(e, "REALTIME_PRESENCE_TTL_S", cls.presence_ttl_s, 0.5),
+            presence_flush_ms=_float(e, "REALTIME_PRESENCE_FLUSH_MS", cls.presence_flush_ms, 10),
             log_level=e.get("REALTIME_LOG_LEVEL", "").strip().upper() or cls.log_level,
             library_log_level=e.get("REALTIME_LIBRARY_LOG_LEVEL", "").strip().upper()
             or cls.library_log_level,

@@ -53,7 +53,23 @@ ENVIRONMENT_DOCS: dict[str, str] = {
     ),
     "REALTIME_TRUSTED_PROXIES": (
         "comma-separated IPs or CIDR networks of your reverse proxies / load balancers: only "
-        "from these peers does `X-Forwarded-Host` count when deciding what is same-origin"
+        "from these peers do `X-Forwarded-For` (the client's address), `X-Forwarded-Proto` "
+        "and `X-Forwarded-Host` (what is same-origin) count; from anyone else they are "
+        "ignored (see [Security](security.md#client-addresses-and-proxies))"
+    ),
+    "REALTIME_BIND_SESSIONS": (
+        "`1` (default): an Engine.IO session takes polling requests and its websocket upgrade "
+        "only from the client address that opened it (IPv6: its /64); `0`: from anyone "
+        "holding its sid"
+    ),
+    "REALTIME_AUTH_FAILURES": (
+        "failed credentials (admin UI, `/metrics`, publish keys) allowed per client address "
+        "and per credential before each further failure locks it out for 1 s, 2 s, 4 s, ... "
+        "(429 + `Retry-After`); counted in Redis across instances; `0`: no throttling"
+    ),
+    "REALTIME_AUTH_LOCKOUT_MAX_S": (
+        "the longest lockout after failed credentials; failures are forgotten after twice "
+        "this without one"
     ),
     "REALTIME_READ_TIMEOUT_S": (
         "an HTTP connection whose request headers have not all arrived within this (from its "
@@ -96,6 +112,15 @@ ENVIRONMENT_DOCS: dict[str, str] = {
     "REALTIME_SSE_HEARTBEAT_S": (
         "seconds between comment heartbeats (`: ping`) on an idle Server-Sent Events stream "
         "(`GET /api/v1/stream`), so proxies keep it open"
+    ),
+    "REALTIME_PRESENCE_TTL_S": (
+        "seconds after its last heartbeat that a web instance which died (SIGKILL) stops "
+        "counting in every topic's viewer count ([presence](presence.md)); it heartbeats "
+        "every third of this"
+    ),
+    "REALTIME_PRESENCE_FLUSH_MS": (
+        "a web instance writes its changed viewer counts to Redis at most this often, in "
+        "milliseconds"
     ),
     "REALTIME_DASHBOARD_DIR": (
         "directory of the built dashboard served at `/`; unset: the build inside the package"

@@ -11,6 +11,9 @@ with `max_rate` has them (`realtime.delivery.pacing`), except a snapshot, sent w
 
 A reader's unsent bytes are bounded (REALTIME_CLIENT_BACKLOG_BYTES): past the bound it is
 cut (`cut` is set and its stream ends); it resumes from its last `id:` like any other.
+
+A reader counts as a viewer of each of its topics in presence (`members`, read by the
+hub's `_interest`, which tells `presence.py`), as a subscribed connection does.
 """
 
 from __future__ import annotations

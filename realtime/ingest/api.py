@@ -23,8 +23,10 @@ from redis.exceptions import RedisError
 from realtime.core import errors, jsoncodec
 from realtime.core.keys import Keys
 from realtime.core.metrics import ProcessMetrics
+from realtime.core.peer import TrustedProxies
 from realtime.core.settings import Settings
 from realtime.core.text import text
+from realtime.core.throttle import Throttle, locked_out
 from realtime.core.topics import partition_of
 from realtime.ingest.publish_keys import IngestKeys, PublishKey, Unauthorized
 from realtime.ingest.rates import IngestRate
@@ -252,8 +254,9 @@ def _big_integers(body: bytes, events: list[dict[str, Any]]) -> dict[str, Any]:
 class IngestHandler:
     """The `POST /api/v1/events` handler; the writer and rate come from the running app.
 
-    Checks, in order: the publish key (401), body size, JSON, batch length, the schema,
-    each event's size, the key's topics (403), the key's rate (429), then Redis (503)."""
+    Checks, in order: the publish key (429 while locked out after failed keys, 401), body
+    size, JSON, batch length, the schema, each event's size, the key's topics (403), the
+    key's rate (429), then Redis (503)."""
 
     def __init__(
         self,
@@ -264,8 +267,11 @@ class IngestHandler:
         keys: IngestKeys | None = None,
         rate_key: web.AppKey[IngestRate] | None = None,
         metrics: ProcessMetrics | None = None,
+        throttle: Throttle | None = None,
     ) -> None:
         self.writer_key = writer_key
+        self.throttle = throttle  # failed keys (realtime.core.throttle)
+        self.proxies = TrustedProxies(settings.trusted_proxies)
         # The pipeline whose window outputs include a topic (ingest refuses it), if any.
         self.window_output_of = window_output_of
         self.rate_key = rate_key
@@ -280,12 +286,9 @@ class IngestHandler:
     async def handle(self, request: web.Request) -> web.Response:
         publisher: PublishKey | None = None
         if self.keys is not None:
-            try:
-                publisher = self.keys.authenticate(request.headers.get("Authorization"))
-            except Unauthorized as exc:
-                response = json_error(401, errors.UNAUTHORIZED, str(exc))
-                response.headers["WWW-Authenticate"] = 'Bearer realm="realtime"'
-                return response
+            refusal, publisher = await self._authenticate(request, self.keys)
+            if refusal is not None:
+                return refusal
         try:
             body = await read_body(request, self.max_body, self.read_timeout_s)
         except BodyTooLarge:
@@ -338,6 +341,40 @@ class IngestHandler:
             response.headers["Retry-After"] = "1"
             return response
         return web.json_response({"ids": ids}, status=202, dumps=jsoncodec.dumps)
+
+    async def publisher(
+        self, request: web.Request
+    ) -> tuple[web.Response | None, PublishKey | None]:
+        """The publish key a request presents, checked (and throttled) as ingest checks
+        it, for other doors that take publish keys: (None, the key) or (the refusal,
+        None); (None, None) when ingest takes no keys."""
+        if self.keys is None:
+            return None, None
+        return await self._authenticate(request, self.keys)
+
+    async def _authenticate(
+        self, request: web.Request, keys: IngestKeys
+    ) -> tuple[web.Response | None, PublishKey | None]:
+        """(None, the key) or (the refusal, None): 401, or 429 while the client's address
+        or the presented key is locked out after failed keys (`realtime.core.throttle`)."""
+        authorization = request.headers.get("Authorization")
+        presented = keys.presented(authorization)  # None: no key at all, not a guess
+        throttle = self.throttle if presented is not None else None
+        address = self.proxies.peer_of(request).address if throttle is not None else ""
+        if throttle is not None and presented is not None:  # (both, for mypy)
+            wait_s = await throttle.wait_s(address, presented)
+            if wait_s:
+                response = json_error(429, errors.LIMIT, locked_out(wait_s))
+                response.headers["Retry-After"] = str(wait_s)
+                return response, None
+        try:
+            return None, keys.authenticate(authorization)
+        except Unauthorized as exc:
+            if throttle is not None and presented is not None:
+                await throttle.failed(address, presented)
+            response = json_error(401, errors.UNAUTHORIZED, str(exc))
+            response.headers["WWW-Authenticate"] = 'Bearer realm="realtime"'
+            return response, None
 
     def validate(
         self, payload: Any, body: bytes | None = None, publisher: PublishKey | None = None

@@ -21,6 +21,8 @@ from typing import Any
 
 from socketio import packet
 
+from realtime.core.peer import TrustedProxies
+
 logger = logging.getLogger(__name__)
 
 RESERVED_EVENTS = frozenset(
@@ -155,14 +157,22 @@ class _CheckedBody:
         return CLOSE_PAYLOAD
 
 
-def guard_translate_request(translate: Any, read_timeout_s: float) -> Any:
+def guard_translate_request(
+    translate: Any, read_timeout_s: float, proxies: TrustedProxies | None = None
+) -> Any:
     """python-engineio's request translation, with POST bodies checked (`_CheckedBody`)
-    and bounded in time."""
+    and bounded in time, and the client's real address and scheme (`realtime.core.peer`)
+    as `REMOTE_ADDR` and `wsgi.url_scheme`: python-engineio's driver says 127.0.0.1 for
+    everyone and believes anyone's `X-Forwarded-Proto`."""
+    trusted = proxies if proxies is not None else TrustedProxies()
 
     def translate_request(request: Any) -> dict[str, Any]:
         environ: dict[str, Any] = translate(request)
         if environ.get("REQUEST_METHOD") == "POST":
             environ["wsgi.input"] = _CheckedBody(environ["wsgi.input"], read_timeout_s)
+        peer = trusted.peer_of(request)
+        environ["REMOTE_ADDR"] = peer.address
+        environ["wsgi.url_scheme"] = peer.scheme
         return environ
 
     return translate_request

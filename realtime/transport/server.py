@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, Protocol
 
 import engineio
@@ -24,6 +24,7 @@ from socketio import packet
 
 from realtime.core.keys import NAMESPACE, SUBSCRIBE_EVENT, UNSUBSCRIBE_EVENT
 from realtime.core.logs import log_context
+from realtime.core.peer import TrustedProxies
 from realtime.core.topics import is_valid_topic
 from realtime.transport.dispatch import ExtensibleServer
 from realtime.transport.engine import EngineServer, EngineSocket
@@ -101,6 +102,9 @@ class Watcher(Protocol):
     def upgraded(self, eio_sid: str) -> None: ...
 
 
+ConnectCheck = Callable[[dict[str, Any], Any], Awaitable[dict[str, Any] | None]]
+
+
 class SocketServer(ExtensibleServer):
     def __init__(
         self,
@@ -112,6 +116,8 @@ class SocketServer(ExtensibleServer):
         backlog_packets: int = EngineServer.backlog_packets,
         connect_timeout_s: float = 45.0,
         read_timeout_s: float = 30.0,
+        trusted_proxies: Sequence[str] = (),
+        bind_sessions: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -121,17 +127,25 @@ class SocketServer(ExtensibleServer):
         self.admin_only_origin = admin_only_origin
         self.traffic = Traffic()
         self.watcher: Watcher | None = None
+        # Per namespace: awaited with a CONNECT's environ and auth before python-socketio
+        # registers the client (a client whose connect handler awaits is in the
+        # namespace's rooms meanwhile, and gets its broadcasts); a dict refuses it (the
+        # CONNECT_ERROR's data), None lets it on to the connect handler.
+        self.connect_checks: dict[str, ConnectCheck] = {}
         self.eio.on_upgraded = self._upgraded
         self.eio.ws_compression = ws_compression
         self.eio.backlog_bytes = backlog_bytes
         self.eio.backlog_packets = backlog_packets
+        proxies = TrustedProxies(trusted_proxies)
+        self.eio.proxies = proxies
+        self.eio.bind_sessions = bind_sessions
         # An instance attribute of the engine: its aiohttp driver's, with POST bodies
         # checked (websocket messages are checked by `EngineSocket`).
         drivers = self.eio._async
         self.eio._async = {
             **drivers,
             "translate_request": guard_translate_request(
-                drivers["translate_request"], read_timeout_s
+                drivers["translate_request"], read_timeout_s, proxies
             ),
         }
 
@@ -262,6 +276,14 @@ class SocketServer(ExtensibleServer):
             await self._send_packet(
                 eio_sid,
                 self.packet_class(packet.CONNECT_ERROR, data=refusal, namespace=namespace),
+            )
+            return
+        check = self.connect_checks.get(namespace)
+        refused = None if check is None else await check(self.environ.get(eio_sid, {}), data)
+        if refused is not None:
+            await self._send_packet(
+                eio_sid,
+                self.packet_class(packet.CONNECT_ERROR, data=refused, namespace=namespace),
             )
             return
         await super()._handle_connect(eio_sid, namespace, data)

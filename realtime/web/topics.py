@@ -60,12 +60,13 @@ def parse_query(query: Mapping[str, str]) -> DirectoryQuery:
     return DirectoryQuery(prefix, limit, after)
 
 
-# Viewers per topic, where known: the seam for presence (issue 19, item 1).
+# Viewers per topic, where known: the web process passes presence's counts
+# (`realtime.delivery.presence.Presence.counts`, one round trip for the page).
 Viewers = Callable[[list[str]], Awaitable[Mapping[str, int]]]
 
 
 async def no_viewers(topics: list[str]) -> Mapping[str, int]:
-    """Until presence lands nothing is known: every topic answers `viewers: null`."""
+    """Nothing known: every topic answers `viewers: null`."""
     return {}
 
 
