@@ -7,6 +7,7 @@ and latency; a dismissable, self-expiring gap notice; the topic browser; the key
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -286,7 +287,10 @@ async def test_topic_browser_searches_by_prefix_and_follows_from_the_keyboard(
         assert all(name.startswith("metrics.") for name in names)
         cpu = browser.locator('li[data-topic="metrics.cpu"]')
         assert await cpu.get_attribute("data-listed") == "true"
-        assert "/s" in await cpu.locator(".figures").inner_text()
+        # its rate and its viewers (presence): "0.5/s · 0 watching"
+        assert re.fullmatch(
+            r"[0-9.]+/s · [0-9]+ watching", await cpu.locator(".figures").inner_text()
+        )
         await page.get_by_label("Search topics by prefix").fill("metrics.cpu")
         await page.wait_for_function(
             """() => {
