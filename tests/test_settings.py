@@ -182,6 +182,7 @@ _EVERYTHING = dict(
     token="a-token",
     ingest_key="an-ingest-key-of-some-length",
     history_maxlen=123,
+    directory_idle_s=321,
     history_retention_ms=7000,
     consumer="worker-7",
     batch_size=31,

@@ -171,6 +171,18 @@ class Keys:
             return f"{self.prefix}fanout:{self._topic_tag(topic)}:{topic}"
         return f"{self.prefix}fanout:{topic}"
 
+    def directory(self, partition: int) -> tuple[str, str, str]:
+        """The topic directory of what one partition's owner writes: a sorted set of
+        topic names (all scored 0, for ZRANGEBYLEX), a sorted set of topic -> last write
+        (Redis ms, for pruning the idle), and a hash of topic -> its last event and rate
+        (`realtime/core/directory.py`). Members are topic names, so nothing else is encoded."""
+        tag = self._tag(partition) if self.cluster else str(partition)
+        return (
+            f"{self.prefix}directory:{tag}",
+            f"{self.prefix}directory-seen:{tag}",
+            f"{self.prefix}directory-info:{tag}",
+        )
+
     def presence(self, topic: str) -> str:
         """A topic's viewers: a hash of web instance id -> its local viewer count, each
         field counted while its instance is live (`presence_instances`)."""

@@ -243,6 +243,8 @@ class Settings:
     ingest_key: str = secret()
     # history
     history_maxlen: int = 10_000
+    # a topic with no event for this long leaves the topic directory (GET /api/v1/topics)
+    directory_idle_s: int = 86_400
     # how long history is kept, for topics no `retention` rule of the pipelines names
     history_retention_ms: int = 900_000
     # worker
@@ -341,6 +343,7 @@ class Settings:
             token=e.get("REALTIME_TOKEN", "").strip(),
             ingest_key=e.get("REALTIME_INGEST_KEY", "").strip(),
             history_maxlen=_int(e, "REALTIME_HISTORY_MAXLEN", cls.history_maxlen, minimum=1),
+            directory_idle_s=_int(e, "REALTIME_DIRECTORY_IDLE_S", cls.directory_idle_s, minimum=1),
             history_retention_ms=_int(
                 e, "REALTIME_HISTORY_RETENTION_MS", cls.history_retention_ms, minimum=0
             ),

@@ -130,6 +130,10 @@ ENVIRONMENT_DOCS: dict[str, str] = {
     "REALTIME_MAX_BATCH": "most events in one ingest request",
     "REALTIME_IDEMPOTENCY_TTL_S": "how long an ingest idempotency `key` is remembered (s)",
     "REALTIME_HISTORY_MAXLEN": "events kept per topic history stream (approximate)",
+    "REALTIME_DIRECTORY_IDLE_S": (
+        "a topic with no event for this many seconds leaves the topic directory "
+        "(GET /api/v1/topics)"
+    ),
     "REALTIME_HISTORY_RETENTION_MS": (
         "how long a topic's history is kept, for topics no `retention` rule of the pipelines "
         "file names ([Pipelines](pipelines.md#retention)); 0: by count only"

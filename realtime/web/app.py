@@ -25,6 +25,7 @@ from realtime.core.metrics import WebMetrics
 from realtime.core.metrics_server import private_metrics
 from realtime.core.settings import Settings
 from realtime.core.throttle import Policy, Throttle
+from realtime.delivery.directory import DirectoryReader
 from realtime.delivery.drain import Drain
 from realtime.delivery.history import HistoryReader
 from realtime.delivery.hub import Delivery
@@ -45,6 +46,7 @@ from realtime.web.presence_http import PRESENCE_PATH, TopicPresence
 from realtime.web.resolutions import Resolutions
 from realtime.web.stream import STREAM_PATH, EventStream
 from realtime.web.topic_events import EVENTS_PATH, TopicEvents
+from realtime.web.topics import TOPICS_PATH, TopicDirectory
 
 logger = logging.getLogger(__name__)
 
@@ -296,6 +298,11 @@ def create_app(settings: Settings) -> web.Application:
     )
     app.router.add_post(INGEST_PATH, ingest.handle)
     app.router.add_get(EVENTS_PATH, TopicEvents(history, auth.verifier(settings)).handle)
+    directory = DirectoryReader(
+        redis, Keys.of(settings), settings.partitions, settings.directory_idle_s * 1000
+    )
+    topic_directory = TopicDirectory(directory, auth.verifier(settings), presence.counts)
+    app.router.add_get(TOPICS_PATH, topic_directory.handle)
     stream = EventStream(
         settings, delivery.streams, auth.verifier(settings), drain, metrics, sio.start_manager
     )
