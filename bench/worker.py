@@ -14,6 +14,10 @@ Variants, interleaved:
 - plain commands: a reference loop as the worker was before leases (XREADGROUP, then
   pipelined XADDs, pipelined PUBLISHes and an XACK: three round trips per batch, no
   fencing, not atomic).
+- fenced, no trim / fenced, trimming: as fenced (whose history is kept by time, 15
+  minutes: an `XTRIM MINID ~` per written topic per commit that finds nothing old), with
+  REALTIME_HISTORY_RETENTION_MS=0 (by count only: no trim in the commit) and =1 (every
+  commit's trims free what came before): the cost of retention by time on the commit path.
 - aggregate: fenced with the built-in default pipelines, so every event (topics
   `metrics.hostNNNN`, numeric `value`) is also fed to 1s, 10s and 1m windows whose
   outputs are written and published, with window checkpoints in the commits. The
@@ -94,6 +98,22 @@ async def fenced_variant(settings: Settings, redis: Redis) -> None:
     await run_worker(settings.with_overrides(pipelines_file=pass_through_file()), burst=True)
 
 
+async def untrimmed_variant(settings: Settings, redis: Redis) -> None:
+    """Pass-through, history kept by count only (no `XTRIM MINID` in the commit)."""
+    await run_worker(
+        settings.with_overrides(pipelines_file=pass_through_file(), history_retention_ms=0),
+        burst=True,
+    )
+
+
+async def trimming_variant(settings: Settings, redis: Redis) -> None:
+    """Pass-through, history kept 1 ms: every commit's trims free what came before."""
+    await run_worker(
+        settings.with_overrides(pipelines_file=pass_through_file(), history_retention_ms=1),
+        burst=True,
+    )
+
+
 async def aggregate_variant(settings: Settings, redis: Redis) -> None:
     """The built-in default pipelines (no pipelines file)."""
     await run_worker(settings.with_overrides(pipelines_file=None), burst=True)
@@ -137,6 +157,8 @@ async def plain_variant(settings: Settings, redis: Redis) -> None:
 
 VARIANTS: dict[str, Variant] = {
     "fenced": fenced_variant,
+    "fenced, no trim": untrimmed_variant,
+    "fenced, trimming": trimming_variant,
     "plain commands": plain_variant,
     "aggregate": aggregate_variant,
 }
@@ -186,7 +208,8 @@ async def measure(
                 for p in range(partitions)
             ]
         )
-        written = sum([await redis.xlen(keys.topic(t)) for t in {e["topic"] for e in items}])
+        # Entries ever added (Redis 7), not the length: the trimming variant removes them.
+        written = sum([await added(redis, keys.topic(t)) for t in {e["topic"] for e in items}])
         if pending or written != len(items):
             raise RuntimeError(
                 f"incomplete run of {variant.__name__}: {written} of {len(items)} written, "
@@ -195,6 +218,11 @@ async def measure(
         return run
     finally:
         await redis.aclose()
+
+
+async def added(redis: Redis, key: str) -> int:
+    info: Any = await redis.xinfo_stream(key)
+    return int(info.get("entries-added", info["length"]))
 
 
 def redis_version(server: RedisServer) -> str:
@@ -241,8 +269,9 @@ def report(
         "ms/batch",
         "worker us/ev",
         "Redis us/ev",
+        "events/s min-max",
     )
-    lines = ["{:<16}{:>6}{:>10}{:>10}{:>10}{:>13}{:>12}".format(*header)]
+    lines = ["{:<18}{:>6}{:>10}{:>10}{:>10}{:>13}{:>12}{:>20}".format(*header)]
     for batch in batches:
         count = sizes[batch]
         base = statistics.median(r.elapsed_s for r in runs[("fenced", batch)])
@@ -251,11 +280,16 @@ def report(
             worker = statistics.median(r.worker_cpu_s for r in runs[(name, batch)])
             redis = statistics.median(r.redis_cpu_s for r in runs[(name, batch)])
             lines.append(
-                f"{name:<16}{batch:>6}{count / elapsed:>10,.0f}{base / elapsed:>9.2f}x"
+                f"{name:<18}{batch:>6}{count / elapsed:>10,.0f}{base / elapsed:>9.2f}x"
                 f"{elapsed / -(-count // batch) * 1000:>10.3f}"
                 f"{worker / count * 1e6:>13.1f}{redis / count * 1e6:>12.1f}"
+                f"{_spread([count / r.elapsed_s for r in runs[(name, batch)]]):>20}"
             )
     return "\n".join(lines)
+
+
+def _spread(values: list[float]) -> str:
+    return f"{min(values):,.0f}-{max(values):,.0f}"
 
 
 def cli() -> None:

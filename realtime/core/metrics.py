@@ -193,6 +193,14 @@ class WebMetrics(ProcessMetrics):
         self.draining = Gauge(
             "realtime_draining", "1 while this instance drains its clients (SIGTERM).", registry=r
         )
+        self.auth_throttled = Counter(
+            "realtime_auth_throttled",
+            "Requests refused unchecked because their client address or credential is "
+            "locked out after failed credentials, by kind: admin (the Admin UI and "
+            "/metrics), ingest (publish keys).",
+            ["kind"],
+            registry=r,
+        )
         self.disconnects = Counter(
             "realtime_disconnects",
             "Connections this instance closed, by reason: slow_client, gap, drain.",
@@ -204,6 +212,18 @@ class WebMetrics(ProcessMetrics):
             "Connects that asked to recover a session (socket.io-client's pid and offset, "
             "or a resume token), by outcome: recovered, or fresh (a new session instead).",
             ["outcome"],
+            registry=r,
+        )
+        self.presence_viewers = Gauge(
+            "realtime_presence_viewers",
+            "Viewers on this instance, as presence counts them: topic subscriptions and "
+            "SSE readers' topics.",
+            registry=r,
+        )
+        self.presence_updates = Counter(
+            "realtime_presence_updates_published",
+            "Changes of this instance's viewer count of a topic written to Redis and noted "
+            "to the other instances (at most one per topic per flush interval).",
             registry=r,
         )
 

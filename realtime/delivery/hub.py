@@ -19,11 +19,12 @@ from redis.exceptions import RedisError
 
 from realtime.core.keys import NAMESPACE
 from realtime.core.metrics import WebMetrics
-from realtime.core.streamids import ZERO, StreamId, format_id, parse_id
+from realtime.core.streamids import ZERO, StreamId, before, format_id, parse_id
 from realtime.delivery.catch_up import PAGE, CatchUp, Page
 from realtime.delivery.conflate import Conflater
-from realtime.delivery.history import HistoryReader, WireEvent
+from realtime.delivery.history import HistoryReader, WireEvent, reaches
 from realtime.delivery.pacing import Pacer
+from realtime.delivery.presence import Presence
 from realtime.delivery.recovery import Recorder
 from realtime.delivery.slow_clients import SlowClients
 from realtime.delivery.streams import StreamReaders
@@ -101,6 +102,8 @@ class Delivery:
         self.streams = StreamReaders(history, channels, self.metrics, self._interest)
         # topic -> its local members, found when the version was as given (`_route`)
         self._routes: dict[str, tuple[Version, list[Member]]] = {}
+        # viewer counts and `presence` events; set by the app (`send_frame` is its sender)
+        self.presence: Presence | None = None
 
     # -- sending ------------------------------------------------------------------------
 
@@ -127,6 +130,12 @@ class Delivery:
     def _frame_for(self, sid: str, events: list[WireEvent]) -> Frame:
         """An `update` frame of one connection's own."""
         return Frame.update(events, self._mark([sid], events[0]["topic"], events))
+
+    def send_frame(self, sid: str, frame: Frame) -> None:
+        """Hand one connection (by sid) a frame of its own, if it is still here."""
+        socket = self.sio.writer(sid)
+        if socket is not None:
+            self._push(socket, frame)
 
     def _push(self, socket: Writer, frame: Frame) -> None:
         """Hand one connection a frame of its own (off the fast path), counted."""
@@ -327,6 +336,11 @@ class Delivery:
         since: StreamId | None,
         snapshot: int | None,
         max_rate: float | None = None,
+        presence: bool = False,
+        *,
+        start: int | None = None,
+        sub: str | None = None,
+        members: bool = False,
     ) -> dict[str, Any]:
         """Join the topic and return the ack; what follows the ack is sent by a task.
 
@@ -337,22 +351,35 @@ class Delivery:
         event's id, `0-0` for none). Raises HistoryUnavailable when that cannot be
         answered (the subscription is undone); a plain subscribe then goes on live-only
         (and its ack has no `since`). With `max_rate`, what follows the ack is merged and
-        paced (the ack says `max_rate`; its `events` are not merged)."""
+        paced (the ack says `max_rate`; its `events` are not merged). With `start` (epoch
+        ms, `from`): see `_from_time`. With `presence`, the ack carries `presence: {count,
+        at}` and `presence` events follow (presence.py); `sub` names this viewer in member
+        lists, which it sees itself with `members`."""
+        if start is not None:
+            since = before((start, 0))  # the catch-up of a `since` just before it
         self.pacer.cancel(sid, topic)
         conflater = None if max_rate is None else Conflater(topic, max_rate)
         # live events are buffered from now
         generation = self.subs.begin(sid, topic, since, conflater)
         self._interest(topic)
+        if self.presence is not None:
+            self.presence.joined(sid, topic, sub)
         await self.sio.enter_room(sid, topic, namespace=NAMESPACE)
         ack: dict[str, Any] = {"ok": True, "topic": topic}
         if max_rate is not None:
             ack["max_rate"] = max_rate
+        if presence:
+            await self._watch(sid, topic, ack, members)
+        elif self.presence is not None:  # a subscribe again, without it this time
+            self.presence.unwatch(sid, topic)
         page: list[WireEvent] = []
         try:
             # History is read after Redis confirmed the topic's channel: an event is in
             # what is read, or was published after it and arrives live (no gap).
             await self.channels.ready(topic)
-            if since is not None:
+            if start is not None and since is not None:
+                page = await self._from_time(ack, topic, start, since, snapshot)
+            elif since is not None:
                 wanted = 1 if snapshot is None else snapshot
                 point = await self.history.resume(topic, since, PAGE, max(wanted, 1))
                 ack["recovered"] = point.recovered
@@ -374,6 +401,38 @@ class Delivery:
         self._spawn(self.catchup.backlog(topic, [Target(sid, generation, since)], page))
         return ack
 
+    async def _watch(self, sid: str, topic: str, ack: dict[str, Any], members: bool) -> None:
+        """Send `sid` the topic's `presence` events, and put the count now (and the
+        member list, if it may see it) in the ack; left out if Redis cannot say: the
+        events follow once it can."""
+        if self.presence is None:
+            return
+        self.presence.watch(sid, topic, members)
+        try:
+            now: dict[str, Any] = {"count": await self.presence.count(topic)}
+            if members:
+                now["members"], now["more_members"] = await self.presence.member_list(topic)
+        except (RedisError, OSError) as exc:
+            logger.warning("presence count of %s unavailable (%s)", topic, exc)
+            return
+        ack["presence"] = {**now, "at": int(time.time() * 1000)}
+
+    async def _from_time(
+        self, ack: dict[str, Any], topic: str, start: int, since: StreamId, snapshot: int | None
+    ) -> list[WireEvent]:
+        """`subscribe {from}`: everything history holds from `start` on is replayed (in
+        pages, by the backlog that also serves `since`), then live. The ack says
+        `complete` (history reaches `start`) and `from`: `start` if so, else the time of
+        the oldest event it holds after it. `snapshot: n` also puts the newest n events
+        in the ack. Returns the first page."""
+        point = await self.history.resume(topic, since, PAGE, max(snapshot or 0, 1))
+        complete = reaches(point.extent, (start, 0), self.history.maxlen)
+        first = parse_id(point.page[0]["id"])[0] if point.page and not complete else start
+        ack.update({"from": first, "complete": complete})
+        if snapshot:
+            ack["events"] = point.latest[-snapshot:]
+        return point.page
+
     def _position(self, sid: str, topic: str, generation: int, latest: list[WireEvent]) -> str:
         """Start the subscription after the newest event; returns that position, which
         the ack carries (`since`) so that a client which receives nothing before it
@@ -384,6 +443,9 @@ class Delivery:
 
     async def unsubscribe(self, sid: str, topic: str) -> None:
         self.pacer.cancel(sid, topic)
+        if self.presence is not None:
+            self.presence.unwatch(sid, topic)
+            self.presence.left(sid, topic)
         self.subs.end(sid, topic)
         self._interest(topic)
         await self.sio.leave_room(sid, topic, namespace=NAMESPACE)
@@ -394,12 +456,17 @@ class Delivery:
 
     def _drop(self, sid: str) -> None:
         self.pacer.cancel(sid)
+        if self.presence is not None:
+            self.presence.forget(sid)
         for topic in self.subs.drop(sid):
             self._interest(topic)
 
     def _interest(self, topic: str) -> None:
         """Listen on the topic's fan-out channel while this instance has a subscriber."""
-        wanted = self.subs.members(topic) > 0 or self.streams.members(topic) > 0
+        viewers = self.subs.members(topic) + self.streams.members(topic)
+        wanted = viewers > 0
+        if self.presence is not None:
+            self.presence.viewers(topic, viewers)
         if not self.subs.members(topic):
             self._routes.pop(topic, None)
         self.channels.want(topic, wanted)
@@ -410,6 +477,8 @@ class Delivery:
         """Called by the fan-out listener right after it (re)subscribed, before it reads
         any message: subscriptions are caught up from history (see subscriptions.py)."""
         self.streams.catch_up()
+        if self.presence is not None:
+            self.presence.resync()
         targets = self.subs.begin_catch_up()
         if targets:
             logger.info(

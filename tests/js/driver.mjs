@@ -46,8 +46,17 @@ function transportName() {
   return socket?.io?.engine?.transport?.name ?? null;
 }
 
-async function connect({ url, options = {}, helper = false, subscribeOptions = {}, legacy = false }) {
+async function connect({
+  url,
+  options = {},
+  helper = false,
+  subscribeOptions = {},
+  anyEvent = false,
+  legacy = false,
+}) {
   socket = io(url, { forceNew: true, ...options });
+  // Every other event, as an `any` note (an extension's events: tests/test_extensions.py).
+  if (anyEvent) socket.onAny((name, ...args) => name !== "update" && send({ event: "any", name, args }));
   // A socket.io-client before 4.6 has no `recovered`: the helper then uses the resume token.
   if (legacy) delete socket.recovered;
   socket.io.on("open", () => watchEngine(socket.io));
@@ -91,6 +100,15 @@ const commands = {
   connect,
   async emit({ event, data, timeoutMs = 10000 }) {
     return socket.timeout(timeoutMs).emitWithAck(event, data);
+  },
+  // Bytes in (base64), the ack's arguments out, bytes as {base64}.
+  async emitBinary({ event, base64, timeoutMs = 10000 }) {
+    const ack = await new Promise((resolve, reject) =>
+      socket
+        .timeout(timeoutMs)
+        .emit(event, Buffer.from(base64, "base64"), (error, ...args) => (error ? reject(error) : resolve(args))),
+    );
+    return ack.map((a) => (ArrayBuffer.isView(a) ? { base64: Buffer.from(a).toString("base64") } : a));
   },
   async subscribe({ topic }) {
     return subs.subscribe(topic);
