@@ -28,6 +28,7 @@ import aiohttp
 import socketio
 from redis.asyncio import Redis
 
+from bench.guesses import wait_ready
 from bench.servers import PREFIX, ours_env
 from realtime.dev.embedded import RedisServer, free_port
 
@@ -35,19 +36,6 @@ from realtime.dev.embedded import RedisServer, free_port
 def _cpu_s(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-async def _ready(url: str) -> None:
-    async with aiohttp.ClientSession() as http:
-        for _ in range(300):
-            try:
-                async with http.get(url + "/readyz") as response:
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.1)
-    raise RuntimeError(f"{url} not ready")
 
 
 class Counter:
@@ -96,7 +84,7 @@ def measure(recovery_s: int, args: argparse.Namespace) -> dict[str, Any]:
 async def _measure(
     redis_url: str, url: str, web: subprocess.Popen[bytes], args: argparse.Namespace
 ) -> dict[str, Any]:
-    await _ready(url)
+    await wait_ready(url)
     topics = [f"cost.{n}" for n in range(args.topics)]
     received = [0]
     want = args.events * args.clients
