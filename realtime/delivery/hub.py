@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -78,6 +79,8 @@ class Delivery:
         self._next_flush = 0.0  # loop time: pending events wait until then (see `live`)
         self._sender: asyncio.Task[None] | None = None  # hands out the queue while it has any
         self.recorder = recorder
+        # Writes the recovery log's pending entries (set by the app with the recorder).
+        self.log_written: Callable[[], Awaitable[None]] | None = None
         if recorder is not None:
             subscriptions.observer = recorder.changed
         self.pacer = Pacer(subscriptions, sio.writer, self._push, self._frame_for)
@@ -192,11 +195,9 @@ class Delivery:
                         if start:
                             await asyncio.sleep(0)
                         if recorder is not None:
-                            # A new offset (and frame) only if anything was logged
-                            # since the previous slice (see `Recorder.shared`).
-                            now = recorder.shared(batch.topic, batch.ids[-1], since)
+                            now, since = await self._numbered(recorder, batch, offset, since)
                             if now != offset:
-                                offset, shared, since = now, None, recorder.n
+                                offset, shared = now, None
                         current = self._version() == version
                         part = members[start : start + SLICE]
                         shared = self._deliver(batch, part, shared, current, offset)
@@ -209,6 +210,27 @@ class Delivery:
                     self._next_flush = loop.time() + self.batch_tick_s
         finally:
             self._sender = None
+
+    async def _numbered(
+        self, recorder: Recorder, batch: Batch, offset: str | None, since: int | None
+    ) -> tuple[str, int | None]:
+        """The offset of a batch's frame for its next slice of members: the previous
+        slice's if nothing was logged since (see `Recorder.shared`), else a new entry,
+        written to Redis before any client can get the frame (a SIGKILL then cannot
+        lose the entry of a frame a client has), and numbered again if anything was
+        logged while it was being written."""
+        while True:
+            now = recorder.shared(batch.topic, batch.ids[-1], since)
+            if now == offset:
+                return now, since
+            offset, since = now, recorder.n
+            if self.log_written is None:
+                return now, since
+            try:
+                await self.log_written()
+            except (RedisError, OSError) as exc:  # delivery goes on; the log catches up
+                logger.debug("recovery log not written before a hand-out: %s", exc)
+                return now, since
 
     def _version(self) -> Version:
         return (self.sio.manager.room_changes, self.subs.changes)
