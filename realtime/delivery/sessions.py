@@ -10,9 +10,10 @@ session records, written as they are made, and read back when a client comes bac
   write. A write by a connection that no longer owns the session (the client came back
   elsewhere) changes nothing.
 
-The log is written right after the frames it describes (the next event-loop turn), never
-before them: a SIGKILL in between loses its tail, which `replay` detects (a fresh
-session). A recovery on the instance that wrote the log writes what is pending first.
+A fan-out frame's entry is written before the frame is handed out (the hub awaits
+`flush`); the other entries right after their frames (the next event-loop turn): a
+SIGKILL in between loses that tail, which `replay` detects (a fresh session, never a
+wrong one). A recovery on the instance that wrote the log writes what is pending first.
 """
 
 from __future__ import annotations
