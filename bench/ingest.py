@@ -14,6 +14,10 @@ Redis and the load generator (this process) on --client-cpu. Then, interleaved p
   so the generator costs a few us per request and is not the limit (its own CPU is
   printed as `loader`).
 
+With `--baseline DIR` (a checkout of another version, e.g. `git archive main | tar -x -C
+DIR`), a second web runs that version's code on the same core, and each `ingest xN` row
+gets a `before xN` row measured in the same run, so the change is a ratio too.
+
 Prints, per row: events/s; web CPU (fraction of its core) and events/s per web core
 (events / web CPU seconds, the figure that does not depend on how busy the machine
 is); Redis CPU per event; requests/s; and the ratio to `raw XADD` measured in the same
@@ -103,11 +107,11 @@ async def measure(
     args: argparse.Namespace,
     redis: Redis,
     redis_port: int,
-    web: Proc | None,
+    web: Proc,
     web_port: int,
 ) -> Row:
     await redis.flushdb()
-    web_started = web.cpu() if web is not None else 0.0
+    web_started = web.cpu()
     redis_started = await redis_cpu(redis)
     loader_started = procstat.self_cpu_seconds()
     started = time.perf_counter()
@@ -131,7 +135,7 @@ async def measure(
             duration_s=args.duration,
         )
         if set(tally.statuses) != {202}:
-            raise BenchError(f"ingest x{batch} answered {tally.statuses}: {tally.sample[:300]!r}")
+            raise BenchError(f"{name} answered {tally.statuses}: {tally.sample[:300]!r}")
         requests, events = tally.answered, tally.answered * batch
         held = await stored(redis)
         if held != tally.accepted_total * batch:
@@ -139,7 +143,7 @@ async def measure(
                 f"ingest x{batch}: 202 for {tally.accepted_total * batch}, {held} held"
             )
     wall = time.perf_counter() - started
-    web_cpu = (web.cpu() - web_started) / wall if web is not None else 0.0
+    web_cpu = (web.cpu() - web_started) / wall if name != RAW else 0.0
     return Row(
         events / tally.elapsed_s,
         requests / tally.elapsed_s,
@@ -158,14 +162,14 @@ def spread(values: list[float], fmt: str) -> str:
 def report(rows: dict[str, list[Row]]) -> str:
     raw = rows[RAW]
     lines = [
-        f"{'row':<14}{'events/s':>30}{'vs raw XADD':>14}{'web core':>9}"
+        f"{'row':<16}{'events/s':>30}{'vs raw XADD':>14}{'web core':>9}"
         f"{'events/s per web core':>34}{'requests/s':>28}{'Redis us/ev':>12}{'loader':>8}"
     ]
     for name, runs in rows.items():
         ratios = [r.events_s / x.events_s for r, x in zip(runs, raw, strict=True)]
         per_core = [r.per_web_core for r in runs]
         lines.append(
-            f"{name:<14}{spread([r.events_s for r in runs], ',.0f'):>30}"
+            f"{name:<16}{spread([r.events_s for r in runs], ',.0f'):>30}"
             f"{statistics.median(ratios):>13.3f}x"
             f"{statistics.median([r.web_cpu for r in runs]):>9.2f}"
             f"{spread(per_core, ',.0f') if name != RAW else '-':>34}"
@@ -173,34 +177,57 @@ def report(rows: dict[str, list[Row]]) -> str:
             f"{statistics.median([r.redis_us for r in runs]):>12.2f}"
             f"{statistics.median([r.loader_cpu for r in runs]):>8.2f}"
         )
+    for name, runs in rows.items():
+        if name.startswith("before"):
+            after = rows[name.replace("before", "ingest")]
+            per_core = [a.per_web_core / b.per_web_core for a, b in zip(after, runs, strict=True)]
+            lines.append(
+                f"{name.replace('before', 'ingest')} against {name}: "
+                f"{spread(per_core, '.2f')}x the events per web core"
+            )
     return "\n".join(lines)
+
+
+async def start_web(
+    name: str, code: str | None, port: int, cpu: int, log_dir: Path, env: dict[str, str]
+) -> Proc:
+    """`realtime serve`, of this checkout or (`code`) of the one in that folder."""
+    if code is None:
+        cmd = [sys.executable, "-m", "realtime"]
+    else:
+        run = "import runpy, sys; sys.path.insert(0, sys.argv.pop(1)); "
+        run += "runpy.run_module('realtime', run_name='__main__', alter_sys=True)"
+        cmd = [sys.executable, "-c", run, code]
+    cmd += ["serve", "--host", "127.0.0.1", "--port", str(port)]
+    web = await Proc(f"web-{name}", cmd, {cpu}, log_dir, env).start()
+    await wait_ready(web, f"http://127.0.0.1:{port}/readyz")
+    return web
 
 
 async def main(args: argparse.Namespace) -> None:
     os.sched_setaffinity(0, {args.client_cpu})
     log_dir = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
     server = RedisServer(directory=log_dir / "redis").start()
-    web: Proc | None = None
+    webs: dict[str, tuple[Proc, int]] = {}
     try:
         if server.process is not None:
             os.sched_setaffinity(server.process.pid, {args.client_cpu})
-        web_port = free_port()
         env = ours_env(server.url) | {"REALTIME_PARTITIONS": str(PARTITIONS)}
         env |= dict(setting.split("=", 1) for setting in args.ours_env)
-        cmd = [sys.executable, "-m", "realtime", "serve", "--host", "127.0.0.1"]
-        web = await Proc(
-            "web", [*cmd, "--port", str(web_port)], {args.server_cpu}, log_dir, env
-        ).start()
-        await wait_ready(web, f"http://127.0.0.1:{web_port}/readyz")
+        for kind, code in [("ingest", None), ("before", args.baseline)]:
+            if kind == "before" and code is None:
+                continue
+            port = free_port()
+            webs[kind] = (await start_web(kind, code, port, args.server_cpu, log_dir, env), port)
         redis = Redis.from_url(server.url)
-        names = [RAW, *[f"ingest x{b}" for b in args.batches]]
-        batch_of = {RAW: 0} | {f"ingest x{b}": b for b in args.batches}
+        names = [RAW] + [f"{kind} x{b}" for b in args.batches for kind in webs]
         rows: dict[str, list[Row]] = {name: [] for name in names}
         for n in range(args.runs):
             for name in names:
-                rows[name].append(
-                    await measure(name, batch_of[name], args, redis, server.port, web, web_port)
-                )
+                kind, _, size = name.partition(" x")
+                web, port = webs.get(kind, webs["ingest"])
+                batch = int(size) if size else 0
+                rows[name].append(await measure(name, batch, args, redis, server.port, web, port))
             print(f"run {n + 1}/{args.runs} done", flush=True)
         await redis.aclose()
         print(
@@ -210,7 +237,7 @@ async def main(args: argparse.Namespace) -> None:
         )
         print(report(rows))
     finally:
-        if web is not None:
+        for web, _ in webs.values():
             await web.stop()
         server.cleanup()
 
@@ -227,10 +254,13 @@ def cli() -> None:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--server-cpu", type=int, default=0)
     parser.add_argument("--client-cpu", type=int, default=1)
+    parser.add_argument("--baseline", metavar="DIR", help="also measure the code in DIR")
     parser.add_argument(
         "--ours-env", metavar="REALTIME_X=V", action="append", default=[], help="web setting"
     )
     args = parser.parse_args()
+    if args.baseline:
+        args.baseline = os.path.abspath(args.baseline)
     import uvloop
 
     uvloop.run(main(args))

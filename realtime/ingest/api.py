@@ -380,9 +380,12 @@ class IngestHandler:
         """Field errors for events on window-output topics, by index (as marshmallow's)."""
         if self.window_output_of is None:
             return {}
+        window_output_of = self.window_output_of
+        if all(window_output_of(topic) is None for topic in {e["topic"] for e in events}):
+            return {}
         problems: dict[str, Any] = {}
         for index, event in enumerate(events):
-            pipeline = self.window_output_of(event["topic"])
+            pipeline = window_output_of(event["topic"])
             if pipeline is not None:
                 problems[str(index)] = {
                     "topic": [
