@@ -9,6 +9,9 @@ Redis and the load generator (this process) on --client-cpu. Then, interleaved p
   data) XADDed straight into the same Redis in pipelines of 1,000 with two in flight on
   each of two connections, from this process moved for the occasion to the server core
   (idle then), so the loader does not share Redis's core.
+- `aiohttp floor x1`: the same one-event requests to a bare aiohttp handler that reads
+  the body and answers 202 (`bench/ref/bare_aiohttp.py`): what one HTTP request costs
+  on this server stack before any of ingest's work.
 - `ingest xN`: HTTP POSTs of N events each (N=1: one event per request) from
   `bench/blaster.py`: pre-encoded keep-alive requests, one in flight per connection,
   so the generator costs a few us per request and is not the limit (its own CPU is
@@ -40,7 +43,7 @@ from redis.asyncio import Redis
 
 from bench import procstat
 from bench.blaster import Tally, blast_http, blast_xadd, http_request, resp_command
-from bench.servers import PREFIX, BenchError, Proc, ours_env, wait_ready
+from bench.servers import PREFIX, REPO, BenchError, Proc, ours_env, wait_ready
 from realtime.core import jsoncodec
 from realtime.core.keys import Keys
 from realtime.core.topics import partition_of
@@ -49,6 +52,7 @@ from realtime.dev.embedded import RedisServer, free_port
 TOPICS = [f"bench.t{n:04d}" for n in range(1000)]
 PARTITIONS = 4
 RAW = "raw XADD"
+FLOOR = "aiohttp floor"
 
 
 def event(n: int) -> dict[str, object]:
@@ -137,7 +141,7 @@ async def measure(
         if set(tally.statuses) != {202}:
             raise BenchError(f"{name} answered {tally.statuses}: {tally.sample[:300]!r}")
         requests, events = tally.answered, tally.answered * batch
-        held = await stored(redis)
+        held = await stored(redis) if not name.startswith(FLOOR) else tally.accepted_total * batch
         if held != tally.accepted_total * batch:
             raise BenchError(
                 f"ingest x{batch}: 202 for {tally.accepted_total * batch}, {held} held"
@@ -176,6 +180,14 @@ def report(rows: dict[str, list[Row]]) -> str:
             f"{spread([r.requests_s for r in runs], ',.0f') if name != RAW else '-':>28}"
             f"{statistics.median([r.redis_us for r in runs]):>12.2f}"
             f"{statistics.median([r.loader_cpu for r in runs]):>8.2f}"
+        )
+    floor = rows.get(f"{FLOOR} x1")
+    if floor is not None and "ingest x1" in rows:
+        ratios = [
+            a.per_web_core / b.per_web_core for a, b in zip(rows["ingest x1"], floor, strict=True)
+        ]
+        lines.append(
+            f"ingest x1 against {FLOOR} x1: {spread(ratios, '.2f')}x the requests per web core"
         )
     for name, runs in rows.items():
         if name.startswith("before"):
@@ -219,8 +231,13 @@ async def main(args: argparse.Namespace) -> None:
                 continue
             port = free_port()
             webs[kind] = (await start_web(kind, code, port, args.server_cpu, log_dir, env), port)
+        port = free_port()
+        floor = [sys.executable, str(REPO / "bench" / "ref" / "bare_aiohttp.py"), str(port)]
+        webs[FLOOR] = (await Proc("aiohttp", floor, {args.server_cpu}, log_dir).start(), port)
+        await wait_ready(webs[FLOOR][0], f"http://127.0.0.1:{port}/readyz")
         redis = Redis.from_url(server.url)
-        names = [RAW] + [f"{kind} x{b}" for b in args.batches for kind in webs]
+        names = [RAW, f"{FLOOR} x1"]
+        names += [f"{kind} x{b}" for b in args.batches for kind in webs if kind != FLOOR]
         rows: dict[str, list[Row]] = {name: [] for name in names}
         for n in range(args.runs):
             for name in names:
