@@ -241,21 +241,32 @@ def report(
         "ms/batch",
         "worker us/ev",
         "Redis us/ev",
+        "ev/s per worker core",
+        "ev/s per Redis core",
     )
-    lines = ["{:<16}{:>6}{:>10}{:>10}{:>10}{:>13}{:>12}".format(*header)]
+    lines = ["{:<16}{:>6}{:>10}{:>10}{:>10}{:>13}{:>12}{:>30}{:>30}".format(*header)]
     for batch in batches:
         count = sizes[batch]
         base = statistics.median(r.elapsed_s for r in runs[("fenced", batch)])
         for name in VARIANTS:
-            elapsed = statistics.median(r.elapsed_s for r in runs[(name, batch)])
-            worker = statistics.median(r.worker_cpu_s for r in runs[(name, batch)])
-            redis = statistics.median(r.redis_cpu_s for r in runs[(name, batch)])
+            case = runs[(name, batch)]
+            elapsed = statistics.median(r.elapsed_s for r in case)
+            worker = statistics.median(r.worker_cpu_s for r in case)
+            redis = statistics.median(r.redis_cpu_s for r in case)
+            per_worker = spread([count / r.worker_cpu_s for r in case])
+            per_redis = spread([count / r.redis_cpu_s for r in case])
             lines.append(
                 f"{name:<16}{batch:>6}{count / elapsed:>10,.0f}{base / elapsed:>9.2f}x"
                 f"{elapsed / -(-count // batch) * 1000:>10.3f}"
                 f"{worker / count * 1e6:>13.1f}{redis / count * 1e6:>12.1f}"
+                f"{per_worker:>30}{per_redis:>30}"
             )
     return "\n".join(lines)
+
+
+def spread(values: list[float]) -> str:
+    """Median (min-max)."""
+    return f"{statistics.median(values):,.0f} ({min(values):,.0f}-{max(values):,.0f})"
 
 
 def cli() -> None:
