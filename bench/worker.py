@@ -21,6 +21,11 @@ Variants, interleaved:
   is aggregation against pass-through through the real worker path. (Events get the
   ingest time as `ts`, so windows close while the run drains.)
 
+- with `--baseline DIR` (a checkout of another version, e.g. `git archive main | tar -x
+  -C DIR`): `fenced before` and `aggregate before`, the same two through that version's
+  `run_worker` in a process of its own (pinned like this one, timed inside it, so its
+  start-up is not counted), interleaved with the others: a change as a ratio in one run.
+
 Each also runs with `--batch 1` (one entry per round trip: latency-bound), where the
 per-commit cost of the lease check shows most. Prints medians of --runs, the ratio to
 fenced, and the time per batch. Redis is started here (`redis-server` on PATH, else
@@ -40,6 +45,7 @@ import random
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -60,7 +66,8 @@ from realtime.core.wire import UpdateEncoder
 from realtime.dev.embedded import RedisServer
 from realtime.ingest.api import IngestWriter
 
-Variant = Callable[[Settings, Redis], Awaitable[None]]
+# A variant may report its own (elapsed s, CPU s): one run in another process does.
+Variant = Callable[[Settings, Redis], Awaitable[tuple[float, float] | None]]
 
 
 def events(topics: int, count: int, seed: int = 1) -> list[dict[str, Any]]:
@@ -89,17 +96,19 @@ def pass_through_file() -> str:
     return path
 
 
-async def fenced_variant(settings: Settings, redis: Redis) -> None:
+async def fenced_variant(settings: Settings, redis: Redis) -> tuple[float, float] | None:
     """Pass-through only: a pipelines file with none."""
     await run_worker(settings.with_overrides(pipelines_file=pass_through_file()), burst=True)
+    return None
 
 
-async def aggregate_variant(settings: Settings, redis: Redis) -> None:
+async def aggregate_variant(settings: Settings, redis: Redis) -> tuple[float, float] | None:
     """The built-in default pipelines (no pipelines file)."""
     await run_worker(settings.with_overrides(pipelines_file=None), burst=True)
+    return None
 
 
-async def plain_variant(settings: Settings, redis: Redis) -> None:
+async def plain_variant(settings: Settings, redis: Redis) -> tuple[float, float] | None:
     """The reference: consumer-group reads and pipelined writes, no scripts, no leases."""
     keys = Keys(settings.prefix)
     fanout = UpdateEncoder.of(settings)
@@ -133,6 +142,55 @@ async def plain_variant(settings: Settings, redis: Redis) -> None:
                     pipe.publish(channel, payload)
                 await pipe.execute()
             await redis.xack(raw_stream, settings.group, *[i for i, _ in entries])
+    return None
+
+
+# Run in the baseline's own process: its `run_worker`, timed there (start-up excluded).
+_BEFORE = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+import uvloop
+from processors.worker.process import run_worker
+from realtime.core.settings import Settings
+settings = Settings.from_env()
+started, cpu = time.perf_counter(), time.process_time()
+uvloop.run(run_worker(settings, burst=True))
+print(time.perf_counter() - started, time.process_time() - cpu)
+"""
+
+
+def before_variant(code: str, cpu: int | None, pass_through: bool) -> Variant:
+    """The worker of the checkout in `code` (`--baseline`), pinned to `cpu`."""
+
+    async def variant(settings: Settings, redis: Redis) -> tuple[float, float]:
+        env = dict(os.environ)
+        env.update(
+            REDIS_URL=settings.redis_url,
+            REALTIME_PREFIX=settings.prefix,
+            REALTIME_PARTITIONS=str(settings.partitions),
+            REALTIME_BATCH_SIZE=str(settings.batch_size),
+            REALTIME_BLOCK_MS=str(settings.block_ms),
+            REALTIME_CONSUMER=settings.consumer,
+            REALTIME_LOG_LEVEL="WARNING",
+            REALTIME_PIPELINES=pass_through_file() if pass_through else "",
+        )
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            _BEFORE,
+            code,
+            env=env,
+            cwd=code,
+            stdout=asyncio.subprocess.PIPE,
+            preexec_fn=None if cpu is None else functools.partial(os.sched_setaffinity, 0, {cpu}),
+        )
+        out, _ = await process.communicate()
+        if process.returncode:
+            raise RuntimeError(f"the baseline worker exited with {process.returncode}")
+        elapsed, used = out.split()[-2:]
+        return float(elapsed), float(used)
+
+    return variant
 
 
 VARIANTS: dict[str, Variant] = {
@@ -173,10 +231,11 @@ async def measure(
         redis_started = await redis_cpu(redis)
         cpu_started = time.process_time()
         started = time.perf_counter()
-        await variant(settings, redis)
+        own = await variant(settings, redis)
+        elapsed, cpu = own or (time.perf_counter() - started, time.process_time() - cpu_started)
         run = Run(
-            time.perf_counter() - started,
-            time.process_time() - cpu_started,
+            elapsed,
+            cpu,
             await redis_cpu(redis) - redis_started,
         )
         keys = Keys(settings.prefix)
@@ -210,14 +269,18 @@ async def main(args: argparse.Namespace) -> None:
         if args.worker_cpu is not None:
             os.sched_setaffinity(0, {args.worker_cpu})
         batches = (args.batch, 1) if args.events_batch1 else (args.batch,)
-        cases = [(name, batch) for batch in batches for name in VARIANTS]
+        variants = dict(VARIANTS)
+        if args.baseline:
+            variants["fenced before"] = before_variant(args.baseline, args.worker_cpu, True)
+            variants["aggregate before"] = before_variant(args.baseline, args.worker_cpu, False)
+        cases = [(name, batch) for batch in batches for name in variants]
         sizes = {args.batch: args.events, 1: args.events_batch1}
         workloads = {b: events(args.topics, n) for b, n in sizes.items()}
         runs: dict[tuple[str, int], list[Run]] = {case: [] for case in cases}
         for n in range(args.runs):
             for name, batch in cases:
                 runs[(name, batch)].append(
-                    await measure(server, workloads[batch], VARIANTS[name], batch, args.partitions)
+                    await measure(server, workloads[batch], variants[name], batch, args.partitions)
                 )
             print(f"run {n + 1}/{args.runs} done", flush=True)
         print(
@@ -225,13 +288,16 @@ async def main(args: argparse.Namespace) -> None:
             f"Redis {redis_version(server)}, median of {args.runs} runs "
             f"(uvloop; worker CPU {args.worker_cpu}, Redis CPU {args.redis_cpu})"
         )
-        print(report(runs, sizes, batches))
+        print(report(runs, sizes, batches, list(variants)))
     finally:
         server.cleanup()
 
 
 def report(
-    runs: dict[tuple[str, int], list[Run]], sizes: dict[int, int], batches: tuple[int, ...]
+    runs: dict[tuple[str, int], list[Run]],
+    sizes: dict[int, int],
+    batches: tuple[int, ...],
+    names: list[str],
 ) -> str:
     header = (
         "variant",
@@ -248,7 +314,7 @@ def report(
     for batch in batches:
         count = sizes[batch]
         base = statistics.median(r.elapsed_s for r in runs[("fenced", batch)])
-        for name in VARIANTS:
+        for name in names:
             case = runs[(name, batch)]
             elapsed = statistics.median(r.elapsed_s for r in case)
             worker = statistics.median(r.worker_cpu_s for r in case)
@@ -281,7 +347,14 @@ def cli() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--worker-cpu", type=int, help="pin this process (the worker) to a CPU")
     parser.add_argument("--redis-cpu", type=int, help="pin Redis to a CPU")
+    parser.add_argument(
+        "--baseline",
+        metavar="DIR",
+        help="also run the worker of the checkout in DIR (rows `... before`), interleaved",
+    )
     args = parser.parse_args()
+    if args.baseline:
+        args.baseline = os.path.abspath(args.baseline)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - not on Windows
