@@ -24,7 +24,10 @@ Variants, interleaved:
 - with `--baseline DIR` (a checkout of another version, e.g. `git archive main | tar -x
   -C DIR`): `fenced before` and `aggregate before`, the same two through that version's
   `run_worker` in a process of its own (pinned like this one, timed inside it, so its
-  start-up is not counted), interleaved with the others: a change as a ratio in one run.
+  start-up is not counted), and `fenced process` / `aggregate process`, this version's
+  the same way, interleaved with the others: a change as a ratio in one run, each
+  worker in a process whose heap holds only what a worker's does (this process also
+  holds the workloads, which makes each garbage collection dearer).
 
 Each also runs with `--batch 1` (one entry per round trip: latency-bound), where the
 per-commit cost of the lease check shows most. Prints medians of --runs, the ratio to
@@ -145,6 +148,7 @@ async def plain_variant(settings: Settings, redis: Redis) -> tuple[float, float]
     return None
 
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Run in the baseline's own process: its `run_worker`, timed there (start-up excluded).
 _BEFORE = """
 import sys, time
@@ -270,9 +274,10 @@ async def main(args: argparse.Namespace) -> None:
             os.sched_setaffinity(0, {args.worker_cpu})
         batches = (args.batch, 1) if args.events_batch1 else (args.batch,)
         variants = dict(VARIANTS)
-        if args.baseline:
-            variants["fenced before"] = before_variant(args.baseline, args.worker_cpu, True)
-            variants["aggregate before"] = before_variant(args.baseline, args.worker_cpu, False)
+        if args.baseline:  # both versions as their own processes, as a real worker runs
+            for label, code in (("process", REPO), ("before", args.baseline)):
+                variants[f"fenced {label}"] = before_variant(code, args.worker_cpu, True)
+                variants[f"aggregate {label}"] = before_variant(code, args.worker_cpu, False)
         cases = [(name, batch) for batch in batches for name in variants]
         sizes = {args.batch: args.events, 1: args.events_batch1}
         workloads = {b: events(args.topics, n) for b, n in sizes.items()}
