@@ -14,6 +14,10 @@ Variants, interleaved:
 - plain commands: a reference loop as the worker was before leases (XREADGROUP, then
   pipelined XADDs, pipelined PUBLISHes and an XACK: three round trips per batch, no
   fencing, not atomic).
+- fenced, no trim / fenced, trimming: as fenced (whose history is kept by time, 15
+  minutes: an `XTRIM MINID ~` per written topic per commit that finds nothing old), with
+  REALTIME_HISTORY_RETENTION_MS=0 (by count only: no trim in the commit) and =1 (every
+  commit's trims free what came before): the cost of retention by time on the commit path.
 - aggregate: fenced with the built-in default pipelines, so every event (topics
   `metrics.hostNNNN`, numeric `value`) is also fed to 1s, 10s and 1m windows whose
   outputs are written and published, with window checkpoints in the commits. The
@@ -102,6 +106,24 @@ def pass_through_file() -> str:
 async def fenced_variant(settings: Settings, redis: Redis) -> tuple[float, float] | None:
     """Pass-through only: a pipelines file with none."""
     await run_worker(settings.with_overrides(pipelines_file=pass_through_file()), burst=True)
+    return None
+
+
+async def untrimmed_variant(settings: Settings, redis: Redis) -> tuple[float, float] | None:
+    """Pass-through, history kept by count only (no `XTRIM MINID` in the commit)."""
+    await run_worker(
+        settings.with_overrides(pipelines_file=pass_through_file(), history_retention_ms=0),
+        burst=True,
+    )
+    return None
+
+
+async def trimming_variant(settings: Settings, redis: Redis) -> tuple[float, float] | None:
+    """Pass-through, history kept 1 ms: every commit's trims free what came before."""
+    await run_worker(
+        settings.with_overrides(pipelines_file=pass_through_file(), history_retention_ms=1),
+        burst=True,
+    )
     return None
 
 
@@ -199,6 +221,8 @@ def before_variant(code: str, cpu: int | None, pass_through: bool) -> Variant:
 
 VARIANTS: dict[str, Variant] = {
     "fenced": fenced_variant,
+    "fenced, no trim": untrimmed_variant,
+    "fenced, trimming": trimming_variant,
     "plain commands": plain_variant,
     "aggregate": aggregate_variant,
 }
@@ -249,7 +273,8 @@ async def measure(
                 for p in range(partitions)
             ]
         )
-        written = sum([await redis.xlen(keys.topic(t)) for t in {e["topic"] for e in items}])
+        # Entries ever added (Redis 7), not the length: the trimming variant removes them.
+        written = sum([await added(redis, keys.topic(t)) for t in {e["topic"] for e in items}])
         if pending or written != len(items):
             raise RuntimeError(
                 f"incomplete run of {variant.__name__}: {written} of {len(items)} written, "
@@ -258,6 +283,11 @@ async def measure(
         return run
     finally:
         await redis.aclose()
+
+
+async def added(redis: Redis, key: str) -> int:
+    info: Any = await redis.xinfo_stream(key)
+    return int(info.get("entries-added", info["length"]))
 
 
 def redis_version(server: RedisServer) -> str:
@@ -314,8 +344,9 @@ def report(
         "Redis us/ev",
         "ev/s per worker core",
         "ev/s per Redis core",
+        "events/s min-max",
     )
-    lines = ["{:<16}{:>6}{:>10}{:>10}{:>10}{:>13}{:>12}{:>30}{:>30}".format(*header)]
+    lines = ["{:<18}{:>6}{:>10}{:>10}{:>10}{:>13}{:>12}{:>30}{:>30}{:>20}".format(*header)]
     for batch in batches:
         count = sizes[batch]
         base = statistics.median(r.elapsed_s for r in runs[("fenced", batch)])
@@ -327,10 +358,11 @@ def report(
             per_worker = spread([count / r.worker_cpu_s for r in case])
             per_redis = spread([count / r.redis_cpu_s for r in case])
             lines.append(
-                f"{name:<16}{batch:>6}{count / elapsed:>10,.0f}{base / elapsed:>9.2f}x"
+                f"{name:<18}{batch:>6}{count / elapsed:>10,.0f}{base / elapsed:>9.2f}x"
                 f"{elapsed / -(-count // batch) * 1000:>10.3f}"
                 f"{worker / count * 1e6:>13.1f}{redis / count * 1e6:>12.1f}"
                 f"{per_worker:>30}{per_redis:>30}"
+                f"{_spread([count / r.elapsed_s for r in case]):>20}"
             )
     return "\n".join(lines)
 
@@ -338,6 +370,10 @@ def report(
 def spread(values: list[float]) -> str:
     """Median (min-max)."""
     return f"{statistics.median(values):,.0f} ({min(values):,.0f}-{max(values):,.0f})"
+
+
+def _spread(values: list[float]) -> str:
+    return f"{min(values):,.0f}-{max(values):,.0f}"
 
 
 def cli() -> None:

@@ -132,7 +132,13 @@ def cmd_process(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
     from realtime.dev.command import run_dev
+    from realtime.web.extensions import ExtensionError, load
 
+    try:  # here, in one line, rather than as the web child's exit status
+        load(settings.extensions)
+    except ExtensionError as exc:
+        print(f"realtime dev: configuration error: {exc}", file=sys.stderr)
+        return 2
     port = args.port if args.port is not None else settings.port
     return _run(run_dev(port, demo=not args.no_demo, ingest_key=settings.ingest_key))
 

@@ -313,6 +313,7 @@ async def test_controls_show_where_the_keyboard_is(web: RealtimeProcess) -> None
         names = [r["name"] for r in reached]
         assert names == [
             "Topic", "Follow", "Browse topics", "Stop following metrics.cpu",
+            "Now", "5 min", "1 h", "24 h", "7 d",
             "Stop following metrics.cpu", "value", "Event log, newest first",
         ]  # fmt: skip
         for r in reached:

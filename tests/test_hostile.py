@@ -220,7 +220,7 @@ def test_wellformed_socketio_packets_pass(frame: str) -> None:
 
 
 @pytest.mark.unit
-@pytest.mark.parametrize("frame", ["", "x", "7", "9", b"\x00", "{}"])
+@pytest.mark.parametrize("frame", ["", "x", "7", "9", b"", "{}"])
 def test_malformed_engineio_frames_are_recognised(frame: str | bytes) -> None:
     assert engine_malformed(frame) is not None
 
@@ -229,7 +229,8 @@ def test_malformed_engineio_frames_are_recognised(frame: str | bytes) -> None:
 @pytest.mark.parametrize(
     ("body", "ok"),
     [(b"40", True), (b"3\x1e40\x1e42[]", True), (b"1", True), (b"", False), (b"x", False),
-     (b"\xff", False), (b"2probe", False), (b"6", False), (b"4\x1e", False), (b"7", False)],
+     (b"\xff", False), (b"2probe", False), (b"6", False), (b"4\x1e", False), (b"7", False),
+     (b"451-[\"e\",{}]\x1ebAAE=", True), (b"b", True), (b"b!!", False), (b"bAAE", False)],
 )  # fmt: skip
 def test_polling_payloads(body: bytes, ok: bool) -> None:
     assert (polling_malformed(body) is None) is ok

@@ -323,3 +323,20 @@ async def test_processes_log_json_with_context_and_never_a_password(
     refusals = [line for line in refused_lines if line.get("request_id") == "req-refused"]
     assert refusals
     assert "ingest refused" in str(refusals[0]["message"])
+
+
+@pytest.mark.unit
+def test_library_lines_never_carry_a_session_id(caplog: pytest.LogCaptureFixture) -> None:
+    """python-engineio writes "Invalid session <sid>" at ERROR once; aiohttp's access log
+    writes request URLs; an Engine.IO sid is a bearer secret (docs/security.md)."""
+    logs.hide_session_ids()
+    sid = "J3K68SwOhN2_g27QAAAA"  # python-engineio's shape: 20 base64url characters
+    for name in logs.SID_LOGGERS:  # whatever level an earlier test left them at
+        caplog.set_level(logging.INFO, logger=name)
+    logging.getLogger("engineio.server").error("Invalid session %s", sid)
+    logging.getLogger("aiohttp.access").info('"GET /socket.io/?EIO=4&sid=%s HTTP/1.1" 400', sid)
+    # (python-engineio and python-socketio set their loggers to ERROR when they are off)
+    logging.getLogger("socketio.server").error("%s is entering room metrics.cpu [/]", sid)
+    assert sid not in caplog.text
+    assert caplog.text.count("<sid>") == 3
+    assert "metrics.cpu" in caplog.text  # the rest of the line stays

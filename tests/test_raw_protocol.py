@@ -2,7 +2,8 @@
 
 Engine.IO v4 frames (`0` open, `2`/`3` ping/pong, `5` upgrade, `6` noop) carrying
 Socket.IO v5 packets (`40` connect, `42` event, `42N`/`43N` event/ack with ack id N), JSON
-text only. If these pass, a client in any language needs nothing beyond the public specs.
+text (binary packets: tests/test_binary.py). If these pass, a client in any language
+needs nothing beyond the public specs.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
+from realtime.core.keys import Keys
 from realtime.core.settings import Settings
 from tests.helpers.clients import Collector, post_events
 from tests.helpers.history import write_history
@@ -94,11 +95,12 @@ async def test_resuming_from_0_0_after_history_was_trimmed_is_not_recovered(
     client: Collector, redis: Redis, settings: Settings
 ) -> None:
     settings = settings.with_overrides(history_maxlen=3)  # as the app's, below
-    await write_history(redis, settings, "r.full", range(1, 4))
+    await write_history(redis, settings, "r.full", range(1, 5))
+    await redis.xtrim(Keys(settings.prefix).topic("r.full"), maxlen=3, approximate=False)
     async with running_app(settings) as url:
         other = await Collector("other").connect(url)
         ack = await other.subscribe("r.full", since="0-0")
-        assert (ack["recovered"], [e["id"] for e in ack["events"]]) == (False, ["3-0"])
+        assert (ack["recovered"], [e["id"] for e in ack["events"]]) == (False, ["4-0"])
         await other.close()
 
 

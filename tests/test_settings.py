@@ -38,6 +38,7 @@ def test_values_from_env() -> None:
             "REALTIME_CORS_ORIGINS": "https://a.example, https://b.example",
             "REALTIME_PARTITIONS": "16",
             "REALTIME_HISTORY_MAXLEN": "500",
+            "REALTIME_HISTORY_RETENTION_MS": "60000",
             "REALTIME_CONSUMER": "pod-7",
             "REALTIME_LEASE_MS": "2000",
             "REALTIME_MAX_ATTEMPTS": "3",
@@ -53,6 +54,7 @@ def test_values_from_env() -> None:
     assert settings.cors_origins == ("https://a.example", "https://b.example")
     assert settings.partitions == 16
     assert settings.history_maxlen == 500
+    assert settings.history_retention_ms == 60_000
     assert settings.consumer == "pod-7"
     assert settings.lease_ms == 2000
     assert settings.max_attempts == 3
@@ -171,10 +173,14 @@ _EVERYTHING = dict(
     connect_timeout_s=4.5,
     read_timeout_s=12.5,
     trusted_proxies=("10.0.0.0/8", "::1"),
+    bind_sessions=False,
+    auth_failures=3,
+    auth_lockout_max_s=60.0,
     ingest_rate=55,
     token="a-token",
     ingest_key="an-ingest-key-of-some-length",
     history_maxlen=123,
+    history_retention_ms=7000,
     consumer="worker-7",
     batch_size=31,
     block_ms=250,
@@ -191,6 +197,7 @@ _EVERYTHING = dict(
     admin_origin="https://admin.example",
     metrics_port=9102,
     drain_s=6.5,
+    extensions=("pkg.module:setup", "other:install"),
 )
 # Settings that from_env refuses together go in one of two objects each.
 _WITH_SECRET = Settings(**_EVERYTHING, jwt_secret="s" * 40, wait_replicas=2)  # type: ignore[arg-type]

@@ -2,6 +2,7 @@ import { ChartCard } from "./components/ChartCard.jsx";
 import { ConnectionStatus } from "./components/ConnectionStatus.jsx";
 import { EventLog } from "./components/EventLog.jsx";
 import { PerfPanel } from "./components/PerfPanel.jsx";
+import { RangeControl } from "./components/RangeControl.jsx";
 import { TopicPicker } from "./components/TopicPicker.jsx";
 import { useStore } from "./store.js";
 
@@ -17,6 +18,7 @@ export function App() {
         <PerfPanel />
       </header>
       <TopicPicker />
+      <RangeControl />
       <section className="charts">
         {topics.length === 0 && <p className="empty">Pick a topic above to chart it.</p>}
         {topics.map((topic) => (

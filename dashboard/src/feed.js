@@ -4,6 +4,7 @@
 import { io } from "socket.io-client";
 import { Subscriptions } from "../../realtime/static/realtime-client.js";
 import { RateMeter, RecentMedian, RingLog, Series } from "./buffers.js";
+import { RANGE_CAPACITY, RANGES, RangeCharts } from "./ranges.js";
 import { useStore } from "./store.js";
 
 export const LOG_CAPACITY = 100_000;
@@ -19,6 +20,8 @@ let gaps = 0;
 const frames = new RateMeter();
 const arrivals = new RateMeter();
 let flushMsAvg = 0;
+
+const rangeOf = (key) => RANGES.find((r) => r.key === key) ?? RANGES[0];
 
 function seriesOf(topic) {
   let s = series.get(topic);
@@ -78,8 +81,9 @@ function flush() {
   const topics = new Set();
   for (const event of batch) {
     log.push(event);
-    if (event.gap) seriesOf(event.topic).markBreak();
-    else seriesOf(event.topic).add(event);
+    const chart = event.chart ?? event.topic; // a range's tier is drawn on its topic's chart
+    if (event.gap) seriesOf(chart).markBreak();
+    else seriesOf(chart).add(event);
     topics.add(event.topic);
   }
   const state = useStore.getState();
@@ -192,14 +196,30 @@ export function startFeed(url = undefined) {
     }),
   );
 
-  // Follow the topic picker: subscribe what was added, unsubscribe what was removed.
-  const follow = (topics) => {
-    for (const topic of topics) if (!subs.topics.has(topic)) subs.subscribe(topic);
-    for (const topic of [...subs.topics.keys()]) if (!topics.includes(topic)) subs.unsubscribe(topic);
+  // Follow the topic picker: subscribe what was added, unsubscribe what was removed; the
+  // live topics themselves at "Now", their tiers over a range (ranges.js).
+  const ranged = new RangeCharts(socket, {
+    receive,
+    onServed: (topic, served) =>
+      useStore.setState((s) => ({ served: { ...s.served, [topic]: served } })),
+    onGap: (topic) => seriesOf(topic).markBreak(),
+  });
+  const follow = (topics, range, previousRange) => {
+    const live = range.ms ? [] : topics;
+    if (range.key !== previousRange?.key) {
+      // A new range draws from scratch: what the old one had buffered is not drawn.
+      pending = pending.filter((event) => event.chart === undefined);
+      for (const topic of new Set([...topics, ...series.keys()]))
+        series.set(topic, new Series(range.ms ? RANGE_CAPACITY : undefined));
+    }
+    for (const topic of live) if (!subs.topics.has(topic)) subs.subscribe(topic);
+    for (const topic of [...subs.topics.keys()]) if (!live.includes(topic)) subs.unsubscribe(topic);
+    ranged.set(range, topics);
   };
-  follow(useStore.getState().topics);
+  follow(useStore.getState().topics, rangeOf(useStore.getState().range));
   useStore.subscribe((state, previous) => {
-    if (state.topics !== previous.topics) follow(state.topics);
+    if (state.topics !== previous.topics || state.range !== previous.range)
+      follow(state.topics, rangeOf(state.range), rangeOf(previous.range));
   });
 
   requestAnimationFrame(onFrame);
@@ -212,6 +232,7 @@ export function startFeed(url = undefined) {
   window.__realtime = {
     socket,
     subs,
+    ranged,
     log,
     series,
     store: useStore,

@@ -2,6 +2,7 @@
 // in the feed's buffers; the store holds what React renders from and one `frame` counter
 // that the feed bumps once per animation frame in which events arrived.
 import { create } from "zustand";
+import { RANGES } from "./ranges.js";
 
 export const TOPIC_RE = /^[a-z0-9][a-z0-9_.:-]{0,127}$/;
 export const DEFAULT_TOPICS = ["metrics.cpu", "metrics.memory", "metrics.requests", "events.orders"];
@@ -21,6 +22,12 @@ function initialTopics() {
     // unreadable storage: fall back to the defaults
   }
   return DEFAULT_TOPICS;
+}
+
+// The time-range control (ranges.js): "now", or a range to backfill; `?range=1h` opens on one.
+function initialRange() {
+  const asked = new URLSearchParams(window.location.search).get("range");
+  return RANGES.some((r) => r.key === asked) ? asked : "now";
 }
 
 function initialKnown() {
@@ -58,6 +65,8 @@ export const useStore = create((set, get) => ({
   // Every topic this page has seen or followed (remembered): the topic browser lists them.
   known: initialKnown(),
   topicErrors: {},
+  range: initialRange(),
+  served: {}, // topic -> what a range is drawn from: {served, resolution, from, complete}
   frame: 0,
   logLength: 0,
   totalEvents: 0,
@@ -85,6 +94,9 @@ export const useStore = create((set, get) => ({
       save(KNOWN_KEY, next);
       set({ known: next });
     }
+  },
+  setRange(range) {
+    set({ range, served: {} });
   },
   dismissNotice() {
     set((s) => ({ resume: { ...s.resume, dismissed: true } }));

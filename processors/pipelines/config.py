@@ -10,7 +10,6 @@ Design notes: docs/design-notes.md.
 
 from __future__ import annotations
 
-import fnmatch
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -28,7 +27,9 @@ from marshmallow import (
     validates_schema,
 )
 
+from processors.pipelines.globs import glob_pattern
 from processors.pipelines.predicates import PATH_PATTERN, Path, Predicate, PredicateError, parse
+from processors.pipelines.retention import DEFAULT_RETENTION, MAX_EVENTS, RetentionRule
 from processors.pipelines.routing import Template, TemplateError
 from processors.pipelines.windows import WindowSpec
 from realtime.core import jsoncodec
@@ -249,6 +250,21 @@ class PipelineSchema(Schema):
         )
 
 
+class RetentionSchema(Schema):
+    """One `retention` rule: `{match, keep, max_events?}` (processors/pipelines/retention.py)."""
+
+    class Meta:
+        unknown = RAISE
+
+    match = Globs(required=True)
+    keep = Duration(required=True)  # 0: no time limit
+    max_events = fields.Integer(strict=True, load_default=0, validate=validate.Range(1, MAX_EVENTS))
+
+    @post_load
+    def _build(self, data: dict[str, Any], **kwargs: Any) -> RetentionRule:
+        return RetentionRule(data["match"], data["keep"], data["max_events"])
+
+
 class PipelinesSchema(Schema):
     class Meta:
         unknown = RAISE
@@ -256,6 +272,9 @@ class PipelinesSchema(Schema):
     version = fields.Integer(load_default=1, validate=validate.Equal(1))
     pipelines = fields.List(
         fields.Nested(PipelineSchema), required=True, validate=validate.Length(max=256)
+    )
+    retention = fields.List(
+        fields.Nested(RetentionSchema), load_default=None, validate=validate.Length(max=256)
     )
 
 
@@ -290,8 +309,7 @@ class PipelineConfig:
     _regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        regex = "|".join(f"(?:{fnmatch.translate(g)})" for g in self.match)
-        object.__setattr__(self, "_regex", re.compile(regex))
+        object.__setattr__(self, "_regex", glob_pattern(self.match))
 
     def matches(self, topic: str) -> bool:
         return self._regex.match(topic) is not None
@@ -318,6 +336,7 @@ class PipelineConfig:
 class PipelinesConfig:
     pipelines: tuple[PipelineConfig, ...]
     source: str = "built-in default"
+    retention: tuple[RetentionRule, ...] = DEFAULT_RETENTION  # first match wins
 
     def derived_from(self, topic: str) -> PipelineConfig | None:
         """The pipeline whose window outputs include `topic`, if any. Such topics are
@@ -392,7 +411,12 @@ def build(raw: Any, source: str) -> PipelinesConfig:
         loaded = PipelinesSchema().load(raw)
     except ValidationError as exc:
         raise PipelinesError(source, _flatten(exc.messages, raw)) from None
-    config = PipelinesConfig(pipelines=tuple(loaded["pipelines"]), source=source)
+    retention = loaded["retention"]
+    config = PipelinesConfig(
+        pipelines=tuple(loaded["pipelines"]),
+        source=source,
+        retention=DEFAULT_RETENTION if retention is None else tuple(retention),
+    )
     problems = _cross_checks(config)
     if problems:
         raise PipelinesError(source, problems)
@@ -451,4 +475,9 @@ def describe(config: PipelinesConfig) -> str:
             extra += f" (fallback {r.fallback})" if r.fallback else ""
             lines.append(f"    route -> {r.to.source}{extra}")
     lines.append("other topics: passthrough")
+    for rule in config.retention:
+        keep = duration_label(rule.keep_ms) if rule.keep_ms else "no time limit"
+        cap = f", at most {rule.max_events} events" if rule.max_events else ""
+        lines.append(f"retention: {', '.join(rule.match)} keeps {keep}{cap}")
+    lines.append("retention: other topics keep REALTIME_HISTORY_RETENTION_MS")
     return "\n".join(lines)

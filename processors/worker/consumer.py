@@ -21,6 +21,7 @@ from redis.exceptions import RedisError
 
 from processors.pipelines.config import load_pipelines
 from processors.pipelines.plan import Pipelines
+from processors.pipelines.retention import Retention
 from processors.worker.fencing import FencedPartition
 from processors.worker.groups import ensure_group, remove_dead_consumers, trim_acknowledged
 from processors.worker.heartbeat import Heartbeat, stale_after_ms
@@ -76,6 +77,9 @@ class Consumer:
         self.group = settings.group
         self.owner = owner_token(settings.consumer)
         self.pipelines = pipelines or Pipelines(load_pipelines(settings.pipelines_file))
+        self.retention = Retention(
+            self.pipelines.config.retention, settings.history_retention_ms, settings.history_maxlen
+        )
         self.planner = planner
         self.leases = Leases(redis, self.keys, self.owner, settings.lease_ms)
         self.membership = Membership(redis, self.keys, self.owner, settings.lease_ms)
@@ -245,6 +249,7 @@ class Consumer:
             self.settings.partitions,
             planner=self.planner,
             checkpoint_s=self.settings.checkpoint_ms / 1000,
+            retention=self.retention,
         )
         runner = PartitionRunner(
             fenced,

@@ -83,7 +83,8 @@ return {0, counts, errors}
 
 # KEYS: lease, ingest stream, dead-letter stream, window checkpoint hash, attempts hash.
 # ARGV: lease token, group, history maxlen, dead-letter maxlen, then the batch as one
-#   JSON document {"h": [[key, id, [field, value, ...]], ...], "p": [[channel, payload],
+#   JSON document {"h": [[key, id, [field, value, ...], maxlen (0: ARGV[3]), minid ('':
+#   none)], ...], "p": [[channel, payload],
 #   ...], "c": "PUBLISH" or "SPUBLISH", "r": [[ingest stream, [field, value, ...]], ...],
 #   "s": [field, value, ...], "d": [field, ...], "a": [entry id, ...], "x": [entry id
 #   whose attempt count to clear, ...]}, then per dead
@@ -92,8 +93,11 @@ return {0, counts, errors}
 # Python, cjson decodes the one document in C (`python -m bench.worker` measures it).
 _COMMIT = """
 local batch = cjson.decode(ARGV[5])
+local trims, trimmed = {}, {}
 for e, write in ipairs(batch.h) do
-  local r = redis.pcall('XADD', write[1], 'MAXLEN', '~', ARGV[3], write[2], unpack(write[3]))
+  local cap = write[4]
+  if cap == 0 then cap = ARGV[3] end
+  local r = redis.pcall('XADD', write[1], 'MAXLEN', '~', cap, write[2], unpack(write[3]))
   if type(r) == 'table' and r.err then
     -- An id at or below the stream's last: written by an earlier delivery. Skip it.
     if not string.find(r.err, 'equal or smaller', 1, true) then
@@ -102,7 +106,12 @@ for e, write in ipairs(batch.h) do
       return redis.error_reply(r.err)
     end
   end
+  if write[5] ~= '' then  -- retention by time: one trim per key, after its last write
+    if trims[write[1]] == nil then trimmed[#trimmed + 1] = write[1] end
+    trims[write[1]] = write[5]
+  end
 end
+for _, key in ipairs(trimmed) do redis.call('XTRIM', key, 'MINID', '~', trims[key]) end
 for _, publish in ipairs(batch.p) do
   redis.call(batch.c, publish[1], publish[2])  -- PUBLISH, or SPUBLISH on a cluster
 end
@@ -181,6 +190,11 @@ class HistoryWrite:
     key: str
     id: str
     fields: list[str]  # field, value, ...: text (the commit sends them as JSON)
+    maxlen: int = 0  # the topic's count cap; 0: the worker's REALTIME_HISTORY_MAXLEN
+    minid: str = ""  # trim the topic to entries from this time on (retention); '': don't
+
+    def document(self) -> list[Any]:
+        return [self.key, self.id, self.fields, self.maxlen, self.minid]
 
 
 @dataclass
@@ -317,7 +331,7 @@ class FencedPartition:
                     return CommitFailure(*failed)
             plan, history_index = parts.own, parts.history_index
         batch = {
-            "h": [[w.key, w.id, w.fields] for w in plan.history],
+            "h": [w.document() for w in plan.history],
             "p": [[channel, payload.decode()] for channel, payload in plan.publishes],
             "c": "PUBLISH" if self.other_slots is None else "SPUBLISH",
             "r": [[stream, fields] for stream, fields in plan.routed],

@@ -19,10 +19,11 @@ from dataclasses import dataclass, field
 
 from processors.pipelines.partition_windows import ROUTED_FIELD, Aggregator
 from processors.pipelines.plan import Pipelines, Plan
+from processors.pipelines.retention import Retention
 from processors.pipelines.transform import IngestEvent, TopicEvent, group_by_topic
 from processors.worker.dead_letters import dead_letter_record
 from processors.worker.fencing import CommitPlan, Entry, Value
-from processors.worker.history_writes import history_write
+from processors.worker.history_writes import NO_RETENTION, history_write
 from realtime.core import jsoncodec
 from realtime.core.keys import Keys
 from realtime.core.streamids import parse_id
@@ -74,6 +75,7 @@ class PartitionPipelines:
     partitions: int
     planner: Planner | None = None
     checkpoint_s: float = 1.0  # how often window state is saved (and its entries acked)
+    retention: Retention = NO_RETENTION  # how long each topic's history is kept
     stale: bool = True  # restore from Redis before use
     offset: tuple[int, int] = NO_ID
     routed: tuple[int, int] = NO_ID
@@ -232,7 +234,7 @@ class _Building:
         dead-lettered instead."""
         stage, plan = self.stage, self.plan
         for event in new:
-            write = history_write(stage.keys, event)
+            write = history_write(stage.keys, event, stage.retention)
             if output:
                 error = stage._dead_outputs.get((write.key, write.id))
                 if error is not None:

@@ -19,16 +19,20 @@ if TYPE_CHECKING:
     from processors.worker.fencing import CommitPlan, HistoryWrite
 
 # KEYS: one key of the slot (routes the script). ARGV: history maxlen, then one JSON
-# document {"h": [[key, id, [field, value, ...]], ...], "p": [[channel, payload], ...],
+# document {"h": [[key, id, [field, value, ...], maxlen, minid], ...] (as in fencing.py),
+# "p": [[channel, payload], ...],
 # "r": [[ingest stream, [field, value, ...]], ...]}.
 _ELSEWHERE = """
 local batch = cjson.decode(ARGV[2])
 for e, write in ipairs(batch.h) do
-  local r = redis.pcall('XADD', write[1], 'MAXLEN', '~', ARGV[1], write[2], unpack(write[3]))
+  local cap = write[4]
+  if cap == 0 then cap = ARGV[1] end
+  local r = redis.pcall('XADD', write[1], 'MAXLEN', '~', cap, write[2], unpack(write[3]))
   if type(r) == 'table' and r.err and not string.find(r.err, 'equal or smaller', 1, true) then
     if string.sub(r.err, 1, 9) == 'WRONGTYPE' then return {e, r.err} end
     return redis.error_reply(r.err)
   end
+  if write[5] ~= '' then redis.call('XTRIM', write[1], 'MINID', '~', write[5]) end
 end
 for _, publish in ipairs(batch.p) do
   redis.call('SPUBLISH', publish[1], publish[2])
@@ -58,7 +62,7 @@ class SlotWrites:
     def document(self) -> bytes:
         return jsoncodec.dumpb(
             {
-                "h": [[w.key, w.id, w.fields] for w in self.history],
+                "h": [w.document() for w in self.history],
                 "p": [[channel, payload.decode()] for channel, payload in self.publishes],
                 "r": [[stream, fields] for stream, fields in self.routed],
             }

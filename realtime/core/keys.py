@@ -9,6 +9,7 @@ Design notes: docs/design-notes.md.
 from __future__ import annotations
 
 import functools
+import hashlib
 import itertools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -142,6 +143,15 @@ class Keys:
     def ingest_rate(self, key_name: str) -> str:
         """Events a publish key (named by a hash prefix, never the key) sent this second."""
         return f"{self.prefix}rate:{key_name}"
+
+    def auth_failures(self, kind: str, subject: str) -> tuple[str, str]:
+        """A credential throttle's failure counter and lockout for one subject of `kind`
+        (`realtime.core.throttle`): `subject` (a client address or a credential) only as a
+        hash, so no address or username is stored and any text names one pair of keys; in
+        one hash tag, so a cluster keeps the pair on one node."""
+        digest = hashlib.sha256(subject.encode()).hexdigest()[:32]
+        base = f"{self.prefix}auth:{kind}:{{{digest}}}"
+        return f"{base}:failures", f"{base}:lockout"
 
     def fanout_channel(self) -> str:
         """The pub/sub channel every web instance listens on: python-socketio's own

@@ -192,6 +192,36 @@ def quiet_malformed_http() -> None:
         server.addFilter(MalformedHttpFilter())
 
 
+# -- session ids --------------------------------------------------------------------------
+
+# A session id as python-engineio makes them (Engine.IO's and Socket.IO's alike): 20
+# base64url characters.
+_SID = re.compile(r"(?<![A-Za-z0-9_-])[A-Za-z0-9_-]{20}(?![A-Za-z0-9_-])")
+SID_LOGGERS = ("engineio.server", "socketio.server", "aiohttp.access")
+
+
+class SidFilter(logging.Filter):
+    """python-engineio and python-socketio write session ids into their lines ("Invalid
+    session <sid>", "<sid>: Received packet ..."), and aiohttp's access log (off in
+    `realtime serve`, on in aiohttp's test server) writes URLs with `sid=`. An Engine.IO
+    sid is a bearer secret (whoever holds it can poll that session): replaced."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        hidden = _SID.sub("<sid>", message)
+        if hidden != message:
+            record.msg, record.args = hidden, ()
+        return True
+
+
+def hide_session_ids() -> None:
+    """Install `SidFilter` on the loggers of `SID_LOGGERS` (once)."""
+    for name in SID_LOGGERS:
+        library = logging.getLogger(name)
+        if not any(isinstance(f, SidFilter) for f in library.filters):
+            library.addFilter(SidFilter())
+
+
 # -- setup --------------------------------------------------------------------------------
 
 
@@ -231,6 +261,7 @@ def setup(settings: Settings, stream: TextIO | None = None) -> logging.Handler:
         logging.getLogger(name).setLevel(level)
     logging.captureWarnings(True)
     quiet_malformed_http()
+    hide_session_ids()
     sys.excepthook = _log_uncaught
     return handler
 

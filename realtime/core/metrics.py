@@ -193,6 +193,14 @@ class WebMetrics(ProcessMetrics):
         self.draining = Gauge(
             "realtime_draining", "1 while this instance drains its clients (SIGTERM).", registry=r
         )
+        self.auth_throttled = Counter(
+            "realtime_auth_throttled",
+            "Requests refused unchecked because their client address or credential is "
+            "locked out after failed credentials, by kind: admin (the Admin UI and "
+            "/metrics), ingest (publish keys).",
+            ["kind"],
+            registry=r,
+        )
         self.disconnects = Counter(
             "realtime_disconnects",
             "Connections this instance closed, by reason: slow_client, gap, drain.",

@@ -223,14 +223,24 @@ class Settings:
     # A request's headers (from the connection's start, or the end of the previous
     # response: also the idle keep-alive limit) and its body must each arrive within this.
     read_timeout_s: float = 30.0
-    # Peers (IPs or CIDR networks) whose X-Forwarded-Host is believed.
+    # Peers (IPs or CIDR networks) whose X-Forwarded-For/-Proto/-Host are believed
+    # (realtime/core/peer.py).
     trusted_proxies: tuple[str, ...] = ()
+    # An Engine.IO session takes requests only from the address that opened it.
+    bind_sessions: bool = True
+    # Failed credentials (admin, /metrics, publish keys) per client address and per
+    # credential before each further one locks it out, doubling up to the maximum
+    # (realtime/core/throttle.py); 0: no throttling.
+    auth_failures: int = 5
+    auth_lockout_max_s: float = 900.0
     ingest_rate: int = 10_000
     # command-line clients: the token `realtime watch` presents, the key `publish` sends
     token: str = secret()
     ingest_key: str = secret()
     # history
     history_maxlen: int = 10_000
+    # how long history is kept, for topics no `retention` rule of the pipelines names
+    history_retention_ms: int = 900_000
     # worker
     consumer: str = field(default_factory=default_consumer_name)
     group: str = "processors"
@@ -257,6 +267,8 @@ class Settings:
     # operations: a private /metrics port (0: none), the drain on SIGTERM
     metrics_port: int = 0
     drain_s: float = 20.0
+    # `pkg.module:callable`s set up with the Socket.IO server and the app (web/extensions.py)
+    extensions: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -274,6 +286,11 @@ class Settings:
             insecure=_bool(e, "REALTIME_INSECURE"),
             cors_origins=_list(e, "REALTIME_CORS_ORIGINS"),
             trusted_proxies=_networks(e, "REALTIME_TRUSTED_PROXIES"),
+            bind_sessions=_bool(e, "REALTIME_BIND_SESSIONS", default=True),
+            auth_failures=_int(e, "REALTIME_AUTH_FAILURES", cls.auth_failures, minimum=0),
+            auth_lockout_max_s=_float(
+                e, "REALTIME_AUTH_LOCKOUT_MAX_S", cls.auth_lockout_max_s, minimum=1.0
+            ),
             ping_interval_ms=_ms(e, "REALTIME_PING_INTERVAL", cls.ping_interval_ms),
             ping_timeout_ms=_ms(e, "REALTIME_PING_TIMEOUT", cls.ping_timeout_ms),
             ws_compression=_bool(e, "REALTIME_WS_COMPRESSION"),
@@ -318,6 +335,9 @@ class Settings:
             token=e.get("REALTIME_TOKEN", "").strip(),
             ingest_key=e.get("REALTIME_INGEST_KEY", "").strip(),
             history_maxlen=_int(e, "REALTIME_HISTORY_MAXLEN", cls.history_maxlen, minimum=1),
+            history_retention_ms=_int(
+                e, "REALTIME_HISTORY_RETENTION_MS", cls.history_retention_ms, minimum=0
+            ),
             consumer=e.get("REALTIME_CONSUMER", "").strip() or default_consumer_name(),
             batch_size=_int(e, "REALTIME_BATCH_SIZE", cls.batch_size, minimum=1),
             block_ms=_int(e, "REALTIME_BLOCK_MS", cls.block_ms, minimum=1),
@@ -336,6 +356,7 @@ class Settings:
             admin_origin=e.get("REALTIME_ADMIN_ORIGIN", cls.admin_origin).strip().rstrip("/"),
             metrics_port=_int(e, "REALTIME_METRICS_PORT", cls.metrics_port),
             drain_s=_float(e, "REALTIME_DRAIN_S", cls.drain_s),
+            extensions=_list(e, "REALTIME_EXTENSIONS"),
         )
         try:
             check_url(settings.redis_url)

@@ -53,7 +53,23 @@ ENVIRONMENT_DOCS: dict[str, str] = {
     ),
     "REALTIME_TRUSTED_PROXIES": (
         "comma-separated IPs or CIDR networks of your reverse proxies / load balancers: only "
-        "from these peers does `X-Forwarded-Host` count when deciding what is same-origin"
+        "from these peers do `X-Forwarded-For` (the client's address), `X-Forwarded-Proto` "
+        "and `X-Forwarded-Host` (what is same-origin) count; from anyone else they are "
+        "ignored (see [Security](security.md#client-addresses-and-proxies))"
+    ),
+    "REALTIME_BIND_SESSIONS": (
+        "`1` (default): an Engine.IO session takes polling requests and its websocket upgrade "
+        "only from the client address that opened it (IPv6: its /64); `0`: from anyone "
+        "holding its sid"
+    ),
+    "REALTIME_AUTH_FAILURES": (
+        "failed credentials (admin UI, `/metrics`, publish keys) allowed per client address "
+        "and per credential before each further failure locks it out for 1 s, 2 s, 4 s, ... "
+        "(429 + `Retry-After`); counted in Redis across instances; `0`: no throttling"
+    ),
+    "REALTIME_AUTH_LOCKOUT_MAX_S": (
+        "the longest lockout after failed credentials; failures are forgotten after twice "
+        "this without one"
     ),
     "REALTIME_READ_TIMEOUT_S": (
         "an HTTP connection whose request headers have not all arrived within this (from its "
@@ -105,6 +121,10 @@ ENVIRONMENT_DOCS: dict[str, str] = {
     "REALTIME_MAX_BATCH": "most events in one ingest request",
     "REALTIME_IDEMPOTENCY_TTL_S": "how long an ingest idempotency `key` is remembered (s)",
     "REALTIME_HISTORY_MAXLEN": "events kept per topic history stream (approximate)",
+    "REALTIME_HISTORY_RETENTION_MS": (
+        "how long a topic's history is kept, for topics no `retention` rule of the pipelines "
+        "file names ([Pipelines](pipelines.md#retention)); 0: by count only"
+    ),
     "REALTIME_CONSUMER": (
         "worker's name (in logs, leases and the group's consumers, plus a random suffix per start)"
     ),
@@ -163,5 +183,10 @@ ENVIRONMENT_DOCS: dict[str, str] = {
     "REALTIME_DRAIN_S": (
         "on SIGTERM the web disconnects its clients spread over most of this and exits before "
         "it is up (see [Shutdown](operations.md#health-checks-and-shutdown)); `0`: all at once"
+    ),
+    "REALTIME_EXTENSIONS": (
+        "comma-separated `pkg.module:callable`s the web imports at start and calls with the "
+        "Socket.IO server and the aiohttp app: custom events, namespaces and routes (see "
+        "[Extensions](extensions.md))"
     ),
 }

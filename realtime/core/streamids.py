@@ -47,3 +47,11 @@ def is_stream_id(value: object) -> bool:
 
 def format_id(stream_id: StreamId) -> str:
     return f"{stream_id[0]}-{stream_id[1]}"
+
+
+def before(position: StreamId) -> StreamId:
+    """The greatest stream id below `position` (ZERO stays ZERO's floor: 0-0 has none)."""
+    ms, seq = position
+    if seq > 0:
+        return (ms, seq - 1)
+    return (ms - 1, _MAX_PART) if ms > 0 else ZERO

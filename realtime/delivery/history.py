@@ -11,12 +11,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from realtime.core import jsoncodec
 from realtime.core.keys import HISTORY_DATA_FIELD as DATA_FIELD
 from realtime.core.keys import HISTORY_TS_FIELD as TS_FIELD
 from realtime.core.keys import Keys
-from realtime.core.streamids import ZERO, StreamId, format_id, parse_id
+from realtime.core.streamids import ZERO, StreamId, before, format_id, parse_id
 
 WireEvent = dict[str, Any]
 RawEntry = tuple[bytes | str, Mapping[bytes, bytes]]
@@ -35,25 +36,70 @@ def decode_event(topic: str, entry_id: bytes | str, fields: Mapping[bytes, bytes
 
 @dataclass(frozen=True)
 class Extent:
-    """What a topic's history holds: its oldest entry and its length."""
+    """What a topic's history holds: its oldest entry, its length and (Redis 7 and
+    later) how many entries were ever added to it."""
 
     oldest: StreamId | None
     length: int
+    added: int | None = None
 
 
 def covers(extent: Extent, since: StreamId, maxlen: int) -> bool:
-    """Whether history still holds every event after `since` (pure; see the module
-    docstring)."""
+    """Whether history still holds every event after `since` (pure).
+
+    Trimming (by count or by time) removes the oldest entries, so it does when the
+    oldest entry held is at or before `since`. `ZERO` (the topic was empty when the
+    client subscribed): when nothing was ever removed, which Redis 7 counts (entries
+    added == length); Redis 6.2 does not, so there only while the count cap was never
+    reached, which time trimming can miss (docs/pipelines.md#retention)."""
     if since == ZERO:
+        if extent.added is not None:
+            return extent.added == extent.length
         return extent.length < maxlen
     return extent.oldest is not None and extent.oldest <= since
+
+
+def reaches(extent: Extent, start: StreamId, maxlen: int) -> bool:
+    """Whether history holds every event from `start` on (inclusive): nothing was ever
+    removed, or everything after the position before `start` is held (pure)."""
+    if extent.added is not None and extent.added == extent.length:
+        return True
+    return covers(extent, before(start), maxlen)
+
+
+def _extent(oldest_entries: Any, length: Any, info: Any) -> Extent:
+    """The replies of `_ask_extent`, queued in a transaction, as an Extent."""
+    oldest = parse_id(oldest_entries[0][0]) if oldest_entries else None
+    if isinstance(info, ResponseError):  # no such key: nothing was ever added
+        return Extent(None, 0, 0)
+    added = info.get("entries-added")  # None before Redis 7
+    return Extent(oldest, int(length), None if added is None else int(added))
+
+
+def _ask_extent(pipe: Any, key: str) -> None:
+    """Queue the reads `_extent` takes (XINFO STREAM fails on a missing key: the
+    transaction is executed with `raise_on_error=False`)."""
+    pipe.xrange(key, count=1)
+    pipe.xlen(key)
+    pipe.xinfo_stream(key)
+
+
+async def _execute(pipe: Any) -> list[Any]:
+    """Run a transaction whose only expected failure is XINFO STREAM on a missing key
+    (answered as no info); any other error is raised."""
+    replies: list[Any] = await pipe.execute(raise_on_error=False)
+    for reply in replies:
+        if isinstance(reply, ResponseError) and "no such key" not in str(reply):
+            raise reply
+    return replies
 
 
 @dataclass
 class ResumePoint:
     recovered: bool
-    page: list[WireEvent]  # the first events after `since` (empty when not recovered)
+    page: list[WireEvent]  # the first events after `since` (what history still holds)
     latest: list[WireEvent]  # the newest events, oldest first (for a snapshot)
+    extent: Extent  # what history held when it was read
 
 
 class HistoryReader:
@@ -70,17 +116,16 @@ class HistoryReader:
         newest `latest` events, read in one transaction so they agree."""
         key = self.keys.topic(topic)
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.xrange(key, count=1)
-            pipe.xlen(key)
             pipe.xrange(key, min=f"({format_id(since)}", count=count)
             pipe.xrevrange(key, count=latest)
-            oldest_entries, length, page, newest = await pipe.execute()
-        oldest = parse_id(oldest_entries[0][0]) if oldest_entries else None
-        recovered = covers(Extent(oldest, int(length)), since, self.maxlen)
+            _ask_extent(pipe, key)
+            page, newest, *replies = await _execute(pipe)
+        extent = _extent(*replies)
         return ResumePoint(
-            recovered,
-            self._decode(topic, page) if recovered else [],
+            covers(extent, since, self.maxlen),
+            self._decode(topic, page),
             self._decode(topic, newest[::-1]),
+            extent,
         )
 
     async def after(self, topic: str, after: StreamId, count: int) -> list[WireEvent]:
@@ -102,19 +147,15 @@ class HistoryReader:
                 pipe.xrevrange(key, max=high, min=low, count=count)
             else:
                 pipe.xrange(key, min=low, max=high, count=count)
-            pipe.xrange(key, count=1)
-            pipe.xlen(key)
-            page, oldest_entries, length = await pipe.execute()
-        oldest = parse_id(oldest_entries[0][0]) if oldest_entries else None
-        return self._decode(topic, page), Extent(oldest, int(length))
+            _ask_extent(pipe, key)
+            page, *extent = await _execute(pipe)
+        return self._decode(topic, page), _extent(*extent)
 
     async def extent(self, topic: str) -> Extent:
         key = self.keys.topic(topic)
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.xrange(key, count=1)
-            pipe.xlen(key)
-            oldest_entries, length = await pipe.execute()
-        return Extent(parse_id(oldest_entries[0][0]) if oldest_entries else None, int(length))
+            _ask_extent(pipe, key)
+            return _extent(*await _execute(pipe))
 
     async def latest(self, topic: str, count: int) -> list[WireEvent]:
         """The newest `count` events, oldest first."""

@@ -19,10 +19,10 @@ from redis.exceptions import RedisError
 
 from realtime.core.keys import NAMESPACE
 from realtime.core.metrics import WebMetrics
-from realtime.core.streamids import ZERO, StreamId, format_id, parse_id
+from realtime.core.streamids import ZERO, StreamId, before, format_id, parse_id
 from realtime.delivery.catch_up import PAGE, CatchUp, Page
 from realtime.delivery.conflate import Conflater
-from realtime.delivery.history import HistoryReader, WireEvent
+from realtime.delivery.history import HistoryReader, WireEvent, reaches
 from realtime.delivery.pacing import Pacer
 from realtime.delivery.slow_clients import SlowClients
 from realtime.delivery.streams import StreamReaders
@@ -287,6 +287,8 @@ class Delivery:
         since: StreamId | None,
         snapshot: int | None,
         max_rate: float | None = None,
+        *,
+        start: int | None = None,
     ) -> dict[str, Any]:
         """Join the topic and return the ack; what follows the ack is sent by a task.
 
@@ -297,7 +299,10 @@ class Delivery:
         event's id, `0-0` for none). Raises HistoryUnavailable when that cannot be
         answered (the subscription is undone); a plain subscribe then goes on live-only
         (and its ack has no `since`). With `max_rate`, what follows the ack is merged and
-        paced (the ack says `max_rate`; its `events` are not merged)."""
+        paced (the ack says `max_rate`; its `events` are not merged). With `start` (epoch
+        ms, `from`): see `_from_time`."""
+        if start is not None:
+            since = before((start, 0))  # the catch-up of a `since` just before it
         self.pacer.cancel(sid, topic)
         conflater = None if max_rate is None else Conflater(topic, max_rate)
         # live events are buffered from now
@@ -312,7 +317,9 @@ class Delivery:
             # History is read after Redis confirmed the topic's channel: an event is in
             # what is read, or was published after it and arrives live (no gap).
             await self.channels.ready(topic)
-            if since is not None:
+            if start is not None and since is not None:
+                page = await self._from_time(ack, topic, start, since, snapshot)
+            elif since is not None:
                 wanted = 1 if snapshot is None else snapshot
                 point = await self.history.resume(topic, since, PAGE, max(wanted, 1))
                 ack["recovered"] = point.recovered
@@ -333,6 +340,22 @@ class Delivery:
             logger.warning("subscribed to %s live-only: history unavailable (%s)", topic, exc)
         self._spawn(self.catchup.backlog(topic, [Target(sid, generation, since)], page))
         return ack
+
+    async def _from_time(
+        self, ack: dict[str, Any], topic: str, start: int, since: StreamId, snapshot: int | None
+    ) -> list[WireEvent]:
+        """`subscribe {from}`: everything history holds from `start` on is replayed (in
+        pages, by the backlog that also serves `since`), then live. The ack says
+        `complete` (history reaches `start`) and `from`: `start` if so, else the time of
+        the oldest event it holds after it. `snapshot: n` also puts the newest n events
+        in the ack. Returns the first page."""
+        point = await self.history.resume(topic, since, PAGE, max(snapshot or 0, 1))
+        complete = reaches(point.extent, (start, 0), self.history.maxlen)
+        first = parse_id(point.page[0]["id"])[0] if point.page and not complete else start
+        ack.update({"from": first, "complete": complete})
+        if snapshot:
+            ack["events"] = point.latest[-snapshot:]
+        return point.page
 
     def _position(self, sid: str, topic: str, generation: int, latest: list[WireEvent]) -> str:
         """Start the subscription after the newest event; returns that position, which

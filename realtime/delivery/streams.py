@@ -22,7 +22,7 @@ from redis.exceptions import RedisError
 
 from realtime.core import sse
 from realtime.core.metrics import WebMetrics
-from realtime.core.streamids import MAX_ID_PART, ZERO, StreamId, format_id, parse_id
+from realtime.core.streamids import ZERO, StreamId, before, format_id, parse_id
 from realtime.delivery.catch_up import PAGE
 from realtime.delivery.history import HistoryReader, WireEvent
 from realtime.fanout.channels import ChannelListener
@@ -150,11 +150,6 @@ class _First:
     gap_since: StreamId | None = None  # history no longer holds what came after this
 
 
-def _before(position: StreamId) -> StreamId:
-    ms, seq = position
-    return (ms, seq - 1) if seq > 0 else (max(ms - 1, 0), MAX_ID_PART)
-
-
 class StreamReaders:
     """The instance's SSE readers by topic, fed by the hub's live batches."""
 
@@ -221,7 +216,7 @@ class StreamReaders:
             if not (snapshot and latest):
                 return _First(topic, newest, [])
             page = latest[-snapshot:]
-            return _First(topic, _before(parse_id(page[0]["id"])), page, complete=True)
+            return _First(topic, before(parse_id(page[0]["id"])), page, complete=True)
         point = await self.history.resume(topic, since, PAGE, 1)
         if not point.recovered:
             newest = parse_id(point.latest[-1]["id"]) if point.latest else since

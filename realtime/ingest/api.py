@@ -23,8 +23,10 @@ from redis.exceptions import RedisError
 from realtime.core import errors, jsoncodec
 from realtime.core.keys import Keys
 from realtime.core.metrics import ProcessMetrics
+from realtime.core.peer import TrustedProxies
 from realtime.core.settings import Settings
 from realtime.core.text import text
+from realtime.core.throttle import Throttle, locked_out
 from realtime.core.topics import partition_of
 from realtime.ingest.fastcheck import valid_events
 from realtime.ingest.group_commit import GroupCommit
@@ -41,6 +43,23 @@ class BodyTooLarge(Exception):
 
 class BodyTooSlow(Exception):
     pass
+
+
+class Refused(Exception):
+    """Ingest refuses a request: the HTTP status, error code, message and field errors."""
+
+    def __init__(
+        self, status: int, code: str, message: str, fields: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.fields = fields
+
+
+def _one(fields: dict[str, Any], single: bool) -> dict[str, Any]:
+    """Field errors by event index, or, for a request of one event (not a list), its own."""
+    return fields.get("0", fields) if single else fields
 
 
 class NotReplicated(Exception):
@@ -252,8 +271,9 @@ def _big_integers(body: bytes, events: list[dict[str, Any]]) -> dict[str, Any]:
 class IngestHandler:
     """The `POST /api/v1/events` handler; the writer and rate come from the running app.
 
-    Checks, in order: the publish key (401), body size, JSON, batch length, the schema,
-    each event's size, the key's topics (403), the key's rate (429), then Redis (503)."""
+    Checks, in order: the publish key (429 while locked out after failed keys, 401), body
+    size, JSON, batch length, the schema, each event's size, the key's topics (403), the
+    key's rate (429), then Redis (503)."""
 
     def __init__(
         self,
@@ -264,8 +284,11 @@ class IngestHandler:
         keys: IngestKeys | None = None,
         rate_key: web.AppKey[IngestRate] | None = None,
         metrics: ProcessMetrics | None = None,
+        throttle: Throttle | None = None,
     ) -> None:
         self.writer_key = writer_key
+        self.throttle = throttle  # failed keys (realtime.core.throttle)
+        self.proxies = TrustedProxies(settings.trusted_proxies)
         # The pipeline whose window outputs include a topic (ingest refuses it), if any.
         self.window_output_of = window_output_of
         self.rate_key = rate_key
@@ -280,12 +303,9 @@ class IngestHandler:
     async def handle(self, request: web.Request) -> web.Response:
         publisher: PublishKey | None = None
         if self.keys is not None:
-            try:
-                publisher = self.keys.authenticate(request.headers.get("Authorization"))
-            except Unauthorized as exc:
-                response = json_error(401, errors.UNAUTHORIZED, str(exc))
-                response.headers["WWW-Authenticate"] = 'Bearer realm="realtime"'
-                return response
+            refusal, publisher = await self._authenticate(request, self.keys)
+            if refusal is not None:
+                return refusal
         try:
             body = await read_body(request, self.max_body, self.read_timeout_s)
         except BodyTooLarge:
@@ -303,47 +323,10 @@ class IngestHandler:
             payload = jsoncodec.loads(body)
         except jsoncodec.JSONDecodeError as exc:
             return json_error(400, errors.INVALID_JSON, f"Body is not valid JSON: {exc}")
-        items = payload if isinstance(payload, list) else [payload]
-        if not items:
-            return json_error(400, errors.INVALID, "Send one event or a non-empty list of events.")
-        if len(items) > self.max_batch:
-            return json_error(
-                413, errors.TOO_LARGE, f"Batch of {len(items)} events exceeds {self.max_batch}."
-            )
-        # The exact fast check first; the schema (the reference) for anything else.
-        events = valid_events(items)
-        if events is None:
-            try:
-                events = self.schema.load(items, many=True)
-            except ValidationError as exc:
-                fields = field_errors(exc)
-                if not isinstance(payload, list):
-                    fields = fields.get("0", fields)
-                return json_error(400, errors.INVALID, "Invalid event.", fields)
-            inexact = _big_integers(body, events)
-            if inexact:
-                fields = inexact if isinstance(payload, list) else inexact["0"]
-                return json_error(400, errors.INVALID, "Invalid event.", fields)
-        derived = self._derived_topics(events)
-        if derived:
-            fields = derived if isinstance(payload, list) else derived["0"]
-            return json_error(400, errors.INVALID, "Invalid event.", fields)
-        data = [jsoncodec.dumpb(event["data"]) for event in events]
-        oversize = _oversize(data, self.max_event)
-        if oversize:
-            if not isinstance(payload, list):
-                oversize = oversize["0"]
-            return json_error(
-                413, errors.TOO_LARGE, f"Event data exceeds {self.max_event} bytes.", oversize
-            )
-        if publisher is not None:
-            refused = sorted({e["topic"] for e in events if not publisher.allows(e["topic"])})
-            if refused:
-                return json_error(
-                    403,
-                    errors.FORBIDDEN,
-                    f"This publish key may not publish to {', '.join(refused)}.",
-                )
+        try:
+            events, data = self._validated(payload, body, publisher)
+        except Refused as refused:
+            return json_error(refused.status, refused.code, str(refused), refused.fields)
         try:
             if publisher is not None and self.rate_key is not None:
                 wait_s = await request.app[self.rate_key].retry_after_s(publisher.name, len(events))
@@ -381,6 +364,88 @@ class IngestHandler:
             content_type="application/json",
             charset="utf-8",
         )
+
+    async def _authenticate(
+        self, request: web.Request, keys: IngestKeys
+    ) -> tuple[web.Response | None, PublishKey | None]:
+        """(None, the key) or (the refusal, None): 401, or 429 while the client's address
+        or the presented key is locked out after failed keys (`realtime.core.throttle`)."""
+        authorization = request.headers.get("Authorization")
+        presented = keys.presented(authorization)  # None: no key at all, not a guess
+        throttle = self.throttle if presented is not None else None
+        address = self.proxies.peer_of(request).address if throttle is not None else ""
+        if throttle is not None and presented is not None:  # (both, for mypy)
+            wait_s = await throttle.wait_s(address, presented)
+            if wait_s:
+                response = json_error(429, errors.LIMIT, locked_out(wait_s))
+                response.headers["Retry-After"] = str(wait_s)
+                return response, None
+        try:
+            return None, keys.authenticate(authorization)
+        except Unauthorized as exc:
+            if throttle is not None and presented is not None:
+                await throttle.failed(address, presented)
+            response = json_error(401, errors.UNAUTHORIZED, str(exc))
+            response.headers["WWW-Authenticate"] = 'Bearer realm="realtime"'
+            return response, None
+
+    def validate(
+        self, payload: Any, body: bytes | None = None, publisher: PublishKey | None = None
+    ) -> list[dict[str, Any]]:
+        """The events of a request's decoded `payload` (one event or a list), checked in
+        the order the class says; `Refused` otherwise. `body`: the JSON it was decoded
+        from, if it was (big integers are checked there); `payload` is the events of an
+        extension's `publish` otherwise (realtime/web/extensions.py)."""
+        return self._validated(payload, body, publisher)[0]
+
+    def _validated(
+        self, payload: Any, body: bytes | None, publisher: PublishKey | None
+    ) -> tuple[list[dict[str, Any]], list[bytes]]:
+        """`validate`'s events, and each one's data as JSON (measured, then stored)."""
+        single = not isinstance(payload, list)
+        items = [payload] if single else payload
+        if not items:
+            raise Refused(400, errors.INVALID, "Send one event or a non-empty list of events.")
+        if len(items) > self.max_batch:
+            raise Refused(
+                413, errors.TOO_LARGE, f"Batch of {len(items)} events exceeds {self.max_batch}."
+            )
+        # Decoded JSON: the exact fast check first (`fastcheck.py`); the schema, the
+        # reference that writes every error, for anything it does not pass. Another
+        # caller's objects (an extension's) go to the schema directly.
+        events = valid_events(items) if body is not None else None
+        inexact: dict[str, Any] = {}
+        if events is None:
+            try:
+                events = self.schema.load(items, many=True)
+            except ValidationError as exc:
+                fields = field_errors(exc)
+                raise Refused(400, errors.INVALID, "Invalid event.", _one(fields, single)) from None
+            inexact = _big_integers(body, events) if body is not None else {}
+        problems = inexact or self._derived_topics(events)
+        if problems:
+            raise Refused(400, errors.INVALID, "Invalid event.", _one(problems, single))
+        try:
+            data = [jsoncodec.dumpb(event["data"]) for event in events]
+        except TypeError:  # an extension's data, not from JSON: what JSON cannot hold
+            raise Refused(400, errors.INVALID, "Invalid event: data must be JSON.") from None
+        oversize = _oversize(data, self.max_event)
+        if oversize:
+            raise Refused(
+                413,
+                errors.TOO_LARGE,
+                f"Event data exceeds {self.max_event} bytes.",
+                _one(oversize, single),
+            )
+        if publisher is not None:
+            refused = sorted({e["topic"] for e in events if not publisher.allows(e["topic"])})
+            if refused:
+                raise Refused(
+                    403,
+                    errors.FORBIDDEN,
+                    f"This publish key may not publish to {', '.join(refused)}.",
+                )
+        return events, data
 
     def _derived_topics(self, events: list[dict[str, Any]]) -> dict[str, Any]:
         """Field errors for events on window-output topics, by index (as marshmallow's)."""

@@ -40,14 +40,25 @@ class IngestKeys:
             for spec in specs
         ]
 
+    @staticmethod
+    def _given(authorization: str | None) -> str | None:
+        scheme, _, given = (authorization or "").partition(" ")
+        return given.strip() if scheme.lower() == "bearer" and given.strip() else None
+
+    def presented(self, authorization: str | None) -> str | None:
+        """A name for the key an `Authorization` header presents, right or wrong (a hash
+        prefix, for the credential throttle), or None if it presents none."""
+        given = self._given(authorization)
+        return None if given is None else _digest(given).hex()[:32]
+
     def authenticate(self, authorization: str | None) -> PublishKey:
         """The key an `Authorization` header carries; raises Unauthorized."""
-        scheme, _, given = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not given.strip():
+        given = self._given(authorization)
+        if given is None:
             raise Unauthorized("Send the publish key as 'Authorization: Bearer <key>'.")
         # Equal-length digests, and every key compared: the time taken says nothing
         # about how much of which key matched.
-        digest = _digest(given.strip())
+        digest = _digest(given)
         found: PublishKey | None = None
         for known, key in self._keys:
             if hmac.compare_digest(digest, known):

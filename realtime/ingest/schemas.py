@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from marshmallow import RAISE, Schema, ValidationError, fields, validate
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
 from realtime.core.streamids import STREAM_ID_PATTERN, is_stream_id
 from realtime.core.topics import MAX_RATE_HZ, MIN_RATE_HZ, TOPIC_PATTERN
@@ -115,10 +115,15 @@ class EventSchema(Schema):
 
 
 MAX_SNAPSHOT = 1000
+MAX_TIME_MS = 2**53  # epoch ms, as `ts`
+RESOLUTIONS = ("auto",)
+MIN_POINTS = 10
+MAX_POINTS = 10_000
 
 
 class SubscribeSchema(Schema):
-    """`subscribe {topic, since?, snapshot?, max_rate?}` from a Socket.IO client."""
+    """`subscribe {topic, since?, snapshot?, max_rate?, from?, resolution?, points?}` from a
+    Socket.IO client."""
 
     class Meta:
         unknown = RAISE
@@ -135,6 +140,22 @@ class SubscribeSchema(Schema):
     # At most this many `update`s per second for this topic, each merging what the client
     # did not get on its own (realtime/delivery/conflate.py).
     max_rate = StrictNumber(validate=validate.Range(min=MIN_RATE_HZ, max=MAX_RATE_HZ))
+    # Replay everything history holds from this time (epoch ms), then go on live.
+    from_ = StrictInteger(data_key="from", validate=validate.Range(min=0, max=MAX_TIME_MS))
+    # "auto": serve the topic's tier that draws the range from `from` in about `points`.
+    resolution = fields.String(validate=validate.OneOf(RESOLUTIONS))
+    points = StrictInteger(validate=validate.Range(min=MIN_POINTS, max=MAX_POINTS))
+
+    @validates_schema
+    def _time_range(self, data: dict[str, Any], **kwargs: Any) -> None:
+        """`from` replaces `since` (a position by time or by event), so not both;
+        `resolution` needs the range's start, `points` the resolution it sizes."""
+        if "from_" in data and "since" in data:
+            raise ValidationError("Use since or from, not both.", field_name="from")
+        if "resolution" in data and "from_" not in data:
+            raise ValidationError("Needs from: the start of the range.", field_name="resolution")
+        if "points" in data and "resolution" not in data:
+            raise ValidationError('Only with resolution: "auto".', field_name="points")
 
 
 class UnsubscribeSchema(Schema):

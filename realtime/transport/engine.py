@@ -20,6 +20,7 @@ from engineio import exceptions, packet
 from engineio.async_socket import AsyncSocket
 
 from realtime.core import jsoncodec
+from realtime.core.peer import TrustedProxies, same_network
 from realtime.transport.connection import take_over
 from realtime.transport.frames import Frame
 from realtime.transport.inbound import engine_malformed
@@ -88,6 +89,9 @@ class EngineSocket(AsyncSocket):  # type: ignore[misc]
     outbox: Outbox | PollingOutbox
     link: Any = None  # the websocket: a WebSocketConnection, or aiohttp's with deflate
     opened_at = 0.0  # time.time() when the connection was opened (set on adoption)
+    # The client address that opened the session (`realtime.core.peer`; set on adoption):
+    # its later requests must come from there (`EngineServer.session_for`).
+    address = ""
     _ping_handle: asyncio.TimerHandle | None = None
     _on_polled: Any = None
     _inbox: list[str | bytes | None] | None = None  # received, not handled yet
@@ -319,7 +323,7 @@ class EngineSocket(AsyncSocket):  # type: ignore[misc]
 
     async def _upgrade_failed(self, why: str) -> None:
         """The websocket closes; the connection carries on polling."""
-        self.server.logger.info("%s: Failed websocket upgrade, %s", self.sid, why)
+        logger.info("failed websocket upgrade: %s", why)  # never the sid: a bearer secret
         self._probing = 0
         self._next_outbox = None
         self.upgrading = False
@@ -374,6 +378,8 @@ class EngineServer(engineio.AsyncServer):  # type: ignore[misc]
     backlog_packets = 1_000
     # Told a connection's sid once it has upgraded from long-polling to the websocket.
     on_upgraded: Callable[[str], None] | None = None
+    proxies = TrustedProxies()  # who may say where a request comes from
+    bind_sessions = True  # a session takes requests only from the address that opened it
 
     def _announce_exact_heartbeat(self, socket: AsyncSocket) -> None:
         # The connect event comes right after python-engineio queued the OPEN packet,
@@ -394,12 +400,33 @@ class EngineServer(engineio.AsyncServer):  # type: ignore[misc]
                 return web.Response(
                     status=400, content_type="text/plain", text=jsoncodec.dumps(problem)
                 )
+            if not self._from_owner(request):
+                logger.info("refused a request for a session opened from another address")
+                return web.Response(
+                    status=400, content_type="text/plain", text=jsoncodec.dumps("Invalid session")
+                )
             if self._duplicate_websocket(request):
                 duplicate = web.WebSocketResponse()
                 await duplicate.prepare(request)
                 await duplicate.close()
                 return duplicate
         return await super().handle_request(*args, **kwargs)
+
+    def session_for(self, request: web.Request) -> AsyncSocket | None:
+        """The session a request names by its `sid`, if it has one and the request comes
+        from the client address that opened it (see `_from_owner`)."""
+        socket = self.sockets.get(request.query.get("sid", ""))
+        return socket if socket is not None and self._from_owner(request) else None
+
+    def _from_owner(self, request: web.Request) -> bool:
+        """False when the request names a session by its `sid` and comes from another
+        client address than the one that opened it: the sid is a bearer secret, and this
+        makes a stolen one useless elsewhere. IPv6 addresses bind by their /64."""
+        if not self.bind_sessions:
+            return True
+        socket = self.sockets.get(request.query.get("sid", ""))
+        owner = getattr(socket, "address", "")
+        return not owner or same_network(owner, self.proxies.peer_of(request).address)
 
     def _duplicate_websocket(self, request: web.Request) -> bool:
         socket = self.sockets.get(request.query.get("sid", ""))
@@ -419,4 +446,6 @@ class EngineServer(engineio.AsyncServer):  # type: ignore[misc]
                 socket.__class__ = EngineSocket
                 socket.outbox = PollingOutbox(socket)
                 socket.opened_at = time.time()
+                environ = args[1] if len(args) > 1 and isinstance(args[1], dict) else {}
+                socket.address = str(environ.get("REMOTE_ADDR", ""))
         return await super()._trigger_event(event, *args, **kwargs)

@@ -4,6 +4,9 @@ Socket.IO side of step 5 (sending). It is delivery's one door to a connection
 that send malformed packets or never join a namespace, and can drop a connection so the
 client reconnects by itself.
 
+The project's handlers come before those registered with python-socketio's API
+(`realtime/transport/dispatch.py`).
+
 Design notes: docs/design-notes.md.
 """
 
@@ -12,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, Protocol
 
 import engineio
@@ -21,14 +24,17 @@ from socketio import packet
 
 from realtime.core.keys import NAMESPACE, SUBSCRIBE_EVENT, UNSUBSCRIBE_EVENT
 from realtime.core.logs import log_context
+from realtime.core.peer import TrustedProxies
 from realtime.core.topics import is_valid_topic
+from realtime.transport.dispatch import ExtensibleServer
 from realtime.transport.engine import EngineServer, EngineSocket
-from realtime.transport.inbound import guard_translate_request, malformed
+from realtime.transport.inbound import attachment_malformed, guard_translate_request, malformed
 from realtime.transport.outbox import Outbox
 
 logger = logging.getLogger(__name__)
 
 _TOPIC_EVENTS = frozenset({SUBSCRIBE_EVENT, UNSUBSCRIBE_EVENT})
+_BINARY_TYPES = (str(packet.BINARY_EVENT), str(packet.BINARY_ACK))
 
 
 def _context_of(event: str, args: tuple[Any, ...]) -> dict[str, str]:
@@ -96,7 +102,10 @@ class Watcher(Protocol):
     def upgraded(self, eio_sid: str) -> None: ...
 
 
-class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
+ConnectCheck = Callable[[dict[str, Any], Any], Awaitable[dict[str, Any] | None]]
+
+
+class SocketServer(ExtensibleServer):
     def __init__(
         self,
         *args: Any,
@@ -107,6 +116,8 @@ class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
         backlog_packets: int = EngineServer.backlog_packets,
         connect_timeout_s: float = 45.0,
         read_timeout_s: float = 30.0,
+        trusted_proxies: Sequence[str] = (),
+        bind_sessions: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -116,17 +127,25 @@ class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
         self.admin_only_origin = admin_only_origin
         self.traffic = Traffic()
         self.watcher: Watcher | None = None
+        # Per namespace: awaited with a CONNECT's environ and auth before python-socketio
+        # registers the client (a client whose connect handler awaits is in the
+        # namespace's rooms meanwhile, and gets its broadcasts); a dict refuses it (the
+        # CONNECT_ERROR's data), None lets it on to the connect handler.
+        self.connect_checks: dict[str, ConnectCheck] = {}
         self.eio.on_upgraded = self._upgraded
         self.eio.ws_compression = ws_compression
         self.eio.backlog_bytes = backlog_bytes
         self.eio.backlog_packets = backlog_packets
+        proxies = TrustedProxies(trusted_proxies)
+        self.eio.proxies = proxies
+        self.eio.bind_sessions = bind_sessions
         # An instance attribute of the engine: its aiohttp driver's, with POST bodies
         # checked (websocket messages are checked by `EngineSocket`).
         drivers = self.eio._async
         self.eio._async = {
             **drivers,
             "translate_request": guard_translate_request(
-                drivers["translate_request"], read_timeout_s
+                drivers["translate_request"], read_timeout_s, proxies
             ),
         }
 
@@ -157,7 +176,7 @@ class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
         with log_context(**fields):
             if event == "connect":
                 self._check_origin(namespace, args)
-            result = await super()._trigger_event(event, namespace, *args)
+            result = await self._dispatch(event, namespace, args)
             watcher = self.watcher
             if event == "connect":
                 outcome = "refused" if result is False else "accepted"
@@ -226,12 +245,27 @@ class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
         self.traffic.packets_in += 1
         if isinstance(data, (str, bytes)):
             self.traffic.bytes_in += len(data)
-        problem = malformed(data, self.packet_class)
+        binary = self._binary_packet.get(eio_sid)
+        if binary is None:
+            problem = malformed(data, self.packet_class)
+            if problem is None and data[:1] in _BINARY_TYPES:
+                problem = self._binary_unexpected(eio_sid, data)
+        else:  # the next attachment of a binary packet
+            received = sum(len(a) for a in binary.attachments)
+            problem = attachment_malformed(data, received, self.eio.max_http_buffer_size)
         if problem is not None:
             logger.info("closing a connection that sent a malformed packet: %s", problem)
+            self._binary_packet.pop(eio_sid, None)
             await self._close_engine(eio_sid)
             return
         await super()._handle_eio_message(eio_sid, data)
+
+    def _binary_unexpected(self, eio_sid: str, data: str) -> str | None:
+        # python-socketio raises on a binary packet for a namespace not connected.
+        namespace = self.packet_class(encoded_packet=data).namespace or NAMESPACE
+        if self.manager.sid_from_eio_sid(eio_sid, namespace) is None:
+            return f"a binary packet for {namespace[:64]!r}, which is not connected"
+        return None
 
     async def _handle_connect(self, eio_sid: str, namespace: str | None, data: Any) -> None:
         # Socket.IO v5: a CONNECT_ERROR carries an object; python-socketio sends the bare
@@ -244,11 +278,20 @@ class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
                 self.packet_class(packet.CONNECT_ERROR, data=refusal, namespace=namespace),
             )
             return
+        check = self.connect_checks.get(namespace)
+        refused = None if check is None else await check(self.environ.get(eio_sid, {}), data)
+        if refused is not None:
+            await self._send_packet(
+                eio_sid,
+                self.packet_class(packet.CONNECT_ERROR, data=refused, namespace=namespace),
+            )
+            return
         await super()._handle_connect(eio_sid, namespace, data)
 
     def _serves(self, namespace: str) -> bool:
         return (
-            namespace in self.handlers
+            namespace in self.first
+            or namespace in self.handlers
             or namespace in self.namespace_handlers
             or self.namespaces == "*"
             or namespace in (self.namespaces or ())

@@ -63,15 +63,7 @@ class Access:
                 "try again later.",
                 {"code": errors.LIMIT},
             )
-        grant = OPEN
-        if self.verifier is not None:
-            try:
-                grant = self.verifier.verify(auth)
-            except AuthError as exc:
-                logger.info("refused a connection: %s", exc)
-                raise socketio.exceptions.ConnectionRefusedError(
-                    str(exc), {"code": errors.UNAUTHORIZED}
-                ) from None
+        grant = self.verify(auth)
         # A reconnect's resubscribe of every topic at once fits in the bucket.
         bucket = TokenBucket(self.rate, max(self.max_subscriptions, self.rate), self.clock)
         connection = _Connection(grant, bucket)
@@ -81,6 +73,23 @@ class Access:
                 delay, self._spawn_expire, sid
             )
         self._connections[sid] = connection
+
+    def verify(self, auth: Any) -> Grant:
+        """The grant of a connect's `auth`, or ConnectionRefusedError (`unauthorized`)."""
+        if self.verifier is None:
+            return OPEN
+        try:
+            return self.verifier.verify(auth)
+        except AuthError as exc:
+            logger.info("refused a connection: %s", exc)
+            raise socketio.exceptions.ConnectionRefusedError(
+                str(exc), {"code": errors.UNAUTHORIZED}
+            ) from None
+
+    def grant(self, sid: str) -> Grant | None:
+        """What the connection `sid` (namespace `/`) may do; None if it is not connected."""
+        connection = self._connections.get(sid)
+        return None if connection is None else connection.grant
 
     def disconnected(self, sid: str) -> None:
         connection = self._connections.pop(sid, None)

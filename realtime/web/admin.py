@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import ipaddress
 import logging
 import os
 import secrets
@@ -25,7 +24,10 @@ from typing import Any
 
 import socketio
 
+from realtime.core import errors
+from realtime.core.peer import TrustedProxies
 from realtime.core.settings import Settings
+from realtime.core.throttle import Throttle, locked_out
 from realtime.transport.server import SocketServer
 
 logger = logging.getLogger(__name__)
@@ -67,51 +69,60 @@ def credentials_check(settings: Settings) -> Callable[[Any], bool]:
     return check
 
 
-def trusts(proxies: Sequence[str], environ: Mapping[str, Any]) -> bool:
-    """Whether this request's peer is one of the trusted proxies (IPs or networks)."""
-    request = environ.get("aiohttp.request")
-    peer = getattr(request, "remote", None)
-    if not proxies or not peer:
-        return False
-    try:
-        address = ipaddress.ip_address(peer)
-    except ValueError:
-        return False  # a unix socket, say: nobody vouches for it
-    return any(address in ipaddress.ip_network(p, strict=False) for p in proxies)
-
-
-def same_origins(environ: Mapping[str, Any], proxies: Sequence[str] | None = None) -> list[str]:
-    """The page origins that are this request's own: python-engineio's same-origin rule,
-    except that X-Forwarded-Host counts only from a trusted proxy (python-engineio
-    believes it from anyone, which makes any page same-origin). X-Forwarded-Proto still
-    counts from anyone, as before: TLS-terminating proxies set it, and it cannot make
-    another host's page same-origin. `proxies=None`: engineio's rule unchanged."""
-    scheme = environ.get("wsgi.url_scheme")  # python-engineio took X-Forwarded-Proto
+def same_origins(
+    environ: Mapping[str, Any], proxies: TrustedProxies | Sequence[str] | None = None
+) -> list[str]:
+    """The page origins that are this request's own. With `proxies`: the request's scheme
+    (the client's, `realtime.core.peer`: `X-Forwarded-Proto` counts only from a trusted
+    proxy, and `realtime.transport.inbound` has put it in `wsgi.url_scheme`) with its
+    `Host`, and with `X-Forwarded-Host` when a trusted proxy sent it (python-engineio
+    believes both from anyone, which makes any page same-origin). `proxies=None`:
+    python-engineio's rule unchanged (tests/test_upstream_internals.py compares them)."""
+    scheme = environ.get("wsgi.url_scheme")
     host = environ.get("HTTP_HOST")
     if not scheme or not host:
         return []
     origins = [f"{scheme}://{host}"]
-    if "HTTP_X_FORWARDED_PROTO" in environ or "HTTP_X_FORWARDED_HOST" in environ:
-        fwd_scheme = environ.get("HTTP_X_FORWARDED_PROTO", scheme).split(",")[0].strip()
-        fwd_host = environ.get("HTTP_X_FORWARDED_HOST", host).split(",")[0].strip()
-        if proxies is not None and not trusts(proxies, environ):
-            fwd_host = host
-        origins.append(f"{fwd_scheme}://{fwd_host}")
+    forwarded_host = environ.get("HTTP_X_FORWARDED_HOST")
+    if proxies is None:
+        if "HTTP_X_FORWARDED_PROTO" in environ or forwarded_host is not None:
+            fwd_scheme = environ.get("HTTP_X_FORWARDED_PROTO", scheme).split(",")[0].strip()
+            fwd_host = (forwarded_host or host).split(",")[0].strip()
+            origins.append(f"{fwd_scheme}://{fwd_host}")
+        return origins
+    trusted = proxies if isinstance(proxies, TrustedProxies) else TrustedProxies(proxies)
+    if forwarded_host is not None and trusted.trusts(_peer(environ)):
+        origins.append(f"{scheme}://{forwarded_host.split(',')[0].strip()}")
     return origins
+
+
+def _peer(environ: Mapping[str, Any]) -> str | None:
+    return getattr(environ.get("aiohttp.request"), "remote", None)
 
 
 def cors_allowed_origins(settings: Settings) -> list[str] | Callable[..., bool]:
     """python-engineio's `cors_allowed_origins`: same-origin only (`same_origins`, never
-    python-engineio's own rule, which believes anyone's X-Forwarded-Host) or the
+    python-engineio's own rule, which believes anyone's forwarding headers) or the
     configured list, plus the admin UI's origin when the admin UI is on."""
     configured = list(settings.cors_origins)
     admin_origin = admin_only_origin(settings)
     if configured:
         return configured if admin_origin is None else [*configured, admin_origin]
-    proxies = settings.trusted_proxies
+    proxies = TrustedProxies(settings.trusted_proxies)
 
     def allowed(origin: str | None, environ: Mapping[str, Any]) -> bool:
-        return origin == admin_origin or origin in same_origins(environ, proxies)
+        if origin == admin_origin or origin in same_origins(environ, proxies):
+            return True
+        forwarded = "HTTP_X_FORWARDED_PROTO" in environ or "HTTP_X_FORWARDED_HOST" in environ
+        if forwarded and not proxies.trusts(_peer(environ)):
+            # What an operator behind an unlisted TLS-terminating proxy sees first.
+            logger.info(
+                "refused origin %s: X-Forwarded-* from %s ignored (not in "
+                "REALTIME_TRUSTED_PROXIES)",
+                origin,
+                _peer(environ),
+            )
+        return False
 
     return allowed
 
@@ -141,9 +152,15 @@ class AdminUI:
     by one task that lives while there is something to send."""
 
     def __init__(
-        self, sio: SocketServer, settings: Settings, *, stats_interval_s: float = STATS_INTERVAL_S
+        self,
+        sio: SocketServer,
+        settings: Settings,
+        *,
+        stats_interval_s: float = STATS_INTERVAL_S,
+        throttle: Throttle | None = None,
     ) -> None:
         self.sio = sio
+        self.throttle = throttle  # failed credentials (realtime.core.throttle)
         self.namespace = ADMIN_NAMESPACE
         self.read_only = settings.admin_read_only
         self.stats_interval_s = stats_interval_s
@@ -161,6 +178,8 @@ class AdminUI:
         self._started = time.time()
         self._counted = sio.traffic.snapshot()
 
+        if throttle is not None:
+            sio.connect_checks[self.namespace] = self._throttled_login
         sio.on("connect", self._admin_connect, namespace=self.namespace)
         sio.on("disconnect", self._admin_disconnect, namespace=self.namespace)
         if not self.read_only:
@@ -178,6 +197,24 @@ class AdminUI:
             raise socketio.exceptions.ConnectionRefusedError("authentication failed")
         self._spawn(self._welcome(sid))
         return True
+
+    async def _throttled_login(self, environ: dict[str, Any], auth: Any) -> dict[str, Any] | None:
+        """The failed-credential throttle, before python-socketio registers the client
+        (`SocketServer.connect_checks`): the Redis calls are awaited while the client is
+        in no room of `/admin`, so it hears nothing said there."""
+        assert self.throttle is not None
+        address = str(environ.get("REMOTE_ADDR", ""))  # the client's: realtime.core.peer
+        user = str(auth.get("username", "")) if isinstance(auth, Mapping) else ""
+        wait_s = await self.throttle.wait_s(address, user)
+        if wait_s:
+            return {
+                "message": locked_out(wait_s),
+                "data": {"code": errors.LIMIT, "retry_after": wait_s},
+            }
+        if not self._check(auth):
+            await self.throttle.failed(address, user)
+            return {"message": "authentication failed"}
+        return None
 
     async def _welcome(self, sid: str) -> None:
         """Once the admin's connect has completed (its CONNECT packet sent): its config
@@ -303,6 +340,7 @@ class AdminUI:
         manager = self.sio.manager
         sockets = list(self.sio.eio.sockets.values())
         names = set(manager.rooms) | set(self.sio.handlers) | set(self.sio.namespace_handlers)
+        names |= set(self.sio.first)  # the project's own (`/`)
         return {
             "serverId": self.server_id,
             "hostname": HOSTNAME,
@@ -374,9 +412,11 @@ class AdminUI:
             await self.sio.disconnect(member, namespace=namespace)
 
 
-def instrument(sio: SocketServer, settings: Settings) -> AdminUI | None:
+def instrument(
+    sio: SocketServer, settings: Settings, throttle: Throttle | None = None
+) -> AdminUI | None:
     """The Admin UI's server side for `sio`, or None when it is not configured; start
     it (`start()`, in the running loop) and `aclose()` it on exit."""
     if not settings.admin_enabled:
         return None
-    return AdminUI(sio, settings)
+    return AdminUI(sio, settings, throttle=throttle)

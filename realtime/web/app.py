@@ -17,12 +17,14 @@ from aiohttp.typedefs import Handler, Middleware
 from redis.asyncio import Redis
 
 from processors.pipelines.config import PipelinesConfig, load_pipelines
+from processors.pipelines.retention import Retention
 from realtime.core import errors, jsoncodec, logs
 from realtime.core.connections import connect
 from realtime.core.keys import NAMESPACE, Keys
 from realtime.core.metrics import WebMetrics
 from realtime.core.metrics_server import private_metrics
 from realtime.core.settings import Settings
+from realtime.core.throttle import Policy, Throttle
 from realtime.delivery.drain import Drain
 from realtime.delivery.history import HistoryReader
 from realtime.delivery.hub import Delivery
@@ -33,11 +35,12 @@ from realtime.ingest import publish_keys as ingest_auth
 from realtime.ingest.api import IngestHandler, IngestWriter
 from realtime.ingest.rates import IngestRate
 from realtime.transport.server import SocketServer
-from realtime.web import admin, auth, dashboard, request_id
+from realtime.web import admin, auth, dashboard, extensions, request_id
 from realtime.web.access import Access
 from realtime.web.health import Readiness, healthz
 from realtime.web.metrics_http import PublicMetrics, ingest_status_counter
 from realtime.web.namespace import TopicNamespace
+from realtime.web.resolutions import Resolutions
 from realtime.web.stream import STREAM_PATH, EventStream
 from realtime.web.topic_events import EVENTS_PATH, TopicEvents
 
@@ -89,6 +92,8 @@ def create_sio(settings: Settings, manager: FanoutManager) -> SocketServer:
         backlog_packets=settings.client_backlog_packets,
         connect_timeout_s=settings.connect_timeout_s,
         read_timeout_s=settings.read_timeout_s,
+        trusted_proxies=settings.trusted_proxies,
+        bind_sessions=settings.bind_sessions,
     )
     return sio
 
@@ -163,8 +168,9 @@ def oversized_polling(sio: SocketServer, limit: int) -> Middleware:
         ):
             return await handler(request)
         logger.info("refused a long-polling POST of %d bytes (the limit is %d)", length, limit)
-        socket = sio.eio.sockets.pop(request.query.get("sid", ""), None)
+        socket = sio.eio.session_for(request)  # not another client's session
         if socket is not None:
+            sio.eio.sockets.pop(socket.sid, None)
             await socket.close(wait=False, abort=True, reason=sio.eio.reason.TRANSPORT_ERROR)
         response = web.json_response(
             errors.error_body(errors.TOO_LARGE, f"A message exceeds {limit} bytes."),
@@ -191,8 +197,15 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         )
 
 
+def _throttle(redis: Redis, settings: Settings, metrics: WebMetrics, kind: str) -> Throttle:
+    """The failed-credential throttle of one kind of credential, counting its refusals."""
+    counter = metrics.auth_throttled.labels(kind)
+    return Throttle(redis, Keys.of(settings), kind, Policy.of(settings), counter.inc)
+
+
 def create_app(settings: Settings) -> web.Application:
     logs.quiet_malformed_http()  # also when embedded without `logs.setup` (tests)
+    logs.hide_session_ids()
     metrics = WebMetrics()
     manager = fanout_manager(settings)
     sio = create_sio(settings, manager)
@@ -229,26 +242,33 @@ def create_app(settings: Settings) -> web.Application:
     manager.attach(delivery)
     access = Access(settings, sio, auth.verifier(settings))
     app[ACCESS] = access
-    sio.register_namespace(TopicNamespace(settings, delivery, access))
+    # The pipelines file: ingest refuses its window outputs (a bad file: PipelinesError),
+    # `subscribe {resolution: "auto"}` picks among them.
+    pipelines = load_pipelines(settings.pipelines_file)
+    retention = Retention(pipelines.retention, settings.history_retention_ms)
+    resolutions = Resolutions(pipelines, retention)
+    topics = TopicNamespace(settings, delivery, access, resolutions)
+    sio.register_first(topics)
     app[DELIVERY] = delivery
     sio.attach(app, socketio_path=SOCKETIO_PATH)
     app[SIO] = sio
     app[MANAGER] = manager
     app.on_shutdown.append(_disconnect_clients)
     app.cleanup_ctx.append(_manager_ctx)
-    admin_ui = admin.instrument(sio, settings)
+    admin_throttle = _throttle(redis, settings, metrics, "admin")  # the UI and /metrics
+    admin_ui = admin.instrument(sio, settings, admin_throttle)
     if admin_ui is not None:
         app.cleanup_ctx.append(_admin_ctx(admin_ui))
     request_id.install(app)
 
-    # Ingest refuses the pipelines' window-output topics (a bad file: PipelinesError).
     ingest = IngestHandler(
         INGEST,
         settings,
-        window_outputs(load_pipelines(settings.pipelines_file)),
+        window_outputs(pipelines),
         keys=ingest_auth.ingest_keys(settings),
         rate_key=INGEST_RATE,
         metrics=metrics,
+        throttle=_throttle(redis, settings, metrics, "ingest"),
     )
     app.router.add_post(INGEST_PATH, ingest.handle)
     app.router.add_get(EVENTS_PATH, TopicEvents(history, auth.verifier(settings)).handle)
@@ -256,9 +276,11 @@ def create_app(settings: Settings) -> web.Application:
         settings, delivery.streams, auth.verifier(settings), drain, metrics, sio.start_manager
     )
     app.router.add_get(STREAM_PATH, stream.handle)
-    app.router.add_get("/metrics", PublicMetrics(metrics, settings).handle)
+    app.router.add_get("/metrics", PublicMetrics(metrics, settings, admin_throttle).handle)
     app.cleanup_ctx.append(_metrics_port_ctx)
     app.router.add_get("/readyz", Readiness(REDIS, lambda: drain.draining).handle)
     app.router.add_get("/healthz", healthz)
+    app[extensions.REALTIME] = extensions.Realtime(app[INGEST], ingest, access)
+    extensions.install(extensions.load(settings.extensions), sio, app, topics)  # ExtensionError
     dashboard.add_routes(app, Path(settings.dashboard_dir) if settings.dashboard_dir else None)
     return app

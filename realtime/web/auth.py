@@ -10,7 +10,7 @@ Pure apart from the clock PyJWT reads.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Any
 
@@ -31,13 +31,24 @@ class AuthError(Exception):
 @dataclass(frozen=True)
 class Grant:
     """What one connection may do: subscribe to topics matching `topics` (globs) until
-    `expires_at` (epoch seconds; None: no expiry)."""
+    `expires_at` (epoch seconds; None: no expiry). `claims`: the verified token's claims
+    (empty with auth off), for extensions (realtime/web/extensions.py)."""
 
     topics: tuple[str, ...]
     expires_at: float | None = None
+    claims: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def allows(self, topic: str) -> bool:
         return any(fnmatchcase(topic, pattern) for pattern in self.topics)
+
+    @classmethod
+    def of(cls, claims: Mapping[str, Any]) -> Grant:
+        """The grant of a verified token's claims; AuthError without a `topics` claim."""
+        topics = claims.get(TOPICS_CLAIM)
+        if not isinstance(topics, list) or not all(isinstance(t, str) for t in topics):
+            raise AuthError(f"The token has no '{TOPICS_CLAIM}' claim (a list of topic patterns).")
+        exp = claims.get("exp")
+        return cls(tuple(topics), float(exp) if isinstance(exp, int | float) else None, claims)
 
 
 OPEN = Grant(("*",))  # auth off (REALTIME_INSECURE=1 without a JWT key): every topic
@@ -71,11 +82,7 @@ class TokenVerifier:
         token = auth.get("token") if isinstance(auth, Mapping) else None
         if not isinstance(token, str) or not token:
             raise AuthError('A token is required: connect with auth {"token": "<JWT>"}.')
-        claims = self._decode(token)
-        topics = claims.get(TOPICS_CLAIM)
-        if not isinstance(topics, list) or not all(isinstance(t, str) for t in topics):
-            raise AuthError(f"The token has no '{TOPICS_CLAIM}' claim (a list of topic patterns).")
-        return Grant(tuple(topics), float(claims["exp"]))
+        return Grant.of(self._decode(token))
 
     def _decode(self, token: str) -> dict[str, Any]:
         # The time claims' types first, before PyJWT reads them with int(): a string

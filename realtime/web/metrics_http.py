@@ -16,7 +16,9 @@ from aiohttp.typedefs import Handler, Middleware
 from realtime.core import errors
 from realtime.core.metrics import ProcessMetrics, WebMetrics
 from realtime.core.metrics_server import respond
+from realtime.core.peer import TrustedProxies
 from realtime.core.settings import Settings
+from realtime.core.throttle import Throttle, locked_out
 from realtime.web import admin
 
 logger = logging.getLogger(__name__)
@@ -36,15 +38,15 @@ def _basic_credentials(header: str) -> tuple[str, str] | None:
 class PublicMetrics:
     """`GET /metrics` on the web's public port."""
 
-    def __init__(self, metrics: ProcessMetrics, settings: Settings) -> None:
+    def __init__(
+        self, metrics: ProcessMetrics, settings: Settings, throttle: Throttle | None = None
+    ) -> None:
         self.metrics = metrics
         self.open = settings.insecure
         self.enabled = settings.admin_enabled
         self.check = admin.credentials_check(settings)
-
-    def _allowed(self, request: web.Request) -> bool:
-        given = _basic_credentials(request.headers.get("Authorization", ""))
-        return given is not None and self.check({"username": given[0], "password": given[1]})
+        self.throttle = throttle  # failed credentials (realtime.core.throttle)
+        self.proxies = TrustedProxies(settings.trusted_proxies)
 
     async def handle(self, request: web.Request) -> web.Response:
         if not self.open:
@@ -57,13 +59,41 @@ class PublicMetrics:
                     ),
                     status=404,
                 )
-            if not self._allowed(request):
-                return web.json_response(
-                    errors.error_body(errors.UNAUTHORIZED, "Metrics need the admin credentials."),
-                    status=401,
-                    headers={"WWW-Authenticate": 'Basic realm="realtime metrics"'},
-                )
+            refusal = await self._refusal(request)
+            if refusal is not None:
+                return refusal
         return await respond(self.metrics)
+
+    async def _refusal(self, request: web.Request) -> web.Response | None:
+        """None if the request carries the admin credentials; else the answer (a guess
+        counts against the client's address and the username it tried)."""
+        given = _basic_credentials(request.headers.get("Authorization", ""))
+        if given is None:
+            return _unauthorized()  # not a guess: nothing presented (a browser's first try)
+        user, password = given
+        address = self.proxies.peer_of(request).address
+        if self.throttle is not None:
+            wait_s = await self.throttle.wait_s(address, user)
+            if wait_s:
+                response = web.json_response(
+                    errors.error_body(errors.LIMIT, locked_out(wait_s)),
+                    status=429,
+                )
+                response.headers["Retry-After"] = str(wait_s)
+                return response
+        if self.check({"username": user, "password": password}):
+            return None
+        if self.throttle is not None:
+            await self.throttle.failed(address, user)
+        return _unauthorized()
+
+
+def _unauthorized() -> web.Response:
+    return web.json_response(
+        errors.error_body(errors.UNAUTHORIZED, "Metrics need the admin credentials."),
+        status=401,
+        headers={"WWW-Authenticate": 'Basic realm="realtime metrics"'},
+    )
 
 
 def ingest_status_counter(metrics: WebMetrics, path: str) -> Middleware:

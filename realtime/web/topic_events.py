@@ -24,6 +24,7 @@ from realtime.core.streamids import (
     ZERO,
     StreamId,
     StreamIdError,
+    before,
     format_id,
     parse_id,
 )
@@ -114,7 +115,7 @@ def parse_query(query: Mapping[str, str]) -> RangeQuery:
             problems["cursor"] = ["Not a cursor this server gave."]
         else:  # the page goes on past the last event of the previous one
             if descending:
-                end = min(end, _before(after))
+                end = min(end, before(after))
             else:
                 start = max(start, _after(after))
     if problems:
@@ -125,11 +126,6 @@ def parse_query(query: Mapping[str, str]) -> RangeQuery:
 def _after(position: StreamId) -> StreamId:
     ms, seq = position
     return (ms, seq + 1) if seq < MAX_ID_PART else (ms + 1, 0)
-
-
-def _before(position: StreamId) -> StreamId:
-    ms, seq = position
-    return (ms, seq - 1) if seq > 0 else (ms - 1, MAX_ID_PART)
 
 
 def bearer_token(request: web.Request) -> str:

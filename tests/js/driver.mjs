@@ -46,8 +46,10 @@ function transportName() {
   return socket?.io?.engine?.transport?.name ?? null;
 }
 
-async function connect({ url, options = {}, helper = false, subscribeOptions = {} }) {
+async function connect({ url, options = {}, helper = false, subscribeOptions = {}, anyEvent = false }) {
   socket = io(url, { forceNew: true, ...options });
+  // Every other event, as an `any` note (an extension's events: tests/test_extensions.py).
+  if (anyEvent) socket.onAny((name, ...args) => name !== "update" && send({ event: "any", name, args }));
   socket.io.on("open", () => watchEngine(socket.io));
   socket.io.on("reconnect_attempt", (attempt) => send({ event: "reconnect_attempt", attempt }));
   socket.io.on("reconnect", (attempt) => send({ event: "reconnect", attempt }));
@@ -87,6 +89,15 @@ const commands = {
   connect,
   async emit({ event, data, timeoutMs = 10000 }) {
     return socket.timeout(timeoutMs).emitWithAck(event, data);
+  },
+  // Bytes in (base64), the ack's arguments out, bytes as {base64}.
+  async emitBinary({ event, base64, timeoutMs = 10000 }) {
+    const ack = await new Promise((resolve, reject) =>
+      socket
+        .timeout(timeoutMs)
+        .emit(event, Buffer.from(base64, "base64"), (error, ...args) => (error ? reject(error) : resolve(args))),
+    );
+    return ack.map((a) => (ArrayBuffer.isView(a) ? { base64: Buffer.from(a).toString("base64") } : a));
   },
   async subscribe({ topic }) {
     return subs.subscribe(topic);
