@@ -48,6 +48,10 @@ class _HttpConn(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.idle = asyncio.get_running_loop().create_future()
 
+    @property
+    def outstanding(self) -> int:
+        return self.in_flight
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self._send(self.depth)
@@ -117,23 +121,7 @@ async def blast_http(
             port,
         )
         conns.append(conn)
-    await asyncio.sleep(warmup_s)
-    start_count, started = tally.answered, time.perf_counter()
-    start_statuses = Counter(tally.statuses)
-    await asyncio.sleep(duration_s)
-    end_count, ended = tally.answered, time.perf_counter()
-    end_statuses = Counter(tally.statuses)
-    for conn in conns:
-        conn.sending = False
-    await asyncio.wait_for(asyncio.gather(*[c.idle for c in conns if c.in_flight]), 30)
-    for conn in conns:
-        assert conn.transport is not None
-        conn.transport.close()
-    end_statuses.subtract(start_statuses)
-    window = +end_statuses
-    return Tally(
-        end_count - start_count, window, ended - started, tally.sample, tally.statuses[202]
-    )
+    return await _measure(tally, conns, warmup_s, duration_s)
 
 
 def resp_command(*args: bytes) -> bytes:
@@ -157,6 +145,10 @@ class _RespConn(asyncio.Protocol):
         self.tail = b""
         self.transport: asyncio.Transport | None = None
         self.idle = asyncio.get_running_loop().create_future()
+
+    @property
+    def outstanding(self) -> int:
+        return self.pending
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -208,14 +200,27 @@ async def blast_xadd(
             lambda: _RespConn(pipeline, len(commands), in_flight, tally), host, port
         )
         conns.append(conn)
+    return await _measure(tally, conns, warmup_s, duration_s)
+
+
+async def _measure(
+    tally: Tally, conns: Sequence[_HttpConn | _RespConn], warmup_s: float, duration_s: float
+) -> Tally:
+    """What was answered in the window after the warm-up; then the connections stop
+    sending, their answers still due are awaited, and they are closed."""
     await asyncio.sleep(warmup_s)
     start_count, started = tally.answered, time.perf_counter()
+    start_statuses = Counter(tally.statuses)
     await asyncio.sleep(duration_s)
     end_count, ended = tally.answered, time.perf_counter()
+    statuses = Counter(tally.statuses)
     for conn in conns:
         conn.sending = False
-    await asyncio.wait_for(asyncio.gather(*[c.idle for c in conns if c.pending]), 30)
+    await asyncio.wait_for(asyncio.gather(*[c.idle for c in conns if c.outstanding]), 30)
     for conn in conns:
         assert conn.transport is not None
         conn.transport.close()
-    return Tally(end_count - start_count, Counter(), ended - started)
+    statuses.subtract(start_statuses)
+    return Tally(
+        end_count - start_count, +statuses, ended - started, tally.sample, tally.statuses[202]
+    )
