@@ -29,6 +29,7 @@ from tests.helpers.clients import Collector, post_events
 from tests.helpers.processes import ProcessGroup, RealtimeProcess
 from tests.helpers.stack import fresh_settings, running_stack
 from tests.helpers.tokens import INGEST_KEY, INGEST_KEYS, SECRET, hs256
+from tests.helpers.waiting import eventually
 
 pytestmark = pytest.mark.system
 
@@ -421,10 +422,61 @@ async def test_dashboard_with_auth_on_takes_its_token_from_the_url_fragment(
             aiohttp.ClientSession() as http,
             http.post(
                 web.url + "/api/v1/events",
-                json={"topic": "ui.secure", "data": {"value": 1}},
+                json=[
+                    {"topic": "ui.secure", "data": {"value": 1}},
+                    {"topic": "hidden.other", "data": {"value": 2}},
+                ],
                 headers={"Authorization": f"Bearer {INGEST_KEY}"},
             ) as response,
         ):
-            [event_id] = (await response.json())["ids"]
+            [event_id, _] = (await response.json())["ids"]
         await wait_logged(page, "ui.secure", event_id)
+
+        async def hidden_listed() -> bool:  # for a token that may see everything
+            async with (
+                aiohttp.ClientSession() as http,
+                http.get(
+                    web.url + "/api/v1/topics",
+                    headers={"Authorization": f"Bearer {hs256(['*'])}"},
+                ) as response,
+            ):
+                return "hidden.other" in [t["topic"] for t in (await response.json())["topics"]]
+
+        await eventually(hidden_listed, "hidden.other in the directory")
+        # The topic browser asks the directory with the same token: only what it allows.
+        await page.get_by_role("button", name="Browse topics").click()
+        await page.wait_for_selector('[data-testid=topic-browser] li[data-listed="true"]')
+        browser = page.get_by_test_id("topic-browser")
+        listed = await browser.locator('li[data-listed="true"] label').all_inner_texts()
+        assert listed == ["ui.secure"]
+        assert "hidden.other" not in await browser.inner_text()
+        assert problems.errors == []
+
+
+async def test_each_chart_shows_how_many_are_watching(web: RealtimeProcess) -> None:
+    async with dashboard_page(f"{web.url}/?topics=ui.crowd") as (page, problems):
+        await wait_connected(page)
+        selector = '.chart[data-topic="ui.crowd"] [data-testid=watching]'
+
+        async def shows(text: str) -> None:
+            await page.wait_for_function(
+                "([selector, text]) => document.querySelector(selector)?.textContent === text",
+                arg=[selector, text],
+                timeout=20_000,
+            )
+
+        await shows("1")  # this page, from the subscribe's ack: "1 watching"
+        others = [await Collector(f"viewer{n}").connect(web.url) for n in range(2)]
+        try:
+            for other in others:
+                await other.subscribe("ui.crowd")
+            await shows("3")  # a `presence` event
+        finally:
+            for other in others:
+                await other.close()
+        await shows("1")
+        await page.click("[data-testid=range-5m]")  # a past range: not watching live
+        await shows("\u2013")  # the dash of no count
+        await page.click("[data-testid=range-now]")
+        await shows("1")
         assert problems.errors == []

@@ -7,10 +7,12 @@ and latency; a dismissable, self-expiring gap notice; the topic browser; the key
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Iterator
 from typing import Any
 
+import aiohttp
 import pytest
 
 from realtime.dev.demo import DemoFeed
@@ -256,8 +258,9 @@ async def test_the_gap_notice_can_be_dismissed_and_expires(web: RealtimeProcess)
 async def test_topic_browser_searches_by_prefix_and_follows_from_the_keyboard(
     web: RealtimeProcess,
 ) -> None:
-    """On a phone: the browser lists what the page knows, narrowed by a prefix; Space on a
-    checkbox follows a topic; a topic followed by name joins the list (and is remembered)."""
+    """On a phone: the browser lists the server's topic directory (with each topic's rate)
+    and what the page knows, narrowed by a prefix; Space on a checkbox follows a topic; a
+    topic followed by name joins the list (and is remembered)."""
     async with dashboard_page(f"{web.url}/?topics=", width=390, height=844) as (page, problems):
         await wait_connected(page)
         browse = page.get_by_role("button", name="Browse topics")
@@ -267,8 +270,35 @@ async def test_topic_browser_searches_by_prefix_and_follows_from_the_keyboard(
         browser = page.get_by_test_id("topic-browser")
         await browser.wait_for()
         await page.get_by_label("Search topics by prefix").fill("metrics.")
+        # From the directory (this fresh page has seen no topic): the demo's metrics and
+        # their window aggregates, nothing else, each with its recent rate.
+        await page.wait_for_selector(
+            '[data-testid=topic-browser] li[data-topic="metrics.requests"][data-listed=true]'
+        )
         names = await browser.locator("label").all_inner_texts()
-        assert names == ["metrics.cpu", "metrics.memory", "metrics.requests"]
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"{web.url}/api/v1/topics", params={"prefix": "metrics."}) as r,
+        ):
+            directory = [t["topic"] for t in (await r.json())["topics"]]
+        assert set(names) <= set(directory)  # (window outputs may have appeared since)
+        assert names == sorted(names)
+        assert {"metrics.cpu", "metrics.memory", "metrics.requests"} <= set(names)
+        assert all(name.startswith("metrics.") for name in names)
+        cpu = browser.locator('li[data-topic="metrics.cpu"]')
+        assert await cpu.get_attribute("data-listed") == "true"
+        # its rate and its viewers (presence): "0.5/s · 0 watching"
+        assert re.fullmatch(
+            r"[0-9.]+/s · [0-9]+ watching", await cpu.locator(".figures").inner_text()
+        )
+        await page.get_by_label("Search topics by prefix").fill("metrics.cpu")
+        await page.wait_for_function(
+            """() => {
+                const labels = [...document.querySelectorAll('[data-testid=topic-browser] label')];
+                return labels.length > 0 && labels.length < 10
+                    && labels.every((l) => l.innerText.startsWith('metrics.cpu'));
+            }"""
+        )
 
         await page.get_by_label("Search topics by prefix").fill("events")
         box = browser.get_by_role("checkbox", name="events.orders")
@@ -277,19 +307,56 @@ async def test_topic_browser_searches_by_prefix_and_follows_from_the_keyboard(
         await page.wait_for_selector('.chart[data-topic="events.orders"]:not([data-points="0"])')
         assert await box.is_checked()
         await page.get_by_label("Search topics by prefix").fill("")
+        await page.wait_for_selector('[data-testid=directory-note]:has-text("with recent events")')
         await page.screenshot(path=str(ARTIFACTS / "dashboard-topics-mobile.png"))
         assert await horizontal_overflow(page) <= 0
         # A topic followed by name is listed from then on, and remembered.
-        await page.get_by_label("Topic", exact=True).fill("ui.browsed")
+        await page.get_by_label("Topic", exact=True).fill("picked.browsed")
         await page.get_by_role("button", name="Follow", exact=True).click()
-        await page.get_by_label("Search topics by prefix").fill("ui.")
-        assert await browser.locator("label").all_inner_texts() == ["ui.browsed"]
-        assert "ui.browsed" in await page.evaluate("() => localStorage.getItem('realtime.known')")
+        await page.get_by_label("Search topics by prefix").fill("picked.")
+        assert await browser.locator("label").all_inner_texts() == ["picked.browsed"]
+        # Once the directory answers: not listed there, so no recent event.
+        await (
+            browser.locator('li[data-topic="picked.browsed"][data-listed=false] .figures')
+            .filter(has_text="no recent events")
+            .wait_for()
+        )
+        known = await page.evaluate("() => localStorage.getItem('realtime.known')")
+        assert "picked.browsed" in known
         await page.keyboard.press("Space")  # focus is on Follow: nothing to do with the list
-        await browser.get_by_role("checkbox", name="ui.browsed").uncheck()
-        await page.wait_for_selector('.chart[data-topic="ui.browsed"]', state="detached")
+        await browser.get_by_role("checkbox", name="picked.browsed").uncheck()
+        await page.wait_for_selector('.chart[data-topic="picked.browsed"]', state="detached")
         await page.get_by_label("Search topics by prefix").fill("nothing.here")
         assert "No topic starts with" in await browser.inner_text()
+        assert problems.errors == []
+
+
+async def test_topic_browser_reads_further_directory_pages_on_demand(
+    web: RealtimeProcess,
+) -> None:
+    """105 topics under one prefix: the first page lists 100, *More topics* the rest."""
+    wanted = [f"many.t{n:03d}" for n in range(105)]
+    await post_events(web.url, [{"topic": t, "data": {"value": 1}} for t in wanted])
+    async with dashboard_page(f"{web.url}/?topics=") as (page, problems):
+        await wait_connected(page)
+        await page.get_by_role("button", name="Browse topics").click()
+        browser = page.get_by_test_id("topic-browser")
+
+        async def listed_names() -> list[str]:
+            return await browser.locator('li[data-listed="true"] label').all_inner_texts()
+
+        more = browser.get_by_role("button", name="More topics")
+        async with asyncio.timeout(30):
+            while True:  # until the worker has written all 105 (refreshed every 10 s)
+                await page.get_by_label("Search topics by prefix").fill("")
+                await page.get_by_label("Search topics by prefix").fill("many.")
+                await more.wait_for()
+                if await listed_names() == wanted[:100]:
+                    break
+        await more.click()
+        await browser.locator('li[data-topic="many.t104"][data-listed="true"]').wait_for()
+        assert await listed_names() == wanted
+        assert await more.count() == 0  # the last page
         assert problems.errors == []
 
 

@@ -9,9 +9,11 @@ import asyncio
 import contextlib
 import io
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import redis
 
@@ -22,6 +24,7 @@ from realtime.core.connections import connect
 from realtime.core.keys import Keys
 from realtime.core.metrics import WebMetrics
 from realtime.core.settings import Settings
+from realtime.core.streamids import parse_id
 from realtime.core.tasks import cancel_and_wait
 from realtime.core.topics import partition_of
 from realtime.fanout.sharded import ShardedChannelListener
@@ -52,6 +55,22 @@ def local_tcp_ports(pid: int) -> set[int]:
             if fields[9] in inodes:
                 ports.add(int(fields[1].rsplit(":", 1)[1], 16))
     return ports
+
+
+async def all_topics(url: str) -> AsyncIterator[dict[str, Any]]:
+    """Every topic of the directory, page by page (3 a page)."""
+    cursor = None
+    async with aiohttp.ClientSession() as http:
+        while True:
+            params = {"limit": "3", **({"cursor": cursor} if cursor else {})}
+            async with http.get(f"{url}/api/v1/topics", params=params) as response:
+                assert response.status == 200, await response.text()
+                page = await response.json()
+            for topic in page["topics"]:
+                yield topic
+            cursor = page["next"]
+            if cursor is None:
+                return
 
 
 def shard_figures(
@@ -134,6 +153,9 @@ async def test_two_web_instances_and_two_workers_on_a_cluster_deliver_everything
             for topic, ids in acknowledged.items():
                 assert watcher.topic_ids(topic) == ids, f"{watcher.name} {topic}"
             assert watcher.gaps == []
+        # The topic directory, read across the shards' partitions: every topic, once,
+        # with its last event.
+        assert {t["topic"]: t["last_id"] async for t in all_topics(webs[1].url)} == last
 
         figures = shard_figures(cluster, ports)  # while the clients are still subscribed
         for watcher in watchers:
@@ -235,6 +257,19 @@ async def test_pipelines_across_shards_and_dead_letters_on_a_cluster(
         [routed] = client.topic_events(routed_topic)
         assert routed["data"] == {"region": region, "n": 1}
         await client.close()
+        # The topic directory lists each, the window output written outside its
+        # partition's slot included, with its last event.
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"{web.url}/api/v1/topics", params={"limit": "1"}) as first,
+        ):
+            assert first.status == 200, await first.text()
+            listed = (await first.json())["topics"]
+        directory = {t["topic"]: t["last_id"] async for t in all_topics(web.url)}
+        assert listed[0]["topic"] == min(directory)
+        assert parse_id(directory[f"{metric}:1s"]) >= parse_id(window["id"])  # (more may close)
+        assert directory[routed_topic] == routed["id"]
+        assert {metric, "orders"} <= set(directory)
 
         # A malformed entry is dead-lettered at once, into its partition's stream.
         redis_client = connect(settings)

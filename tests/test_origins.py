@@ -36,7 +36,7 @@ def environ(headers: dict[str, str], peer: str) -> dict[str, Any]:
 
 def test_forwarded_headers_from_anyone_are_ignored() -> None:
     found = same_origins(environ(FORGED, "203.0.113.9"), ())
-    assert found == ["http://app.example"]
+    assert found == ["http://app.example", "https://app.example"]
 
 
 def test_forwarded_headers_from_a_trusted_proxy_count() -> None:
@@ -54,9 +54,11 @@ def test_a_foreign_origin_with_a_forged_forwarded_host_is_refused(admin: bool) -
     assert not allowed("https://evil.example", environ(FORGED, "203.0.113.9"))
     assert allowed("https://evil.example", environ(FORGED, "10.9.9.9"))
     assert allowed("http://app.example", environ(FORGED, "203.0.113.9"))
-    # X-Forwarded-Proto from an unlisted proxy no longer makes https the page's scheme.
-    assert not allowed("https://app.example", environ(FORGED, "203.0.113.9"))
+    # The page's own host over TLS (behind any TLS-terminating proxy) is same-origin,
+    # whoever sends X-Forwarded-Proto; another host never is.
+    assert allowed("https://app.example", environ(FORGED, "203.0.113.9"))
     assert allowed("https://app.example", environ(FORGED, "10.9.9.9"))
+    assert not allowed("https://app.example:8443", environ(FORGED, "203.0.113.9"))
     assert allowed(settings.admin_origin, environ(FORGED, "203.0.113.9")) is admin
 
 
@@ -71,8 +73,8 @@ def test_a_refusal_behind_an_unlisted_proxy_names_the_peer(
     """What an operator behind a TLS-terminating proxy it has not listed sees first."""
     allowed = cors_allowed_origins(Settings())
     assert callable(allowed)
-    behind_proxy = {"Host": "app.example", "X-Forwarded-Proto": "https"}
+    behind_proxy = {"Host": "app.example", "X-Forwarded-Host": "www.example"}
     with caplog.at_level(logging.INFO, logger="realtime.web.admin"):
-        assert not allowed("https://app.example", environ(behind_proxy, "192.0.2.50"))
+        assert not allowed("https://www.example", environ(behind_proxy, "192.0.2.50"))
     assert "192.0.2.50" in caplog.text
     assert "REALTIME_TRUSTED_PROXIES" in caplog.text

@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 
 from processors.worker.consumer import Consumer
 from realtime.core.connections import connect
+from realtime.core.keys import Keys
 from realtime.core.settings import Settings
 from realtime.core.wire import UpdateEncoder
 from realtime.dev.embedded import RedisServer
@@ -25,6 +26,7 @@ from tests.helpers.history import write_history
 from tests.helpers.inprocess import running_app, serving
 from tests.helpers.sse import Message, messages
 from tests.helpers.tokens import SECRET, hs256
+from tests.helpers.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -248,3 +250,46 @@ async def test_the_drain_ends_streams_with_a_retry_hint(settings: Settings) -> N
         late = await session.get(f"{url}/api/v1/stream?topic=s.drain")
         assert late.status == 503
         await drain
+
+
+async def test_max_rate_merges_and_paces_each_topic_as_subscribe_does(
+    base_url: str, worker: None, redis: Redis, settings: Settings
+) -> None:
+    async with aiohttp.ClientSession(timeout=TIMEOUT) as session:
+        before = await post_events(base_url, [{"topic": "s.rate", "data": {"value": -1}}])
+        history = Keys(settings.prefix).topic("s.rate")
+        await eventually(lambda: redis.xlen(history), "the first event in history")
+        query = "topic=s.rate&topic=s.other&max_rate=1&snapshot=1"
+        response, stream = await open_stream(session, base_url, query, fresh=False)
+        got: list[Message] = []
+        await updates_until(stream, 1, got)
+        assert events(got)[0]["data"] == {"value": -1}  # a snapshot is sent whole
+        assert events(got)[0]["id"] == before[0]
+        sent = [{"topic": "s.rate", "data": {"value": n}} for n in range(20)]
+        ids = await post_events(base_url, sent)
+        while True:  # merged updates until all 20 are covered
+            await updates_until(stream, len(events(got)) + 1, got)
+            merged = [e["data"] for e in events(got)[1:]]
+            if sum(m["count"] for m in merged) == 20:
+                break
+        assert 1 <= len(merged) < 20  # merged: fewer updates than events
+        assert sum(m["sum"] for m in merged) == sum(range(20))  # nothing dropped
+        assert merged[0]["first_id"] == ids[0]
+        assert events(got)[-1]["id"] == ids[-1]
+        assert got[-1].id is not None
+        assert f"s.rate={ids[-1]}" in got[-1].id
+        last_event_id = got[-1].id
+        response.close()
+
+        # A resume replays what it missed, merged the same way, with no duplicate.
+        more = await post_events(base_url, [{"topic": "s.rate", "data": {"value": 1}}] * 5)
+        response, stream = await open_stream(
+            session, base_url, query, fresh=False, **{"Last-Event-ID": last_event_id}
+        )
+        replay: list[Message] = []
+        while sum(e["data"]["count"] for e in events(replay)) < 5:
+            await updates_until(stream, len(events(replay)) + 1, replay)
+        assert sum(e["data"]["count"] for e in events(replay)) == 5
+        assert events(replay)[0]["data"]["first_id"] == more[0]
+        assert events(replay)[-1]["id"] == more[-1]
+        response.close()

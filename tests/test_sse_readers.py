@@ -3,6 +3,9 @@ every `id:`, the bound on unsent bytes and on events held during a replay."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+
 import pytest
 
 from realtime.core import sse
@@ -80,3 +83,26 @@ def test_a_gap_names_the_topic_and_where_it_goes_on() -> None:
     assert reader.take() == sse.message(
         sse.GAP, {"topic": "b", "since": "2-0", "resumed_after": "9-0"}, "a=5-0,b=9-0"
     )
+
+
+async def test_with_max_rate_a_topic_is_merged_and_its_position_waits_for_the_merge() -> None:
+    reader = StreamReader(1 << 20, max_rate=100)
+    reader.cursors = {"a": (0, 0), "b": (0, 0)}
+    reader.send("a", [event("a", n) for n in range(1, 6)])
+    reader.send("a", [event("a", 5)])  # a duplicate at the seam, while merged: nothing
+    # The first event goes out at once; the other four wait for the interval, and the
+    # position (every `id:`) stays before them until they are sent.
+    assert updates(reader.take()) == [("1-0", "a=1-0,b=0-0")]
+    reader.send("b", [event("b", 9)], whole=True)  # a snapshot: not merged
+    assert updates(reader.take()) == [("9-0", "a=1-0,b=9-0")]
+    await asyncio.wait_for(reader.wake.wait(), 5)  # the timer sends the merge
+    data = reader.take()
+    assert updates(data) == [("5-0", "a=5-0,b=9-0")]
+    merged = json.loads(data.split(b"data: ")[1].split(b"\n")[0])
+    assert (merged["data"]["count"], merged["data"]["first_id"]) == (4, "2-0")
+    reader.send("a", [event("a", 6), event("a", 7)])  # 7 waits for a timer
+    assert reader._pacing is not None
+    assert reader._pacing._timers
+    reader.end(SLOW)  # an ended reader's timers stop: nothing more is queued
+    assert not reader._pacing._timers
+    assert reader.take() == b""

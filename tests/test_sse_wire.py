@@ -45,6 +45,9 @@ def test_starts_come_from_last_event_id_then_since_then_now() -> None:
     assert query.starts == {"a": (7, 1), "b": (5, 0), "c": (5, 0)}
     assert parse_query(["a"], {}, "", 10).starts == {"a": None}
     assert parse_query(["a"], {"snapshot": "3"}, "", 10).snapshot == 3
+    assert parse_query(["a"], {}, "", 10).max_rate is None
+    assert parse_query(["a"], {"max_rate": "2.5"}, "", 10).max_rate == 2.5
+    assert parse_query(["a"], {"max_rate": "0.01"}, "", 10).max_rate == 0.01
 
 
 @pytest.mark.parametrize(
@@ -56,7 +59,11 @@ def test_starts_come_from_last_event_id_then_since_then_now() -> None:
         (["a"], {"since": "soon"}, "", "since"),
         (["a"], {"snapshot": "-1"}, "", "snapshot"),
         (["a"], {}, "garbage", "last_event_id"),
-        (["a"], {"max_rate": "1"}, "", "max_rate"),
+        (["a"], {"max_rate": "0"}, "", "max_rate"),
+        (["a"], {"max_rate": "101"}, "", "max_rate"),
+        (["a"], {"max_rate": "nan"}, "", "max_rate"),
+        (["a"], {"max_rate": "1e2"}, "", "max_rate"),
+        (["a"], {"max_rate": "-2"}, "", "max_rate"),
     ],
 )
 def test_a_bad_parameter_is_named(

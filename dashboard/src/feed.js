@@ -118,6 +118,20 @@ function setConnection(patch) {
   useStore.setState((s) => ({ connection: { ...s.connection, ...patch } }));
 }
 
+// A topic's viewers across all instances (this page included): the subscribe's ack, then
+// `presence` events, at most one a second.
+function setWatching(topic, count) {
+  if (typeof topic === "string" && Number.isInteger(count))
+    useStore.setState((s) => ({ watching: { ...s.watching, [topic]: count } }));
+}
+
+function forgetWatching(topic) {
+  useStore.setState((s) => {
+    const { [topic]: _, ...watching } = s.watching;
+    return { watching };
+  });
+}
+
 function setTopicError(topic, message) {
   useStore.setState((s) => ({ topicErrors: { ...s.topicErrors, [topic]: message } }));
 }
@@ -140,10 +154,11 @@ export function startFeed(url = undefined) {
   });
   const subs = new Subscriptions(socket, {
     // The newest events in the first ack, so charts start with recent history.
-    subscribeOptions: { snapshot: SNAPSHOT },
+    subscribeOptions: { snapshot: SNAPSHOT, presence: true },
     onEvents: receive,
     onSubscribed: (topic, ack, { resumed }) => {
       setTopicError(topic, null);
+      setWatching(topic, ack.presence?.count);
       if (resumed && ack.recovered !== false) {
         // One reconnect resumes every topic: a gap on one is not hidden by the others.
         useStore.setState((s) =>
@@ -170,6 +185,7 @@ export function startFeed(url = undefined) {
   });
 
   socket.on("update", (events) => Array.isArray(events) && measure(events));
+  socket.on("presence", (event) => setWatching(event?.topic, event?.count));
   socket.on("connect", () =>
     setConnection({
       status: "connected",
@@ -213,7 +229,11 @@ export function startFeed(url = undefined) {
         series.set(topic, new Series(range.ms ? RANGE_CAPACITY : undefined));
     }
     for (const topic of live) if (!subs.topics.has(topic)) subs.subscribe(topic);
-    for (const topic of [...subs.topics.keys()]) if (!live.includes(topic)) subs.unsubscribe(topic);
+    for (const topic of [...subs.topics.keys()])
+      if (!live.includes(topic)) {
+        subs.unsubscribe(topic);
+        forgetWatching(topic); // over a range, the page no longer watches the live topic
+      }
     ranged.set(range, topics);
   };
   follow(useStore.getState().topics, rangeOf(useStore.getState().range));

@@ -67,6 +67,7 @@ export const useStore = create((set, get) => ({
   topicErrors: {},
   range: initialRange(),
   served: {}, // topic -> what a range is drawn from: {served, resolution, from, complete}
+  watching: {}, // topic -> viewers across all instances (`presence`)
   frame: 0,
   logLength: 0,
   totalEvents: 0,

@@ -242,6 +242,7 @@ class Consumer:
             group=self.group,
             consumer=self.owner,
             history_maxlen=self.settings.history_maxlen,
+            directory_idle_ms=self.settings.directory_idle_s * 1000,
         )
         stage = PartitionPipelines(
             self.pipelines,

@@ -18,6 +18,7 @@ from redis.exceptions import ResponseError
 
 from processors.worker.slots import OtherSlots, slot_of, split
 from realtime.core import jsoncodec
+from realtime.core.directory import LUA_RECORD, RATE_WINDOW_MS
 from realtime.core.keys import Keys
 from realtime.core.text import text
 
@@ -81,18 +82,31 @@ for i = 1, n do redis.call('HINCRBY', KEYS[2], ARGV[i + 1], 1) end
 return {0, counts, errors}
 """
 
-# KEYS: lease, ingest stream, dead-letter stream, window checkpoint hash, attempts hash.
+# KEYS: lease, ingest stream, dead-letter stream, window checkpoint hash, attempts hash,
+#   then the partition's three topic directory keys (realtime/core/directory.py).
 # ARGV: lease token, group, history maxlen, dead-letter maxlen, then the batch as one
 #   JSON document {"h": [[key, id, [field, value, ...], maxlen (0: ARGV[3]), minid ('':
-#   none)], ...], "p": [[channel, payload],
+#   none), topic ('': none), "ts"], ...], "t": [[topic, id, "ts", events], ...] (written
+#   elsewhere: a cluster's other slots), "i": directory idle ms, "p": [[channel, payload],
 #   ...], "c": "PUBLISH" or "SPUBLISH", "r": [[ingest stream, [field, value, ...]], ...],
 #   "s": [field, value, ...], "d": [field, ...], "a": [entry id, ...], "x": [entry id
 #   whose attempt count to clear, ...]}, then per dead
 #   letter: field-arg count f, f field/value args (binary-safe: the entry's raw fields).
 # One JSON argument rather than one argument per value: redis-py packs each argument in
 # Python, cjson decodes the one document in C (`python -m bench.worker` measures it).
-_COMMIT = """
+_COMMIT = (
+    LUA_RECORD
+    + """
 local batch = cjson.decode(ARGV[5])
+local written = {}  -- topic -> {last id, last ts, events}: for the directory
+local function wrote(topic, id, ts, n)
+  local w = written[topic]
+  if w then
+    w[1], w[2], w[3] = id, ts, w[3] + n
+  else
+    written[topic] = {id, ts, n}
+  end
+end
 local trims, trimmed = {}, {}
 for e, write in ipairs(batch.h) do
   local cap = write[4]
@@ -105,11 +119,17 @@ for e, write in ipairs(batch.h) do
       if string.sub(r.err, 1, 9) == 'WRONGTYPE' then return {e, r.err} end
       return redis.error_reply(r.err)
     end
+  elseif write[6] ~= '' then
+    wrote(write[6], write[2], write[7], 1)
   end
   if write[5] ~= '' then  -- retention by time: one trim per key, after its last write
     if trims[write[1]] == nil then trimmed[#trimmed + 1] = write[1] end
     trims[write[1]] = write[5]
   end
+end
+for _, t in ipairs(batch.t) do wrote(t[1], t[2], t[3], t[4]) end
+if next(written) then
+  record_directory(KEYS[6], KEYS[7], KEYS[8], written, batch.i, RATE_WINDOW_MS)
 end
 for _, key in ipairs(trimmed) do redis.call('XTRIM', key, 'MINID', '~', trims[key]) end
 for _, publish in ipairs(batch.p) do
@@ -145,7 +165,8 @@ for first = 1, #acks, 1000 do  -- unpack has a stack limit
   redis.call('XACK', KEYS[2], ARGV[2], unpack(acks, first, math.min(first + 999, #acks)))
 end
 return {0}
-"""
+""".replace("RATE_WINDOW_MS", str(RATE_WINDOW_MS))
+)
 
 LEASE_LOST = -1
 DEAD_LETTER_MAXLEN = 100_000
@@ -192,9 +213,12 @@ class HistoryWrite:
     fields: list[str]  # field, value, ...: text (the commit sends them as JSON)
     maxlen: int = 0  # the topic's count cap; 0: the worker's REALTIME_HISTORY_MAXLEN
     minid: str = ""  # trim the topic to entries from this time on (retention); '': don't
+    topic: str = ""  # for the topic directory: the event's topic and ts
+    ts: int = 0
 
     def document(self) -> list[Any]:
-        return [self.key, self.id, self.fields, self.maxlen, self.minid]
+        # ts as text: cjson would write a number back with 14 digits only
+        return [self.key, self.id, self.fields, self.maxlen, self.minid, self.topic, str(self.ts)]
 
 
 @dataclass
@@ -251,8 +275,11 @@ class FencedPartition:
         group: str,
         consumer: str,
         history_maxlen: int,
+        directory_idle_ms: int = 86_400_000,
     ) -> None:
         self.redis = redis
+        self.directory_keys = keys.directory(partition)
+        self.directory_idle_ms = directory_idle_ms
         self.partition = partition
         self.stream = keys.ingest(partition)
         self.lease_key = keys.lease(partition)
@@ -323,15 +350,24 @@ class FencedPartition:
         """Write the plan atomically; a CommitFailure names a history write that failed
         (a key of the wrong type); raises LeaseLost, or ResponseError for anything else."""
         history_index = list(range(len(plan.history)))
+        elsewhere: list[list[str | int]] = []
         if self.other_slots is not None:
             parts = split(plan, self.slot)
             if parts.elsewhere:
                 failed = await self.other_slots.write(parts.elsewhere)
                 if failed is not None:
                     return CommitFailure(*failed)
+                elsewhere = [
+                    [w.topic, w.id, str(w.ts), 1]
+                    for writes in parts.elsewhere.values()
+                    for w in writes.history
+                    if w.topic
+                ]
             plan, history_index = parts.own, parts.history_index
         batch = {
             "h": [w.document() for w in plan.history],
+            "t": elsewhere,
+            "i": self.directory_idle_ms,
             "p": [[channel, payload.decode()] for channel, payload in plan.publishes],
             "c": "PUBLISH" if self.other_slots is None else "SPUBLISH",
             "r": [[stream, fields] for stream, fields in plan.routed],
@@ -345,7 +381,14 @@ class FencedPartition:
         for record in plan.dead_letters:
             args += [len(record), *record]
         reply = await self._commit(
-            keys=[self.lease_key, self.stream, self.dead_key, self.windows_key, self.attempts_key],
+            keys=[
+                self.lease_key,
+                self.stream,
+                self.dead_key,
+                self.windows_key,
+                self.attempts_key,
+                *self.directory_keys,
+            ],
             args=args,
         )
         status = int(reply[0])

@@ -6,6 +6,8 @@ Redis refuses an id at or below the stream's last one, and the commit skips that
 as "already written", so a redelivered entry cannot create a second history entry.
 Bounded by time (the topic's retention: `XTRIM MINID ~` after the batch's writes) and by
 an approximate MAXLEN as a safety cap. The reading side is `realtime/delivery/history.py`.
+Each write names its topic, so the commit also records the topic in the topic directory
+(`realtime/core/directory.py`) once per batch, counting only the entries it wrote.
 """
 
 from __future__ import annotations
@@ -29,4 +31,6 @@ def history_write(
         fields=[HISTORY_TS_FIELD, str(event.ts), HISTORY_DATA_FIELD, jsoncodec.dumps(event.data)],
         maxlen=maxlen,
         minid=trim_below(event.id, keep_ms),
+        topic=event.topic,
+        ts=event.ts,
     )

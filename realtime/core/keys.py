@@ -29,6 +29,9 @@ NAMESPACE = "/"
 CLOSING_EVENT = "closing"
 SLOW_CLIENT = "slow_client"  # its `code` when the client could not keep up
 TOKEN_EXPIRED = "token_expired"  # its `code` when the client's token expired
+# Server to client: a topic's viewer count changed, `{"topic", "count", "at"}`; also the
+# `method` of the note between web instances that a topic's count changed.
+PRESENCE_EVENT = "presence"
 
 # The fields of a history entry (`rt:topic:{topic}`): written by the worker, read by the web.
 HISTORY_TS_FIELD = "ts"
@@ -167,3 +170,38 @@ class Keys:
         if self.cluster:
             return f"{self.prefix}fanout:{self._topic_tag(topic)}:{topic}"
         return f"{self.prefix}fanout:{topic}"
+
+    def directory(self, partition: int) -> tuple[str, str, str]:
+        """The topic directory of what one partition's owner writes: a sorted set of
+        topic names (all scored 0, for ZRANGEBYLEX), a sorted set of topic -> last write
+        (Redis ms, for pruning the idle), and a hash of topic -> its last event and rate
+        (`realtime/core/directory.py`). Members are topic names, so nothing else is encoded."""
+        tag = self._tag(partition) if self.cluster else str(partition)
+        return (
+            f"{self.prefix}directory:{tag}",
+            f"{self.prefix}directory-seen:{tag}",
+            f"{self.prefix}directory-info:{tag}",
+        )
+
+    def presence(self, topic: str) -> str:
+        """A topic's viewers: a hash of web instance id -> its local viewer count, each
+        field counted while its instance is live (`presence_instances`)."""
+        if self.cluster:
+            return f"{self.prefix}presence:{self._topic_tag(topic)}:{topic}"
+        return f"{self.prefix}presence:{topic}"
+
+    def presence_members(self, topic: str, instance: str) -> str:
+        """One instance's viewers of a topic by their token's `sub`: a hash of sub ->
+        count (for member lists; only viewers whose token has a `sub`)."""
+        if self.cluster:
+            return f"{self.prefix}presence-members:{self._topic_tag(topic)}:{topic}:{instance}"
+        return f"{self.prefix}presence-members:{topic}:{instance}"
+
+    def presence_instances(self) -> str:
+        """Live web instances: a sorted set of instance ids scored by heartbeat expiry (ms)."""
+        return f"{self.prefix}presence-instances"
+
+    def presence_topics(self, instance: str) -> str:
+        """The topics whose presence hash holds a field of `instance`: what is removed
+        when the instance is found dead."""
+        return f"{self.prefix}presence-topics:{instance}"

@@ -207,6 +207,18 @@ class WebMetrics(ProcessMetrics):
             ["reason"],
             registry=r,
         )
+        self.presence_viewers = Gauge(
+            "realtime_presence_viewers",
+            "Viewers on this instance, as presence counts them: topic subscriptions and "
+            "SSE readers' topics.",
+            registry=r,
+        )
+        self.presence_updates = Counter(
+            "realtime_presence_updates_published",
+            "Changes of this instance's viewer count of a topic written to Redis and noted "
+            "to the other instances (at most one per topic per flush interval).",
+            registry=r,
+        )
 
     def watch_backlogs(self, backlogs: Callable[[], Iterable[float]]) -> None:
         """`backlogs()` gives every connection's outgoing backlog (bytes) at scrape time."""

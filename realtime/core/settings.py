@@ -194,6 +194,10 @@ class Settings:
     slow_client_s: float = 30.0
     # a comment on an idle Server-Sent Events stream this often (realtime/web/stream.py)
     sse_heartbeat_s: float = 15.0
+    # presence (realtime/delivery/presence.py): a dead instance stops counting this long
+    # after its last heartbeat; counts are written at most once per flush interval
+    presence_ttl_s: float = 15.0
+    presence_flush_ms: float = 250.0
     log_level: str = "INFO"
     # every other library's loggers (redis, aiohttp, socketio, ...): realtime/core/logs.py
     library_log_level: str = "WARNING"
@@ -239,6 +243,8 @@ class Settings:
     ingest_key: str = secret()
     # history
     history_maxlen: int = 10_000
+    # a topic with no event for this long leaves the topic directory (GET /api/v1/topics)
+    directory_idle_s: int = 86_400
     # how long history is kept, for topics no `retention` rule of the pipelines names
     history_retention_ms: int = 900_000
     # worker
@@ -303,6 +309,8 @@ class Settings:
             ),
             slow_client_s=_float(e, "REALTIME_SLOW_CLIENT_S", cls.slow_client_s, 0.1),
             sse_heartbeat_s=_float(e, "REALTIME_SSE_HEARTBEAT_S", cls.sse_heartbeat_s, 0.1),
+            presence_ttl_s=_float(e, "REALTIME_PRESENCE_TTL_S", cls.presence_ttl_s, 0.5),
+            presence_flush_ms=_float(e, "REALTIME_PRESENCE_FLUSH_MS", cls.presence_flush_ms, 10),
             log_level=e.get("REALTIME_LOG_LEVEL", "").strip().upper() or cls.log_level,
             library_log_level=e.get("REALTIME_LIBRARY_LOG_LEVEL", "").strip().upper()
             or cls.library_log_level,
@@ -335,6 +343,7 @@ class Settings:
             token=e.get("REALTIME_TOKEN", "").strip(),
             ingest_key=e.get("REALTIME_INGEST_KEY", "").strip(),
             history_maxlen=_int(e, "REALTIME_HISTORY_MAXLEN", cls.history_maxlen, minimum=1),
+            directory_idle_s=_int(e, "REALTIME_DIRECTORY_IDLE_S", cls.directory_idle_s, minimum=1),
             history_retention_ms=_int(
                 e, "REALTIME_HISTORY_RETENTION_MS", cls.history_retention_ms, minimum=0
             ),

@@ -113,6 +113,15 @@ ENVIRONMENT_DOCS: dict[str, str] = {
         "seconds between comment heartbeats (`: ping`) on an idle Server-Sent Events stream "
         "(`GET /api/v1/stream`), so proxies keep it open"
     ),
+    "REALTIME_PRESENCE_TTL_S": (
+        "seconds after its last heartbeat that a web instance which died (SIGKILL) stops "
+        "counting in every topic's viewer count ([presence](presence.md)); it heartbeats "
+        "every third of this"
+    ),
+    "REALTIME_PRESENCE_FLUSH_MS": (
+        "a web instance writes its changed viewer counts to Redis at most this often, in "
+        "milliseconds"
+    ),
     "REALTIME_DASHBOARD_DIR": (
         "directory of the built dashboard served at `/`; unset: the build inside the package"
     ),
@@ -121,6 +130,10 @@ ENVIRONMENT_DOCS: dict[str, str] = {
     "REALTIME_MAX_BATCH": "most events in one ingest request",
     "REALTIME_IDEMPOTENCY_TTL_S": "how long an ingest idempotency `key` is remembered (s)",
     "REALTIME_HISTORY_MAXLEN": "events kept per topic history stream (approximate)",
+    "REALTIME_DIRECTORY_IDLE_S": (
+        "a topic with no event for this many seconds leaves the topic directory "
+        "(GET /api/v1/topics)"
+    ),
     "REALTIME_HISTORY_RETENTION_MS": (
         "how long a topic's history is kept, for topics no `retention` rule of the pipelines "
         "file names ([Pipelines](pipelines.md#retention)); 0: by count only"

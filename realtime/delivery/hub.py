@@ -24,6 +24,7 @@ from realtime.delivery.catch_up import PAGE, CatchUp, Page
 from realtime.delivery.conflate import Conflater
 from realtime.delivery.history import HistoryReader, WireEvent, reaches
 from realtime.delivery.pacing import Pacer
+from realtime.delivery.presence import Presence
 from realtime.delivery.slow_clients import SlowClients
 from realtime.delivery.streams import StreamReaders
 from realtime.delivery.subscriptions import Batch, Cursor, Subscriptions, Target
@@ -93,6 +94,8 @@ class Delivery:
         self.streams = StreamReaders(history, channels, self.metrics, self._interest)
         # topic -> its local members, found when the version was as given (`_route`)
         self._routes: dict[str, tuple[Version, list[Member]]] = {}
+        # viewer counts and `presence` events; set by the app (`send_frame` is its sender)
+        self.presence: Presence | None = None
 
     # -- sending ------------------------------------------------------------------------
 
@@ -108,6 +111,12 @@ class Delivery:
             self.metrics.events_delivered.labels("backlog").inc(len(events))
             if socket.backlog_full():
                 self.slow.fell_behind(sid, socket)
+
+    def send_frame(self, sid: str, frame: Frame) -> None:
+        """Hand one connection (by sid) a frame of its own, if it is still here."""
+        socket = self.sio.writer(sid)
+        if socket is not None:
+            self._push(socket, frame)
 
     def _push(self, socket: Writer, frame: Frame) -> None:
         """Hand one connection a frame of its own (off the fast path), counted."""
@@ -287,8 +296,11 @@ class Delivery:
         since: StreamId | None,
         snapshot: int | None,
         max_rate: float | None = None,
+        presence: bool = False,
         *,
         start: int | None = None,
+        sub: str | None = None,
+        members: bool = False,
     ) -> dict[str, Any]:
         """Join the topic and return the ack; what follows the ack is sent by a task.
 
@@ -300,7 +312,9 @@ class Delivery:
         answered (the subscription is undone); a plain subscribe then goes on live-only
         (and its ack has no `since`). With `max_rate`, what follows the ack is merged and
         paced (the ack says `max_rate`; its `events` are not merged). With `start` (epoch
-        ms, `from`): see `_from_time`."""
+        ms, `from`): see `_from_time`. With `presence`, the ack carries `presence: {count,
+        at}` and `presence` events follow (presence.py); `sub` names this viewer in member
+        lists, which it sees itself with `members`."""
         if start is not None:
             since = before((start, 0))  # the catch-up of a `since` just before it
         self.pacer.cancel(sid, topic)
@@ -308,10 +322,16 @@ class Delivery:
         # live events are buffered from now
         generation = self.subs.begin(sid, topic, since, conflater)
         self._interest(topic)
+        if self.presence is not None:
+            self.presence.joined(sid, topic, sub)
         await self.sio.enter_room(sid, topic, namespace=NAMESPACE)
         ack: dict[str, Any] = {"ok": True, "topic": topic}
         if max_rate is not None:
             ack["max_rate"] = max_rate
+        if presence:
+            await self._watch(sid, topic, ack, members)
+        elif self.presence is not None:  # a subscribe again, without it this time
+            self.presence.unwatch(sid, topic)
         page: list[WireEvent] = []
         try:
             # History is read after Redis confirmed the topic's channel: an event is in
@@ -341,6 +361,22 @@ class Delivery:
         self._spawn(self.catchup.backlog(topic, [Target(sid, generation, since)], page))
         return ack
 
+    async def _watch(self, sid: str, topic: str, ack: dict[str, Any], members: bool) -> None:
+        """Send `sid` the topic's `presence` events, and put the count now (and the
+        member list, if it may see it) in the ack; left out if Redis cannot say: the
+        events follow once it can."""
+        if self.presence is None:
+            return
+        self.presence.watch(sid, topic, members)
+        try:
+            now: dict[str, Any] = {"count": await self.presence.count(topic)}
+            if members:
+                now["members"], now["more_members"] = await self.presence.member_list(topic)
+        except (RedisError, OSError) as exc:
+            logger.warning("presence count of %s unavailable (%s)", topic, exc)
+            return
+        ack["presence"] = {**now, "at": int(time.time() * 1000)}
+
     async def _from_time(
         self, ack: dict[str, Any], topic: str, start: int, since: StreamId, snapshot: int | None
     ) -> list[WireEvent]:
@@ -367,6 +403,9 @@ class Delivery:
 
     async def unsubscribe(self, sid: str, topic: str) -> None:
         self.pacer.cancel(sid, topic)
+        if self.presence is not None:
+            self.presence.unwatch(sid, topic)
+            self.presence.left(sid, topic)
         self.subs.end(sid, topic)
         self._interest(topic)
         await self.sio.leave_room(sid, topic, namespace=NAMESPACE)
@@ -377,12 +416,17 @@ class Delivery:
 
     def _drop(self, sid: str) -> None:
         self.pacer.cancel(sid)
+        if self.presence is not None:
+            self.presence.forget(sid)
         for topic in self.subs.drop(sid):
             self._interest(topic)
 
     def _interest(self, topic: str) -> None:
         """Listen on the topic's fan-out channel while this instance has a subscriber."""
-        wanted = self.subs.members(topic) > 0 or self.streams.members(topic) > 0
+        viewers = self.subs.members(topic) + self.streams.members(topic)
+        wanted = viewers > 0
+        if self.presence is not None:
+            self.presence.viewers(topic, viewers)
         if not self.subs.members(topic):
             self._routes.pop(topic, None)
         self.channels.want(topic, wanted)
@@ -393,6 +437,8 @@ class Delivery:
         """Called by the fan-out listener right after it (re)subscribed, before it reads
         any message: subscriptions are caught up from history (see subscriptions.py)."""
         self.streams.catch_up()
+        if self.presence is not None:
+            self.presence.resync()
         targets = self.subs.begin_catch_up()
         if targets:
             logger.info(

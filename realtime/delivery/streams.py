@@ -6,8 +6,14 @@ is read after the reader's position, page by page; then what was held goes out, 
 whatever history already gave (ids only grow per topic). The same hold-read-release
 runs again for every reader when the fan-out listener has reconnected (`catch_up`).
 
+With `max_rate`, a reader's events of each topic are merged and paced as a `subscribe`
+with `max_rate` has them (`realtime.delivery.pacing`), except a snapshot, sent whole.
+
 A reader's unsent bytes are bounded (REALTIME_CLIENT_BACKLOG_BYTES): past the bound it is
 cut (`cut` is set and its stream ends); it resumes from its last `id:` like any other.
+
+A reader counts as a viewer of each of its topics in presence (`members`, read by the
+hub's `_interest`, which tells `presence.py`), as a subscribed connection does.
 """
 
 from __future__ import annotations
@@ -24,7 +30,9 @@ from realtime.core import sse
 from realtime.core.metrics import WebMetrics
 from realtime.core.streamids import ZERO, StreamId, before, format_id, parse_id
 from realtime.delivery.catch_up import PAGE
+from realtime.delivery.conflate import Conflater
 from realtime.delivery.history import HistoryReader, WireEvent
+from realtime.delivery.pacing import Pacing
 from realtime.fanout.channels import ChannelListener
 
 logger = logging.getLogger(__name__)
@@ -38,8 +46,12 @@ HELD_LIMIT = 1000  # live events held per topic during its backlog; past it, re-
 class StreamReader:
     """One SSE reader's state: its position per topic and its unsent messages."""
 
-    def __init__(self, bound_bytes: int) -> None:
+    def __init__(self, bound_bytes: int, max_rate: float | None = None) -> None:
         self.bound_bytes = bound_bytes
+        # `max_rate`: every topic's events are merged and paced, as `subscribe` does it
+        self.max_rate = max_rate
+        self._conflaters: dict[str, Conflater] = {}
+        self._pacing = _ReaderPacing(self) if max_rate is not None else None
         self.cursors: dict[str, StreamId] = {}  # topic -> last id sent (or the start)
         self._held: dict[str, list[WireEvent]] = {}  # topics whose backlog is being read
         # held topics the fan-out may have missed events of meanwhile (a reconnect)
@@ -82,17 +94,42 @@ class StreamReader:
         else:
             self.send(topic, events)
 
-    def send(self, topic: str, events: Iterable[WireEvent], *, backlog: bool = False) -> None:
-        """Queue the events after the topic's position, each as an `update` message.
+    def send(
+        self,
+        topic: str,
+        events: Iterable[WireEvent],
+        *,
+        backlog: bool = False,
+        whole: bool = False,
+    ) -> None:
+        """Queue the events after the topic's position, each as an `update` message
+        (with `max_rate`, merged and paced, unless `whole`: a snapshot is not merged).
         A backlog page is queued even past the bound (its size is about a page)."""
         if self.cut is not None:
             return
+        paced = self._pacing is not None and not whole
         last = self.cursors.get(topic, ZERO)
+        new = []
         for event in events:
             event_id = parse_id(event["id"])
             if event_id <= last:
                 continue  # a duplicate at the seam
-            last = self.cursors[topic] = event_id
+            last = event_id
+            if paced:
+                new.append(event)
+            else:
+                self.cursors[topic] = event_id
+                self._queue(sse.message(sse.UPDATE, event, self.position()), backlog)
+        if new and self._pacing is not None and self.max_rate is not None:
+            conflater = self._conflaters.get(topic)
+            if conflater is None:
+                conflater = self._conflaters[topic] = Conflater(topic, self.max_rate)
+            self.sent(topic, self._pacing.offer(topic, conflater, new), backlog)
+
+    def sent(self, topic: str, events: list[WireEvent], backlog: bool = False) -> None:
+        """Queue paced events as they are (merges, ids after the topic's position)."""
+        for event in events:
+            self.cursors[topic] = parse_id(event["id"])
             self._queue(sse.message(sse.UPDATE, event, self.position()), backlog)
 
     def gap(self, topic: str, since: StreamId, newest: StreamId) -> None:
@@ -119,6 +156,8 @@ class StreamReader:
         """The stream must end; nothing more is queued."""
         if self.cut is None:
             self.cut = reason
+        if self._pacing is not None:
+            self._pacing.close()
         self.ended.set()
         self._out.clear()
         self._size = 0
@@ -137,6 +176,20 @@ class StreamReader:
         self.wake.clear()
         self._taken.set()
         return data
+
+
+class _ReaderPacing(Pacing[str]):
+    """A `max_rate` reader's timers, by topic: a pending merge goes out when due."""
+
+    def __init__(self, reader: StreamReader) -> None:
+        super().__init__()
+        self.reader = reader
+
+    def send_due(self, key: str, conflater: Conflater) -> bool:
+        if self.reader.cut is not None:
+            return False
+        self.reader.sent(key, conflater.flush(asyncio.get_running_loop().time()))
+        return True
 
 
 @dataclass(frozen=True)
@@ -228,7 +281,7 @@ class StreamReaders:
         if first.gap_since is not None:
             reader.gap(first.topic, first.gap_since, first.start)
         if first.complete or first.gap_since is not None:
-            reader.send(first.topic, first.page, backlog=True)
+            reader.send(first.topic, first.page, backlog=True, whole=True)  # a snapshot
             self._release(reader, first.topic)
             return False
         return self._page(reader, first.topic, first.page)

@@ -20,7 +20,7 @@ from redis.exceptions import RedisError
 
 from realtime.core import jsoncodec
 from realtime.core.connections import connect
-from realtime.core.keys import NAMESPACE, UPDATE_EVENT, Keys
+from realtime.core.keys import NAMESPACE, PRESENCE_EVENT, UPDATE_EVENT, Keys
 from realtime.core.settings import Settings
 from realtime.core.tasks import cancel_and_wait
 from realtime.core.topics import is_valid_topic
@@ -101,6 +101,13 @@ class FanoutManager(RoomIndex, socketio.AsyncRedisManager):  # type: ignore[misc
             return
         await super()._handle_emit(message)
 
+    async def _handle_presence(self, message: dict[str, Any]) -> None:
+        """Another instance's viewer count of a topic changed (realtime/delivery/presence.py)."""
+        topic = message.get("topic")
+        presence = self.delivery.presence if self.delivery is not None else None
+        if presence is not None and isinstance(topic, str):
+            presence.noted(topic)
+
     async def _thread(self) -> None:
         """The listening task, replacing the stock one: every message of the listener's
         channels, dispatched as the stock manager does. Cancelled by `aclose`, it closes
@@ -129,6 +136,7 @@ class FanoutManager(RoomIndex, socketio.AsyncRedisManager):  # type: ignore[misc
                     "enter_room": self._handle_enter_room,
                     "leave_room": self._handle_leave_room,
                     "close_room": self._handle_close_room,
+                    PRESENCE_EVENT: self._handle_presence,
                 }.get(method)
                 if handler is not None:
                     await handler(message)

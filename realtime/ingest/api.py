@@ -365,6 +365,16 @@ class IngestHandler:
             charset="utf-8",
         )
 
+    async def publisher(
+        self, request: web.Request
+    ) -> tuple[web.Response | None, PublishKey | None]:
+        """The publish key a request presents, checked (and throttled) as ingest checks
+        it, for other doors that take publish keys: (None, the key) or (the refusal,
+        None); (None, None) when ingest takes no keys."""
+        if self.keys is None:
+            return None, None
+        return await self._authenticate(request, self.keys)
+
     async def _authenticate(
         self, request: web.Request, keys: IngestKeys
     ) -> tuple[web.Response | None, PublishKey | None]:

@@ -122,8 +122,8 @@ MAX_POINTS = 10_000
 
 
 class SubscribeSchema(Schema):
-    """`subscribe {topic, since?, snapshot?, max_rate?, from?, resolution?, points?}` from a
-    Socket.IO client."""
+    """`subscribe {topic, since?, snapshot?, max_rate?, from?, resolution?, points?,
+    presence?}` from a Socket.IO client."""
 
     class Meta:
         unknown = RAISE
@@ -140,6 +140,8 @@ class SubscribeSchema(Schema):
     # At most this many `update`s per second for this topic, each merging what the client
     # did not get on its own (realtime/delivery/conflate.py).
     max_rate = StrictNumber(validate=validate.Range(min=MIN_RATE_HZ, max=MAX_RATE_HZ))
+    # Send `presence` events (the topic's viewer count) too (realtime/delivery/presence.py).
+    presence = fields.Boolean(truthy={True}, falsy={False})
     # Replay everything history holds from this time (epoch ms), then go on live.
     from_ = StrictInteger(data_key="from", validate=validate.Range(min=0, max=MAX_TIME_MS))
     # "auto": serve the topic's tier that draws the range from `from` in about `points`.

@@ -33,7 +33,7 @@ export function compareIds(a, b) {
 
 const NOOP = () => {};
 // Subscribe fields a server may not know yet (it then refuses them as unknown).
-const OPTIONAL_FIELDS = ["since", "snapshot"];
+const OPTIONAL_FIELDS = ["since", "snapshot", "presence"];
 
 export class Subscriptions {
   /**

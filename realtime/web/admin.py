@@ -90,6 +90,10 @@ def same_origins(
             fwd_host = (forwarded_host or host).split(",")[0].strip()
             origins.append(f"{fwd_scheme}://{fwd_host}")
         return origins
+    if scheme == "http":
+        # The same host over TLS: what a page behind a TLS-terminating proxy (listed or
+        # not) is. Only this host's own pages can have it, so nothing foreign passes.
+        origins.append(f"https://{host}")
     trusted = proxies if isinstance(proxies, TrustedProxies) else TrustedProxies(proxies)
     if forwarded_host is not None and trusted.trusts(_peer(environ)):
         origins.append(f"{scheme}://{forwarded_host.split(',')[0].strip()}")

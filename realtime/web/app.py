@@ -25,9 +25,11 @@ from realtime.core.metrics import WebMetrics
 from realtime.core.metrics_server import private_metrics
 from realtime.core.settings import Settings
 from realtime.core.throttle import Policy, Throttle
+from realtime.delivery.directory import DirectoryReader
 from realtime.delivery.drain import Drain
 from realtime.delivery.history import HistoryReader
 from realtime.delivery.hub import Delivery
+from realtime.delivery.presence import Presence
 from realtime.delivery.subscriptions import Subscriptions
 from realtime.fanout.manager import FanoutManager
 from realtime.fanout.sharded import fanout_manager
@@ -40,9 +42,11 @@ from realtime.web.access import Access
 from realtime.web.health import Readiness, healthz
 from realtime.web.metrics_http import PublicMetrics, ingest_status_counter
 from realtime.web.namespace import TopicNamespace
+from realtime.web.presence_http import PRESENCE_PATH, TopicPresence
 from realtime.web.resolutions import Resolutions
 from realtime.web.stream import STREAM_PATH, EventStream
 from realtime.web.topic_events import EVENTS_PATH, TopicEvents
+from realtime.web.topics import TOPICS_PATH, TopicDirectory
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +60,7 @@ ACCESS = web.AppKey("access", Access)
 INGEST_RATE = web.AppKey("ingest_rate", IngestRate)
 METRICS = web.AppKey("metrics", WebMetrics)
 DRAIN = web.AppKey("drain", Drain)
+PRESENCE = web.AppKey("presence", Presence)
 INGEST_PATH = "/api/v1/events"
 SOCKETIO_PATH = "socket.io"  # python-socketio's default
 
@@ -123,7 +128,16 @@ def _watch(metrics: WebMetrics, sio: SocketServer, delivery: Delivery) -> None:
     metrics.connected_clients.set_function(lambda: sio.connected(NAMESPACE))
     metrics.subscriptions.set_function(delivery.subs.count)
     metrics.sse_readers.set_function(delivery.streams.count)
+    if delivery.presence is not None:
+        metrics.presence_viewers.set_function(delivery.presence.local.total)
     metrics.watch_backlogs(sio.backlogs)
+
+
+async def _presence_ctx(app: web.Application) -> AsyncIterator[None]:
+    """After the clients are gone (on_shutdown), take this instance out of the counts."""
+    app[PRESENCE].start()
+    yield
+    await app[PRESENCE].aclose()
 
 
 async def _manager_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -238,6 +252,18 @@ def create_app(settings: Settings) -> web.Application:
         slow_client_s=settings.slow_client_s,
         metrics=metrics,
     )
+    presence = Presence(
+        redis,
+        Keys.of(settings),
+        manager.host_id,
+        delivery.send_frame,
+        metrics,
+        ttl_s=settings.presence_ttl_s,
+        flush_s=settings.presence_flush_ms / 1000,
+    )
+    delivery.presence = presence
+    app[PRESENCE] = presence
+    app.cleanup_ctx.append(_presence_ctx)
     _watch(metrics, sio, delivery)
     manager.attach(delivery)
     access = Access(settings, sio, auth.verifier(settings))
@@ -272,10 +298,17 @@ def create_app(settings: Settings) -> web.Application:
     )
     app.router.add_post(INGEST_PATH, ingest.handle)
     app.router.add_get(EVENTS_PATH, TopicEvents(history, auth.verifier(settings)).handle)
+    directory = DirectoryReader(
+        redis, Keys.of(settings), settings.partitions, settings.directory_idle_s * 1000
+    )
+    topic_directory = TopicDirectory(directory, auth.verifier(settings), presence.counts)
+    app.router.add_get(TOPICS_PATH, topic_directory.handle)
     stream = EventStream(
         settings, delivery.streams, auth.verifier(settings), drain, metrics, sio.start_manager
     )
     app.router.add_get(STREAM_PATH, stream.handle)
+    topic_presence = TopicPresence(presence, auth.verifier(settings), ingest)
+    app.router.add_get(PRESENCE_PATH, topic_presence.handle)
     app.router.add_get("/metrics", PublicMetrics(metrics, settings, admin_throttle).handle)
     app.cleanup_ctx.append(_metrics_port_ctx)
     app.router.add_get("/readyz", Readiness(REDIS, lambda: drain.draining).handle)

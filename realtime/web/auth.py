@@ -21,6 +21,8 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from realtime.core.settings import Settings
 
 TOPICS_CLAIM = "topics"
+# `true`: the token may see who watches its topics (their `sub`s), not only how many.
+PRESENCE_MEMBERS_CLAIM = "presence_members"
 TIME_CLAIMS = ("exp", "nbf", "iat")
 
 
@@ -40,6 +42,17 @@ class Grant:
 
     def allows(self, topic: str) -> bool:
         return any(fnmatchcase(topic, pattern) for pattern in self.topics)
+
+    @property
+    def sub(self) -> str | None:
+        """The viewer's name in presence member lists: the token's `sub`."""
+        sub = self.claims.get("sub")
+        return sub if isinstance(sub, str) and sub else None
+
+    @property
+    def members(self) -> bool:
+        """It may see presence member lists (the claim `presence_members: true`)."""
+        return self.claims.get(PRESENCE_MEMBERS_CLAIM) is True
 
     @classmethod
     def of(cls, claims: Mapping[str, Any]) -> Grant:

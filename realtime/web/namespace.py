@@ -1,10 +1,11 @@
 """Socket.IO namespace `/`: clients subscribe to topics; a topic is a room.
 
 Client to server: `subscribe {topic, since?, snapshot?, max_rate?, from?, resolution?,
-points?}` and `unsubscribe {topic}`, each
-acknowledged with `{"ok": true, "topic", ...}` or `{"ok": false, "error": {"code",
-"message", "fields"?}}`. Server to client: `update`, a list of topic events; after a
-subscribe, its ack comes first, then the replay, then live events (`realtime.delivery.hub`).
+points?, presence?}` and `unsubscribe {topic}`, each acknowledged with `{"ok": true,
+"topic", ...}` or `{"ok": false, "error": {"code", "message", "fields"?}}`. Server to
+client: `update`, a list of topic events; after a subscribe, its ack comes first, then the
+replay, then live events (`realtime.delivery.hub`); with `presence: true`, `presence`
+events too.
 
 This handler sees every event of `/` first (`SocketServer.register_first`): the
 connection's auth and limits, then the extensions' connect handlers (accepted clients
@@ -166,6 +167,7 @@ class TopicNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             return errors.error_ack(
                 errors.INVALID, "Invalid subscribe request.", {"since": [str(exc)]}
             )
+        grant = self.access.grant(sid)
         try:
             ack = await self.delivery.subscribe(
                 sid,
@@ -174,6 +176,9 @@ class TopicNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
                 request.get("snapshot"),
                 request.get("max_rate"),
                 start=request.get("from_"),
+                presence=request.get("presence", False),
+                sub=grant.sub if grant is not None else None,
+                members=grant is not None and grant.members,
             )
         except HistoryUnavailable:
             return errors.error_ack(

@@ -9,6 +9,7 @@ Bearer` or, for `EventSource`, which cannot send headers, as `?token=`. Refusals
 errors (400/401/403/503) before the stream starts. A comment (`: ping`) every
 REALTIME_SSE_HEARTBEAT_S keeps proxies from closing an idle stream; a drain ends each
 stream with a `retry:` hint; a reader that stops reading is cut at its backlog bound.
+`max_rate` (Hz) merges and paces each topic's events as `subscribe {max_rate}` does.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -29,7 +31,7 @@ from realtime.core import errors, sse
 from realtime.core.metrics import WebMetrics
 from realtime.core.settings import Settings
 from realtime.core.streamids import StreamId, StreamIdError, parse_id
-from realtime.core.topics import is_valid_topic
+from realtime.core.topics import MAX_RATE_HZ, MIN_RATE_HZ, is_valid_topic
 from realtime.delivery.drain import Drain
 from realtime.delivery.streams import SLOW, StreamReader, StreamReaders
 from realtime.web.auth import AuthError, TokenVerifier
@@ -39,7 +41,8 @@ logger = logging.getLogger(__name__)
 
 STREAM_PATH = "/api/v1/stream"
 MAX_SNAPSHOT = 100
-PARAMETERS = frozenset({"topic", "since", "snapshot", "last_event_id", "token"})
+PARAMETERS = frozenset({"topic", "since", "snapshot", "max_rate", "last_event_id", "token"})
+RATE_RE = re.compile(r"^[0-9]{1,6}(?:\.[0-9]{1,6})?$")
 RETRY_MS = (500, 3000)  # the drain's `retry:` hint, spread so clients do not come at once
 
 
@@ -53,6 +56,7 @@ class QueryError(ValueError):
 class StreamQuery:
     starts: dict[str, StreamId | None]  # topic -> the position to resume after (None: now)
     snapshot: int
+    max_rate: float | None = None  # merge and pace each topic to this many updates/s
 
 
 def parse_query(
@@ -82,6 +86,13 @@ def parse_query(
             snapshot = int(raw)
         else:
             problems["snapshot"] = [f"Must be a whole number from 0 to {MAX_SNAPSHOT}."]
+    max_rate = None
+    raw = query.get("max_rate", "")
+    if raw:
+        if RATE_RE.match(raw) and MIN_RATE_HZ <= float(raw) <= MAX_RATE_HZ:
+            max_rate = float(raw)
+        else:
+            problems["max_rate"] = [f"Must be a number from {MIN_RATE_HZ} to {MAX_RATE_HZ}."]
     resumed: dict[str, StreamId] = {}
     try:
         resumed = sse.decode_position(last_event_id)
@@ -90,7 +101,7 @@ def parse_query(
     if problems:
         raise QueryError(problems)
     starts = {topic: resumed.get(topic, since) for topic in dict.fromkeys(topics)}
-    return StreamQuery(starts, snapshot)
+    return StreamQuery(starts, snapshot, max_rate)
 
 
 class EventStream:
@@ -137,7 +148,7 @@ class EventStream:
         if self.drain.draining:
             return _error(503, errors.UNAVAILABLE, "This instance is shutting down.", retry=True)
         self.start_listening()
-        reader = StreamReader(self.settings.client_backlog_bytes)
+        reader = StreamReader(self.settings.client_backlog_bytes, query.max_rate)
         try:
             await self.streams.open(reader, query.starts, query.snapshot)
         except (RedisError, OSError) as exc:

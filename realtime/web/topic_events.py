@@ -97,13 +97,7 @@ def parse_query(query: Mapping[str, str]) -> RangeQuery:
                 problems[name] = ["Must be a time in epoch milliseconds or an event id."]
             else:
                 start, end = (start, bound) if upper else (bound, end)
-    limit = DEFAULT_LIMIT
-    raw_limit = query.get("limit", "")
-    if raw_limit:
-        if raw_limit.isascii() and raw_limit.isdigit() and 1 <= int(raw_limit) <= MAX_LIMIT:
-            limit = int(raw_limit)
-        else:
-            problems["limit"] = [f"Must be a whole number from 1 to {MAX_LIMIT}."]
+    limit = page_limit(query, problems)
     order = query.get("order", "asc")
     if order not in ORDERS:
         problems["order"] = ["Must be asc or desc."]
@@ -121,6 +115,17 @@ def parse_query(query: Mapping[str, str]) -> RangeQuery:
     if problems:
         raise QueryError(problems)
     return RangeQuery(start, end, limit, descending, "from" in query)
+
+
+def page_limit(query: Mapping[str, str], problems: dict[str, list[str]]) -> int:
+    """A page's `limit` (1 to MAX_LIMIT, default DEFAULT_LIMIT); a bad one goes in `problems`."""
+    raw = query.get("limit", "")
+    if not raw:
+        return DEFAULT_LIMIT
+    if raw.isascii() and raw.isdigit() and 1 <= int(raw) <= MAX_LIMIT:
+        return int(raw)
+    problems["limit"] = [f"Must be a whole number from 1 to {MAX_LIMIT}."]
+    return DEFAULT_LIMIT
 
 
 def _after(position: StreamId) -> StreamId:
@@ -146,15 +151,15 @@ class TopicEvents:
             try:
                 grant = self.verifier.verify({"token": bearer_token(request)})
             except AuthError as exc:
-                return _error(401, errors.UNAUTHORIZED, str(exc))
+                return json_error(401, errors.UNAUTHORIZED, str(exc))
             if not grant.allows(topic):
-                return _error(403, errors.FORBIDDEN, f"This token may not read {topic}.")
+                return json_error(403, errors.FORBIDDEN, f"This token may not read {topic}.")
         if not is_valid_topic(topic):
-            return _error(400, errors.INVALID, "Invalid topic.", {"topic": ["Not a topic."]})
+            return json_error(400, errors.INVALID, "Invalid topic.", {"topic": ["Not a topic."]})
         try:
             query = parse_query(request.query)
         except QueryError as exc:
-            return _error(400, errors.INVALID, str(exc), exc.fields)
+            return json_error(400, errors.INVALID, str(exc), exc.fields)
         return web.json_response(await self.page(topic, query), dumps=jsoncodec.dumps)
 
     async def page(self, topic: str, query: RangeQuery) -> dict[str, Any]:
@@ -174,7 +179,7 @@ class TopicEvents:
         }
 
 
-def _error(
+def json_error(
     status: int, code: str, message: str, fields: dict[str, Any] | None = None
 ) -> web.Response:
     return web.json_response(errors.error_body(code, message, fields), status=status)

@@ -12,7 +12,7 @@ import {
   quantile,
 } from "../../dashboard/src/buffers.js";
 import { axisLabel, axisNumber, clock, duration } from "../../dashboard/src/time.js";
-import { allTopics, byPrefix } from "../../dashboard/src/topics.js";
+import { allTopics, byPrefix, mergeListing, rowFigures } from "../../dashboard/src/topics.js";
 
 /** A deterministic pseudo-random sequence (mulberry32), so the tests never flake. */
 function random(seed) {
@@ -168,4 +168,27 @@ test("rate over a longer window, latency as a recent median", () => {
   assert.equal(median.value(300), 30);
   assert.equal(median.value(10_050), 30);
   assert.equal(median.value(20_000), null);
+});
+
+test("the topic browser merges the directory with the topics the page knows, in order", () => {
+  const entries = [
+    { topic: "metrics.cpu", rate: 2.345, viewers: null },
+    { topic: "metrics.mem", rate: 12.6, viewers: 3 },
+  ];
+  const local = ["metrics.cpu", "metrics.a", "metrics.zz", "orders.x"];
+  const rows = mergeListing(entries, local, "metrics.", false);
+  // More pages to come: a local topic after the last entry waits for them.
+  assert.deepEqual(rows.map((r) => [r.topic, r.listed]), [
+    ["metrics.a", false],
+    ["metrics.cpu", true],
+    ["metrics.mem", true],
+  ]);
+  assert.deepEqual(
+    mergeListing(entries, local, "metrics.", true).map((r) => r.topic),
+    ["metrics.a", "metrics.cpu", "metrics.mem", "metrics.zz"],
+  );
+  assert.equal(rowFigures(rows[1]), "2.3/s");
+  assert.equal(rowFigures(rows[2]), "13/s · 3 watching");
+  assert.equal(rowFigures(rows[0]), "no recent events");
+  assert.equal(rowFigures(rows[0], false), ""); // the directory has not answered yet
 });

@@ -92,6 +92,7 @@ export function ChartCard({ topic }) {
   const [, rerender] = useReducer((n) => n + 1, 0);
   const removeTopic = useStore((s) => s.removeTopic);
   const error = useStore((s) => s.topicErrors[topic]);
+  const watching = useStore((s) => s.watching[topic]);
   const shown = shownFields(topic, layout);
 
   // The rate and latency, a few times a second (with the page's own numbers), and as soon
@@ -217,6 +218,10 @@ export function ChartCard({ topic }) {
           <dd ref={latency} data-testid="latency">
             –
           </dd>
+        </div>
+        <div className="watching" title="Viewers of this topic now, across all server instances, this page included">
+          <dt>watching</dt>
+          <dd data-testid="watching">{watching ?? "–"}</dd>
         </div>
       </dl>
       {error && <p className="error">{error}</p>}

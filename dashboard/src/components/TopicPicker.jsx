@@ -1,16 +1,79 @@
-import { useId, useState } from "react";
+import { useEffect, useId, useState } from "react";
+import { fetchDirectory } from "../directory.js";
 import { TOPIC_RE, useStore } from "../store.js";
-import { allTopics, byPrefix } from "../topics.js";
+import { allTopics, mergeListing, rowFigures } from "../topics.js";
 
-/** Every topic this page knows of, narrowed by a prefix search; a checkbox follows one. */
+const PREFIX_RE = /^(?:[a-z0-9][a-z0-9_.:-]{0,127})?$/;
+const REFRESH_MS = 10_000; // rates move: the first page is read again this often
+
+/**
+ * The server's topic directory (topics with recent events, with their rate and viewers)
+ * and the topics this page knows of, narrowed by a prefix search; a checkbox follows one.
+ */
 function TopicBrowser({ id }) {
   const topics = useStore((s) => s.topics);
   const known = useStore((s) => s.known);
   const addTopic = useStore((s) => s.addTopic);
   const removeTopic = useStore((s) => s.removeTopic);
   const [prefix, setPrefix] = useState("");
-  const all = allTopics(known, topics);
-  const shown = byPrefix(all, prefix);
+  const wanted = prefix.trim().toLowerCase();
+  const searchable = PREFIX_RE.test(wanted);
+  // The directory's pages for `of` (the prefix they answer); `error` when it cannot be read.
+  const [dir, setDir] = useState({ of: null, pages: 0, entries: [], next: null, error: null });
+  const [more, setMore] = useState(null); // the cursor of the page being fetched
+
+  useEffect(() => {
+    if (!searchable) return undefined;
+    const control = new AbortController();
+    let timer;
+    const load = async () => {
+      try {
+        const page = await fetchDirectory(wanted, null, control.signal);
+        setDir((d) =>
+          // A refresh leaves alone a list the user has read further pages of.
+          d.of === wanted && d.pages > 1
+            ? d
+            : { of: wanted, pages: 1, entries: page.topics, next: page.next, error: null },
+        );
+      } catch (e) {
+        if (e.name !== "AbortError") setDir({ of: wanted, pages: 0, entries: [], next: null, error: e.message });
+      }
+      timer = setTimeout(load, REFRESH_MS);
+    };
+    timer = setTimeout(load, 150); // typing: one request once it pauses
+    return () => {
+      control.abort();
+      clearTimeout(timer);
+    };
+  }, [wanted, searchable]);
+
+  useEffect(() => {
+    if (!more) return undefined;
+    const control = new AbortController();
+    fetchDirectory(wanted, more, control.signal)
+      .then((page) =>
+        setDir((d) =>
+          d.of === wanted
+            ? { ...d, pages: d.pages + 1, entries: [...d.entries, ...page.topics], next: page.next }
+            : d,
+        ),
+      )
+      .catch((e) => e.name !== "AbortError" && setDir((d) => ({ ...d, error: e.message })))
+      .finally(() => setMore(null));
+    return () => control.abort();
+  }, [more, wanted]);
+
+  const current = searchable && dir.of === wanted;
+  // While a search is on its way, the rows of the last answer that still match stay.
+  const entries = current ? dir.entries : dir.entries.filter((e) => e.topic.startsWith(wanted));
+  const complete = !current || dir.next === null;
+  const rows = mergeListing(entries, allTopics(known, topics), wanted, complete);
+  const listed = rows.filter((r) => r.listed).length;
+  let note;
+  if (!searchable) note = "Topics are lowercase letters, digits and . _ : -";
+  else if (current && dir.error) note = `The topic directory cannot be read (${dir.error}): showing the topics this page knows.`;
+  else if (!current) note = "Searching…";
+  else note = `${listed} ${listed === 1 ? "topic" : "topics"} with recent events${dir.next ? " (more below)" : ""}, ${rows.length - listed} more this page knows.`;
   return (
     <section className="browser" id={id} aria-label="Topic browser" data-testid="topic-browser">
       <input
@@ -20,24 +83,30 @@ function TopicBrowser({ id }) {
         aria-label="Search topics by prefix"
         onChange={(e) => setPrefix(e.target.value)}
       />
-      <p className="note">
-        {shown.length} of {all.length} topics this page has seen or followed (the server has no topic directory yet).
+      <p className="note" data-testid="directory-note">
+        {note}
       </p>
       <ul>
-        {shown.map((t) => (
-          <li key={t}>
+        {rows.map((r) => (
+          <li key={r.topic} data-topic={r.topic} data-listed={r.listed}>
             <label>
               <input
                 type="checkbox"
-                checked={topics.includes(t)}
-                onChange={(e) => (e.target.checked ? addTopic(t) : removeTopic(t))}
+                checked={topics.includes(r.topic)}
+                onChange={(e) => (e.target.checked ? addTopic(r.topic) : removeTopic(r.topic))}
               />
-              <span>{t}</span>
+              <span className="name">{r.topic}</span>
             </label>
+            <span className="figures">{rowFigures(r, current || !searchable)}</span>
           </li>
         ))}
-        {shown.length === 0 && <li className="empty">No topic starts with “{prefix.trim()}”.</li>}
+        {rows.length === 0 && <li className="empty">No topic starts with “{prefix.trim()}”.</li>}
       </ul>
+      {current && dir.next && (
+        <button type="button" disabled={more !== null} onClick={() => setMore(dir.next)}>
+          More topics
+        </button>
+      )}
     </section>
   );
 }
