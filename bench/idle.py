@@ -21,7 +21,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from bench.ingest import start_web
+from bench.ingest import run_cli, start_web
 from bench.loadgen import Tally, open_clients
 from bench.servers import ours_env
 from realtime.dev.embedded import RedisServer, free_port
@@ -86,15 +86,7 @@ def cli() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--connections", type=int, default=10_000)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--baseline", metavar="DIR", help="also measure the code in DIR")
-    parser.add_argument("--server-cpu", type=int, default=0)
-    parser.add_argument("--client-cpu", type=int, default=1)
-    args = parser.parse_args()
-    if args.baseline:
-        args.baseline = os.path.abspath(args.baseline)
-    import uvloop
-
-    uvloop.run(main(args))
+    run_cli(parser, main)
 
 
 if __name__ == "__main__":

@@ -36,8 +36,10 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -269,12 +271,20 @@ def cli() -> None:
     parser.add_argument("--duration", type=float, default=3.0, help="seconds per row")
     parser.add_argument("--batches", type=_batches, default=[1, 100, 1000])
     parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--server-cpu", type=int, default=0)
-    parser.add_argument("--client-cpu", type=int, default=1)
-    parser.add_argument("--baseline", metavar="DIR", help="also measure the code in DIR")
     parser.add_argument(
         "--ours-env", metavar="REALTIME_X=V", action="append", default=[], help="web setting"
     )
+    run_cli(parser, main)
+
+
+def run_cli(
+    parser: argparse.ArgumentParser, main: Callable[[argparse.Namespace], Coroutine[Any, Any, None]]
+) -> None:
+    """Parse the arguments (`--baseline` made absolute: the webs run elsewhere) and run
+    `main` on uvloop, pinned as the arguments say."""
+    parser.add_argument("--server-cpu", type=int, default=0)
+    parser.add_argument("--client-cpu", type=int, default=1)
+    parser.add_argument("--baseline", metavar="DIR", help="also measure the code in DIR")
     args = parser.parse_args()
     if args.baseline:
         args.baseline = os.path.abspath(args.baseline)
