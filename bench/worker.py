@@ -25,6 +25,14 @@ Variants, interleaved:
   is aggregation against pass-through through the real worker path. (Events get the
   ingest time as `ts`, so windows close while the run drains.)
 
+- with `--baseline DIR` (a checkout of another version, e.g. `git archive main | tar -x
+  -C DIR`): `fenced before` and `aggregate before`, the same two through that version's
+  `run_worker` in a process of its own (pinned like this one, timed inside it, so its
+  start-up is not counted), and `fenced process` / `aggregate process`, this version's
+  the same way, interleaved with the others: a change as a ratio in one run, each
+  worker in a process whose heap holds only what a worker's does (this process also
+  holds the workloads, which makes each garbage collection dearer).
+
 Each also runs with `--batch 1` (one entry per round trip: latency-bound), where the
 per-commit cost of the lease check shows most. Prints medians of --runs, the ratio to
 fenced, and the time per batch. Redis is started here (`redis-server` on PATH, else
@@ -44,6 +52,7 @@ import random
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -64,7 +73,8 @@ from realtime.core.wire import UpdateEncoder
 from realtime.dev.embedded import RedisServer
 from realtime.ingest.api import IngestWriter
 
-Variant = Callable[[Settings, Redis], Awaitable[None]]
+# A variant may report its own (elapsed s, CPU s): one run in another process does.
+Variant = Callable[[Settings, Redis], Awaitable[tuple[float, float] | None]]
 
 
 def events(topics: int, count: int, seed: int = 1) -> list[dict[str, Any]]:
@@ -93,33 +103,37 @@ def pass_through_file() -> str:
     return path
 
 
-async def fenced_variant(settings: Settings, redis: Redis) -> None:
+async def fenced_variant(settings: Settings, redis: Redis) -> tuple[float, float] | None:
     """Pass-through only: a pipelines file with none."""
     await run_worker(settings.with_overrides(pipelines_file=pass_through_file()), burst=True)
+    return None
 
 
-async def untrimmed_variant(settings: Settings, redis: Redis) -> None:
+async def untrimmed_variant(settings: Settings, redis: Redis) -> tuple[float, float] | None:
     """Pass-through, history kept by count only (no `XTRIM MINID` in the commit)."""
     await run_worker(
         settings.with_overrides(pipelines_file=pass_through_file(), history_retention_ms=0),
         burst=True,
     )
+    return None
 
 
-async def trimming_variant(settings: Settings, redis: Redis) -> None:
+async def trimming_variant(settings: Settings, redis: Redis) -> tuple[float, float] | None:
     """Pass-through, history kept 1 ms: every commit's trims free what came before."""
     await run_worker(
         settings.with_overrides(pipelines_file=pass_through_file(), history_retention_ms=1),
         burst=True,
     )
+    return None
 
 
-async def aggregate_variant(settings: Settings, redis: Redis) -> None:
+async def aggregate_variant(settings: Settings, redis: Redis) -> tuple[float, float] | None:
     """The built-in default pipelines (no pipelines file)."""
     await run_worker(settings.with_overrides(pipelines_file=None), burst=True)
+    return None
 
 
-async def plain_variant(settings: Settings, redis: Redis) -> None:
+async def plain_variant(settings: Settings, redis: Redis) -> tuple[float, float] | None:
     """The reference: consumer-group reads and pipelined writes, no scripts, no leases."""
     keys = Keys(settings.prefix)
     fanout = UpdateEncoder.of(settings)
@@ -153,6 +167,56 @@ async def plain_variant(settings: Settings, redis: Redis) -> None:
                     pipe.publish(channel, payload)
                 await pipe.execute()
             await redis.xack(raw_stream, settings.group, *[i for i, _ in entries])
+    return None
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Run in the baseline's own process: its `run_worker`, timed there (start-up excluded).
+_BEFORE = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+import uvloop
+from processors.worker.process import run_worker
+from realtime.core.settings import Settings
+settings = Settings.from_env()
+started, cpu = time.perf_counter(), time.process_time()
+uvloop.run(run_worker(settings, burst=True))
+print(time.perf_counter() - started, time.process_time() - cpu)
+"""
+
+
+def before_variant(code: str, cpu: int | None, pass_through: bool) -> Variant:
+    """The worker of the checkout in `code` (`--baseline`), pinned to `cpu`."""
+
+    async def variant(settings: Settings, redis: Redis) -> tuple[float, float]:
+        env = dict(os.environ)
+        env.update(
+            REDIS_URL=settings.redis_url,
+            REALTIME_PREFIX=settings.prefix,
+            REALTIME_PARTITIONS=str(settings.partitions),
+            REALTIME_BATCH_SIZE=str(settings.batch_size),
+            REALTIME_BLOCK_MS=str(settings.block_ms),
+            REALTIME_CONSUMER=settings.consumer,
+            REALTIME_LOG_LEVEL="WARNING",
+            REALTIME_PIPELINES=pass_through_file() if pass_through else "",
+        )
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            _BEFORE,
+            code,
+            env=env,
+            cwd=code,
+            stdout=asyncio.subprocess.PIPE,
+            preexec_fn=None if cpu is None else functools.partial(os.sched_setaffinity, 0, {cpu}),
+        )
+        out, _ = await process.communicate()
+        if process.returncode:
+            raise RuntimeError(f"the baseline worker exited with {process.returncode}")
+        elapsed, used = out.split()[-2:]
+        return float(elapsed), float(used)
+
+    return variant
 
 
 VARIANTS: dict[str, Variant] = {
@@ -195,10 +259,11 @@ async def measure(
         redis_started = await redis_cpu(redis)
         cpu_started = time.process_time()
         started = time.perf_counter()
-        await variant(settings, redis)
+        own = await variant(settings, redis)
+        elapsed, cpu = own or (time.perf_counter() - started, time.process_time() - cpu_started)
         run = Run(
-            time.perf_counter() - started,
-            time.process_time() - cpu_started,
+            elapsed,
+            cpu,
             await redis_cpu(redis) - redis_started,
         )
         keys = Keys(settings.prefix)
@@ -238,14 +303,19 @@ async def main(args: argparse.Namespace) -> None:
         if args.worker_cpu is not None:
             os.sched_setaffinity(0, {args.worker_cpu})
         batches = (args.batch, 1) if args.events_batch1 else (args.batch,)
-        cases = [(name, batch) for batch in batches for name in VARIANTS]
+        variants = dict(VARIANTS)
+        if args.baseline:  # both versions as their own processes, as a real worker runs
+            for label, code in (("process", REPO), ("before", args.baseline)):
+                variants[f"fenced {label}"] = before_variant(code, args.worker_cpu, True)
+                variants[f"aggregate {label}"] = before_variant(code, args.worker_cpu, False)
+        cases = [(name, batch) for batch in batches for name in variants]
         sizes = {args.batch: args.events, 1: args.events_batch1}
         workloads = {b: events(args.topics, n) for b, n in sizes.items()}
         runs: dict[tuple[str, int], list[Run]] = {case: [] for case in cases}
         for n in range(args.runs):
             for name, batch in cases:
                 runs[(name, batch)].append(
-                    await measure(server, workloads[batch], VARIANTS[name], batch, args.partitions)
+                    await measure(server, workloads[batch], variants[name], batch, args.partitions)
                 )
             print(f"run {n + 1}/{args.runs} done", flush=True)
         print(
@@ -253,13 +323,16 @@ async def main(args: argparse.Namespace) -> None:
             f"Redis {redis_version(server)}, median of {args.runs} runs "
             f"(uvloop; worker CPU {args.worker_cpu}, Redis CPU {args.redis_cpu})"
         )
-        print(report(runs, sizes, batches))
+        print(report(runs, sizes, batches, list(variants)))
     finally:
         server.cleanup()
 
 
 def report(
-    runs: dict[tuple[str, int], list[Run]], sizes: dict[int, int], batches: tuple[int, ...]
+    runs: dict[tuple[str, int], list[Run]],
+    sizes: dict[int, int],
+    batches: tuple[int, ...],
+    names: list[str],
 ) -> str:
     header = (
         "variant",
@@ -269,23 +342,34 @@ def report(
         "ms/batch",
         "worker us/ev",
         "Redis us/ev",
+        "ev/s per worker core",
+        "ev/s per Redis core",
         "events/s min-max",
     )
-    lines = ["{:<18}{:>6}{:>10}{:>10}{:>10}{:>13}{:>12}{:>20}".format(*header)]
+    lines = ["{:<18}{:>6}{:>10}{:>10}{:>10}{:>13}{:>12}{:>30}{:>30}{:>20}".format(*header)]
     for batch in batches:
         count = sizes[batch]
         base = statistics.median(r.elapsed_s for r in runs[("fenced", batch)])
-        for name in VARIANTS:
-            elapsed = statistics.median(r.elapsed_s for r in runs[(name, batch)])
-            worker = statistics.median(r.worker_cpu_s for r in runs[(name, batch)])
-            redis = statistics.median(r.redis_cpu_s for r in runs[(name, batch)])
+        for name in names:
+            case = runs[(name, batch)]
+            elapsed = statistics.median(r.elapsed_s for r in case)
+            worker = statistics.median(r.worker_cpu_s for r in case)
+            redis = statistics.median(r.redis_cpu_s for r in case)
+            per_worker = spread([count / r.worker_cpu_s for r in case])
+            per_redis = spread([count / r.redis_cpu_s for r in case])
             lines.append(
                 f"{name:<18}{batch:>6}{count / elapsed:>10,.0f}{base / elapsed:>9.2f}x"
                 f"{elapsed / -(-count // batch) * 1000:>10.3f}"
                 f"{worker / count * 1e6:>13.1f}{redis / count * 1e6:>12.1f}"
-                f"{_spread([count / r.elapsed_s for r in runs[(name, batch)]]):>20}"
+                f"{per_worker:>30}{per_redis:>30}"
+                f"{_spread([count / r.elapsed_s for r in case]):>20}"
             )
     return "\n".join(lines)
+
+
+def spread(values: list[float]) -> str:
+    """Median (min-max)."""
+    return f"{statistics.median(values):,.0f} ({min(values):,.0f}-{max(values):,.0f})"
 
 
 def _spread(values: list[float]) -> str:
@@ -304,7 +388,14 @@ def cli() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--worker-cpu", type=int, help="pin this process (the worker) to a CPU")
     parser.add_argument("--redis-cpu", type=int, help="pin Redis to a CPU")
+    parser.add_argument(
+        "--baseline",
+        metavar="DIR",
+        help="also run the worker of the checkout in DIR (rows `... before`), interleaved",
+    )
     args = parser.parse_args()
+    if args.baseline:
+        args.baseline = os.path.abspath(args.baseline)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - not on Windows

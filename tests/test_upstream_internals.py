@@ -37,6 +37,7 @@ from realtime.fanout.sharded import ShardedFanoutManager
 from realtime.transport.connection import _HandedOver
 from realtime.transport.engine import EngineServer, EngineSocket
 from realtime.transport.server import SocketServer
+from realtime.transport.timers import DelayQueue
 from realtime.web.admin import same_origins
 from realtime.web.namespace import TopicNamespace
 
@@ -730,16 +731,16 @@ async def test_engineio_hands_each_new_socket_to_engine_server_to_adopt() -> Non
             "'connect' no longer gets the translated environ as its second argument",
             "realtime/transport/engine.py EngineServer._trigger_event (the session's address)",
         )
-        assert sockets[0]._ping_handle is not None, blame(
+        assert sockets[0]._ping_entry is not None, blame(
             f"{ENGINE}._handle_connect",
             "no longer schedules the first ping after 'connect'",
             f"{_ES}.schedule_ping",
         )
     finally:
         for socket in sockets:
-            handle = vars(socket).get("_ping_handle")
-            if handle is not None:
-                handle.cancel()
+            entry = vars(socket).get("_ping_entry")
+            if entry is not None:
+                DelayQueue.cancel(entry)
 
 
 def test_socketio_builds_our_engine_and_sends_its_events_to_our_overrides() -> None:

@@ -181,7 +181,7 @@ class LeaseLost(Exception):
     """The partition's lease is no longer ours: stop reading and writing it."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen, as IngestEvent (pipelines/transform.py)
 class Entry:
     id: str
     fields: Fields

@@ -255,7 +255,8 @@ class _Building:
         result, event = outcome.plan, outcome.event
         if result.passthrough is not None:
             self.emit([result.passthrough], index, output=False)
-        entry_id = parse_id(entry.id)
+        # Parsed only when compared (pass-through needs neither comparison).
+        entry_id = parse_id(entry.id) if result.feeds or result.routed else NO_ID
         fed_this = False
         if result.feeds and entry_id > self.offset:  # else the checkpoint holds them
             for feed in result.feeds:

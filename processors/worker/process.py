@@ -10,6 +10,7 @@ import signal
 from processors.worker.consumer import Consumer
 from processors.worker.stream_stats import StreamStats
 from realtime.core.connections import connect
+from realtime.core.gctune import tuned_gc
 from realtime.core.keys import Keys
 from realtime.core.metrics import WorkerMetrics
 from realtime.core.metrics_server import private_metrics
@@ -46,8 +47,9 @@ async def run_worker(
         settings.lease_ms,
     )
     try:
-        async with private_metrics(metrics, settings.host, settings.metrics_port):
-            await consumer.run(stop, burst=burst)
+        with tuned_gc():
+            async with private_metrics(metrics, settings.host, settings.metrics_port):
+                await consumer.run(stop, burst=burst)
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)

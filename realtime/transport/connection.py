@@ -29,6 +29,17 @@ class Receiver(Protocol):
 
 class WebSocketConnection(asyncio.Protocol):
     compress = 0  # no extensions: permessage-deflate connections stay with aiohttp
+    # One per connection: no instance dict (asyncio.Protocol has none either).
+    __slots__ = (
+        "_abort",
+        "_drain_waiter",
+        "_paused",
+        "_watcher",
+        "closing",
+        "reader",
+        "receiver",
+        "transport",
+    )
 
     def __init__(self, transport: asyncio.Transport, receiver: Receiver, max_message: int) -> None:
         self.transport = transport

@@ -25,6 +25,7 @@ from realtime.transport.connection import take_over
 from realtime.transport.frames import Frame
 from realtime.transport.inbound import engine_malformed
 from realtime.transport.outbox import Outbox
+from realtime.transport.timers import DelayQueue
 from realtime.transport.websocket import CLOSE_NORMAL, CLOSE_UNSUPPORTED_DATA, HandshakeError
 
 logger = logging.getLogger(__name__)
@@ -92,7 +93,7 @@ class EngineSocket(AsyncSocket):  # type: ignore[misc]
     # The client address that opened the session (`realtime.core.peer`; set on adoption):
     # its later requests must come from there (`EngineServer.session_for`).
     address = ""
-    _ping_handle: asyncio.TimerHandle | None = None
+    _ping_entry: list[object] | None = None  # in the server's ping queue
     _on_polled: Any = None
     _inbox: list[str | bytes | None] | None = None  # received, not handled yet
     _receiving: asyncio.Task[None] | None = None  # handles the inbox while it is not empty
@@ -133,16 +134,15 @@ class EngineSocket(AsyncSocket):  # type: ignore[misc]
             asyncio.get_running_loop().call_soon(callback)
         return packets
 
-    # -- pings: a timer, not a task per cycle -------------------------------------------
+    # -- pings: one queue for the server, not a timer (or a task) per connection --------
 
     def schedule_ping(self) -> None:
         if self.last_ping:
             self.last_ping = None
-            loop = asyncio.get_running_loop()
-            self._ping_handle = loop.call_later(self.server.ping_interval, self._ping)
+            self._ping_entry = self.server.ping_queue().add(self)
 
     def _ping(self) -> None:
-        self._ping_handle = None
+        self._ping_entry = None
         if not self.closing and not self.closed:
             self.last_ping = time.time()
             self._put(packet.Packet(packet.PING))
@@ -150,9 +150,9 @@ class EngineSocket(AsyncSocket):  # type: ignore[misc]
     # -- ending -------------------------------------------------------------------------
 
     async def close(self, wait: bool = True, abort: bool = False, reason: Any = None) -> None:
-        if self._ping_handle is not None:
-            self._ping_handle.cancel()
-            self._ping_handle = None
+        if self._ping_entry is not None:
+            DelayQueue.cancel(self._ping_entry)
+            self._ping_entry = None
         await super().close(wait=wait and self.outbox.polling, abort=abort, reason=reason)
         self.outbox.closed()
 
@@ -380,6 +380,14 @@ class EngineServer(engineio.AsyncServer):  # type: ignore[misc]
     on_upgraded: Callable[[str], None] | None = None
     proxies = TrustedProxies()  # who may say where a request comes from
     bind_sessions = True  # a session takes requests only from the address that opened it
+
+    _pings: DelayQueue[EngineSocket] | None = None
+
+    def ping_queue(self) -> DelayQueue[EngineSocket]:
+        """Every socket's next ping, on one timer (`timers.py`)."""
+        if self._pings is None or self._pings.delay != self.ping_interval:
+            self._pings = DelayQueue(self.ping_interval, EngineSocket._ping)
+        return self._pings
 
     def _announce_exact_heartbeat(self, socket: AsyncSocket) -> None:
         # The connect event comes right after python-engineio queued the OPEN packet,

@@ -46,6 +46,21 @@ class WebSocket(Protocol):
 
 class Outbox:
     polling = False
+    # One per connection: no instance dict (tracemalloc, `python -m bench.idle`).
+    __slots__ = (
+        "_ending",
+        "_flusher",
+        "compressed",
+        "lane",
+        "max_bytes",
+        "max_packets",
+        "on_drained",
+        "pending",
+        "pending_bytes",
+        "protocol",
+        "transport",
+        "websocket",
+    )
 
     def __init__(
         self,

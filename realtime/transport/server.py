@@ -30,6 +30,7 @@ from realtime.transport.dispatch import ExtensibleServer
 from realtime.transport.engine import EngineServer, EngineSocket
 from realtime.transport.inbound import attachment_malformed, guard_translate_request, malformed
 from realtime.transport.outbox import Outbox
+from realtime.transport.timers import DelayQueue
 
 logger = logging.getLogger(__name__)
 
@@ -134,6 +135,8 @@ class SocketServer(ExtensibleServer):
     ) -> None:
         super().__init__(*args, **kwargs)
         self.connect_timeout_s = connect_timeout_s
+        # Each new connection's check that it joined a namespace, on one timer.
+        self._connect_checks: DelayQueue[str] | None = None
         self._checks: set[asyncio.Task[None]] = set()
         self.admin_namespace = admin_namespace
         self.admin_only_origin = admin_only_origin
@@ -230,9 +233,9 @@ class SocketServer(ExtensibleServer):
     async def _handle_eio_connect(self, eio_sid: str, environ: dict[str, Any]) -> Any:
         self.traffic.raw_connections += 1
         self.start_manager()
-        asyncio.get_running_loop().call_later(
-            self.connect_timeout_s, self._spawn_connect_check, eio_sid
-        )
+        if self._connect_checks is None or self._connect_checks.delay != self.connect_timeout_s:
+            self._connect_checks = DelayQueue(self.connect_timeout_s, self._spawn_connect_check)
+        self._connect_checks.add(eio_sid)
         await super()._handle_eio_connect(eio_sid, environ)
         # python-socketio keeps the environ for as long as the connection lives, for its
         # namespace connects; they read its text entries (headers, query string) only.

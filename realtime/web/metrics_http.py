@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
@@ -98,6 +99,14 @@ def _unauthorized() -> web.Response:
 def ingest_status_counter(metrics: WebMetrics, path: str) -> Middleware:
     """Counts the responses to `path` (the ingest API) by status, errors included."""
 
+    counters: dict[int, Any] = {}  # status -> its labelled child (labels() is slow)
+
+    def counted(status: int) -> None:
+        counter = counters.get(status)
+        if counter is None:
+            counter = counters[status] = metrics.ingest_requests.labels(str(status))
+        counter.inc()
+
     @web.middleware
     async def count(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path != path:
@@ -105,12 +114,12 @@ def ingest_status_counter(metrics: WebMetrics, path: str) -> Middleware:
         try:
             response = await handler(request)
         except web.HTTPException as exc:
-            metrics.ingest_requests.labels(str(exc.status)).inc()
+            counted(exc.status)
             raise
         except Exception:
-            metrics.ingest_requests.labels("500").inc()
+            counted(500)
             raise
-        metrics.ingest_requests.labels(str(response.status)).inc()
+        counted(response.status)
         return response
 
     return count

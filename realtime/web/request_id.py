@@ -9,7 +9,7 @@ Socket.IO long-poll and websocket-upgrade answers.
 from __future__ import annotations
 
 import re
-import uuid
+import secrets
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -25,7 +25,8 @@ def request_id_of(request: web.Request) -> str:
     incoming = request.headers.get(HEADER, "")
     if _ACCEPTABLE.fullmatch(incoming):
         return incoming
-    return uuid.uuid4().hex
+    # 32 hex digits from the OS's random source as uuid4().hex, without building a UUID.
+    return secrets.token_hex(16)
 
 
 @web.middleware

@@ -15,6 +15,7 @@ import signal
 
 from aiohttp import web
 
+from realtime.core.gctune import tuned_gc
 from realtime.core.settings import Settings
 from realtime.web.app import DRAIN, server_options
 
@@ -52,7 +53,8 @@ async def serve(app: web.Application, settings: Settings) -> None:
         await web.TCPSite(
             runner, settings.host, settings.port, backlog=settings.listen_backlog
         ).start()
-        await stop.wait()
+        with tuned_gc():
+            await stop.wait()
         await drain.run()
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
