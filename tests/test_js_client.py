@@ -204,9 +204,11 @@ async def test_helper_resubscribes_after_a_web_restart(
     redis_server: RedisServer, processes: ProcessGroup, js: Callable[..., JsClient], transport: str
 ) -> None:
     """socket.io-client's own reconnection brings the connection back after the web
-    process restarts; the helper subscribes again and events flow as before."""
+    process restarts; the helper subscribes again and events flow as before. (With
+    connection-state recovery off: with it on, the session comes back without a
+    subscribe, `tests/test_recovery.py`.)"""
     settings = fresh_settings(redis_server)
-    web = processes.web(settings)
+    web = processes.web(settings, REALTIME_RECOVERY_S="0")
     processes.worker(settings)
     client = await js()
     connected = await client.connect_helper(
@@ -285,9 +287,10 @@ async def test_helper_resumes_with_no_gap_after_a_web_restart(
     redis_server: RedisServer, processes: ProcessGroup, js: Callable[..., JsClient]
 ) -> None:
     """Events posted (through another web) while the client's web is down are replayed
-    when it reconnects: every event once, in order, and `recovered: true`."""
+    when it reconnects: every event once, in order, and `recovered: true`. (The helper's
+    own resume with `since`, so with connection-state recovery off.)"""
     settings = fresh_settings(redis_server)
-    web = processes.web(settings)
+    web = processes.web(settings, REALTIME_RECOVERY_S="0")
     other = processes.web(settings)
     processes.worker(settings)
     client = await js()

@@ -124,6 +124,8 @@ def test_engineio_packets() -> None:
 
 def test_update_events_is_the_fast_path_for_update_only() -> None:
     assert frames.update_events(b'42["update",[{"id":"1-0"}]]') == [{"id": "1-0"}]
+    # With connection-state recovery on, a string offset comes last.
+    assert frames.update_events(b'42["update",[{"id":"1-0"}],"ab1.f"]') == [{"id": "1-0"}]
     assert frames.update_events(b'42["other",[1]]') is None
     assert frames.update_events(b"431[{}]") is None
     with pytest.raises(ProtocolError):

@@ -64,6 +64,7 @@ class RawWebsocket:
         self.ws = ws
         self.answer_pings = answer_pings
         self.pings = 0
+        self.offset: str | None = None  # the last `update`'s trailing offset (recovery)
 
     async def send(self, frame: str) -> None:
         await self.ws.send_str(frame)
@@ -108,19 +109,29 @@ class RawWebsocket:
         while len(events) < count:
             frame = await self.recv()
             assert frame.startswith("42["), frame
-            name, payload = json.loads(frame[2:])
+            # With connection-state recovery on, an offset comes last (a string).
+            name, payload, *rest = json.loads(frame[2:])
             assert name == "update"
             assert isinstance(payload, list)
             assert payload
+            [offset] = rest
+            assert isinstance(offset, str), rest
+            self.offset = offset
             events += payload
         return events
 
 
-async def connect_namespace(raw: RawWebsocket, auth: dict[str, Any] | None = None) -> str:
+async def connect_answer(raw: RawWebsocket, auth: dict[str, Any] | None = None) -> dict[str, Any]:
+    """CONNECT to `/`: the answer's data (`sid`, and `pid` and `resume` for recovery)."""
     await raw.send("40" + (json.dumps(auth) if auth is not None else ""))
     frame = await raw.recv()
     assert frame.startswith("40{"), frame
-    sid: str = json.loads(frame[2:])["sid"]
+    data: dict[str, Any] = json.loads(frame[2:])
+    return data
+
+
+async def connect_namespace(raw: RawWebsocket, auth: dict[str, Any] | None = None) -> str:
+    sid: str = (await connect_answer(raw, auth))["sid"]
     return sid
 
 
@@ -256,7 +267,7 @@ async def test_long_polling_session(web: RealtimeProcess, http: aiohttp.ClientSe
             if frame == "2":  # the heartbeat travels over polling too
                 await poll.post("3")
                 continue
-            name, payload = json.loads(frame[2:])
+            name, payload, _offset = json.loads(frame[2:])
             assert frame.startswith("42["), frame
             assert name == "update", frame
             events += payload
@@ -375,3 +386,48 @@ async def test_a_client_close_answers_the_pending_poll_with_a_noop_then_400(
             assert response.status == 400
         return
     pytest.fail("no GET was pending at the close in 5 tries")
+
+
+@pytest.mark.system
+async def test_a_resume_token_recovers_the_session(
+    web: RealtimeProcess, http: aiohttp.ClientSession
+) -> None:
+    """An SDK without recovery code (Swift, Java): the CONNECT answer has `pid` and a
+    `resume` token; after a drop, CONNECT with auth `{"resume": "<pid>.<offset>"}` (the
+    offset of the last `update` received) restores both subscriptions and replays what
+    each missed, once, without a subscribe; the answer repeats the pid."""
+    topics = ("raw.resume.a", "raw.resume.b")
+    async with http.ws_connect(eio_url(web, "websocket")) as ws:
+        raw = RawWebsocket(ws)
+        parse_open(await raw.recv())
+        answer = await connect_answer(raw, {"token": "from-the-app"})
+        pid = answer["pid"]
+        assert answer["resume"].startswith(pid + ".")
+        for n, topic in enumerate(topics, 1):
+            assert (await raw.call(n, "subscribe", {"topic": topic}))["ok"]
+        seen = await post_events(web.url, [{"topic": t, "data": {"n": 0}} for t in topics])
+        assert [e["id"] for e in await raw.updates(2)] == seen
+        token = f"{pid}.{raw.offset}"
+    missed = await post_events(
+        web.url, [{"topic": t, "data": {"n": n}} for n in (1, 2) for t in topics]
+    )
+    async with http.ws_connect(eio_url(web, "websocket")) as ws:
+        raw = RawWebsocket(ws)
+        parse_open(await raw.recv())
+        again = await connect_answer(raw, {"token": "from-the-app", "resume": token})
+        assert again["pid"] == pid
+        got = await raw.updates(4)
+        assert sorted(e["id"] for e in got) == sorted(missed)
+        posted_topics = [t for _ in (1, 2) for t in topics]
+        for topic in topics:  # in order per topic
+            assert [e["id"] for e in got if e["topic"] == topic] == [
+                i for i, t in zip(missed, posted_topics, strict=True) if t == topic
+            ]
+        after = await post_events(web.url, [{"topic": t, "data": {"n": 3}} for t in topics])
+        assert [e["id"] for e in await raw.updates(2)] == after  # live, and nothing twice
+    # A token the server cannot use (unknown session) is a fresh session, not an error.
+    async with http.ws_connect(eio_url(web, "websocket")) as ws:
+        raw = RawWebsocket(ws)
+        parse_open(await raw.recv())
+        fresh = await connect_answer(raw, {"resume": "nosuchsession.abc.1"})
+        assert fresh["pid"] != pid

@@ -53,7 +53,7 @@ class Client:
         self.disconnected = asyncio.Event()
         self.sio.on("connect_error", self.refusals.append)
         self.sio.on("closing", self.closing.append)
-        self.sio.on("update", self.updates.append)
+        self.sio.on("update", lambda events, _offset=None: self.updates.append(events))
         self.sio.on("disconnect", lambda *reason: self.disconnected.set())
 
     async def connect(self, url: str, auth: Any = None) -> bool:

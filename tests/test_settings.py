@@ -151,6 +151,7 @@ _EVERYTHING = dict(
     client_backlog_bytes=4096,
     client_backlog_packets=12,
     slow_client_s=3.5,
+    recovery_s=45.0,
     sse_heartbeat_s=7.5,
     presence_ttl_s=4.5,
     presence_flush_ms=125.0,

@@ -186,15 +186,21 @@ export function startFeed(url = undefined) {
 
   socket.on("update", (events) => Array.isArray(events) && measure(events));
   socket.on("presence", (event) => setWatching(event?.topic, event?.count));
-  socket.on("connect", () =>
+  socket.on("connect", () => {
     setConnection({
       status: "connected",
       attempt: 0,
       error: null,
       transport: socket.io.engine.transport.name,
       connects: useStore.getState().connection.connects + 1,
-    }),
-  );
+    });
+    // Connection-state recovery: the session came back whole (no subscribe follows).
+    if (socket.recovered) {
+      useStore.setState((s) => ({
+        resume: { ...s.resume, state: "recovered", at: Date.now(), dismissed: false },
+      }));
+    }
+  });
   socket.io.on("open", () =>
     socket.io.engine.on("upgrade", (transport) => setConnection({ transport: transport.name })),
   );

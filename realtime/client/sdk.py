@@ -19,6 +19,7 @@ from typing import Any
 
 import socketio
 
+from realtime.client.session import SessionClient
 from realtime.core import jsoncodec
 from realtime.core.backoff import Backoff
 from realtime.core.errors import describe
@@ -78,6 +79,7 @@ class ClientStats:
     connects: int = 0
     duplicates: int = 0  # events dropped because their id was not new
     gaps: int = 0  # resumes the server could not recover
+    recovered: int = 0  # reconnects that got the whole session back (no resubscribe)
 
 
 async def _call(handler: Callable[..., Awaitable[None] | None] | None, *args: Any) -> None:
@@ -142,7 +144,7 @@ class RealtimeClient:
         self._closed = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         # handle_sigint=False: Ctrl-C belongs to the application, not to engineio.
-        self.sio = socketio.AsyncClient(
+        self.sio = SessionClient(
             reconnection=True,
             reconnection_delay=reconnection_delay,
             reconnection_delay_max=reconnection_delay_max,
@@ -153,7 +155,7 @@ class RealtimeClient:
         self.sio.on("disconnect", self._on_disconnect)
         self.sio.on("connect_error", self._on_connect_error)
         self.sio.on(CLOSING_EVENT, self._on_closing)
-        self.sio.on(UPDATE_EVENT, self._on_update)
+        self.sio.on(UPDATE_EVENT, self._on_update_packet)
 
     # -- connection -----------------------------------------------------------------------
 
@@ -179,7 +181,7 @@ class RealtimeClient:
                     transports=self.transports,
                     namespaces=[NAMESPACE],
                     wait_timeout=self.request_timeout,
-                    auth=self._auth if self.token is not None else None,
+                    auth=self._auth,
                 )
                 return
             except (socketio.exceptions.ConnectionError, ValueError) as exc:
@@ -200,10 +202,14 @@ class RealtimeClient:
         return self.refusal
 
     async def _auth(self) -> dict[str, str]:
+        """The token, and the resume token of the session to recover (if any)."""
+        auth = self.sio.resume.auth()
+        if self.token is None:
+            return auth
         token = self.token() if callable(self.token) else self.token
         if inspect.isawaitable(token):
             token = await token
-        return {"token": str(token)}
+        return {"token": str(token), **auth}
 
     async def _on_connect_error(self, data: Any = None) -> None:
         # The server's refusal is a CONNECT_ERROR packet: {"message", "data"?}. A string
@@ -242,11 +248,16 @@ class RealtimeClient:
 
     async def _on_connect(self) -> None:
         self.stats.connects += 1
-        logger.info("connected to %s", self.url)
+        recovered = self.sio.resume.recovered
+        logger.info("connected to %s%s", self.url, " (session recovered)" if recovered else "")
+        if recovered:
+            self.stats.recovered += 1
         # This runs inside python-socketio's read loop, which must go on to read the
-        # acks: subscribe from tasks of their own.
-        for topic in self._topics:
-            self._spawn(self._subscribe(topic))
+        # acks: subscribe from tasks of their own. A recovered session has its
+        # subscriptions back (what it missed follows): only the unanswered ones go again.
+        for topic, entry in self._topics.items():
+            if not (recovered and entry.acked.done()):
+                self._spawn(self._subscribe(topic))
 
     async def _on_disconnect(self, reason: Any = None) -> None:
         if self._closing:
@@ -360,6 +371,12 @@ class RealtimeClient:
         await asyncio.sleep(entry.retry.next_delay())
         if self._topics.get(topic) is entry and self.connected:
             await self._subscribe(topic)
+
+    async def _on_update_packet(self, events: list[Event], offset: Any = None) -> None:
+        """An `update`: its events and, with recovery on, its offset (the last
+        argument; a python-socketio handler with one parameter would get a TypeError)."""
+        self.sio.resume.updated(offset)
+        await self._on_update(events)
 
     async def _on_update(self, events: list[Event]) -> None:
         fresh = []

@@ -147,6 +147,14 @@ class Keys:
         """Events a publish key (named by a hash prefix, never the key) sent this second."""
         return f"{self.prefix}rate:{key_name}"
 
+    def recovery_log(self, epoch: str) -> str:
+        """A web instance's connection-state recovery log (one per process start)."""
+        return f"{self.prefix}rlog:{epoch}"
+
+    def session(self, pid: str) -> str:
+        """A recoverable Socket.IO session: its owner and checkpoints."""
+        return f"{self.prefix}session:{pid}"
+
     def auth_failures(self, kind: str, subject: str) -> tuple[str, str]:
         """A credential throttle's failure counter and lockout for one subject of `kind`
         (`realtime.core.throttle`): `subject` (a client address or a credential) only as a

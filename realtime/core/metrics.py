@@ -207,6 +207,13 @@ class WebMetrics(ProcessMetrics):
             ["reason"],
             registry=r,
         )
+        self.recoveries = Counter(
+            "realtime_session_recoveries",
+            "Connects that asked to recover a session (socket.io-client's pid and offset, "
+            "or a resume token), by outcome: recovered, or fresh (a new session instead).",
+            ["outcome"],
+            registry=r,
+        )
         self.presence_viewers = Gauge(
             "realtime_presence_viewers",
             "Viewers on this instance, as presence counts them: topic subscriptions and "

@@ -192,6 +192,9 @@ class Settings:
     client_backlog_bytes: int = 1_048_576
     client_backlog_packets: int = 1000
     slow_client_s: float = 30.0
+    # connection-state recovery: how long a session can be recovered (0: off, and
+    # `update` packets carry no offset): realtime/delivery/recovery.py
+    recovery_s: float = 120.0
     # a comment on an idle Server-Sent Events stream this often (realtime/web/stream.py)
     sse_heartbeat_s: float = 15.0
     # presence (realtime/delivery/presence.py): a dead instance stops counting this long
@@ -308,6 +311,7 @@ class Settings:
                 e, "REALTIME_CLIENT_BACKLOG_PACKETS", cls.client_backlog_packets, minimum=1
             ),
             slow_client_s=_float(e, "REALTIME_SLOW_CLIENT_S", cls.slow_client_s, 0.1),
+            recovery_s=_float(e, "REALTIME_RECOVERY_S", cls.recovery_s),
             sse_heartbeat_s=_float(e, "REALTIME_SSE_HEARTBEAT_S", cls.sse_heartbeat_s, 0.1),
             presence_ttl_s=_float(e, "REALTIME_PRESENCE_TTL_S", cls.presence_ttl_s, 0.5),
             presence_flush_ms=_float(e, "REALTIME_PRESENCE_FLUSH_MS", cls.presence_flush_ms, 10),

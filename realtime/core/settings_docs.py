@@ -109,6 +109,12 @@ ENVIRONMENT_DOCS: dict[str, str] = {
     "REALTIME_SLOW_CLIENT_S": (
         "a connection behind for this long in all is sent `closing` and disconnected"
     ),
+    "REALTIME_RECOVERY_S": (
+        "seconds a disconnected Socket.IO session can be recovered (socket.io-client's "
+        "`socket.recovered`, or the resume token): its subscriptions come back and what it "
+        "missed is replayed; `0` turns recovery off, and `update` packets then carry no "
+        "trailing offset (for python-socketio handlers that take one argument)"
+    ),
     "REALTIME_SSE_HEARTBEAT_S": (
         "seconds between comment heartbeats (`: ping`) on an idle Server-Sent Events stream "
         "(`GET /api/v1/stream`), so proxies keep it open"

@@ -29,23 +29,26 @@ PAGE = 500  # events per replayed `update` packet and per history read
 
 class Page:
     """A page of history and its `update` frame, encoded once for all the targets that
-    are sent the whole page (many, when a room catches up together)."""
+    are sent the whole page (many, when a room catches up together), with one recovery
+    offset for all of them (`offset`)."""
 
-    __slots__ = ("_frame", "events")
+    __slots__ = ("_frame", "events", "offset")
 
-    def __init__(self, events: list[WireEvent]) -> None:
+    def __init__(self, events: list[WireEvent], offset: str | None = None) -> None:
         self.events = events
+        self.offset = offset
         self._frame: Frame | None = None
 
-    def frame(self, events: list[WireEvent]) -> Frame:
-        if events is not self.events:  # part of the page (`Batch.after`)
-            return Frame.update(events)
+    def frame(self) -> Frame:
+        """The whole page's frame (a target sent part of it gets a frame of its own)."""
         if self._frame is None:
-            self._frame = Frame.update(events)
+            self._frame = Frame.update(self.events, self.offset)
         return self._frame
 
 
 Send = Callable[[str, str, list[WireEvent], Page | None], None]
+# (sids, topic, events): the recovery offset of a frame of `events` to these connections
+Mark = Callable[[list[str], str, list[WireEvent]], str | None]
 
 
 class CatchUp:
@@ -58,6 +61,7 @@ class CatchUp:
         send: Send,
         disconnect: Callable[[str], Awaitable[None]],
         caught_up: Callable[[str], None],
+        mark: Mark | None = None,
     ) -> None:
         """`send(sid, topic, events, page)`: hand backlog events to a connection;
         `disconnect(sid)`: drop a connection whose gap history cannot fill (the client
@@ -68,6 +72,7 @@ class CatchUp:
         self.send = send
         self.disconnect = disconnect
         self.caught_up = caught_up
+        self.mark = mark
 
     async def catch_up(self, topic: str, targets: list[Target]) -> None:
         """Subscriptions that may have missed events: from history if it still holds
@@ -97,10 +102,12 @@ class CatchUp:
                 read = functools.partial(self.history.after, topic, start, PAGE)
                 page = await self.retrying(read)
             batch = Batch.of(topic, page)
-            encoded = Page(page)
-            for target in pending:
-                out = self.subs.replayed(target.sid, target.generation, batch)
-                self.send(target.sid, topic, out, encoded)
+            outs = [(t.sid, self.subs.replayed(t.sid, t.generation, batch)) for t in pending]
+            whole = [sid for sid, out in outs if out and out is page]
+            offset = self.mark(whole, topic, page) if whole and self.mark is not None else None
+            encoded = Page(page, offset)
+            for sid, out in outs:
+                self.send(sid, topic, out, encoded)
             if len(page) >= PAGE:
                 page = None
                 continue

@@ -102,12 +102,13 @@ class Merged:
 class Conflater:
     """One subscription's pacing and merge state."""
 
-    __slots__ = ("_last_key", "_last_sent", "_path", "_pending", "interval", "topic")
+    __slots__ = ("_last_key", "_last_sent", "_path", "_pending", "interval", "max_rate", "topic")
 
     def __init__(self, topic: str, max_rate: float, field: str = DEFAULT_FIELD) -> None:
         if not MIN_RATE_HZ <= max_rate <= MAX_RATE_HZ:
             raise ValueError(f"max_rate must be between {MIN_RATE_HZ} and {MAX_RATE_HZ} Hz")
         self.topic = topic
+        self.max_rate = max_rate
         self.interval = 1.0 / max_rate
         self._path = tuple(field.split("."))
         self._pending: Merged | None = None

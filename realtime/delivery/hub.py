@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -25,6 +26,7 @@ from realtime.delivery.conflate import Conflater
 from realtime.delivery.history import HistoryReader, WireEvent, reaches
 from realtime.delivery.pacing import Pacer
 from realtime.delivery.presence import Presence
+from realtime.delivery.recovery import Recorder
 from realtime.delivery.slow_clients import SlowClients
 from realtime.delivery.streams import StreamReaders
 from realtime.delivery.subscriptions import Batch, Cursor, Subscriptions, Target
@@ -60,7 +62,10 @@ class Delivery:
         batch_tick_s: float = 0.0,
         slow_client_s: float = 30.0,
         metrics: WebMetrics | None = None,
+        recorder: Recorder | None = None,
     ) -> None:
+        """`recorder`: connection-state recovery's log (None: recovery off, and
+        `update` packets carry no offset)."""
         self.sio = sio
         self.history = history
         self.subs = subscriptions
@@ -73,7 +78,12 @@ class Delivery:
         self._queue: deque[Batch] = deque()  # batches to hand out, in order
         self._next_flush = 0.0  # loop time: pending events wait until then (see `live`)
         self._sender: asyncio.Task[None] | None = None  # hands out the queue while it has any
-        self.pacer = Pacer(subscriptions, sio.writer, self._push)
+        self.recorder = recorder
+        # Writes the recovery log's pending entries (set by the app with the recorder).
+        self.log_written: Callable[[], Awaitable[None]] | None = None
+        if recorder is not None:
+            subscriptions.observer = recorder.changed
+        self.pacer = Pacer(subscriptions, sio.writer, self._push, self._frame_for)
         self.slow = SlowClients(
             subscriptions,
             sio.writer,
@@ -89,6 +99,7 @@ class Delivery:
             send=self._send_paced,
             disconnect=self._disconnect,
             caught_up=self.slow.check_caught_up,
+            mark=self._mark if recorder is not None else None,
         )
         # SSE readers (`GET /api/v1/stream`): fed the same live batches, same interest
         self.streams = StreamReaders(history, channels, self.metrics, self._interest)
@@ -107,10 +118,21 @@ class Delivery:
             return
         socket = self.sio.writer(sid)
         if socket is not None:
-            self._push(socket, page.frame(events) if page is not None else Frame.update(events))
+            whole = page is not None and events is page.events
+            self._push(socket, page.frame() if whole and page else self._frame_for(sid, events))
             self.metrics.events_delivered.labels("backlog").inc(len(events))
             if socket.backlog_full():
                 self.slow.fell_behind(sid, socket)
+
+    def _mark(self, sids: list[str], topic: str, events: list[WireEvent]) -> str | None:
+        """The recovery offset of a frame of `events` (one topic, id order) to `sids`."""
+        if self.recorder is None or not events:
+            return None
+        return self.recorder.frame(sids, topic, parse_id(events[-1]["id"]))
+
+    def _frame_for(self, sid: str, events: list[WireEvent]) -> Frame:
+        """An `update` frame of one connection's own."""
+        return Frame.update(events, self._mark([sid], events[0]["topic"], events))
 
     def send_frame(self, sid: str, frame: Frame) -> None:
         """Hand one connection (by sid) a frame of its own, if it is still here."""
@@ -152,6 +174,8 @@ class Delivery:
         connection's events are decided and handed over together, so its packets stay
         in order too."""
         loop = asyncio.get_running_loop()
+        recorder = self.recorder
+        since: int | None = None
         try:
             while True:
                 if not self._queue:
@@ -166,18 +190,47 @@ class Delivery:
                 if batch.events:
                     version, members = self._route(batch.topic)
                     shared: Frame | None = None
+                    offset: str | None = None
                     for start in range(0, len(members), SLICE):
                         if start:
                             await asyncio.sleep(0)
+                        if recorder is not None:
+                            now, since = await self._numbered(recorder, batch, offset, since)
+                            if now != offset:
+                                offset, shared = now, None
                         current = self._version() == version
                         part = members[start : start + SLICE]
-                        shared = self._deliver(batch, part, shared, current)
+                        shared = self._deliver(batch, part, shared, current, offset)
+                    if recorder is not None:
+                        recorder.handed_out()
+                        since = None
                 if not self._queue:
                     # The tick runs from the end of what was handed out: under load,
                     # what arrives meanwhile waits for it and goes out together.
                     self._next_flush = loop.time() + self.batch_tick_s
         finally:
             self._sender = None
+
+    async def _numbered(
+        self, recorder: Recorder, batch: Batch, offset: str | None, since: int | None
+    ) -> tuple[str, int | None]:
+        """The offset of a batch's frame for its next slice of members: the previous
+        slice's if nothing was logged since (see `Recorder.shared`), else a new entry,
+        written to Redis before any client can get the frame (a SIGKILL then cannot
+        lose the entry of a frame a client has), and numbered again if anything was
+        logged while it was being written."""
+        while True:
+            now = recorder.shared(batch.topic, batch.ids[-1], since)
+            if now == offset:
+                return now, since
+            offset, since = now, recorder.n
+            if self.log_written is None:
+                return now, since
+            try:
+                await self.log_written()
+            except (RedisError, OSError) as exc:  # delivery goes on; the log catches up
+                logger.debug("recovery log not written before a hand-out: %s", exc)
+                return now, since
 
     def _version(self) -> Version:
         return (self.sio.manager.room_changes, self.subs.changes)
@@ -207,13 +260,19 @@ class Delivery:
             logger.error("live delivery failed", exc_info=task.exception())
 
     def _deliver(
-        self, batch: Batch, members: list[Member], shared: Frame | None, current: bool
+        self,
+        batch: Batch,
+        members: list[Member],
+        shared: Frame | None,
+        current: bool,
+        offset: str | None = None,
     ) -> Frame | None:
         """Send a batch to some of the room's local members: one encoding for everyone
         who gets all of it (`shared`, returned for the next members), handed to each
         connection without suspending (so in order). Not `current`: rooms or
         subscriptions changed since `members` was made (between two slices of a
-        hand-out), so each member's connection and cursor are looked up again."""
+        hand-out), so each member's connection and cursor are looked up again.
+        `offset`: the frame's recovery offset (None: recovery off)."""
         shared_clients = 0
         duplicates = self.subs.duplicates
         now_ms = time.time() * 1000
@@ -221,7 +280,7 @@ class Delivery:
         cursors = self.subs.cursors
         topic = batch.topic
         if shared is None:
-            shared = Frame.update(batch.events)
+            shared = Frame.update(batch.events, offset)
         data = shared.websocket
         for sid, eio_sid, member_socket, member_cursor in members:
             if current:
@@ -233,7 +292,7 @@ class Delivery:
                     continue
                 socket, cursor = found, now_cursor
             if not cursor.takes_all(batch):
-                self._deliver_slowly(sid, socket, batch, now_ms)
+                self._deliver_slowly(sid, socket, batch, now_ms, offset)
                 continue
             # The fast path, nearly every member of a busy room: a live subscription
             # to which the batch is all new, a websocket with nothing waiting.
@@ -251,9 +310,12 @@ class Delivery:
             self.metrics.events_dropped.labels("duplicate").inc(self.subs.duplicates - duplicates)
         return shared
 
-    def _deliver_slowly(self, sid: str, socket: EngineSocket, batch: Batch, now_ms: float) -> None:
+    def _deliver_slowly(
+        self, sid: str, socket: EngineSocket, batch: Batch, now_ms: float, offset: str | None
+    ) -> None:
         """`_deliver` for a member off the fast path: behind, in its backlog phase,
-        with a `max_rate`, or already sent part of the batch."""
+        with a `max_rate`, or already sent part of the batch (that part carries the
+        shared frame's offset: it leaves the connection where the whole would)."""
         if socket.backlog_full():
             self.slow.fell_behind(sid, socket)
             return
@@ -264,9 +326,9 @@ class Delivery:
         if conflater is not None:
             out = self.pacer.pace(sid, conflater, out)
             if out:
-                self._push(socket, Frame.update(out))
+                self._push(socket, self._frame_for(sid, out))
             return
-        self._push(socket, Frame.update(out))
+        self._push(socket, Frame.update(out, offset))
         self.metrics.delivered_live([parse_id(e["id"])[0] for e in out], 1, now_ms)
 
     def _send_paced(

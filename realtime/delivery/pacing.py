@@ -74,12 +74,15 @@ class Pacer(Pacing[tuple[str, str]]):
         subs: Subscriptions,
         writer: Callable[[str], Writer | None],
         push: Callable[[Writer, Frame], None],
+        encode: Callable[[str, list[WireEvent]], Frame] | None = None,
     ) -> None:
-        """`push(connection, frame)`: hand a connection a frame of its own (counted)."""
+        """`push(connection, frame)`: hand a connection a frame of its own (counted);
+        `encode(sid, events)`: its `update` frame (with its recovery offset)."""
         super().__init__()
         self.subs = subs
         self.writer = writer
         self.push = push
+        self.encode = encode if encode is not None else lambda _sid, events: Frame.update(events)
 
     def pace(self, sid: str, conflater: Conflater, events: list[WireEvent]) -> list[WireEvent]:
         return self.offer((sid, conflater.topic), conflater, events)
@@ -93,7 +96,7 @@ class Pacer(Pacing[tuple[str, str]]):
             return False
         out = [] if socket.backlog_full() else conflater.flush(asyncio.get_running_loop().time())
         if out:
-            self.push(socket, Frame.update(out))
+            self.push(socket, self.encode(sid, out))
         return True
 
     def cancel(self, sid: str, topic: str | None = None) -> None:

@@ -12,7 +12,7 @@ Design notes: docs/design-notes.md.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -24,6 +24,10 @@ WireEvent = dict[str, Any]
 
 DEFAULT_BUFFER_LIMIT = 10_000
 _NO_CURSORS: Mapping[str, Cursor] = MappingProxyType({})
+
+# Told of each change of a subscription (connection-state recovery's log):
+# (sid, kind, topic, position, max_rate); kinds as in `realtime.delivery.recovery`.
+Observer = Callable[[str, str, str, StreamId | None, float | None], None]
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,7 @@ class Subscriptions:
         self._members: dict[str, int] = {}  # topic -> connections subscribed to it
         self._generation = 0
         self._conflated: dict[str, int] = {}  # topic -> subscriptions with a max_rate
+        self.observer: Observer | None = None
 
     def _cursor(self, sid: str, topic: str, generation: int | None = None) -> Cursor | None:
         cursor = self._connections.get(sid, {}).get(topic)
@@ -169,6 +174,9 @@ class Subscriptions:
         cursors[topic] = Cursor(self._generation, last, conflater=conflater)
         if conflater is not None:
             self._conflated[topic] = self._conflated.get(topic, 0) + 1
+        if self.observer is not None:
+            rate = None if conflater is None else conflater.max_rate
+            self.observer(sid, "S", topic, last, rate)
         return self._generation
 
     def position(self, sid: str, topic: str, generation: int, last: StreamId) -> None:
@@ -178,6 +186,8 @@ class Subscriptions:
         cursor = self._cursor(sid, topic, generation)
         if cursor is not None:
             cursor.last = last
+            if self.observer is not None:
+                self.observer(sid, "P", topic, last, None)
 
     def replayed(self, sid: str, generation: int, batch: Batch) -> list[WireEvent]:
         """Events read from history for this subscription: the ones to send now."""
@@ -199,6 +209,8 @@ class Subscriptions:
         for batch in cursor.buffer:
             out += cursor.take(batch)
         cursor.buffer, cursor.buffered, cursor.backlog = [], 0, False
+        if self.observer is not None:
+            self.observer(sid, "L", topic, cursor.last, None)
         return out, True
 
     # -- the live phase -------------------------------------------------------------------
@@ -247,6 +259,8 @@ class Subscriptions:
                     conflater=cursor.conflater,
                 )
                 changed = True
+                if self.observer is not None and not cursor.backlog:
+                    self.observer(sid, "O", topic, cursor.last, None)
         return changed
 
     def resume(self, sid: str) -> dict[str, list[Target]]:
@@ -263,6 +277,8 @@ class Subscriptions:
                 cursors[topic] = Cursor(
                     self._generation, None, backlog=False, conflater=cursor.conflater
                 )
+                if self.observer is not None:
+                    self.observer(sid, "L", topic, None, None)
                 continue
             cursors[topic] = Cursor(self._generation, cursor.last, conflater=cursor.conflater)
             targets[topic] = [Target(sid, self._generation, cursor.last)]
@@ -291,6 +307,8 @@ class Subscriptions:
                 self._generation += 1
                 cursors[topic] = Cursor(self._generation, cursor.last, conflater=cursor.conflater)
                 targets.setdefault(topic, []).append(Target(sid, self._generation, cursor.last))
+                if self.observer is not None:
+                    self.observer(sid, "O", topic, cursor.last, None)
         return targets
 
     # -- ending ---------------------------------------------------------------------------
@@ -307,6 +325,8 @@ class Subscriptions:
         if cursors is not None:
             cursor = cursors.pop(topic, None)
             if cursor is not None:
+                if self.observer is not None:
+                    self.observer(sid, "U", topic, None, None)
                 self._left(topic)
                 if cursor.conflater is not None:
                     self._unconflate(topic)

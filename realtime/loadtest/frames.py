@@ -295,6 +295,14 @@ UPDATE_PREFIX = b'42["update",'
 _UPDATE_START = len(UPDATE_PREFIX)
 
 
+def update_list_end(message: bytes) -> int:
+    """Where the event list of an `update` packet ends: before its closing `]`, or
+    before the trailing recovery offset (`,"<offset>"]`, which holds no comma)."""
+    if message.endswith(b'"]'):
+        return message.rindex(b',"')
+    return len(message) - 1
+
+
 def update_events(message: bytes) -> list[Any] | None:
     """The event list of an `update` Socket.IO event, or None if `message` is not one.
 
@@ -303,7 +311,7 @@ def update_events(message: bytes) -> list[Any] | None:
     if not message.startswith(UPDATE_PREFIX):
         return None
     try:
-        events = orjson.loads(message[_UPDATE_START:-1])
+        events = orjson.loads(message[_UPDATE_START : update_list_end(message)])
     except orjson.JSONDecodeError as exc:
         raise ProtocolError(f"update event is not JSON: {exc}") from None
     if not isinstance(events, list):

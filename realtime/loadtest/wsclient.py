@@ -26,6 +26,7 @@ _time = time.time
 _loads = orjson.loads
 _UPDATE_START = len(frames.UPDATE_PREFIX)
 _UPDATE_PREFIX = frames.UPDATE_PREFIX
+_list_end = frames.update_list_end
 
 # Callbacks get the client (a SioWebSocket or a polling.SioPolling), then their arguments.
 UpdateCallback = Callable[[Any, list[Any], float], None]
@@ -99,7 +100,7 @@ class SioWebSocket(asyncio.Protocol):
                 start = 4 if n == 126 and size > 4 and (data[2] << 8 | data[3]) == size - 4 else 0
             if start and data.startswith(_UPDATE_PREFIX, start):
                 try:
-                    events = _loads(data[start + _UPDATE_START : -1])
+                    events = _loads(data[start + _UPDATE_START : _list_end(data)])
                 except ValueError as exc:  # orjson and UTF-8 errors are ValueErrors
                     self._fail(exc)
                     return
@@ -115,7 +116,7 @@ class SioWebSocket(asyncio.Protocol):
             for opcode, payload in reader.feed(data):
                 # The hot path: an `update` event, parsed straight from the frame's bytes.
                 if opcode == frames.OP_TEXT and payload.startswith(frames.UPDATE_PREFIX):
-                    self.on_update(self, _loads(payload[_UPDATE_START:-1]), at)
+                    self.on_update(self, _loads(payload[_UPDATE_START : _list_end(payload)]), at)
                 else:
                     self._on_frame(opcode, payload)
         except (ProtocolError, ValueError) as exc:  # orjson and UTF-8 errors are ValueErrors

@@ -5,7 +5,11 @@
 //     so the server replays what was missed (the README's "Resume after a reconnect");
 //   - drops events it has already seen (ids at or below a topic's last id), so a
 //     replay that overlaps live delivery never shows an event twice;
-//   - tells you when the server could not replay everything (`recovered: false`: a gap).
+//   - tells you when the server could not replay everything (`recovered: false`: a gap);
+//   - after a reconnect that recovered the session (socket.io-client 4.6+ does that by
+//     itself: `socket.recovered`; older clients send the server's resume token, which
+//     this helper keeps), subscribes nothing again: the server restored the
+//     subscriptions and replays what was missed.
 //
 //   import { io } from "socket.io-client";
 //   import { Subscriptions } from "/static/realtime-client.js";
@@ -60,21 +64,57 @@ export class Subscriptions {
     this.onError = options.onError ?? NOOP;
     this.subscribeOptions = options.subscribeOptions ?? {};
     this.ackTimeoutMs = options.ackTimeoutMs ?? 10000;
-    /** topic -> {lastId: string | null, options: object} */
+    /** topic -> {lastId: string | null, options: object, acked: boolean} */
     this.topics = new Map();
+    // socket.io-client 4.6+ recovers sessions natively; older ones get a resume token.
+    this._native = "recovered" in socket;
+    // Without either (a socket-like object), every connect subscribes again.
+    this._tokens = !this._native && typeof socket.io?.on === "function";
+    this._pid = null;
+    this._resume = null;
     this._onConnect = () => {
-      for (const topic of this.topics.keys()) this._send(topic);
+      if (this._native) this._resubscribe(socket.recovered);
+      else if (!this._tokens) this._resubscribe(false);
     };
-    this._onUpdate = (events) => this._receive(events);
+    this._onUpdate = (events, offset) => {
+      if (typeof offset === "string" && this._pid !== null) this._resume = `${this._pid}.${offset}`;
+      this._receive(events);
+    };
+    this._onPacket = (packet) => {
+      // The CONNECT answer of our namespace (the socket handled it just before).
+      if (packet.type !== 0 || packet.nsp !== socket.nsp) return;
+      const pid = typeof packet.data?.pid === "string" ? packet.data.pid : null;
+      const recovered = pid !== null && pid === this._pid;
+      this._pid = pid;
+      this._resume = pid !== null && typeof packet.data.resume === "string" ? packet.data.resume : null;
+      this._resubscribe(recovered);
+    };
     socket.on("connect", this._onConnect);
     socket.on("update", this._onUpdate);
+    if (this._tokens) {
+      socket.io.on("packet", this._onPacket);
+      const auth = socket.auth;
+      // The app's auth (object or function), plus the resume token when there is one.
+      socket.auth = (cb) => {
+        const extra = this._resume !== null ? { resume: this._resume } : {};
+        if (typeof auth === "function") auth((data) => cb({ ...data, ...extra }));
+        else cb({ ...auth, ...extra });
+      };
+    }
+  }
+
+  /** After a connect: subscribe every topic, or only the unanswered ones if recovered. */
+  _resubscribe(recovered) {
+    for (const [topic, entry] of this.topics) {
+      if (!(recovered && entry.acked)) this._send(topic);
+    }
   }
 
   /** Subscribe now if connected, else on the next connect; resolves with that ack. */
   subscribe(topic, options = {}) {
     let entry = this.topics.get(topic);
     if (entry === undefined) {
-      entry = { lastId: null, options, waiters: [] };
+      entry = { lastId: null, options, waiters: [], acked: false };
       this.topics.set(topic, entry);
     }
     if (this.socket.connected) return this._send(topic);
@@ -97,6 +137,7 @@ export class Subscriptions {
   close() {
     this.socket.off("connect", this._onConnect);
     this.socket.off("update", this._onUpdate);
+    if (this._tokens) this.socket.io.off("packet", this._onPacket);
     this.topics.clear();
   }
 
@@ -136,6 +177,7 @@ export class Subscriptions {
       return this._settle(entry, ack);
     }
     entry.retries = 0;
+    entry.acked = true;
     // The gap comes before the snapshot the server sends in its place.
     if (resumed && ack.recovered === false) this.onGap(topic, ack);
     // A snapshot carried in the ack is delivered like any other event.

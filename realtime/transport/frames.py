@@ -38,9 +38,12 @@ class Frame:
         self._text: str | None = None
 
     @classmethod
-    def update(cls, events: list[dict[str, Any]]) -> Frame:
-        """`42["update",[events...]]`, serialised once."""
-        return cls(b"4" + _UPDATE_PREFIX + orjson.dumps(events) + b"]")
+    def update(cls, events: list[dict[str, Any]], offset: str | None = None) -> Frame:
+        """`42["update",[events...]]`, serialised once; with connection-state recovery
+        on, `42["update",[events...],"<offset>"]` (an offset needs no JSON escaping:
+        `realtime.delivery.recovery.Offset`)."""
+        tail = b"]" if offset is None else b',"' + offset.encode() + b'"]'
+        return cls(b"4" + _UPDATE_PREFIX + orjson.dumps(events) + tail)
 
     @classmethod
     def event(cls, name: str, data: Any) -> Frame:

@@ -103,6 +103,18 @@ class Watcher(Protocol):
     def upgraded(self, eio_sid: str) -> None: ...
 
 
+class ConnectHook(Protocol):
+    """Around the CONNECT answer of namespace `/` (connection-state recovery)."""
+
+    def data(self, sid: str) -> dict[str, Any]:
+        """What the answer carries besides the sid."""
+        ...
+
+    def sent(self, sid: str) -> None:
+        """The answer went out (what follows it on the connection may be sent now)."""
+        ...
+
+
 ConnectCheck = Callable[[dict[str, Any], Any], Awaitable[dict[str, Any] | None]]
 
 
@@ -130,6 +142,7 @@ class SocketServer(ExtensibleServer):
         self.admin_only_origin = admin_only_origin
         self.traffic = Traffic()
         self.watcher: Watcher | None = None
+        self.connect_hook: ConnectHook | None = None
         # Per namespace: awaited with a CONNECT's environ and auth before python-socketio
         # registers the client (a client whose connect handler awaits is in the
         # namespace's rooms meanwhile, and gets its broadcasts); a dict refuses it (the
@@ -290,6 +303,22 @@ class SocketServer(ExtensibleServer):
             )
             return
         await super()._handle_connect(eio_sid, namespace, data)
+
+    async def _send_packet(self, eio_sid: str, pkt: Any) -> None:
+        hook = self.connect_hook
+        if (
+            hook is None
+            or pkt.packet_type != packet.CONNECT
+            or (pkt.namespace or NAMESPACE) != NAMESPACE
+            or not isinstance(pkt.data, dict)
+            or "sid" not in pkt.data
+        ):
+            await super()._send_packet(eio_sid, pkt)
+            return
+        sid = pkt.data["sid"]
+        pkt.data = {**pkt.data, **hook.data(sid)}
+        await super()._send_packet(eio_sid, pkt)
+        hook.sent(sid)
 
     def _serves(self, namespace: str) -> bool:
         return (

@@ -30,6 +30,8 @@ from realtime.delivery.drain import Drain
 from realtime.delivery.history import HistoryReader
 from realtime.delivery.hub import Delivery
 from realtime.delivery.presence import Presence
+from realtime.delivery.recovery import Recorder
+from realtime.delivery.sessions import SessionStore
 from realtime.delivery.subscriptions import Subscriptions
 from realtime.fanout.manager import FanoutManager
 from realtime.fanout.sharded import fanout_manager
@@ -43,6 +45,7 @@ from realtime.web.health import Readiness, healthz
 from realtime.web.metrics_http import PublicMetrics, ingest_status_counter
 from realtime.web.namespace import TopicNamespace
 from realtime.web.presence_http import PRESENCE_PATH, TopicPresence
+from realtime.web.recovery import Recovery
 from realtime.web.resolutions import Resolutions
 from realtime.web.stream import STREAM_PATH, EventStream
 from realtime.web.topic_events import EVENTS_PATH, TopicEvents
@@ -108,6 +111,19 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     await app[ACCESS].aclose()
     await app[DELIVERY].aclose()
     await app[REDIS].aclose()
+
+
+def _recovery_ctx(recovery: Recovery) -> Callable[[web.Application], AsyncIterator[None]]:
+    """The recovery log's writer; after the clients were disconnected (on shutdown),
+    their sessions' last checkpoints are written, before Redis is closed."""
+
+    async def ctx(_app: web.Application) -> AsyncIterator[None]:
+        recovery.store.start()
+        yield
+        await recovery.aclose()
+        await recovery.store.aclose()
+
+    return ctx
 
 
 async def _disconnect_clients(app: web.Application) -> None:
@@ -243,14 +259,17 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_redis_ctx)
 
     history = HistoryReader(redis, Keys.of(settings), settings.history_maxlen)
+    subscriptions = Subscriptions()
+    recorder = Recorder(subscriptions.last) if settings.recovery_s > 0 else None
     delivery = Delivery(
         sio,
         history,
-        Subscriptions(),
+        subscriptions,
         manager.channels,
         batch_tick_s=settings.batch_tick_ms / 1000,
         slow_client_s=settings.slow_client_s,
         metrics=metrics,
+        recorder=recorder,
     )
     presence = Presence(
         redis,
@@ -268,12 +287,20 @@ def create_app(settings: Settings) -> web.Application:
     manager.attach(delivery)
     access = Access(settings, sio, auth.verifier(settings))
     app[ACCESS] = access
+    recovery = None
+    if recorder is not None:
+        store = SessionStore(redis, Keys.of(settings), recorder, settings.recovery_s)
+        recorder.notify = store.kick
+        delivery.log_written = store.flush
+        recovery = Recovery(store, recorder, delivery, access)
+        sio.connect_hook = recovery
+        app.cleanup_ctx.append(_recovery_ctx(recovery))
     # The pipelines file: ingest refuses its window outputs (a bad file: PipelinesError),
     # `subscribe {resolution: "auto"}` picks among them.
     pipelines = load_pipelines(settings.pipelines_file)
     retention = Retention(pipelines.retention, settings.history_retention_ms)
     resolutions = Resolutions(pipelines, retention)
-    topics = TopicNamespace(settings, delivery, access, resolutions)
+    topics = TopicNamespace(settings, delivery, access, resolutions, recovery)
     sio.register_first(topics)
     app[DELIVERY] = delivery
     sio.attach(app, socketio_path=SOCKETIO_PATH)

@@ -31,6 +31,7 @@ from realtime.core.streamids import StreamIdError, parse_id
 from realtime.delivery.hub import Delivery, HistoryUnavailable
 from realtime.ingest.schemas import SubscribeSchema, UnsubscribeSchema, field_errors
 from realtime.web.access import Access
+from realtime.web.recovery import Recovery
 from realtime.web.resolutions import Resolutions
 
 logger = logging.getLogger(__name__)
@@ -68,12 +69,14 @@ class TopicNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         delivery: Delivery,
         access: Access,
         resolutions: Resolutions | None = None,
+        recovery: Recovery | None = None,
     ) -> None:
         super().__init__(NAMESPACE)
         self.resolutions = resolutions or Resolutions(PipelinesConfig(()), Retention())
         self.settings = settings
         self.delivery = delivery
         self.access = access
+        self.recovery = recovery
         self._subscribe = SubscribeSchema()
         self._unsubscribe = UnsubscribeSchema()
         # Set by realtime/web/extensions.py when extensions are installed: the token's
@@ -123,6 +126,8 @@ class TopicNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         if accepted is False:
             self.access.disconnected(sid)
             return False
+        if self.recovery is not None:
+            await self.recovery.connect(sid, auth)
         return True
 
     async def on_subscribe(self, sid: str, *args: Any) -> dict[str, Any]:
@@ -200,3 +205,5 @@ class TopicNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
     async def on_disconnect(self, sid: str, *reason: Any) -> None:
         self.access.disconnected(sid)
         self.delivery.disconnected(sid)
+        if self.recovery is not None:
+            self.recovery.disconnected(sid)

@@ -51,7 +51,8 @@ class Collector(_Recording):
         self._changed = asyncio.Condition()
         self.client.on("update", self._on_update)
 
-    async def _on_update(self, events: list[dict[str, Any]]) -> None:
+    async def _on_update(self, events: list[dict[str, Any]], offset: str | None = None) -> None:
+        # `offset`: connection-state recovery's, last in every `update` (docs/protocol.md)
         async with self._changed:
             self.packets += 1
             self.arrivals.append(time.monotonic())

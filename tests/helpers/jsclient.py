@@ -101,12 +101,18 @@ class JsClient:
         return result
 
     async def connect_helper(
-        self, url: str, subscribe_options: dict[str, Any] | None = None, **options: Any
+        self,
+        url: str,
+        subscribe_options: dict[str, Any] | None = None,
+        *,
+        legacy: bool = False,
+        **options: Any,
     ) -> dict[str, Any]:
-        """Connect with `realtime/static/realtime-client.js` managing subscriptions."""
+        """Connect with `realtime/static/realtime-client.js` managing subscriptions
+        (`legacy`: as with a socket.io-client older than 4.6, no native recovery)."""
         result: dict[str, Any] = await self.request(
             "connect", url=url, options=options, helper=True,
-            subscribeOptions=subscribe_options or {},
+            subscribeOptions=subscribe_options or {}, legacy=legacy,
         )  # fmt: skip
         return result
 

@@ -46,14 +46,25 @@ function transportName() {
   return socket?.io?.engine?.transport?.name ?? null;
 }
 
-async function connect({ url, options = {}, helper = false, subscribeOptions = {}, anyEvent = false }) {
+async function connect({
+  url,
+  options = {},
+  helper = false,
+  subscribeOptions = {},
+  anyEvent = false,
+  legacy = false,
+}) {
   socket = io(url, { forceNew: true, ...options });
   // Every other event, as an `any` note (an extension's events: tests/test_extensions.py).
   if (anyEvent) socket.onAny((name, ...args) => name !== "update" && send({ event: "any", name, args }));
+  // A socket.io-client before 4.6 has no `recovered`: the helper then uses the resume token.
+  if (legacy) delete socket.recovered;
   socket.io.on("open", () => watchEngine(socket.io));
   socket.io.on("reconnect_attempt", (attempt) => send({ event: "reconnect_attempt", attempt }));
   socket.io.on("reconnect", (attempt) => send({ event: "reconnect", attempt }));
-  socket.on("connect", () => send({ event: "connect", transport: transportName(), sid: socket.id }));
+  socket.on("connect", () =>
+    send({ event: "connect", transport: transportName(), sid: socket.id, recovered: socket.recovered }),
+  );
   socket.on("disconnect", (reason, details) =>
     send({ event: "disconnect", reason, details: describeError(details) }),
   );
@@ -118,6 +129,11 @@ const commands = {
   },
   async disconnect() {
     socket?.disconnect();
+    return true;
+  },
+  // A network drop as the client sees it: the transport closes, the socket reconnects.
+  async dropTransport() {
+    socket.io.engine.close();
     return true;
   },
 };

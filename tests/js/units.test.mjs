@@ -186,3 +186,25 @@ test("RateMeter counts over the last second", () => {
   assert.equal(meter.rate(1200), 5);
   assert.equal(meter.rate(2000), 0);
 });
+
+test("a recovered session is not subscribed again; a new one is", async () => {
+  const socket = new FakeSocket((event, data) => ({ ok: true, topic: data.topic }));
+  socket.recovered = false; // socket.io-client 4.6+: connection-state recovery
+  const got = [];
+  const subs = new Subscriptions(socket, { onEvents: (events) => got.push(...events.map((e) => e.id)) });
+  socket.connect();
+  await subs.subscribe("a");
+  socket.emit("update", [ev("a", "1-0")], "abc.1");
+  socket.drop();
+  socket.recovered = true;
+  socket.connect();
+  await tick();
+  assert.equal(socket.sent.length, 1); // the session came back: nothing asked again
+  socket.emit("update", [ev("a", "2-0")], "abc.2"); // what it missed, replayed
+  socket.drop();
+  socket.recovered = false;
+  socket.connect();
+  await tick();
+  assert.deepEqual(socket.sent[1], ["subscribe", { topic: "a", since: "2-0" }]);
+  assert.deepEqual(got, ["1-0", "2-0"]);
+});

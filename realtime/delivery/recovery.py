@@ -1,0 +1,459 @@
+"""Connection-state recovery, the bookkeeping part of delivery: where each session's
+topics stand, as a log a client's offset can be read against. Pure: no I/O, no clock
+(`realtime/delivery/sessions.py` writes the log and the session records to Redis).
+
+Every `update` packet carries a string offset as its last argument (socket.io's
+connection-state recovery): `"<epoch>.<n>"`, the instance's epoch and the number of an
+entry in its log. One packet that many connections get (a fan-out batch) carries one
+offset, so the websocket fast path still encodes it once for all of them.
+
+The log (one per instance and epoch) has an entry per change that a client's position
+depends on, numbered 1, 2, 3...:
+
+- `F`: a frame of one topic sent up to an event id: to one connection (its tag), to
+  several (a page of history), or shared (no tag: to every connection *live* on the
+  topic when the entry was made, the fan-out fast path);
+- `S` subscribe (absolute position, max_rate), `P` its position set, `U` unsubscribe;
+- `L` the subscription went live (shared frames reach it from now), `O` it went off
+  (a catch-up or a slow client: they no longer do).
+
+A connection's offset n says which frames it got: every frame it was sent with an entry
+up to n, none after (packets on one connection are sent with increasing offsets; a
+shared frame whose hand-out was interleaved with anything else is re-numbered, see
+`Recorder.shared`). So its positions are a session checkpoint (topics, positions, live
+flags at some entry) plus the entries after it up to n: `replay`. A connection's state
+at any moment is the same computation done as entries are made (`Recorder`), which is
+what checkpoints write. Offsets are tens of bytes whatever the number of topics.
+
+Design notes: docs/protocol.md (Connection-state recovery).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from realtime.core.streamids import StreamId, StreamIdError, format_id, parse_id
+
+FRAME, SUBSCRIBE, POSITION, UNSUBSCRIBE, LIVE, OFF = "F", "S", "P", "U", "L", "O"
+RESET = "R"  # where a live subscription truly is, before a frame made mid-hand-out
+NONE = "-"
+_ALNUM = "abcdefghijklmnopqrstuvwxyz0123456789"
+
+
+def new_epoch() -> str:
+    """An instance's epoch: names its log, so offsets of a restarted instance never meet
+    an old log."""
+    return "".join(secrets.choice(_ALNUM) for _ in range(8))
+
+
+def new_pid() -> str:
+    """A session id (socket.io's private id: never shown to other clients)."""
+    return secrets.token_urlsafe(12).replace("-", "a").replace("_", "b")
+
+
+@dataclass(frozen=True)
+class Offset:
+    epoch: str
+    n: int
+
+    def __str__(self) -> str:
+        return f"{self.epoch}.{self.n:x}"
+
+    @classmethod
+    def parse(cls, value: object) -> Offset | None:
+        if not isinstance(value, str) or len(value) > 40:
+            return None
+        epoch, _, n = value.partition(".")
+        if not epoch.isalnum() or not n or len(n) > 16:
+            return None
+        try:
+            return cls(epoch, int(n, 16))
+        except ValueError:
+            return None
+
+
+def resume_token(pid: str, offset: Offset) -> str:
+    """The resume token of SDKs without recovery code: `<pid>.<offset>`."""
+    return f"{pid}.{offset}"
+
+
+def parse_resume(auth: Any) -> tuple[str, Offset | None] | None:
+    """The session a CONNECT asks to recover, from its auth payload: socket.io-client's
+    `{pid, offset}` (offset absent: it got no `update` yet) or `{resume: token}`."""
+    if not isinstance(auth, Mapping):
+        return None
+    token = auth.get("resume")
+    if isinstance(token, str) and len(token) <= 80:
+        token_pid, _, rest = token.partition(".")
+        offset = Offset.parse(rest)
+        if token_pid.isalnum() and offset is not None:
+            return token_pid, offset
+        return None
+    pid = auth.get("pid")
+    if not isinstance(pid, str) or not pid.isalnum() or len(pid) > 40:
+        return None
+    given = auth.get("offset")
+    if given is None:
+        return pid, None
+    parsed = Offset.parse(given)
+    return None if parsed is None else (pid, parsed)
+
+
+@dataclass(slots=True)
+class TopicState:
+    """One subscription of a session, as far as recovery needs it."""
+
+    pos: StreamId | None  # everything up to here was sent (None: no position, live-only)
+    live: bool = False  # shared frames of the topic reach it
+    max_rate: float | None = None
+    since: int = 0  # the entry it went live at (`Recorder` only: not written)
+
+    def advance(self, to: StreamId) -> None:
+        if self.pos is None or to > self.pos:
+            self.pos = to
+
+
+State = dict[str, TopicState]
+
+
+def dump_state(state: State) -> dict[str, list[Any]]:
+    return {
+        t: [None if s.pos is None else format_id(s.pos), s.live, s.max_rate]
+        for t, s in state.items()
+    }
+
+
+def load_state(data: Mapping[str, Any]) -> State:
+    out: State = {}
+    for topic, (pos, live, max_rate) in data.items():
+        out[topic] = TopicState(None if pos is None else parse_id(pos), bool(live), max_rate)
+    return out
+
+
+@dataclass(frozen=True)
+class Entry:
+    kind: str
+    tags: str  # NONE (shared), or comma-separated connection tags
+    topic: str
+    pos: str  # an event id or NONE
+    rate: str = NONE
+
+    def encode(self) -> str:
+        return f"{self.kind} {self.tags} {self.topic} {self.pos} {self.rate}"
+
+    @classmethod
+    def decode(cls, line: str) -> Entry:
+        kind, tags, topic, pos, rate = line.split(" ")
+        return cls(kind, tags, topic, pos, rate)
+
+    def concerns(self, tag: str) -> bool:
+        return self.tags == NONE or tag in self.tags.split(",")
+
+
+def apply(state: State, entry: Entry, n: int = 0, *, frames: bool = True) -> None:
+    """One log entry that concerns a connection, applied to its state (`replay`, and
+    `Recorder` as entries are made). `frames=False`: the client got no frame at all,
+    so only what it asked for counts (subscriptions and where they start)."""
+    kind, topic = entry.kind, entry.topic
+    pos = None if entry.pos == NONE else parse_id(entry.pos)
+    if kind == SUBSCRIBE:
+        rate = None if entry.rate == NONE else float(entry.rate)
+        state[topic] = TopicState(pos, False, rate)
+        return
+    if kind == UNSUBSCRIBE:
+        state.pop(topic, None)
+        return
+    current = state.get(topic)
+    if current is None:
+        return
+    if kind == POSITION:
+        current.pos = pos
+    elif not frames:
+        return
+    elif kind == FRAME:
+        if (entry.tags != NONE or current.live) and pos is not None:
+            current.advance(pos)
+    elif kind in (LIVE, OFF, RESET):
+        # The delivery's own cursor (what it handed the connection), hence absolute; a
+        # max_rate subscription's cursor runs ahead of what its pacing sent.
+        if kind != RESET:
+            current.live = kind == LIVE and current.max_rate is None
+            current.since = n
+        if current.max_rate is None:
+            current.pos = pos
+
+
+class LogGap(Exception):
+    """The log does not hold every entry up to the offset (trimmed, or lost with a
+    killed instance before it was written): the session cannot be recovered exactly."""
+
+
+def replay(
+    state: State,
+    tag: str,
+    start: int,
+    chunks: Iterable[tuple[int, list[str]]],
+    upto: int | None,
+) -> State:
+    """The state after `start` (a checkpoint's entry number) moved on by the log's
+    entries that concern connection `tag`: frames up to `upto`, the client's offset (the
+    last frame it got; None: it got none), and what the client asked for (subscribe,
+    unsubscribe) up to the log's end, for it may have asked after its last frame.
+    `chunks`: (first entry number, encoded entries) in log order. Raises LogGap if an
+    entry up to `upto` is missing."""
+    out = {t: TopicState(s.pos, s.live, s.max_rate) for t, s in state.items()}
+    expected = None
+    for first, lines in chunks:
+        if expected is not None and first != expected:
+            raise LogGap(f"entries {expected}..{first - 1} are missing")
+        if expected is None and first > start + 1:
+            raise LogGap(f"entries {start + 1}..{first - 1} are missing")
+        expected = first + len(lines)
+        for n, line in enumerate(lines, first):
+            if n <= start:
+                continue
+            entry = Entry.decode(line)
+            if entry.concerns(tag):
+                apply(out, entry, n, frames=upto is not None and n <= upto)
+    if upto is not None and (expected is None or expected <= upto) and upto > start:
+        raise LogGap(f"the log ends before entry {upto}")
+    return out
+
+
+@dataclass(slots=True)
+class Connection:
+    tag: str
+    pid: str
+    state: State
+    written: str | None = None  # the checkpoint last written (to skip unchanged ones)
+    closed: bool = False
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A session record to write: its pid, owner and the JSON-able record."""
+
+    pid: str
+    owner: str
+    record: dict[str, Any]
+    final: bool
+
+
+Position = Callable[[str, str], "StreamId | None"]
+
+
+@dataclass
+class Recorder:
+    """The instance's log as it is made, and each connection's state from it.
+
+    `position(sid, topic)`: where delivery's cursor of a subscription stands (what it
+    handed the connection), for `RESET` entries."""
+
+    position: Position
+    notify: Callable[[], None] = lambda: None  # entries are pending (none were before)
+    epoch: str = field(default_factory=new_epoch)
+    n: int = 0  # entries made so far
+    pending: list[str] = field(default_factory=list)  # made, not yet written
+    pending_from: int = 1  # the number of pending[0]
+    flushed_id: str = "0-0"  # the log stream's id of the last write (see sessions.py)
+    _connections: dict[str, Connection] = field(default_factory=dict)  # sid ->
+    _tags: int = 0
+    # topic -> (entry, id) of the newest shared frame: applied lazily to live connections
+    _shared: dict[str, tuple[int, StreamId]] = field(default_factory=dict)
+    # sid -> its session record (a session may have an old connection here still, not
+    # yet known to be gone, when its client comes back: each writes its own record)
+    _records: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _handing_out: str | None = None  # the topic of a shared frame being handed out
+
+    def _add(self, entry: Entry) -> int:
+        self.n += 1
+        self.pending.append(entry.encode())
+        if len(self.pending) == 1:
+            self.notify()
+        return self.n
+
+    def offset(self) -> Offset:
+        return Offset(self.epoch, self.n)
+
+    def take_pending(self) -> tuple[int, list[str]]:
+        out = self.pending_from, self.pending
+        self.pending, self.pending_from = [], self.n + 1
+        return out
+
+    # -- connections ---------------------------------------------------------------------
+
+    def connect(self, sid: str, pid: str, state: State, origin: str | None) -> Offset:
+        """A connection of session `pid` starts from `state` (empty, or recovered);
+        returns its starting offset (the resume token's, before any frame)."""
+        self._tags += 1
+        tag = format(self._tags, "x")
+        self._connections[sid] = Connection(tag, pid, state)
+        base = self._record_of(tag, state)
+        self._records[sid] = {"base": base, "origin": origin, "prev": None, "cp": base}
+        return self.offset()
+
+    def pid(self, sid: str) -> str | None:
+        conn = self._connections.get(sid)
+        return None if conn is None else conn.pid
+
+    def record(self, sid: str) -> Checkpoint | None:
+        """The connection's session record as it starts (written at once on recovery)."""
+        conn = self._connections.get(sid)
+        if conn is None:
+            return None
+        record = dict(self._records[sid])
+        return Checkpoint(conn.pid, f"{self.epoch}:{conn.tag}", record, False)
+
+    def disconnected(self, sid: str) -> None:
+        conn = self._connections.get(sid)
+        if conn is not None:
+            conn.closed = True
+
+    def _record_of(self, tag: str, state: State) -> dict[str, Any]:
+        return {"e": self.epoch, "n": self.n, "s": self.n, "a": self.flushed_id, "c": tag,
+                "t": dump_state(state), "f": False}  # fmt: skip
+
+    def _state(self, conn: Connection) -> State:
+        """The connection's state now: its own entries and the shared frames since."""
+        for topic, state in conn.state.items():
+            shared = self._shared.get(topic)
+            if state.live and shared is not None and shared[0] > state.since:
+                state.advance(shared[1])
+        return conn.state
+
+    def checkpoints(self, *, changed: bool = True, all_due: bool = False) -> list[Checkpoint]:
+        """Records to write now: each new connection's first, each closed one's last
+        (then it is forgotten) and, with `changed`, each one whose state changed since
+        its last write (every one when `all_due`, to keep its TTL). Made after every
+        pending entry was taken for writing, at entry `n`. A record keeps its newest
+        checkpoint (`cp`), the one before (`prev`, for a client that got less than was
+        sent) and the first (`base`); each holds from entry `s` (its state was the same
+        since) to `n`."""
+        out = []
+        for sid, conn in list(self._connections.items()):
+            if not (changed or conn.closed or conn.written is None):
+                continue
+            topics = dump_state(self._state(conn))
+            text = repr(topics)
+            if text != conn.written or all_due or conn.closed:
+                record = self._records[sid]
+                new = self._record_of(conn.tag, conn.state)
+                new["f"] = conn.closed  # final: the connection's entries end here
+                if text == conn.written:
+                    new["s"] = record["cp"]["s"]
+                else:
+                    record["prev"] = record["cp"]
+                record["cp"] = new
+                conn.written = text
+                out.append(
+                    Checkpoint(conn.pid, f"{self.epoch}:{conn.tag}", dict(record), conn.closed)
+                )
+            if conn.closed:
+                del self._connections[sid]
+                del self._records[sid]
+        return out
+
+    # -- entries -------------------------------------------------------------------------
+
+    def shared(self, topic: str, last: StreamId, since: int | None = None) -> str:
+        """A fan-out frame of `topic` up to `last`, for every connection live on it;
+        returns its offset. With `since` (the entry of the same hand-out's frame so
+        far): that offset again if nothing was logged since, so the frame stays the
+        same bytes; else a new entry (a connection may have been sent something
+        numbered after it, and its offsets must increase)."""
+        self._handing_out = topic
+        if since is not None and since == self.n:
+            return str(Offset(self.epoch, since))
+        n = self._add(Entry(FRAME, NONE, topic, format_id(last)))
+        old = self._shared.get(topic)
+        if old is None or last >= old[1]:
+            self._shared[topic] = (n, last)
+        return str(Offset(self.epoch, n))
+
+    def handed_out(self) -> None:
+        """The shared frame's hand-out is over (every member had it or was skipped)."""
+        self._handing_out = None
+
+    def frame(self, sids: list[str], topic: str, last: StreamId) -> str | None:
+        """A frame of `topic` up to `last` to some connections; returns its offset.
+
+        While a shared frame is being handed out (between two slices of a big room), a
+        connection not reached yet must not count as having it: its entry says it has
+        if the connection is live on that topic, and this frame's offset comes after
+        it. So a `RESET` entry with where the connection truly is goes first."""
+        tags = []
+        for sid in sids:
+            conn = self._connections.get(sid)
+            if conn is None:
+                continue
+            tags.append(conn.tag)
+            out = self._handing_out
+            if out is not None and out in conn.state and conn.state[out].live:
+                self.changed(sid, RESET, out, self.position(sid, out), None)
+            state = conn.state.get(topic)
+            if state is not None:
+                state.advance(last)
+        if not tags:
+            return None
+        self._add(Entry(FRAME, ",".join(tags), topic, format_id(last)))
+        return str(self.offset())
+
+    def changed(
+        self, sid: str, kind: str, topic: str, pos: StreamId | None, max_rate: float | None
+    ) -> None:
+        """A subscription changed (`Subscriptions` reports it): S, P, U, L, O or R."""
+        conn = self._connections.get(sid)
+        if conn is None:
+            return
+        if kind in (LIVE, OFF, RESET):
+            self._state(conn)  # shared frames so far count before the change
+        entry = Entry(
+            kind,
+            conn.tag,
+            topic,
+            NONE if pos is None else format_id(pos),
+            NONE if max_rate is None else repr(float(max_rate)),
+        )
+        apply(conn.state, entry, self._add(entry))
+
+
+def resolve(
+    record: Mapping[str, Any], offset: Offset | None
+) -> tuple[dict[str, Any], int | None] | None:
+    """Which checkpoint of a session record to replay the log from for a client at
+    `offset`, and up to which entry its frames count (None: it got none). None if no
+    checkpoint fits."""
+    base = record.get("base")
+    if not base:
+        return None
+    if offset is None:
+        return base, None
+    if str(offset) == record.get("origin"):
+        return base, base["n"]  # recovered, and nothing got since
+    fitting = []
+    for r in (record.get("cp"), record.get("prev"), base):
+        if not r or r["e"] != offset.epoch:
+            continue
+        if r["s"] <= offset.n <= r["n"]:
+            return r, r["n"]  # the state was the same all along
+        if r["n"] <= offset.n:
+            fitting.append(r)
+    if not fitting:
+        return None
+    return max(fitting, key=lambda r: int(r["n"])), offset.n
+
+
+def positions(state: State) -> dict[str, tuple[StreamId, float | None]] | None:
+    """Where to resume each topic; None if one has no position (cannot be replayed)."""
+    out = {}
+    for topic, s in state.items():
+        if s.pos is None:
+            return None
+        out[topic] = (s.pos, s.max_rate)
+    return out
+
+
+__all__ = ["LogGap", "Offset", "Recorder", "StreamIdError"]

@@ -1,0 +1,218 @@
+"""Connection-state recovery, the Redis part: the instance's recovery log and the
+session records, written as they are made, and read back when a client comes back
+(to this instance or another, after a restart or a kill).
+
+- `rt:rlog:<epoch>`: a stream, one entry per write of the recorder's pending log
+  entries (`a`: the number of the first, `e`: the entries, one a line), trimmed to the
+  recovery window and expiring with it.
+- `rt:session:<pid>`: a hash, `o` the connection that owns the session now and `s` its
+  record (checkpoints, `realtime.delivery.recovery`), expiring a window after the last
+  write. A write by a connection that no longer owns the session (the client came back
+  elsewhere) changes nothing.
+
+A fan-out frame's entry is written before the frame is handed out (the hub awaits
+`flush`); the other entries right after their frames (the next event-loop turn): a
+SIGKILL in between loses that tail, which `replay` detects (a fresh session, never a
+wrong one). A recovery on the instance that wrote the log writes what is pending first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from realtime.core import jsoncodec
+from realtime.core.backoff import Backoff
+from realtime.core.keys import Keys
+from realtime.delivery.recovery import Checkpoint, Offset, Recorder
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_S = 2.0  # how often changed sessions are written
+MAX_PENDING = 200_000  # entries held while Redis is away; past it they are dropped
+LOG_PAGE = 500
+MAX_READ = 500_000  # log entries one recovery may read (a busy instance, a long window)
+
+# Write a session record unless another connection owns it now (ARGV[3] == "1": claim).
+_WRITE = """
+local owner = redis.call('HGET', KEYS[1], 'o')
+if owner and owner ~= ARGV[1] and ARGV[3] ~= '1' then return 0 end
+redis.call('HSET', KEYS[1], 'o', ARGV[1], 's', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return 1
+"""
+
+
+class SessionStore:
+    def __init__(self, redis: Redis, keys: Keys, recorder: Recorder, window_s: float) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.recorder = recorder
+        self.window_ms = int(window_s * 1000)
+        # Unchanged sessions are written this often, so their records outlive them by
+        # at least a window; the log is kept as long as any record may point into it.
+        self.refresh_s = min(30.0, max(window_s / 3, CHECKPOINT_S))
+        self.record_ttl_ms = self.window_ms + int(self.refresh_s * 1000)
+        self.log_ttl_ms = self.record_ttl_ms + self.window_ms + int(CHECKPOINT_S * 2000)
+        self._write = redis.register_script(_WRITE)
+        self._kick = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._closing = False
+        self._task: asyncio.Task[None] | None = None
+        self._last_ms = 0
+        self._expire_set_ms = 0
+        self._checkpointed = 0.0
+        self._refreshed = 0.0
+        self.writes = 0  # log writes so far (each one XADD), for the cost figures
+
+    # -- writing -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run())
+
+    def kick(self) -> None:
+        """Entries are pending: write them within this turn of the event loop."""
+        self._kick.set()
+
+    async def _run(self) -> None:
+        backoff = Backoff(base_s=0.1, cap_s=5.0)
+        while True:
+            # At once: the less log a SIGKILL can lose, the fewer clients it costs their
+            # session. Under load, entries made while a write is out go in the next one.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(CHECKPOINT_S):
+                    await self._kick.wait()
+            self._kick.clear()
+            if self._closing:
+                return
+            try:
+                await self.flush()
+                backoff.reset()
+            except (RedisError, OSError) as exc:
+                delay = backoff.next_delay()
+                logger.warning("recovery log not written (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+
+    async def flush(self, *, final: bool = False) -> None:
+        """Write the pending entries, then the checkpoints that are due (one write at a
+        time: the log's stream ids must arrive in order)."""
+        async with self._lock:
+            await self._flush(final=final)
+
+    async def _flush(self, *, final: bool) -> None:
+        recorder = self.recorder
+        first, lines = recorder.take_pending()
+        now = time.monotonic()
+        due = final or now - self._checkpointed >= CHECKPOINT_S
+        refresh = now - self._refreshed >= self.refresh_s
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                if lines:
+                    self._add_log(pipe, first, lines)
+                checkpoints = recorder.checkpoints(changed=due, all_due=due and refresh)
+                for checkpoint in checkpoints:
+                    await self._add_record(pipe, checkpoint, claim=False)
+                if lines or checkpoints:
+                    await pipe.execute()
+        except BaseException:
+            if lines:  # written again next time, in order (or dropped past the bound)
+                recorder.pending[:0] = lines
+                recorder.pending_from = first
+                if len(recorder.pending) > MAX_PENDING:
+                    logger.warning("recovery log: Redis away, %d entries dropped", len(lines))
+                    recorder.pending_from += len(recorder.pending)
+                    recorder.pending = []
+            raise
+        if due:
+            self._checkpointed = now
+            if refresh:
+                self._refreshed = now
+
+    def _add_log(self, pipe: Any, first: int, lines: list[str]) -> None:
+        # A stream id that grows with the entries: <ms>-<number of the last entry>.
+        self._last_ms = max(self._last_ms, int(time.time() * 1000))
+        last = first + len(lines) - 1
+        entry_id = f"{self._last_ms}-{last}"
+        key = self.keys.recovery_log(self.recorder.epoch)
+        fields = {"a": str(first), "e": "\n".join(lines)}
+        minid = max(0, self._last_ms - self.log_ttl_ms)
+        pipe.xadd(key, fields, id=entry_id, minid=minid, approximate=True)
+        if self._last_ms - self._expire_set_ms >= 1000:  # the TTL is minutes: once a second
+            pipe.pexpire(key, self.log_ttl_ms)
+            self._expire_set_ms = self._last_ms
+        self.recorder.flushed_id = entry_id
+        self.writes += 1
+
+    async def _add_record(self, pipe: Any, checkpoint: Checkpoint, *, claim: bool) -> None:
+        ttl = self.window_ms if checkpoint.final else self.record_ttl_ms
+        await self._write(  # queued in the pipeline: executed with it
+            keys=[self.keys.session(checkpoint.pid)],
+            args=[checkpoint.owner, jsoncodec.dumps(checkpoint.record), "1" if claim else "0",
+                  ttl],
+            client=pipe,
+        )  # fmt: skip
+
+    async def claim(self, checkpoint: Checkpoint) -> None:
+        """Make a recovering connection the session's owner, before it is answered."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            await self._add_record(pipe, checkpoint, claim=True)
+            await pipe.execute()
+
+    async def aclose(self) -> None:
+        """Write what is left (the final checkpoints of the connections just closed)."""
+        self._closing = True
+        self._kick.set()
+        if self._task is not None:
+            # Ends after the write it may be doing (cancelling it mid-write could leave
+            # the log with a hole); a write that hangs is given up.
+            _done, pending = await asyncio.wait({self._task}, timeout=5.0)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        try:
+            await self.flush(final=True)
+        except (RedisError, OSError) as exc:
+            logger.warning("recovery log: last write failed (%s)", exc)
+
+    # -- reading -------------------------------------------------------------------------
+
+    async def load(self, pid: str) -> dict[str, Any] | None:
+        raw = await self.redis.hget(self.keys.session(pid), "s")
+        if raw is None:
+            return None
+        record = jsoncodec.loads(raw)
+        return record if isinstance(record, dict) else None
+
+    async def log(
+        self, epoch: str, after: str, end: int | None
+    ) -> list[tuple[int, list[str]]] | None:
+        """The log's entries after stream id `after`, up to entry `end` or the log's
+        end (None); None if that is more than a recovery should read."""
+        key = self.keys.recovery_log(epoch)
+        out: list[tuple[int, list[str]]] = []
+        start, lines = f"({after}", 0
+        while True:
+            page: Any = await self.redis.xrange(key, min=start, count=LOG_PAGE)
+            for entry_id, fields in page:
+                first = int(fields[b"a"])
+                if end is not None and first > end:
+                    return out
+                chunk = fields[b"e"].decode().split("\n")
+                out.append((first, chunk))
+                lines += len(chunk)
+                start = f"({entry_id.decode() if isinstance(entry_id, bytes) else entry_id}"
+            if len(page) < LOG_PAGE:
+                return out
+            if lines > MAX_READ:
+                return None
+
+
+__all__ = ["Offset", "SessionStore"]
