@@ -49,7 +49,17 @@ from typing import Any
 import jwt
 
 from bench import procstat
-from bench.servers import NODE, OURS, PREFIX, Proc, Publisher, start_server, start_worker
+from bench.servers import (
+    NODE,
+    OURS,
+    PREFIX,
+    Proc,
+    Publisher,
+    ours_env,
+    start_server,
+    start_worker,
+    wait_ready,
+)
 from realtime.core import jsoncodec
 from realtime.dev.embedded import RedisServer, free_port
 from realtime.loadtest import wsclient
@@ -60,6 +70,7 @@ SNAPSHOT = 10  # events in each subscribe's snapshot (ours and Node's)
 RATE_TOPICS = [f"rate.{n}" for n in range(10)]
 HISTORY = 100  # entries in each rate topic's history
 NOFILE = 20_000
+BEFORE = "before"  # our server, the code of `--baseline DIR`
 
 
 def now_ms() -> float:
@@ -327,6 +338,7 @@ class Setup:
     log_dir: Path
     children: list[Proc]
     py_spy: Path | None = None  # where py-spy writes our server's stacks (rate runs)
+    baseline: str | None = None  # a checkout of another version (`--baseline`)
 
     async def ask_all(self, name: str, jobs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         return list(
@@ -345,16 +357,31 @@ def server_env(kind: str) -> dict[str, str]:
     return {"JWT_SECRET": SECRET, "HISTORY_PREFIX": PREFIX}
 
 
+async def start_before(setup: Setup, code: str, port: int, name: str) -> Proc:
+    """`realtime serve` of the checkout in `code` (`--baseline`), as ours is started."""
+    run = "import runpy, sys; sys.path.insert(0, sys.argv.pop(1)); "
+    run += "runpy.run_module('realtime', run_name='__main__', alter_sys=True)"
+    cmd = [sys.executable, "-c", run, code, "serve", "--host", "127.0.0.1", "--port", str(port)]
+    env = ours_env(setup.redis.url)
+    proc = await Proc(name, cmd, setup.server_cpus, setup.log_dir, env).start()
+    await wait_ready(proc, f"http://127.0.0.1:{port}/readyz")
+    return proc
+
+
 @contextlib.asynccontextmanager
 async def server(setup: Setup, kind: str, name: str) -> Any:
     # start_server reads the environment it inherits: the secret goes in for this start.
     saved = dict(os.environ)
-    os.environ.update(server_env(kind))
+    os.environ.update(server_env(OURS if kind == BEFORE else kind))
     try:
         port = free_port()
-        proc = await start_server(
-            kind, port, setup.redis.url, setup.server_cpus, setup.log_dir, name
-        )
+        if kind == BEFORE:
+            assert setup.baseline is not None
+            proc = await start_before(setup, setup.baseline, port, name)
+        else:
+            proc = await start_server(
+                kind, port, setup.redis.url, setup.server_cpus, setup.log_dir, name
+            )
     finally:
         os.environ.clear()
         os.environ.update(saved)
@@ -478,20 +505,20 @@ def print_rate(results: dict[str, list[dict[str, float]]], clients: int) -> None
             f" {1e6 / us:>9,.0f} {_median(rs, 'p99_ms')[0]:>8.1f} {busy:>20}"
             f" {sum(r['failures'] for r in rs):>5.0f}"
         )
-    if OURS in results and NODE in results:
-        ratios = [
-            o["connects_s"] / n["connects_s"]
-            for o, n in zip(results[OURS], results[NODE], strict=True)
-        ]
-        core = [
-            n["server_us"] / o["server_us"]
-            for o, n in zip(results[OURS], results[NODE], strict=True)
-        ]
-        print(
-            f"ours/node connects/s: {statistics.median(ratios):.2f}x "
-            f"[{min(ratios):.2f}-{max(ratios):.2f}]; per server core (CPU per connect): "
-            f"{statistics.median(core):.2f}x [{min(core):.2f}-{max(core):.2f}]"
-        )
+    for kind in (NODE, BEFORE):
+        if OURS in results and kind in results:
+            _ratio(results, kind)
+
+
+def _ratio(results: dict[str, list[dict[str, float]]], other: str) -> None:
+    pairs = list(zip(results[OURS], results[other], strict=True))
+    ratios = [o["connects_s"] / n["connects_s"] for o, n in pairs]
+    core = [n["server_us"] / o["server_us"] for o, n in pairs]
+    print(
+        f"ours/{other} connects/s: {statistics.median(ratios):.2f}x "
+        f"[{min(ratios):.2f}-{max(ratios):.2f}]; per server core (CPU per connect): "
+        f"{statistics.median(core):.2f}x [{min(core):.2f}-{max(core):.2f}]"
+    )
 
 
 async def last_seqs(redis_url: str, topics: list[str]) -> dict[str, int]:
@@ -545,7 +572,7 @@ async def storm_once(setup: Setup, args: argparse.Namespace) -> dict[str, float]
             dropped = min(
                 a["dropped"] for a in await setup.ask_all("drop", [drop] * len(setup.children))
             )
-            reports = await setup.ask_all("report", [{"wait_s": 60.0}] * len(setup.children))
+            reports = await setup.ask_all("report", [{"wait_s": 120.0}] * len(setup.children))
             wall = time.monotonic() - wall0
             cpu, load = proc.cpu() - cpu0, setup.children_cpu() - load0
             await stop_profile(spy)
@@ -650,7 +677,8 @@ async def run(args: argparse.Namespace, log_dir: Path) -> None:
             cmd = [sys.executable, "-m", "bench.storm", "--child", str(n), f"127.0.0.{n + 2}"]
             child = Proc(f"load-{n}", cmd, {args.client_cpu}, log_dir, stdin_pipe=True)
             children.append(await child.start())
-        setup = Setup(redis, {args.server_cpu}, {args.client_cpu}, log_dir, children, args.py_spy)
+        cpus = ({args.server_cpu}, {args.client_cpu})
+        setup = Setup(redis, *cpus, log_dir, children, args.py_spy, args.baseline)
         most = max(args.clients, args.storm) // args.procs
         await setup.ask_all("tokens", [{"count": most}] * args.procs)
         if not args.skip_rate:
@@ -702,10 +730,19 @@ def main() -> None:
     parser.add_argument("--skip-storm", action="store_true")
     parser.add_argument("--log-dir", type=Path)
     parser.add_argument(
+        "--baseline",
+        metavar="DIR",
+        help="also run our server from the checkout in DIR (server kind `before`)",
+    )
+    parser.add_argument(
         "--py-spy", type=Path, metavar="PATH", help="profile our server's rate runs (raw stacks)"
     )
     args = parser.parse_args()
     args.servers = [s.strip() for s in args.servers.split(",") if s.strip()]
+    if args.baseline:
+        args.baseline = os.path.abspath(args.baseline)
+        if BEFORE not in args.servers:
+            args.servers.insert(1, BEFORE)
     log_dir = args.log_dir or Path(tempfile.mkdtemp(prefix="realtime-storm-"))
     import uvloop
 
