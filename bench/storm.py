@@ -73,6 +73,15 @@ NOFILE = 20_000
 BEFORE = "before"  # our server, the code of `--baseline DIR`
 
 
+# A reconnecting client waits as socket.io-client's defaults make it: a connect
+# given up after 20 s, then 1 s, 2 s, 4 s, 5 s, ... between tries, each +-50%.
+CONNECT_TIMEOUT_S = 20.0
+
+
+def retry_delay_s(attempt: int) -> float:
+    return min(5.0, 2.0**attempt) * (0.5 + random.random())
+
+
 def now_ms() -> float:
     return time.time() * 1000.0
 
@@ -158,8 +167,9 @@ class Child:
         return self.tokens[:count]
 
     async def _open(self, url: str, auth: dict[str, Any], **kw: Any) -> wsclient.SioWebSocket:
+        kw.setdefault("timeout", 30.0)
         return await wsclient.connect(
-            url, auth=auth, deflate=False, timeout=30.0, local_host=self.local_host, **kw
+            url, auth=auth, deflate=False, local_host=self.local_host, **kw
         )
 
     async def rate(self, job: dict[str, Any]) -> dict[str, Any]:
@@ -228,9 +238,12 @@ class Child:
     async def _reconnect(self, url: str, w: Watcher, delay_s: float) -> None:
         await asyncio.sleep(delay_s)
         w.reconnect = now_ms()
+        attempt = 0
         while True:
             try:
-                w.client = await self._open(url, {"token": w.token}, on_update=w.on_update)
+                w.client = await self._open(
+                    url, {"token": w.token}, on_update=w.on_update, timeout=CONNECT_TIMEOUT_S
+                )
                 ack = await w.client.call(
                     "subscribe", {"topic": w.topic, "since": w.last_id}, timeout=30.0
                 )
@@ -244,7 +257,8 @@ class Child:
                 w.retries += 1
                 if w.client is not None:
                     w.client.abort()
-                await asyncio.sleep(0.5 + random.random())
+                await asyncio.sleep(retry_delay_s(attempt))
+                attempt += 1
 
     def drop(self, job: dict[str, Any]) -> dict[str, Any]:
         """Abort every socket now; each client reconnects within `window_s`."""
