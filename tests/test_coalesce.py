@@ -39,7 +39,8 @@ async def test_calls_of_one_turn_share_one_read_of_the_largest_size() -> None:
     reads.release.set()
     answers = await asyncio.gather(*calls, other)
     assert sorted(reads.asked) == [("a", 10), ("b", 2)]
-    assert answers[0] == list(range(10)) and answers[0] is answers[1]
+    assert answers[0] == list(range(10))
+    assert answers[0] is answers[1]
     assert answers[3] == [0, 1]
 
 
@@ -47,8 +48,9 @@ async def test_a_read_already_sent_is_not_joined_the_next_waits_for_it() -> None
     reads = Reads()
     read = Coalesced(reads)
     first = asyncio.ensure_future(read("a", 1))
-    while not reads.asked:
+    for _ in range(3):  # the call, the send on the next turn, the read's start
         await asyncio.sleep(0)
+    assert reads.asked == [("a", 1)]
     # Asked after the first read was sent: a read of their own, sent once it ended.
     later = [asyncio.ensure_future(read("a", 2)) for _ in range(3)]
     for _ in range(5):
