@@ -24,8 +24,6 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-import orjson
-
 from redis.exceptions import RedisError
 
 from realtime.core import sse
@@ -63,7 +61,7 @@ class LiveBatch:
             events,
             ids,
             [format_id(i) for i in ids],
-            [b"data: " + orjson.dumps(event) + b"\n\n" for event in events],
+            [sse.data_line(event) for event in events],
         )
 
 
