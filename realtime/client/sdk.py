@@ -267,10 +267,8 @@ class RealtimeClient:
         # This runs inside python-socketio's read loop, which must go on to read the
         # acks: subscribe from tasks of their own. A recovered session has its
         # subscriptions back (what it missed follows): only the unanswered ones go again.
-        # Presence watches are not part of a recovered session: those topics go again
-        # too (with `since`, so nothing is replayed twice).
         for topic, entry in self._topics.items():
-            if not (recovered and entry.acked.done() and not entry.presence):
+            if not (recovered and entry.acked.done()):
                 self._spawn(self._subscribe(topic))
 
     async def _on_disconnect(self, reason: Any = None) -> None:
