@@ -40,6 +40,20 @@ TOPICS = [f"cl.t{n}" for n in range(12)]
 PARTITIONS = 6
 
 
+def cluster_settings(cluster: ClusterSet, prefix: str) -> Settings:
+    """Every process on the cluster, with short leases so partitions move quickly."""
+    return Settings(
+        redis_url=cluster.url,
+        prefix=prefix,
+        insecure=True,
+        redis_cluster=True,
+        partitions=PARTITIONS,
+        lease_ms=1000,
+        block_ms=200,
+        redis_timeout_s=2.0,
+    )
+
+
 def local_tcp_ports(pid: int) -> set[int]:
     """The local ports of a process's TCP sockets (Linux /proc)."""
     inodes = set()
@@ -107,16 +121,7 @@ async def test_two_web_instances_and_two_workers_on_a_cluster_deliver_everything
 ) -> None:
     cluster = ClusterSet(tmp_path / "cluster").start()
     try:
-        settings = Settings(
-            redis_url=cluster.url,
-            prefix=prefix,
-            insecure=True,
-            redis_cluster=True,
-            partitions=PARTITIONS,
-            lease_ms=1000,
-            block_ms=200,
-            redis_timeout_s=2.0,
-        )
+        settings = cluster_settings(cluster, prefix)
         keys = Keys.of(settings)
         homes = {t: cluster.node_of(keys.ingest(partition_of(t, PARTITIONS))).port for t in TOPICS}
         assert len(set(homes.values())) == len(cluster.nodes), "topics must cover every shard"
@@ -191,16 +196,7 @@ async def test_a_session_recovers_on_another_instance_on_a_cluster(
     gets its session back on the other, every topic whole, nothing twice."""
     cluster = ClusterSet(tmp_path / "cluster").start()
     try:
-        settings = Settings(
-            redis_url=cluster.url,
-            prefix=prefix,
-            insecure=True,
-            redis_cluster=True,
-            partitions=PARTITIONS,
-            lease_ms=1000,
-            block_ms=200,
-            redis_timeout_s=2.0,
-        )
+        settings = cluster_settings(cluster, prefix)
         web, other = processes.web(settings), processes.web(settings)
         processes.worker(settings)
         watcher = await Watcher([web.url, other.url]).start(*TOPICS)
