@@ -43,6 +43,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from math import inf
 from pathlib import Path
 from typing import Any
 
@@ -623,7 +624,8 @@ async def storm_once(setup: Setup, args: argparse.Namespace) -> dict[str, float]
         "clients": float(per * len(setup.children)),
         "held_s": held_s,
         "recovered_clients": float(len(done)),
-        "full_recovery_s": (max(done) - dropped) / 1000 if done else float("nan"),
+        # inf: some client had not recovered when the wait ended
+        "full_recovery_s": (max(done) - dropped) / 1000 if len(done) == len(recovered) else inf,
         "last_reconnect_s": (max(s for s in starts if s is not None) - dropped) / 1000,
         "first_p50_ms": percentile(to_first, 50),
         "first_p99_ms": percentile(to_first, 99),
