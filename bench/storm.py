@@ -22,7 +22,7 @@ and a 10,000-client reconnect storm on one instance.
   published after its reconnect (full recovery), and connect-to-first-update times.
 
 Server pinned to `--server-cpu`; Redis, the worker, the publisher and `--procs` load
-processes (`python -m bench.storm --child`) to `--client-cpu`; their CPU is printed so a
+processes (`python -m bench.stormload`) to `--client-cpu`; their CPU is printed so a
 load generator at its limit shows. Each load process connects from its own source
 address (127.0.0.2, ...) with a raised open-files limit.
 """
@@ -33,7 +33,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import random
 import resource
 import shutil
 import signal
@@ -47,8 +46,6 @@ from math import inf
 from pathlib import Path
 from typing import Any
 
-import jwt
-
 from bench import procstat
 from bench.servers import (
     NODE,
@@ -61,285 +58,14 @@ from bench.servers import (
     start_worker,
     wait_ready,
 )
+from bench.stormload import NOFILE, SECRET, SNAPSHOT
 from realtime.core import jsoncodec
 from realtime.dev.embedded import RedisServer, free_port
-from realtime.loadtest import wsclient
 from realtime.loadtest.stats import percentile
 
-SECRET = "bench-storm-secret-" + "s" * 40
-SNAPSHOT = 10  # events in each subscribe's snapshot (ours and Node's)
 RATE_TOPICS = [f"rate.{n}" for n in range(10)]
 HISTORY = 100  # entries in each rate topic's history
-NOFILE = 20_000
 BEFORE = "before"  # our server, the code of `--baseline DIR`
-
-
-# A reconnecting client waits as socket.io-client's defaults make it: a connect
-# given up after 20 s, then 1 s, 2 s, 4 s, 5 s, ... between tries, each +-50%.
-CONNECT_TIMEOUT_S = 20.0
-
-
-def retry_delay_s(attempt: int) -> float:
-    return min(5.0, 2.0**attempt) * (0.5 + random.random())
-
-
-def now_ms() -> float:
-    return time.time() * 1000.0
-
-
-def token(child: int, i: int) -> str:
-    claims = {"sub": f"user-{child}-{i}", "topics": ["rate.*", "storm.*"]}
-    return jwt.encode({**claims, "exp": int(time.time()) + 7200}, SECRET, "HS256")
-
-
-# -- the load processes ---------------------------------------------------------------------
-
-
-class Watcher:
-    """One storm subscriber: its topic's events checked for gaps and repeats (their
-    `seq` grows by `step` per topic), and the times of its reconnect."""
-
-    __slots__ = (
-        "acked",
-        "client",
-        "dups",
-        "first_update",
-        "gaps",
-        "last_id",
-        "last_seq",
-        "reconnect",
-        "recovered",
-        "refused",
-        "retries",
-        "step",
-        "token",
-        "topic",
-    )
-
-    def __init__(self, topic: str, step: int, token: str) -> None:
-        self.topic = topic
-        self.step = step
-        self.token = token
-        self.client: wsclient.SioWebSocket | None = None
-        self.last_id: str | None = None
-        self.last_seq: int | None = None
-        self.gaps = 0
-        self.dups = 0
-        self.refused = 0  # reconnects answered `recovered: false`
-        self.retries = 0
-        self.reconnect: float | None = None  # wall ms the reconnect began
-        self.acked: float | None = None
-        self.first_update: float | None = None
-        self.recovered: float | None = None  # first event published after `reconnect`
-
-    def on_update(self, client: Any, events: list[Any], at_ms: float) -> None:
-        for event in events:
-            if event["topic"] != self.topic:
-                continue
-            data = event["data"]
-            seq = data["seq"]
-            last = self.last_seq
-            if last is not None:
-                if seq <= last:
-                    self.dups += 1
-                    continue
-                if seq != last + self.step:
-                    self.gaps += (seq - last) // self.step - 1
-            self.last_seq = seq
-            self.last_id = event["id"]
-            if self.reconnect is not None:
-                if self.first_update is None:
-                    self.first_update = at_ms
-                if self.recovered is None and data["t"] >= self.reconnect:
-                    self.recovered = at_ms
-
-
-class Child:
-    def __init__(self, index: int, local_host: str) -> None:
-        self.index = index
-        self.local_host = local_host
-        self.tokens: list[str] = []
-        self.watchers: list[Watcher] = []
-        self.pending: set[asyncio.Task[None]] = set()
-
-    def tokens_for(self, count: int) -> list[str]:
-        while len(self.tokens) < count:
-            self.tokens.append(token(self.index, len(self.tokens)))
-        return self.tokens[:count]
-
-    async def _open(self, url: str, auth: dict[str, Any], **kw: Any) -> wsclient.SioWebSocket:
-        kw.setdefault("timeout", 30.0)
-        return await wsclient.connect(
-            url, auth=auth, deflate=False, local_host=self.local_host, **kw
-        )
-
-    async def rate(self, job: dict[str, Any]) -> dict[str, Any]:
-        """Connect, subscribe with a snapshot, wait for it: `count` clients."""
-        url, topics, count = job["url"], job["topics"], job["count"]
-        tokens = self.tokens_for(count)
-        gate = asyncio.Semaphore(job["concurrency"])
-        clients: list[wsclient.SioWebSocket] = []
-        times: list[float] = []
-        failures = 0
-        reasons: dict[str, int] = {}
-
-        async def one(i: int) -> None:
-            nonlocal failures
-            async with gate:
-                started = time.perf_counter()
-                try:
-                    client = await self._open(url, {"token": tokens[i]})
-                    clients.append(client)
-                    ack = await client.call(
-                        "subscribe",
-                        {"topic": topics[i % len(topics)], "snapshot": SNAPSHOT},
-                        timeout=30.0,
-                    )
-                except (OSError, TimeoutError, ValueError) as exc:
-                    failures += 1
-                    reason = f"{type(exc).__name__}: {exc}"[:120]
-                    reasons[reason] = reasons.get(reason, 0) + 1
-                    return
-                if not (isinstance(ack, dict) and ack.get("ok")) or len(ack["events"]) != SNAPSHOT:
-                    failures += 1
-                    reason = str(ack)[:120]
-                    reasons[reason] = reasons.get(reason, 0) + 1
-                    return
-                times.append((time.perf_counter() - started) * 1000)
-
-        start = now_ms()
-        await asyncio.gather(*(one(i) for i in range(count)))
-        end = now_ms()
-        for client in clients:
-            client.abort()
-        answer = {"ok": len(times), "failures": failures, "start": start, "end": end, "ms": times}
-        return {**answer, "reasons": reasons}
-
-    async def hold(self, job: dict[str, Any]) -> dict[str, Any]:
-        """`count` subscribers, client i on topic i % len(topics), kept connected."""
-        url, topics, count = job["url"], job["topics"], job["count"]
-        tokens = self.tokens_for(count)
-        self.watchers = [
-            Watcher(topics[i % len(topics)], len(topics), tokens[i]) for i in range(count)
-        ]
-        gate = asyncio.Semaphore(job["concurrency"])
-
-        async def one(w: Watcher) -> None:
-            async with gate:
-                w.client = await self._open(url, {"token": w.token}, on_update=w.on_update)
-                ack = await w.client.call("subscribe", {"topic": w.topic}, timeout=30.0)
-                if not (isinstance(ack, dict) and ack.get("ok")):
-                    raise RuntimeError(f"subscribe refused: {ack}")
-                if w.last_id is None:
-                    w.last_id = ack["since"]
-
-        await asyncio.gather(*(one(w) for w in self.watchers))
-        return {"connected": len(self.watchers)}
-
-    async def _reconnect(self, url: str, w: Watcher, delay_s: float) -> None:
-        await asyncio.sleep(delay_s)
-        w.reconnect = now_ms()
-        attempt = 0
-        while True:
-            try:
-                w.client = await self._open(
-                    url, {"token": w.token}, on_update=w.on_update, timeout=CONNECT_TIMEOUT_S
-                )
-                ack = await w.client.call(
-                    "subscribe", {"topic": w.topic, "since": w.last_id}, timeout=30.0
-                )
-                if not (isinstance(ack, dict) and ack.get("ok")):
-                    raise ConnectionError(f"subscribe refused: {ack}")
-                w.acked = now_ms()
-                if not ack.get("recovered"):
-                    w.refused += 1
-                return
-            except (OSError, TimeoutError, ValueError):
-                w.retries += 1
-                if w.client is not None:
-                    w.client.abort()
-                await asyncio.sleep(retry_delay_s(attempt))
-                attempt += 1
-
-    def drop(self, job: dict[str, Any]) -> dict[str, Any]:
-        """Abort every socket now; each client reconnects within `window_s`."""
-        dropped = now_ms()
-        for w in self.watchers:
-            if w.client is not None:
-                w.client.abort()
-        for w in self.watchers:
-            task = asyncio.create_task(
-                self._reconnect(job["url"], w, random.random() * job["window_s"])
-            )
-            self.pending.add(task)
-            task.add_done_callback(self.pending.discard)
-        return {"dropped": dropped}
-
-    async def report(self, job: dict[str, Any]) -> dict[str, Any]:
-        """Wait until every client recovered (or `wait_s`); their times."""
-        deadline = time.monotonic() + job["wait_s"]
-        while time.monotonic() < deadline and (  # noqa: ASYNC110 (polls many clients)
-            self.pending or any(w.recovered is None for w in self.watchers)
-        ):
-            await asyncio.sleep(0.05)
-        ws = self.watchers
-        return {
-            "reconnect": [w.reconnect for w in ws],
-            "acked": [w.acked for w in ws],
-            "first_update": [w.first_update for w in ws],
-            "recovered": [w.recovered for w in ws],
-            "retries": sum(w.retries for w in ws),
-            "refused": sum(w.refused for w in ws),
-        }
-
-    def verify(self, job: dict[str, Any]) -> dict[str, Any]:
-        """Gaps, repeats, and clients whose last event is not the topic's last one."""
-        last: dict[str, int] = job["last"]
-        return {
-            "gaps": sum(w.gaps for w in self.watchers),
-            "dups": sum(w.dups for w in self.watchers),
-            "behind": sum(w.last_seq != last[w.topic] for w in self.watchers),
-        }
-
-    def close(self) -> None:
-        for task in self.pending:
-            task.cancel()
-        for w in self.watchers:
-            if w.client is not None:
-                w.client.abort()
-        self.watchers = []
-
-
-async def child_main(index: int, local_host: str) -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (min(max(soft, NOFILE), hard), hard))
-    child = Child(index, local_host)
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=1 << 26)
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    while line := await reader.readline():
-        command = jsoncodec.loads(line)
-        name, job = next(iter(command.items()))
-        if name == "rate":
-            answer = await child.rate(job)
-        elif name == "hold":
-            answer = await child.hold(job)
-        elif name == "drop":
-            answer = child.drop(job)
-        elif name == "report":
-            answer = await child.report(job)
-        elif name == "verify":
-            answer = child.verify(job)
-        elif name == "close":
-            child.close()
-            answer = {}
-        elif name == "tokens":
-            child.tokens_for(job["count"])
-            answer = {}
-        else:
-            answer = {"error": f"unknown command {name!r}"}
-        sys.stdout.write(jsoncodec.dumps(answer) + "\n")
-        sys.stdout.flush()
 
 
 # -- the bench ------------------------------------------------------------------------------
@@ -690,7 +416,7 @@ async def run(args: argparse.Namespace, log_dir: Path) -> None:
     children: list[Proc] = []
     try:
         for n in range(args.procs):
-            cmd = [sys.executable, "-m", "bench.storm", "--child", str(n), f"127.0.0.{n + 2}"]
+            cmd = [sys.executable, "-m", "bench.stormload", str(n), f"127.0.0.{n + 2}"]
             child = Proc(f"load-{n}", cmd, {args.client_cpu}, log_dir, stdin_pipe=True)
             children.append(await child.start())
         cpus = ({args.server_cpu}, {args.client_cpu})
@@ -725,11 +451,6 @@ async def run(args: argparse.Namespace, log_dir: Path) -> None:
 
 
 def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        import uvloop
-
-        uvloop.run(child_main(int(sys.argv[2]), sys.argv[3]))
-        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--clients", type=int, default=4000, help="connects per rate run")
@@ -737,7 +458,7 @@ def main() -> None:
     parser.add_argument("--servers", default="ours,node")
     parser.add_argument("--storm", type=int, default=10_000)
     parser.add_argument("--topics", type=int, default=5)
-    parser.add_argument("--topic-rate", type=float, default=5.0, help="events/s per topic")
+    parser.add_argument("--topic-rate", type=float, default=2.0, help="events/s per topic")
     parser.add_argument("--window", type=float, default=5.0, help="reconnects spread over (s)")
     parser.add_argument("--procs", type=int, default=4, help="load generator processes")
     parser.add_argument("--server-cpu", type=int, default=0)
