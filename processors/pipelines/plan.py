@@ -90,6 +90,12 @@ class Plan(NamedTuple):
     skipped: list[Skip]
 
 
+# What the worker plans for an event of a topic that only passes through (no filter,
+# window or route applies, `Pipelines.only_passes`): the event is written as it came,
+# with no per-event Plan built. Compared by identity; never mutated.
+PASS_THROUGH = Plan(None, [], [], [])
+
+
 def hops_of(fields: Mapping[bytes | str, bytes | str]) -> int:
     """How many times an ingest entry was routed (0 for what producers posted)."""
     raw = fields.get(HOPS_FIELD, fields.get(HOPS_FIELD.encode()))
@@ -115,6 +121,7 @@ class _TopicPlan:
     # pipeline whose outputs are usable, and the skips that hold for every event.
     feeds: tuple[tuple[str, WindowSpec, tuple[str, ...], Path], ...]
     skips: tuple[Skip, ...]
+    only_passes: bool  # nothing but the pass-through applies: see PASS_THROUGH
 
 
 class Pipelines:
@@ -170,20 +177,34 @@ class Pipelines:
             else:
                 taken.update(dict.fromkeys(outputs, p.name))
                 windows.append((p, outputs))
+        droppers = tuple(p for p in matching if p.drop_if is not None)
+        passthrough = all(p.passthrough for p in matching)
+        routers = tuple(p for p in matching if p.routes)
+        feeds = tuple(
+            (p.name, p.windows.spec, outputs, p.windows.field)
+            for p, outputs in windows
+            if p.windows is not None and not isinstance(outputs, Skip)
+        )
+        skips = tuple(outputs for _, outputs in windows if isinstance(outputs, Skip))
         return _TopicPlan(
             derived=derived,
             pipelines=matching,
-            droppers=tuple(p for p in matching if p.drop_if is not None),
-            passthrough=all(p.passthrough for p in matching),
+            droppers=droppers,
+            passthrough=passthrough,
             windows=tuple(windows),
-            routers=tuple(p for p in matching if p.routes),
-            feeds=tuple(
-                (p.name, p.windows.spec, outputs, p.windows.field)
-                for p, outputs in windows
-                if p.windows is not None and not isinstance(outputs, Skip)
+            routers=routers,
+            feeds=feeds,
+            skips=skips,
+            only_passes=(
+                derived is None and passthrough and not (droppers or routers or feeds or skips)
             ),
-            skips=tuple(outputs for _, outputs in windows if isinstance(outputs, Skip)),
         )
+
+    def only_passes(self, topic: str) -> bool:
+        """No pipeline does anything with `topic`'s events but pass them through: the
+        worker may write them without a Plan (PASS_THROUGH)."""
+        plan = self._memo.get(topic)
+        return (plan or self._topic(topic)).only_passes
 
     def plan(self, event: IngestEvent, hops: int = 0) -> Plan:
         """What `event` (routed `hops` times so far) produces; see the module docstring."""

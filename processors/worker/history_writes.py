@@ -12,25 +12,49 @@ Each write names its topic, so the commit also records the topic in the topic di
 
 from __future__ import annotations
 
+from typing import Any
+
+import orjson
+
 from processors.pipelines.retention import Retention, trim_below
 from processors.pipelines.transform import TopicEvent
 from processors.worker.fencing import HistoryWrite
-from realtime.core import jsoncodec
 from realtime.core.keys import HISTORY_DATA_FIELD, HISTORY_TS_FIELD, Keys
 
 NO_RETENTION = Retention()
+_MEMO_LIMIT = 100_000  # topics come from producers: stay bounded
+
+
+class HistoryTargets:
+    """The history writes of one worker's topics; what does not depend on the event (the
+    key, the retention) is looked up once per topic: this is the per-event path."""
+
+    def __init__(self, keys: Keys, retention: Retention = NO_RETENTION) -> None:
+        self.keys = keys
+        self.retention = retention
+        self._memo: dict[str, tuple[str, int, int]] = {}  # topic -> (key, keep_ms, maxlen)
+
+    def write(self, topic: str, event_id: str, ts: int, data: dict[str, Any]) -> HistoryWrite:
+        target = self._memo.get(topic)
+        if target is None:
+            if len(self._memo) >= _MEMO_LIMIT:
+                self._memo.clear()
+            target = self._memo[topic] = (self.keys.topic(topic), *self.retention.of(topic))
+        key, keep_ms, maxlen = target
+        ts_text = str(ts)
+        return HistoryWrite(
+            key,
+            event_id,
+            [HISTORY_TS_FIELD, ts_text, HISTORY_DATA_FIELD, orjson.dumps(data).decode()],
+            maxlen,
+            trim_below(event_id, keep_ms) if keep_ms > 0 else "",
+            topic,
+            ts,
+            ts_text,
+        )
 
 
 def history_write(
     keys: Keys, event: TopicEvent, retention: Retention = NO_RETENTION
 ) -> HistoryWrite:
-    keep_ms, maxlen = retention.of(event.topic)
-    return HistoryWrite(
-        key=keys.topic(event.topic),
-        id=event.id,
-        fields=[HISTORY_TS_FIELD, str(event.ts), HISTORY_DATA_FIELD, jsoncodec.dumps(event.data)],
-        maxlen=maxlen,
-        minid=trim_below(event.id, keep_ms),
-        topic=event.topic,
-        ts=event.ts,
-    )
+    return HistoryTargets(keys, retention).write(event.topic, event.id, event.ts, event.data)

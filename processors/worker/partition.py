@@ -18,7 +18,6 @@ from dataclasses import dataclass, field, replace
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
-from processors.pipelines.plan import hops_of
 from processors.pipelines.transform import TransformError, decode_entry
 from processors.worker.fencing import Entry, FencedPartition, LeaseLost, is_missing_group
 from processors.worker.groups import ensure_group
@@ -105,7 +104,7 @@ def attempt(
         if fault is not None:
             fault("process", [entry])
         event = decode_entry(entry.id, entry.fields)
-        return Outcome(entry, event, stage.plan(event, hops_of(entry.fields)))
+        return Outcome(entry, event, stage.plan_entry(event, entry.fields))
     except TransformError as exc:
         return Outcome(entry, dead=str(exc))
     except Exception as exc:
