@@ -264,6 +264,13 @@ class _Building:
             self.sources.append(source)
             self._update(event.topic, event.to_wire())
 
+    def _pass(self, event: IngestEvent | TopicEvent, index: int) -> None:
+        """A pass-through event's history write and publish (the per-event path)."""
+        topic, event_id, ts, data = event.topic, event.id, event.ts, event.data
+        self.plan.history.append(self.write(topic, event_id, ts, data))
+        self.sources.append(index)
+        self._update(topic, {"topic": topic, "id": event_id, "ts": ts, "data": data})
+
     def _update(self, topic: str, event: dict[str, Any]) -> None:
         events = self.updates.get(topic)
         if events is None:
@@ -279,20 +286,24 @@ class _Building:
             return
         result, event = outcome.plan, outcome.event
         if result is PASS_THROUGH:  # the common case, inlined: see PASS_THROUGH
-            topic, event_id, ts, data = event.topic, event.id, event.ts, event.data
-            plan.history.append(self.write(topic, event_id, ts, data))
-            self.sources.append(index)
-            self._update(topic, {"topic": topic, "id": event_id, "ts": ts, "data": data})
+            self._pass(event, index)
             plan.acks.append(entry.id)
             return
         if result.passthrough is not None:
-            self.emit([result.passthrough], index, output=False)
-        # Parsed only when compared (pass-through needs neither comparison).
-        entry_id = parse_id(entry.id) if result.feeds or result.routed else NO_ID
+            self._pass(result.passthrough, index)
+        # Parsed only when compared (pass-through needs neither comparison). An entry
+        # id from Redis is always well formed: no validation on this per-event path.
+        entry_id = NO_ID
+        if result.feeds or result.routed:
+            ms, _, seq = entry.id.partition("-")
+            entry_id = (int(ms), int(seq))
         fed_this = False
         if result.feeds and entry_id > self.offset:  # else the checkpoint holds them
+            feed_one = stage.aggregator.feed
             for feed in result.feeds:
-                self.emit(stage.aggregator.feed(feed, event), index)
+                closed = feed_one(feed, event, entry_id)
+                if closed:
+                    self.emit(closed, index)
             self.offset, self.last_offset_id, fed_this = entry_id, entry.id, True
         if result.routed and entry_id > self.routed:  # else they were written already
             for copy in result.routed:
