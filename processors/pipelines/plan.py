@@ -200,15 +200,20 @@ class Pipelines:
             ),
         )
 
-    def only_passes(self, topic: str) -> bool:
-        """No pipeline does anything with `topic`'s events but pass them through: the
-        worker may write them without a Plan (PASS_THROUGH)."""
-        plan = self._memo.get(topic)
-        return (plan or self._topic(topic)).only_passes
+    def plan_entry(self, event: IngestEvent, fields: Mapping[bytes | str, bytes | str]) -> Plan:
+        """`plan` for the event of an ingest entry with `fields` (its hops are read only
+        when a route needs them); PASS_THROUGH when nothing but the pass-through applies:
+        the worker then writes the event itself."""
+        topic = self._memo.get(event.topic) or self._topic(event.topic)
+        if topic.only_passes:
+            return PASS_THROUGH
+        return self._plan(topic, event, hops_of(fields) if topic.routers else 0)
 
     def plan(self, event: IngestEvent, hops: int = 0) -> Plan:
         """What `event` (routed `hops` times so far) produces; see the module docstring."""
-        topic = self._topic(event.topic)
+        return self._plan(self._topic(event.topic), event, hops)
+
+    def _plan(self, topic: _TopicPlan, event: IngestEvent, hops: int) -> Plan:
         if topic.derived is not None:
             detail = f"{event.topic} is a window output"
             return Plan(None, [], [], [Skip(topic.derived.name, DERIVED_TOPIC, detail)])

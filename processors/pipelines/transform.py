@@ -54,7 +54,10 @@ def decode_entry(entry_id: bytes | str, fields: Mapping[bytes | str, bytes | str
     try:
         # Redis replies carry bytes keys; tests and callers may pass str keys.
         raw_topic = get(b"topic")
-        topic = text(fields["topic"] if raw_topic is None else raw_topic)
+        if type(raw_topic) is bytes:
+            topic = raw_topic.decode()
+        else:
+            topic = text(fields["topic"] if raw_topic is None else raw_topic)
         raw_ts = get(b"ts")
         ts = int(fields["ts"] if raw_ts is None else raw_ts)  # int() takes bytes and str
         raw_data = get(b"data")

@@ -260,8 +260,10 @@ class CommitFailure:
 
 def _entry(raw: Sequence[Any], deliveries: int = 1) -> Entry:
     entry_id, flat = raw
-    fields = dict(zip(flat[::2], flat[1::2], strict=True))
-    return Entry(text(entry_id), fields, deliveries)
+    if len(flat) % 2:
+        raise ValueError(f"an entry's fields come in pairs: {flat!r}")
+    pairs = iter(flat)  # one iterator zipped with itself: name, value, name, value...
+    return Entry(text(entry_id), dict(zip(pairs, pairs)), deliveries)
 
 
 class FencedPartition:

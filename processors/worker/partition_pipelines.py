@@ -121,9 +121,9 @@ class PartitionPipelines:
     def plan_entry(self, event: IngestEvent, fields: Fields) -> Plan:
         """`plan` for the event of an entry with `fields`; PASS_THROUGH for an event that
         only passes through (`build` writes the event itself)."""
-        if self.planner is None and self.pipelines.only_passes(event.topic):
-            return PASS_THROUGH
-        return self.plan(event, hops_of(fields))
+        if self.planner is None:
+            return self.pipelines.plan_entry(event, fields)
+        return self.planner(event, hops_of(fields))
 
     def restore(self, fields: Mapping[bytes | str, bytes | str], *, now: float) -> None:
         """Load the checkpoint (HGETALL of `rt:windows:{p}`) at monotonic time `now`;

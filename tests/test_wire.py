@@ -1,0 +1,65 @@
+"""The fan-out encoder puts its message together from pieces (`realtime/core/wire.py`):
+its bytes are exactly those of the stock message (`update_message`) encoded whole."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from realtime.core import jsoncodec, wire
+from realtime.core.keys import Keys
+from realtime.core.wire import UpdateEncoder, update_message
+
+pytestmark = pytest.mark.unit
+
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=10)
+)
+values = st.recursive(
+    scalars,
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3)
+    ),
+    max_leaves=12,
+)
+events = st.lists(st.dictionaries(st.text(max_size=5), values, max_size=4), min_size=1, max_size=3)
+
+
+@given(
+    batches=st.lists(st.tuples(st.text(min_size=1, max_size=12), events), max_size=4),
+    host_id=st.text(max_size=8),
+    now=st.floats(min_value=0, max_value=4e9),
+)
+def test_the_message_is_the_stock_message_encoded_whole(
+    batches: list[tuple[str, list[dict[str, Any]]]],
+    host_id: str,
+    now: float,
+) -> None:
+    keys = Keys("rt:")
+    encoder = UpdateEncoder(keys, host_id)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(wire.time, "time", lambda: now)
+        expected = [
+            (keys.topic_channel(topic), jsoncodec.dumpb(update_message(topic, events, host_id)))
+            for topic, events in batches
+        ]
+        assert encoder.encode_updates(batches) == expected
+        assert encoder.encode_updates(batches) == expected  # from its memo of topics too
+
+
+def test_a_message_decodes_as_the_stock_manager_reads_it() -> None:
+    [(channel, message)] = UpdateEncoder(Keys("rt:"), "h1").encode_updates(
+        [("a.b", [{"topic": "a.b", "id": "1-0", "ts": 1, "data": {"x": 1}}])]
+    )
+    decoded = jsoncodec.loads(message)
+    assert channel == Keys("rt:").topic_channel("a.b")
+    assert decoded["method"] == "emit" and decoded["room"] == "a.b"
+    assert decoded["data"] == [[{"topic": "a.b", "id": "1-0", "ts": 1, "data": {"x": 1}}]]
+    assert decoded["host_id"] == "h1" and isinstance(decoded["sent_at"], float)
