@@ -60,6 +60,8 @@ def test_a_message_decodes_as_the_stock_manager_reads_it() -> None:
     )
     decoded = jsoncodec.loads(message)
     assert channel == Keys("rt:").topic_channel("a.b")
-    assert decoded["method"] == "emit" and decoded["room"] == "a.b"
+    assert decoded["method"] == "emit"
+    assert decoded["room"] == "a.b"
     assert decoded["data"] == [[{"topic": "a.b", "id": "1-0", "ts": 1, "data": {"x": 1}}]]
-    assert decoded["host_id"] == "h1" and isinstance(decoded["sent_at"], float)
+    assert decoded["host_id"] == "h1"
+    assert isinstance(decoded["sent_at"], float)
