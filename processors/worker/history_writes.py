@@ -33,6 +33,7 @@ class HistoryTargets:
         self.keys = keys
         self.retention = retention
         self._memo: dict[str, tuple[str, int, int]] = {}  # topic -> (key, keep_ms, maxlen)
+        self._trim_ms, self._trim_keep, self._trim_minid = "", 0, ""
 
     def write(self, topic: str, event_id: str, ts: int, data: dict[str, Any]) -> HistoryWrite:
         target = self._memo.get(topic)
@@ -47,11 +48,21 @@ class HistoryTargets:
             event_id,
             [HISTORY_TS_FIELD, ts_text, HISTORY_DATA_FIELD, orjson.dumps(data).decode()],
             maxlen,
-            trim_below(event_id, keep_ms) if keep_ms > 0 else "",
+            self._trim(event_id, keep_ms) if keep_ms > 0 else "",
             topic,
             ts,
             ts_text,
         )
+
+
+    def _trim(self, event_id: str, keep_ms: int) -> str:
+        """`trim_below`, remembered for the last id's time: a batch's ids share a few."""
+        ms = event_id.partition("-")[0]
+        if ms == self._trim_ms and keep_ms == self._trim_keep:
+            return self._trim_minid
+        minid = trim_below(event_id, keep_ms)
+        self._trim_ms, self._trim_keep, self._trim_minid = ms, keep_ms, minid
+        return minid
 
 
 def history_write(

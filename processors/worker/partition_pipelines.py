@@ -40,7 +40,7 @@ ADVANCE_S = 0.2  # how often the timer closes idle topics' windows, at most
 NO_ID = (0, 0)
 
 
-@dataclass
+@dataclass(slots=True)  # one per entry
 class Outcome:
     """What one attempt made of one entry: a plan to commit, or a reason to dead-letter
     it, or a failure to retry."""
