@@ -54,7 +54,6 @@ class HistoryTargets:
             ts_text,
         )
 
-
     def _trim(self, event_id: str, keep_ms: int) -> str:
         """`trim_below`, remembered for the last id's time: a batch's ids share a few."""
         ms = event_id.partition("-")[0]
