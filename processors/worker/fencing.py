@@ -263,7 +263,8 @@ def _entry(raw: Sequence[Any], deliveries: int = 1) -> Entry:
     if len(flat) % 2:
         raise ValueError(f"an entry's fields come in pairs: {flat!r}")
     pairs = iter(flat)  # one iterator zipped with itself: name, value, name, value...
-    return Entry(text(entry_id), dict(zip(pairs, pairs, strict=True)), deliveries)
+    entry_text = entry_id.decode() if type(entry_id) is bytes else text(entry_id)
+    return Entry(entry_text, dict(zip(pairs, pairs, strict=True)), deliveries)
 
 
 class FencedPartition:

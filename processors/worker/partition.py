@@ -109,8 +109,9 @@ def attempt(
     try:
         if fault is not None:
             fault("process", [entry])
-        event = decode_entry(entry.id, entry.fields)
-        return Outcome(entry, event, stage.plan_entry(event, entry.fields))
+        fields = entry.fields
+        event = decode_entry(entry.id, fields)
+        return Outcome(entry, event, stage.plan_entry(event, fields))
     except TransformError as exc:
         return Outcome(entry, dead=str(exc))
     except Exception as exc:

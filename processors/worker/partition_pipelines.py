@@ -265,11 +265,17 @@ class _Building:
             self._update(event.topic, event.to_wire())
 
     def _pass(self, event: IngestEvent | TopicEvent, index: int) -> None:
-        """A pass-through event's history write and publish (the per-event path)."""
+        """A pass-through event's history write and publish (the per-event path: what
+        `emit` and `_update` do, inlined)."""
         topic, event_id, ts, data = event.topic, event.id, event.ts, event.data
         self.plan.history.append(self.write(topic, event_id, ts, data))
         self.sources.append(index)
-        self._update(topic, {"topic": topic, "id": event_id, "ts": ts, "data": data})
+        wire = {"topic": topic, "id": event_id, "ts": ts, "data": data}
+        events = self.updates.get(topic)
+        if events is None:
+            self.updates[topic] = [wire]
+        else:
+            events.append(wire)
 
     def _update(self, topic: str, event: dict[str, Any]) -> None:
         events = self.updates.get(topic)
