@@ -65,3 +65,21 @@ def test_a_message_decodes_as_the_stock_manager_reads_it() -> None:
     assert decoded["data"] == [[{"topic": "a.b", "id": "1-0", "ts": 1, "data": {"x": 1}}]]
     assert decoded["host_id"] == "h1"
     assert isinstance(decoded["sent_at"], float)
+
+
+@pytest.mark.parametrize("depth", [248, 249, 250, 251, 252, 253, 254])
+def test_data_too_deep_for_the_message_fails_as_the_message_would(depth: int) -> None:
+    """The message nests `data` four levels down: encoded in pieces, the same data fails."""
+    data: dict[str, Any] = {}
+    for _ in range(depth - 1):
+        data = {"x": data}
+    events = [{"topic": "a", "id": "1-0", "ts": 1, "data": data}]
+    encoder = UpdateEncoder(Keys("rt:"), "h")
+    try:
+        expected = jsoncodec.dumpb(update_message("a", events, "h"))
+    except jsoncodec.JSONEncodeError:
+        with pytest.raises(jsoncodec.JSONEncodeError):
+            encoder.encode_updates([("a", events)])
+        return
+    [(_, message)] = encoder.encode_updates([("a", events)])
+    assert message.split(b',"sent_at"')[0] == expected.split(b',"sent_at"')[0]

@@ -57,8 +57,8 @@ class UpdateEncoder:
     def __init__(self, keys: Keys, host_id: str | None = None) -> None:
         self.keys = keys
         self.host_id = host_id if host_id is not None else uuid.uuid4().hex
-        self._head = b'{"method":"emit","event":%s,"data":[' % jsoncodec.dumpb(UPDATE_EVENT)
-        self._room = b'],"binary":false,"namespace":%s,"room":' % jsoncodec.dumpb(NAMESPACE)
+        self._head = b'{"method":"emit","event":%s,"data":' % jsoncodec.dumpb(UPDATE_EVENT)
+        self._room = b',"binary":false,"namespace":%s,"room":' % jsoncodec.dumpb(NAMESPACE)
         self._tail = b',"skip_sid":null,"callback":null,"host_id":%s,"sent_at":' % (
             jsoncodec.dumpb(self.host_id)
         )
@@ -79,5 +79,8 @@ class UpdateEncoder:
                 if len(topics) >= _MEMO_LIMIT:
                     topics.clear()
                 known = topics[topic] = (self.keys.topic_channel(topic), dumpb(topic))
-            out.append((known[0], b"".join((head, dumpb(events), room, known[1], tail))))
+            # `data` is [events]; encoded at the depth the whole message puts it (one
+            # list more, sliced off), so data too deep for the message fails as before.
+            data = dumpb([[events]])[1:-1]
+            out.append((known[0], b"".join((head, data, room, known[1], tail))))
         return out
