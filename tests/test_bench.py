@@ -118,6 +118,7 @@ def test_a_storm_subscriber_counts_gaps_and_repeats_and_when_it_recovered() -> N
     """bench.storm's check that nothing is lost or repeated: a topic's sequence numbers
     grow by the topic count; the first event published after the reconnect began
     marks the client recovered."""
+
     def event(seq: int, t: float, topic: str = "storm.0") -> dict[str, object]:
         return {"topic": topic, "id": f"{seq}-0", "ts": 0, "data": {"seq": seq, "t": t}}
 
