@@ -287,6 +287,9 @@ class Recorder:
     # yet known to be gone, when its client comes back: each writes its own record)
     _records: dict[str, dict[str, Any]] = field(default_factory=dict)
     _handing_out: str | None = None  # the topic of a shared frame being handed out
+    # sids whose connection needs its first or its final record: what a flush between two
+    # checkpoints visits (not every connection: a connect storm flushes per connect)
+    _unwritten: dict[str, None] = field(default_factory=dict)
 
     def _add(self, entry: Entry) -> int:
         self.n += 1
@@ -313,6 +316,7 @@ class Recorder:
         self._connections[sid] = Connection(tag, pid, state)
         base = self._record_of(tag, state)
         self._records[sid] = {"base": base, "origin": origin, "prev": None, "cp": base}
+        self._unwritten[sid] = None
         return self.offset()
 
     def pid(self, sid: str) -> str | None:
@@ -331,6 +335,7 @@ class Recorder:
         conn = self._connections.get(sid)
         if conn is not None:
             conn.closed = True
+            self._unwritten[sid] = None
 
     def _record_of(self, tag: str, state: State) -> dict[str, Any]:
         return {"e": self.epoch, "n": self.n, "s": self.n, "a": self.flushed_id, "c": tag,
@@ -353,8 +358,11 @@ class Recorder:
         sent) and the first (`base`); each holds from entry `s` (its state was the same
         since) to `n`."""
         out = []
-        for sid, conn in list(self._connections.items()):
-            if not (changed or conn.closed or conn.written is None):
+        sids = list(self._connections if changed else self._unwritten)
+        self._unwritten = {}  # each one below is written, or forgotten if closed
+        for sid in sids:
+            conn = self._connections.get(sid)
+            if conn is None or not (changed or conn.closed or conn.written is None):
                 continue
             state = self._state(conn)
             text = repr((dump_state(state), dump_watches(state)))
