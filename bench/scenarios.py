@@ -60,9 +60,16 @@ class Profile:
     hosted_rate: float  # events/s to a topic one instance of four hosts
     hosted_s: float
     max_drain_s: float = 2.0
+    small_topics: int = 1000  # `small-topics`: this many topics x 1 subscriber
+    # deliveries/s of the step at which the topic scenarios compare CPU per delivery:
+    # every server sustains it, so each is measured at the same load
+    fixed_rate: float = 10_000.0
 
 
-QUICK = Profile(300, 100, 10, 10, 1.0, 0, 500, 3.0, 100, 20, 2.0, 200, 500, 1.0)
+QUICK = Profile(
+    300, 100, 10, 10, 1.0, 0, 500, 3.0, 100, 20, 2.0, 200, 500, 1.0,
+    small_topics=100, fixed_rate=2000.0,
+)  # fmt: skip
 DEFAULT = Profile(5000, 1000, 100, 10, 2.0, 2, 1000, 3.0, 1000, 100, 5.0, 500, 2000, 4.0)
 FULL = Profile(10_000, 1000, 100, 10, 5.0, 3, 1000, 3.0, 1000, 100, 30.0, 500, 2000, 10.0)
 
@@ -397,7 +404,13 @@ async def idle(bench: Bench, kind: str) -> dict[str, Any]:
 
 
 async def _fanout(
-    bench: Bench, kind: str, n_topics: int, per_topic: int, instances: int = 1
+    bench: Bench,
+    kind: str,
+    n_topics: int,
+    per_topic: int,
+    instances: int = 1,
+    *,
+    fixed: bool = False,
 ) -> dict[str, Any]:
     topics = _topic_names(n_topics)
     tally = Tally()
@@ -409,11 +422,32 @@ async def _fanout(
         try:
             _check_clients(clients, n_topics * per_topic)
             result = await find_sustained(bench, dep, tally, topics, per_topic)
+            if fixed:
+                result.update(await _fixed_rate(bench, dep, tally, topics, per_topic))
             if instances > 1:
                 result.update(await _bystander(bench, dep, tally))
         finally:
             clients.close()
     return result
+
+
+async def _fixed_rate(
+    bench: Bench, dep: Deployment, tally: Tally, topics: list[str], per_topic: int
+) -> dict[str, Any]:
+    """CPU per delivery at the profile's fixed rate, the same for every server: CPU per
+    delivery at each one's own sustained rate compares different loads (a busier server
+    packs more into each read and write)."""
+    rate = bench.profile.fixed_rate
+    bench.progress(f"    fixed rate {rate:,.0f}/s:")
+    stats = await run_step(bench, dep, tally, topics, per_topic, rate, bench.profile.step_s * 2)
+    await settle(tally)
+    busy = stats.server_cpu_s / stats.publish_s if stats.publish_s > 0 else math.nan
+    return {
+        "fixed_us_per_delivery": stats.us_per_delivery,
+        "fixed_server_busy": busy,
+        "fixed_p99_ms": stats.p99_ms,
+        "fixed_loss": stats.loss,
+    }
 
 
 def _check_clients(clients: Clients, want: int) -> None:
@@ -451,7 +485,14 @@ async def fanout(bench: Bench, kind: str) -> dict[str, Any]:
 
 async def topics(bench: Bench, kind: str) -> dict[str, Any]:
     """100 topics x 10 subscribers on one instance."""
-    return await _fanout(bench, kind, bench.profile.topics, bench.profile.per_topic)
+    profile = bench.profile
+    return await _fanout(bench, kind, profile.topics, profile.per_topic, fixed=True)
+
+
+async def small_topics(bench: Bench, kind: str) -> dict[str, Any]:
+    """1,000 topics x 1 subscriber on one instance: every delivery is an event of its
+    own, so the per-event and per-room costs are all there is."""
+    return await _fanout(bench, kind, bench.profile.small_topics, 1, fixed=True)
 
 
 async def two_instances(bench: Bench, kind: str) -> dict[str, Any]:
@@ -607,6 +648,7 @@ SCENARIOS: dict[str, Callable[[Bench, str], Any]] = {
     "idle": idle,
     "fanout": fanout,
     "topics": topics,
+    "small-topics": small_topics,
     "two-instances": two_instances,
     "four-instances": four_instances,
     "pipeline": pipeline,
