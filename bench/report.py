@@ -59,7 +59,9 @@ METRICS: dict[str, list[Metric]] = {
 METRICS["topics"] = [
     *METRICS["fanout"],
     Metric("fixed_us_per_delivery", "server us/delivery at the fixed rate", "lower", ".2f"),
+    Metric("fixed_net_us_per_delivery", "  less the idle server's CPU", "lower", ".2f"),
     Metric("fixed_server_busy", "  server core busy at the fixed rate", "lower", ".0%"),
+    Metric("idle_server_busy", "  server core busy, idle", "lower", ".1%"),
     Metric("fixed_p99_ms", "  p99 ms at the fixed rate", "lower", ".1f"),
 ]
 METRICS["small-topics"] = METRICS["topics"]

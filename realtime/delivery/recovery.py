@@ -381,11 +381,15 @@ class Recorder:
         self._handing_out.add(topic)
         if since is not None and since == self.n:
             return str(Offset(self.epoch, since))
-        n = self._add(Entry(FRAME, NONE, topic, format_id(last)))
+        # `_add(Entry(FRAME, NONE, topic, ...))` spelled out: one per fan-out batch
+        self.n = n = self.n + 1
+        self.pending.append(f"{FRAME} {NONE} {topic} {last[0]}-{last[1]} {NONE}")
+        if len(self.pending) == 1:
+            self.notify()
         old = self._shared.get(topic)
         if old is None or last >= old[1]:
             self._shared[topic] = (n, last)
-        return str(Offset(self.epoch, n))
+        return f"{self.epoch}.{n:x}"
 
     def handed_out(self) -> None:
         """The shared frames' hand-out is over (every member had them or was skipped)."""
