@@ -146,6 +146,10 @@ class Delivery:
         self.sio.traffic.sent(1, len(frame))
 
     async def live(self, topic: str, events: list[WireEvent]) -> None:
+        """`offer`, as a coroutine."""
+        self.offer(topic, events)
+
+    def offer(self, topic: str, events: list[WireEvent]) -> None:
         """A fan-out batch of one topic for the local members of its room.
 
         With a batch tick, events that arrive a tick or more after the last batch was

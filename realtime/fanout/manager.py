@@ -111,7 +111,7 @@ class FanoutManager(RoomIndex, socketio.AsyncRedisManager):  # type: ignore[misc
             sent_at = message.get("sent_at")
             if isinstance(sent_at, float):
                 self._fanout_latency.observe(max(time.time() - sent_at, 0.0))
-            await self.delivery.live(message["room"], message["data"][0])
+            self.delivery.offer(message["room"], message["data"][0])
             return
         await super()._handle_emit(message)
 
@@ -142,16 +142,38 @@ class FanoutManager(RoomIndex, socketio.AsyncRedisManager):  # type: ignore[misc
         finalised whenever, possibly after the loop is gone)."""
         async with contextlib.aclosing(self.channels.messages()) as messages:
             async for data in messages:
-                await self._dispatch(data)
+                message = self._take(data)
+                if message is not None:
+                    await self._dispatch(message)
 
-    async def _dispatch(self, raw: bytes) -> None:
+    def _take(self, raw: bytes) -> dict[str, Any] | None:
+        """Decode a message; a topic's `update` (nearly all of them) goes to delivery
+        here, without a coroutine per message; returns the others, to dispatch."""
         try:
             message = self.json.loads(raw)
         except ValueError:
             logger.warning("fan-out message that is not JSON dropped")
-            return
+            return None
         if not isinstance(message, dict):
-            return
+            return None
+        delivery = self.delivery
+        if (
+            delivery is not None
+            and message.get("method") == "emit"
+            and message.get("host_id") != self.host_id
+            and self._is_update(message)
+        ):
+            sent_at = message.get("sent_at")
+            if isinstance(sent_at, float):
+                self._fanout_latency.observe(max(time.time() - sent_at, 0.0))
+            try:
+                delivery.offer(message["room"], message["data"][0])
+            except Exception:
+                logger.exception("fan-out message %s failed", "emit")
+            return None
+        return message
+
+    async def _dispatch(self, message: dict[str, Any]) -> None:
         method = str(message.get("method"))
         try:
             if method == "callback":
