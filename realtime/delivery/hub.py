@@ -146,6 +146,10 @@ class Delivery:
         self.sio.traffic.sent(1, len(frame))
 
     async def live(self, topic: str, events: list[WireEvent]) -> None:
+        """`offer`, as a coroutine."""
+        self.offer(topic, events)
+
+    def offer(self, topic: str, events: list[WireEvent]) -> None:
         """A fan-out batch of one topic for the local members of its room.
 
         With a batch tick, events that arrive a tick or more after the last batch was
@@ -172,10 +176,9 @@ class Delivery:
         calls (`python -m bench --scenarios fanout`), and ingest requests, fan-out
         messages and acks would wait behind all of it. Batches stay in order; a
         connection's events are decided and handed over together, so its packets stay
-        in order too."""
+        in order too. With recovery on, every batch queued is numbered at once and
+        their log entries written in one round trip (`_number`)."""
         loop = asyncio.get_running_loop()
-        recorder = self.recorder
-        since: int | None = None
         try:
             while True:
                 if not self._queue:
@@ -186,24 +189,10 @@ class Delivery:
                         await asyncio.sleep(wait)
                     pending, self._pending = self._pending, {}
                     self._queue.extend(Batch.merged(t, e) for t, e in pending.items())
-                batch = self._queue.popleft()
-                if batch.events:
-                    version, members = self._route(batch.topic)
-                    shared: Frame | None = None
-                    offset: str | None = None
-                    for start in range(0, len(members), SLICE):
-                        if start:
-                            await asyncio.sleep(0)
-                        if recorder is not None:
-                            now, since = await self._numbered(recorder, batch, offset, since)
-                            if now != offset:
-                                offset, shared = now, None
-                        current = self._version() == version
-                        part = members[start : start + SLICE]
-                        shared = self._deliver(batch, part, shared, current, offset)
-                    if recorder is not None:
-                        recorder.handed_out()
-                        since = None
+                group = [batch for batch in self._queue if batch.events]
+                self._queue.clear()
+                if group:
+                    await self._hand_out(group)
                 if not self._queue:
                     # The tick runs from the end of what was handed out: under load,
                     # what arrives meanwhile waits for it and goes out together.
@@ -211,26 +200,58 @@ class Delivery:
         finally:
             self._sender = None
 
-    async def _numbered(
-        self, recorder: Recorder, batch: Batch, offset: str | None, since: int | None
-    ) -> tuple[str, int | None]:
-        """The offset of a batch's frame for its next slice of members: the previous
-        slice's if nothing was logged since (see `Recorder.shared`), else a new entry,
-        written to Redis before any client can get the frame (a SIGKILL then cannot
-        lose the entry of a frame a client has), and numbered again if anything was
-        logged while it was being written."""
+    async def _hand_out(self, group: list[Batch]) -> None:
+        """Hand out batches, in order, returning to the event loop after every SLICE
+        connections (a big room's batch in slices, small rooms' batches together)."""
+        recorder = self.recorder
+        offsets: list[str | None] = [None] * len(group)
+        numbered = 0  # the log's entry count when the offsets were made
+        if recorder is not None:
+            numbered = await self._number(recorder, group, offsets, 0)
+        handed = 0
+        try:
+            for i, batch in enumerate(group):
+                version, members = self._route(batch.topic)
+                shared: Frame | None = None
+                for start in range(0, len(members), SLICE):
+                    if handed >= SLICE:
+                        handed = 0
+                        await asyncio.sleep(0)
+                    if recorder is not None and recorder.n != numbered:
+                        # Logged since (a frame of one connection's own, a subscribe):
+                        # a connection may have an offset after these; number the rest
+                        # again, so each connection's offsets keep increasing.
+                        numbered = await self._number(recorder, group, offsets, i)
+                        shared = None
+                    current = self._version() == version
+                    part = members[start : start + SLICE]
+                    shared = self._deliver(batch, part, shared, current, offsets[i])
+                    handed += len(part)
+        finally:
+            if recorder is not None:
+                recorder.handed_out()
+
+    async def _number(
+        self, recorder: Recorder, group: list[Batch], offsets: list[str | None], first: int
+    ) -> int:
+        """Give the batches from `first` on their frames' offsets (a log entry each),
+        written to Redis in one round trip before any client can get a frame (a SIGKILL
+        then cannot lose the entry of a frame a client has), and numbered again if
+        anything was logged while they were being written. Returns the log's entry
+        count then."""
         while True:
-            now = recorder.shared(batch.topic, batch.ids[-1], since)
-            if now == offset:
-                return now, since
-            offset, since = now, recorder.n
+            for i in range(first, len(group)):
+                offsets[i] = recorder.shared(group[i].topic, group[i].ids[-1])
+            numbered = recorder.n
             if self.log_written is None:
-                return now, since
+                return numbered
             try:
                 await self.log_written()
             except (RedisError, OSError) as exc:  # delivery goes on; the log catches up
                 logger.debug("recovery log not written before a hand-out: %s", exc)
-                return now, since
+                return numbered
+            if recorder.n == numbered:
+                return numbered
 
     def _version(self) -> Version:
         return (self.sio.manager.room_changes, self.subs.changes)
