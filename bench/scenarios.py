@@ -119,7 +119,11 @@ class Deployment:
 
 @contextlib.asynccontextmanager
 async def deploy(
-    bench: Bench, kind: str, instances: int = 1, mode: str = "stream"
+    bench: Bench,
+    kind: str,
+    instances: int = 1,
+    mode: str = "stream",
+    worker_env: dict[str, str] | None = None,
 ) -> AsyncIterator[Deployment]:
     await bench.flush_redis()
     servers: list[Proc] = []
@@ -137,7 +141,9 @@ async def deploy(
             )
             urls.append(f"http://127.0.0.1:{port}")
         if kind == OURS:
-            worker = await start_worker(bench.redis.url, bench.client_cpus, bench.log_dir)
+            worker = await start_worker(
+                bench.redis.url, bench.client_cpus, bench.log_dir, worker_env
+            )
         pub_mode = mode if kind == OURS else ("pysio" if kind != NODE else "node")
         publisher = await Publisher.start(
             kind, pub_mode, bench.redis.url, urls[0], bench.client_cpus, bench.log_dir

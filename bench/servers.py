@@ -208,9 +208,12 @@ async def start_server(
     return proc
 
 
-async def start_worker(redis_url: str, cpus: set[int], log_dir: Path) -> Proc:
+async def start_worker(
+    redis_url: str, cpus: set[int], log_dir: Path, env: dict[str, str] | None = None
+) -> Proc:
+    """`env`: more variables for the worker alone (e.g. REALTIME_METRICS_PORT)."""
     args = [sys.executable, "-m", "realtime", "process", "--consumer", "bench-worker"]
-    return await Proc("worker", args, cpus, log_dir, ours_env(redis_url)).start()
+    return await Proc("worker", args, cpus, log_dir, {**ours_env(redis_url), **(env or {})}).start()
 
 
 class Publisher:

@@ -150,6 +150,8 @@ class PartitionRunner:
         self.failures = Failures()
         self._retry = Backoff(base_s=0.05, cap_s=2.0)
         self.metrics = metrics if metrics is not None else WorkerMetrics()
+        # When the batch in hand was read (wall clock, s): its stages' start (metrics.stage)
+        self._read_at: float | None = None
         self._late_counted: dict[str, int] = {}
         self._skipped_counted: dict[tuple[str, str], int] = {}
 
@@ -189,6 +191,7 @@ class PartitionRunner:
                     # All that was there: the timer may close idle windows up to now.
                     clock = read.clock_ms if len(read.entries) < self.batch_size else None
                     if read.entries:
+                        self._read(read.entries[0])
                         await self._timed(read.entries, clock_ms=clock)
                     elif self.burst:
                         await self._commit([], clock_ms=clock, checkpoint=True)
@@ -252,6 +255,13 @@ class PartitionRunner:
             await self._commit([], checkpoint=True)
         except (LeaseLost, Replay, RedisError, OSError) as exc:
             logger.warning("partition %d: final checkpoint failed: %r", self.partition, exc)
+
+    def _read(self, oldest: Entry) -> None:
+        """A batch was read: how long its oldest entry waited in the stream (its id's
+        time is Redis's clock, on the same machine as a rule; ms resolution)."""
+        self._read_at = now = time.time()
+        accepted_ms = int(oldest.id.partition("-")[0])
+        self.metrics.stage["read"].observe(max(now - accepted_ms / 1000, 0.0))
 
     async def _timed(
         self, entries: Sequence[Entry], *, clock_ms: int | None = None, checkpoint: bool = False
@@ -323,6 +333,7 @@ class PartitionRunner:
         self, outcomes: Sequence[Outcome], *, clock_ms: int | None = None, checkpoint: bool = False
     ) -> tuple[int, str] | None:
         """Commit; on a failed history write, (index of its outcome, error)."""
+        read_at, self._read_at = self._read_at, None  # the first commit of a batch read
         entries = [outcome.entry for outcome in outcomes]
         # The seam sees the entries committed as events, not those being dead-lettered.
         live = [outcome.entry for outcome in outcomes if outcome.dead is None]
@@ -343,10 +354,14 @@ class PartitionRunner:
         try:
             if self.fault is not None:
                 self.fault("commit", live)
+            sent = time.time()
             failure = await self.fenced.commit(batch.plan)
         except BaseException:
             self.stage.failed(batch)
             raise
+        if read_at is not None:
+            self.metrics.stage["process"].observe(max(sent - read_at, 0.0))
+            self.metrics.stage["commit"].observe(max(time.time() - sent, 0.0))
         if failure is not None:
             self.stage.failed(batch)
             source = batch.sources[failure.event_index]

@@ -75,7 +75,11 @@ class Delivery:
         self.metrics = metrics if metrics is not None else WebMetrics()
         self._tasks: set[asyncio.Task[None]] = set()
         self._pending: dict[str, list[WireEvent]] = {}  # topic -> events within the tick
-        self._queue: deque[Batch] = deque()  # batches to hand out, in order
+        # topic -> (sum of the pending events' arrival times, their count): their mean
+        # arrival, for the `queue` stage of the metrics
+        self._arrived: dict[str, tuple[float, int]] = {}
+        # batches to hand out, in order, with their (mean) arrival time (monotonic)
+        self._queue: deque[tuple[Batch, float]] = deque()
         self._next_flush = 0.0  # loop time: pending events wait until then (see `live`)
         self._sender: asyncio.Task[None] | None = None  # hands out the queue while it has any
         self.recorder = recorder
@@ -154,14 +158,19 @@ class Delivery:
         per topic. Without one, each fan-out message is its own packet."""
         self.metrics.events_received.inc(len(events))
         self.streams.live(topic, events)
+        now = time.monotonic()
         if self.batch_tick_s <= 0:
-            self._queue.append(Batch.of(topic, events))
+            self._queue.append((Batch.of(topic, events), now))
         else:
             pending = self._pending.get(topic)
+            n = len(events)
             if pending is None:
                 self._pending[topic] = list(events)
+                self._arrived[topic] = (now * n, n)
             else:
                 pending += events
+                total, count = self._arrived[topic]
+                self._arrived[topic] = (total + now * n, count + n)
         if self._sender is None:
             self._sender = asyncio.create_task(self._send_queued())
             self._sender.add_done_callback(self._sent)
@@ -175,6 +184,7 @@ class Delivery:
         in order too."""
         loop = asyncio.get_running_loop()
         recorder = self.recorder
+        stage = self.metrics.stage  # where the time goes (realtime_stage_seconds)
         since: int | None = None
         try:
             while True:
@@ -185,22 +195,36 @@ class Delivery:
                     if wait > 0:
                         await asyncio.sleep(wait)
                     pending, self._pending = self._pending, {}
-                    self._queue.extend(Batch.merged(t, e) for t, e in pending.items())
-                batch = self._queue.popleft()
+                    arrived, self._arrived = self._arrived, {}
+                    self._queue.extend(
+                        (Batch.merged(t, e), arrived[t][0] / max(arrived[t][1], 1))
+                        for t, e in pending.items()
+                    )
+                batch, received = self._queue.popleft()
                 if batch.events:
+                    started = time.monotonic()
                     version, members = self._route(batch.topic)
+                    n = len(batch.events)
+                    stage["queue"].observe(max(started - received, 0.0), n * len(members))
+                    logged = 0.0  # waited for the recovery log so far
                     shared: Frame | None = None
                     offset: str | None = None
                     for start in range(0, len(members), SLICE):
                         if start:
                             await asyncio.sleep(0)
                         if recorder is not None:
+                            waited = time.monotonic()
                             now, since = await self._numbered(recorder, batch, offset, since)
+                            logged += time.monotonic() - waited
                             if now != offset:
                                 offset, shared = now, None
                         current = self._version() == version
                         part = members[start : start + SLICE]
                         shared = self._deliver(batch, part, shared, current, offset)
+                        weight = n * len(part)
+                        stage["handout"].observe(time.monotonic() - started, weight)
+                        if recorder is not None:
+                            stage["recovery_log"].observe(logged, weight)
                     if recorder is not None:
                         recorder.handed_out()
                         since = None
