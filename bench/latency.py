@@ -16,6 +16,9 @@ stage histograms the web and the worker export (`realtime_stage_seconds{stage}`,
 `realtime_fanout_latency_seconds`, `realtime_delivery_latency_seconds`), read from their
 /metrics before and after each step. Means, so the stages add up to the end-to-end
 mean; the worker's stages are per batch (at these rates nearly always one event).
+
+With `--baseline DIR` (another checkout, e.g. `git archive main | tar -x -C DIR`), a
+third column runs that version of ours (`before`) in the same runs, interleaved too.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from bench.servers import NODE, OURS, BenchError, node_ready
 from realtime.dev.embedded import RedisServer, free_port
 from realtime.loadtest import stamped
 
+BEFORE = "before"  # ours, from the --baseline checkout
 WARMUP_S = 1.0
 
 # (key, label): the split of ours, in path order. Keys: the probe's `to_ingest` and
@@ -59,6 +63,7 @@ PARTS = (
     ("commit", "  of which the commit's round trip, as the worker sees it", "fanout"),
     ("recovery_log", "  of which waiting for the recovery-log write", "handout"),
 )
+SPLIT_KEYS = [key for key, _ in SPLIT] + [key for key, _, _ in PARTS] + ["mean_ms"]
 
 
 @dataclass
@@ -95,9 +100,15 @@ def mean(values: Any) -> float:
 
 
 async def measure(
-    bench: scenarios.Bench, kind: str, rates: list[float], subscribers: int, seconds: float
+    bench: scenarios.Bench,
+    kind: str,
+    rates: list[float],
+    subscribers: int,
+    seconds: float,
+    code: Path | None = None,
 ) -> dict[float, dict[str, float]]:
-    """One server kind at each rate: latency at the socket, and (ours) the split."""
+    """One server kind at each rate: latency at the socket, and (ours) the split.
+    `code`: ours from that checkout."""
     topic = "bench.latency"
     tally = Tally()
     metrics_port = free_port()
@@ -105,7 +116,7 @@ async def measure(
     out: dict[float, dict[str, float]] = {}
     mode = "http" if kind == OURS else "stream"
     async with (
-        scenarios.deploy(bench, kind, mode=mode, worker_env=worker_env) as dep,
+        scenarios.deploy(bench, kind, mode=mode, worker_env=worker_env, code=code) as dep,
         aiohttp.ClientSession() as session,
     ):
         dep.probe = await Probe.start(
@@ -189,46 +200,72 @@ def report(runs: list[dict[str, dict[float, dict[str, float]]]], rates: list[flo
     def values(kind: str, rate: float, key: str) -> list[float]:
         return [run[kind][rate][key] for run in runs if kind in run]
 
+    kinds = [k for k in (OURS, BEFORE, NODE) if any(k in run for run in runs)]
+    pairs = [
+        (a, b)
+        for a, b in ((OURS, NODE), (BEFORE, NODE), (OURS, BEFORE))
+        if a in kinds and b in kinds
+    ]
     lines = ["end to end, publisher's clock -> the client's socket (ms; medians, min-max):", ""]
-    head = f"{'events/s':>8}  {'':4}  {'ours':>22}  {'node':>22}  {'ours/node':>18}"
+    head = f"{'events/s':>8}  {'':4}" + "".join(f"  {k:>22}" for k in kinds)
+    head += "".join(f"  {a + '/' + b:>18}" for a, b in pairs)
     lines += [head, "-" * len(head)]
     for rate in rates:
         for q in ("p50", "p99"):
-            ours, node = values(OURS, rate, f"{q}_ms"), values(NODE, rate, f"{q}_ms")
-            ratio = _ratios(ours, node) if ours and node else "-"
-            lines.append(f"{rate:>8g}  {q:4}  {_cell(ours):>22}  {_cell(node):>22}  {ratio:>18}")
+            row = f"{rate:>8g}  {q:4}"
+            row += "".join(f"  {_cell(values(k, rate, f'{q}_ms')):>22}" for k in kinds)
+            for a, b in pairs:
+                row += f"  {_ratios(values(a, rate, f'{q}_ms'), values(b, rate, f'{q}_ms')):>18}"
+            lines.append(row)
+    for kind in (OURS, BEFORE):
+        for rate in rates:
+            if not any(not math.isnan(v) for v in values(kind, rate, "queue")):
+                continue
+            lines += [
+                "",
+                f"where the milliseconds of {kind} go at {rate:g} events/s (means, ms):",
+                "",
+            ]
+            lines += _split_rows([(key, values(kind, rate, key)) for key in SPLIT_KEYS])
+    lines.append("")
     for rate in rates:
-        if not values(OURS, rate, "to_ingest"):
-            continue
-        lines += ["", f"where our milliseconds go at {rate:g} events/s (means, ms):", ""]
-        total = 0.0
-        rows = []
-        for key, label in SPLIT:
-            mid = _stats(values(OURS, rate, key))[0]
-            total += 0.0 if math.isnan(mid) else mid
-            rows.append((label, _cell(values(OURS, rate, key), ".2f")))
-            for part, part_label, under in PARTS:
-                if under == key:
-                    rows.append((part_label, _cell(values(OURS, rate, part), ".2f")))
-        rows.append(("sum of the stages", f"{total:.2f}"))
-        rows.append(("end to end (mean, the probe)", _cell(values(OURS, rate, "mean_ms"), ".2f")))
-        width = max(len(label) for label, _ in rows)
-        lines += [f"{label:<{width}}  {cell:>22}" for label, cell in rows]
-        extra = [
-            ("events per packet", values(OURS, rate, "events_per_packet")),
-            ("server us per delivery", values(OURS, rate, "us_per_delivery")),
-            ("client core busy", [v * 100 for v in values(OURS, rate, "client_core_busy")]),
-        ]
-        node_cpu = values(NODE, rate, "us_per_delivery")
-        lines.append("")
-        for label, series in extra:
-            lines.append(f"{label}: ours {_cell(series)}")
-        lines.append(f"server us per delivery: node {_cell(node_cpu)}")
+        for label, key, scale in (
+            ("events per packet", "events_per_packet", 1.0),
+            ("server us per delivery", "us_per_delivery", 1.0),
+            ("client core busy %", "client_core_busy", 100.0),
+        ):
+            cells = ", ".join(
+                f"{k} {_cell([v * scale for v in values(k, rate, key)])}" for k in kinds
+            )
+            lines.append(f"{rate:g} events/s, {label}: {cells}")
     return "\n".join(lines)
 
 
-def _order(run: int) -> Iterator[str]:
-    return iter((OURS, NODE) if run % 2 == 0 else (NODE, OURS))
+def _split_rows(figures: list[tuple[str, list[float]]]) -> list[str]:
+    by_key = dict(figures)
+
+    def values(key: str) -> list[float]:
+        return by_key[key]
+
+    total = 0.0
+    rows = []
+    for key, label in SPLIT:
+        mid = _stats(values(key))[0]
+        total += 0.0 if math.isnan(mid) else mid
+        rows.append((label, _cell(values(key), ".2f")))
+        for part, part_label, under in PARTS:
+            if under == key:
+                rows.append((part_label, _cell(values(part), ".2f")))
+    rows.append(("sum of the stages", f"{total:.2f}"))
+    rows.append(("end to end (mean, the probe)", _cell(values("mean_ms"), ".2f")))
+    width = max(len(label) for label, _ in rows)
+    return [f"{label:<{width}}  {cell:>22}" for label, cell in rows]
+
+
+def _order(kinds: list[str], run: int) -> Iterator[str]:
+    """The kinds, rotated by one each run (interleaved)."""
+    k = run % len(kinds)
+    return iter(kinds[k:] + kinds[:k])
 
 
 async def main_async(args: argparse.Namespace, log_dir: Path) -> list[Any]:
@@ -246,15 +283,21 @@ async def main_async(args: argparse.Namespace, log_dir: Path) -> list[Any]:
         progress=lambda line: print(line, file=sys.stderr, flush=True),
     )
     runs = []
+    kinds = [k for k in (OURS, NODE) if k in args.servers]
+    if args.baseline is not None:
+        kinds.insert(1, BEFORE)
     try:
         for n in range(args.runs):
             results: dict[str, dict[float, dict[str, float]]] = {}
-            for kind in _order(n):
-                if kind not in args.servers:
-                    continue
+            for kind in _order(kinds, n):
                 bench.progress(f"[run {n + 1}/{args.runs}] {kind}")
                 results[kind] = await measure(
-                    bench, kind, args.rates, args.subscribers, args.seconds
+                    bench,
+                    OURS if kind == BEFORE else kind,
+                    args.rates,
+                    args.subscribers,
+                    args.seconds,
+                    args.baseline if kind == BEFORE else None,
                 )
             runs.append(results)
     finally:
@@ -279,9 +322,12 @@ def main() -> int:
         "--ours-env", metavar="REALTIME_X=V", action="append", type=_realtime_setting,
         default=[], help="a setting for our web and worker (repeatable)",
     )  # fmt: skip
+    parser.add_argument("--baseline", type=Path, metavar="DIR", help="also run ours from DIR")
     parser.add_argument("--log-dir", type=Path)
     args = parser.parse_args()
     args.servers = [s.strip() for s in args.servers.split(",") if s.strip()]
+    if args.baseline is not None:
+        args.baseline = args.baseline.resolve()
     if NODE in args.servers and (why := node_ready()):
         print(f"python -m bench.latency: the Node reference cannot run: {why}", file=sys.stderr)
         return 2
