@@ -43,6 +43,28 @@ CLOSED = "closed"  # the stream is over
 HELD_LIMIT = 1000  # live events held per topic during its backlog; past it, re-read history
 
 
+@dataclass(frozen=True, slots=True)
+class LiveBatch:
+    """One topic's live events as every reader of it needs them, made once per batch:
+    each id parsed and formatted, each `data:` line encoded. Only the `id:` line (the
+    reader's own position) is made per reader."""
+
+    events: list[WireEvent]
+    ids: list[StreamId]
+    id_texts: list[str]
+    data_lines: list[bytes]
+
+    @classmethod
+    def of(cls, events: list[WireEvent]) -> LiveBatch:
+        ids = [parse_id(event["id"]) for event in events]
+        return cls(
+            events,
+            ids,
+            [format_id(i) for i in ids],
+            [sse.data_line(event) for event in events],
+        )
+
+
 class StreamReader:
     """One SSE reader's state: its position per topic and its unsent messages."""
 
@@ -81,18 +103,47 @@ class StreamReader:
         """The backlog of `topic` is sent: what was held goes out, then live events."""
         self.send(topic, self._held.pop(topic, []))
 
-    def offer(self, topic: str, events: list[WireEvent]) -> None:
+    def offer(self, topic: str, events: list[WireEvent] | LiveBatch) -> None:
         """Live events of one topic, in id order."""
+        batch = events if isinstance(events, LiveBatch) else LiveBatch.of(events)
         held = self._held.get(topic)
         if held is not None:
             if topic in self.stale:
                 return  # history is read again after the backlog: it has these
-            held += events
+            held += batch.events
             if len(held) > HELD_LIMIT:  # a long replay: bounded memory, read them later
                 held.clear()
                 self.stale.add(topic)
+        elif self._pacing is not None:
+            self.send(topic, batch.events)
         else:
-            self.send(topic, events)
+            self._send_live(topic, batch)
+
+    def _send_live(self, topic: str, batch: LiveBatch) -> None:
+        """`send` for an unpaced live batch, as one write: the same messages, with the
+        work shared by every reader of the batch done once (`LiveBatch`)."""
+        if self.cut is not None:
+            return
+        last = self.cursors.get(topic, ZERO)
+        ids = batch.ids
+        first = 0
+        while first < len(ids) and ids[first] <= last:
+            first += 1  # duplicates at the seam (ids only grow within a batch)
+        if first == len(ids):
+            return
+        # The position names every topic in name order; only this topic's part moves.
+        head, tail = f"event: {sse.UPDATE}\nid: ", "\n"
+        for other in sorted(self.cursors):
+            if other < topic:
+                head += f"{other}={format_id(self.cursors[other])},"
+            elif other > topic:
+                tail = f",{other}={format_id(self.cursors[other])}" + tail
+        head += f"{topic}="
+        texts, lines = batch.id_texts, batch.data_lines
+        self.cursors[topic] = ids[-1]
+        self._queue(
+            b"".join(f"{head}{texts[i]}{tail}".encode() + lines[i] for i in range(first, len(ids)))
+        )
 
     def send(
         self,
@@ -229,10 +280,12 @@ class StreamReaders:
 
     def live(self, topic: str, events: list[WireEvent]) -> None:
         readers = self._by_topic.get(topic, ())
+        if not readers:
+            return
+        batch = LiveBatch.of(events)
         for reader in readers:
-            reader.offer(topic, events)
-        if readers:
-            self.metrics.events_delivered.labels("live").inc(len(events) * len(readers))
+            reader.offer(topic, batch)
+        self.metrics.events_delivered.labels("live").inc(len(events) * len(readers))
 
     async def open(
         self, reader: StreamReader, starts: dict[str, StreamId | None], snapshot: int = 0
