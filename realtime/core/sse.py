@@ -21,6 +21,7 @@ from realtime.core.topics import is_valid_topic
 
 UPDATE = "update"
 GAP = "gap"
+RANGE = "range"  # a topic replayed from a time (`from`): where its replay starts
 HEARTBEAT = b": ping\n\n"
 
 

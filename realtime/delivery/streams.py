@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from redis.exceptions import RedisError
@@ -31,7 +31,7 @@ from realtime.core.metrics import WebMetrics
 from realtime.core.streamids import ZERO, StreamId, before, format_id, parse_id
 from realtime.delivery.catch_up import PAGE
 from realtime.delivery.conflate import Conflater
-from realtime.delivery.history import HistoryReader, WireEvent
+from realtime.delivery.history import HistoryReader, WireEvent, reaches
 from realtime.delivery.pacing import Pacing
 from realtime.fanout.channels import ChannelListener
 
@@ -183,6 +183,12 @@ class StreamReader:
             self.cursors[topic] = parse_id(event["id"])
             self._queue(sse.message(sse.UPDATE, event, self.position()), backlog)
 
+    def ranged(self, topic: str, start: int, complete: bool) -> None:
+        """Say where a replay from a time starts: `start`, if history reaches it, else
+        the time of the oldest event it holds after it (`complete: false`)."""
+        data = {"topic": topic, "from": start, "complete": complete}
+        self._queue(sse.message(sse.RANGE, data, self.position()))
+
     def gap(self, topic: str, since: StreamId, newest: StreamId) -> None:
         """History no longer holds the events after `since`: say so, go on from `newest`."""
         self.cursors[topic] = newest
@@ -252,6 +258,7 @@ class _First:
     page: list[WireEvent]  # the first events after it
     complete: bool = False  # no more after `page` (a snapshot)
     gap_since: StreamId | None = None  # history no longer holds what came after this
+    range_from: tuple[int, bool] | None = None  # `from`: where the replay starts, complete
 
 
 class StreamReaders:
@@ -288,12 +295,18 @@ class StreamReaders:
         self.metrics.events_delivered.labels("live").inc(len(events) * len(readers))
 
     async def open(
-        self, reader: StreamReader, starts: dict[str, StreamId | None], snapshot: int = 0
+        self,
+        reader: StreamReader,
+        starts: dict[str, StreamId | None],
+        snapshot: int = 0,
+        ranged: Mapping[str, int] | None = None,
     ) -> None:
         """Join each topic from its start (None: from now, after `snapshot` newest events)
         and queue the first page of its backlog; the rest follows page by page as the
-        reader takes what is queued (`reader.task`). Raises RedisError/OSError when
-        history cannot be read (the reader is then closed)."""
+        reader takes what is queued (`reader.task`). `ranged`: topics replayed from a
+        time (epoch ms; their start is just before it), which history may not reach.
+        Raises RedisError/OSError when history cannot be read (the reader is then
+        closed)."""
         self._readers.add(reader)
         for topic in starts:
             reader.hold(topic)
@@ -303,7 +316,8 @@ class StreamReaders:
             firsts = []
             for topic, since in starts.items():
                 await self.channels.ready(topic)
-                firsts.append(await self._first(topic, since, snapshot))
+                start = None if ranged is None else ranged.get(topic)
+                firsts.append(await self._first(topic, since, snapshot, start))
         except BaseException:
             self.close(reader)
             raise
@@ -314,7 +328,9 @@ class StreamReaders:
         if more:
             reader.task = asyncio.create_task(self._rest(reader, more))
 
-    async def _first(self, topic: str, since: StreamId | None, snapshot: int) -> _First:
+    async def _first(
+        self, topic: str, since: StreamId | None, snapshot: int, start: int | None = None
+    ) -> _First:
         """Where the topic starts and the first page of its backlog, read from history."""
         if since is None:
             latest = await self.history.latest(topic, max(snapshot, 1))
@@ -324,6 +340,10 @@ class StreamReaders:
             page = latest[-snapshot:]
             return _First(topic, before(parse_id(page[0]["id"])), page, complete=True)
         point = await self.history.resume(topic, since, PAGE, 1)
+        if start is not None:  # everything held from `start` on, whole or not
+            complete = reaches(point.extent, (start, 0), self.history.maxlen)
+            first = start if complete or not point.page else parse_id(point.page[0]["id"])[0]
+            return _First(topic, since, point.page, range_from=(first, complete))
         if not point.recovered:
             newest = parse_id(point.latest[-1]["id"]) if point.latest else since
             return _First(topic, newest, [], gap_since=since)
@@ -333,6 +353,8 @@ class StreamReaders:
         """Queue the topic's first page (or its gap); True if there may be more."""
         if first.gap_since is not None:
             reader.gap(first.topic, first.gap_since, first.start)
+        if first.range_from is not None:
+            reader.ranged(first.topic, *first.range_from)
         if first.complete or first.gap_since is not None:
             reader.send(first.topic, first.page, backlog=True, whole=True)  # a snapshot
             self._release(reader, first.topic)
