@@ -352,7 +352,6 @@ class PartitionRunner:
         self, outcomes: Sequence[Outcome], *, clock_ms: int | None = None, checkpoint: bool = False
     ) -> tuple[int, str] | None:
         """Commit; on a failed history write, (index of its outcome, error)."""
-        read_at, self._read_at = self._read_at, None  # the first commit of a batch read
         entries = [outcome.entry for outcome in outcomes]
         # The seam sees the entries committed as events, not those being dead-lettered.
         live = [outcome.entry for outcome in outcomes if outcome.dead is None]
@@ -368,6 +367,7 @@ class PartitionRunner:
         )
         batch.plan.cleared = [entry.id for entry in entries if entry.marked]
         self._count_late()
+        read_at, self._read_at = self._read_at, None  # the first commit of a batch read
         if not batch.plan:
             return None
         try:
