@@ -104,40 +104,6 @@ async def test_the_first_event_after_a_quiet_tick_goes_at_once_the_next_ones_tog
         client.abort()
 
 
-async def test_after_a_hand_out_slower_than_a_tick_the_next_event_is_not_held_for_another(
-    settings: Settings,
-) -> None:
-    """Nothing arrived while a hand-out went out: the tick ran from its start, so an
-    event that comes after a hand-out longer than a tick goes at once (it used to wait a
-    tick after the end: `python -m bench.latency`)."""
-    tick_s = 3.0
-    packets = Packets()
-    async with serving(settings.with_overrides(batch_tick_ms=tick_s * 1000)) as (url, app):
-        (client,) = await subscribed(url, packets, 1)
-        await live(app, [client])
-        await asyncio.sleep(tick_s)  # a quiet tick
-        delivery = app[DELIVERY]
-        deliver = delivery._deliver
-
-        def slow(*args: Any) -> Any:  # a hand-out that takes longer than a tick
-            time.sleep(tick_s * 1.2)
-            return deliver(*args)
-
-        delivery._deliver = slow  # type: ignore[method-assign]
-        await delivery.live(TOPIC, events(1))
-        await packets.wait_for(client, 1)
-        delivery._deliver = deliver  # type: ignore[method-assign]
-        sender = delivery._sender
-        if sender is not None:
-            await sender
-        started = time.monotonic()
-        await delivery.live(TOPIC, events(2))
-        await packets.wait_for(client, 2)
-        second_at = packets.by_client[id(client)][1][0]
-        assert second_at - started < tick_s / 2  # not held for a tick after the hand-out
-        client.abort()
-
-
 async def test_without_a_tick_each_fan_out_message_is_its_own_packet(settings: Settings) -> None:
     packets = Packets()
     async with serving(settings.with_overrides(batch_tick_ms=0)) as (url, app):

@@ -96,10 +96,10 @@ ENVIRONMENT_DOCS: dict[str, str] = {
         "connection; see [Performance](benchmarks.md))"
     ),
     "REALTIME_BATCH_TICK_MS": (
-        "live batching, at most one `update` packet per topic per tick: an event a tick or "
-        "more after the last hand-out started goes out at once; ones that arrive sooner wait "
-        "until then and go out together; under load (events arrived during the hand-out) the"
-        " tick runs from its end; `0`: one packet per fan-out message"
+        "live batching: an event a tick or more after the last batch was handed out goes out at"
+        " once; ones that arrive sooner (or while a batch is handed out) wait until a tick "
+        "after it and go out together, one `update` packet per topic; `0`: one packet per "
+        "fan-out message"
     ),
     "REALTIME_CLIENT_BACKLOG_BYTES": (
         "a connection's unsent bytes past which its updates are held back (see [Slow "

@@ -152,12 +152,10 @@ class Delivery:
     async def live(self, topic: str, events: list[WireEvent]) -> None:
         """A fan-out batch of one topic for the local members of its room.
 
-        With a batch tick, at most one packet per topic per tick: events that arrive a
-        tick or more after the last hand-out started go out at once, the ones that
-        arrive sooner wait until then and go out together, one packet per topic. Under
-        load (something arrived while the last hand-out was going out), the tick runs
-        from the end of the hand-out instead: what arrives meanwhile waits for it.
-        Without a tick, each fan-out message is its own packet."""
+        With a batch tick, events that arrive a tick or more after the last batch was
+        handed out go out at once; the ones that arrive sooner (or while a batch is
+        being handed out) wait until a tick after it and go out together, one packet
+        per topic. Without one, each fan-out message is its own packet."""
         self.metrics.events_received.inc(len(events))
         self.streams.live(topic, events)
         now = time.monotonic()
@@ -188,7 +186,6 @@ class Delivery:
         recorder = self.recorder
         stage = self.metrics.stage  # where the time goes (realtime_stage_seconds)
         since: int | None = None
-        began: float | None = None  # when this round of hand-outs started (loop time)
         try:
             while True:
                 if not self._queue:
@@ -204,8 +201,6 @@ class Delivery:
                         for t, e in pending.items()
                     )
                 batch, received = self._queue.popleft()
-                if began is None:
-                    began = loop.time()
                 if batch.events:
                     started = time.monotonic()
                     version, members = self._route(batch.topic)
@@ -234,16 +229,9 @@ class Delivery:
                         recorder.handed_out()
                         since = None
                 if not self._queue:
-                    # Under load (more arrived meanwhile), the tick runs from the end of
-                    # what was handed out: what arrives waits for it and goes out
-                    # together (fewer, larger packets: `python -m bench --scenarios
-                    # fanout`). Otherwise from its start: an event that arrives after
-                    # a hand-out slower than a tick is not held for one more
-                    # (`python -m bench.latency`).
-                    self._next_flush = (loop.time() if self._pending else began) + (
-                        self.batch_tick_s
-                    )
-                    began = None
+                    # The tick runs from the end of what was handed out: under load,
+                    # what arrives meanwhile waits for it and goes out together.
+                    self._next_flush = loop.time() + self.batch_tick_s
         finally:
             self._sender = None
 
