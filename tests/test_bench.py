@@ -13,6 +13,7 @@ import pytest
 from bench.loadgen import Tally
 from bench.probe import Probe
 from bench.stepping import RateSearch
+from bench.stormload import Watcher
 from realtime.core.settings import Settings
 from realtime.loadtest import stamped
 from realtime.web.app import DELIVERY
@@ -137,3 +138,22 @@ async def test_the_probe_process_reports_its_share_of_a_step(
     assert all(0 <= ms < 1000 for ms in tally.arrival_ms)
     assert tally.to_ingest.count == tally.from_ingest.count == 12
     assert 1 <= tally.to_ingest.percentile(50) <= 3  # the id's time minus data.t
+
+
+@pytest.mark.unit
+def test_a_storm_subscriber_counts_gaps_and_repeats_and_when_it_recovered() -> None:
+    """bench.storm's check that nothing is lost or repeated: a topic's sequence numbers
+    grow by the topic count; the first event published after the reconnect began
+    marks the client recovered."""
+
+    def event(seq: int, t: float, topic: str = "storm.0") -> dict[str, object]:
+        return {"topic": topic, "id": f"{seq}-0", "ts": 0, "data": {"seq": seq, "t": t}}
+
+    w = Watcher("storm.0", 5, "token")
+    w.on_update(None, [event(0, 1.0), event(5, 2.0), event(3, 2.0, "storm.3")], 10.0)
+    assert (w.gaps, w.dups, w.last_seq, w.last_id) == (0, 0, 5, "5-0")
+    w.reconnect = 100.0  # dropped; back at t=100
+    w.on_update(None, [event(20, 50.0)], 101.0)  # 10 and 15 are missing
+    assert (w.gaps, w.first_update, w.recovered) == (2, 101.0, None)
+    w.on_update(None, [event(20, 50.0), event(25, 100.5)], 102.0)
+    assert (w.dups, w.recovered, w.last_seq) == (1, 102.0, 25)

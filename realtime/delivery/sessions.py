@@ -115,13 +115,21 @@ class SessionStore:
         refresh = now - self._refreshed >= self.refresh_s
         try:
             await self._load_script()
-            async with self.redis.pipeline(transaction=False) as pipe:
-                if lines:
-                    self._add_log(pipe, first, lines)
-                checkpoints = recorder.checkpoints(changed=due, all_due=due and refresh)
-                for checkpoint in checkpoints:
-                    await self._add_record(pipe, checkpoint, claim=False)
-                if lines or checkpoints:
+            entry = self._log_entry(first, lines) if lines else None
+            checkpoints = recorder.checkpoints(changed=due, all_due=due and refresh)
+            expire = entry is not None and self._expire_due()
+            if entry is not None and not checkpoints and not expire:
+                # Most writes (one per fan-out hand-out): one command, since a
+                # pipeline's machinery costs as much again in the web's CPU.
+                await self.redis.xadd(*entry[:2], **entry[2])
+            elif entry is not None or checkpoints:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    if entry is not None:
+                        pipe.xadd(*entry[:2], **entry[2])
+                        if expire:
+                            pipe.pexpire(entry[0], self.log_ttl_ms)
+                    for checkpoint in checkpoints:
+                        await self._add_record(pipe, checkpoint, claim=False)
                     await pipe.execute()
         except BaseException as exc:
             if isinstance(exc, NoScriptError):
@@ -139,20 +147,27 @@ class SessionStore:
             if refresh:
                 self._refreshed = now
 
-    def _add_log(self, pipe: Any, first: int, lines: list[str]) -> None:
+    def _log_entry(
+        self, first: int, lines: list[str]
+    ) -> tuple[str, dict[Any, Any], dict[str, Any]]:
+        """The XADD of the pending entries: key, fields, options."""
         # A stream id that grows with the entries: <ms>-<number of the last entry>.
         self._last_ms = max(self._last_ms, int(time.time() * 1000))
         last = first + len(lines) - 1
         entry_id = f"{self._last_ms}-{last}"
         key = self.keys.recovery_log(self.recorder.epoch)
-        fields = {"a": str(first), "e": "\n".join(lines)}
+        fields: dict[Any, Any] = {"a": str(first), "e": "\n".join(lines)}
         minid = max(0, self._last_ms - self.log_ttl_ms)
-        pipe.xadd(key, fields, id=entry_id, minid=minid, approximate=True)
-        if self._last_ms - self._expire_set_ms >= 1000:  # the TTL is minutes: once a second
-            pipe.pexpire(key, self.log_ttl_ms)
-            self._expire_set_ms = self._last_ms
         self.recorder.flushed_id = entry_id
         self.writes += 1
+        return key, fields, {"id": entry_id, "minid": minid, "approximate": True}
+
+    def _expire_due(self) -> bool:
+        """Whether the log's TTL is to be set again (it is minutes: once a second)."""
+        if self._last_ms - self._expire_set_ms >= 1000:
+            self._expire_set_ms = self._last_ms
+            return True
+        return False
 
     async def _add_record(self, pipe: Any, checkpoint: Checkpoint, *, claim: bool) -> None:
         ttl = self.window_ms if checkpoint.final else self.record_ttl_ms
