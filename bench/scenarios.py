@@ -126,8 +126,14 @@ class Deployment:
 
 @contextlib.asynccontextmanager
 async def deploy(
-    bench: Bench, kind: str, instances: int = 1, mode: str = "stream"
+    bench: Bench,
+    kind: str,
+    instances: int = 1,
+    mode: str = "stream",
+    worker_env: dict[str, str] | None = None,
+    code: Path | None = None,
 ) -> AsyncIterator[Deployment]:
+    """`worker_env`: more variables for our worker; `code`: run ours from that checkout."""
     await bench.flush_redis()
     servers: list[Proc] = []
     worker: Proc | None = None
@@ -139,12 +145,20 @@ async def deploy(
             port = free_port()
             servers.append(
                 await start_server(
-                    kind, port, bench.redis.url, bench.server_cpus, bench.log_dir, f"{kind}-{i}"
+                    kind,
+                    port,
+                    bench.redis.url,
+                    bench.server_cpus,
+                    bench.log_dir,
+                    f"{kind}-{i}",
+                    code,
                 )
             )
             urls.append(f"http://127.0.0.1:{port}")
         if kind == OURS:
-            worker = await start_worker(bench.redis.url, bench.client_cpus, bench.log_dir)
+            worker = await start_worker(
+                bench.redis.url, bench.client_cpus, bench.log_dir, worker_env, code
+            )
         pub_mode = mode if kind == OURS else ("pysio" if kind != NODE else "node")
         publisher = await Publisher.start(
             kind, pub_mode, bench.redis.url, urls[0], bench.client_cpus, bench.log_dir

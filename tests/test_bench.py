@@ -3,6 +3,7 @@ the report (bench/report.py) and the pipeline's latency probe (bench/probe.py)."
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from pathlib import Path
@@ -76,6 +77,32 @@ def test_report_takes_medians_and_ratios_to_each_reference() -> None:
     text = table(results, {"fanout": "fan-out 1x1,000"})
     row = next(line for line in text.splitlines() if line.startswith("fan-out 1x1,000"))
     assert row.split()[-4:] == ["2,000", "4,000", "0.50x", "±50%"]
+
+
+@pytest.mark.unit
+def test_latency_report_gives_ratios_and_a_split_that_adds_up() -> None:
+    from bench.latency import BEFORE, SPLIT_KEYS, Scrape, _order, report
+
+    before = Scrape({"read": (0.010, 10.0), "fanout_latency": (1.0, 4.0)})
+    after = Scrape({"read": (0.030, 20.0), "fanout_latency": (1.0, 4.0)})
+    assert after.mean_ms(before, "read") == pytest.approx(2.0)  # 20 ms over 10 batches
+    assert math.isnan(after.mean_ms(before, "fanout_latency"))  # nothing new: no figure
+    assert list(_order(["ours", BEFORE, "node"], 1)) == [BEFORE, "node", "ours"]
+
+    def figures(p50: float) -> dict[str, float]:
+        extra = ("events_per_packet", "us_per_delivery", "client_core_busy")
+        return {key: 1.0 for key in [*SPLIT_KEYS, *extra]} | {"p50_ms": p50, "p99_ms": 2 * p50}
+
+    runs = [
+        {"ours": {50.0: figures(a)}, "node": {50.0: figures(b)}}
+        for a, b in ((8, 4), (6, 3), (10, 4))
+    ]
+    text = report(runs, [50.0])
+    p50 = next(line for line in text.splitlines() if line.split()[:2] == ["50", "p50"])
+    assert "8.0 (6.0-10.0)" in p50  # ours
+    assert "2.00x (2.00-2.50)" in p50  # medians 8 and 4; run by run 2, 2 and 2.5
+    total = next(line for line in text.splitlines() if line.startswith("sum of the stages"))
+    assert total.split()[-1] == "7.00"  # the seven stages, 1 ms each
 
 
 @pytest.mark.system

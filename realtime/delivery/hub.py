@@ -75,7 +75,11 @@ class Delivery:
         self.metrics = metrics if metrics is not None else WebMetrics()
         self._tasks: set[asyncio.Task[None]] = set()
         self._pending: dict[str, list[WireEvent]] = {}  # topic -> events within the tick
-        self._queue: deque[Batch] = deque()  # batches to hand out, in order
+        # topic -> (sum of the pending events' arrival times, their count): their mean
+        # arrival, for the `queue` stage of the metrics
+        self._arrived: dict[str, tuple[float, int]] = {}
+        # batches to hand out, in order, with their (mean) arrival time (monotonic)
+        self._queue: deque[tuple[Batch, float]] = deque()
         self._next_flush = 0.0  # loop time: pending events wait until then (see `live`)
         self._sender: asyncio.Task[None] | None = None  # hands out the queue while it has any
         self.recorder = recorder
@@ -158,14 +162,19 @@ class Delivery:
         per topic. Without one, each fan-out message is its own packet."""
         self.metrics.events_received.inc(len(events))
         self.streams.live(topic, events)
+        now = time.monotonic()
         if self.batch_tick_s <= 0:
-            self._queue.append(Batch.of(topic, events))
+            self._queue.append((Batch.of(topic, events), now))
         else:
             pending = self._pending.get(topic)
+            n = len(events)
             if pending is None:
                 self._pending[topic] = list(events)
+                self._arrived[topic] = (now * n, n)
             else:
                 pending += events
+                total, count = self._arrived[topic]
+                self._arrived[topic] = (total + now * n, count + n)
         if self._sender is None:
             self._sender = asyncio.create_task(self._send_queued())
             self._sender.add_done_callback(self._sent)
@@ -188,11 +197,15 @@ class Delivery:
                     if wait > 0:
                         await asyncio.sleep(wait)
                     pending, self._pending = self._pending, {}
-                    self._queue.extend(Batch.merged(t, e) for t, e in pending.items())
-                group = [batch for batch in self._queue if batch.events]
+                    arrived, self._arrived = self._arrived, {}
+                    self._queue.extend(
+                        (Batch.merged(t, e), arrived[t][0] / max(arrived[t][1], 1))
+                        for t, e in pending.items()
+                    )
+                group = [(batch, at) for batch, at in self._queue if batch.events]
                 self._queue.clear()
                 if group:
-                    await self._hand_out(group)
+                    await self._hand_out([batch for batch, _ in group], [at for _, at in group])
                 if not self._queue:
                     # The tick runs from the end of what was handed out: under load,
                     # what arrives meanwhile waits for it and goes out together.
@@ -200,18 +213,26 @@ class Delivery:
         finally:
             self._sender = None
 
-    async def _hand_out(self, group: list[Batch]) -> None:
+    async def _hand_out(self, group: list[Batch], received: list[float]) -> None:
         """Hand out batches, in order, returning to the event loop after every SLICE
-        connections (a big room's batch in slices, small rooms' batches together)."""
+        connections (a big room's batch in slices, small rooms' batches together).
+        `received`: when each batch's events arrived (their mean, monotonic), for the
+        stage metrics (realtime_stage_seconds: queue, recovery_log, handout)."""
         recorder = self.recorder
+        stage = self.metrics.stage
+        started = time.monotonic()
         offsets: list[str | None] = [None] * len(group)
         numbered = 0  # the log's entry count when the offsets were made
+        logged = 0.0  # waited for the recovery log so far
         if recorder is not None:
             numbered = await self._number(recorder, group, offsets, 0)
+            logged = time.monotonic() - started
         handed = 0
         try:
             for i, batch in enumerate(group):
                 version, members = self._route(batch.topic)
+                n = len(batch.events)
+                stage["queue"].observe(max(started - received[i], 0.0), n * len(members))
                 shared: Frame | None = None
                 for start in range(0, len(members), SLICE):
                     if handed >= SLICE:
@@ -221,12 +242,18 @@ class Delivery:
                         # Logged since (a frame of one connection's own, a subscribe):
                         # a connection may have an offset after these; number the rest
                         # again, so each connection's offsets keep increasing.
+                        waited = time.monotonic()
                         numbered = await self._number(recorder, group, offsets, i)
+                        logged += time.monotonic() - waited
                         shared = None
                     current = self._version() == version
                     part = members[start : start + SLICE]
                     shared = self._deliver(batch, part, shared, current, offsets[i])
                     handed += len(part)
+                    weight = n * len(part)
+                    stage["handout"].observe(time.monotonic() - started, weight)
+                    if recorder is not None:
+                        stage["recovery_log"].observe(logged, weight)
         finally:
             if recorder is not None:
                 recorder.handed_out()
