@@ -101,7 +101,7 @@ async def measure(
         await redis.flushdb()
         await fill(redis, settings, items)
         owners = [f"bench{i}#{uuid.uuid4().hex[:8]}" for i in range(workers)]
-        seconds, micros = await redis.time()
+        seconds, _ = await redis.time()
         await redis.zadd(keys.workers(), {o: seconds * 1000 + 600_000 for o in owners})
         env = dict(os.environ)
         env.update(
@@ -131,8 +131,10 @@ async def measure(
                     else functools.partial(os.sched_setaffinity, 0, {cpu}),
                 )
             )
-        while int(await redis.get(settings.prefix + "bench:ready") or 0) < workers:
-            await asyncio.sleep(0.01)  # each imported and waiting for the signal
+        while True:  # until each has imported and waits for the signal
+            if int(await redis.get(settings.prefix + "bench:ready") or 0) >= workers:
+                break
+            await asyncio.sleep(0.01)
         redis_started = proc_cpu_s(server.process.pid)
         started = time.time()
         await redis.set(settings.prefix + "bench:go", 1)
@@ -160,8 +162,10 @@ async def measure(
 
 
 def report(runs: dict[int, list[Run]], count: int) -> str:
-    header = ("workers", "events/s", "vs 1", "ev/s per worker core", "vs 1")
-    header += ("ev/s per Redis core", "vs 1", "Redis us/ev", "events/s min-max")
+    header = (
+        *("workers", "events/s", "vs 1", "ev/s per worker core", "vs 1"),
+        *("ev/s per Redis core", "vs 1", "Redis us/ev", "events/s min-max"),
+    )
     lines = ["{:<8}{:>10}{:>7}{:>30}{:>7}{:>30}{:>7}{:>12}{:>20}".format(*header)]
     base = runs[COUNTS[0]]
     rate0 = statistics.median(count / r.elapsed_s for r in base)

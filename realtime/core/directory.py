@@ -90,7 +90,8 @@ local function record_directory(names, seen, info, written, idle_ms, window_ms)
         local c3 = c2 and string.find(old, ',', c2 + 1, true)
         if c3 then
           b = string.sub(old, at + 2, c1 - 1)
-          c, p = tonumber(string.sub(old, c1 + 1, c2 - 1)), tonumber(string.sub(old, c2 + 1, c3 - 1))
+          c = tonumber(string.sub(old, c1 + 1, c2 - 1))
+          p = tonumber(string.sub(old, c2 + 1, c3 - 1))
           if not (c and p) then b = nil end
         end
         if b == bucket_s then
