@@ -84,7 +84,8 @@ local function record_directory(names, seen, info, written, idle_ms, window_ms)
         -- the numbers after `["id","ts",`, found by plain search (a pattern costs a
         -- recursive call per character)
         local b, c, p
-        local at = string.find(old, '",', (string.find(old, '","', 1, true) or 0) + 3, true)
+        local q = string.find(old, '","', 1, true)
+        local at = q and string.find(old, '",', q + 3, true)
         local c1 = at and string.find(old, ',', at + 2, true)
         local c2 = c1 and string.find(old, ',', c1 + 1, true)
         local c3 = c2 and string.find(old, ',', c2 + 1, true)
@@ -92,7 +93,7 @@ local function record_directory(names, seen, info, written, idle_ms, window_ms)
           b = string.sub(old, at + 2, c1 - 1)
           c = tonumber(string.sub(old, c1 + 1, c2 - 1))
           p = tonumber(string.sub(old, c2 + 1, c3 - 1))
-          if not (c and p) then b = nil end
+          if not (c and p and string.find(b, '^%d+$')) then b = nil end
         end
         if b == bucket_s then
           count, previous = c + count, p
