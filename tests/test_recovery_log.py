@@ -77,7 +77,7 @@ class Log:
         picked = resolve(record, parsed)
         assert picked is not None
         checkpoint, upto = picked
-        state = load_state(checkpoint["t"])
+        state = load_state(checkpoint["t"], checkpoint.get("w", ()))
         return replay(state, checkpoint["c"], checkpoint["n"], self.chunks, upto)
 
 
@@ -172,11 +172,34 @@ def test_off_and_max_rate_subscriptions_take_no_shared_frames() -> None:
     state = log.at(base, paced)
     assert pos_of(state) == {"a": (2, 0), "slow": (2, 0)}
     assert state["slow"].max_rate == 2.0
-    assert positions(state) == {"a": ((2, 0), None), "slow": ((2, 0), 2.0)}
+    assert positions(state) == {"a": ((2, 0), None, False), "slow": ((2, 0), 2.0, False)}
     assert load_state(dump_state(state)) == {
         "a": TopicState((2, 0), False, None),
         "slow": TopicState((2, 0), False, 2.0),
     }
+
+
+def test_a_presence_watch_is_part_of_the_session_until_a_subscribe_without_it() -> None:
+    log = Log()
+    rec = log.recorder
+    base = log.connect("s1")
+    sub(log, "s1", "a", (1, 0))
+    rec.watched("s1", "a")  # subscribe {presence: true}
+    sub(log, "s1", "b", (1, 0))
+    got = log.fanout("a", (2, 0))
+    state = log.at(base, got)
+    assert positions(state) == {"a": ((2, 0), None, True), "b": ((1, 0), None, False)}
+    log.flush()
+    [checkpoint] = rec.checkpoints()
+    assert checkpoint.record["cp"]["w"] == ["a"]  # beside "t", which older instances read
+    assert log.at(checkpoint.record, got)["a"].watch is True
+    assert load_state(checkpoint.record["cp"]["t"])["a"].watch is False  # a record without "w"
+    rec.changed("s1", SUBSCRIBE, "a", (2, 0), None)  # subscribe again, without presence
+    own = rec.frame(["s1"], "a", (3, 0))
+    assert log.at(base, own)["a"].watch is False
+    log.flush()
+    [again] = rec.checkpoints()
+    assert again.record["cp"]["w"] == []
 
 
 def test_a_missing_entry_or_a_foreign_offset_is_not_recovered() -> None:

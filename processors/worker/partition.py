@@ -18,7 +18,6 @@ from dataclasses import dataclass, field, replace
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
-from processors.pipelines.plan import hops_of
 from processors.pipelines.transform import TransformError, decode_entry
 from processors.worker.fencing import Entry, FencedPartition, LeaseLost, is_missing_group
 from processors.worker.groups import ensure_group
@@ -63,8 +62,13 @@ class Failures:
         return self.counts.get(entry_id, (0, ""))
 
     def forget(self, entry_ids: Sequence[str]) -> None:
-        for entry_id in entry_ids:
-            self.counts.pop(entry_id, None)
+        counts = self.counts
+        if counts:
+            for entry_id in entry_ids:
+                counts.pop(entry_id, None)
+
+
+NO_FAILURE = (0, "")
 
 
 def attempt(
@@ -75,7 +79,8 @@ def attempt(
     fault: Fault | None = None,
 ) -> Outcome:
     """Decide what to do with one entry now (pure apart from calling the planner)."""
-    failed, last_error = failures.get(entry.id)
+    # Nothing has failed (the common case): no lookup per entry.
+    failed, last_error = failures.get(entry.id) if failures.counts else NO_FAILURE
     if failed >= max_attempts:
         return Outcome(
             entry, dead=f"failed {failed} times; last error: {last_error}", attempts=failed
@@ -104,8 +109,9 @@ def attempt(
     try:
         if fault is not None:
             fault("process", [entry])
-        event = decode_entry(entry.id, entry.fields)
-        return Outcome(entry, event, stage.plan(event, hops_of(entry.fields)))
+        fields = entry.fields
+        event = decode_entry(entry.id, fields)
+        return Outcome(entry, event, stage.plan_entry(event, fields))
     except TransformError as exc:
         return Outcome(entry, dead=str(exc))
     except Exception as exc:
@@ -323,9 +329,8 @@ class PartitionRunner:
         self, outcomes: Sequence[Outcome], *, clock_ms: int | None = None, checkpoint: bool = False
     ) -> tuple[int, str] | None:
         """Commit; on a failed history write, (index of its outcome, error)."""
-        entries = [outcome.entry for outcome in outcomes]
         # The seam sees the entries committed as events, not those being dead-lettered.
-        live = [outcome.entry for outcome in outcomes if outcome.dead is None]
+        live = [o.entry for o in outcomes if o.dead is None] if self.fault is not None else []
         if self.fault is not None:
             self.fault("encode", live)
         batch = self.stage.build(
@@ -336,7 +341,7 @@ class PartitionRunner:
             clock_ms=clock_ms,
             checkpoint=checkpoint,
         )
-        batch.plan.cleared = [entry.id for entry in entries if entry.marked]
+        batch.plan.cleared = [o.entry.id for o in outcomes if o.entry.marked]
         self._count_late()
         if not batch.plan:
             return None
@@ -362,7 +367,7 @@ class PartitionRunner:
                 raise Replay(failure.error)
             return source, failure.error
         self.stage.committed(batch)
-        for outcome in outcomes:
+        for outcome in outcomes if batch.plan.dead_letters else ():
             if outcome.dead is not None:
                 logger.error(
                     "partition %d: dead-lettered %s: %s",
@@ -370,7 +375,8 @@ class PartitionRunner:
                     outcome.entry.id,
                     outcome.dead,
                 )
-        self.failures.forget([outcome.entry.id for outcome in outcomes])
+        if self.failures.counts:
+            self.failures.forget([outcome.entry.id for outcome in outcomes])
         self.processed += len(outcomes)
         self.metrics.entries.inc(len(outcomes))
         self.metrics.events.inc(len(batch.plan.history))

@@ -430,6 +430,8 @@ class Delivery:
         if self.presence is None:
             return
         self.presence.watch(sid, topic, members)
+        if self.recorder is not None:
+            self.recorder.watched(sid, topic)
         try:
             now: dict[str, Any] = {"count": await self.presence.count(topic)}
             if members:

@@ -14,6 +14,8 @@ depends on, numbered 1, 2, 3...:
   several (a page of history), or shared (no tag: to every connection *live* on the
   topic when the entry was made, the fan-out fast path);
 - `S` subscribe (absolute position, max_rate), `P` its position set, `U` unsubscribe;
+- `W` the subscription also watches presence (until its next `S`: a subscribe again
+  without `presence` stops it); instances that predate it skip it;
 - `L` the subscription went live (shared frames reach it from now), `O` it went off
   (a catch-up or a slow client: they no longer do).
 
@@ -38,6 +40,7 @@ from typing import Any
 from realtime.core.streamids import StreamId, StreamIdError, format_id, parse_id
 
 FRAME, SUBSCRIBE, POSITION, UNSUBSCRIBE, LIVE, OFF = "F", "S", "P", "U", "L", "O"
+WATCH = "W"
 RESET = "R"  # where a live subscription truly is, before a frame made mid-hand-out
 NONE = "-"
 _ALNUM = "abcdefghijklmnopqrstuvwxyz0123456789"
@@ -110,6 +113,10 @@ class TopicState:
     live: bool = False  # shared frames of the topic reach it
     max_rate: float | None = None
     since: int = 0  # the entry it went live at (`Recorder` only: not written)
+    watch: bool = False  # it gets `presence` events
+
+    def copy(self) -> TopicState:
+        return TopicState(self.pos, self.live, self.max_rate, self.since, self.watch)
 
     def advance(self, to: StreamId) -> None:
         if self.pos is None or to > self.pos:
@@ -126,10 +133,19 @@ def dump_state(state: State) -> dict[str, list[Any]]:
     }
 
 
-def load_state(data: Mapping[str, Any]) -> State:
+def dump_watches(state: State) -> list[str]:
+    """The topics watched for presence: a record field of its own (`w`), which instances
+    that predate it ignore."""
+    return sorted(t for t, s in state.items() if s.watch)
+
+
+def load_state(data: Mapping[str, Any], watches: Iterable[str] = ()) -> State:
     out: State = {}
     for topic, (pos, live, max_rate) in data.items():
         out[topic] = TopicState(None if pos is None else parse_id(pos), bool(live), max_rate)
+    for topic in watches:
+        if topic in out:
+            out[topic].watch = True
     return out
 
 
@@ -159,6 +175,10 @@ def apply(state: State, entry: Entry, n: int = 0, *, frames: bool = True) -> Non
     so only what it asked for counts (subscriptions and where they start)."""
     kind, topic = entry.kind, entry.topic
     pos = None if entry.pos == NONE else parse_id(entry.pos)
+    if kind == WATCH:
+        if topic in state:
+            state[topic].watch = True
+        return
     if kind == SUBSCRIBE:
         rate = None if entry.rate == NONE else float(entry.rate)
         state[topic] = TopicState(pos, False, rate)
@@ -204,7 +224,7 @@ def replay(
     unsubscribe) up to the log's end, for it may have asked after its last frame.
     `chunks`: (first entry number, encoded entries) in log order. Raises LogGap if an
     entry up to `upto` is missing."""
-    out = {t: TopicState(s.pos, s.live, s.max_rate) for t, s in state.items()}
+    out = {t: s.copy() for t, s in state.items()}
     expected = None
     for first, lines in chunks:
         if expected is not None and first != expected:
@@ -314,7 +334,7 @@ class Recorder:
 
     def _record_of(self, tag: str, state: State) -> dict[str, Any]:
         return {"e": self.epoch, "n": self.n, "s": self.n, "a": self.flushed_id, "c": tag,
-                "t": dump_state(state), "f": False}  # fmt: skip
+                "t": dump_state(state), "w": dump_watches(state), "f": False}  # fmt: skip
 
     def _state(self, conn: Connection) -> State:
         """The connection's state now: its own entries and the shared frames since."""
@@ -336,8 +356,8 @@ class Recorder:
         for sid, conn in list(self._connections.items()):
             if not (changed or conn.closed or conn.written is None):
                 continue
-            topics = dump_state(self._state(conn))
-            text = repr(topics)
+            state = self._state(conn)
+            text = repr((dump_state(state), dump_watches(state)))
             if text != conn.written or all_due or conn.closed:
                 record = self._records[sid]
                 new = self._record_of(conn.tag, conn.state)
@@ -401,6 +421,13 @@ class Recorder:
         self._add(Entry(FRAME, ",".join(tags), topic, format_id(last)))
         return str(self.offset())
 
+    def watched(self, sid: str, topic: str) -> None:
+        """The subscription of `topic` watches presence now (after its `S` entry)."""
+        conn = self._connections.get(sid)
+        if conn is not None:
+            entry = Entry(WATCH, conn.tag, topic, NONE)
+            apply(conn.state, entry, self._add(entry))
+
     def changed(
         self, sid: str, kind: str, topic: str, pos: StreamId | None, max_rate: float | None
     ) -> None:
@@ -446,13 +473,14 @@ def resolve(
     return max(fitting, key=lambda r: int(r["n"])), offset.n
 
 
-def positions(state: State) -> dict[str, tuple[StreamId, float | None]] | None:
-    """Where to resume each topic; None if one has no position (cannot be replayed)."""
+def positions(state: State) -> dict[str, tuple[StreamId, float | None, bool]] | None:
+    """Where to resume each topic, its max_rate and whether it watches presence; None if
+    one has no position (cannot be replayed)."""
     out = {}
     for topic, s in state.items():
         if s.pos is None:
             return None
-        out[topic] = (s.pos, s.max_rate)
+        out[topic] = (s.pos, s.max_rate, s.watch)
     return out
 
 

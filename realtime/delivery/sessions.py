@@ -25,7 +25,7 @@ import time
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from realtime.core import jsoncodec
 from realtime.core.backoff import Backoff
@@ -61,6 +61,7 @@ class SessionStore:
         self.record_ttl_ms = self.window_ms + int(self.refresh_s * 1000)
         self.log_ttl_ms = self.record_ttl_ms + self.window_ms + int(CHECKPOINT_S * 2000)
         self._write = redis.register_script(_WRITE)
+        self._loaded = False  # _WRITE is known to Redis (every primary of a cluster)
         self._kick = asyncio.Event()
         self._lock = asyncio.Lock()
         self._closing = False
@@ -113,6 +114,7 @@ class SessionStore:
         due = final or now - self._checkpointed >= CHECKPOINT_S
         refresh = now - self._refreshed >= self.refresh_s
         try:
+            await self._load_script()
             async with self.redis.pipeline(transaction=False) as pipe:
                 if lines:
                     self._add_log(pipe, first, lines)
@@ -121,7 +123,9 @@ class SessionStore:
                     await self._add_record(pipe, checkpoint, claim=False)
                 if lines or checkpoints:
                     await pipe.execute()
-        except BaseException:
+        except BaseException as exc:
+            if isinstance(exc, NoScriptError):
+                self._loaded = False
             if lines:  # written again next time, in order (or dropped past the bound)
                 recorder.pending[:0] = lines
                 recorder.pending_from = first
@@ -161,9 +165,22 @@ class SessionStore:
 
     async def claim(self, checkpoint: Checkpoint) -> None:
         """Make a recovering connection the session's owner, before it is answered."""
+        await self._load_script()
         async with self.redis.pipeline(transaction=False) as pipe:
             await self._add_record(pipe, checkpoint, claim=True)
-            await pipe.execute()
+            try:
+                await pipe.execute()
+            except NoScriptError:
+                self._loaded = False
+                raise
+
+    async def _load_script(self) -> None:
+        """redis-py loads a script before a plain pipeline runs it, not before a
+        cluster's (which only sends EVALSHA): load it first, on every primary, and
+        again after a NOSCRIPT (a restarted or failed-over Redis)."""
+        if not self._loaded:
+            await self.redis.script_load(_WRITE)
+            self._loaded = True
 
     async def aclose(self) -> None:
         """Write what is left (the final checkpoints of the connections just closed)."""
