@@ -351,7 +351,9 @@ async def test_the_commit_counts_on_from_records_in_its_own_form_and_in_any_othe
     await redis.hset(info, mapping={"b.two": '["6-0","6",0,4,1,0]'})
     await record(keys=keys, args=["a.one", "8-0", "8", "b.two", "9-0", "9"])
     a, b = [decode_info(raw) for raw in await redis.hmget(info, ["a.one", "b.two"])]
-    assert a is not None and (a.last_id, a.last_ts, a.count, a.previous) == ("8-0", 8, 8, 2)
-    assert b is not None and (b.last_id, b.count, b.previous) == ("9-0", 1, 4)
+    assert a is not None
+    assert (a.last_id, a.last_ts, a.count, a.previous) == ("8-0", 8, 8, 2)
+    assert b is not None
+    assert (b.last_id, b.count, b.previous) == ("9-0", 1, 4)
     assert await redis.zrange(names, 0, -1) == [b"a.one", b"b.two"]
     assert await redis.zcard(seen) == 2
