@@ -19,7 +19,13 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from processors.pipelines.transform import TransformError, decode_entry
-from processors.worker.fencing import Entry, FencedPartition, LeaseLost, is_missing_group
+from processors.worker.fencing import (
+    Entry,
+    FencedPartition,
+    LeaseLost,
+    ReadResult,
+    is_missing_group,
+)
 from processors.worker.groups import ensure_group
 from processors.worker.partition_pipelines import Outcome, PartitionPipelines
 from realtime.core.backoff import Backoff
@@ -156,6 +162,8 @@ class PartitionRunner:
         self.failures = Failures()
         self._retry = Backoff(base_s=0.05, cap_s=2.0)
         self.metrics = metrics if metrics is not None else WorkerMetrics()
+        # When the batch in hand was read (wall clock, s): its stages' start (metrics.stage)
+        self._read_at: float | None = None
         self._late_counted: dict[str, int] = {}
         self._skipped_counted: dict[tuple[str, str], int] = {}
 
@@ -170,6 +178,7 @@ class PartitionRunner:
     async def run(self) -> None:
         backoff = Backoff(base_s=0.1, cap_s=5.0)
         recovering = True
+        ahead: ReadResult | None = None  # a read that found nothing, not acted on yet
         while not self.stopping.is_set():
             try:
                 if self.stage.stale:
@@ -191,20 +200,23 @@ class PartitionRunner:
                         await self._timed(entries, checkpoint=True)
                     recovering = not claimed.done
                 else:
-                    read = await self.fenced.read(self.batch_size)
-                    # All that was there: the timer may close idle windows up to now.
-                    clock = read.clock_ms if len(read.entries) < self.batch_size else None
-                    if read.entries:
-                        await self._timed(read.entries, clock_ms=clock)
+                    read = ahead if ahead is not None else await self.fenced.read(self.batch_size)
+                    ahead = None
+                    if await self._take(read):
+                        pass
                     elif self.burst:
-                        await self._commit([], clock_ms=clock, checkpoint=True)
+                        await self._commit([], clock_ms=read.clock_ms, checkpoint=True)
                         return
                     else:
-                        await self._commit([], clock_ms=clock)
+                        await self._commit([], clock_ms=read.clock_ms)
                         wait = self.block_ms
                         if self.stage.open_windows or self.stage.unsaved:
                             wait = min(wait, TIMER_WAIT_MS)
-                        await self.fenced.wait(read.last_id, wait)
+                        # Wait and read in one round trip: what it read is taken at
+                        # once; nothing (the wait ran out) is the next turn's read.
+                        read = await self.fenced.wait_and_read(read.last_id, wait, self.batch_size)
+                        if not await self._take(read):
+                            ahead = read
                 if backoff.attempt:
                     self.metrics.redis_reconnect("partition")
                 backoff.reset()
@@ -258,6 +270,23 @@ class PartitionRunner:
             await self._commit([], checkpoint=True)
         except (LeaseLost, Replay, RedisError, OSError) as exc:
             logger.warning("partition %d: final checkpoint failed: %r", self.partition, exc)
+
+    async def _take(self, read: ReadResult) -> bool:
+        """Process what a read returned, if anything (False: nothing)."""
+        if not read.entries:
+            return False
+        # All that was there: the timer may close idle windows up to now.
+        clock = read.clock_ms if len(read.entries) < self.batch_size else None
+        self._read(read.entries[0])
+        await self._timed(read.entries, clock_ms=clock)
+        return True
+
+    def _read(self, oldest: Entry) -> None:
+        """A batch was read: how long its oldest entry waited in the stream (its id's
+        time is Redis's clock, on the same machine as a rule; ms resolution)."""
+        self._read_at = now = time.time()
+        accepted_ms = int(oldest.id.partition("-")[0])
+        self.metrics.stage["read"].observe(max(now - accepted_ms / 1000, 0.0))
 
     async def _timed(
         self, entries: Sequence[Entry], *, clock_ms: int | None = None, checkpoint: bool = False
@@ -343,15 +372,20 @@ class PartitionRunner:
         )
         batch.plan.cleared = [o.entry.id for o in outcomes if o.entry.marked]
         self._count_late()
+        read_at, self._read_at = self._read_at, None  # the first commit of a batch read
         if not batch.plan:
             return None
         try:
             if self.fault is not None:
                 self.fault("commit", live)
+            sent = time.time()
             failure = await self.fenced.commit(batch.plan)
         except BaseException:
             self.stage.failed(batch)
             raise
+        if read_at is not None:
+            self.metrics.stage["process"].observe(max(sent - read_at, 0.0))
+            self.metrics.stage["commit"].observe(max(time.time() - sent, 0.0))
         if failure is not None:
             self.stage.failed(batch)
             source = batch.sources[failure.event_index]

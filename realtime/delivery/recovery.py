@@ -286,7 +286,10 @@ class Recorder:
     # sid -> its session record (a session may have an old connection here still, not
     # yet known to be gone, when its client comes back: each writes its own record)
     _records: dict[str, dict[str, Any]] = field(default_factory=dict)
-    _handing_out: str | None = None  # the topic of a shared frame being handed out
+    _handing_out: set[str] = field(default_factory=set)  # topics of shared frames
+    # connections whose record is due whatever changed: new ones (first record) and
+    # closed ones (last record), so `checkpoints(changed=False)` need not scan them all
+    _fresh: set[str] = field(default_factory=set)
 
     def _add(self, entry: Entry) -> int:
         self.n += 1
@@ -313,6 +316,7 @@ class Recorder:
         self._connections[sid] = Connection(tag, pid, state)
         base = self._record_of(tag, state)
         self._records[sid] = {"base": base, "origin": origin, "prev": None, "cp": base}
+        self._fresh.add(sid)
         return self.offset()
 
     def pid(self, sid: str) -> str | None:
@@ -331,6 +335,7 @@ class Recorder:
         conn = self._connections.get(sid)
         if conn is not None:
             conn.closed = True
+            self._fresh.add(sid)
 
     def _record_of(self, tag: str, state: State) -> dict[str, Any]:
         return {"e": self.epoch, "n": self.n, "s": self.n, "a": self.flushed_id, "c": tag,
@@ -353,7 +358,14 @@ class Recorder:
         sent) and the first (`base`); each holds from entry `s` (its state was the same
         since) to `n`."""
         out = []
-        for sid, conn in list(self._connections.items()):
+        if changed:
+            due = list(self._connections.items())
+        else:  # only the new and the closed: a flush per fan-out hand-out comes here
+            found = ((sid, self._connections.get(sid)) for sid in self._fresh)
+            fresh = [(sid, conn) for sid, conn in found if conn is not None]
+            due = sorted(fresh, key=lambda item: int(item[1].tag, 16))  # connect order
+        self._fresh.clear()
+        for sid, conn in due:
             if not (changed or conn.closed or conn.written is None):
                 continue
             state = self._state(conn)
@@ -380,39 +392,49 @@ class Recorder:
 
     def shared(self, topic: str, last: StreamId, since: int | None = None) -> str:
         """A fan-out frame of `topic` up to `last`, for every connection live on it;
-        returns its offset. With `since` (the entry of the same hand-out's frame so
-        far): that offset again if nothing was logged since, so the frame stays the
-        same bytes; else a new entry (a connection may have been sent something
-        numbered after it, and its offsets must increase)."""
-        self._handing_out = topic
+        returns its offset. The topic counts as being handed out until `handed_out`
+        (several frames may be numbered together, to be written in one round trip).
+        With `since` (the entry of the same hand-out's frame so far): that offset
+        again if nothing was logged since, so the frame stays the same bytes; else a
+        new entry (a connection may have been sent something numbered after it, and
+        its offsets must increase)."""
+        self._handing_out.add(topic)
         if since is not None and since == self.n:
             return str(Offset(self.epoch, since))
-        n = self._add(Entry(FRAME, NONE, topic, format_id(last)))
+        # `_add(Entry(FRAME, NONE, topic, ...))` spelled out: one per fan-out batch
+        self.n = n = self.n + 1
+        self.pending.append(f"{FRAME} {NONE} {topic} {last[0]}-{last[1]} {NONE}")
+        if len(self.pending) == 1:
+            self.notify()
         old = self._shared.get(topic)
         if old is None or last >= old[1]:
             self._shared[topic] = (n, last)
-        return str(Offset(self.epoch, n))
+        return f"{self.epoch}.{n:x}"
 
     def handed_out(self) -> None:
-        """The shared frame's hand-out is over (every member had it or was skipped)."""
-        self._handing_out = None
+        """The shared frames' hand-out is over (every member had them or was skipped)."""
+        self._handing_out.clear()
 
     def frame(self, sids: list[str], topic: str, last: StreamId) -> str | None:
         """A frame of `topic` up to `last` to some connections; returns its offset.
 
-        While a shared frame is being handed out (between two slices of a big room), a
-        connection not reached yet must not count as having it: its entry says it has
-        if the connection is live on that topic, and this frame's offset comes after
-        it. So a `RESET` entry with where the connection truly is goes first."""
+        While shared frames are being handed out (between two slices of a big room, or
+        of the frames numbered together), a connection not reached yet must not count
+        as having one: its entry says it has if the connection is live on that topic,
+        and this frame's offset comes after it. So a `RESET` entry with where the
+        connection truly is goes first (for a topic already handed out it says what
+        the entries say: harmless)."""
         tags = []
+        handing_out = self._handing_out
         for sid in sids:
             conn = self._connections.get(sid)
             if conn is None:
                 continue
             tags.append(conn.tag)
-            out = self._handing_out
-            if out is not None and out in conn.state and conn.state[out].live:
-                self.changed(sid, RESET, out, self.position(sid, out), None)
+            if handing_out:
+                for out in sorted(handing_out.intersection(conn.state)):
+                    if conn.state[out].live:
+                        self.changed(sid, RESET, out, self.position(sid, out), None)
             state = conn.state.get(topic)
             if state is not None:
                 state.advance(last)
