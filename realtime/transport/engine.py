@@ -197,13 +197,18 @@ class EngineSocket(AsyncSocket):  # type: ignore[misc]
         self._attach(connection, outbox)
         return response
 
-    async def _serve_deflate_websocket(self, request: web.Request) -> web.WebSocketResponse:
+    async def _serve_deflate_websocket(self, request: web.Request) -> web.StreamResponse:
         """With permessage-deflate, aiohttp's websocket, read by this handler for as long
         as the connection lives (it keeps per-connection zlib state anyway)."""
         response = web.WebSocketResponse(
             max_msg_size=self.server.max_http_buffer_size, compress=True
         )
-        await response.prepare(request)
+        try:
+            await response.prepare(request)
+        except ConnectionResetError:  # as in `_upgrade_websocket`: the client left
+            if not self.connected:
+                await self.close(wait=False, abort=True)
+            return web.Response(status=400, text="The connection closed during the handshake.")
         transport = request.transport
         assert transport is not None
         outbox = Outbox(
