@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import linecache
 import os
@@ -57,7 +58,8 @@ class ClientProcess:
         return cls(proc)
 
     async def open(self, n: int) -> int:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
+        assert self.proc.stdin is not None
+        assert self.proc.stdout is not None
         self.proc.stdin.write(f"{n}\n".encode())
         await self.proc.stdin.drain()
         line = await self.proc.stdout.readline()
@@ -159,10 +161,8 @@ async def measure(args: argparse.Namespace, redis_url: str) -> None:
     finally:
         await clients.stop()
         server.cancel()
-        try:
+        with contextlib.suppress(asyncio.CancelledError):
             await server
-        except asyncio.CancelledError:
-            pass
     report(args, first, garbage_snapshot, second, rss_first, rss_before_gc, rss_second, found)
 
 
@@ -178,7 +178,7 @@ def holders() -> None:
                 continue
             print(f"    held by {type(holder).__qualname__}: {holder!r:.300}")
             for outer in gc.get_referrers(holder)[:6]:
-                if outer is done or isinstance(outer, list) and len(outer) > 1000:
+                if outer is done or (isinstance(outer, list) and len(outer) > 1000):
                     continue
                 print(f"      held by {type(outer).__qualname__}: {outer!r:.200}")
     del done

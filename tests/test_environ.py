@@ -42,7 +42,8 @@ def test_readers_get_the_text_entries_back() -> None:
     assert list(environs["e1"]) == list(text_of(translated()))  # in the same order
     assert environs.get("e2") is None
     assert environs.get("e2", {}) == {}
-    assert "e1" in environs and "e2" not in environs
+    assert "e1" in environs
+    assert "e2" not in environs
     with pytest.raises(KeyError):
         environs["e2"]
     del environs["e1"]
@@ -61,7 +62,8 @@ def test_connections_with_the_same_headers_share_the_keys() -> None:
     environs["e1"] = translated("k1")
     environs["e2"] = translated("k2")
     one, two = dict.__getitem__(environs, "e1"), dict.__getitem__(environs, "e2")
-    assert isinstance(one, Packed) and isinstance(two, Packed)
+    assert isinstance(one, Packed)
+    assert isinstance(two, Packed)
     assert one.keys is two.keys
     assert environs["e2"]["HTTP_SEC_WEBSOCKET_KEY"] == "k2"
 

@@ -246,12 +246,14 @@ async def connect(
     timeout: float = 10.0,
     auth: dict[str, Any] | None = None,
     stamped: bool = False,
+    source: str | None = None,
 ) -> SioWebSocket:
     """Open one client and wait until Socket.IO connected it to namespace `/`.
 
     `stamped`: read with the kernel's receive timestamps, so `on_update` gets the time
     the bytes arrived rather than the time this process handled them (Linux; see
-    `realtime.loadtest.stamped`)."""
+    `realtime.loadtest.stamped`). `source`: the local address to connect from (each
+    has its own ~28,000 ephemeral ports; not with `stamped`)."""
     host, port, path = split_url(url)
     loop = asyncio.get_running_loop()
     protocol = SioWebSocket(
@@ -263,7 +265,10 @@ async def connect(
             if stamped:
                 transport = await open_stamped(host, port, protocol)
             else:
-                transport, _ = await loop.create_connection(lambda: protocol, host, port)
+                local = None if source is None else (source, 0)
+                transport, _ = await loop.create_connection(
+                    lambda: protocol, host, port, local_addr=local
+                )
             await protocol.ready
     except BaseException:
         if transport is not None:
