@@ -50,7 +50,7 @@ class Environs(dict[str, Any]):
     def __getitem__(self, eio_sid: str) -> dict[str, Any]:
         return _unpacked(super().__getitem__(eio_sid))
 
-    def get(self, eio_sid: str, default: Any = None) -> Any:  # type: ignore[override]
+    def get(self, eio_sid: str, default: Any = None) -> Any:
         stored = super().get(eio_sid)
         return default if stored is None else _unpacked(stored)
 
