@@ -102,7 +102,9 @@ async def per_connection(
 ) -> tuple[float, float]:
     """KiB of server RSS per connected idle client, and of kernel TCP memory (a note)."""
     port = free_port()
-    web = await start_web(kind, code, port, args.server_cpu, log_dir, ours_env(redis_url))
+    # Past the default connection limit (10,000) when asked for more.
+    env = ours_env(redis_url) | {"REALTIME_MAX_CONNECTIONS": str(max(args.connections, 10_000))}
+    web = await start_web(kind, code, port, args.server_cpu, log_dir, env)
     try:
         await asyncio.sleep(1.0)  # start-up allocations settle
         before = web.rss_kib()
