@@ -103,6 +103,7 @@ def titles(profile: scenarios.Profile) -> dict[str, str]:
         "idle": f"idle x{profile.idle_clients:,}",
         "fanout": f"fan-out 1x{profile.fanout_subscribers:,}",
         "topics": f"fan-out {profile.topics}x{profile.per_topic}",
+        "small-topics": f"fan-out {profile.small_topics:,}x1",
         "two-instances": f"2 instances 1x{profile.fanout_subscribers:,}",
         "four-instances": f"4 instances, 1 hosts the topic, {profile.hosted_rate:g} events/s",
         "pipeline": f"pipeline {profile.pipeline_subscribers:,}x{profile.pipeline_rate:g}/s",

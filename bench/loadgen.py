@@ -158,7 +158,7 @@ async def open_clients(
                     on_update=tally.on_stamped_update if stamped else tally.on_update,
                     timeout=timeout_s,
                     stamped=stamped,
-                    source=sources[i % len(sources)] if sources else None,
+                    local_host=sources[i % len(sources)] if sources else None,
                 )
             except (OSError, TimeoutError, ValueError):
                 failures += 1

@@ -56,7 +56,15 @@ METRICS: dict[str, list[Metric]] = {
         Metric("loadgen_cpu_max", "load generator CPU", "", ".0%"),
     ],
 }
-METRICS["topics"] = METRICS["fanout"]
+METRICS["topics"] = [
+    *METRICS["fanout"],
+    Metric("fixed_us_per_delivery", "server us/delivery at the fixed rate", "lower", ".2f"),
+    Metric("fixed_net_us_per_delivery", "  less the idle server's CPU", "lower", ".2f"),
+    Metric("fixed_server_busy", "  server core busy at the fixed rate", "lower", ".0%"),
+    Metric("idle_server_busy", "  server core busy, idle", "lower", ".1%"),
+    Metric("fixed_p99_ms", "  p99 ms at the fixed rate", "lower", ".1f"),
+]
+METRICS["small-topics"] = METRICS["topics"]
 METRICS["two-instances"] = [
     *METRICS["fanout"],
     Metric("unwatched_us_per_event", "us/event, topic not hosted", "lower", ".1f"),

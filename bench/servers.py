@@ -74,6 +74,7 @@ class Proc:
     env: dict[str, str] = field(default_factory=dict)
     process: asyncio.subprocess.Process | None = None
     stdin_pipe: bool = False
+    cwd: Path = REPO  # `python -m realtime` runs the code found here
 
     async def start(self) -> Proc:
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -85,7 +86,7 @@ class Proc:
                 stdout=asyncio.subprocess.PIPE if self.stdin_pipe else log,
                 stderr=log,
                 env={**os.environ, **self.env},
-                cwd=REPO,
+                cwd=self.cwd,
                 preexec_fn=_pin(self.cpus),
                 start_new_session=True,
                 limit=1 << 26,  # answers on stdout: the probe's carry its latencies
@@ -185,13 +186,20 @@ def ours_env(redis_url: str) -> dict[str, str]:
 
 
 async def start_server(
-    kind: str, port: int, redis_url: str, cpus: set[int], log_dir: Path, name: str
+    kind: str,
+    port: int,
+    redis_url: str,
+    cpus: set[int],
+    log_dir: Path,
+    name: str,
+    code: Path | None = None,
 ) -> Proc:
-    """Start one instance of a server kind and wait until it answers."""
+    """Start one instance of a server kind and wait until it answers. `code`: run ours
+    from that checkout (another version, e.g. `git archive main | tar -x -C DIR`)."""
     if kind == OURS:
         args = [sys.executable, "-m", "realtime", "serve", "--host", "127.0.0.1"]
         args += ["--port", str(port)]
-        proc = Proc(name, args, cpus, log_dir, ours_env(redis_url))
+        proc = Proc(name, args, cpus, log_dir, ours_env(redis_url), cwd=code or REPO)
         ready = "/readyz"
     elif kind == PYSIO:
         args = [sys.executable, str(REPO / "bench/ref/pysio_server.py"), str(port), redis_url]
@@ -208,9 +216,18 @@ async def start_server(
     return proc
 
 
-async def start_worker(redis_url: str, cpus: set[int], log_dir: Path) -> Proc:
+async def start_worker(
+    redis_url: str,
+    cpus: set[int],
+    log_dir: Path,
+    env: dict[str, str] | None = None,
+    code: Path | None = None,
+) -> Proc:
+    """`env`: more variables for the worker alone (e.g. REALTIME_METRICS_PORT); `code`:
+    as for `start_server`."""
     args = [sys.executable, "-m", "realtime", "process", "--consumer", "bench-worker"]
-    return await Proc("worker", args, cpus, log_dir, ours_env(redis_url)).start()
+    env = {**ours_env(redis_url), **(env or {})}
+    return await Proc("worker", args, cpus, log_dir, env, cwd=code or REPO).start()
 
 
 class Publisher:

@@ -308,6 +308,12 @@ async def main(args: argparse.Namespace) -> None:
             for label, code in (("process", REPO), ("before", args.baseline)):
                 variants[f"fenced {label}"] = before_variant(code, args.worker_cpu, True)
                 variants[f"aggregate {label}"] = before_variant(code, args.worker_cpu, False)
+        if args.only:  # `fenced` stays: the other rows' "vs fenced" is against it
+            keep = {"fenced", *(name.strip() for name in args.only.split(","))}
+            unknown = keep - set(variants)
+            if unknown:
+                raise SystemExit(f"--only: no variant {', '.join(sorted(unknown))}")
+            variants = {name: v for name, v in variants.items() if name in keep}
         cases = [(name, batch) for batch in batches for name in variants]
         sizes = {args.batch: args.events, 1: args.events_batch1}
         workloads = {b: events(args.topics, n) for b, n in sizes.items()}
@@ -392,6 +398,11 @@ def cli() -> None:
         "--baseline",
         metavar="DIR",
         help="also run the worker of the checkout in DIR (rows `... before`), interleaved",
+    )
+    parser.add_argument(
+        "--only",
+        metavar="NAMES",
+        help="comma-separated variants to run (with `fenced`), e.g. 'fenced process,fenced before'",
     )
     args = parser.parse_args()
     if args.baseline:

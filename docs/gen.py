@@ -121,7 +121,8 @@ def _metrics_of(metrics: ProcessMetrics) -> Iterator[tuple[str, str, tuple[str, 
     for collector in collectors:
         if not isinstance(collector, Counter | Gauge | Histogram):
             for family in collector.collect():
-                yield family.name, family.type, (), family.documentation
+                labels = tuple(getattr(collector, "_labelnames", ()))
+                yield family.name, family.type, labels, family.documentation
 
 
 def metric_table() -> list[tuple[str, str, str, tuple[str, ...], str]]:

@@ -65,6 +65,26 @@ def test_bad_tokens_are_refused_with_a_message(auth: object, message: str) -> No
     assert message in refusal(verifier(), auth)
 
 
+def test_a_verified_token_is_taken_again_until_it_expires(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A reconnect brings a token verified before: its grant is kept, and still
+    refused once the token's `exp` has passed (the clock moved, the cache did not)."""
+    v = verifier()
+    token = hs256(["metrics.*"], ttl_s=60)
+    first = v.verify({"token": token})
+    assert v.verify({"token": token}) is first
+    header, payload, signature = token.split(".")
+    other = "A" if signature[0] != "A" else "B"  # the same claims, a signature not theirs
+    assert "signature is invalid" in refusal(
+        v, {"token": f"{header}.{payload}.{other}{signature[1:]}"}
+    )
+    assert first.expires_at is not None
+    later = first.expires_at + 1
+    monkeypatch.setattr("realtime.web.auth.time.time", lambda: later)
+    assert "expired" in refusal(v, {"token": token})
+
+
 def test_audience_and_issuer_are_checked_when_configured() -> None:
     v = verifier(REALTIME_JWT_AUDIENCE="dashboards", REALTIME_JWT_ISSUER="https://id.example")
     good = hs256(aud="dashboards", iss="https://id.example")

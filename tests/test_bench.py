@@ -3,6 +3,7 @@ the report (bench/report.py) and the pipeline's latency probe (bench/probe.py)."
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from bench.loadgen import Tally
 from bench.probe import Probe
 from bench.stepping import RateSearch
+from bench.stormload import Watcher
 from realtime.core.settings import Settings
 from realtime.loadtest import stamped
 from realtime.web.app import DELIVERY
@@ -77,6 +79,32 @@ def test_report_takes_medians_and_ratios_to_each_reference() -> None:
     assert row.split()[-4:] == ["2,000", "4,000", "0.50x", "±50%"]
 
 
+@pytest.mark.unit
+def test_latency_report_gives_ratios_and_a_split_that_adds_up() -> None:
+    from bench.latency import BEFORE, SPLIT_KEYS, Scrape, _order, report
+
+    before = Scrape({"read": (0.010, 10.0), "fanout_latency": (1.0, 4.0)})
+    after = Scrape({"read": (0.030, 20.0), "fanout_latency": (1.0, 4.0)})
+    assert after.mean_ms(before, "read") == pytest.approx(2.0)  # 20 ms over 10 batches
+    assert math.isnan(after.mean_ms(before, "fanout_latency"))  # nothing new: no figure
+    assert list(_order(["ours", BEFORE, "node"], 1)) == [BEFORE, "node", "ours"]
+
+    def figures(p50: float) -> dict[str, float]:
+        extra = ("events_per_packet", "us_per_delivery", "client_core_busy")
+        return {key: 1.0 for key in [*SPLIT_KEYS, *extra]} | {"p50_ms": p50, "p99_ms": 2 * p50}
+
+    runs = [
+        {"ours": {50.0: figures(a)}, "node": {50.0: figures(b)}}
+        for a, b in ((8, 4), (6, 3), (10, 4))
+    ]
+    text = report(runs, [50.0])
+    p50 = next(line for line in text.splitlines() if line.split()[:2] == ["50", "p50"])
+    assert "8.0 (6.0-10.0)" in p50  # ours
+    assert "2.00x (2.00-2.50)" in p50  # medians 8 and 4; run by run 2, 2 and 2.5
+    total = next(line for line in text.splitlines() if line.startswith("sum of the stages"))
+    assert total.split()[-1] == "7.00"  # the seven stages, 1 ms each
+
+
 @pytest.mark.system
 @pytest.mark.skipif(not stamped.supported(), reason="no SO_TIMESTAMPNS here")
 async def test_the_probe_process_reports_its_share_of_a_step(
@@ -110,3 +138,22 @@ async def test_the_probe_process_reports_its_share_of_a_step(
     assert all(0 <= ms < 1000 for ms in tally.arrival_ms)
     assert tally.to_ingest.count == tally.from_ingest.count == 12
     assert 1 <= tally.to_ingest.percentile(50) <= 3  # the id's time minus data.t
+
+
+@pytest.mark.unit
+def test_a_storm_subscriber_counts_gaps_and_repeats_and_when_it_recovered() -> None:
+    """bench.storm's check that nothing is lost or repeated: a topic's sequence numbers
+    grow by the topic count; the first event published after the reconnect began
+    marks the client recovered."""
+
+    def event(seq: int, t: float, topic: str = "storm.0") -> dict[str, object]:
+        return {"topic": topic, "id": f"{seq}-0", "ts": 0, "data": {"seq": seq, "t": t}}
+
+    w = Watcher("storm.0", 5, "token")
+    w.on_update(None, [event(0, 1.0), event(5, 2.0), event(3, 2.0, "storm.3")], 10.0)
+    assert (w.gaps, w.dups, w.last_seq, w.last_id) == (0, 0, 5, "5-0")
+    w.reconnect = 100.0  # dropped; back at t=100
+    w.on_update(None, [event(20, 50.0)], 101.0)  # 10 and 15 are missing
+    assert (w.gaps, w.first_update, w.recovered) == (2, 101.0, None)
+    w.on_update(None, [event(20, 50.0), event(25, 100.5)], 102.0)
+    assert (w.dups, w.recovered, w.last_seq) == (1, 102.0, 25)

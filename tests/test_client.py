@@ -15,6 +15,7 @@ from realtime.core.settings import Settings
 from tests.helpers.clients import Watcher
 from tests.helpers.history import write_history
 from tests.helpers.inprocess import running_app
+from tests.helpers.waiting import eventually
 
 
 @pytest.mark.integration
@@ -52,6 +53,49 @@ async def test_a_refused_subscription_raises_and_is_reported(settings: Settings)
         assert refused.value.code == "invalid"
         assert [topic for topic, _ in watcher.errors] == ["Not A Topic"]
         await watcher.close()
+
+
+@pytest.mark.integration
+async def test_start_replays_from_a_time_and_max_rate_is_asked_for(
+    settings: Settings, redis: Redis
+) -> None:
+    await write_history(redis, settings, "c.from", range(5, 10))
+    async with running_app(settings) as url:
+        watcher = await Watcher(url).start()
+        ack = await watcher.client.subscribe("c.from", start=7)
+        assert (ack["from"], ack["complete"]) == (7, True)
+        await watcher.wait_until(lambda: len(watcher.events) == 3, "the replay from 7")
+        assert watcher.topic_ids("c.from") == ["7-0", "8-0", "9-0"]
+        paced = await watcher.client.subscribe("c.paced", max_rate=5)
+        assert paced["max_rate"] == 5
+        with pytest.raises(ValueError, match="since or start"):
+            await watcher.client.subscribe("c.other", since="1-0", start=1)
+        await watcher.close()
+
+
+@pytest.mark.integration
+async def test_presence_counts_reach_the_handler_and_survive_a_recovered_reconnect(
+    settings: Settings,
+) -> None:
+    fast = settings.with_overrides(presence_flush_ms=20.0)
+    seen: list[tuple[str, int]] = []
+    async with running_app(fast) as url:
+        first = Watcher(url, on_presence=lambda topic, info: seen.append((topic, info["count"])))
+        await first.start()
+        ack = await first.client.subscribe("c.watched", presence=True)
+        assert ack["presence"]["count"] == 1
+        assert seen == [("c.watched", 1)]
+        second = await Watcher(url, name="second").start("c.watched")
+        await eventually(lambda: first.client.presence("c.watched") == 2, "a count of 2")
+        # A dropped transport: the session is recovered, and presence events go on.
+        await first.client.sio.eio.ws.close()  # the transport, not the session
+        await eventually(lambda: first.client.stats.recovered == 1, "a recovery")
+        await second.close()
+        await eventually(lambda: first.client.presence("c.watched") == 1, "a count of 1")
+        assert seen[-1] == ("c.watched", 1)
+        await first.client.unsubscribe("c.watched")
+        assert first.client.presence("c.watched") is None
+        await first.close()
 
 
 @pytest.mark.unit

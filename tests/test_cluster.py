@@ -40,6 +40,20 @@ TOPICS = [f"cl.t{n}" for n in range(12)]
 PARTITIONS = 6
 
 
+def cluster_settings(cluster: ClusterSet, prefix: str) -> Settings:
+    """Every process on the cluster, with short leases so partitions move quickly."""
+    return Settings(
+        redis_url=cluster.url,
+        prefix=prefix,
+        insecure=True,
+        redis_cluster=True,
+        partitions=PARTITIONS,
+        lease_ms=1000,
+        block_ms=200,
+        redis_timeout_s=2.0,
+    )
+
+
 def local_tcp_ports(pid: int) -> set[int]:
     """The local ports of a process's TCP sockets (Linux /proc)."""
     inodes = set()
@@ -107,16 +121,7 @@ async def test_two_web_instances_and_two_workers_on_a_cluster_deliver_everything
 ) -> None:
     cluster = ClusterSet(tmp_path / "cluster").start()
     try:
-        settings = Settings(
-            redis_url=cluster.url,
-            prefix=prefix,
-            insecure=True,
-            redis_cluster=True,
-            partitions=PARTITIONS,
-            lease_ms=1000,
-            block_ms=200,
-            redis_timeout_s=2.0,
-        )
+        settings = cluster_settings(cluster, prefix)
         keys = Keys.of(settings)
         homes = {t: cluster.node_of(keys.ingest(partition_of(t, PARTITIONS))).port for t in TOPICS}
         assert len(set(homes.values())) == len(cluster.nodes), "topics must cover every shard"
@@ -178,6 +183,42 @@ async def test_two_web_instances_and_two_workers_on_a_cluster_deliver_everything
             lambda: sum(f["subscriptions"] for f in shard_figures(cluster, {})) == 0,
             "no shard subscriptions left",
         )
+    finally:
+        processes.stop_all()
+        cluster.cleanup()
+
+
+async def test_a_session_recovers_on_another_instance_on_a_cluster(
+    processes: ProcessGroup, prefix: str, tmp_path: Path
+) -> None:
+    """Connection-state recovery's session records and logs are cluster keys too: after
+    a SIGKILL of its instance, the Python client fails over with its resume token and
+    gets its session back on the other, every topic whole, nothing twice."""
+    cluster = ClusterSet(tmp_path / "cluster").start()
+    try:
+        settings = cluster_settings(cluster, prefix)
+        web, other = processes.web(settings), processes.web(settings)
+        processes.worker(settings)
+        watcher = await Watcher([web.url, other.url]).start(*TOPICS)
+        assert watcher.client.url == web.url
+
+        async def post_round(first: int) -> dict[str, list[str]]:
+            events = [{"topic": t, "data": {"n": n}} for t in TOPICS for n in (first, first + 1)]
+            ids = await post_events(other.url, events)
+            return {t: ids[2 * i : 2 * i + 2] for i, t in enumerate(TOPICS)}
+
+        before = await post_round(0)
+        await watcher.wait_for_ids({t: ids[-1] for t, ids in before.items()})
+        web.kill()
+        missed = await post_round(2)
+        await watcher.wait_for_ids({t: ids[-1] for t, ids in missed.items()}, timeout=60)
+        client = watcher.client
+        assert client.stats.recovered == 1, client.stats
+        assert client.url == other.url
+        for topic in TOPICS:
+            assert watcher.topic_ids(topic) == before[topic] + missed[topic], topic
+        assert (client.stats.duplicates, client.stats.gaps) == (0, 0)
+        await watcher.close()
     finally:
         processes.stop_all()
         cluster.cleanup()

@@ -216,6 +216,23 @@ async def test_an_extension_namespace_needs_a_token_and_has_its_claims(
         await outsider.connect(web.url, namespaces=["/chat"], auth={}, retry=False)
 
 
+@pytest.mark.system
+async def test_an_extension_namespace_ends_when_its_token_expires(
+    web: RealtimeProcess, clients: list[socketio.AsyncClient]
+) -> None:
+    """As `/` does: a `closing` naming the reason, then the namespace's disconnect."""
+    sio = client(clients)
+    loop = asyncio.get_running_loop()
+    closing: asyncio.Future[Any] = loop.create_future()
+    gone: asyncio.Future[Any] = loop.create_future()
+    sio.on("closing", lambda data: closing.done() or closing.set_result(data), namespace="/chat")
+    sio.on("disconnect", lambda *_: gone.done() or gone.set_result(True), namespace="/chat")
+    await sio.connect(web.url, namespaces=["/chat"], auth={"token": hs256(ttl_s=2)})
+    assert (await asyncio.wait_for(closing, 20))["code"] == "token_expired"
+    await asyncio.wait_for(gone, 20)
+    assert "/chat" not in sio.namespaces
+
+
 # -- loading: one-line errors ------------------------------------------------------------------
 
 

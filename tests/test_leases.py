@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from redis.asyncio import Redis
 
@@ -11,6 +13,7 @@ from processors.worker.leases import Lease, Leases
 from processors.worker.membership import Membership, fair_share
 from realtime.core.keys import Keys
 from realtime.core.settings import Settings
+from realtime.core.text import text
 
 
 @pytest.fixture
@@ -85,6 +88,46 @@ async def test_fenced_reads_and_commits_refuse_a_lost_lease(redis: Redis, keys: 
     # Nothing was handed out or written.
     assert (await redis.xpending(stream, "g"))["pending"] == 0
     assert await redis.exists(keys.topic("a")) == 0
+
+
+@pytest.mark.integration
+async def test_a_wait_and_its_read_go_in_one_round_trip_and_stay_fenced(
+    redis: Redis, keys: Keys
+) -> None:
+    """`wait_and_read`: the entry added during the wait comes back read (handed to this
+    consumer) from the one pipelined call; with the script gone from Redis it still
+    reads; with the lease lost it raises and hands out nothing."""
+    stream = keys.ingest(0)
+    await ensure_group(redis, stream, "g")
+    leases = Leases(redis, keys, "worker-a", lease_ms=10_000)
+    lease = await leases.acquire(0)
+    assert lease is not None
+    partition = fenced(redis, keys, lease.token)
+    empty = await partition.read(10)
+    assert empty.entries == []
+
+    async def add_soon() -> str:
+        await asyncio.sleep(0.2)
+        return text(await redis.xadd(stream, {"topic": "a", "ts": "1", "data": "{}"}))
+
+    adding = asyncio.create_task(add_soon())
+    read = await partition.wait_and_read(empty.last_id, 10_000, 10)
+    assert [entry.id for entry in read.entries] == [await adding]
+    assert (await redis.xpending(stream, "g"))["pending"] == 1
+
+    # Nothing new: the wait runs out and the read finds nothing.
+    assert (await partition.wait_and_read(read.entries[0].id, 50, 10)).entries == []
+    await redis.script_flush()  # Redis restarted: the read script must be loaded again
+    new = text(await redis.xadd(stream, {"topic": "a", "ts": "2", "data": "{}"}))
+    assert [e.id for e in (await partition.wait_and_read(read.entries[0].id, 50, 10)).entries] == [
+        new
+    ]
+
+    await leases.release(lease)
+    await redis.xadd(stream, {"topic": "a", "ts": "3", "data": "{}"})
+    with pytest.raises(LeaseLost):
+        await partition.wait_and_read(new, 50, 10)
+    assert (await redis.xpending(stream, "g"))["pending"] == 2  # the third not handed out
 
 
 @pytest.mark.integration

@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
 from realtime.core.keys import Keys
-from realtime.core.metrics import SnapshotHistogram, WeightedHistogram
+from realtime.core.metrics import SnapshotHistogram, StageHistogram, WeightedHistogram
 from realtime.core.settings import Settings
 from realtime.dev.embedded import free_port
 from tests.helpers.clients import Collector, post_events
@@ -94,6 +94,8 @@ async def test_each_documented_metric_is_exposed_and_counters_move_with_events(
     assert value(web_samples, "realtime_delivery_latency_seconds_count") >= 20
     assert value(web_samples, "realtime_delivery_latency_seconds_bucket", le="+Inf") >= 20
     assert value(web_samples, "realtime_fanout_latency_seconds_count") >= 1
+    for stage in ("queue", "handout", "recovery_log"):
+        assert value(web_samples, "realtime_stage_seconds_count", stage=stage) >= 20, stage
     assert value(web_samples, "realtime_client_backlog_bytes_count") == 1
     assert value(web_samples, "realtime_ingest_requests_total", status="202") == 1
     assert value(web_samples, "realtime_ingest_requests_total", status="400") == 1
@@ -103,6 +105,8 @@ async def test_each_documented_metric_is_exposed_and_counters_move_with_events(
     assert value(worker_samples, "realtime_worker_events_total") >= 20
     assert value(worker_samples, "realtime_dead_letters_total") == 1
     assert value(worker_samples, "realtime_worker_batch_duration_seconds_count") >= 1
+    for stage in ("read", "process", "commit"):
+        assert value(worker_samples, "realtime_stage_seconds_count", stage=stage) >= 1, stage
     assert value(worker_samples, "realtime_lease_changes_total", change="acquired") == 4
     assert value(worker_samples, "realtime_partitions_owned") == 4
     # (Lag may be absent: Redis cannot tell it once entries were deleted from a stream.)
@@ -164,6 +168,20 @@ def test_weighted_histogram_counts_one_value_for_many_clients() -> None:
     ]
     assert value(samples, "h_seconds_count") == 6
     assert value(samples, "h_seconds_sum") == pytest.approx(0.3 + 0.5 + 10.0)
+
+
+@pytest.mark.unit
+def test_stage_histogram_has_one_labelled_series_per_stage() -> None:
+    registry = CollectorRegistry()
+    stages = StageHistogram(("read", "commit"), registry)
+    stages["read"].observe(0.003, 2)
+    stages["commit"].observe(0.0004)
+    _, samples = parse(_exposition(registry))
+    assert value(samples, "realtime_stage_seconds_count", stage="read") == 2
+    assert value(samples, "realtime_stage_seconds_sum", stage="read") == pytest.approx(0.006)
+    assert value(samples, "realtime_stage_seconds_bucket", stage="read", le="0.002") == 0
+    assert value(samples, "realtime_stage_seconds_bucket", stage="read", le="0.005") == 2
+    assert value(samples, "realtime_stage_seconds_bucket", stage="commit", le="0.0005") == 1
 
 
 @pytest.mark.unit

@@ -135,3 +135,20 @@ def test_malformed_state_is_refused() -> None:
         Quantiles.from_state([0, [1, 0], []])
     with pytest.raises(ValueError, match="too many"):
         Quantiles.from_state([[1.0] * (EXACT_LIMIT + 1)])
+
+
+everywhere = st.floats(min_value=0, allow_nan=False, allow_infinity=False, allow_subnormal=True)
+
+
+@given(st.lists(st.one_of(everywhere, everywhere.map(lambda v: -v)), max_size=300))
+def test_the_inlined_bucket_keys_are_the_mappings(values: list[float]) -> None:
+    """A pane's values merged into a sketch at once (`_sketch_add_all`) land in the
+    buckets the DDSketch mapping gives each value on its own."""
+    merged = Quantiles()
+    merged.values = None
+    merged._sketch_add_all(values)
+    one_by_one = Quantiles()
+    one_by_one.values = None
+    for value in values:
+        one_by_one._sketch_add(value, 1)
+    assert merged.to_state() == one_by_one.to_state()

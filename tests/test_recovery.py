@@ -48,11 +48,13 @@ async def post_round(url: str, first: int, count: int) -> dict[str, list[str]]:
     return ids
 
 
-async def subscribed_client(js: Callable[[], Any], url: str) -> JsClient:
+async def subscribed_client(
+    js: Callable[[], Any], url: str, transports: tuple[str, ...] = ("websocket",)
+) -> JsClient:
     """A plain socket.io-client app: subscribes once, on its first connect."""
     client: JsClient = await js()
     connected = await client.connect(
-        url, transports=["websocket"], reconnectionDelay=300, reconnectionDelayMax=600
+        url, transports=list(transports), reconnectionDelay=300, reconnectionDelayMax=600
     )
     assert connected["connected"], connected
     for topic in TOPICS:
@@ -77,13 +79,20 @@ async def recovered_after(client: JsClient, connects: int) -> None:
     assert note["recovered"] is True, note
 
 
+@pytest.mark.parametrize(
+    "transports", [("websocket",), ("polling",), ("polling", "websocket")], ids="-".join
+)
 async def test_network_drop_recovers_every_missed_update(
-    redis_server: RedisServer, processes: ProcessGroup, js: Callable[[], Any]
+    redis_server: RedisServer,
+    processes: ProcessGroup,
+    js: Callable[[], Any],
+    transports: tuple[str, ...],
 ) -> None:
+    """Over a websocket, over long-polling, and polling upgraded to a websocket."""
     settings = fresh_settings(redis_server)
     web = processes.web(settings)
     processes.worker(settings)
-    client = await subscribed_client(js, web.url)
+    client = await subscribed_client(js, web.url, transports)
     assert client.of("connect")[0]["recovered"] is False
     first = await post_round(web.url, 0, 5)
     await check_round(client, first)

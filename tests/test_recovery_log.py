@@ -77,7 +77,7 @@ class Log:
         picked = resolve(record, parsed)
         assert picked is not None
         checkpoint, upto = picked
-        state = load_state(checkpoint["t"])
+        state = load_state(checkpoint["t"], checkpoint.get("w", ()))
         return replay(state, checkpoint["c"], checkpoint["n"], self.chunks, upto)
 
 
@@ -156,6 +156,47 @@ def test_a_frame_made_mid_hand_out_does_not_count_the_frame_not_yet_received() -
     assert pos_of(log.at(early, shared)) == {"room": (2, 0), "other": (1, 0)}
 
 
+def test_frames_numbered_together_count_only_once_handed_out() -> None:
+    """The hub numbers every queued batch at once (their entries in one write), then
+    hands them out in order; a frame of one connection's own made before one of them
+    reached it does not count that one as received, whichever of them it is."""
+    log = Log()
+    rec = log.recorder
+    record = log.connect("x")
+    for topic in ("a", "b", "c"):
+        sub(log, "x", topic, (1, 0))
+    rec.shared("a", (2, 0))  # numbered together, neither handed out yet
+    rec.shared("b", (3, 0))
+    own = rec.frame(["x"], "c", (5, 0))
+    assert own is not None
+    log.positions[("x", "c")] = (5, 0)
+    got_a = rec.shared("a", (2, 0))  # logged since: numbered again, then handed out
+    log.positions[("x", "a")] = (2, 0)
+    got_b = rec.shared("b", (3, 0))
+    rec.handed_out()
+    assert pos_of(log.at(record, own)) == {"a": (1, 0), "b": (1, 0), "c": (5, 0)}
+    assert pos_of(log.at(record, got_a)) == {"a": (2, 0), "b": (1, 0), "c": (5, 0)}
+    assert pos_of(log.at(record, got_b)) == {"a": (2, 0), "b": (3, 0), "c": (5, 0)}
+
+
+def test_records_due_without_a_change_are_the_new_and_the_closed_ones() -> None:
+    """Every write of the log asks for these: it must not cost a look at every
+    connection."""
+    log = Log()
+    rec = log.recorder
+    for sid in ("s1", "s2", "s3"):
+        log.connect(sid)
+        sub(log, sid, "a", (1, 0))
+    assert [c.pid for c in rec.checkpoints(changed=False)] == ["s1pid", "s2pid", "s3pid"]
+    log.fanout("a", (2, 0))
+    assert rec.checkpoints(changed=False) == []
+    rec.disconnected("s3")
+    rec.disconnected("s1")
+    last = rec.checkpoints(changed=False)
+    assert [(c.pid, c.final) for c in last] == [("s1pid", True), ("s3pid", True)]
+    assert [c.pid for c in rec.checkpoints()] == ["s2pid"]  # changed: the shared frame
+
+
 def test_off_and_max_rate_subscriptions_take_no_shared_frames() -> None:
     log = Log()
     rec = log.recorder
@@ -172,11 +213,34 @@ def test_off_and_max_rate_subscriptions_take_no_shared_frames() -> None:
     state = log.at(base, paced)
     assert pos_of(state) == {"a": (2, 0), "slow": (2, 0)}
     assert state["slow"].max_rate == 2.0
-    assert positions(state) == {"a": ((2, 0), None), "slow": ((2, 0), 2.0)}
+    assert positions(state) == {"a": ((2, 0), None, False), "slow": ((2, 0), 2.0, False)}
     assert load_state(dump_state(state)) == {
         "a": TopicState((2, 0), False, None),
         "slow": TopicState((2, 0), False, 2.0),
     }
+
+
+def test_a_presence_watch_is_part_of_the_session_until_a_subscribe_without_it() -> None:
+    log = Log()
+    rec = log.recorder
+    base = log.connect("s1")
+    sub(log, "s1", "a", (1, 0))
+    rec.watched("s1", "a")  # subscribe {presence: true}
+    sub(log, "s1", "b", (1, 0))
+    got = log.fanout("a", (2, 0))
+    state = log.at(base, got)
+    assert positions(state) == {"a": ((2, 0), None, True), "b": ((1, 0), None, False)}
+    log.flush()
+    [checkpoint] = rec.checkpoints()
+    assert checkpoint.record["cp"]["w"] == ["a"]  # beside "t", which older instances read
+    assert log.at(checkpoint.record, got)["a"].watch is True
+    assert load_state(checkpoint.record["cp"]["t"])["a"].watch is False  # a record without "w"
+    rec.changed("s1", SUBSCRIBE, "a", (2, 0), None)  # subscribe again, without presence
+    own = rec.frame(["s1"], "a", (3, 0))
+    assert log.at(base, own)["a"].watch is False
+    log.flush()
+    [again] = rec.checkpoints()
+    assert again.record["cp"]["w"] == []
 
 
 def test_a_missing_entry_or_a_foreign_offset_is_not_recovered() -> None:

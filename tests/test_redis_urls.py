@@ -3,6 +3,7 @@ way the URL says, nothing else), the Sentinel URL's parsing, and refusals at sta
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import aiohttp
@@ -184,3 +185,23 @@ async def test_ingest_waiting_for_a_replica_that_is_not_there_answers_503(
                 assert "not confirmed by enough replicas" in body["error"]["message"]
     stream = Keys(settings.prefix).ingest(partition_of("url.wait", settings.partitions))
     assert await redis.xlen(stream) == 1
+
+
+@pytest.mark.integration
+async def test_a_burst_of_commands_waits_for_the_pool_instead_of_failing(
+    settings: Settings,
+) -> None:
+    """A connect storm: more history reads at once than the pool has connections. Each
+    waits for a connection (redis-py's plain pool raised "Too many connections", and
+    the subscribes were answered `unavailable`)."""
+    from realtime.core.connections import POOL_SIZE
+
+    client = connect(settings)
+    try:
+        key = Keys(settings.prefix).topic("storm")
+        await client.xadd(key, {"ts": "1", "data": "{}"})
+        burst = [client.xrevrange(key, count=1) for _ in range(3 * POOL_SIZE)]
+        replies = await asyncio.gather(*burst)
+        assert all(len(reply) == 1 for reply in replies)
+    finally:
+        await client.aclose()

@@ -175,6 +175,34 @@ async def test_since_older_than_history_sends_a_gap_then_goes_on(
     assert got[-1].id == "s.gap=9-0,s.kept=7-0"
 
 
+async def test_from_replays_each_topic_from_a_time_and_says_where_it_starts(
+    settings: Settings, redis: Redis
+) -> None:
+    await write_history(redis, settings, "s.whole", range(5, 10))
+    await write_history(redis, settings, "s.trimmed", range(1, 4))
+    await redis.xtrim(Keys.of(settings).topic("s.trimmed"), minid="2-0", approximate=False)
+    query = "topic=s.whole&topic=s.trimmed&from=1"  # 1-0 of s.trimmed is gone
+    async with running_app(settings) as url, aiohttp.ClientSession(timeout=TIMEOUT) as session:
+        response = await session.get(f"{url}/api/v1/stream?{query}")
+        got: list[Message] = []
+        await updates_until(messages(response), 7, got)
+        response.close()
+        for bad in ("from=x", "from=2&since=1-0", "from=2&snapshot=1"):
+            refused = await session.get(f"{url}/api/v1/stream?topic=s.whole&{bad}")
+            assert refused.status == 400, bad
+            assert "from" in (await refused.json())["error"]["fields"], bad
+    ranges = [m.data for m in got if m.event == "range"]
+    assert ranges == [
+        {"topic": "s.whole", "from": 1, "complete": True},  # nothing was ever trimmed
+        {"topic": "s.trimmed", "from": 2, "complete": False},  # held from 2-0 on only
+    ]
+    by_topic = {
+        t: [e["id"] for e in events(got) if e["topic"] == t] for t in ("s.whole", "s.trimmed")
+    }
+    assert by_topic == {"s.whole": ["5-0", "6-0", "7-0", "8-0", "9-0"], "s.trimmed": ["2-0", "3-0"]}
+    assert got[0].event == "range"  # before the topic's replay
+
+
 async def test_the_subscribe_rule_before_the_stream_starts(settings: Settings) -> None:
     secured = settings.with_overrides(jwt_secret=SECRET, insecure=False)
     async with running_app(secured) as url, aiohttp.ClientSession(timeout=TIMEOUT) as session:

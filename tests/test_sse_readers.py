@@ -9,7 +9,8 @@ import json
 import pytest
 
 from realtime.core import sse
-from realtime.delivery.streams import HELD_LIMIT, SLOW, StreamReader
+from realtime.core.streamids import parse_id as sse_id
+from realtime.delivery.streams import HELD_LIMIT, SLOW, LiveBatch, StreamReader
 
 pytestmark = pytest.mark.unit
 
@@ -44,6 +45,27 @@ def test_live_events_held_during_the_backlog_go_out_after_it_less_duplicates() -
         ("4-0", "a=4-0,b=7-0"),
         ("5-0", "a=5-0,b=7-0"),
     ]
+
+
+def test_a_live_batch_shared_by_readers_gives_each_the_messages_one_by_one_would() -> None:
+    """The live path makes each batch's `data:` lines once for every reader; each
+    reader's bytes must still be exactly `sse.message` per event with its own position
+    (topics before and after the batch's, the seam's duplicates left out)."""
+    batch = LiveBatch.of(
+        [event("m", n) for n in (4, 5, 6)] + [event("m", 7) | {"data": {"x": "\n"}}]
+    )
+    starts = [{"m": (0, 0)}, {"a": (9, 1), "m": (5, 0), "z": (2, 0)}, {"m": (7, 0), "b": (1, 0)}]
+    for cursors in starts:
+        reader = StreamReader(1 << 20)
+        reader.cursors = dict(cursors)
+        reader.offer("m", batch)
+        want, position = [], dict(cursors)
+        for sent in batch.events:
+            if sse_id(sent["id"]) > position["m"]:
+                position["m"] = sse_id(sent["id"])
+                want.append(sse.message(sse.UPDATE, sent, sse.encode_position(position)))
+        assert reader.take() == b"".join(want)
+        assert reader.cursors == position
 
 
 def test_a_reader_past_its_bound_is_cut_and_holds_nothing() -> None:

@@ -67,8 +67,11 @@ class Aggregator:
     def __len__(self) -> int:
         return len(self._states)
 
-    def feed(self, feed: WindowFeed, event: IngestEvent) -> list[TopicEvent]:
-        """Add one value; returns the window outputs this closed (usually none)."""
+    def feed(
+        self, feed: WindowFeed, event: IngestEvent, at: tuple[int, int] | None = None
+    ) -> list[TopicEvent]:
+        """Add one value; returns the window outputs this closed (usually none). `at`:
+        the event's ingest id, parsed, when the caller has it."""
         key = (feed.pipeline, event.topic)
         state = self._states.get(key)
         if state is None:
@@ -76,9 +79,11 @@ class Aggregator:
             self._outputs[key] = feed.outputs
             self._removed.discard(key)
         self._dirty.add(key)
-        ms, _, seq = event.id.partition("-")
+        if at is None:
+            ms, _, seq = event.id.partition("-")
+            at = (int(ms), int(seq or 0))
         closed = self._closed
-        if not state.add(feed.value, event.ts, int(ms), int(seq or 0), closed):
+        if not state.add(feed.value, event.ts, at[0], at[1], closed):
             self._late[feed.pipeline] = self._late.get(feed.pipeline, 0) + 1
         if not closed:
             return []

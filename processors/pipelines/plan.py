@@ -8,6 +8,7 @@ Design notes: docs/design-notes.md.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -22,6 +23,7 @@ from realtime.core import jsoncodec
 from realtime.core.topics import is_valid_topic
 
 MAX_HOPS = 4
+_INF = math.inf
 HOPS_FIELD = "hops"
 _MEMO_LIMIT = 100_000
 
@@ -84,10 +86,16 @@ class Skip:
 
 
 class Plan(NamedTuple):
-    passthrough: TopicEvent | None
+    passthrough: TopicEvent | IngestEvent | None  # IngestEvent: from `plan_entry`
     routed: list[RoutedEvent]
     feeds: list[WindowFeed]
     skipped: list[Skip]
+
+
+# What the worker plans for an event of a topic that only passes through (no filter,
+# window or route applies, `Pipelines.only_passes`): the event is written as it came,
+# with no per-event Plan built. Compared by identity; never mutated.
+PASS_THROUGH = Plan(None, [], [], [])
 
 
 def hops_of(fields: Mapping[bytes | str, bytes | str]) -> int:
@@ -115,6 +123,7 @@ class _TopicPlan:
     # pipeline whose outputs are usable, and the skips that hold for every event.
     feeds: tuple[tuple[str, WindowSpec, tuple[str, ...], Path], ...]
     skips: tuple[Skip, ...]
+    only_passes: bool  # nothing but the pass-through applies: see PASS_THROUGH
 
 
 class Pipelines:
@@ -170,24 +179,47 @@ class Pipelines:
             else:
                 taken.update(dict.fromkeys(outputs, p.name))
                 windows.append((p, outputs))
+        droppers = tuple(p for p in matching if p.drop_if is not None)
+        passthrough = all(p.passthrough for p in matching)
+        routers = tuple(p for p in matching if p.routes)
+        feeds = tuple(
+            (p.name, p.windows.spec, outputs, p.windows.field)
+            for p, outputs in windows
+            if p.windows is not None and not isinstance(outputs, Skip)
+        )
+        skips = tuple(outputs for _, outputs in windows if isinstance(outputs, Skip))
         return _TopicPlan(
             derived=derived,
             pipelines=matching,
-            droppers=tuple(p for p in matching if p.drop_if is not None),
-            passthrough=all(p.passthrough for p in matching),
+            droppers=droppers,
+            passthrough=passthrough,
             windows=tuple(windows),
-            routers=tuple(p for p in matching if p.routes),
-            feeds=tuple(
-                (p.name, p.windows.spec, outputs, p.windows.field)
-                for p, outputs in windows
-                if p.windows is not None and not isinstance(outputs, Skip)
+            routers=routers,
+            feeds=feeds,
+            skips=skips,
+            only_passes=(
+                derived is None and passthrough and not (droppers or routers or feeds or skips)
             ),
-            skips=tuple(outputs for _, outputs in windows if isinstance(outputs, Skip)),
         )
+
+    def plan_entry(self, event: IngestEvent, fields: Mapping[bytes | str, bytes | str]) -> Plan:
+        """`plan` for the event of an ingest entry with `fields` (its hops are read only
+        when a route needs them); PASS_THROUGH when nothing but the pass-through applies:
+        the worker then writes the event itself."""
+        topic = self._memo.get(event.topic) or self._topic(event.topic)
+        if topic.only_passes:
+            return PASS_THROUGH
+        return self._plan(topic, event, hops_of(fields) if topic.routers else 0, as_is=True)
 
     def plan(self, event: IngestEvent, hops: int = 0) -> Plan:
         """What `event` (routed `hops` times so far) produces; see the module docstring."""
-        topic = self._topic(event.topic)
+        return self._plan(self._topic(event.topic), event, hops)
+
+    def _plan(
+        self, topic: _TopicPlan, event: IngestEvent, hops: int, *, as_is: bool = False
+    ) -> Plan:
+        """`as_is`: the pass-through is `event` itself (the worker writes either kind),
+        not a TopicEvent made for it."""
         if topic.derived is not None:
             detail = f"{event.topic} is a window output"
             return Plan(None, [], [], [Skip(topic.derived.name, DERIVED_TOPIC, detail)])
@@ -195,16 +227,16 @@ class Pipelines:
         for p in topic.droppers:
             if p.drop_if is not None and p.drop_if(data):
                 return Plan(None, [], [], [Skip(p.name, FILTERED)])
-        passthrough = (
-            TopicEvent(topic=event.topic, id=event.id, ts=event.ts, data=data)
-            if topic.passthrough
-            else None
-        )
+        passthrough: TopicEvent | IngestEvent | None = None
+        if topic.passthrough:
+            passthrough = event if as_is else TopicEvent(event.topic, event.id, event.ts, data)
         feeds: list[WindowFeed] = []
         routed: list[RoutedEvent] = []
         skipped: list[Skip] = list(topic.skips)
         for name, spec, outputs, path in topic.feeds:
-            value = numeric(data.get(path[0]) if len(path) == 1 else get_path(data, path))
+            raw = data.get(path[0]) if len(path) == 1 else get_path(data, path)
+            # A finite float, the common case, inlined: as `numeric` makes it.
+            value = raw + 0.0 if type(raw) is float and -_INF < raw < _INF else numeric(raw)
             if value is None:
                 skipped.append(Skip(name, NOT_NUMERIC))
             else:

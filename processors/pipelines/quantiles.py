@@ -12,6 +12,8 @@ Design notes: docs/design-notes.md.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
 from typing import Any
 
 from ddsketch.mapping import LogarithmicMapping
@@ -23,6 +25,9 @@ MAX_BINS = 2048
 _MAPPING = LogarithmicMapping(ALPHA)
 _MIN_INDEXABLE = _MAPPING.min_possible
 _key = _MAPPING.key
+# `_key` inlined for the per-value loop (`_sketch_add_all`): the mapping's own arithmetic,
+# log2(value) / log2(gamma), rounded up; tests/test_quantiles.py checks it against `_key`.
+_MULTIPLIER = math.log(2) / math.log1p(2 * ALPHA / (1 - ALPHA))
 
 
 def _bucket_value(key: int) -> float:
@@ -110,11 +115,31 @@ class Quantiles:
         else:
             self.zeros += count
 
+    def _sketch_add_all(self, values: Iterable[float]) -> None:
+        """`_sketch_add(value, 1)` for each value, inlined (windows merge every pane's
+        values into their sketches: a per-event cost)."""
+        positive, negative = self.positive, self.negative
+        log, ceil, multiplier, lowest = math.log, math.ceil, _MULTIPLIER, _MIN_INDEXABLE
+        for value in values:
+            if value > lowest:
+                store, key = positive, ceil(log(value, 2) * multiplier)
+            elif value < -lowest:
+                store, key = negative, ceil(log(-value, 2) * multiplier)
+            else:
+                self.zeros += 1
+                continue
+            old = store.get(key)
+            if old is None:
+                store[key] = 1
+                if len(store) > MAX_BINS:
+                    _collapse(store)
+            else:
+                store[key] = old + 1
+
     def _to_sketch(self) -> None:
         values = self.values or []
         self.values = None
-        for value in values:
-            self._sketch_add(value, 1)
+        self._sketch_add_all(values)
 
     def merge(self, other: Quantiles) -> None:
         """Add every value of `other`; the result equals adding them one by one."""
@@ -124,8 +149,7 @@ class Quantiles:
                 if len(self.values) > EXACT_LIMIT:
                     self._to_sketch()
             else:
-                for value in other.values:
-                    self._sketch_add(value, 1)
+                self._sketch_add_all(other.values)
             return
         if self.values is not None:
             self._to_sketch()

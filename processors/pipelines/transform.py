@@ -11,7 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from realtime.core import jsoncodec
+import orjson
+
 from realtime.core.text import text
 from realtime.core.topics import is_valid_topic
 
@@ -42,12 +43,6 @@ class TopicEvent:
         return {"topic": self.topic, "id": self.id, "ts": self.ts, "data": self.data}
 
 
-def _field(fields: Mapping[bytes | str, bytes | str], name: str, raw: bytes) -> bytes | str:
-    """Redis replies carry bytes keys (`raw`); tests and callers may pass str keys."""
-    value = fields.get(raw)
-    return fields[name] if value is None else value
-
-
 # Topics already found valid (the regex is a measurable part of an event's cost);
 # bounded, since topics come from producers.
 _valid_topics: set[str] = set()
@@ -55,10 +50,18 @@ _valid_topics: set[str] = set()
 
 def decode_entry(entry_id: bytes | str, fields: Mapping[bytes | str, bytes | str]) -> IngestEvent:
     """An ingest stream entry as written by `realtime.ingest.api`; TransformError if malformed."""
+    get = fields.get
     try:
-        topic = text(_field(fields, "topic", b"topic"))
-        ts = int(_field(fields, "ts", b"ts"))  # int() takes bytes and str alike
-        data = jsoncodec.loads(_field(fields, "data", b"data"))
+        # Redis replies carry bytes keys; tests and callers may pass str keys.
+        raw_topic = get(b"topic")
+        if type(raw_topic) is bytes:
+            topic = raw_topic.decode()
+        else:
+            topic = text(fields["topic"] if raw_topic is None else raw_topic)
+        raw_ts = get(b"ts")
+        ts = int(fields["ts"] if raw_ts is None else raw_ts)  # int() takes bytes and str
+        raw_data = get(b"data")
+        data = orjson.loads(fields["data"] if raw_data is None else raw_data)
     except (KeyError, ValueError, UnicodeDecodeError) as exc:
         raise TransformError(f"malformed ingest entry: {exc!r}") from exc
     if topic not in _valid_topics:
@@ -69,7 +72,7 @@ def decode_entry(entry_id: bytes | str, fields: Mapping[bytes | str, bytes | str
         _valid_topics.add(topic)
     if not isinstance(data, dict):
         raise TransformError("data is not a JSON object")
-    return IngestEvent(id=text(entry_id), topic=topic, ts=ts, data=data)
+    return IngestEvent(entry_id if type(entry_id) is str else text(entry_id), topic, ts, data)
 
 
 def passthrough(event: IngestEvent) -> list[TopicEvent]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
+from redis.exceptions import NoScriptError, ResponseError
 
 from processors.worker.slots import OtherSlots, slot_of, split
 from realtime.core import jsoncodec
@@ -206,7 +206,7 @@ class ClaimResult:
     done: bool  # nothing was pending: the partition has been recovered
 
 
-@dataclass
+@dataclass(slots=True)  # one per event: slots make it cheaper to create
 class HistoryWrite:
     key: str
     id: str
@@ -215,10 +215,12 @@ class HistoryWrite:
     minid: str = ""  # trim the topic to entries from this time on (retention); '': don't
     topic: str = ""  # for the topic directory: the event's topic and ts
     ts: int = 0
+    ts_text: str = ""  # str(ts), when the caller has it already
 
     def document(self) -> list[Any]:
         # ts as text: cjson would write a number back with 14 digits only
-        return [self.key, self.id, self.fields, self.maxlen, self.minid, self.topic, str(self.ts)]
+        ts = self.ts_text or str(self.ts)
+        return [self.key, self.id, self.fields, self.maxlen, self.minid, self.topic, ts]
 
 
 @dataclass
@@ -258,8 +260,11 @@ class CommitFailure:
 
 def _entry(raw: Sequence[Any], deliveries: int = 1) -> Entry:
     entry_id, flat = raw
-    fields = dict(zip(flat[::2], flat[1::2], strict=True))
-    return Entry(text(entry_id), fields, deliveries)
+    if len(flat) % 2:
+        raise ValueError(f"an entry's fields come in pairs: {flat!r}")
+    pairs = iter(flat)  # one iterator zipped with itself: name, value, name, value...
+    entry_text = entry_id.decode() if type(entry_id) is bytes else text(entry_id)
+    return Entry(entry_text, dict(zip(pairs, pairs, strict=True)), deliveries)
 
 
 class FencedPartition:
@@ -304,6 +309,9 @@ class FencedPartition:
     async def read(self, count: int) -> ReadResult:
         """Up to `count` entries nobody has been given yet."""
         reply = await self._read(keys=[self.lease_key, self.stream], args=self._args(count))
+        return self._read_result(reply)
+
+    def _read_result(self, reply: Any) -> ReadResult:
         if reply[0] == LEASE_LOST:
             raise LeaseLost(self.stream)
         clock = int(reply[3])
@@ -345,6 +353,25 @@ class FencedPartition:
     async def wait(self, after_id: str, block_ms: int) -> None:
         """Block until the stream has an entry after `after_id` or `block_ms` passed."""
         await self.redis.xread({self.stream: after_id}, count=1, block=block_ms)
+
+    async def wait_and_read(self, after_id: str, block_ms: int, count: int) -> ReadResult:
+        """`wait`, then `read`, in one round trip: Redis runs the read as soon as the
+        blocking XREAD returns, so a new entry reaches the worker one round trip (and
+        one wake-up of the worker) sooner (`python -m bench.latency`). On a cluster,
+        or if Redis lost the read script, the two go one after the other."""
+        if self.other_slots is not None:
+            await self.wait(after_id, block_ms)
+            return await self.read(count)
+        keys: list[Value] = [self.lease_key, self.stream]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xread({self.stream: after_id}, count=1, block=block_ms)
+            pipe.evalsha(self._read.sha, 2, *keys, *self._args(count))
+            _, reply = await pipe.execute(raise_on_error=False)
+        if isinstance(reply, NoScriptError):
+            return await self.read(count)  # loads the script
+        if isinstance(reply, Exception):
+            raise reply
+        return self._read_result(reply)
 
     async def commit(self, plan: CommitPlan) -> CommitFailure | None:
         """Write the plan atomically; a CommitFailure names a history write that failed

@@ -18,9 +18,14 @@ from dataclasses import dataclass, field, replace
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
-from processors.pipelines.plan import hops_of
 from processors.pipelines.transform import TransformError, decode_entry
-from processors.worker.fencing import Entry, FencedPartition, LeaseLost, is_missing_group
+from processors.worker.fencing import (
+    Entry,
+    FencedPartition,
+    LeaseLost,
+    ReadResult,
+    is_missing_group,
+)
 from processors.worker.groups import ensure_group
 from processors.worker.partition_pipelines import Outcome, PartitionPipelines
 from realtime.core.backoff import Backoff
@@ -63,8 +68,13 @@ class Failures:
         return self.counts.get(entry_id, (0, ""))
 
     def forget(self, entry_ids: Sequence[str]) -> None:
-        for entry_id in entry_ids:
-            self.counts.pop(entry_id, None)
+        counts = self.counts
+        if counts:
+            for entry_id in entry_ids:
+                counts.pop(entry_id, None)
+
+
+NO_FAILURE = (0, "")
 
 
 def attempt(
@@ -75,7 +85,8 @@ def attempt(
     fault: Fault | None = None,
 ) -> Outcome:
     """Decide what to do with one entry now (pure apart from calling the planner)."""
-    failed, last_error = failures.get(entry.id)
+    # Nothing has failed (the common case): no lookup per entry.
+    failed, last_error = failures.get(entry.id) if failures.counts else NO_FAILURE
     if failed >= max_attempts:
         return Outcome(
             entry, dead=f"failed {failed} times; last error: {last_error}", attempts=failed
@@ -104,8 +115,9 @@ def attempt(
     try:
         if fault is not None:
             fault("process", [entry])
-        event = decode_entry(entry.id, entry.fields)
-        return Outcome(entry, event, stage.plan(event, hops_of(entry.fields)))
+        fields = entry.fields
+        event = decode_entry(entry.id, fields)
+        return Outcome(entry, event, stage.plan_entry(event, fields))
     except TransformError as exc:
         return Outcome(entry, dead=str(exc))
     except Exception as exc:
@@ -150,6 +162,8 @@ class PartitionRunner:
         self.failures = Failures()
         self._retry = Backoff(base_s=0.05, cap_s=2.0)
         self.metrics = metrics if metrics is not None else WorkerMetrics()
+        # When the batch in hand was read (wall clock, s): its stages' start (metrics.stage)
+        self._read_at: float | None = None
         self._late_counted: dict[str, int] = {}
         self._skipped_counted: dict[tuple[str, str], int] = {}
 
@@ -164,6 +178,7 @@ class PartitionRunner:
     async def run(self) -> None:
         backoff = Backoff(base_s=0.1, cap_s=5.0)
         recovering = True
+        ahead: ReadResult | None = None  # a read that found nothing, not acted on yet
         while not self.stopping.is_set():
             try:
                 if self.stage.stale:
@@ -185,20 +200,23 @@ class PartitionRunner:
                         await self._timed(entries, checkpoint=True)
                     recovering = not claimed.done
                 else:
-                    read = await self.fenced.read(self.batch_size)
-                    # All that was there: the timer may close idle windows up to now.
-                    clock = read.clock_ms if len(read.entries) < self.batch_size else None
-                    if read.entries:
-                        await self._timed(read.entries, clock_ms=clock)
+                    read = ahead if ahead is not None else await self.fenced.read(self.batch_size)
+                    ahead = None
+                    if await self._take(read):
+                        pass
                     elif self.burst:
-                        await self._commit([], clock_ms=clock, checkpoint=True)
+                        await self._commit([], clock_ms=read.clock_ms, checkpoint=True)
                         return
                     else:
-                        await self._commit([], clock_ms=clock)
+                        await self._commit([], clock_ms=read.clock_ms)
                         wait = self.block_ms
                         if self.stage.open_windows or self.stage.unsaved:
                             wait = min(wait, TIMER_WAIT_MS)
-                        await self.fenced.wait(read.last_id, wait)
+                        # Wait and read in one round trip: what it read is taken at
+                        # once; nothing (the wait ran out) is the next turn's read.
+                        read = await self.fenced.wait_and_read(read.last_id, wait, self.batch_size)
+                        if not await self._take(read):
+                            ahead = read
                 if backoff.attempt:
                     self.metrics.redis_reconnect("partition")
                 backoff.reset()
@@ -252,6 +270,23 @@ class PartitionRunner:
             await self._commit([], checkpoint=True)
         except (LeaseLost, Replay, RedisError, OSError) as exc:
             logger.warning("partition %d: final checkpoint failed: %r", self.partition, exc)
+
+    async def _take(self, read: ReadResult) -> bool:
+        """Process what a read returned, if anything (False: nothing)."""
+        if not read.entries:
+            return False
+        # All that was there: the timer may close idle windows up to now.
+        clock = read.clock_ms if len(read.entries) < self.batch_size else None
+        self._read(read.entries[0])
+        await self._timed(read.entries, clock_ms=clock)
+        return True
+
+    def _read(self, oldest: Entry) -> None:
+        """A batch was read: how long its oldest entry waited in the stream (its id's
+        time is Redis's clock, on the same machine as a rule; ms resolution)."""
+        self._read_at = now = time.time()
+        accepted_ms = int(oldest.id.partition("-")[0])
+        self.metrics.stage["read"].observe(max(now - accepted_ms / 1000, 0.0))
 
     async def _timed(
         self, entries: Sequence[Entry], *, clock_ms: int | None = None, checkpoint: bool = False
@@ -323,9 +358,8 @@ class PartitionRunner:
         self, outcomes: Sequence[Outcome], *, clock_ms: int | None = None, checkpoint: bool = False
     ) -> tuple[int, str] | None:
         """Commit; on a failed history write, (index of its outcome, error)."""
-        entries = [outcome.entry for outcome in outcomes]
         # The seam sees the entries committed as events, not those being dead-lettered.
-        live = [outcome.entry for outcome in outcomes if outcome.dead is None]
+        live = [o.entry for o in outcomes if o.dead is None] if self.fault is not None else []
         if self.fault is not None:
             self.fault("encode", live)
         batch = self.stage.build(
@@ -336,17 +370,22 @@ class PartitionRunner:
             clock_ms=clock_ms,
             checkpoint=checkpoint,
         )
-        batch.plan.cleared = [entry.id for entry in entries if entry.marked]
+        batch.plan.cleared = [o.entry.id for o in outcomes if o.entry.marked]
         self._count_late()
+        read_at, self._read_at = self._read_at, None  # the first commit of a batch read
         if not batch.plan:
             return None
         try:
             if self.fault is not None:
                 self.fault("commit", live)
+            sent = time.time()
             failure = await self.fenced.commit(batch.plan)
         except BaseException:
             self.stage.failed(batch)
             raise
+        if read_at is not None:
+            self.metrics.stage["process"].observe(max(sent - read_at, 0.0))
+            self.metrics.stage["commit"].observe(max(time.time() - sent, 0.0))
         if failure is not None:
             self.stage.failed(batch)
             source = batch.sources[failure.event_index]
@@ -362,7 +401,7 @@ class PartitionRunner:
                 raise Replay(failure.error)
             return source, failure.error
         self.stage.committed(batch)
-        for outcome in outcomes:
+        for outcome in outcomes if batch.plan.dead_letters else ():
             if outcome.dead is not None:
                 logger.error(
                     "partition %d: dead-lettered %s: %s",
@@ -370,7 +409,8 @@ class PartitionRunner:
                     outcome.entry.id,
                     outcome.dead,
                 )
-        self.failures.forget([outcome.entry.id for outcome in outcomes])
+        if self.failures.counts:
+            self.failures.forget([outcome.entry.id for outcome in outcomes])
         self.processed += len(outcomes)
         self.metrics.entries.inc(len(outcomes))
         self.metrics.events.inc(len(batch.plan.history))

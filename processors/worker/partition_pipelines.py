@@ -16,14 +16,15 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from processors.pipelines.partition_windows import ROUTED_FIELD, Aggregator
-from processors.pipelines.plan import Pipelines, Plan
+from processors.pipelines.plan import PASS_THROUGH, Pipelines, Plan, hops_of
 from processors.pipelines.retention import Retention
-from processors.pipelines.transform import IngestEvent, TopicEvent, group_by_topic
+from processors.pipelines.transform import IngestEvent, TopicEvent
 from processors.worker.dead_letters import dead_letter_record
-from processors.worker.fencing import CommitPlan, Entry, Value
-from processors.worker.history_writes import NO_RETENTION, history_write
+from processors.worker.fencing import CommitPlan, Entry, Fields, Value
+from processors.worker.history_writes import NO_RETENTION, HistoryTargets
 from realtime.core import jsoncodec
 from realtime.core.keys import Keys
 from realtime.core.streamids import parse_id
@@ -39,7 +40,7 @@ ADVANCE_S = 0.2  # how often the timer closes idle topics' windows, at most
 NO_ID = (0, 0)
 
 
-@dataclass
+@dataclass(slots=True)  # one per entry
 class Outcome:
     """What one attempt made of one entry: a plan to commit, or a reason to dead-letter
     it, or a failure to retry."""
@@ -88,6 +89,13 @@ class PartitionPipelines:
     _aggregator: Aggregator | None = None
     _last_checkpoint: float = 0.0  # monotonic; set by `restore`, which comes first
     _last_advance: float = 0.0
+    _targets: HistoryTargets | None = None
+
+    @property
+    def targets(self) -> HistoryTargets:
+        if self._targets is None:
+            self._targets = HistoryTargets(self.keys, self.retention)
+        return self._targets
 
     @property
     def aggregator(self) -> Aggregator:
@@ -109,6 +117,13 @@ class PartitionPipelines:
         if self.planner is not None:
             return self.planner(event, hops)
         return self.pipelines.plan(event, hops)
+
+    def plan_entry(self, event: IngestEvent, fields: Fields) -> Plan:
+        """`plan` for the event of an entry with `fields`; PASS_THROUGH for an event that
+        only passes through (`build` writes the event itself)."""
+        if self.planner is None:
+            return self.pipelines.plan_entry(event, fields)
+        return self.planner(event, hops_of(fields))
 
     def restore(self, fields: Mapping[bytes | str, bytes | str], *, now: float) -> None:
         """Load the checkpoint (HGETALL of `rt:windows:{p}`) at monotonic time `now`;
@@ -221,7 +236,10 @@ class _Building:
         self.sources: list[int] = []
         self.outputs: set[int] = set()
         self.dead_outputs: list[tuple[str, str]] = []
-        self.events: list[TopicEvent] = []
+        # The publishes: each topic's events as clients receive them, topics in
+        # first-seen order, events in their order.
+        self.updates: dict[str, list[dict[str, Any]]] = {}
+        self.write = stage.targets.write
         self.offset, self.routed = stage.offset, stage.routed
         self.last_offset_id = ""
         self.last_routed_id = ""
@@ -234,7 +252,7 @@ class _Building:
         dead-lettered instead."""
         stage, plan = self.stage, self.plan
         for event in new:
-            write = history_write(stage.keys, event, stage.retention)
+            write = self.write(event.topic, event.id, event.ts, event.data)
             if output:
                 error = stage._dead_outputs.get((write.key, write.id))
                 if error is not None:
@@ -244,7 +262,27 @@ class _Building:
                 self.outputs.add(len(plan.history))
             plan.history.append(write)
             self.sources.append(source)
-            self.events.append(event)
+            self._update(event.topic, event.to_wire())
+
+    def _pass(self, event: IngestEvent | TopicEvent, index: int) -> None:
+        """A pass-through event's history write and publish (the per-event path: what
+        `emit` and `_update` do, inlined)."""
+        topic, event_id, ts, data = event.topic, event.id, event.ts, event.data
+        self.plan.history.append(self.write(topic, event_id, ts, data))
+        self.sources.append(index)
+        wire = {"topic": topic, "id": event_id, "ts": ts, "data": data}
+        events = self.updates.get(topic)
+        if events is None:
+            self.updates[topic] = [wire]
+        else:
+            events.append(wire)
+
+    def _update(self, topic: str, event: dict[str, Any]) -> None:
+        events = self.updates.get(topic)
+        if events is None:
+            self.updates[topic] = [event]
+        else:
+            events.append(event)
 
     def entry(self, index: int, outcome: Outcome) -> None:
         stage, plan, entry = self.stage, self.plan, outcome.entry
@@ -253,14 +291,25 @@ class _Building:
             plan.acks.append(entry.id)
             return
         result, event = outcome.plan, outcome.event
+        if result is PASS_THROUGH:  # the common case, inlined: see PASS_THROUGH
+            self._pass(event, index)
+            plan.acks.append(entry.id)
+            return
         if result.passthrough is not None:
-            self.emit([result.passthrough], index, output=False)
-        # Parsed only when compared (pass-through needs neither comparison).
-        entry_id = parse_id(entry.id) if result.feeds or result.routed else NO_ID
+            self._pass(result.passthrough, index)
+        # Parsed only when compared (pass-through needs neither comparison). An entry
+        # id from Redis is always well formed: no validation on this per-event path.
+        entry_id = NO_ID
+        if result.feeds or result.routed:
+            ms, _, seq = entry.id.partition("-")
+            entry_id = (int(ms), int(seq))
         fed_this = False
         if result.feeds and entry_id > self.offset:  # else the checkpoint holds them
+            feed_one = stage.aggregator.feed
             for feed in result.feeds:
-                self.emit(stage.aggregator.feed(feed, event), index)
+                closed = feed_one(feed, event, entry_id)
+                if closed:
+                    self.emit(closed, index)
             self.offset, self.last_offset_id, fed_this = entry_id, entry.id, True
         if result.routed and entry_id > self.routed:  # else they were written already
             for copy in result.routed:
@@ -299,7 +348,7 @@ class _Building:
         self.checkpointed = True
 
     def done(self, encoder: UpdatesEncoder) -> Batch:
-        self.plan.publishes = encoder.encode_updates(group_by_topic(self.events))
+        self.plan.publishes = encoder.encode_updates(list(self.updates.items()))
         return Batch(
             self.plan,
             self.sources,

@@ -26,6 +26,7 @@ from realtime.core.errors import describe
 from realtime.core.keys import (
     CLOSING_EVENT,
     NAMESPACE,
+    PRESENCE_EVENT,
     SUBSCRIBE_EVENT,
     UNSUBSCRIBE_EVENT,
     UPDATE_EVENT,
@@ -38,6 +39,8 @@ Event = dict[str, Any]
 Ack = dict[str, Any]
 EventsHandler = Callable[[list[Event]], Awaitable[None] | None]
 TopicHandler = Callable[[str, Ack], Awaitable[None] | None]
+# (topic, {"count", "at"} and, with the `presence_members` claim, "members", "more_members")
+PresenceHandler = Callable[[str, dict[str, Any]], Awaitable[None] | None]
 RefusedHandler = Callable[[str], Awaitable[None] | None]
 # A token, or a function that returns a fresh one for every connect (tokens expire).
 Token = str | Callable[[], str | Awaitable[str]]
@@ -63,6 +66,9 @@ class SubscribeError(Exception):
 @dataclass
 class _Topic:
     snapshot: int | None
+    presence: bool = False  # ask for `presence` events
+    max_rate: float | None = None  # merged and paced by the server
+    start: int | None = None  # `from` (epoch ms), until the first event or position
     last: StreamId | None = None
     last_id: str | None = None
     acked: asyncio.Future[Ack] = field(
@@ -109,6 +115,7 @@ class RealtimeClient:
         on_gap: TopicHandler | None = None,
         on_error: TopicHandler | None = None,
         on_refused: RefusedHandler | None = None,
+        on_presence: PresenceHandler | None = None,
         transports: Sequence[str] | None = None,
         token: Token | None = None,
         reconnection_delay: float = 0.5,
@@ -121,7 +128,9 @@ class RealtimeClient:
         `on_error(topic, ack)`: the server refused a subscription (it is dropped).
         `token`: the JWT to connect with, or a function returning a fresh one (called
         on every connect). `on_refused(message)`: the server refused a reconnect (an
-        expired token, say); the client stops reconnecting."""
+        expired token, say); the client stops reconnecting. `on_presence(topic, info)`:
+        the viewer count of a topic subscribed with `presence=True` changed (`info`:
+        `count`, `at`, and `members` with the `presence_members` claim)."""
         self.urls = [urls] if isinstance(urls, str) else list(urls)
         if not self.urls:
             raise ValueError("give at least one server URL")
@@ -129,6 +138,8 @@ class RealtimeClient:
         self.on_gap = on_gap
         self.on_error = on_error
         self.on_refused = on_refused
+        self.on_presence = on_presence
+        self._presence: dict[str, int] = {}  # topic -> the latest viewer count
         self.token = token
         self.refusal: str | None = None  # why the server refused the latest connect
         self.closing: dict[str, Any] | None = None  # the server's reason before it closed
@@ -156,6 +167,7 @@ class RealtimeClient:
         self.sio.on("connect_error", self._on_connect_error)
         self.sio.on(CLOSING_EVENT, self._on_closing)
         self.sio.on(UPDATE_EVENT, self._on_update_packet)
+        self.sio.on(PRESENCE_EVENT, self._on_presence)
 
     # -- connection -----------------------------------------------------------------------
 
@@ -285,16 +297,29 @@ class RealtimeClient:
     # -- subscriptions --------------------------------------------------------------------
 
     async def subscribe(
-        self, topic: str, *, since: str | None = None, snapshot: int | None = None
+        self,
+        topic: str,
+        *,
+        since: str | None = None,
+        snapshot: int | None = None,
+        start: int | None = None,
+        presence: bool = False,
+        max_rate: float | None = None,
     ) -> Ack:
         """Follow a topic, now and after every reconnect; returns the first ack.
 
         `since`: the id of the last event you already have (the server replays what came
         after it). `snapshot`: put the newest n events first (on every subscribe without
-        a position, and after a gap). Raises SubscribeError if the server refuses."""
+        a position, and after a gap). `start`: replay from this time (epoch ms, the
+        protocol's `from`; the ack says whether history reached it: `complete`).
+        `presence`: call `on_presence` as the topic's viewer count changes (the ack's
+        count too); `presence(topic)` is the latest. `max_rate`: at most this many
+        updates per second, merged. Raises SubscribeError if the server refuses."""
+        if since is not None and start is not None:
+            raise ValueError("give since or start, not both")
         entry = self._topics.get(topic)
         if entry is None:
-            entry = self._topics[topic] = _Topic(snapshot)
+            entry = self._topics[topic] = _Topic(snapshot, presence, max_rate, start)
         if since is not None:
             entry.last, entry.last_id = parse_id(since), since
         if self.connected:
@@ -303,8 +328,13 @@ class RealtimeClient:
 
     async def unsubscribe(self, topic: str) -> None:
         """Stop following a topic (and forget its last id)."""
+        self._presence.pop(topic, None)
         if self._topics.pop(topic, None) is not None and self.connected:
             await self.sio.call(UNSUBSCRIBE_EVENT, {"topic": topic}, timeout=self.request_timeout)
+
+    def presence(self, topic: str) -> int | None:
+        """The latest viewer count of a topic subscribed with `presence=True`."""
+        return self._presence.get(topic)
 
     def last_id(self, topic: str) -> str | None:
         """The id of the last event of `topic` delivered to you."""
@@ -319,8 +349,14 @@ class RealtimeClient:
         resumed = entry.last_id is not None
         if resumed:
             request["since"] = entry.last_id
+        elif entry.start is not None:
+            request["from"] = entry.start
         if entry.snapshot is not None:
             request["snapshot"] = entry.snapshot
+        if entry.presence:
+            request["presence"] = True
+        if entry.max_rate is not None:
+            request["max_rate"] = entry.max_rate
         answered: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
         async def on_ack(ack: Ack) -> None:
@@ -358,6 +394,8 @@ class RealtimeClient:
             await _call(self.on_gap, topic, ack)
         if not entry.acked.done():
             entry.acked.set_result(ack)
+        if isinstance(ack.get("presence"), dict):
+            await self._on_presence({"topic": topic, **ack["presence"]})
         events = ack.get("events")
         if isinstance(events, list) and events:
             await self._on_update(events)
@@ -371,6 +409,16 @@ class RealtimeClient:
         await asyncio.sleep(entry.retry.next_delay())
         if self._topics.get(topic) is entry and self.connected:
             await self._subscribe(topic)
+
+    async def _on_presence(self, info: Any) -> None:
+        if not isinstance(info, dict) or not isinstance(info.get("count"), int):
+            return
+        topic = str(info.get("topic"))
+        entry = self._topics.get(topic)
+        if entry is None or not entry.presence:
+            return  # unsubscribed meanwhile, or not asked for
+        self._presence[topic] = info["count"]
+        await _call(self.on_presence, topic, {k: v for k, v in info.items() if k != "topic"})
 
     async def _on_update_packet(self, events: list[Event], offset: Any = None) -> None:
         """An `update`: its events and, with recovery on, its offset (the last

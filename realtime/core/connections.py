@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, cast
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelManagedConnection
@@ -101,6 +101,9 @@ def sentinel_primary(target: SentinelTarget, options: dict[str, Any]) -> Sentine
     return client
 
 
+POOL_SIZE = 100  # connections per client at most (redis-py's default)
+
+
 def connect(settings: Settings, *, blocking_ms: int = 0, retries: int = 1) -> Redis:
     """A client (with its own pool) for `settings.redis_url`; no I/O until first use."""
     options = redis_options(settings, blocking_ms=blocking_ms, retries=retries)
@@ -111,5 +114,14 @@ def connect(settings: Settings, *, blocking_ms: int = 0, retries: int = 1) -> Re
         return cast(Redis, RedisCluster.from_url(settings.redis_url, **options))
     if is_sentinel(settings.redis_url):
         return sentinel_primary(parse_sentinel_url(settings.redis_url), options)
-    client: Redis = Redis.from_url(settings.redis_url, **options)
-    return client
+    # A burst of commands (a connect storm: thousands of subscribes reading history at
+    # once) waits for one of the pool's connections instead of failing: redis-py's
+    # plain pool raises "Too many connections" past its 100, which a subscribe
+    # answered `unavailable` (`python -m bench.storm`).
+    pool = BlockingConnectionPool.from_url(
+        settings.redis_url,
+        max_connections=POOL_SIZE,
+        timeout=settings.redis_timeout_s,
+        **options,
+    )
+    return Redis.from_pool(pool)

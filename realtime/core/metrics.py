@@ -28,6 +28,13 @@ LATENCY_BUCKETS = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 )  # fmt: skip
 BATCH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# Seconds, finer at the low end: one stage of an event's path (`StageHistogram`).
+STAGE_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+)  # fmt: skip
+WEB_STAGES = ("queue", "recovery_log", "handout")
+WORKER_STAGES = ("read", "process", "commit")
 # Bytes waiting to be written to one connection (the default bound is 1 MiB).
 BACKLOG_BUCKETS = (0, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304)
 
@@ -41,32 +48,76 @@ def _cumulative(bounds: Sequence[float], counts: Sequence[int]) -> list[tuple[st
     return out
 
 
-class WeightedHistogram(Collector):
-    """A histogram whose `observe` can count one value several times in O(log buckets).
+class Series:
+    """Bucket counts and a sum, whose `observe` can count one value several times in
+    O(log buckets). Not thread-safe: observed and collected on the process's one event
+    loop."""
 
-    Not thread-safe: it is observed and collected on the process's one event loop."""
+    __slots__ = ("bounds", "counts", "sum")
 
-    def __init__(
-        self, name: str, documentation: str, buckets: Sequence[float], registry: CollectorRegistry
-    ) -> None:
-        self.name = name
-        self.documentation = documentation
+    def __init__(self, buckets: Sequence[float]) -> None:
         self.bounds = sorted(buckets)
         self.counts = [0] * (len(self.bounds) + 1)
         self.sum = 0.0
-        registry.register(self)
 
     def observe(self, value: float, count: int = 1) -> None:
         self.counts[bisect.bisect_left(self.bounds, value)] += count
         self.sum += value * count
 
+    def cumulative(self) -> list[tuple[str, float]]:
+        return _cumulative(self.bounds, self.counts)
+
+
+class WeightedHistogram(Series, Collector):
+    """A histogram metric of one `Series` (a fan-out batch sent to a thousand connections
+    is one `observe`, not a thousand)."""
+
+    def __init__(
+        self, name: str, documentation: str, buckets: Sequence[float], registry: CollectorRegistry
+    ) -> None:
+        super().__init__(buckets)
+        self.name = name
+        self.documentation = documentation
+        registry.register(self)
+
     def collect(self) -> Iterator[Metric]:
         yield HistogramMetricFamily(
-            self.name,
-            self.documentation,
-            buckets=_cumulative(self.bounds, self.counts),
-            sum_value=self.sum,
+            self.name, self.documentation, buckets=self.cumulative(), sum_value=self.sum
         )
+
+
+class StageHistogram(Collector):
+    """`realtime_stage_seconds{stage}`: the time live events spend in each stage of the
+    data path (see `WebMetrics` and `WorkerMetrics` for the stages each process
+    observes), so that an operator (and `python -m bench.latency`) can see where the
+    milliseconds of the end-to-end latency go. Weighted like `WeightedHistogram`."""
+
+    NAME = "realtime_stage_seconds"
+    DOC = (
+        "Live events, per stage of their path. The worker's, one observation per batch: "
+        "read (from ingest accepting the batch's oldest entry, its id's time, to the "
+        "worker holding it), process (from the read to the commit being sent), commit "
+        "(the commit's round trip: history, fan-out publish, ack). The web's, one per "
+        "event and client: queue (from receiving the fan-out message to the start of its "
+        "hand-out: the batching tick, hand-outs before it), recovery_log (the hand-out "
+        "waiting for its recovery-log entry to be written), handout (from the start of "
+        "the hand-out to the event being handed to the client's connection, the "
+        "recovery-log wait included)."
+    )
+    _labelnames = ("stage",)  # for docs/gen.py
+
+    def __init__(self, stages: Sequence[str], registry: CollectorRegistry) -> None:
+        self.stages = {stage: Series(STAGE_BUCKETS) for stage in stages}
+        registry.register(self)
+
+    def __getitem__(self, stage: str) -> Series:
+        return self.stages[stage]
+
+    def collect(self) -> Iterator[Metric]:
+        family = HistogramMetricFamily(self.NAME, self.DOC, labels=["stage"])
+        for stage, series in self.stages.items():
+            family.add_metric([stage], series.cumulative(), sum_value=series.sum)
+        yield family
 
 
 class SnapshotHistogram(Collector):
@@ -165,6 +216,8 @@ class WebMetrics(ProcessMetrics):
             ["path"],
             registry=r,
         )
+        # looked up once (a bound method: not a metric of its own for docs/gen.py)
+        self._count_live = self.events_delivered.labels("live").inc
         self.events_dropped = Counter(
             "realtime_events_dropped",
             "Topic events not handed to a subscribed client, by reason.",
@@ -184,6 +237,7 @@ class WebMetrics(ProcessMetrics):
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.stage = StageHistogram(WEB_STAGES, r)
         self.ingest_requests = Counter(
             "realtime_ingest_requests",
             "POST /api/v1/events requests, by response status.",
@@ -242,7 +296,7 @@ class WebMetrics(ProcessMetrics):
         `now_ms`: taken once per batch, since handing a frame over never suspends."""
         if clients <= 0 or not ids_ms:
             return
-        self.events_delivered.labels("live").inc(len(ids_ms) * clients)
+        self._count_live(len(ids_ms) * clients)
         for ms in ids_ms:
             self.delivery_latency.observe(max(now_ms - ms, 0.0) / 1000, clients)
 
@@ -278,6 +332,7 @@ class WorkerMetrics(ProcessMetrics):
             ["pipeline", "reason"],
             registry=r,
         )
+        self.stage = StageHistogram(WORKER_STAGES, r)
         self.batch_duration = Histogram(
             "realtime_worker_batch_duration_seconds",
             "Processing one batch read from a partition, through its commit.",

@@ -21,6 +21,7 @@ from realtime.core.topics import is_valid_topic
 
 UPDATE = "update"
 GAP = "gap"
+RANGE = "range"  # a topic replayed from a time (`from`): where its replay starts
 HEARTBEAT = b": ping\n\n"
 
 
@@ -53,7 +54,12 @@ def message(event: str, data: Any, position: str | None = None) -> bytes:
     """One SSE message: its `event:`, its `id:` (if any) and one line of JSON `data:`
     (orjson never writes a raw line break)."""
     head = f"event: {event}\n" + (f"id: {position}\n" if position is not None else "")
-    return head.encode() + b"data: " + orjson.dumps(data) + b"\n\n"
+    return head.encode() + data_line(data)
+
+
+def data_line(data: Any) -> bytes:
+    """A message's last line and its end: made once per event for all its readers."""
+    return b"data: " + orjson.dumps(data) + b"\n\n"
 
 
 def position_only(position: str) -> bytes:

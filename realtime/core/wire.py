@@ -13,6 +13,8 @@ import uuid
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+import orjson
+
 from realtime.core import jsoncodec
 from realtime.core.keys import NAMESPACE, UPDATE_EVENT, Keys
 from realtime.core.settings import Settings
@@ -42,22 +44,43 @@ def update_message(topic: str, events: list[dict[str, Any]], host_id: str) -> di
     }
 
 
+_MEMO_LIMIT = 100_000  # topics come from producers: stay bounded
+
+
 class UpdateEncoder:
-    """(channel, message) per (topic, events): what to PUBLISH for one `update` each."""
+    """(channel, message) per (topic, events): what to PUBLISH for one `update` each.
+
+    The bytes are exactly `jsoncodec.dumpb(update_message(...))` (tests/test_wire.py),
+    put together from pieces: the worker publishes about one message per event, and the
+    message's fixed keys are encoded once, not once per message."""
 
     def __init__(self, keys: Keys, host_id: str | None = None) -> None:
         self.keys = keys
         self.host_id = host_id if host_id is not None else uuid.uuid4().hex
+        self._head = b'{"method":"emit","event":%s,"data":' % jsoncodec.dumpb(UPDATE_EVENT)
+        self._room = b',"binary":false,"namespace":%s,"room":' % jsoncodec.dumpb(NAMESPACE)
+        self._tail = b',"skip_sid":null,"callback":null,"host_id":%s,"sent_at":' % (
+            jsoncodec.dumpb(self.host_id)
+        )
+        self._topics: dict[str, tuple[str, bytes]] = {}  # topic -> (channel, room JSON)
 
     @classmethod
     def of(cls, settings: Settings) -> UpdateEncoder:
         return cls(Keys.of(settings))
 
     def encode_updates(self, batches: Updates) -> list[tuple[str, bytes]]:
-        return [
-            (
-                self.keys.topic_channel(topic),
-                jsoncodec.dumpb(update_message(topic, events, self.host_id)),
-            )
-            for topic, events in batches
-        ]
+        head, room, topics, dumpb = self._head, self._room, self._topics, orjson.dumps
+        # When they were published (the commit follows at once): one time for the lot.
+        tail = b"%s%s}" % (self._tail, dumpb(time.time()))
+        out = []
+        for topic, events in batches:
+            known = topics.get(topic)
+            if known is None:
+                if len(topics) >= _MEMO_LIMIT:
+                    topics.clear()
+                known = topics[topic] = (self.keys.topic_channel(topic), dumpb(topic))
+            # `data` is [events]; encoded at the depth the whole message puts it (one
+            # list more, sliced off), so data too deep for the message fails as before.
+            data = dumpb([[events]])[1:-1]
+            out.append((known[0], b"".join((head, data, room, known[1], tail))))
+        return out

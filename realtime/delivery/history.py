@@ -18,6 +18,7 @@ from realtime.core.keys import HISTORY_DATA_FIELD as DATA_FIELD
 from realtime.core.keys import HISTORY_TS_FIELD as TS_FIELD
 from realtime.core.keys import Keys
 from realtime.core.streamids import ZERO, StreamId, before, format_id, parse_id
+from realtime.delivery.coalesce import Coalesced
 
 WireEvent = dict[str, Any]
 RawEntry = tuple[bytes | str, Mapping[bytes, bytes]]
@@ -103,10 +104,17 @@ class ResumePoint:
 
 
 class HistoryReader:
+    """The reads of a topic's history. `resume`, `after` and `latest` asked for with the
+    same arguments in one turn of the event loop share one read (`coalesce.py`: a
+    connect storm's subscribes); what they return is shared: read it, do not change it."""
+
     def __init__(self, redis: Redis, keys: Keys, maxlen: int) -> None:
         self.redis = redis
         self.keys = keys
         self.maxlen = maxlen
+        self._resume = Coalesced(self._read_resume)
+        self._after = Coalesced(self._read_after)
+        self._latest = Coalesced(self._read_latest)
 
     def _decode(self, topic: str, entries: Sequence[RawEntry]) -> list[WireEvent]:
         return [decode_event(topic, i, f) for i, f in entries]
@@ -114,6 +122,14 @@ class HistoryReader:
     async def resume(self, topic: str, since: StreamId, count: int, latest: int) -> ResumePoint:
         """Whether history covers `since`, the first `count` events after it and the
         newest `latest` events, read in one transaction so they agree."""
+        point = await self._resume((topic, since, count), latest)
+        if len(point.latest) <= latest:
+            return point
+        newest = point.latest[len(point.latest) - latest :]
+        return ResumePoint(point.recovered, point.page, newest, point.extent)
+
+    async def _read_resume(self, asked: tuple[str, StreamId, int], latest: int) -> ResumePoint:
+        topic, since, count = asked
         key = self.keys.topic(topic)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.xrange(key, min=f"({format_id(since)}", count=count)
@@ -130,6 +146,11 @@ class HistoryReader:
 
     async def after(self, topic: str, after: StreamId, count: int) -> list[WireEvent]:
         """Up to `count` events after `after`, oldest first."""
+        page = await self._after((topic, after), count)
+        return page[:count] if len(page) > count else page
+
+    async def _read_after(self, asked: tuple[str, StreamId], count: int) -> list[WireEvent]:
+        topic, after = asked
         page: Any = await self.redis.xrange(
             self.keys.topic(topic), min=f"({format_id(after)}", count=count
         )
@@ -159,5 +180,9 @@ class HistoryReader:
 
     async def latest(self, topic: str, count: int) -> list[WireEvent]:
         """The newest `count` events, oldest first."""
+        newest = await self._latest(topic, count)
+        return newest[len(newest) - count :] if len(newest) > count else newest
+
+    async def _read_latest(self, topic: str, count: int) -> list[WireEvent]:
         entries: Any = await self.redis.xrevrange(self.keys.topic(topic), count=count)
         return self._decode(topic, entries[::-1])

@@ -75,7 +75,11 @@ class Delivery:
         self.metrics = metrics if metrics is not None else WebMetrics()
         self._tasks: set[asyncio.Task[None]] = set()
         self._pending: dict[str, list[WireEvent]] = {}  # topic -> events within the tick
-        self._queue: deque[Batch] = deque()  # batches to hand out, in order
+        # topic -> (sum of the pending events' arrival times, their count): their mean
+        # arrival, for the `queue` stage of the metrics
+        self._arrived: dict[str, tuple[float, int]] = {}
+        # batches to hand out, in order, with their (mean) arrival time (monotonic)
+        self._queue: deque[tuple[Batch, float]] = deque()
         self._next_flush = 0.0  # loop time: pending events wait until then (see `live`)
         self._sender: asyncio.Task[None] | None = None  # hands out the queue while it has any
         self.recorder = recorder
@@ -146,6 +150,10 @@ class Delivery:
         self.sio.traffic.sent(1, len(frame))
 
     async def live(self, topic: str, events: list[WireEvent]) -> None:
+        """`offer`, as a coroutine."""
+        self.offer(topic, events)
+
+    def offer(self, topic: str, events: list[WireEvent]) -> None:
         """A fan-out batch of one topic for the local members of its room.
 
         With a batch tick, events that arrive a tick or more after the last batch was
@@ -154,14 +162,19 @@ class Delivery:
         per topic. Without one, each fan-out message is its own packet."""
         self.metrics.events_received.inc(len(events))
         self.streams.live(topic, events)
+        now = time.monotonic()
         if self.batch_tick_s <= 0:
-            self._queue.append(Batch.of(topic, events))
+            self._queue.append((Batch.of(topic, events), now))
         else:
             pending = self._pending.get(topic)
+            n = len(events)
             if pending is None:
                 self._pending[topic] = list(events)
+                self._arrived[topic] = (now * n, n)
             else:
                 pending += events
+                total, count = self._arrived[topic]
+                self._arrived[topic] = (total + now * n, count + n)
         if self._sender is None:
             self._sender = asyncio.create_task(self._send_queued())
             self._sender.add_done_callback(self._sent)
@@ -172,10 +185,9 @@ class Delivery:
         calls (`python -m bench --scenarios fanout`), and ingest requests, fan-out
         messages and acks would wait behind all of it. Batches stay in order; a
         connection's events are decided and handed over together, so its packets stay
-        in order too."""
+        in order too. With recovery on, every batch queued is numbered at once and
+        their log entries written in one round trip (`_number`)."""
         loop = asyncio.get_running_loop()
-        recorder = self.recorder
-        since: int | None = None
         try:
             while True:
                 if not self._queue:
@@ -185,25 +197,15 @@ class Delivery:
                     if wait > 0:
                         await asyncio.sleep(wait)
                     pending, self._pending = self._pending, {}
-                    self._queue.extend(Batch.merged(t, e) for t, e in pending.items())
-                batch = self._queue.popleft()
-                if batch.events:
-                    version, members = self._route(batch.topic)
-                    shared: Frame | None = None
-                    offset: str | None = None
-                    for start in range(0, len(members), SLICE):
-                        if start:
-                            await asyncio.sleep(0)
-                        if recorder is not None:
-                            now, since = await self._numbered(recorder, batch, offset, since)
-                            if now != offset:
-                                offset, shared = now, None
-                        current = self._version() == version
-                        part = members[start : start + SLICE]
-                        shared = self._deliver(batch, part, shared, current, offset)
-                    if recorder is not None:
-                        recorder.handed_out()
-                        since = None
+                    arrived, self._arrived = self._arrived, {}
+                    self._queue.extend(
+                        (Batch.merged(t, e), arrived[t][0] / max(arrived[t][1], 1))
+                        for t, e in pending.items()
+                    )
+                group = [(batch, at) for batch, at in self._queue if batch.events]
+                self._queue.clear()
+                if group:
+                    await self._hand_out([batch for batch, _ in group], [at for _, at in group])
                 if not self._queue:
                     # The tick runs from the end of what was handed out: under load,
                     # what arrives meanwhile waits for it and goes out together.
@@ -211,26 +213,72 @@ class Delivery:
         finally:
             self._sender = None
 
-    async def _numbered(
-        self, recorder: Recorder, batch: Batch, offset: str | None, since: int | None
-    ) -> tuple[str, int | None]:
-        """The offset of a batch's frame for its next slice of members: the previous
-        slice's if nothing was logged since (see `Recorder.shared`), else a new entry,
-        written to Redis before any client can get the frame (a SIGKILL then cannot
-        lose the entry of a frame a client has), and numbered again if anything was
-        logged while it was being written."""
+    async def _hand_out(self, group: list[Batch], received: list[float]) -> None:
+        """Hand out batches, in order, returning to the event loop after every SLICE
+        connections (a big room's batch in slices, small rooms' batches together).
+        `received`: when each batch's events arrived (their mean, monotonic), for the
+        stage metrics (realtime_stage_seconds: queue, recovery_log, handout)."""
+        recorder = self.recorder
+        stage = self.metrics.stage
+        started = time.monotonic()
+        offsets: list[str | None] = [None] * len(group)
+        numbered = 0  # the log's entry count when the offsets were made
+        logged = 0.0  # waited for the recovery log so far
+        if recorder is not None:
+            numbered = await self._number(recorder, group, offsets, 0)
+            logged = time.monotonic() - started
+        handed = 0
+        try:
+            for i, batch in enumerate(group):
+                version, members = self._route(batch.topic)
+                n = len(batch.events)
+                stage["queue"].observe(max(started - received[i], 0.0), n * len(members))
+                shared: Frame | None = None
+                for start in range(0, len(members), SLICE):
+                    if handed >= SLICE:
+                        handed = 0
+                        await asyncio.sleep(0)
+                    if recorder is not None and recorder.n != numbered:
+                        # Logged since (a frame of one connection's own, a subscribe):
+                        # a connection may have an offset after these; number the rest
+                        # again, so each connection's offsets keep increasing.
+                        waited = time.monotonic()
+                        numbered = await self._number(recorder, group, offsets, i)
+                        logged += time.monotonic() - waited
+                        shared = None
+                    current = self._version() == version
+                    part = members[start : start + SLICE]
+                    shared = self._deliver(batch, part, shared, current, offsets[i])
+                    handed += len(part)
+                    weight = n * len(part)
+                    stage["handout"].observe(time.monotonic() - started, weight)
+                    if recorder is not None:
+                        stage["recovery_log"].observe(logged, weight)
+        finally:
+            if recorder is not None:
+                recorder.handed_out()
+
+    async def _number(
+        self, recorder: Recorder, group: list[Batch], offsets: list[str | None], first: int
+    ) -> int:
+        """Give the batches from `first` on their frames' offsets (a log entry each),
+        written to Redis in one round trip before any client can get a frame (a SIGKILL
+        then cannot lose the entry of a frame a client has), and numbered again if
+        anything was logged while they were being written. Returns the log's entry
+        count then."""
         while True:
-            now = recorder.shared(batch.topic, batch.ids[-1], since)
-            if now == offset:
-                return now, since
-            offset, since = now, recorder.n
+            for i in range(first, len(group)):
+                offsets[i] = recorder.shared(group[i].topic, group[i].ids[-1])
+            numbered = recorder.n
             if self.log_written is None:
-                return now, since
+                return numbered
             try:
                 await self.log_written()
             except (RedisError, OSError) as exc:  # delivery goes on; the log catches up
                 logger.debug("recovery log not written before a hand-out: %s", exc)
-                return now, since
+                return numbered
+            if recorder.n == numbered:
+                return numbered
 
     def _version(self) -> Version:
         return (self.sio.manager.room_changes, self.subs.changes)
@@ -430,6 +478,8 @@ class Delivery:
         if self.presence is None:
             return
         self.presence.watch(sid, topic, members)
+        if self.recorder is not None:
+            self.recorder.watched(sid, topic)
         try:
             now: dict[str, Any] = {"count": await self.presence.count(topic)}
             if members:

@@ -14,6 +14,8 @@ depends on, numbered 1, 2, 3...:
   several (a page of history), or shared (no tag: to every connection *live* on the
   topic when the entry was made, the fan-out fast path);
 - `S` subscribe (absolute position, max_rate), `P` its position set, `U` unsubscribe;
+- `W` the subscription also watches presence (until its next `S`: a subscribe again
+  without `presence` stops it); instances that predate it skip it;
 - `L` the subscription went live (shared frames reach it from now), `O` it went off
   (a catch-up or a slow client: they no longer do).
 
@@ -38,6 +40,7 @@ from typing import Any
 from realtime.core.streamids import StreamId, StreamIdError, format_id, parse_id
 
 FRAME, SUBSCRIBE, POSITION, UNSUBSCRIBE, LIVE, OFF = "F", "S", "P", "U", "L", "O"
+WATCH = "W"
 RESET = "R"  # where a live subscription truly is, before a frame made mid-hand-out
 NONE = "-"
 _ALNUM = "abcdefghijklmnopqrstuvwxyz0123456789"
@@ -110,6 +113,10 @@ class TopicState:
     live: bool = False  # shared frames of the topic reach it
     max_rate: float | None = None
     since: int = 0  # the entry it went live at (`Recorder` only: not written)
+    watch: bool = False  # it gets `presence` events
+
+    def copy(self) -> TopicState:
+        return TopicState(self.pos, self.live, self.max_rate, self.since, self.watch)
 
     def advance(self, to: StreamId) -> None:
         if self.pos is None or to > self.pos:
@@ -126,10 +133,19 @@ def dump_state(state: State) -> dict[str, list[Any]]:
     }
 
 
-def load_state(data: Mapping[str, Any]) -> State:
+def dump_watches(state: State) -> list[str]:
+    """The topics watched for presence: a record field of its own (`w`), which instances
+    that predate it ignore."""
+    return sorted(t for t, s in state.items() if s.watch)
+
+
+def load_state(data: Mapping[str, Any], watches: Iterable[str] = ()) -> State:
     out: State = {}
     for topic, (pos, live, max_rate) in data.items():
         out[topic] = TopicState(None if pos is None else parse_id(pos), bool(live), max_rate)
+    for topic in watches:
+        if topic in out:
+            out[topic].watch = True
     return out
 
 
@@ -159,6 +175,10 @@ def apply(state: State, entry: Entry, n: int = 0, *, frames: bool = True) -> Non
     so only what it asked for counts (subscriptions and where they start)."""
     kind, topic = entry.kind, entry.topic
     pos = None if entry.pos == NONE else parse_id(entry.pos)
+    if kind == WATCH:
+        if topic in state:
+            state[topic].watch = True
+        return
     if kind == SUBSCRIBE:
         rate = None if entry.rate == NONE else float(entry.rate)
         state[topic] = TopicState(pos, False, rate)
@@ -204,7 +224,7 @@ def replay(
     unsubscribe) up to the log's end, for it may have asked after its last frame.
     `chunks`: (first entry number, encoded entries) in log order. Raises LogGap if an
     entry up to `upto` is missing."""
-    out = {t: TopicState(s.pos, s.live, s.max_rate) for t, s in state.items()}
+    out = {t: s.copy() for t, s in state.items()}
     expected = None
     for first, lines in chunks:
         if expected is not None and first != expected:
@@ -223,12 +243,13 @@ def replay(
     return out
 
 
-# A checkpoint as the recorder keeps it, until written: (n, s, a, topics, final), the
-# record's fields besides the epoch and the tag (`Recorder._record`). Tuples and one
-# shared empty topics map: a dict per checkpoint, three per connection, were about
+# A checkpoint as the recorder keeps it, until written: (n, s, a, topics, watches,
+# final), the record's fields besides the epoch and the tag (`Recorder._record`).
+# Tuples and shared empty maps: a dict per checkpoint, three per connection, were about
 # 0.7 KiB of an idle connection (tracemalloc, `python -m bench.idle_heap`).
-Kept = tuple[int, int, str, dict[str, list[Any]], bool]
+Kept = tuple[int, int, str, dict[str, list[Any]], list[str], bool]
 _NO_TOPICS: dict[str, list[Any]] = {}  # never changed: records are only encoded
+_NO_WATCHES: list[str] = []  # the same
 
 
 @dataclass(slots=True)
@@ -276,7 +297,10 @@ class Recorder:
     _tags: int = 0
     # topic -> (entry, id) of the newest shared frame: applied lazily to live connections
     _shared: dict[str, tuple[int, StreamId]] = field(default_factory=dict)
-    _handing_out: str | None = None  # the topic of a shared frame being handed out
+    _handing_out: set[str] = field(default_factory=set)  # topics of shared frames
+    # connections whose record is due whatever changed: new ones (first record) and
+    # closed ones (last record), so `checkpoints(changed=False)` need not scan them all
+    _fresh: set[str] = field(default_factory=set)
 
     def _add(self, entry: Entry) -> int:
         self.n += 1
@@ -304,6 +328,7 @@ class Recorder:
         # when its client comes back: each writes its own record.)
         base = self._kept(state, self.n, False)
         self._connections[sid] = Connection(tag, pid, state, origin=origin, base=base, cp=base)
+        self._fresh.add(sid)
         return self.offset()
 
     def pid(self, sid: str) -> str | None:
@@ -321,9 +346,11 @@ class Recorder:
         conn = self._connections.get(sid)
         if conn is not None:
             conn.closed = True
+            self._fresh.add(sid)
 
     def _kept(self, state: State, since: int, final: bool) -> Kept:
-        return (self.n, since, self.flushed_id, dump_state(state) or _NO_TOPICS, final)
+        topics = dump_state(state) or _NO_TOPICS
+        return (self.n, since, self.flushed_id, topics, dump_watches(state) or _NO_WATCHES, final)
 
     def _record(self, conn: Connection) -> dict[str, Any]:
         """The connection's session record, as written to Redis."""
@@ -331,8 +358,8 @@ class Recorder:
         def checkpoint(kept: Kept | None) -> dict[str, Any] | None:
             if kept is None:
                 return None
-            n, s, a, t, f = kept
-            return {"e": self.epoch, "n": n, "s": s, "a": a, "c": conn.tag, "t": t, "f": f}
+            n, s, a, t, w, f = kept
+            return {"e": self.epoch, "n": n, "s": s, "a": a, "c": conn.tag, "t": t, "w": w, "f": f}
 
         return {
             "base": checkpoint(conn.base),
@@ -358,11 +385,20 @@ class Recorder:
         sent) and the first (`base`); each holds from entry `s` (its state was the same
         since) to `n`."""
         out = []
-        for sid, conn in list(self._connections.items()):
+        if changed:
+            due = list(self._connections.items())
+        else:  # only the new and the closed: a flush per fan-out hand-out comes here
+            found = ((sid, self._connections.get(sid)) for sid in self._fresh)
+            fresh = [(sid, conn) for sid, conn in found if conn is not None]
+            due = sorted(fresh, key=lambda item: int(item[1].tag, 16))  # connect order
+        self._fresh.clear()
+        for sid, conn in due:
             if not (changed or conn.closed or conn.written is None):
                 continue
-            topics = dump_state(self._state(conn))
-            text = repr(topics) if topics else "{}"  # one shared string for most
+            state = self._state(conn)
+            text = repr((dump_state(state), dump_watches(state)))
+            if text == "({}, [])":
+                text = "({}, [])"  # one shared string for most
             if text != conn.written or all_due or conn.closed:
                 assert conn.cp is not None
                 # final: the connection's entries end here
@@ -386,39 +422,49 @@ class Recorder:
 
     def shared(self, topic: str, last: StreamId, since: int | None = None) -> str:
         """A fan-out frame of `topic` up to `last`, for every connection live on it;
-        returns its offset. With `since` (the entry of the same hand-out's frame so
-        far): that offset again if nothing was logged since, so the frame stays the
-        same bytes; else a new entry (a connection may have been sent something
-        numbered after it, and its offsets must increase)."""
-        self._handing_out = topic
+        returns its offset. The topic counts as being handed out until `handed_out`
+        (several frames may be numbered together, to be written in one round trip).
+        With `since` (the entry of the same hand-out's frame so far): that offset
+        again if nothing was logged since, so the frame stays the same bytes; else a
+        new entry (a connection may have been sent something numbered after it, and
+        its offsets must increase)."""
+        self._handing_out.add(topic)
         if since is not None and since == self.n:
             return str(Offset(self.epoch, since))
-        n = self._add(Entry(FRAME, NONE, topic, format_id(last)))
+        # `_add(Entry(FRAME, NONE, topic, ...))` spelled out: one per fan-out batch
+        self.n = n = self.n + 1
+        self.pending.append(f"{FRAME} {NONE} {topic} {last[0]}-{last[1]} {NONE}")
+        if len(self.pending) == 1:
+            self.notify()
         old = self._shared.get(topic)
         if old is None or last >= old[1]:
             self._shared[topic] = (n, last)
-        return str(Offset(self.epoch, n))
+        return f"{self.epoch}.{n:x}"
 
     def handed_out(self) -> None:
-        """The shared frame's hand-out is over (every member had it or was skipped)."""
-        self._handing_out = None
+        """The shared frames' hand-out is over (every member had them or was skipped)."""
+        self._handing_out.clear()
 
     def frame(self, sids: list[str], topic: str, last: StreamId) -> str | None:
         """A frame of `topic` up to `last` to some connections; returns its offset.
 
-        While a shared frame is being handed out (between two slices of a big room), a
-        connection not reached yet must not count as having it: its entry says it has
-        if the connection is live on that topic, and this frame's offset comes after
-        it. So a `RESET` entry with where the connection truly is goes first."""
+        While shared frames are being handed out (between two slices of a big room, or
+        of the frames numbered together), a connection not reached yet must not count
+        as having one: its entry says it has if the connection is live on that topic,
+        and this frame's offset comes after it. So a `RESET` entry with where the
+        connection truly is goes first (for a topic already handed out it says what
+        the entries say: harmless)."""
         tags = []
+        handing_out = self._handing_out
         for sid in sids:
             conn = self._connections.get(sid)
             if conn is None:
                 continue
             tags.append(conn.tag)
-            out = self._handing_out
-            if out is not None and out in conn.state and conn.state[out].live:
-                self.changed(sid, RESET, out, self.position(sid, out), None)
+            if handing_out:
+                for out in sorted(handing_out.intersection(conn.state)):
+                    if conn.state[out].live:
+                        self.changed(sid, RESET, out, self.position(sid, out), None)
             state = conn.state.get(topic)
             if state is not None:
                 state.advance(last)
@@ -426,6 +472,13 @@ class Recorder:
             return None
         self._add(Entry(FRAME, ",".join(tags), topic, format_id(last)))
         return str(self.offset())
+
+    def watched(self, sid: str, topic: str) -> None:
+        """The subscription of `topic` watches presence now (after its `S` entry)."""
+        conn = self._connections.get(sid)
+        if conn is not None:
+            entry = Entry(WATCH, conn.tag, topic, NONE)
+            apply(conn.state, entry, self._add(entry))
 
     def changed(
         self, sid: str, kind: str, topic: str, pos: StreamId | None, max_rate: float | None
@@ -472,13 +525,14 @@ def resolve(
     return max(fitting, key=lambda r: int(r["n"])), offset.n
 
 
-def positions(state: State) -> dict[str, tuple[StreamId, float | None]] | None:
-    """Where to resume each topic; None if one has no position (cannot be replayed)."""
+def positions(state: State) -> dict[str, tuple[StreamId, float | None, bool]] | None:
+    """Where to resume each topic, its max_rate and whether it watches presence; None if
+    one has no position (cannot be replayed)."""
     out = {}
     for topic, s in state.items():
         if s.pos is None:
             return None
-        out[topic] = (s.pos, s.max_rate)
+        out[topic] = (s.pos, s.max_rate, s.watch)
     return out
 
 

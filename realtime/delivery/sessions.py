@@ -25,7 +25,7 @@ import time
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from realtime.core import jsoncodec
 from realtime.core.backoff import Backoff
@@ -61,8 +61,10 @@ class SessionStore:
         self.record_ttl_ms = self.window_ms + int(self.refresh_s * 1000)
         self.log_ttl_ms = self.record_ttl_ms + self.window_ms + int(CHECKPOINT_S * 2000)
         self._write = redis.register_script(_WRITE)
+        self._loaded = False  # _WRITE is known to Redis (every primary of a cluster)
         self._kick = asyncio.Event()
-        self._lock = asyncio.Lock()
+        self._lock = asyncio.Lock()  # log writes, one at a time
+        self._records_lock = asyncio.Lock()  # record writes, one batch at a time
         self._closing = False
         self._task: asyncio.Task[None] | None = None
         self._last_ms = 0
@@ -101,26 +103,43 @@ class SessionStore:
                 await asyncio.sleep(delay)
 
     async def flush(self, *, final: bool = False) -> None:
-        """Write the pending entries, then the checkpoints that are due (one write at a
-        time: the log's stream ids must arrive in order)."""
+        """Write the pending entries, then the checkpoints that are due. Entries go one
+        write at a time (the log's stream ids must arrive in order); records after the
+        entries they count on, one batch at a time, without holding up the entries that
+        follow (a batch of records can be a script call per connection)."""
         async with self._lock:
-            await self._flush(final=final)
+            checkpoints = await self._flush(final=final, records=True)
+        if checkpoints:
+            async with self._records_lock:
+                await self._write_records(checkpoints)
 
-    async def _flush(self, *, final: bool) -> None:
+    async def write_log(self) -> None:
+        """Write the pending entries only: what a fan-out hand-out waits for. The
+        records stay with the writer task (`flush`)."""
+        async with self._lock:
+            await self._flush(final=False, records=False)
+
+    async def _flush(self, *, final: bool, records: bool) -> list[Checkpoint]:
+        """Write the pending entries; returns the checkpoints due now (`records`)."""
         recorder = self.recorder
         first, lines = recorder.take_pending()
         now = time.monotonic()
         due = final or now - self._checkpointed >= CHECKPOINT_S
         refresh = now - self._refreshed >= self.refresh_s
+        checkpoints: list[Checkpoint] = []
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                if lines:
-                    self._add_log(pipe, first, lines)
+            entry = self._log_entry(first, lines) if lines else None
+            if records:
                 checkpoints = recorder.checkpoints(changed=due, all_due=due and refresh)
-                for checkpoint in checkpoints:
-                    await self._add_record(pipe, checkpoint, claim=False)
-                if lines or checkpoints:
+            if entry is not None and self._expire_due():
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    pipe.xadd(*entry[:2], **entry[2])
+                    pipe.pexpire(entry[0], self.log_ttl_ms)
                     await pipe.execute()
+            elif entry is not None:
+                # Most writes (one per fan-out hand-out): one command, since a
+                # pipeline's machinery costs as much again in the web's CPU.
+                await self.redis.xadd(*entry[:2], **entry[2])
         except BaseException:
             if lines:  # written again next time, in order (or dropped past the bound)
                 recorder.pending[:0] = lines
@@ -130,25 +149,44 @@ class SessionStore:
                     recorder.pending_from += len(recorder.pending)
                     recorder.pending = []
             raise
-        if due:
+        if records and due:
             self._checkpointed = now
             if refresh:
                 self._refreshed = now
+        return checkpoints
 
-    def _add_log(self, pipe: Any, first: int, lines: list[str]) -> None:
+    async def _write_records(self, checkpoints: list[Checkpoint]) -> None:
+        await self._load_script()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for checkpoint in checkpoints:
+                await self._add_record(pipe, checkpoint, claim=False)
+            try:
+                await pipe.execute()
+            except NoScriptError:
+                self._loaded = False
+                raise
+
+    def _log_entry(
+        self, first: int, lines: list[str]
+    ) -> tuple[str, dict[Any, Any], dict[str, Any]]:
+        """The XADD of the pending entries: key, fields, options."""
         # A stream id that grows with the entries: <ms>-<number of the last entry>.
         self._last_ms = max(self._last_ms, int(time.time() * 1000))
         last = first + len(lines) - 1
         entry_id = f"{self._last_ms}-{last}"
         key = self.keys.recovery_log(self.recorder.epoch)
-        fields = {"a": str(first), "e": "\n".join(lines)}
+        fields: dict[Any, Any] = {"a": str(first), "e": "\n".join(lines)}
         minid = max(0, self._last_ms - self.log_ttl_ms)
-        pipe.xadd(key, fields, id=entry_id, minid=minid, approximate=True)
-        if self._last_ms - self._expire_set_ms >= 1000:  # the TTL is minutes: once a second
-            pipe.pexpire(key, self.log_ttl_ms)
-            self._expire_set_ms = self._last_ms
         self.recorder.flushed_id = entry_id
         self.writes += 1
+        return key, fields, {"id": entry_id, "minid": minid, "approximate": True}
+
+    def _expire_due(self) -> bool:
+        """Whether the log's TTL is to be set again (it is minutes: once a second)."""
+        if self._last_ms - self._expire_set_ms >= 1000:
+            self._expire_set_ms = self._last_ms
+            return True
+        return False
 
     async def _add_record(self, pipe: Any, checkpoint: Checkpoint, *, claim: bool) -> None:
         ttl = self.window_ms if checkpoint.final else self.record_ttl_ms
@@ -161,9 +199,22 @@ class SessionStore:
 
     async def claim(self, checkpoint: Checkpoint) -> None:
         """Make a recovering connection the session's owner, before it is answered."""
+        await self._load_script()
         async with self.redis.pipeline(transaction=False) as pipe:
             await self._add_record(pipe, checkpoint, claim=True)
-            await pipe.execute()
+            try:
+                await pipe.execute()
+            except NoScriptError:
+                self._loaded = False
+                raise
+
+    async def _load_script(self) -> None:
+        """redis-py loads a script before a plain pipeline runs it, not before a
+        cluster's (which only sends EVALSHA): load it first, on every primary, and
+        again after a NOSCRIPT (a restarted or failed-over Redis)."""
+        if not self._loaded:
+            await self.redis.script_load(_WRITE)
+            self._loaded = True
 
     async def aclose(self) -> None:
         """Write what is left (the final checkpoints of the connections just closed)."""

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from redis.exceptions import RedisError
@@ -31,7 +31,7 @@ from realtime.core.metrics import WebMetrics
 from realtime.core.streamids import ZERO, StreamId, before, format_id, parse_id
 from realtime.delivery.catch_up import PAGE
 from realtime.delivery.conflate import Conflater
-from realtime.delivery.history import HistoryReader, WireEvent
+from realtime.delivery.history import HistoryReader, WireEvent, reaches
 from realtime.delivery.pacing import Pacing
 from realtime.fanout.channels import ChannelListener
 
@@ -41,6 +41,28 @@ SLOW = "slow"  # why a stream ends: its reader fell behind the bound
 UNAVAILABLE = "unavailable"  # history could not be read
 CLOSED = "closed"  # the stream is over
 HELD_LIMIT = 1000  # live events held per topic during its backlog; past it, re-read history
+
+
+@dataclass(frozen=True, slots=True)
+class LiveBatch:
+    """One topic's live events as every reader of it needs them, made once per batch:
+    each id parsed and formatted, each `data:` line encoded. Only the `id:` line (the
+    reader's own position) is made per reader."""
+
+    events: list[WireEvent]
+    ids: list[StreamId]
+    id_texts: list[str]
+    data_lines: list[bytes]
+
+    @classmethod
+    def of(cls, events: list[WireEvent]) -> LiveBatch:
+        ids = [parse_id(event["id"]) for event in events]
+        return cls(
+            events,
+            ids,
+            [format_id(i) for i in ids],
+            [sse.data_line(event) for event in events],
+        )
 
 
 class StreamReader:
@@ -81,18 +103,47 @@ class StreamReader:
         """The backlog of `topic` is sent: what was held goes out, then live events."""
         self.send(topic, self._held.pop(topic, []))
 
-    def offer(self, topic: str, events: list[WireEvent]) -> None:
+    def offer(self, topic: str, events: list[WireEvent] | LiveBatch) -> None:
         """Live events of one topic, in id order."""
+        batch = events if isinstance(events, LiveBatch) else LiveBatch.of(events)
         held = self._held.get(topic)
         if held is not None:
             if topic in self.stale:
                 return  # history is read again after the backlog: it has these
-            held += events
+            held += batch.events
             if len(held) > HELD_LIMIT:  # a long replay: bounded memory, read them later
                 held.clear()
                 self.stale.add(topic)
+        elif self._pacing is not None:
+            self.send(topic, batch.events)
         else:
-            self.send(topic, events)
+            self._send_live(topic, batch)
+
+    def _send_live(self, topic: str, batch: LiveBatch) -> None:
+        """`send` for an unpaced live batch, as one write: the same messages, with the
+        work shared by every reader of the batch done once (`LiveBatch`)."""
+        if self.cut is not None:
+            return
+        last = self.cursors.get(topic, ZERO)
+        ids = batch.ids
+        first = 0
+        while first < len(ids) and ids[first] <= last:
+            first += 1  # duplicates at the seam (ids only grow within a batch)
+        if first == len(ids):
+            return
+        # The position names every topic in name order; only this topic's part moves.
+        head, tail = f"event: {sse.UPDATE}\nid: ", "\n"
+        for other in sorted(self.cursors):
+            if other < topic:
+                head += f"{other}={format_id(self.cursors[other])},"
+            elif other > topic:
+                tail = f",{other}={format_id(self.cursors[other])}" + tail
+        head += f"{topic}="
+        texts, lines = batch.id_texts, batch.data_lines
+        self.cursors[topic] = ids[-1]
+        self._queue(
+            b"".join(f"{head}{texts[i]}{tail}".encode() + lines[i] for i in range(first, len(ids)))
+        )
 
     def send(
         self,
@@ -131,6 +182,12 @@ class StreamReader:
         for event in events:
             self.cursors[topic] = parse_id(event["id"])
             self._queue(sse.message(sse.UPDATE, event, self.position()), backlog)
+
+    def ranged(self, topic: str, start: int, complete: bool) -> None:
+        """Say where a replay from a time starts: `start`, if history reaches it, else
+        the time of the oldest event it holds after it (`complete: false`)."""
+        data = {"topic": topic, "from": start, "complete": complete}
+        self._queue(sse.message(sse.RANGE, data, self.position()))
 
     def gap(self, topic: str, since: StreamId, newest: StreamId) -> None:
         """History no longer holds the events after `since`: say so, go on from `newest`."""
@@ -201,6 +258,7 @@ class _First:
     page: list[WireEvent]  # the first events after it
     complete: bool = False  # no more after `page` (a snapshot)
     gap_since: StreamId | None = None  # history no longer holds what came after this
+    range_from: tuple[int, bool] | None = None  # `from`: where the replay starts, complete
 
 
 class StreamReaders:
@@ -229,18 +287,26 @@ class StreamReaders:
 
     def live(self, topic: str, events: list[WireEvent]) -> None:
         readers = self._by_topic.get(topic, ())
+        if not readers:
+            return
+        batch = LiveBatch.of(events)
         for reader in readers:
-            reader.offer(topic, events)
-        if readers:
-            self.metrics.events_delivered.labels("live").inc(len(events) * len(readers))
+            reader.offer(topic, batch)
+        self.metrics.events_delivered.labels("live").inc(len(events) * len(readers))
 
     async def open(
-        self, reader: StreamReader, starts: dict[str, StreamId | None], snapshot: int = 0
+        self,
+        reader: StreamReader,
+        starts: dict[str, StreamId | None],
+        snapshot: int = 0,
+        ranged: Mapping[str, int] | None = None,
     ) -> None:
         """Join each topic from its start (None: from now, after `snapshot` newest events)
         and queue the first page of its backlog; the rest follows page by page as the
-        reader takes what is queued (`reader.task`). Raises RedisError/OSError when
-        history cannot be read (the reader is then closed)."""
+        reader takes what is queued (`reader.task`). `ranged`: topics replayed from a
+        time (epoch ms; their start is just before it), which history may not reach.
+        Raises RedisError/OSError when history cannot be read (the reader is then
+        closed)."""
         self._readers.add(reader)
         for topic in starts:
             reader.hold(topic)
@@ -250,7 +316,8 @@ class StreamReaders:
             firsts = []
             for topic, since in starts.items():
                 await self.channels.ready(topic)
-                firsts.append(await self._first(topic, since, snapshot))
+                start = None if ranged is None else ranged.get(topic)
+                firsts.append(await self._first(topic, since, snapshot, start))
         except BaseException:
             self.close(reader)
             raise
@@ -261,7 +328,9 @@ class StreamReaders:
         if more:
             reader.task = asyncio.create_task(self._rest(reader, more))
 
-    async def _first(self, topic: str, since: StreamId | None, snapshot: int) -> _First:
+    async def _first(
+        self, topic: str, since: StreamId | None, snapshot: int, start: int | None = None
+    ) -> _First:
         """Where the topic starts and the first page of its backlog, read from history."""
         if since is None:
             latest = await self.history.latest(topic, max(snapshot, 1))
@@ -271,6 +340,10 @@ class StreamReaders:
             page = latest[-snapshot:]
             return _First(topic, before(parse_id(page[0]["id"])), page, complete=True)
         point = await self.history.resume(topic, since, PAGE, 1)
+        if start is not None:  # everything held from `start` on, whole or not
+            complete = reaches(point.extent, (start, 0), self.history.maxlen)
+            first = start if complete or not point.page else parse_id(point.page[0]["id"])[0]
+            return _First(topic, since, point.page, range_from=(first, complete))
         if not point.recovered:
             newest = parse_id(point.latest[-1]["id"]) if point.latest else since
             return _First(topic, newest, [], gap_since=since)
@@ -280,6 +353,8 @@ class StreamReaders:
         """Queue the topic's first page (or its gap); True if there may be more."""
         if first.gap_since is not None:
             reader.gap(first.topic, first.gap_since, first.start)
+        if first.range_from is not None:
+            reader.ranged(first.topic, *first.range_from)
         if first.complete or first.gap_since is not None:
             reader.send(first.topic, first.page, backlog=True, whole=True)  # a snapshot
             self._release(reader, first.topic)

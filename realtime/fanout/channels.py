@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -170,20 +171,30 @@ class ChannelListener:
 
     async def _read(self, conn: Any) -> AsyncIterator[bytes]:
         pubsub, sync = conn.pubsub, conn.sync
+        connection = pubsub.connection
         while True:
             if sync.done():
                 sync.result()  # its error ends this connection
                 raise RedisConnectionError("fan-out subscription task ended")
-            if not getattr(pubsub.connection, "is_connected", False):
+            if not getattr(connection, "is_connected", False):
                 # A command of `_sync` failed and dropped it; reading now would reconnect
                 # without the catch-up.
                 raise RedisConnectionError("fan-out connection dropped")
-            # A blocking read: no timer per message (a read with a timeout costs CPU on
-            # every message); `_sync` pings an idle connection instead.
-            message = await pubsub.get_message(timeout=None)
+            # A blocking read of the next reply, straight from the connection: the
+            # pub/sub layers of `get_message` (retry, health check, a dict per
+            # message) were most of a fan-out message's cost at 1,000 topics x 1
+            # subscriber (py-spy, `python -m bench --scenarios small-topics`). No timer
+            # per message either: `_sync` pings an idle connection instead.
+            reply = await connection.read_response(
+                timeout=math.inf, disconnect_on_error=False, push_request=True
+            )
+            if type(reply) is list and len(reply) == 3 and reply[0] == b"message":
+                yield reply[2]
+                continue
+            message = await pubsub.handle_message(reply)  # (un)subscribed, pong
             if message is None:
                 continue
-            if message["type"] == "message":
+            if message["type"] == "message":  # (the check above took every one)
                 yield message["data"]
             elif message["type"] == "subscribe":
                 topic = self._topics.get(message["channel"])

@@ -246,14 +246,15 @@ async def connect(
     timeout: float = 10.0,
     auth: dict[str, Any] | None = None,
     stamped: bool = False,
-    source: str | None = None,
+    local_host: str | None = None,
 ) -> SioWebSocket:
     """Open one client and wait until Socket.IO connected it to namespace `/`.
 
     `stamped`: read with the kernel's receive timestamps, so `on_update` gets the time
     the bytes arrived rather than the time this process handled them (Linux; see
-    `realtime.loadtest.stamped`). `source`: the local address to connect from (each
-    has its own ~28,000 ephemeral ports; not with `stamped`)."""
+    `realtime.loadtest.stamped`). `local_host`: the source address (e.g. 127.0.0.2: each
+    source address has its own ~28,000 ephemeral ports, which a storm of reconnects
+    can use up)."""
     host, port, path = split_url(url)
     loop = asyncio.get_running_loop()
     protocol = SioWebSocket(
@@ -265,7 +266,7 @@ async def connect(
             if stamped:
                 transport = await open_stamped(host, port, protocol)
             else:
-                local = None if source is None else (source, 0)
+                local = None if local_host is None else (local_host, 0)
                 transport, _ = await loop.create_connection(
                     lambda: protocol, host, port, local_addr=local
                 )

@@ -12,15 +12,23 @@ before it). Nothing here is on the path of `update`s (`SocketServer.writer`).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, Protocol
 
 import socketio
 from socketio import packet
 
-# Called before the connect handlers of a namespace without a `first` handler, with
-# (namespace, sid, environ, auth); raises socketio.exceptions.ConnectionRefusedError.
-Gate = Callable[[str, str, dict[str, Any], Any], Awaitable[None]]
+
+class Gate(Protocol):
+    """Called before the connect handlers of a namespace without a `first` handler;
+    raises socketio.exceptions.ConnectionRefusedError. `left`: before its disconnect
+    handlers."""
+
+    def __call__(self, namespace: str, sid: str, environ: Any, auth: Any) -> Awaitable[None]: ...
+
+    def left(self, namespace: str, sid: str) -> None: ...
+
+
 _ANSWERS = frozenset({packet.CONNECT, packet.CONNECT_ERROR})
 
 
@@ -72,6 +80,8 @@ class ExtensibleServer(socketio.AsyncServer):  # type: ignore[misc]
         if event == "connect" and self.gate is not None:
             sid, environ, *auth = args
             await self.gate(namespace, sid, environ, auth[0] if auth else None)
+        elif event == "disconnect" and self.gate is not None:
+            self.gate.left(namespace, args[0])
         return await super()._trigger_event(event, namespace, *args)
 
     async def _handle_connect(self, eio_sid: str, namespace: str | None, data: Any) -> None:

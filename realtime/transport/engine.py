@@ -199,6 +199,12 @@ class EngineSocket(AsyncSocket):  # type: ignore[misc]
             if not self.connected:
                 await self.close(wait=False, abort=True)
             return web.Response(status=400, text=f"Bad websocket handshake: {exc}")
+        except ConnectionResetError:
+            # The client left before its answer (one that gave up waiting, in a connect
+            # storm): not our error, and a traceback per client cost the storm's CPU.
+            if not self.connected:
+                await self.close(wait=False, abort=True)
+            return web.Response(status=400, text="The connection closed during the handshake.")
         outbox = Outbox(
             connection,
             connection.transport,

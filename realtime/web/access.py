@@ -4,7 +4,8 @@ subscribe/unsubscribe rate. One `Access` per web process; its state is per conne
 
 A token expires while connected: the server sends `closing {"code": "token_expired",
 "message"}` and disconnects the client (socket.io: reason "io server disconnect"); the
-client connects again with a fresh token.
+client connects again with a fresh token. The same holds for each namespace an extension
+added (`joined`).
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ class Access:
         self.rate = settings.subscribe_rate
         self.clock = clock
         self._connections: dict[str, _Connection] = {}
+        # (sid, namespace) of extension namespaces -> the expiry of the token they used
+        self._others: dict[tuple[str, str], asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     # -- connections ----------------------------------------------------------------------
@@ -70,12 +73,26 @@ class Access:
             )
         grant = self.verify(auth)
         connection = _Connection(grant)
-        if grant.expires_at is not None:
-            delay = max(0.0, grant.expires_at - time.time())
-            connection.expiry = asyncio.get_running_loop().call_later(
-                delay, self._spawn_expire, sid
-            )
+        connection.expiry = self._expiry(grant, sid, NAMESPACE)
         self._connections[sid] = connection
+
+    def joined(self, sid: str, namespace: str, grant: Grant) -> None:
+        """A connection to an extension's namespace, with this grant: it ends when its
+        token expires, as `/` does."""
+        expiry = self._expiry(grant, sid, namespace)
+        if expiry is not None:
+            self._others[(sid, namespace)] = expiry
+
+    def left(self, sid: str, namespace: str) -> None:
+        expiry = self._others.pop((sid, namespace), None)
+        if expiry is not None:
+            expiry.cancel()
+
+    def _expiry(self, grant: Grant, sid: str, namespace: str) -> asyncio.TimerHandle | None:
+        if grant.expires_at is None:
+            return None
+        delay = max(0.0, grant.expires_at - time.time())
+        return asyncio.get_running_loop().call_later(delay, self._spawn_expire, sid, namespace)
 
     def verify(self, auth: Any) -> Grant:
         """The grant of a connect's `auth`, or ConnectionRefusedError (`unauthorized`)."""
@@ -103,22 +120,25 @@ class Access:
     def count(self) -> int:
         return len(self._connections)
 
-    def _spawn_expire(self, sid: str) -> None:
-        task = asyncio.ensure_future(self._expire(sid))
+    def _spawn_expire(self, sid: str, namespace: str) -> None:
+        task = asyncio.ensure_future(self._expire(sid, namespace))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _expire(self, sid: str) -> None:
-        if sid not in self._connections:
+    async def _expire(self, sid: str, namespace: str) -> None:
+        if namespace == NAMESPACE:
+            if sid not in self._connections:
+                return
+        elif self._others.pop((sid, namespace), None) is None:
             return
-        logger.info("disconnecting a client: its token expired")
+        logger.info("disconnecting a client from %s: its token expired", namespace)
         await self.sio.emit(
             CLOSING_EVENT,
             {"code": TOKEN_EXPIRED, "message": "The token has expired; connect with a new one."},
             to=sid,
-            namespace=NAMESPACE,
+            namespace=namespace,
         )
-        await self.sio.disconnect(sid, namespace=NAMESPACE)
+        await self.sio.disconnect(sid, namespace=namespace)
 
     # -- requests -------------------------------------------------------------------------
 

@@ -291,7 +291,7 @@ def create_app(settings: Settings) -> web.Application:
     if recorder is not None:
         store = SessionStore(redis, Keys.of(settings), recorder, settings.recovery_s)
         recorder.notify = store.kick
-        delivery.log_written = store.flush
+        delivery.log_written = store.write_log
         recovery = Recovery(store, recorder, delivery, access)
         sio.connect_hook = recovery
         app.cleanup_ctx.append(_recovery_ctx(recovery))

@@ -152,6 +152,10 @@ class Gate:
             return  # the Admin UI's own login (realtime/web/admin.py)
         grant = self.access.verify(auth)  # raises ConnectionRefusedError
         await self.sio.save_session(sid, {CLAIMS: dict(grant.claims)}, namespace)
+        self.access.joined(sid, namespace, grant)
+
+    def left(self, namespace: str, sid: str) -> None:
+        self.access.left(sid, namespace)
 
 
 def install(

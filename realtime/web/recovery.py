@@ -15,7 +15,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from realtime.core.keys import NAMESPACE
+from realtime.core.keys import NAMESPACE, PRESENCE_EVENT
 from realtime.core.streamids import StreamId
 from realtime.delivery.history import covers
 from realtime.delivery.hub import Delivery, HistoryUnavailable
@@ -34,11 +34,12 @@ from realtime.delivery.recovery import (
     resume_token,
 )
 from realtime.delivery.sessions import SessionStore
+from realtime.transport.frames import Frame
 from realtime.web.access import Access
 
 logger = logging.getLogger(__name__)
 
-Plan = dict[str, tuple[StreamId, float | None]]
+Plan = dict[str, tuple[StreamId, float | None, bool]]  # topic -> position, max_rate, watch
 
 
 class Recovery:
@@ -73,7 +74,9 @@ class Recovery:
             self.store.kick()
             return
         pid, wanted, origin = plan
-        state: State = {t: TopicState(pos, False, rate) for t, (pos, rate) in wanted.items()}
+        state: State = {
+            t: TopicState(pos, False, rate, watch=watch) for t, (pos, rate, watch) in wanted.items()
+        }
         self._starts[sid] = self.recorder.connect(sid, pid, state, origin)
         record = self.recorder.record(sid)
         assert record is not None
@@ -94,7 +97,7 @@ class Recovery:
         checkpoint, upto = picked
         if checkpoint["e"] == self.recorder.epoch:
             await self.store.flush()  # back on this instance: what it has not written yet
-        state = load_state(checkpoint["t"])
+        state = load_state(checkpoint["t"], checkpoint.get("w", ()))
         # The log after the checkpoint, to the connection's last entry (a record
         # written at its disconnect says where that is; else the log's end).
         last = record["cp"] if record is not None else None
@@ -117,7 +120,7 @@ class Recovery:
                 return None  # the new token no longer allows it, or over the limit
             held.append(topic)
         history = self.delivery.history
-        for topic, (pos, _) in wanted.items():
+        for topic, (pos, _, _) in wanted.items():
             if not covers(await history.extent(topic), pos, history.maxlen):
                 return None
         return pid, wanted, None if offset is None else str(offset)
@@ -143,11 +146,24 @@ class Recovery:
             task.add_done_callback(lambda _t: self._tasks.pop(sid, None))
 
     async def _restore(self, sid: str, wanted: Plan) -> None:
-        for topic, (pos, max_rate) in wanted.items():
+        grant = self.access.grant(sid)
+        for topic, (pos, max_rate, watch) in wanted.items():
             try:
-                ack = await self.delivery.subscribe(sid, topic, pos, 0, max_rate)
+                ack = await self.delivery.subscribe(
+                    sid,
+                    topic,
+                    pos,
+                    0,
+                    max_rate,
+                    presence=watch,
+                    sub=grant.sub if grant is not None else None,
+                    members=grant is not None and grant.members,
+                )
             except HistoryUnavailable:
                 ack = {"recovered": False}
+            if "presence" in ack:  # the count may have moved while it was away
+                event = {"topic": topic, **ack["presence"]}
+                self.delivery.send_frame(sid, Frame.event(PRESENCE_EVENT, event))
             if ack.get("recovered") is False:
                 # History moved on since the check: the client cannot be told it is
                 # whole, so it reconnects and gets a fresh session.

@@ -10,6 +10,7 @@ errors (400/401/403/503) before the stream starts. A comment (`: ping`) every
 REALTIME_SSE_HEARTBEAT_S keeps proxies from closing an idle stream; a drain ends each
 stream with a `retry:` hint; a reader that stops reading is cut at its backlog bound.
 `max_rate` (Hz) merges and paces each topic's events as `subscribe {max_rate}` does.
+`from` (epoch ms) replays each topic from that time, as `subscribe {from}` does.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import random
 import re
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -30,7 +31,7 @@ from redis.exceptions import RedisError
 from realtime.core import errors, sse
 from realtime.core.metrics import WebMetrics
 from realtime.core.settings import Settings
-from realtime.core.streamids import StreamId, StreamIdError, parse_id
+from realtime.core.streamids import StreamId, StreamIdError, before, parse_id
 from realtime.core.topics import MAX_RATE_HZ, MIN_RATE_HZ, is_valid_topic
 from realtime.delivery.drain import Drain
 from realtime.delivery.streams import SLOW, StreamReader, StreamReaders
@@ -41,8 +42,9 @@ logger = logging.getLogger(__name__)
 
 STREAM_PATH = "/api/v1/stream"
 MAX_SNAPSHOT = 100
-PARAMETERS = frozenset({"topic", "since", "snapshot", "max_rate", "last_event_id", "token"})
+PARAMETERS = frozenset({"topic", "since", "from", "snapshot", "max_rate", "last_event_id", "token"})
 RATE_RE = re.compile(r"^[0-9]{1,6}(?:\.[0-9]{1,6})?$")
+MS_RE = re.compile(r"^[0-9]{1,15}$")  # epoch milliseconds
 RETRY_MS = (500, 3000)  # the drain's `retry:` hint, spread so clients do not come at once
 
 
@@ -57,6 +59,7 @@ class StreamQuery:
     starts: dict[str, StreamId | None]  # topic -> the position to resume after (None: now)
     snapshot: int
     max_rate: float | None = None  # merge and pace each topic to this many updates/s
+    ranged: dict[str, int] = field(default_factory=dict)  # topic -> `from` (epoch ms)
 
 
 def parse_query(
@@ -79,6 +82,15 @@ def parse_query(
             since = parse_id(query["since"])
         except StreamIdError:
             problems["since"] = ["Must be an event id."]
+    start: int | None = None
+    raw = query.get("from", "")
+    if raw:
+        if not MS_RE.match(raw):
+            problems["from"] = ["Must be a time in epoch milliseconds."]
+        elif "since" in query or "snapshot" in query:
+            problems["from"] = ["Give from, or since and snapshot, not both."]
+        else:
+            start = int(raw)
     snapshot = 0
     raw = query.get("snapshot", "")
     if raw:
@@ -101,7 +113,12 @@ def parse_query(
     if problems:
         raise QueryError(problems)
     starts = {topic: resumed.get(topic, since) for topic in dict.fromkeys(topics)}
-    return StreamQuery(starts, snapshot, max_rate)
+    ranged: dict[str, int] = {}
+    if start is not None:  # as `subscribe {from}`: the catch-up of a `since` before it
+        for topic in starts:
+            if topic not in resumed:
+                starts[topic], ranged[topic] = before((start, 0)), start
+    return StreamQuery(starts, snapshot, max_rate, ranged)
 
 
 class EventStream:
@@ -150,7 +167,7 @@ class EventStream:
         self.start_listening()
         reader = StreamReader(self.settings.client_backlog_bytes, query.max_rate)
         try:
-            await self.streams.open(reader, query.starts, query.snapshot)
+            await self.streams.open(reader, query.starts, query.snapshot, query.ranged)
         except (RedisError, OSError) as exc:
             logger.warning("refused a stream: history unavailable (%s)", exc)
             return _error(503, errors.UNAVAILABLE, "History cannot be read now.", retry=True)

@@ -1,0 +1,87 @@
+"""Shared reads (realtime/delivery/coalesce.py): the reads of one key asked for together
+are one; a read already sent is never joined (the no-gap argument of a subscribe's
+history read rests on it); failures reach every caller."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from realtime.delivery.coalesce import Coalesced
+
+pytestmark = pytest.mark.unit
+
+
+class Reads:
+    """A read that waits until released, recording what it was asked."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[str, int]] = []
+        self.release = asyncio.Event()
+        self.fail: Exception | None = None
+
+    async def __call__(self, key: str, size: int) -> list[int]:
+        self.asked.append((key, size))
+        await self.release.wait()
+        if self.fail is not None:
+            raise self.fail
+        return list(range(size))
+
+
+async def test_calls_of_one_turn_share_one_read_of_the_largest_size() -> None:
+    reads = Reads()
+    read = Coalesced(reads)
+    calls = [asyncio.ensure_future(read("a", n)) for n in (1, 10, 3)]
+    other = asyncio.ensure_future(read("b", 2))
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    reads.release.set()
+    answers = await asyncio.gather(*calls, other)
+    assert sorted(reads.asked) == [("a", 10), ("b", 2)]
+    assert answers[0] == list(range(10))
+    assert answers[0] is answers[1]
+    assert answers[3] == [0, 1]
+
+
+async def test_a_read_already_sent_is_not_joined_the_next_waits_for_it() -> None:
+    reads = Reads()
+    read = Coalesced(reads)
+    first = asyncio.ensure_future(read("a", 1))
+    for _ in range(3):  # the call, the send on the next turn, the read's start
+        await asyncio.sleep(0)
+    assert reads.asked == [("a", 1)]
+    # Asked after the first read was sent: a read of their own, sent once it ended.
+    later = [asyncio.ensure_future(read("a", 2)) for _ in range(3)]
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert reads.asked == [("a", 1)]
+    reads.release.set()
+    assert await first == [0]
+    assert await asyncio.gather(*later) == [[0, 1]] * 3
+    assert reads.asked == [("a", 1), ("a", 2)]
+
+
+async def test_a_failed_read_fails_its_callers_and_the_next_read_is_made() -> None:
+    reads = Reads()
+    reads.fail = ConnectionError("redis is away")
+    read = Coalesced(reads)
+    calls = [asyncio.ensure_future(read("a", 1)) for _ in range(2)]
+    await asyncio.sleep(0)
+    reads.release.set()
+    for outcome in await asyncio.gather(*calls, return_exceptions=True):
+        assert isinstance(outcome, ConnectionError)
+    reads.fail = None
+    assert await read("a", 1) == [0]
+
+
+async def test_a_caller_that_gives_up_leaves_the_read_to_the_others() -> None:
+    reads = Reads()
+    read = Coalesced(reads)
+    leaving = asyncio.ensure_future(read("a", 1))
+    staying = asyncio.ensure_future(read("a", 1))
+    await asyncio.sleep(0)
+    leaving.cancel()
+    reads.release.set()
+    assert await staying == [0]
+    assert leaving.cancelled()
