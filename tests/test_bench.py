@@ -124,6 +124,14 @@ async def test_the_probe_process_reports_its_share_of_a_step(
                 data = {"s": step, "t": now - 2, "seq": seq}
                 await delivery.live("pr.t", [{"topic": "pr.t", "id": f"{now}-{seq}", "data": data}])
 
+            # A first event through: each subscription's catch-up is over (events that
+            # arrive during it go out together, in one packet, when it ends).
+            await probe.step(5)
+            await send(5, 0)
+            first = Tally()
+            first.reset(5)
+            await probe.collect_into(first, per_client=1, wait_s=5.0)
+            assert first.delivered == 3
             await probe.step(7)
             await send(6, 0)  # an older step's straggler: seen, not counted
             for seq in range(1, 5):

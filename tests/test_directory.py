@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 
 from processors.worker.consumer import Consumer
 from realtime.core.directory import (
+    LUA_RECORD,
     RATE_WINDOW_MS,
     CursorError,
     Info,
@@ -319,3 +320,40 @@ async def test_a_16_digit_ts_is_listed_exactly(settings: Settings) -> None:
         await eventually(listed(url, {"big.ts"}), "the topic listed")
         [item] = await everything(url, prefix="big.")
         assert item["last_ts"] == 2**53 - 1
+
+
+# One record_directory call per ARGV triple (topic, id, ts), one event each; a window so
+# wide that every call falls in bucket 1 (bucket 0 is "the previous one").
+_RECORD = (
+    LUA_RECORD
+    + """
+local written = {}
+for i = 1, #ARGV, 3 do written[ARGV[i]] = {ARGV[i + 1], ARGV[i + 2], 1} end
+record_directory(KEYS[1], KEYS[2], KEYS[3], written, 86400000, 1000000000000)
+"""
+)
+
+
+@pytest.mark.integration
+async def test_the_commit_counts_on_from_records_in_its_own_form_and_in_any_other(
+    settings: Settings, redis: Redis
+) -> None:
+    names, seen, info = Keys.of(settings).directory(0)
+    record = redis.register_script(_RECORD)
+    keys = [names, seen, info]
+    await record(keys=keys, args=["a.one", "5-0", "5", "b.two", "6-0", "6"])
+    await record(keys=keys, args=["a.one", "7-1", "7"])
+    current = await redis.hget(info, "a.one")
+    assert current is not None
+    assert current.decode().startswith('["7-1","7",1,2,0,')  # cjson's bytes: 2 events
+    # Written by cjson with other spacing, and one from the previous bucket.
+    await redis.hset(info, mapping={"a.one": '["7-1", "7", 1, 7, 2, 0]'})
+    await redis.hset(info, mapping={"b.two": '["6-0","6",0,4,1,0]'})
+    await record(keys=keys, args=["a.one", "8-0", "8", "b.two", "9-0", "9"])
+    a, b = [decode_info(raw) for raw in await redis.hmget(info, ["a.one", "b.two"])]
+    assert a is not None
+    assert (a.last_id, a.last_ts, a.count, a.previous) == ("8-0", 8, 8, 2)
+    assert b is not None
+    assert (b.last_id, b.count, b.previous) == ("9-0", 1, 4)
+    assert await redis.zrange(names, 0, -1) == [b"a.one", b"b.two"]
+    assert await redis.zcard(seen) == 2

@@ -87,13 +87,16 @@ return {0, counts, errors}
 # ARGV: lease token, group, history maxlen, dead-letter maxlen, then the batch as one
 #   JSON document {"h": [[key, id, [field, value, ...], maxlen (0: ARGV[3]), minid ('':
 #   none), topic ('': none), "ts"], ...], "t": [[topic, id, "ts", events], ...] (written
-#   elsewhere: a cluster's other slots), "i": directory idle ms, "p": [[channel, payload],
-#   ...], "c": "PUBLISH" or "SPUBLISH", "r": [[ingest stream, [field, value, ...]], ...],
+#   elsewhere: a cluster's other slots), "i": directory idle ms, "p": [channel, ...],
+#   "c": "PUBLISH" or "SPUBLISH", "r": [[ingest stream, [field, value, ...]], ...],
 #   "s": [field, value, ...], "d": [field, ...], "a": [entry id, ...], "x": [entry id
-#   whose attempt count to clear, ...]}, then per dead
-#   letter: field-arg count f, f field/value args (binary-safe: the entry's raw fields).
+#   whose attempt count to clear, ...]}, then the count of channels n and n payloads (one
+#   per channel of "p"), then per dead letter: field-arg count f, f field/value args
+#   (binary-safe: the entry's raw fields).
 # One JSON argument rather than one argument per value: redis-py packs each argument in
-# Python, cjson decodes the one document in C (`python -m bench.worker` measures it).
+# Python, cjson decodes the one document in C (`python -m bench.worker` measures it). The
+# payloads are arguments of their own: JSON inside a JSON string would be escaped by the
+# worker and unescaped again by cjson, byte by byte (callgrind: bench/README.md).
 _COMMIT = (
     LUA_RECORD
     + """
@@ -132,9 +135,8 @@ if next(written) then
   record_directory(KEYS[6], KEYS[7], KEYS[8], written, batch.i, RATE_WINDOW_MS)
 end
 for _, key in ipairs(trimmed) do redis.call('XTRIM', key, 'MINID', '~', trims[key]) end
-for _, publish in ipairs(batch.p) do
-  redis.call(batch.c, publish[1], publish[2])  -- PUBLISH, or SPUBLISH on a cluster
-end
+local channels, publish = batch.p, batch.c  -- PUBLISH, or SPUBLISH on a cluster
+for j = 1, #channels do redis.call(publish, channels[j], ARGV[6 + j]) end
 for _, routed in ipairs(batch.r) do
   redis.call('XADD', routed[1], '*', unpack(routed[2]))
 end
@@ -145,7 +147,7 @@ end
 for first = 1, #d, 1000 do
   redis.call('HDEL', KEYS[4], unpack(d, first, math.min(first + 999, #d)))
 end
-local i = 6
+local i = 7 + #channels
 while i <= #ARGV do
   local f = tonumber(ARGV[i])
   redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', unpack(ARGV, i + 1, i + f))
@@ -395,7 +397,7 @@ class FencedPartition:
             "h": [w.document() for w in plan.history],
             "t": elsewhere,
             "i": self.directory_idle_ms,
-            "p": [[channel, payload.decode()] for channel, payload in plan.publishes],
+            "p": [channel for channel, _ in plan.publishes],
             "c": "PUBLISH" if self.other_slots is None else "SPUBLISH",
             "r": [[stream, fields] for stream, fields in plan.routed],
             "s": plan.checkpoint,
@@ -405,6 +407,8 @@ class FencedPartition:
         }
         args: list[Value] = [self.token, self.group, self.history_maxlen, DEAD_LETTER_MAXLEN]
         args.append(jsoncodec.dumpb(batch))
+        args.append(len(plan.publishes))
+        args += [payload for _, payload in plan.publishes]
         for record in plan.dead_letters:
             args += [len(record), *record]
         reply = await self._commit(
