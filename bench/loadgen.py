@@ -134,11 +134,13 @@ async def open_clients(
     deflate: bool = True,
     timeout_s: float = 30.0,
     stamp_every: int = 0,
+    sources: Sequence[str] = (),
 ) -> Clients:
     """Connect `count` clients round-robin over `urls`, client i subscribed to topic_of(i).
 
     `stamp_every` n: every n-th client reads with kernel receive timestamps
-    (`Tally.arrival`); 0: none."""
+    (`Tally.arrival`); 0: none. `sources`: local addresses to connect from, round-robin
+    (more connections than one address has ephemeral ports)."""
     gate = asyncio.Semaphore(concurrency)
     clients: list[wsclient.SioWebSocket] = []
     times: list[float] = []
@@ -156,6 +158,7 @@ async def open_clients(
                     on_update=tally.on_stamped_update if stamped else tally.on_update,
                     timeout=timeout_s,
                     stamped=stamped,
+                    local_host=sources[i % len(sources)] if sources else None,
                 )
             except (OSError, TimeoutError, ValueError):
                 failures += 1

@@ -1,7 +1,11 @@
-"""The room index (`realtime/fanout/rooms.py`) keeps python-socketio's registry exactly as the
-stock manager does, whatever the order of connects, joins, leaves and disconnects."""
+"""The room index (`realtime/fanout/rooms.py`) answers as python-socketio's registry does,
+whatever the order of connects, joins, leaves and disconnects: the same members of every
+room (a client's own room too, which it does not store) and the same rooms of every
+client."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import pytest
 import socketio
@@ -47,20 +51,60 @@ def apply(manager: socketio.AsyncManager, op: str, sid: str, room: str, namespac
         manager.basic_close_room(room, namespace)
 
 
+def answers(manager: socketio.AsyncManager) -> dict[str, Any]:
+    """What the registry answers, for every namespace, room and client."""
+    out: dict[str, Any] = {}
+    for namespace in NAMESPACES:
+        out[namespace] = (
+            namespace in manager.rooms,
+            {
+                repr(room): sorted(manager.get_participants(namespace, room))
+                for room in [None, *ROOMS, *SIDS]
+            },
+            sorted(manager.get_participants(namespace, [ROOMS[0], SIDS[0], SIDS[1]])),
+            {sid: sorted(manager.get_rooms(sid, namespace)) for sid in SIDS},
+            {sid: manager.is_connected(sid, namespace) for sid in SIDS},
+            {sid: manager.eio_sid_from_sid(sid, namespace) for sid in SIDS},
+        )
+    return out
+
+
 @given(operations)
-def test_the_index_keeps_the_registry_as_the_stock_manager_does(
+def test_the_index_answers_as_the_stock_manager_does(
     ops: list[tuple[str, str, str, str]],
 ) -> None:
     stock, indexed = socketio.AsyncManager(), IndexedManager()
     for op in ops:
         apply(stock, *op)
         apply(indexed, *op)
-        assert indexed.rooms == stock.rooms
-    for namespace in NAMESPACES:
-        for sid in SIDS:
-            assert sorted(indexed.get_rooms(sid, namespace)) == sorted(
-                stock.get_rooms(sid, namespace)
-            )
+        assert answers(indexed) == answers(stock), op
+
+
+def test_no_room_is_stored_for_a_clients_own() -> None:
+    """The own room of each client is the None room's entry, not an object of its own
+    (a bidict per connection: the memory of an idle connection)."""
+    manager = IndexedManager()
+    for sid in SIDS:
+        manager.basic_enter_room(sid, "/", None, eio_sid="e" + sid)
+        manager.basic_enter_room(sid, "/", sid, eio_sid="e" + sid)
+    assert list(manager.rooms["/"]) == [None]
+    assert manager._rooms_of == {}
+    assert list(manager.get_participants("/", "s1")) == [("s1", "es1")]
+
+
+def test_a_client_can_leave_its_own_room_and_come_back() -> None:
+    stock, indexed = socketio.AsyncManager(), IndexedManager()
+    for manager in (stock, indexed):
+        manager.basic_enter_room("s1", "/", None, eio_sid="e1")
+        manager.basic_enter_room("s1", "/", "s1", eio_sid="e1")
+        manager.basic_leave_room("s1", "/", "s1")
+    assert answers(indexed) == answers(stock)
+    assert list(indexed.get_participants("/", "s1")) == []
+    for manager in (stock, indexed):
+        manager.basic_enter_room("s1", "/", "s1")
+    assert answers(indexed) == answers(stock)
+    with pytest.raises(KeyError):
+        indexed.basic_enter_room("s2", "/", "s2")  # not connected: as the stock fails
 
 
 def test_disconnect_forgets_the_client_and_its_pending_callbacks() -> None:

@@ -328,8 +328,10 @@ INTERNALS: list[Internal] = [
     ),
     *uses(
         SERVER,
-        f"{_SS}._handle_eio_connect (initializes the manager first, slims the environ after)",
+        f"{_SS}._handle_eio_connect (initializes the manager first) and __init__ (self.environ"
+        " replaced by realtime/transport/environ.py Environs, which packs what is stored in it)",
         _handle_eio_connect=Refers("manager_initialized environ"),
+        get_environ=Refers("environ"),
         manager_initialized=OnInstance(bool),
         environ=OnInstance(dict),
     ),
@@ -357,6 +359,7 @@ INTERNALS: list[Internal] = [
         basic_leave_room=func("self sid namespace room", exact=True),
         basic_disconnect=func("self sid namespace **kwargs", exact=True),
         get_rooms=func("self sid namespace", exact=True),
+        get_participants=func("self namespace room", exact=True),
         rooms=OnInstance(dict),
         callbacks=OnInstance(dict),
         pending_connect=OnInstance(dict),
@@ -847,9 +850,43 @@ def test_the_room_registry_layout_we_read() -> None:
     )
 
 
+# The stock manager's methods that read its room registry. RoomIndex stores no room for
+# a client's own sid: it overrides those that read a room by name; the others read only
+# the namespace's None room (or whether the namespace is there).
+_ROOM_READERS = {
+    "basic_disconnect": "overridden",
+    "basic_enter_room": "overridden",
+    "basic_leave_room": "overridden",
+    "get_participants": "overridden",
+    "get_rooms": "overridden",
+    "emit": "namespace in rooms",
+    "get_namespaces": "rooms.keys()",
+    "eio_sid_from_sid": "None room",
+    "sid_from_eio_sid": "None room",
+    "is_connected": "None room",
+    "is_pre_connected": "None room",
+    "is_sid_room": "None room",
+    "pre_disconnect": "None room",
+}
+
+
+def test_the_stock_manager_reads_rooms_only_where_the_room_index_answers() -> None:
+    readers = set()
+    for cls in (resolve(MANAGER), resolve(REDIS_MANAGER)):
+        for name, function in inspect.getmembers(cls, inspect.isfunction):
+            if name != "__init__" and ".rooms" in inspect.getsource(function):
+                readers.add(name)
+    new = sorted(readers - set(_ROOM_READERS))
+    assert not new, blame(
+        MANAGER,
+        f"{', '.join(new)} now read the room registry (a client's own room is not stored)",
+        _ROOMS,
+    )
+
+
 _FANOUT_MEANT = (
     "name thread _publish _handle_emit _thread"
-    " basic_enter_room basic_leave_room basic_disconnect get_rooms"
+    " basic_enter_room basic_leave_room basic_disconnect get_rooms get_participants"
 )
 SUBCLASSES = [  # ours, its upstream base, the upstream names it means to override
     (EngineSocket, SOCKET, "send poll schedule_ping close _upgrade_websocket"),
@@ -859,11 +896,15 @@ SUBCLASSES = [  # ours, its upstream base, the upstream names it means to overri
         SERVER,
         "_engineio_server_class _trigger_event"
         " _handle_eio_connect _handle_eio_message _handle_eio_disconnect _handle_connect"
-        " _send_packet _send_eio_packet",
+        " _send_packet _send_eio_packet environ",
     ),
     (FanoutManager, REDIS_MANAGER, _FANOUT_MEANT),
     (ShardedFanoutManager, REDIS_MANAGER, _FANOUT_MEANT),
-    (IndexedManager, MANAGER, "basic_enter_room basic_leave_room basic_disconnect get_rooms"),
+    (
+        IndexedManager,
+        MANAGER,
+        "basic_enter_room basic_leave_room basic_disconnect get_rooms get_participants",
+    ),
     (TopicNamespace, "socketio.AsyncNamespace", "trigger_event"),
     (_HandedOver, "aiohttp.web.StreamResponse", "write_eof"),
 ]

@@ -28,6 +28,7 @@ from realtime.core.peer import TrustedProxies
 from realtime.core.topics import is_valid_topic
 from realtime.transport.dispatch import ExtensibleServer
 from realtime.transport.engine import EngineServer, EngineSocket
+from realtime.transport.environ import Environs
 from realtime.transport.inbound import attachment_malformed, guard_translate_request, malformed
 from realtime.transport.outbox import Outbox
 from realtime.transport.timers import DelayQueue
@@ -134,6 +135,8 @@ class SocketServer(ExtensibleServer):
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        # python-socketio keeps each connection's environ while it lives: packed here.
+        self.environ = Environs()
         self.connect_timeout_s = connect_timeout_s
         # Each new connection's check that it joined a namespace, on one timer.
         self._connect_checks: DelayQueue[str] | None = None
@@ -237,10 +240,6 @@ class SocketServer(ExtensibleServer):
             self._connect_checks = DelayQueue(self.connect_timeout_s, self._spawn_connect_check)
         self._connect_checks.add(eio_sid)
         await super()._handle_eio_connect(eio_sid, environ)
-        # python-socketio keeps the environ for as long as the connection lives, for its
-        # namespace connects; they read its text entries (headers, query string) only.
-        # The rest holds aiohttp's whole request (parsed headers, protocol, parser).
-        self.environ[eio_sid] = {k: v for k, v in environ.items() if isinstance(v, str)}
 
     def _spawn_connect_check(self, eio_sid: str) -> None:
         if eio_sid in self.eio.sockets and not self._in_a_namespace(eio_sid):
