@@ -37,6 +37,7 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_S = 2.0  # how often changed sessions are written
 MAX_PENDING = 200_000  # entries held while Redis is away; past it they are dropped
 LOG_PAGE = 500
+RECORDS_PER_WRITE = 1000  # session records per pipeline
 MAX_READ = 500_000  # log entries one recovery may read (a busy instance, a long window)
 
 # Write a session record unless another connection owns it now (ARGV[3] == "1": claim).
@@ -156,15 +157,18 @@ class SessionStore:
         return checkpoints
 
     async def _write_records(self, checkpoints: list[Checkpoint]) -> None:
+        """In pipelines of RECORDS_PER_WRITE: a refresh of every session at once would
+        hold all their JSON and replies in memory together."""
         await self._load_script()
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for checkpoint in checkpoints:
-                await self._add_record(pipe, checkpoint, claim=False)
-            try:
-                await pipe.execute()
-            except NoScriptError:
-                self._loaded = False
-                raise
+        for start in range(0, len(checkpoints), RECORDS_PER_WRITE):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for checkpoint in checkpoints[start : start + RECORDS_PER_WRITE]:
+                    await self._add_record(pipe, checkpoint, claim=False)
+                try:
+                    await pipe.execute()
+                except NoScriptError:
+                    self._loaded = False
+                    raise
 
     def _log_entry(
         self, first: int, lines: list[str]
