@@ -33,7 +33,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from bench.worker import added, events, fill, pass_through_file, redis_version
+from bench.worker import added, events, fill, pass_through_file, redis_version, spread
 from realtime.core.connections import connect
 from realtime.core.keys import Keys
 from realtime.core.settings import Settings
@@ -184,10 +184,6 @@ def report(runs: dict[int, list[Run]], count: int) -> str:
             f"{min(rates):>10,.0f}-{max(rates):,.0f}"
         )
     return "\n".join(lines)
-
-
-def spread(values: list[float]) -> str:
-    return f"{statistics.median(values):,.0f} ({min(values):,.0f}-{max(values):,.0f})"
 
 
 async def main(args: argparse.Namespace) -> None:
