@@ -185,19 +185,28 @@ print(time.perf_counter() - started, time.process_time() - cpu)
 """
 
 
+def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment of a worker process started here, on these settings."""
+    env = dict(os.environ)
+    env.update(
+        REDIS_URL=settings.redis_url,
+        REALTIME_PREFIX=settings.prefix,
+        REALTIME_PARTITIONS=str(settings.partitions),
+        REALTIME_BATCH_SIZE=str(settings.batch_size),
+        REALTIME_BLOCK_MS=str(settings.block_ms),
+        REALTIME_LOG_LEVEL="WARNING",
+        **extra,
+    )
+    return env
+
+
 def before_variant(code: str, cpu: int | None, pass_through: bool) -> Variant:
     """The worker of the checkout in `code` (`--baseline`), pinned to `cpu`."""
 
     async def variant(settings: Settings, redis: Redis) -> tuple[float, float]:
-        env = dict(os.environ)
-        env.update(
-            REDIS_URL=settings.redis_url,
-            REALTIME_PREFIX=settings.prefix,
-            REALTIME_PARTITIONS=str(settings.partitions),
-            REALTIME_BATCH_SIZE=str(settings.batch_size),
-            REALTIME_BLOCK_MS=str(settings.block_ms),
+        env = worker_env(
+            settings,
             REALTIME_CONSUMER=settings.consumer,
-            REALTIME_LOG_LEVEL="WARNING",
             REALTIME_PIPELINES=pass_through_file() if pass_through else "",
         )
         process = await asyncio.create_subprocess_exec(

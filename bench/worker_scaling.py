@@ -33,7 +33,15 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from bench.worker import added, events, fill, pass_through_file, redis_version, spread
+from bench.worker import (
+    added,
+    events,
+    fill,
+    pass_through_file,
+    redis_version,
+    spread,
+    worker_env,
+)
 from realtime.core.connections import connect
 from realtime.core.keys import Keys
 from realtime.core.settings import Settings
@@ -103,16 +111,7 @@ async def measure(
         owners = [f"bench{i}#{uuid.uuid4().hex[:8]}" for i in range(workers)]
         seconds, _ = await redis.time()
         await redis.zadd(keys.workers(), {o: seconds * 1000 + 600_000 for o in owners})
-        env = dict(os.environ)
-        env.update(
-            REDIS_URL=settings.redis_url,
-            REALTIME_PREFIX=settings.prefix,
-            REALTIME_PARTITIONS=str(settings.partitions),
-            REALTIME_BATCH_SIZE=str(settings.batch_size),
-            REALTIME_BLOCK_MS=str(settings.block_ms),
-            REALTIME_LOG_LEVEL="WARNING",
-            REALTIME_PIPELINES=pass_through_file(),
-        )
+        env = worker_env(settings, REALTIME_PIPELINES=pass_through_file())
         processes = []
         for i, owner in enumerate(owners):
             cpu = cpus[i % len(cpus)]
