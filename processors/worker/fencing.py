@@ -88,15 +88,17 @@ return {0, counts, errors}
 #   JSON document {"h": [[key, id, [field, value, ...], maxlen (0: ARGV[3]), minid ('':
 #   none), topic ('': none), "ts"], ...], "t": [[topic, id, "ts", events], ...] (written
 #   elsewhere: a cluster's other slots), "i": directory idle ms, "p": [channel, ...],
-#   "c": "PUBLISH" or "SPUBLISH", "r": [[ingest stream, [field, value, ...]], ...],
-#   "s": [field, value, ...], "d": [field, ...], "a": [entry id, ...], "x": [entry id
-#   whose attempt count to clear, ...]}, then the count of channels n and n payloads (one
-#   per channel of "p"), then per dead letter: field-arg count f, f field/value args
-#   (binary-safe: the entry's raw fields).
+#   "c": "PUBLISH" or "SPUBLISH", "l": [payload length, ...] (one per channel of "p"),
+#   "r": [[ingest stream, [field, value, ...]], ...], "s": [field, value, ...], "d":
+#   [field, ...], "a": [entry id, ...], "x": [entry id whose attempt count to clear,
+#   ...]}, then the payloads one after the other as one argument (cut by "l"), then per
+#   dead letter: field-arg count f, f field/value args (binary-safe: the entry's raw
+#   fields).
 # One JSON argument rather than one argument per value: redis-py packs each argument in
 # Python, cjson decodes the one document in C (`python -m bench.worker` measures it). The
-# payloads are arguments of their own: JSON inside a JSON string would be escaped by the
-# worker and unescaped again by cjson, byte by byte (callgrind: bench/README.md).
+# payloads are not in the document: JSON inside a JSON string would be escaped by the
+# worker and unescaped again by cjson, byte by byte (callgrind: bench/README.md); nor an
+# argument each: redis-py's packing, per argument, was a tenth of the worker's CPU.
 _COMMIT = (
     LUA_RECORD
     + """
@@ -135,8 +137,13 @@ if next(written) then
   record_directory(KEYS[6], KEYS[7], KEYS[8], written, batch.i, RATE_WINDOW_MS)
 end
 for _, key in ipairs(trimmed) do redis.call('XTRIM', key, 'MINID', '~', trims[key]) end
-local channels, publish = batch.p, batch.c  -- PUBLISH, or SPUBLISH on a cluster
-for j = 1, #channels do redis.call(publish, channels[j], ARGV[6 + j]) end
+local channels, publish, lengths = batch.p, batch.c, batch.l  -- or SPUBLISH: a cluster
+local payloads, at = ARGV[6], 1
+for j = 1, #channels do
+  local after = at + lengths[j]
+  redis.call(publish, channels[j], string.sub(payloads, at, after - 1))
+  at = after
+end
 for _, routed in ipairs(batch.r) do
   redis.call('XADD', routed[1], '*', unpack(routed[2]))
 end
@@ -147,7 +154,7 @@ end
 for first = 1, #d, 1000 do
   redis.call('HDEL', KEYS[4], unpack(d, first, math.min(first + 999, #d)))
 end
-local i = 7 + #channels
+local i = 7
 while i <= #ARGV do
   local f = tonumber(ARGV[i])
   redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', unpack(ARGV, i + 1, i + f))
@@ -262,11 +269,15 @@ class CommitFailure:
 
 def _entry(raw: Sequence[Any], deliveries: int = 1) -> Entry:
     entry_id, flat = raw
-    if len(flat) % 2:
+    if len(flat) == 6:  # topic, ts, data: an ingest API entry (per event: spelled out)
+        fields = {flat[0]: flat[1], flat[2]: flat[3], flat[4]: flat[5]}
+    elif len(flat) % 2:
         raise ValueError(f"an entry's fields come in pairs: {flat!r}")
-    pairs = iter(flat)  # one iterator zipped with itself: name, value, name, value...
+    else:
+        pairs = iter(flat)  # one iterator zipped with itself: name, value, name, value...
+        fields = dict(zip(pairs, pairs, strict=True))
     entry_text = entry_id.decode() if type(entry_id) is bytes else text(entry_id)
-    return Entry(entry_text, dict(zip(pairs, pairs, strict=True)), deliveries)
+    return Entry(entry_text, fields, deliveries)
 
 
 class FencedPartition:
@@ -399,6 +410,7 @@ class FencedPartition:
             "i": self.directory_idle_ms,
             "p": [channel for channel, _ in plan.publishes],
             "c": "PUBLISH" if self.other_slots is None else "SPUBLISH",
+            "l": [len(payload) for _, payload in plan.publishes],
             "r": [[stream, fields] for stream, fields in plan.routed],
             "s": plan.checkpoint,
             "d": plan.removed,
@@ -407,8 +419,7 @@ class FencedPartition:
         }
         args: list[Value] = [self.token, self.group, self.history_maxlen, DEAD_LETTER_MAXLEN]
         args.append(jsoncodec.dumpb(batch))
-        args.append(len(plan.publishes))
-        args += [payload for _, payload in plan.publishes]
+        args.append(b"".join([payload for _, payload in plan.publishes]))
         for record in plan.dead_letters:
             args += [len(record), *record]
         reply = await self._commit(
