@@ -4,6 +4,11 @@ Each of these runs as one Lua script that first checks the partition's lease sti
 holds our token, so a worker that lost its lease (paused past its expiry, cut off from
 Redis) can neither take entries out of the stream nor write anything for them.
 
+One exception, the read that follows a commit: a script would turn every entry into Lua
+tables and back (about a fifth of Redis's work per event, `python -m bench.commit_cost`),
+so it is a MULTI/EXEC on a connection of the partition's own, fenced by a WATCH of the
+lease sent just before the commit's script (see `read`).
+
 Design notes: docs/design-notes.md.
 """
 
@@ -13,7 +18,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import hiredis
 from redis.asyncio import Redis
+from redis.asyncio.connection import AbstractConnection, BlockingConnectionPool, ConnectionPool
 from redis.exceptions import NoScriptError, ResponseError
 
 from processors.worker.slots import OtherSlots, slot_of, split
@@ -88,17 +95,17 @@ return {0, counts, errors}
 #   JSON document {"h": [[key, id, [field, value, ...], maxlen (0: ARGV[3]), minid ('':
 #   none), topic ('': none), "ts"], ...], "t": [[topic, id, "ts", events], ...] (written
 #   elsewhere: a cluster's other slots), "i": directory idle ms, "p": [channel, ...],
-#   "c": "PUBLISH" or "SPUBLISH", "l": [payload length, ...] (one per channel of "p"),
-#   "r": [[ingest stream, [field, value, ...]], ...], "s": [field, value, ...], "d":
-#   [field, ...], "a": [entry id, ...], "x": [entry id whose attempt count to clear,
-#   ...]}, then the payloads one after the other as one argument (cut by "l"), then per
-#   dead letter: field-arg count f, f field/value args (binary-safe: the entry's raw
-#   fields).
+#   "c": "PUBLISH" or "SPUBLISH", "r": [[ingest stream, [field, value, ...]], ...],
+#   "s": [field, value, ...], "d": [field, ...], "a": [entry id, ...], "x": [entry id
+#   whose attempt count to clear, ...]}, then the count of channels n and n payloads (one
+#   per channel of "p"), then per dead letter: field-arg count f, f field/value args
+#   (binary-safe: the entry's raw fields).
 # One JSON argument rather than one argument per value: redis-py packs each argument in
 # Python, cjson decodes the one document in C (`python -m bench.worker` measures it). The
-# payloads are not in the document: JSON inside a JSON string would be escaped by the
-# worker and unescaped again by cjson, byte by byte (callgrind: bench/README.md); nor an
-# argument each: redis-py's packing, per argument, was a tenth of the worker's CPU.
+# payloads are arguments of their own: JSON inside a JSON string would be escaped by the
+# worker and unescaped again by cjson, byte by byte (callgrind: bench/README.md); the
+# worker packs them in C (`_pack`). (As one argument cut by lengths in the document,
+# cjson's number parsing cost Redis 5% more per event.)
 _COMMIT = (
     LUA_RECORD
     + """
@@ -137,13 +144,8 @@ if next(written) then
   record_directory(KEYS[6], KEYS[7], KEYS[8], written, batch.i, RATE_WINDOW_MS)
 end
 for _, key in ipairs(trimmed) do redis.call('XTRIM', key, 'MINID', '~', trims[key]) end
-local channels, publish, lengths = batch.p, batch.c, batch.l  -- or SPUBLISH: a cluster
-local payloads, at = ARGV[6], 1
-for j = 1, #channels do
-  local after = at + lengths[j]
-  redis.call(publish, channels[j], string.sub(payloads, at, after - 1))
-  at = after
-end
+local channels, publish = batch.p, batch.c  -- PUBLISH, or SPUBLISH on a cluster
+for j = 1, #channels do redis.call(publish, channels[j], ARGV[6 + j]) end
 for _, routed in ipairs(batch.r) do
   redis.call('XADD', routed[1], '*', unpack(routed[2]))
 end
@@ -154,7 +156,7 @@ end
 for first = 1, #d, 1000 do
   redis.call('HDEL', KEYS[4], unpack(d, first, math.min(first + 999, #d)))
 end
-local i = 7
+local i = 7 + #channels
 while i <= #ARGV do
   local f = tonumber(ARGV[i])
   redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', unpack(ARGV, i + 1, i + f))
@@ -311,6 +313,18 @@ class FencedPartition:
         self.group = group
         self.consumer = consumer
         self.history_maxlen = history_maxlen
+        # The read after a commit goes without Lua (`read`): on a connection of our own,
+        # opened on first use. Not on a cluster (its writes span slots), nor behind
+        # Sentinel (its pool finds the primary): there every read is a script.
+        pool = getattr(redis, "connection_pool", None)
+        self._own: AbstractConnection | None = None
+        if self.other_slots is None and type(pool) in (ConnectionPool, BlockingConnectionPool):
+            assert pool is not None
+            self._own = pool.connection_class(**pool.connection_kwargs)
+        # The commit on `_own` found the lease ours after a WATCH of it, and nothing
+        # has been sent on `_own` since.
+        self._watching = False
+        self._token = token.encode()
         self._read = redis.register_script(fenced_script(_READ))
         self._claim = redis.register_script(fenced_script(_CLAIM))
         self._commit = redis.register_script(fenced_script(_COMMIT))
@@ -321,8 +335,68 @@ class FencedPartition:
 
     async def read(self, count: int) -> ReadResult:
         """Up to `count` entries nobody has been given yet."""
+        if self._watching:
+            read = await self._read_watched(count)
+            if read is not None:
+                return read
         reply = await self._read(keys=[self.lease_key, self.stream], args=self._args(count))
         return self._read_result(reply)
+
+    async def _read_watched(self, count: int) -> ReadResult | None:
+        """The read as MULTI/EXEC, right after a commit: Redis hands XREADGROUP's reply
+        back as it is. Fenced as the script is: the commit found the lease ours after
+        the WATCH, so EXEC runs only if nobody has written the lease since (a takeover
+        writes it; so does our own renewal, and then the script reads). None: read
+        with the script (the lease was written)."""
+        own, self._watching = self._own, False
+        assert own is not None
+        command = (
+            _MULTI
+            + _pack("GET", self.lease_key)
+            + _TIME
+            + _pack(
+                "XREADGROUP",
+                "GROUP",
+                self.group,
+                self.consumer,
+                "COUNT",
+                count,
+                "STREAMS",
+                self.stream,
+                ">",
+            )
+            # With nothing new, the caller waits for entries after the stream's last.
+            + _pack("XREVRANGE", self.stream, "+", "-", "COUNT", 1)
+            + _EXEC
+        )
+        try:
+            await own.send_packed_command(command, check_health=False)
+            for _ in range(5):  # OK, QUEUED x 4
+                await own.read_response()
+            reply = await own.read_response()
+        except BaseException:
+            await own.disconnect(nowait=True)
+            raise
+        if reply is None:
+            return None
+        lease, now, streams, last = reply
+        for part in reply:
+            if isinstance(part, ResponseError):
+                raise part  # NOGROUP: the runner recreates the group
+        if lease != self._token:  # what the WATCH promised: cannot happen
+            raise LeaseLost(self.stream)
+        clock = int(now[0]) * 1000 + int(now[1]) // 1000
+        if not streams:
+            return ReadResult([], text(last[0][0]) if last else "0-0", clock)
+        # RESP3 (a client other than the worker's): a map of stream -> entries
+        found = next(iter(streams.values())) if isinstance(streams, dict) else streams[0][1]
+        return ReadResult([_entry(raw) for raw in found], clock_ms=clock)
+
+    async def close(self) -> None:
+        """Close the connection of our own, if open."""
+        self._watching = False
+        if self._own is not None:
+            await self._own.disconnect()
 
     def _read_result(self, reply: Any) -> ReadResult:
         if reply[0] == LEASE_LOST:
@@ -410,7 +484,6 @@ class FencedPartition:
             "i": self.directory_idle_ms,
             "p": [channel for channel, _ in plan.publishes],
             "c": "PUBLISH" if self.other_slots is None else "SPUBLISH",
-            "l": [len(payload) for _, payload in plan.publishes],
             "r": [[stream, fields] for stream, fields in plan.routed],
             "s": plan.checkpoint,
             "d": plan.removed,
@@ -419,26 +492,62 @@ class FencedPartition:
         }
         args: list[Value] = [self.token, self.group, self.history_maxlen, DEAD_LETTER_MAXLEN]
         args.append(jsoncodec.dumpb(batch))
-        args.append(b"".join([payload for _, payload in plan.publishes]))
+        args.append(len(plan.publishes))
+        args += [payload for _, payload in plan.publishes]
         for record in plan.dead_letters:
             args += [len(record), *record]
-        reply = await self._commit(
-            keys=[
-                self.lease_key,
-                self.stream,
-                self.dead_key,
-                self.windows_key,
-                self.attempts_key,
-                *self.directory_keys,
-            ],
-            args=args,
-        )
+        keys = [
+            self.lease_key,
+            self.stream,
+            self.dead_key,
+            self.windows_key,
+            self.attempts_key,
+            *self.directory_keys,
+        ]
+        if self._own is not None:
+            reply = await self._commit_watching(keys, args)
+        else:
+            reply = await self._commit(keys=keys, args=args)
         status = int(reply[0])
         if status == 0:
             return None
         if status == LEASE_LOST:
             raise LeaseLost(self.stream)
         return CommitFailure(history_index[status - 1], text(reply[1]))
+
+    async def _commit_watching(self, keys: list[str], args: list[Value]) -> Any:
+        """The commit's script after a WATCH of the lease, on our own connection: if the
+        script finds the lease ours, the next `read` may go without Lua."""
+        own, self._watching = self._own, False
+        assert own is not None
+        command = _pack("WATCH", self.lease_key) + _pack(
+            "EVALSHA", self._commit.sha, len(keys), *keys, *args
+        )
+        try:
+            await own.send_packed_command(command, check_health=False)
+            await own.read_response()
+            reply = await own.read_response()
+        except NoScriptError:  # not run: Redis lost the script (restarted, flushed)
+            return await self._commit(keys=keys, args=args)  # loads it
+        except ResponseError:
+            raise  # the script's error: the connection is fine
+        except BaseException:
+            await own.disconnect(nowait=True)
+            raise
+        self._watching = reply[0] == 0
+        return reply
+
+
+def _pack(*args: Value) -> bytes:
+    """One command as Redis reads it, packed in C (redis-py packs each argument in
+    Python)."""
+    packed: bytes = hiredis.pack_command(args)  # type: ignore[arg-type]  # its stub: 1-tuples
+    return packed
+
+
+_MULTI = _pack("MULTI")
+_TIME = _pack("TIME")
+_EXEC = _pack("EXEC")
 
 
 def is_missing_group(exc: ResponseError) -> bool:

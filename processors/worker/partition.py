@@ -176,6 +176,12 @@ class PartitionRunner:
         self.stopping.set()
 
     async def run(self) -> None:
+        try:
+            await self._run()
+        finally:
+            await self.fenced.close()
+
+    async def _run(self) -> None:
         backoff = Backoff(base_s=0.1, cap_s=5.0)
         recovering = True
         ahead: ReadResult | None = None  # a read that found nothing, not acted on yet
