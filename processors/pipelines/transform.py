@@ -55,9 +55,9 @@ class TopicEvent:
 RAW_MAX_BYTES = 500
 RAW_MAX_DEPTH = 250
 
-# Topics already found valid (the regex is a measurable part of an event's cost);
-# bounded, since topics come from producers.
-_valid_topics: set[str] = set()
+# Topics already found valid, by the bytes an entry holds (decoding and the regex are a
+# measurable part of an event's cost); bounded, since topics come from producers.
+_valid_topics: dict[bytes | str, str] = {}
 
 
 def decode_entry(entry_id: bytes | str, fields: Mapping[bytes | str, bytes | str]) -> IngestEvent:
@@ -66,10 +66,11 @@ def decode_entry(entry_id: bytes | str, fields: Mapping[bytes | str, bytes | str
     try:
         # Redis replies carry bytes keys; tests and callers may pass str keys.
         raw_topic = get(b"topic")
-        if type(raw_topic) is bytes:
-            topic = raw_topic.decode()
-        else:
-            topic = text(fields["topic"] if raw_topic is None else raw_topic)
+        if raw_topic is None:
+            raw_topic = fields["topic"]
+        topic = _valid_topics.get(raw_topic)
+        if topic is None:
+            name = raw_topic.decode() if type(raw_topic) is bytes else text(raw_topic)
         raw_ts = get(b"ts")
         ts = int(fields["ts"] if raw_ts is None else raw_ts)  # int() takes bytes and str
         raw = get(b"data")
@@ -78,12 +79,12 @@ def decode_entry(entry_id: bytes | str, fields: Mapping[bytes | str, bytes | str
         data = orjson.loads(raw)
     except (KeyError, ValueError, UnicodeDecodeError) as exc:
         raise TransformError(f"malformed ingest entry: {exc!r}") from exc
-    if topic not in _valid_topics:
-        if not is_valid_topic(topic):
-            raise TransformError(f"invalid topic {topic!r}")
+    if topic is None:
+        if not is_valid_topic(name):
+            raise TransformError(f"invalid topic {name!r}")
         if len(_valid_topics) >= 65536:
             _valid_topics.clear()
-        _valid_topics.add(topic)
+        _valid_topics[raw_topic] = topic = name
     if type(data) is not dict:  # orjson makes dicts, never a subclass
         raise TransformError("data is not a JSON object")
     if len(raw) > RAW_MAX_BYTES and _brackets(raw) > RAW_MAX_DEPTH:
