@@ -157,7 +157,8 @@ async def profile(path: Path | None, proc: Proc) -> asyncio.subprocess.Process |
         return None
     spy = await asyncio.create_subprocess_exec(
         shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy"),
-        *("record", "--format", "raw", "--rate", "250", "--pid", str(proc.pid)),
+        # Not stopping the server for each sample: it would run at half speed.
+        *("record", "--nonblocking", "--format", "raw", "--rate", "250", "--pid", str(proc.pid)),
         *("--output", str(path)),
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
@@ -179,28 +180,14 @@ async def rate_once(setup: Setup, kind: str, clients: int, concurrency: int) -> 
         # A warm-up (imports, first allocations) before the measured storm.
         await setup.ask_all("rate", [{**job, "count": 50}] * len(setup.children))
         await asyncio.sleep(0.5)
-        spy = None
-        if setup.py_spy is not None and kind == OURS:
-            spy = await asyncio.create_subprocess_exec(
-                shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy"),
-                "record",
-                "--format",
-                "raw",
-                "--rate",
-                "250",
-                "--pid",
-                str(proc.pid),
-                "--output",
-                str(setup.py_spy),
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.DEVNULL,
-            )
-            await asyncio.sleep(1.0)  # attached
-        cpu0, load0, wall0 = proc.cpu(), setup.children_cpu(), time.monotonic()
+        spy = await profile(setup.py_spy if kind == OURS else None, proc)
+        user0, sys0 = procstat.cpu_split(proc.pid)
+        load0, wall0 = setup.children_cpu(), time.monotonic()
         redis0 = procstat.cpu_seconds(setup.redis.process.pid)  # type: ignore[union-attr]
         answers = await setup.ask_all("rate", [job] * len(setup.children))
         wall = time.monotonic() - wall0
-        cpu = proc.cpu() - cpu0
+        user1, sys1 = procstat.cpu_split(proc.pid)
+        cpu = user1 + sys1 - user0 - sys0
         load = setup.children_cpu() - load0
         redis = procstat.cpu_seconds(setup.redis.process.pid) - redis0  # type: ignore[union-attr]
         await stop_profile(spy)
@@ -214,6 +201,7 @@ async def rate_once(setup: Setup, kind: str, clients: int, concurrency: int) -> 
         "connects_s": ok / span_s,
         "failures": sum(a["failures"] for a in answers),
         "server_us": cpu / ok * 1e6 if ok else float("nan"),
+        "kernel_share": (sys1 - sys0) / cpu if cpu else float("nan"),
         "server_busy": cpu / wall,
         "loadgen_busy": load / wall,
         "redis_busy": redis / wall,
@@ -234,7 +222,7 @@ def print_rate(results: dict[str, list[dict[str, float]]], clients: int) -> None
         f"{clients:,} clients per run, median of {runs} [min-max]"
     )
     head = f"{'server':<10} {'connects/s':>24} {'server us/connect':>22} {'per core':>9}"
-    print(head + f" {'p99 ms':>8} {'srv/load/redis busy':>20} {'fail':>5}")
+    print(head + f" {'kernel':>7} {'p99 ms':>8} {'srv/load/redis busy':>20} {'fail':>5}")
     for kind, rs in results.items():
         rate, lo, hi = _median(rs, "connects_s")
         us, ulo, uhi = _median(rs, "server_us")
@@ -243,7 +231,8 @@ def print_rate(results: dict[str, list[dict[str, float]]], clients: int) -> None
         )
         print(
             f"{kind:<10} {rate:>8,.0f} [{lo:,.0f}-{hi:,.0f}] {us:>9.0f} [{ulo:.0f}-{uhi:.0f}]"
-            f" {1e6 / us:>9,.0f} {_median(rs, 'p99_ms')[0]:>8.1f} {busy:>20}"
+            f" {1e6 / us:>9,.0f} {_median(rs, 'kernel_share')[0]:>7.0%}"
+            f" {_median(rs, 'p99_ms')[0]:>8.1f} {busy:>20}"
             f" {sum(r['failures'] for r in rs):>5.0f}"
         )
     for kind in (NODE, BEFORE):
