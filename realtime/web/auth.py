@@ -21,9 +21,9 @@ from typing import Any
 
 import jwt
 import orjson
-from jwt.algorithms import HMACAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from jwt.algorithms import HMACAlgorithm
 
 from realtime.core.settings import Settings
 
