@@ -21,6 +21,9 @@ and a 10,000-client reconnect storm on one instance.
   one published. Prints the time from the drop until every client got an event
   published after its reconnect (full recovery), and connect-to-first-update times.
 
+`--baseline DIR`: our server of the checkout in DIR too (`before`), in the same runs,
+interleaved, for both parts.
+
 Server pinned to `--server-cpu`; Redis, the worker, the publisher and `--procs` load
 processes (`python -m bench.stormload`) to `--client-cpu`; their CPU is printed so a
 load generator at its limit shows. Each load process connects from its own source
@@ -271,7 +274,7 @@ async def last_seqs(redis_url: str, topics: list[str]) -> dict[str, int]:
         await redis.aclose()
 
 
-async def storm_once(setup: Setup, args: argparse.Namespace) -> dict[str, float]:
+async def storm_once(setup: Setup, args: argparse.Namespace, kind: str = OURS) -> dict[str, float]:
     from redis.asyncio import Redis
 
     redis = Redis.from_url(setup.redis.url)
@@ -283,7 +286,7 @@ async def storm_once(setup: Setup, args: argparse.Namespace) -> dict[str, float]
     publisher: Publisher | None = None
     publishing: asyncio.Task[dict[str, Any]] | None = None
     try:
-        async with server(setup, OURS, "ours-storm") as (proc, url):
+        async with server(setup, kind, f"{kind}-storm") as (proc, url):
             publisher = await Publisher.start(
                 OURS, "stream", setup.redis.url, url, setup.client_cpus, setup.log_dir
             )
@@ -295,7 +298,9 @@ async def storm_once(setup: Setup, args: argparse.Namespace) -> dict[str, float]
             await setup.ask_all("hold", [job] * len(setup.children))
             held_s = time.monotonic() - t0
             await asyncio.sleep(3.0)
-            storm_spy = setup.py_spy.with_suffix(".storm.txt") if setup.py_spy else None
+            storm_spy = None
+            if setup.py_spy is not None and kind == OURS:
+                storm_spy = setup.py_spy.with_suffix(".storm.txt")
             spy = await profile(storm_spy, proc)
             cpu0, load0, wall0 = proc.cpu(), setup.children_cpu(), time.monotonic()
             drop = {"url": url, "window_s": args.window}
@@ -366,11 +371,12 @@ def _summed(runs: list[dict[str, float]], label: str) -> str:
     return "/".join(f"{_median(runs, k)[0]:.0%}" for k in ("server_busy", "loadgen_busy"))
 
 
-def print_storm(runs: list[dict[str, float]], args: argparse.Namespace) -> None:
+def print_storm(results: dict[str, list[dict[str, float]]], args: argparse.Namespace) -> None:
+    runs = len(next(iter(results.values())))
     print(
         f"\nreconnect storm: {args.storm:,} subscribers on {args.topics} topics, "
         f"{args.topic_rate:g} events/s per topic, all dropped, each reconnecting with "
-        f"`since` within {args.window:g} s; median of {len(runs)} [min-max]"
+        f"`since` within {args.window:g} s; median of {runs} [min-max]"
     )
     rows = [
         ("time to full recovery (s)", "full_recovery_s", "{:.2f}"),
@@ -386,12 +392,22 @@ def print_storm(runs: list[dict[str, float]], args: argparse.Namespace) -> None:
         ("server CPU from drop to full recovery (s)", "server_cpu_s", "{:.1f}"),
         ("server CPU per reconnect (ms)", "server_ms_per_reconnect", "{:.2f}"),
     ]
-    for label, key, fmt in rows:
-        if key is None:
-            print(f"  {label:<44} {_summed(runs, label)}")
-            continue
-        mid, lo, hi = _median(runs, key)
-        print(f"  {label:<44} {fmt.format(mid)} [{fmt.format(lo)}-{fmt.format(hi)}]")
+    for kind, storms in results.items():
+        if len(results) > 1:
+            print(f" {kind}:")
+        for label, key, fmt in rows:
+            if key is None:
+                print(f"  {label:<44} {_summed(storms, label)}")
+                continue
+            mid, lo, hi = _median(storms, key)
+            print(f"  {label:<44} {fmt.format(mid)} [{fmt.format(lo)}-{fmt.format(hi)}]")
+    if OURS in results and BEFORE in results:
+        pairs = list(zip(results[OURS], results[BEFORE], strict=True))
+        cpu = [b["server_ms_per_reconnect"] / o["server_ms_per_reconnect"] for o, b in pairs]
+        print(
+            f"before/ours server CPU per reconnect: {statistics.median(cpu):.2f}x "
+            f"[{min(cpu):.2f}-{max(cpu):.2f}]"
+        )
 
 
 async def run(args: argparse.Namespace, log_dir: Path) -> None:
@@ -423,10 +439,12 @@ async def run(args: argparse.Namespace, log_dir: Path) -> None:
                     )
             print_rate(results, args.clients)
         if not args.skip_storm:
-            storms = []
+            kinds = [OURS, BEFORE] if args.baseline else [OURS]
+            storms: dict[str, list[dict[str, float]]] = {k: [] for k in kinds}
             for n in range(args.runs):
-                print(f"[run {n + 1}/{args.runs}] reconnect storm", file=sys.stderr)
-                storms.append(await storm_once(setup, args))
+                for kind in kinds:
+                    print(f"[run {n + 1}/{args.runs}] reconnect storm: {kind}", file=sys.stderr)
+                    storms[kind].append(await storm_once(setup, args, kind))
             print_storm(storms, args)
     finally:
         for child in children:
