@@ -254,7 +254,7 @@ class Presence:
                         pipe.srem(keys.presence_topics(me), topic)
                 # One HSET and one HDEL per topic, not a command per viewer: a connect
                 # storm brings a new `sub` per connection (`python -m bench.storm`).
-                counts: dict[str, dict[str, int]] = {}
+                counts: dict[str, dict[Any, Any]] = {}  # Any: as redis-py types `mapping`
                 gone: dict[str, list[str]] = {}
                 for (topic, sub), count in members.items():
                     if count > 0:
