@@ -21,6 +21,9 @@ and a 10,000-client reconnect storm on one instance.
   one published. Prints the time from the drop until every client got an event
   published after its reconnect (full recovery), and connect-to-first-update times.
 
+`--baseline DIR`: our server of the checkout in DIR too (`before`), in the same runs,
+interleaved, for both parts.
+
 Server pinned to `--server-cpu`; Redis, the worker, the publisher and `--procs` load
 processes (`python -m bench.stormload`) to `--client-cpu`; their CPU is printed so a
 load generator at its limit shows. Each load process connects from its own source
@@ -157,7 +160,8 @@ async def profile(path: Path | None, proc: Proc) -> asyncio.subprocess.Process |
         return None
     spy = await asyncio.create_subprocess_exec(
         shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy"),
-        *("record", "--format", "raw", "--rate", "250", "--pid", str(proc.pid)),
+        # Not stopping the server for each sample: it would run at half speed.
+        *("record", "--nonblocking", "--format", "raw", "--rate", "250", "--pid", str(proc.pid)),
         *("--output", str(path)),
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
@@ -179,28 +183,14 @@ async def rate_once(setup: Setup, kind: str, clients: int, concurrency: int) -> 
         # A warm-up (imports, first allocations) before the measured storm.
         await setup.ask_all("rate", [{**job, "count": 50}] * len(setup.children))
         await asyncio.sleep(0.5)
-        spy = None
-        if setup.py_spy is not None and kind == OURS:
-            spy = await asyncio.create_subprocess_exec(
-                shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy"),
-                "record",
-                "--format",
-                "raw",
-                "--rate",
-                "250",
-                "--pid",
-                str(proc.pid),
-                "--output",
-                str(setup.py_spy),
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.DEVNULL,
-            )
-            await asyncio.sleep(1.0)  # attached
-        cpu0, load0, wall0 = proc.cpu(), setup.children_cpu(), time.monotonic()
+        spy = await profile(setup.py_spy if kind == OURS else None, proc)
+        user0, sys0 = procstat.cpu_split(proc.pid)
+        load0, wall0 = setup.children_cpu(), time.monotonic()
         redis0 = procstat.cpu_seconds(setup.redis.process.pid)  # type: ignore[union-attr]
         answers = await setup.ask_all("rate", [job] * len(setup.children))
         wall = time.monotonic() - wall0
-        cpu = proc.cpu() - cpu0
+        user1, sys1 = procstat.cpu_split(proc.pid)
+        cpu = user1 + sys1 - user0 - sys0
         load = setup.children_cpu() - load0
         redis = procstat.cpu_seconds(setup.redis.process.pid) - redis0  # type: ignore[union-attr]
         await stop_profile(spy)
@@ -214,6 +204,7 @@ async def rate_once(setup: Setup, kind: str, clients: int, concurrency: int) -> 
         "connects_s": ok / span_s,
         "failures": sum(a["failures"] for a in answers),
         "server_us": cpu / ok * 1e6 if ok else float("nan"),
+        "kernel_share": (sys1 - sys0) / cpu if cpu else float("nan"),
         "server_busy": cpu / wall,
         "loadgen_busy": load / wall,
         "redis_busy": redis / wall,
@@ -234,7 +225,7 @@ def print_rate(results: dict[str, list[dict[str, float]]], clients: int) -> None
         f"{clients:,} clients per run, median of {runs} [min-max]"
     )
     head = f"{'server':<10} {'connects/s':>24} {'server us/connect':>22} {'per core':>9}"
-    print(head + f" {'p99 ms':>8} {'srv/load/redis busy':>20} {'fail':>5}")
+    print(head + f" {'kernel':>7} {'p99 ms':>8} {'srv/load/redis busy':>20} {'fail':>5}")
     for kind, rs in results.items():
         rate, lo, hi = _median(rs, "connects_s")
         us, ulo, uhi = _median(rs, "server_us")
@@ -243,7 +234,8 @@ def print_rate(results: dict[str, list[dict[str, float]]], clients: int) -> None
         )
         print(
             f"{kind:<10} {rate:>8,.0f} [{lo:,.0f}-{hi:,.0f}] {us:>9.0f} [{ulo:.0f}-{uhi:.0f}]"
-            f" {1e6 / us:>9,.0f} {_median(rs, 'p99_ms')[0]:>8.1f} {busy:>20}"
+            f" {1e6 / us:>9,.0f} {_median(rs, 'kernel_share')[0]:>7.0%}"
+            f" {_median(rs, 'p99_ms')[0]:>8.1f} {busy:>20}"
             f" {sum(r['failures'] for r in rs):>5.0f}"
         )
     for kind in (NODE, BEFORE):
@@ -282,7 +274,7 @@ async def last_seqs(redis_url: str, topics: list[str]) -> dict[str, int]:
         await redis.aclose()
 
 
-async def storm_once(setup: Setup, args: argparse.Namespace) -> dict[str, float]:
+async def storm_once(setup: Setup, args: argparse.Namespace, kind: str = OURS) -> dict[str, float]:
     from redis.asyncio import Redis
 
     redis = Redis.from_url(setup.redis.url)
@@ -294,7 +286,7 @@ async def storm_once(setup: Setup, args: argparse.Namespace) -> dict[str, float]
     publisher: Publisher | None = None
     publishing: asyncio.Task[dict[str, Any]] | None = None
     try:
-        async with server(setup, OURS, "ours-storm") as (proc, url):
+        async with server(setup, kind, f"{kind}-storm") as (proc, url):
             publisher = await Publisher.start(
                 OURS, "stream", setup.redis.url, url, setup.client_cpus, setup.log_dir
             )
@@ -306,7 +298,9 @@ async def storm_once(setup: Setup, args: argparse.Namespace) -> dict[str, float]
             await setup.ask_all("hold", [job] * len(setup.children))
             held_s = time.monotonic() - t0
             await asyncio.sleep(3.0)
-            storm_spy = setup.py_spy.with_suffix(".storm.txt") if setup.py_spy else None
+            storm_spy = None
+            if setup.py_spy is not None and kind == OURS:
+                storm_spy = setup.py_spy.with_suffix(".storm.txt")
             spy = await profile(storm_spy, proc)
             cpu0, load0, wall0 = proc.cpu(), setup.children_cpu(), time.monotonic()
             drop = {"url": url, "window_s": args.window}
@@ -377,11 +371,12 @@ def _summed(runs: list[dict[str, float]], label: str) -> str:
     return "/".join(f"{_median(runs, k)[0]:.0%}" for k in ("server_busy", "loadgen_busy"))
 
 
-def print_storm(runs: list[dict[str, float]], args: argparse.Namespace) -> None:
+def print_storm(results: dict[str, list[dict[str, float]]], args: argparse.Namespace) -> None:
+    runs = len(next(iter(results.values())))
     print(
         f"\nreconnect storm: {args.storm:,} subscribers on {args.topics} topics, "
         f"{args.topic_rate:g} events/s per topic, all dropped, each reconnecting with "
-        f"`since` within {args.window:g} s; median of {len(runs)} [min-max]"
+        f"`since` within {args.window:g} s; median of {runs} [min-max]"
     )
     rows = [
         ("time to full recovery (s)", "full_recovery_s", "{:.2f}"),
@@ -397,12 +392,22 @@ def print_storm(runs: list[dict[str, float]], args: argparse.Namespace) -> None:
         ("server CPU from drop to full recovery (s)", "server_cpu_s", "{:.1f}"),
         ("server CPU per reconnect (ms)", "server_ms_per_reconnect", "{:.2f}"),
     ]
-    for label, key, fmt in rows:
-        if key is None:
-            print(f"  {label:<44} {_summed(runs, label)}")
-            continue
-        mid, lo, hi = _median(runs, key)
-        print(f"  {label:<44} {fmt.format(mid)} [{fmt.format(lo)}-{fmt.format(hi)}]")
+    for kind, storms in results.items():
+        if len(results) > 1:
+            print(f" {kind}:")
+        for label, key, fmt in rows:
+            if key is None:
+                print(f"  {label:<44} {_summed(storms, label)}")
+                continue
+            mid, lo, hi = _median(storms, key)
+            print(f"  {label:<44} {fmt.format(mid)} [{fmt.format(lo)}-{fmt.format(hi)}]")
+    if OURS in results and BEFORE in results:
+        pairs = list(zip(results[OURS], results[BEFORE], strict=True))
+        cpu = [b["server_ms_per_reconnect"] / o["server_ms_per_reconnect"] for o, b in pairs]
+        print(
+            f"before/ours server CPU per reconnect: {statistics.median(cpu):.2f}x "
+            f"[{min(cpu):.2f}-{max(cpu):.2f}]"
+        )
 
 
 async def run(args: argparse.Namespace, log_dir: Path) -> None:
@@ -434,10 +439,12 @@ async def run(args: argparse.Namespace, log_dir: Path) -> None:
                     )
             print_rate(results, args.clients)
         if not args.skip_storm:
-            storms = []
+            kinds = [OURS, BEFORE] if args.baseline else [OURS]
+            storms: dict[str, list[dict[str, float]]] = {k: [] for k in kinds}
             for n in range(args.runs):
-                print(f"[run {n + 1}/{args.runs}] reconnect storm", file=sys.stderr)
-                storms.append(await storm_once(setup, args))
+                for kind in kinds:
+                    print(f"[run {n + 1}/{args.runs}] reconnect storm: {kind}", file=sys.stderr)
+                    storms[kind].append(await storm_once(setup, args, kind))
             print_storm(storms, args)
     finally:
         for child in children:

@@ -3,14 +3,27 @@ and with which message (realtime/web/auth.py, realtime/ingest/publish_keys.py, t
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import time
 
 import jwt
+import orjson
 import pytest
 
 from realtime.core.settings import Settings, SettingsError
 from realtime.ingest.publish_keys import IngestKeys, Unauthorized
-from realtime.web.auth import AuthError, Grant, TokenVerifier, load_public_key, unprotected
+from realtime.web.auth import (
+    AuthError,
+    Grant,
+    TokenVerifier,
+    _hs256_key,
+    _plain_hs256,
+    _unverified_claims,
+    load_public_key,
+    unprotected,
+)
 from tests.helpers.tokens import (
     INGEST_KEY,
     INGEST_KEYS,
@@ -181,3 +194,95 @@ def test_time_claims_must_be_numbers(claims: dict[str, object]) -> None:
 def test_other_non_numeric_expiries_are_refused(exp: object) -> None:
     token = jwt.encode({"exp": exp, "topics": ["*"]}, SECRET, algorithm="HS256")
     refusal(verifier(), {"token": token})
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _forged(header: object, payload: object, *, secret: str = SECRET) -> str:
+    """A token signed with `secret` as written: any header, any payload."""
+    head = _b64(orjson.dumps(header))
+    body = _b64(orjson.dumps(payload))
+    mac = hmac.new(secret.encode(), f"{head}.{body}".encode(), hashlib.sha256).digest()
+    return f"{head}.{body}.{_b64(mac)}"
+
+
+def _variants() -> list[str]:
+    now = int(time.time())
+    plain = {"exp": now + 600, "topics": ["*"]}
+    jwt_header = {"alg": "HS256", "typ": "JWT"}
+    good = _forged(jwt_header, plain)
+    head, body, sig = good.split(".")
+    last = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    stray = sig[:-1] + last[last.index(sig[-1]) ^ 1]  # the same bytes, other trailing bits
+    out = [
+        good,
+        _forged({"alg": "HS256"}, plain),
+        hs256(["metrics.*"], iss="https://id.example", jti="j-1"),
+        _forged(jwt_header, {**plain, "exp": now - 5}),
+        _forged(jwt_header, {**plain, "exp": float(now + 600)}),
+        _forged(jwt_header, {**plain, "exp": 1e300}),
+        _forged(jwt_header, {**plain, "nbf": now + 600}),
+        _forged(jwt_header, {**plain, "nbf": now - 600.5}),
+        _forged(jwt_header, {**plain, "iat": now + 600}),
+        _forged(jwt_header, {**plain, "iat": now - 1.5}),
+        _forged(jwt_header, {**plain, "sub": 7}),
+        _forged(jwt_header, {**plain, "sub": "user-7"}),
+        _forged(jwt_header, {**plain, "jti": ["x"]}),
+        _forged(jwt_header, {**plain, "iss": 5}),
+        _forged(jwt_header, {**plain, "aud": "anyone"}),
+        _forged({"alg": "HS256", "typ": "JWT", "kid": 3}, plain),
+        _forged({"alg": "HS256", "typ": "JWT", "kid": "k1"}, plain),
+        _forged({"alg": "HS256", "crit": ["exp"]}, plain),
+        _forged({"alg": "HS256", "b64": False, "crit": ["b64"]}, plain),
+        _forged({"alg": "HS512"}, plain),
+        _forged({"alg": "none"}, plain),
+        _forged({"alg": "HS256", "typ": "at+jwt"}, plain),
+        _forged(jwt_header, plain, secret="another-secret-" + "x" * 32),
+        f"{head}.{body}.{stray}",
+        f"{head}=.{body}.{sig}",
+        f"{head}.{body}.{sig}=",
+        f"{head}.{body}.{sig}.",
+        f"{head}.{body[:-1]}é.{sig}",
+        f"{head}.{body}.{sig[:-2]}",
+    ]
+    return out
+
+
+@pytest.mark.parametrize("issuer", [None, "https://id.example"])
+def test_plain_hs256_tokens_are_judged_as_pyjwt_judges_them(issuer: str | None) -> None:
+    """The fast path (`_plain_hs256`) never accepts what PyJWT refuses, and returns the
+    claims PyJWT returns; what it does not take, PyJWT decides. It must take the plain
+    tokens, or it is no faster."""
+    key = _hs256_key(SECRET)
+    assert key is not None
+    taken = 0
+    for token in _variants():
+        try:
+            expected = jwt.decode(
+                token,
+                SECRET,
+                algorithms=["HS256"],
+                issuer=issuer,
+                options={"require": ["exp"], "verify_aud": False},
+            )
+        except jwt.PyJWTError:
+            expected = None
+        claims = _unverified_claims(token)
+        fast = None if claims is None else _plain_hs256(token, key, claims, issuer)
+        if fast is not None:
+            taken += 1
+            assert fast == expected, token
+        v = verifier(REALTIME_JWT_ISSUER=issuer) if issuer else verifier()
+        if expected is None:
+            with pytest.raises(AuthError):
+                v.verify({"token": token})
+        else:
+            assert v.verify({"token": token}).claims == expected
+    assert taken >= (3 if issuer is None else 1)
+
+
+def test_a_secret_pyjwt_refuses_leaves_every_token_to_it() -> None:
+    assert _hs256_key("-----BEGIN PUBLIC KEY-----\nMFkw\n-----END PUBLIC KEY-----") is None
+    assert _hs256_key(SECRET) == SECRET.encode()

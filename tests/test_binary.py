@@ -18,6 +18,7 @@ import socketio
 from realtime.core import jsoncodec
 from realtime.dev.embedded import RedisServer
 from realtime.transport.inbound import MAX_ATTACHMENTS, attachment_malformed, malformed
+from realtime.transport.server import Packet, SocketServer
 from tests.helpers.processes import RealtimeProcess
 from tests.helpers.stack import fresh_settings, running_stack
 from tests.test_raw_protocol import RawPolling, RawWebsocket, eio_url, parse_open
@@ -171,3 +172,39 @@ def test_attachments_checked() -> None:
     assert attachment_malformed(b"x", 10, 10) is not None  # past the bound, together
     assert attachment_malformed("text", 0, 10) is not None
     assert malformed(b"\x00") is not None  # an attachment nobody announced
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    "data",
+    [
+        None,
+        ["subscribe", {"topic": "a", "events": [{"id": "1-0", "data": {"x": [1, 2.5, None]}}]}],
+        [{"ok": True, "events": [{"data": {"deep": [[[[[{"k": "v"}]]]]]}}] * 10}],
+        b"raw",
+        bytearray(b"raw"),
+        ["e", {"file": b"\x00\x01"}],
+        ["e", {"nested": [1, [2, {"b": bytearray(b"x")}]]}],
+        ["e", (b"in a tuple",)],  # python-socketio walks lists and dicts only
+        ["e", {1: "an int key"}],
+        ["e", {1: b"an int key"}],
+        ["e", 2**70],
+        ["e", 2**70, b"x"],
+        ["e", float("nan")],
+        ("a", "tuple"),
+    ],
+)
+def test_our_packets_tell_binary_data_as_python_socketio_does(data: object) -> None:
+    """`SocketServer`'s packets test for bytes through orjson first: whatever the data,
+    the answer (and so the packet type: BINARY_ACK or ACK) is python-socketio's."""
+    stock = socketio.packet.Packet(socketio.packet.ACK, data=data, id=1)
+    ours = Packet(socketio.packet.ACK, data=data, id=1)
+    assert Packet.data_is_binary(data) is socketio.packet.Packet.data_is_binary(data)
+    assert ours.packet_type == stock.packet_type
+
+
+@pytest.mark.unit
+def test_the_server_makes_its_packets_with_the_cheaper_test() -> None:
+    server = SocketServer(async_mode="aiohttp", json=jsoncodec)
+    assert server.packet_class is Packet
+    assert Packet.json is jsoncodec

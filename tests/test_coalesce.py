@@ -85,3 +85,52 @@ async def test_a_caller_that_gives_up_leaves_the_read_to_the_others() -> None:
     reads.release.set()
     assert await staying == [0]
     assert leaving.cancelled()
+
+
+class ManyReads(Reads):
+    """`Reads`, and reads of several keys at once (`Coalesced`'s `many`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.together: list[list[tuple[str, int]]] = []
+
+    async def many(self, asked: list[tuple[str, int]]) -> list[list[int]]:
+        self.together.append(asked)
+        await self.release.wait()
+        if self.fail is not None:
+            raise self.fail
+        return [[ord(key)] * size for key, size in asked]
+
+
+async def test_reads_of_several_keys_in_one_turn_go_in_one_call() -> None:
+    reads = ManyReads()
+    read = Coalesced(reads, reads.many)
+    calls = [asyncio.ensure_future(read(key, n)) for key, n in (("a", 1), ("b", 2), ("a", 3))]
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert reads.together == [[("a", 3), ("b", 2)]]
+    # Asked while that call is out: `a` waits for it (it is never joined); `c` goes now.
+    later = asyncio.ensure_future(read("a", 1))
+    alone = asyncio.ensure_future(read("c", 1))
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert reads.asked == [("c", 1)]  # one key due: the single read
+    reads.release.set()
+    assert await asyncio.gather(*calls) == [[97] * 3, [98] * 2, [97] * 3]
+    assert await alone == [0]
+    assert await later == [0]
+    assert reads.asked == [("c", 1), ("a", 1)]
+    assert len(reads.together) == 1
+
+
+async def test_a_failed_call_of_several_keys_fails_every_caller() -> None:
+    reads = ManyReads()
+    reads.fail = ConnectionError("redis is away")
+    read = Coalesced(reads, reads.many)
+    calls = [asyncio.ensure_future(read(key, 1)) for key in "ab"]
+    await asyncio.sleep(0)
+    reads.release.set()
+    for outcome in await asyncio.gather(*calls, return_exceptions=True):
+        assert isinstance(outcome, ConnectionError)
+    reads.fail = None
+    assert await asyncio.gather(read("a", 1), read("b", 1)) == [[97], [98]]

@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from marshmallow import ValidationError
 
 from realtime.ingest.api import _big_integers
-from realtime.ingest.fastcheck import valid_events
-from realtime.ingest.schemas import MAX_DATA_DEPTH, EventSchema
+from realtime.ingest.fastcheck import plain_subscribe, valid_events
+from realtime.ingest.schemas import MAX_DATA_DEPTH, EventSchema, SubscribeSchema
 
 pytestmark = pytest.mark.unit
 
@@ -187,3 +187,69 @@ def test_anything_invalid_goes_to_the_schema(batch: list[Any]) -> None:
     decoded = orjson.loads(json.dumps(batch))
     assert valid_events(decoded) is None
     assert schema_accepts(json.dumps(batch).encode(), decoded) is None
+
+
+# -- subscribe requests -------------------------------------------------------------------
+
+SUBSCRIBE = SubscribeSchema()
+stream_ids = st.one_of(
+    st.builds(lambda a, b: f"{a}-{b}", st.integers(0, 2**65), st.integers(0, 2**65)),
+    st.sampled_from(["0-0", "1-", "-1", "1-1\n", "01-1", "1_1", "1-1-1", "", "\u0661-1"]),
+)
+requests = st.one_of(
+    st.fixed_dictionaries(
+        {"topic": topics},
+        optional={
+            "since": st.one_of(stream_ids, integers, st.none()),
+            "snapshot": st.one_of(integers, st.booleans(), st.floats(), st.none()),
+            "max_rate": st.floats(0, 100),
+            "from": integers,
+            "presence": st.booleans(),
+            "other": scalars,
+        },
+    ),
+    values,
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(requests)
+def test_plain_subscribes_are_loaded_as_the_schema_loads_them(request: Any) -> None:
+    decoded = orjson.loads(json.dumps(request))  # as it arrives
+    try:
+        expected = SUBSCRIBE.load(decoded)
+    except ValidationError:
+        expected = None
+    plain = plain_subscribe(decoded)
+    if plain is not None:
+        assert plain == expected
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        {"topic": "rate.1", "snapshot": 10},
+        {"topic": "storm.0", "since": "1700000000000-5"},
+        {"topic": "t", "since": f"{2**64 - 1}-{2**64 - 1}", "snapshot": 1000},
+        {"topic": "t", "snapshot": 0},
+        {"topic": "a" * 128},
+    ],
+)
+def test_plain_subscribes_take_the_fast_path(request_: dict[str, Any]) -> None:
+    assert plain_subscribe(request_) == SUBSCRIBE.load(request_)
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        {"topic": "t", "snapshot": 1001},
+        {"topic": "t", "snapshot": True},
+        {"topic": "t", "since": f"{2**64}-0"},
+        {"topic": "t", "since": "1-1\n"},
+        {"topic": "t", "max_rate": 5},
+        {"topic": "T"},
+        ["t"],
+    ],
+)
+def test_other_subscribes_go_to_the_schema(request_: Any) -> None:
+    assert plain_subscribe(request_) is None

@@ -247,3 +247,32 @@ async def test_member_lists_for_tokens_that_may_see_them(settings: Settings) -> 
         finally:
             await alice.close()
             await bob.close()
+
+
+async def command_calls(redis: Redis, command: str) -> int:
+    stats = await redis.info("commandstats")
+    return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
+
+
+async def test_the_viewers_of_a_topic_are_written_in_one_command(
+    fast: Settings, redis: Redis
+) -> None:
+    """A connect storm brings a new `sub` per connection: a flush writes a topic's new
+    viewers in one HSET and those gone in one HDEL, not a command each."""
+    keys = Keys.of(fast)
+    presence = Presence(redis, keys, "solo", lambda sid, frame: None, WebMetrics(),
+                        ttl_s=fast.presence_ttl_s)  # fmt: skip
+    for n in range(5):
+        presence.joined(f"sid-{n}", TOPIC, f"user-{n}")
+    hsets = await command_calls(redis, "hset")
+    await presence.flush(presence.clock())
+    members = await redis.hgetall(keys.presence_members(TOPIC, "solo"))
+    assert members == {f"user-{n}".encode(): b"1" for n in range(5)}
+    assert await command_calls(redis, "hset") - hsets <= 2  # the members', the count's
+    for n in range(3):
+        presence.left(f"sid-{n}", TOPIC)
+    hdels = await command_calls(redis, "hdel")
+    await presence.flush(presence.clock())
+    members = await redis.hgetall(keys.presence_members(TOPIC, "solo"))
+    assert members == {b"user-3": b"1", b"user-4": b"1"}
+    assert await command_calls(redis, "hdel") - hdels <= 2

@@ -347,6 +347,17 @@ INTERNALS: list[Internal] = [
         __init__=func("self encoded_packet"),
     ),
     *uses(
+        "socketio.packet.Packet",
+        "realtime/transport/server.py Packet.data_is_binary (override, as a classmethod)",
+        data_is_binary=func("data", exact=True),
+        __init__=Refers("data_is_binary"),
+    ),
+    *uses(
+        "socketio.base_server.BaseServer",
+        "realtime/transport/server.py SocketServer.__init__ (serializer=Packet, a class)",
+        __init__=func("self serializer json"),
+    ),
+    *uses(
         "socketio.AsyncNamespace",
         "realtime/web/namespace.py TopicNamespace.trigger_event (override)",
         trigger_event=coro("self event *args", exact=True),

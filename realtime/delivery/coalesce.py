@@ -35,12 +35,23 @@ class _Batch(Generic[T]):
 class Coalesced(Generic[K, T]):
     """`await coalesced(key, size)`: `read(key, size)`, shared with every call of the
     same key made before it was sent, with the largest size any of them asked for
-    (the caller takes its part of the answer)."""
+    (the caller takes its part of the answer).
 
-    def __init__(self, read: Callable[[K, int], Awaitable[T]]) -> None:
+    With `many`, the reads due in one turn of the event loop, whatever their keys, go
+    in one call of `many([(key, size), ...])` (one round trip: a Redis command alone
+    was ~200 us of the web's CPU, ~60 in a pipeline); a key's next read waits for
+    that whole call to end."""
+
+    def __init__(
+        self,
+        read: Callable[[K, int], Awaitable[T]],
+        many: Callable[[list[tuple[K, int]]], Awaitable[list[T]]] | None = None,
+    ) -> None:
         self._read = read
+        self._many = many
         self._open: dict[K, _Batch[T]] = {}  # asked for, not sent yet
         self._out: set[K] = set()  # keys with a read out
+        self._due: list[K] = []  # keys whose read goes at the next turn
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def __call__(self, key: K, size: int) -> T:
@@ -49,28 +60,50 @@ class Coalesced(Generic[K, T]):
             loop = asyncio.get_running_loop()
             batch = self._open[key] = _Batch(loop.create_future(), size)
             if key not in self._out:
-                loop.call_soon(self._send, key)
+                self._schedule(key)
         elif size > batch.size:
             batch.size = size
         # Shielded: a caller that gives up (its client left) leaves the read to the others.
         return await asyncio.shield(batch.future)
 
-    def _send(self, key: K) -> None:
-        batch = self._open.pop(key, None)
-        if batch is None:
+    def _schedule(self, key: K) -> None:
+        if not self._due:
+            asyncio.get_running_loop().call_soon(self._send)
+        self._due.append(key)
+
+    def _send(self) -> None:
+        due, self._due = self._due, []
+        sent = [(key, batch) for key in due if (batch := self._open.pop(key, None)) is not None]
+        if not sent:
             return
-        self._out.add(key)
-        task = asyncio.ensure_future(self._run(key, batch))
+        self._out.update(key for key, _ in sent)
+        if self._many is None or len(sent) == 1:
+            for key, batch in sent:
+                self._start(self._run([key], self._one(key, batch.size), [batch]))
+        else:
+            asked = [(key, batch.size) for key, batch in sent]
+            keys = [key for key, _ in sent]
+            self._start(self._run(keys, self._many(asked), [b for _, b in sent]))
+
+    async def _one(self, key: K, size: int) -> list[T]:
+        return [await self._read(key, size)]
+
+    def _start(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, key: K, batch: _Batch[T]) -> None:
-        future = batch.future
+    async def _run(
+        self, keys: list[K], reading: Awaitable[list[T]], batches: list[_Batch[T]]
+    ) -> None:
         try:
-            result = await self._read(key, batch.size)
+            result = await reading
         except BaseException as exc:
-            self._next(key)
-            if not future.done():
+            self._next(keys)
+            for batch in batches:
+                future = batch.future
+                if future.done():
+                    continue
                 if isinstance(exc, asyncio.CancelledError):
                     future.cancel()
                 else:
@@ -79,15 +112,17 @@ class Coalesced(Generic[K, T]):
             if not isinstance(exc, Exception):
                 raise
             return
-        self._next(key)
-        if not future.done():
-            future.set_result(result)
+        self._next(keys)
+        for batch, answer in zip(batches, result, strict=True):
+            if not batch.future.done():
+                batch.future.set_result(answer)
 
-    def _next(self, key: K) -> None:
-        """A read of `key` ended: the ones asked for meanwhile go now, together."""
-        self._out.discard(key)
-        if key in self._open:
-            self._send(key)
+    def _next(self, keys: list[K]) -> None:
+        """Reads of `keys` ended: the ones asked for meanwhile go at the next turn."""
+        for key in keys:
+            self._out.discard(key)
+            if key in self._open:
+                self._schedule(key)
 
 
 def _retrieved(future: asyncio.Future[Any]) -> None:

@@ -112,9 +112,12 @@ class HistoryReader:
         self.redis = redis
         self.keys = keys
         self.maxlen = maxlen
-        self._resume = Coalesced(self._read_resume)
-        self._after = Coalesced(self._read_after)
-        self._latest = Coalesced(self._read_latest)
+        # Reads of several topics in one turn go in one round trip, but in a cluster,
+        # where their keys may live on different shards.
+        single = keys.cluster
+        self._resume = Coalesced(self._read_resume, None if single else self._resume_many)
+        self._after = Coalesced(self._read_after, None if single else self._after_many)
+        self._latest = Coalesced(self._read_latest, None if single else self._latest_many)
 
     def _decode(self, topic: str, entries: Sequence[RawEntry]) -> list[WireEvent]:
         return [decode_event(topic, i, f) for i, f in entries]
@@ -129,20 +132,32 @@ class HistoryReader:
         return ResumePoint(point.recovered, point.page, newest, point.extent)
 
     async def _read_resume(self, asked: tuple[str, StreamId, int], latest: int) -> ResumePoint:
-        topic, since, count = asked
-        key = self.keys.topic(topic)
+        return (await self._resume_many([(asked, latest)]))[0]
+
+    async def _resume_many(
+        self, asked: list[tuple[tuple[str, StreamId, int], int]]
+    ) -> list[ResumePoint]:
+        """`_read_resume` of several topics, in one transaction."""
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.xrange(key, min=f"({format_id(since)}", count=count)
-            pipe.xrevrange(key, count=latest)
-            _ask_extent(pipe, key)
-            page, newest, *replies = await _execute(pipe)
-        extent = _extent(*replies)
-        return ResumePoint(
-            covers(extent, since, self.maxlen),
-            self._decode(topic, page),
-            self._decode(topic, newest[::-1]),
-            extent,
-        )
+            for (topic, since, count), latest in asked:
+                key = self.keys.topic(topic)
+                pipe.xrange(key, min=f"({format_id(since)}", count=count)
+                pipe.xrevrange(key, count=latest)
+                _ask_extent(pipe, key)
+            replies = await _execute(pipe)
+        points = []
+        for i, ((topic, since, _), _) in enumerate(asked):
+            page, newest, *rest = replies[5 * i : 5 * i + 5]
+            extent = _extent(*rest)
+            points.append(
+                ResumePoint(
+                    covers(extent, since, self.maxlen),
+                    self._decode(topic, page),
+                    self._decode(topic, newest[::-1]),
+                    extent,
+                )
+            )
+        return points
 
     async def after(self, topic: str, after: StreamId, count: int) -> list[WireEvent]:
         """Up to `count` events after `after`, oldest first."""
@@ -155,6 +170,17 @@ class HistoryReader:
             self.keys.topic(topic), min=f"({format_id(after)}", count=count
         )
         return self._decode(topic, page)
+
+    async def _after_many(
+        self, asked: list[tuple[tuple[str, StreamId], int]]
+    ) -> list[list[WireEvent]]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for (topic, after), count in asked:
+                pipe.xrange(self.keys.topic(topic), min=f"({format_id(after)}", count=count)
+            pages = await pipe.execute()
+        return [
+            self._decode(topic, page) for ((topic, _), _), page in zip(asked, pages, strict=True)
+        ]
 
     async def range(
         self, topic: str, start: StreamId, end: StreamId, count: int, *, descending: bool
@@ -186,3 +212,13 @@ class HistoryReader:
     async def _read_latest(self, topic: str, count: int) -> list[WireEvent]:
         entries: Any = await self.redis.xrevrange(self.keys.topic(topic), count=count)
         return self._decode(topic, entries[::-1])
+
+    async def _latest_many(self, asked: list[tuple[str, int]]) -> list[list[WireEvent]]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for topic, count in asked:
+                pipe.xrevrange(self.keys.topic(topic), count=count)
+            replies = await pipe.execute()
+        return [
+            self._decode(topic, entries[::-1])
+            for (topic, _), entries in zip(asked, replies, strict=True)
+        ]

@@ -252,11 +252,19 @@ class Presence:
                     else:
                         pipe.hdel(keys.presence(topic), me)
                         pipe.srem(keys.presence_topics(me), topic)
+                # One HSET and one HDEL per topic, not a command per viewer: a connect
+                # storm brings a new `sub` per connection (`python -m bench.storm`).
+                counts: dict[str, dict[Any, Any]] = {}  # Any: as redis-py types `mapping`
+                gone: dict[str, list[str]] = {}
                 for (topic, sub), count in members.items():
                     if count > 0:
-                        pipe.hset(keys.presence_members(topic, me), sub, count)
+                        counts.setdefault(topic, {})[sub] = count
                     else:
-                        pipe.hdel(keys.presence_members(topic, me), sub)
+                        gone.setdefault(topic, []).append(sub)
+                for topic, mapping in counts.items():
+                    pipe.hset(keys.presence_members(topic, me), mapping=mapping)
+                for topic, subs in gone.items():
+                    pipe.hdel(keys.presence_members(topic, me), *subs)
                 for topic in changed.keys() | {topic for topic, _ in members}:
                     self._publish(pipe, topic, me)
                 results = await pipe.execute()

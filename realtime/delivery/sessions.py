@@ -37,15 +37,20 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_S = 2.0  # how often changed sessions are written
 MAX_PENDING = 200_000  # entries held while Redis is away; past it they are dropped
 LOG_PAGE = 500
-RECORDS_PER_WRITE = 1000  # session records per pipeline
+RECORDS_PER_WRITE = 1000  # session records per script call
 MAX_READ = 500_000  # log entries one recovery may read (a busy instance, a long window)
 
-# Write a session record unless another connection owns it now (ARGV[3] == "1": claim).
+# Write session records, each unless another connection owns it now: KEYS[i] a session,
+# ARGV[4i-3 .. 4i] its owner, record, claim ("1": whoever owns it now) and TTL (ms).
 _WRITE = """
-local owner = redis.call('HGET', KEYS[1], 'o')
-if owner and owner ~= ARGV[1] and ARGV[3] ~= '1' then return 0 end
-redis.call('HSET', KEYS[1], 'o', ARGV[1], 's', ARGV[2])
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
+for i = 1, #KEYS do
+  local o = ARGV[4 * i - 3]
+  local owner = redis.call('HGET', KEYS[i], 'o')
+  if not owner or owner == o or ARGV[4 * i - 1] == '1' then
+    redis.call('HSET', KEYS[i], 'o', o, 's', ARGV[4 * i - 2])
+    redis.call('PEXPIRE', KEYS[i], ARGV[4 * i])
+  end
+end
 return 1
 """
 
@@ -157,18 +162,25 @@ class SessionStore:
         return checkpoints
 
     async def _write_records(self, checkpoints: list[Checkpoint]) -> None:
-        """In pipelines of RECORDS_PER_WRITE: a refresh of every session at once would
-        hold all their JSON and replies in memory together."""
+        """In batches of RECORDS_PER_WRITE (a refresh of every session at once would
+        hold all their JSON and replies in memory together), each one script call: a
+        call per record was ~37 us of the web's CPU per record, 2-3 records per connect
+        (`python -m bench.storm`); one per batch, ~7. In a cluster, where a script's keys
+        share a slot, a call per record, pipelined."""
         await self._load_script()
         for start in range(0, len(checkpoints), RECORDS_PER_WRITE):
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for checkpoint in checkpoints[start : start + RECORDS_PER_WRITE]:
-                    await self._add_record(pipe, checkpoint, claim=False)
-                try:
-                    await pipe.execute()
-                except NoScriptError:
-                    self._loaded = False
-                    raise
+            batch = checkpoints[start : start + RECORDS_PER_WRITE]
+            try:
+                if self.keys.cluster:
+                    async with self.redis.pipeline(transaction=False) as pipe:
+                        for checkpoint in batch:
+                            await self._call(pipe, [checkpoint], claim=False)
+                        await pipe.execute()
+                else:
+                    await self._call(self.redis, batch, claim=False)
+            except NoScriptError:
+                self._loaded = False
+                raise
 
     def _log_entry(
         self, first: int, lines: list[str]
@@ -192,25 +204,25 @@ class SessionStore:
             return True
         return False
 
-    async def _add_record(self, pipe: Any, checkpoint: Checkpoint, *, claim: bool) -> None:
-        ttl = self.window_ms if checkpoint.final else self.record_ttl_ms
-        await self._write(  # queued in the pipeline: executed with it
-            keys=[self.keys.session(checkpoint.pid)],
-            args=[checkpoint.owner, jsoncodec.dumps(checkpoint.record), "1" if claim else "0",
-                  ttl],
-            client=pipe,
-        )  # fmt: skip
+    async def _call(self, client: Any, checkpoints: list[Checkpoint], *, claim: bool) -> None:
+        """`_WRITE` of these records (queued, when `client` is a pipeline)."""
+        keys: list[str] = []
+        args: list[str | int] = []
+        for checkpoint in checkpoints:
+            keys.append(self.keys.session(checkpoint.pid))
+            ttl = self.window_ms if checkpoint.final else self.record_ttl_ms
+            record = jsoncodec.dumps(checkpoint.record)
+            args += (checkpoint.owner, record, "1" if claim else "0", ttl)
+        await self._write(keys=keys, args=args, client=client)
 
     async def claim(self, checkpoint: Checkpoint) -> None:
         """Make a recovering connection the session's owner, before it is answered."""
         await self._load_script()
-        async with self.redis.pipeline(transaction=False) as pipe:
-            await self._add_record(pipe, checkpoint, claim=True)
-            try:
-                await pipe.execute()
-            except NoScriptError:
-                self._loaded = False
-                raise
+        try:
+            await self._call(self.redis, [checkpoint], claim=True)
+        except NoScriptError:
+            self._loaded = False
+            raise
 
     async def _load_script(self) -> None:
         """redis-py loads a script before a plain pipeline runs it, not before a

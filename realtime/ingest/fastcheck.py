@@ -15,8 +15,9 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+from realtime.core.streamids import is_stream_id
 from realtime.core.topics import TOPIC_PATTERN
-from realtime.ingest.schemas import MAX_DATA_DEPTH, MAX_INTEGER, MIN_INTEGER
+from realtime.ingest.schemas import MAX_DATA_DEPTH, MAX_INTEGER, MAX_SNAPSHOT, MIN_INTEGER
 
 _FIELDS = frozenset(("topic", "data", "ts", "key"))
 _topic_match = re.compile(TOPIC_PATTERN, re.ASCII).fullmatch
@@ -73,3 +74,26 @@ def valid_events(items: list[Any]) -> list[dict[str, Any]] | None:
         if data and not _clean(data, 1):
             return None
     return items
+
+
+_SUBSCRIBE_FIELDS = frozenset(("topic", "since", "snapshot"))
+
+
+def plain_subscribe(request: Any) -> dict[str, Any] | None:
+    """A subscribe's request when it is `{topic, since?, snapshot?}`, each valid, as
+    `SubscribeSchema` loads it (an equal dict); else None: the schema judges it. What
+    every client's (re)connect sends: marshmallow took ~50 us of it."""
+    if type(request) is not dict or not _SUBSCRIBE_FIELDS.issuperset(request):
+        return None
+    topic = request.get("topic")
+    if type(topic) is not str or _topic_match(topic) is None:
+        return None
+    if "since" in request:
+        since = request["since"]
+        if type(since) is not str or not is_stream_id(since):
+            return None
+    if "snapshot" in request:
+        snapshot = request["snapshot"]
+        if type(snapshot) is not int or not 0 <= snapshot <= MAX_SNAPSHOT:
+            return None
+    return dict(request)

@@ -29,6 +29,7 @@ from realtime.core.keys import NAMESPACE, SUBSCRIBE_EVENT, UNSUBSCRIBE_EVENT
 from realtime.core.settings import Settings
 from realtime.core.streamids import StreamIdError, parse_id
 from realtime.delivery.hub import Delivery, HistoryUnavailable
+from realtime.ingest.fastcheck import plain_subscribe
 from realtime.ingest.schemas import SubscribeSchema, UnsubscribeSchema, field_errors
 from realtime.web.access import Access
 from realtime.web.recovery import Recovery
@@ -46,6 +47,10 @@ def _single_payload(schema: Schema, args: tuple[Any, ...]) -> dict[str, Any]:
     """Validate the one argument an event carries; raises ValidationError."""
     if len(args) != 1:
         raise ValidationError({"_schema": ["Send exactly one object argument."]})
+    if isinstance(schema, SubscribeSchema):
+        plain = plain_subscribe(args[0])  # the common request, without marshmallow
+        if plain is not None:
+            return plain
     loaded: dict[str, Any] = schema.load(args[0])
     return loaded
 
