@@ -78,6 +78,7 @@ class Delivery:
         # topic -> (sum of the pending events' arrival times, their count): their mean
         # arrival, for the `queue` stage of the metrics
         self._arrived: dict[str, tuple[float, int]] = {}
+        self._offers = 0  # fan-out messages pending (merged into one batch per topic)
         # batches to hand out, in order, with their (mean) arrival time (monotonic)
         self._queue: deque[tuple[Batch, float]] = deque()
         self._next_flush = 0.0  # loop time: pending events wait until then (see `live`)
@@ -167,6 +168,7 @@ class Delivery:
         if self.batch_tick_s <= 0:
             self._queue.append((Batch.of(topic, events), now))
         else:
+            self._offers += 1
             pending = self._pending.get(topic)
             n = len(events)
             if pending is None:
@@ -189,6 +191,7 @@ class Delivery:
         in order too. With recovery on, every batch queued is numbered at once and
         their log entries written in one round trip (`_number`)."""
         loop = asyncio.get_running_loop()
+        merged = 0
         try:
             while True:
                 if not self._queue:
@@ -199,6 +202,7 @@ class Delivery:
                         await asyncio.sleep(wait)
                     pending, self._pending = self._pending, {}
                     arrived, self._arrived = self._arrived, {}
+                    merged, self._offers = self._offers, 0
                     self._queue.extend(
                         (Batch.merged(t, e), arrived[t][0] / max(arrived[t][1], 1))
                         for t, e in pending.items()
@@ -209,12 +213,15 @@ class Delivery:
                 if group:
                     await self._hand_out([batch for batch, _ in group], [at for _, at in group])
                 if not self._queue:
-                    # Under load (more arrived while this was handed out) the tick runs
-                    # from the end of it: what arrives meanwhile waits and goes out
-                    # together. Else from its start: a hand-out as long as a tick (a
-                    # big room's) was the tick, and the next event goes at once, not a
-                    # tick later (`python -m bench.latency` at 100 events/s).
-                    self._next_flush = (loop.time() if self._pending else began) + self.batch_tick_s
+                    # Under load (more arrived while this was handed out, or it merged
+                    # several fan-out messages: some of what arrived during its last
+                    # slice may not be read yet) the tick runs from the end of it: what
+                    # arrives meanwhile waits and goes out together. Else from its
+                    # start: a hand-out as long as a tick (a big room's) was the tick,
+                    # and the next event goes at once, not a tick later (`python -m
+                    # bench.latency` at 100 events/s).
+                    loaded = bool(self._pending) or merged > 1
+                    self._next_flush = (loop.time() if loaded else began) + self.batch_tick_s
         finally:
             self._sender = None
 
