@@ -200,3 +200,29 @@ def test_a_storm_subscriber_counts_gaps_and_repeats_and_when_it_recovered() -> N
     assert (w.gaps, w.first_update, w.recovered) == (2, 101.0, None)
     w.on_update(None, [event(20, 50.0), event(25, 100.5)], 102.0)
     assert (w.dups, w.recovered, w.last_seq) == (1, 102.0, 25)
+
+
+@pytest.mark.unit
+def test_loopdiag_report_attributes_stalls_in_the_window(tmp_path: Path) -> None:
+    """`python -m bench.loopdiag report`: collections by generation, and stalls by what
+    the watchdog saw running, inside the window only."""
+    from bench.loopdiag import report
+
+    log = tmp_path / "wt-web-1.log"
+    log.write_text(
+        "gc 100.5 gen=2 ms=30.0 cpu=29.0\n"
+        "busy 101.0 cpu=25.0 samples=2\n"
+        "   2 recovery.py:399:checkpoints < sessions.py:134:_flush\n"
+        "busy 102.0 cpu=4.0 samples=1\n"
+        "   1 hub.py:350:_deliver < hub.py:251:_hand_out\n"
+        "hist 102.5 busy%=40 cpu {} wall {}\n"
+        "busy 200.0 cpu=99.0 samples=1\n"
+        "   1 hub.py:350:_deliver < hub.py:251:_hand_out\n"
+    )
+    text = report(log, (100.0, 150.0))
+    assert "GC gen=2: 1 collections, CPU max 29.0 ms" in text
+    assert "{'<50': 1, '<5': 1}" in text
+    lines = text.splitlines()
+    assert any("1 x, max  25.0 ms, over 10 ms   1: recovery checkpoint" in x for x in lines)
+    assert any("1 x, max   4.0 ms, over 10 ms   0: hand-out" in x for x in lines)
+    assert "99.0" not in text  # outside the window
