@@ -9,7 +9,9 @@ instructions Redis executes between two `callgrind_control` marks:
 - commit: `FencedPartition.commit` of pass-through batches of --batch events over
   --topics topics (history XADD, the topic directory, `XTRIM MINID` by a 15-minute
   retention, one PUBLISH per topic, XACK), planned before the count starts;
-- fenced read: `FencedPartition.read` of --batch ingest entries, then XACK;
+- fenced read: `FencedPartition.read` of --batch ingest entries, then their XACK in a
+  `FencedPartition.commit`, as the worker acknowledges them (a read after a commit may
+  go without Lua: processors/worker/fencing.py);
 - plain read: the same XREADGROUP and XACK sent as commands (no script, no fence).
 
 With --baseline DIR (a checkout of another version) the commit and fenced read rows
@@ -149,7 +151,7 @@ async def commit_row(redis: Redis, grind: Callgrind, args: argparse.Namespace) -
 
 async def read_row(redis: Redis, grind: Callgrind, args: argparse.Namespace, fenced: bool) -> float:
     """Instructions per event of reading and acknowledging ingest entries."""
-    from processors.worker.fencing import FencedPartition
+    from processors.worker.fencing import CommitPlan, FencedPartition
     from realtime.core.keys import Keys
 
     keys = Keys(f"cost{uuid.uuid4().hex[:6]}:")
@@ -178,8 +180,14 @@ async def read_row(redis: Redis, grind: Callgrind, args: argparse.Namespace, fen
         if not ids:
             break
         read += len(ids)
-        await redis.xack(stream, "g", *ids)
-    return grind.count() / read
+        if fenced:
+            await part.commit(CommitPlan(acks=ids))
+        else:
+            await redis.xack(stream, "g", *ids)
+    count = grind.count()
+    if hasattr(part, "close"):  # not in every version
+        await part.close()
+    return count / read
 
 
 async def rows(args: argparse.Namespace, plain: bool) -> dict[str, float]:

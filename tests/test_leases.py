@@ -130,6 +130,68 @@ async def test_a_wait_and_its_read_go_in_one_round_trip_and_stay_fenced(
     assert (await redis.xpending(stream, "g"))["pending"] == 2  # the third not handed out
 
 
+async def exec_calls(redis: Redis) -> int:
+    stats = await redis.info("commandstats")
+    return int(stats.get("cmdstat_exec", {}).get("calls", 0))
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("protocol", [2, 3])
+async def test_the_read_after_a_commit_goes_without_lua_and_stays_fenced(
+    settings: Settings, keys: Keys, protocol: int
+) -> None:
+    """After a commit that WATCHed the lease and found it ours, the next read is a
+    MULTI/EXEC: it reads (or finds nothing new, and the last id to wait after) while
+    nobody has written the lease since; after our own
+    renewal (a write) the script reads; after a takeover between the commit and the
+    read it raises and hands nothing out, and the new owner reads the entry. The
+    worker's client speaks RESP2; another may speak RESP3."""
+    redis = Redis.from_url(settings.redis_url, protocol=protocol)
+    stream = keys.ingest(0)
+    await ensure_group(redis, stream, "g")
+    leases = Leases(redis, keys, "worker-a", lease_ms=10_000)
+    lease = await leases.acquire(0)
+    assert lease is not None
+    partition = fenced(redis, keys, lease.token)
+    ids = [text(await redis.xadd(stream, {"topic": "a", "ts": "1", "data": "{}"})) for _ in "abc"]
+    try:
+        await partition.commit(CommitPlan())  # loads the commit script (not WATCHed then)
+        first = await partition.read(1)  # nothing committed yet: the script
+        await partition.commit(CommitPlan(acks=[e.id for e in first.entries]))
+        execs = await exec_calls(redis)
+        second = await partition.read(1)
+        assert [e.id for e in second.entries] == ids[1:2]
+        assert second.entries[0].fields == {b"topic": b"a", b"ts": b"1", b"data": b"{}"}
+        assert abs(second.clock_ms - int(ids[1].split("-")[0])) < 60_000
+        assert await exec_calls(redis) == execs + 1
+
+        await partition.commit(CommitPlan(acks=[e.id for e in second.entries]))
+        assert await leases.renew([lease]) == []  # PEXPIRE: a write of the lease
+        third = await partition.read(1)
+        assert [e.id for e in third.entries] == ids[2:3]
+
+        await partition.commit(CommitPlan(acks=[e.id for e in third.entries]))
+        execs = await exec_calls(redis)
+        empty = await partition.read(1)  # nothing new: wait for entries after the last
+        assert (empty.entries, empty.last_id) == ([], ids[2])
+        assert await exec_calls(redis) == execs + 1
+
+        await partition.commit(CommitPlan())
+        last = text(await redis.xadd(stream, {"topic": "a", "ts": "2", "data": "{}"}))
+        await redis.set(keys.lease(0), "worker-b#1")  # taken over (after an expiry)
+        with pytest.raises(LeaseLost):
+            await partition.read(10)
+        assert (await redis.xpending(stream, "g"))["pending"] == 0
+        await redis.xreadgroup("g", "worker-b#1", {stream: ">"}, count=10)
+        pending = await redis.xpending_range(stream, "g", "-", "+", 10)
+        assert [(p["message_id"], p["consumer"]) for p in pending] == [
+            (last.encode(), b"worker-b#1")
+        ]
+    finally:
+        await partition.close()
+        await redis.aclose()
+
+
 @pytest.mark.integration
 async def test_membership_lists_live_workers(redis: Redis, keys: Keys) -> None:
     a = Membership(redis, keys, "worker-a", ttl_ms=10_000)

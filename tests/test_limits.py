@@ -146,6 +146,40 @@ async def test_connections_per_instance(settings: Settings) -> None:
             await c.disconnect()
 
 
+async def test_the_connection_limit_counts_clients_in_any_namespace(settings: Settings) -> None:
+    """A client only in an extension's namespace counts; one in `/` and `/chat` counts
+    once; a connect an extension refuses frees its place."""
+    overrides = {"max_connections": 2, "extensions": ("tests.helpers.ext_probe:setup",)}
+    async with running_app(settings.with_overrides(**overrides)) as url:
+        chat_only = await connect(url, namespaces=["/chat"])
+        both = await connect(url, namespaces=["/", "/chat"])
+
+        for namespaces in (["/"], ["/chat"]):
+            refused: list[Any] = []
+            late = socketio.AsyncClient(reconnection=False, json=jsoncodec, handle_sigint=False)
+            late.on("connect_error", refused.append, namespace=namespaces[0])
+            with pytest.raises(socketio.exceptions.ConnectionError):
+                await late.connect(url, namespaces=namespaces, transports=["websocket"])
+            await late.shutdown()
+            assert [r["data"] for r in refused] == [{"code": "limit"}], namespaces
+
+        await chat_only.disconnect()
+        for _ in range(3):  # refused by the extension, after the limit let it in
+            refused = []
+            picky = socketio.AsyncClient(reconnection=False, json=jsoncodec, handle_sigint=False)
+            picky.on("connect_error", refused.append, namespace="/chat")
+            with pytest.raises(socketio.exceptions.ConnectionError):
+                await picky.connect(
+                    url, namespaces=["/chat"], auth={"refuse": "no"}, transports=["websocket"]
+                )
+            await picky.shutdown()
+            assert refused == [{"message": "no"}], refused
+        last = await connect(url)  # no place was kept by the refusals
+        assert (await last.call("subscribe", {"topic": "ok"}))["ok"]
+        for c in (both, last):
+            await c.disconnect()
+
+
 async def test_a_packet_over_the_size_limit_closes_only_that_connection(
     settings: Settings,
 ) -> None:

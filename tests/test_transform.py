@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
 from processors.pipelines.transform import (
@@ -12,6 +13,10 @@ from processors.pipelines.transform import (
     group_by_topic,
     passthrough,
 )
+from processors.worker.history_writes import HistoryTargets
+from realtime.core import jsoncodec
+from realtime.core.keys import Keys
+from realtime.core.wire import UpdateEncoder
 from realtime.ingest.api import ingest_fields
 
 pytestmark = pytest.mark.unit
@@ -61,3 +66,44 @@ def test_group_by_topic_keeps_order_within_and_across_topics() -> None:
     assert [topic for topic, _ in grouped] == ["b", "a"]
     assert [e["id"] for e in grouped[0][1]] == ["1-0", "2-0"]
     assert grouped[0][1][0] == {"topic": "b", "id": "1-0", "ts": 1, "data": {}}
+
+
+def test_the_entrys_json_is_kept_for_history_and_fan_out_as_it_is() -> None:
+    """Pass-through writes the entry's `data` bytes, not `data` encoded again."""
+    raw = b'{"value":1.5,"tags":["a"]}'
+    event = decode_entry(b"1-0", {b"topic": b"t", b"ts": b"1", b"data": raw})
+    assert event.raw is raw
+    history = HistoryTargets(Keys("rt:")).write(event.topic, event.id, 1, event.data, event.raw)
+    assert history.fields == ["ts", "1", "data", raw.decode()]
+    [(_, message)] = UpdateEncoder(Keys("rt:"), "h").encode_updates(
+        [("t", [{"topic": "t", "id": "1-0", "ts": 1, "data": orjson.Fragment(event.raw)}])]
+    )
+    assert b'"data":[[{"topic":"t","id":"1-0","ts":1,"data":' + raw + b"}]]" in message
+
+
+def nested(depth: int) -> bytes:
+    return b'{"x":' * (depth - 1) + b"{}" + b"}" * (depth - 1)
+
+
+@pytest.mark.parametrize("depth", [250, 251, 300])
+def test_data_the_message_may_not_hold_is_encoded_again_and_fails_as_before(depth: int) -> None:
+    """Only data that is surely shallow enough is kept as it is: deeper data (not from
+    the ingest API, which refuses it) is encoded again, so the fan-out message fails to
+    encode for it exactly as when the worker always encoded `data`."""
+    event = decode_entry(b"1-0", {b"topic": b"t", b"ts": b"1", b"data": nested(depth)})
+    data = orjson.Fragment(event.raw) if event.raw else event.data
+    wire = {"topic": "t", "id": "1-0", "ts": 1, "data": data}
+    encoder = UpdateEncoder(Keys("rt:"), "h")
+    if depth > 250:
+        assert event.raw == b""
+        with pytest.raises(jsoncodec.JSONEncodeError):
+            encoder.encode_updates([("t", [wire])])
+    else:
+        assert event.raw
+        encoder.encode_updates([("t", [wire])])
+
+
+def test_short_data_is_always_kept() -> None:
+    """At most 500 bytes: at most 250 levels deep, whatever it holds."""
+    data = b'{"s":"' + b"[" * 480 + b'"}'
+    assert decode_entry(b"1-0", {b"topic": b"t", b"ts": b"1", b"data": data}).raw is data

@@ -229,7 +229,9 @@ class Pipelines:
                 return Plan(None, [], [], [Skip(p.name, FILTERED)])
         passthrough: TopicEvent | IngestEvent | None = None
         if topic.passthrough:
-            passthrough = event if as_is else TopicEvent(event.topic, event.id, event.ts, data)
+            passthrough = (
+                event if as_is else TopicEvent(event.topic, event.id, event.ts, data, event.raw)
+            )
         feeds: list[WindowFeed] = []
         routed: list[RoutedEvent] = []
         skipped: list[Skip] = list(topic.skips)

@@ -8,7 +8,7 @@ increase too, and a redelivered entry maps to the id its first delivery wrote.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -29,6 +29,10 @@ class IngestEvent:
     topic: str
     ts: int
     data: dict[str, Any]
+    # `data` as the entry holds it (JSON), when it can stand for `data` as is (see
+    # `decode_entry`): history and fan-out write these bytes instead of encoding `data`
+    # again. Empty: encode `data`.
+    raw: bytes | str = field(default=b"", compare=False, repr=False)
 
 
 @dataclass(slots=True)
@@ -37,15 +41,23 @@ class TopicEvent:
     id: str
     ts: int
     data: dict[str, Any]
+    raw: bytes | str = field(default=b"", compare=False, repr=False)  # as IngestEvent's
 
     def to_wire(self) -> dict[str, Any]:
         """The event as clients receive it inside an `update` list."""
         return {"topic": self.topic, "id": self.id, "ts": self.ts, "data": self.data}
 
 
-# Topics already found valid (the regex is a measurable part of an event's cost);
-# bounded, since topics come from producers.
-_valid_topics: set[str] = set()
+# A JSON value d levels deep is at least 2d bytes long, and has at least d brackets: data
+# within either bound is at most 250 levels deep, as deep as the fan-out message (which
+# nests it four levels down) can encode (tests/test_wire.py). Deeper data is encoded
+# again, and fails as it always did.
+RAW_MAX_BYTES = 500
+RAW_MAX_DEPTH = 250
+
+# Topics already found valid, by the bytes an entry holds (decoding and the regex are a
+# measurable part of an event's cost); bounded, since topics come from producers.
+_valid_topics: dict[bytes | str, str] = {}
 
 
 def decode_entry(entry_id: bytes | str, fields: Mapping[bytes | str, bytes | str]) -> IngestEvent:
@@ -54,29 +66,40 @@ def decode_entry(entry_id: bytes | str, fields: Mapping[bytes | str, bytes | str
     try:
         # Redis replies carry bytes keys; tests and callers may pass str keys.
         raw_topic = get(b"topic")
-        if type(raw_topic) is bytes:
-            topic = raw_topic.decode()
-        else:
-            topic = text(fields["topic"] if raw_topic is None else raw_topic)
+        if raw_topic is None:
+            raw_topic = fields["topic"]
+        topic = _valid_topics.get(raw_topic)
+        if topic is None:
+            name = raw_topic.decode() if type(raw_topic) is bytes else text(raw_topic)
         raw_ts = get(b"ts")
         ts = int(fields["ts"] if raw_ts is None else raw_ts)  # int() takes bytes and str
-        raw_data = get(b"data")
-        data = orjson.loads(fields["data"] if raw_data is None else raw_data)
+        raw = get(b"data")
+        if raw is None:
+            raw = fields["data"]
+        data = orjson.loads(raw)
     except (KeyError, ValueError, UnicodeDecodeError) as exc:
         raise TransformError(f"malformed ingest entry: {exc!r}") from exc
-    if topic not in _valid_topics:
-        if not is_valid_topic(topic):
-            raise TransformError(f"invalid topic {topic!r}")
+    if topic is None:
+        if not is_valid_topic(name):
+            raise TransformError(f"invalid topic {name!r}")
         if len(_valid_topics) >= 65536:
             _valid_topics.clear()
-        _valid_topics.add(topic)
-    if not isinstance(data, dict):
+        _valid_topics[raw_topic] = topic = name
+    if type(data) is not dict:  # orjson makes dicts, never a subclass
         raise TransformError("data is not a JSON object")
-    return IngestEvent(entry_id if type(entry_id) is str else text(entry_id), topic, ts, data)
+    if len(raw) > RAW_MAX_BYTES and _brackets(raw) > RAW_MAX_DEPTH:
+        raw = b""
+    return IngestEvent(entry_id if type(entry_id) is str else text(entry_id), topic, ts, data, raw)
+
+
+def _brackets(raw: bytes | str) -> int:
+    if isinstance(raw, str):
+        return raw.count("{") + raw.count("[")
+    return raw.count(b"{") + raw.count(b"[")
 
 
 def passthrough(event: IngestEvent) -> list[TopicEvent]:
-    return [TopicEvent(topic=event.topic, id=event.id, ts=event.ts, data=event.data)]
+    return [TopicEvent(event.topic, event.id, event.ts, event.data, event.raw)]
 
 
 def group_by_topic(events: list[TopicEvent]) -> list[tuple[str, list[dict[str, Any]]]]:

@@ -4,6 +4,11 @@ Each of these runs as one Lua script that first checks the partition's lease sti
 holds our token, so a worker that lost its lease (paused past its expiry, cut off from
 Redis) can neither take entries out of the stream nor write anything for them.
 
+One exception, the read that follows a commit: a script would turn every entry into Lua
+tables and back (about a fifth of Redis's work per event, `python -m bench.commit_cost`),
+so it is a MULTI/EXEC on a connection of the partition's own, fenced by a WATCH of the
+lease sent just before the commit's script (see `read`).
+
 Design notes: docs/design-notes.md.
 """
 
@@ -13,7 +18,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import hiredis
 from redis.asyncio import Redis
+from redis.asyncio.connection import AbstractConnection, BlockingConnectionPool, ConnectionPool
 from redis.exceptions import NoScriptError, ResponseError
 
 from processors.worker.slots import OtherSlots, slot_of, split
@@ -96,7 +103,9 @@ return {0, counts, errors}
 # One JSON argument rather than one argument per value: redis-py packs each argument in
 # Python, cjson decodes the one document in C (`python -m bench.worker` measures it). The
 # payloads are arguments of their own: JSON inside a JSON string would be escaped by the
-# worker and unescaped again by cjson, byte by byte (callgrind: bench/README.md).
+# worker and unescaped again by cjson, byte by byte (callgrind: bench/README.md); the
+# worker packs them in C (`_pack`). (As one argument, cut by lengths listed in the
+# document, they cost Redis 5% more instructions per event: `bench.commit_cost`.)
 _COMMIT = (
     LUA_RECORD
     + """
@@ -262,11 +271,15 @@ class CommitFailure:
 
 def _entry(raw: Sequence[Any], deliveries: int = 1) -> Entry:
     entry_id, flat = raw
-    if len(flat) % 2:
+    if len(flat) == 6:  # topic, ts, data: an ingest API entry (per event: spelled out)
+        fields = {flat[0]: flat[1], flat[2]: flat[3], flat[4]: flat[5]}
+    elif len(flat) % 2:
         raise ValueError(f"an entry's fields come in pairs: {flat!r}")
-    pairs = iter(flat)  # one iterator zipped with itself: name, value, name, value...
+    else:
+        pairs = iter(flat)  # one iterator zipped with itself: name, value, name, value...
+        fields = dict(zip(pairs, pairs, strict=True))
     entry_text = entry_id.decode() if type(entry_id) is bytes else text(entry_id)
-    return Entry(entry_text, dict(zip(pairs, pairs, strict=True)), deliveries)
+    return Entry(entry_text, fields, deliveries)
 
 
 class FencedPartition:
@@ -300,6 +313,18 @@ class FencedPartition:
         self.group = group
         self.consumer = consumer
         self.history_maxlen = history_maxlen
+        # The read after a commit goes without Lua (`read`): on a connection of our own,
+        # opened on first use. Not on a cluster (its writes span slots), nor behind
+        # Sentinel (its pool finds the primary): there every read is a script.
+        pool = getattr(redis, "connection_pool", None)
+        self._own: AbstractConnection | None = None
+        if self.other_slots is None and type(pool) in (ConnectionPool, BlockingConnectionPool):
+            assert pool is not None
+            self._own = pool.connection_class(**pool.connection_kwargs)
+        # The commit on `_own` found the lease ours after a WATCH of it, and nothing
+        # has been sent on `_own` since.
+        self._watching = False
+        self._token = token.encode()
         self._read = redis.register_script(fenced_script(_READ))
         self._claim = redis.register_script(fenced_script(_CLAIM))
         self._commit = redis.register_script(fenced_script(_COMMIT))
@@ -310,8 +335,68 @@ class FencedPartition:
 
     async def read(self, count: int) -> ReadResult:
         """Up to `count` entries nobody has been given yet."""
+        if self._watching:
+            read = await self._read_watched(count)
+            if read is not None:
+                return read
         reply = await self._read(keys=[self.lease_key, self.stream], args=self._args(count))
         return self._read_result(reply)
+
+    async def _read_watched(self, count: int) -> ReadResult | None:
+        """The read as MULTI/EXEC, right after a commit: Redis hands XREADGROUP's reply
+        back as it is. Fenced as the script is: the commit found the lease ours after
+        the WATCH, so EXEC runs only if nobody has written the lease since (a takeover
+        writes it; so does our own renewal, and then the script reads). None: read
+        with the script (the lease was written)."""
+        own, self._watching = self._own, False
+        assert own is not None
+        command = (
+            _MULTI
+            + _pack("GET", self.lease_key)
+            + _TIME
+            + _pack(
+                "XREADGROUP",
+                "GROUP",
+                self.group,
+                self.consumer,
+                "COUNT",
+                count,
+                "STREAMS",
+                self.stream,
+                ">",
+            )
+            # With nothing new, the caller waits for entries after the stream's last.
+            + _pack("XREVRANGE", self.stream, "+", "-", "COUNT", 1)
+            + _EXEC
+        )
+        try:
+            await own.send_packed_command(command, check_health=False)
+            for _ in range(5):  # OK, QUEUED x 4
+                await own.read_response()
+            reply = await own.read_response()
+        except BaseException:
+            await own.disconnect(nowait=True)
+            raise
+        if reply is None:
+            return None
+        lease, now, streams, last = reply
+        for part in reply:
+            if isinstance(part, ResponseError):
+                raise part  # NOGROUP: the runner recreates the group
+        if lease not in (self._token, self.token):  # the WATCH promised it: cannot fail
+            raise LeaseLost(self.stream)
+        clock = int(now[0]) * 1000 + int(now[1]) // 1000
+        if not streams:
+            return ReadResult([], text(last[0][0]) if last else "0-0", clock)
+        # RESP3 (a client other than the worker's): a map of stream -> entries
+        found = next(iter(streams.values())) if isinstance(streams, dict) else streams[0][1]
+        return ReadResult([_entry(raw) for raw in found], clock_ms=clock)
+
+    async def close(self) -> None:
+        """Close the connection of our own, if open."""
+        self._watching = False
+        if self._own is not None:
+            await self._own.disconnect()
 
     def _read_result(self, reply: Any) -> ReadResult:
         if reply[0] == LEASE_LOST:
@@ -411,23 +496,58 @@ class FencedPartition:
         args += [payload for _, payload in plan.publishes]
         for record in plan.dead_letters:
             args += [len(record), *record]
-        reply = await self._commit(
-            keys=[
-                self.lease_key,
-                self.stream,
-                self.dead_key,
-                self.windows_key,
-                self.attempts_key,
-                *self.directory_keys,
-            ],
-            args=args,
-        )
+        keys = [
+            self.lease_key,
+            self.stream,
+            self.dead_key,
+            self.windows_key,
+            self.attempts_key,
+            *self.directory_keys,
+        ]
+        if self._own is not None:
+            reply = await self._commit_watching(keys, args)
+        else:
+            reply = await self._commit(keys=keys, args=args)
         status = int(reply[0])
         if status == 0:
             return None
         if status == LEASE_LOST:
             raise LeaseLost(self.stream)
         return CommitFailure(history_index[status - 1], text(reply[1]))
+
+    async def _commit_watching(self, keys: list[str], args: list[Value]) -> Any:
+        """The commit's script after a WATCH of the lease, on our own connection: if the
+        script finds the lease ours, the next `read` may go without Lua."""
+        own, self._watching = self._own, False
+        assert own is not None
+        command = _pack("WATCH", self.lease_key) + _pack(
+            "EVALSHA", self._commit.sha, len(keys), *keys, *args
+        )
+        try:
+            await own.send_packed_command(command, check_health=False)
+            await own.read_response()
+            reply = await own.read_response()
+        except NoScriptError:  # not run: Redis lost the script (restarted, flushed)
+            return await self._commit(keys=keys, args=args)  # loads it
+        except ResponseError:
+            raise  # the script's error: the connection is fine
+        except BaseException:
+            await own.disconnect(nowait=True)
+            raise
+        self._watching = reply[0] == 0
+        return reply
+
+
+def _pack(*args: Value) -> bytes:
+    """One command as Redis reads it, packed in C (redis-py packs each argument in
+    Python)."""
+    packed: bytes = hiredis.pack_command(args)  # type: ignore[arg-type]  # its stub: 1-tuples
+    return packed
+
+
+_MULTI = _pack("MULTI")
+_TIME = _pack("TIME")
+_EXEC = _pack("EXEC")
 
 
 def is_missing_group(exc: ResponseError) -> bool:

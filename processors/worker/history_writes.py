@@ -35,7 +35,10 @@ class HistoryTargets:
         self._memo: dict[str, tuple[str, int, int]] = {}  # topic -> (key, keep_ms, maxlen)
         self._trim_ms, self._trim_keep, self._trim_minid = "", 0, ""
 
-    def write(self, topic: str, event_id: str, ts: int, data: dict[str, Any]) -> HistoryWrite:
+    def write(
+        self, topic: str, event_id: str, ts: int, data: dict[str, Any], raw: bytes | str = b""
+    ) -> HistoryWrite:
+        """`raw`: `data` as JSON already (IngestEvent.raw), written as it is."""
         target = self._memo.get(topic)
         if target is None:
             if len(self._memo) >= _MEMO_LIMIT:
@@ -43,10 +46,14 @@ class HistoryTargets:
             target = self._memo[topic] = (self.keys.topic(topic), *self.retention.of(topic))
         key, keep_ms, maxlen = target
         ts_text = str(ts)
+        if not raw:
+            json = orjson.dumps(data).decode()
+        else:
+            json = raw.decode() if isinstance(raw, bytes) else raw
         return HistoryWrite(
             key,
             event_id,
-            [HISTORY_TS_FIELD, ts_text, HISTORY_DATA_FIELD, orjson.dumps(data).decode()],
+            [HISTORY_TS_FIELD, ts_text, HISTORY_DATA_FIELD, json],
             maxlen,
             self._trim(event_id, keep_ms) if keep_ms > 0 else "",
             topic,
@@ -67,4 +74,6 @@ class HistoryTargets:
 def history_write(
     keys: Keys, event: TopicEvent, retention: Retention = NO_RETENTION
 ) -> HistoryWrite:
-    return HistoryTargets(keys, retention).write(event.topic, event.id, event.ts, event.data)
+    return HistoryTargets(keys, retention).write(
+        event.topic, event.id, event.ts, event.data, event.raw
+    )

@@ -85,7 +85,26 @@ def attempt(
     fault: Fault | None = None,
 ) -> Outcome:
     """Decide what to do with one entry now (pure apart from calling the planner)."""
-    # Nothing has failed (the common case): no lookup per entry.
+    # Nothing has failed and the entry is new (the common case): one test per entry.
+    if failures.counts or entry.attempts or entry.deliveries > max_attempts:
+        outcome = _retried(entry, failures, max_attempts)
+        if outcome is not None:
+            return outcome
+    try:
+        if fault is not None:
+            fault("process", [entry])
+        fields = entry.fields
+        event = decode_entry(entry.id, fields)
+        return Outcome(entry, event, stage.plan_entry(event, fields))
+    except TransformError as exc:
+        return Outcome(entry, dead=str(exc))
+    except Exception as exc:
+        logger.exception("planning failed on %s", entry.id)
+        return Outcome(entry, failed=f"{type(exc).__name__}: {exc}")
+
+
+def _retried(entry: Entry, failures: Failures, max_attempts: int) -> Outcome | None:
+    """An entry that failed or was delivered too often: to dead-letter (else None)."""
     failed, last_error = failures.get(entry.id) if failures.counts else NO_FAILURE
     if failed >= max_attempts:
         return Outcome(
@@ -112,17 +131,7 @@ def attempt(
             ),
             attempts=entry.deliveries,
         )
-    try:
-        if fault is not None:
-            fault("process", [entry])
-        fields = entry.fields
-        event = decode_entry(entry.id, fields)
-        return Outcome(entry, event, stage.plan_entry(event, fields))
-    except TransformError as exc:
-        return Outcome(entry, dead=str(exc))
-    except Exception as exc:
-        logger.exception("planning failed on %s", entry.id)
-        return Outcome(entry, failed=f"{type(exc).__name__}: {exc}")
+    return None
 
 
 TIMER_WAIT_MS = 250  # the longest wait for new entries while windows are open
@@ -176,6 +185,12 @@ class PartitionRunner:
         self.stopping.set()
 
     async def run(self) -> None:
+        try:
+            await self._run()
+        finally:
+            await self.fenced.close()
+
+    async def _run(self) -> None:
         backoff = Backoff(base_s=0.1, cap_s=5.0)
         recovering = True
         ahead: ReadResult | None = None  # a read that found nothing, not acted on yet

@@ -18,6 +18,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from orjson import Fragment
+
 from processors.pipelines.partition_windows import ROUTED_FIELD, Aggregator
 from processors.pipelines.plan import PASS_THROUGH, Pipelines, Plan, hops_of
 from processors.pipelines.retention import Retention
@@ -267,10 +269,11 @@ class _Building:
     def _pass(self, event: IngestEvent | TopicEvent, index: int) -> None:
         """A pass-through event's history write and publish (the per-event path: what
         `emit` and `_update` do, inlined)."""
-        topic, event_id, ts, data = event.topic, event.id, event.ts, event.data
-        self.plan.history.append(self.write(topic, event_id, ts, data))
+        topic, event_id, ts, data, raw = event.topic, event.id, event.ts, event.data, event.raw
+        self.plan.history.append(self.write(topic, event_id, ts, data, raw))
         self.sources.append(index)
-        wire = {"topic": topic, "id": event_id, "ts": ts, "data": data}
+        # The entry's JSON as it is, not `data` encoded again (see IngestEvent.raw).
+        wire = {"topic": topic, "id": event_id, "ts": ts, "data": Fragment(raw) if raw else data}
         events = self.updates.get(topic)
         if events is None:
             self.updates[topic] = [wire]

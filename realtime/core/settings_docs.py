@@ -38,7 +38,9 @@ ENVIRONMENT_DOCS: dict[str, str] = {
     "REALTIME_MAX_MESSAGE_BYTES": "largest packet a Socket.IO client may send (at least 1024)",
     "REALTIME_MAX_SUBSCRIPTIONS": "subscriptions per connection",
     "REALTIME_SUBSCRIBE_RATE": "subscribe/unsubscribe requests per second per connection",
-    "REALTIME_MAX_CONNECTIONS": "Socket.IO connections per web instance",
+    "REALTIME_MAX_CONNECTIONS": (
+        "Socket.IO clients per web instance (one in `/` and an extension namespace counts once)"
+    ),
     "REALTIME_CONNECT_TIMEOUT_S": (
         "a connection that has not connected to a Socket.IO namespace within this is closed"
     ),

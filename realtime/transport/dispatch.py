@@ -22,7 +22,7 @@ from socketio import packet
 class Gate(Protocol):
     """Called before the connect handlers of a namespace without a `first` handler;
     raises socketio.exceptions.ConnectionRefusedError. `left`: before its disconnect
-    handlers."""
+    handlers, or when its connect handlers refused it (called at most twice; once counts)."""
 
     def __call__(self, namespace: str, sid: str, environ: Any, auth: Any) -> Awaitable[None]: ...
 
@@ -80,7 +80,16 @@ class ExtensibleServer(socketio.AsyncServer):  # type: ignore[misc]
         if event == "connect" and self.gate is not None:
             sid, environ, *auth = args
             await self.gate(namespace, sid, environ, auth[0] if auth else None)
-        elif event == "disconnect" and self.gate is not None:
+            # A connect the handlers refuse gets no disconnect: the gate hears of it here.
+            try:
+                accepted = await super()._trigger_event(event, namespace, *args)
+            except BaseException:
+                self.gate.left(namespace, sid)
+                raise
+            if accepted is False:
+                self.gate.left(namespace, sid)
+            return accepted
+        if event == "disconnect" and self.gate is not None:
             self.gate.left(namespace, args[0])
         return await super()._trigger_event(event, namespace, *args)
 

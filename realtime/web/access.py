@@ -2,6 +2,10 @@
 connect, the connection limit, topic grants, subscriptions per connection and the
 subscribe/unsubscribe rate. One `Access` per web process; its state is per connection.
 
+The connection limit counts clients (Engine.IO sessions), whichever namespaces they
+join: one connected only to an extension's namespace counts, one connected to `/` and
+`/chat` counts once.
+
 A token expires while connected: the server sends `closing {"code": "token_expired",
 "message"}` and disconnects the client (socket.io: reason "io server disconnect"); the
 client connects again with a fresh token. The same holds for each namespace an extension
@@ -32,10 +36,11 @@ class _Connection:
     # and the rate bucket made at the first subscribe or unsubscribe. A bucket starts
     # full and refills to full while unused, so one made then holds what one made at
     # connect would.
-    __slots__ = ("bucket", "expiry", "grant")
+    __slots__ = ("bucket", "engine", "expiry", "grant")
 
-    def __init__(self, grant: Grant) -> None:
+    def __init__(self, grant: Grant, engine: str) -> None:
         self.grant = grant
+        self.engine = engine
         self.bucket: TokenBucket | None = None
         self.expiry: asyncio.TimerHandle | None = None
 
@@ -55,8 +60,10 @@ class Access:
         self.rate = settings.subscribe_rate
         self.clock = clock
         self._connections: dict[str, _Connection] = {}
-        # (sid, namespace) of extension namespaces -> the expiry of the token they used
-        self._others: dict[tuple[str, str], asyncio.TimerHandle] = {}
+        # (sid, namespace) of extension namespaces -> (Engine.IO session, token's expiry)
+        self._others: dict[tuple[str, str], tuple[str, asyncio.TimerHandle | None]] = {}
+        # Engine.IO session -> how many of its namespace connections are admitted
+        self._engines: dict[str, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     # -- connections ----------------------------------------------------------------------
@@ -64,29 +71,49 @@ class Access:
     def connect(self, sid: str, auth: Any) -> None:
         """Admit a connection or raise ConnectionRefusedError, which the client sees as
         `connect_error` with the message (and `data.code`)."""
-        if len(self._connections) >= self.max_connections:
+        engine = self._admit(sid, NAMESPACE)
+        grant = self.verify(auth)
+        connection = _Connection(grant, engine)
+        connection.expiry = self._expiry(grant, sid, NAMESPACE)
+        self._connections[sid] = connection
+        self._engines[engine] = self._engines.get(engine, 0) + 1
+
+    def join(self, sid: str, namespace: str, auth: Any) -> Grant:
+        """Admit a connection to an extension's namespace (the limit, then the token) or
+        raise ConnectionRefusedError; it ends when its token expires, as `/` does."""
+        engine = self._admit(sid, namespace)
+        grant = self.verify(auth)
+        self._others[(sid, namespace)] = (engine, self._expiry(grant, sid, namespace))
+        self._engines[engine] = self._engines.get(engine, 0) + 1
+        return grant
+
+    def left(self, sid: str, namespace: str) -> None:
+        """An extension namespace's connection ended (or its connect was refused after
+        `join`); a second call does nothing."""
+        other = self._others.pop((sid, namespace), None)
+        if other is not None:
+            engine, expiry = other
+            if expiry is not None:
+                expiry.cancel()
+            self._release(engine)
+
+    def _admit(self, sid: str, namespace: str) -> str:
+        """The connection's Engine.IO session, if the limit lets it in: a client already
+        counted (connected to another namespace) always is."""
+        engine: str = self.sio.manager.eio_sid_from_sid(sid, namespace) or sid
+        if engine not in self._engines and len(self._engines) >= self.max_connections:
             logger.warning("refused a connection: at the limit of %d", self.max_connections)
             raise socketio.exceptions.ConnectionRefusedError(
                 f"This server is at its limit of {self.max_connections} connections; "
                 "try again later.",
                 {"code": errors.LIMIT},
             )
-        grant = self.verify(auth)
-        connection = _Connection(grant)
-        connection.expiry = self._expiry(grant, sid, NAMESPACE)
-        self._connections[sid] = connection
+        return engine
 
-    def joined(self, sid: str, namespace: str, grant: Grant) -> None:
-        """A connection to an extension's namespace, with this grant: it ends when its
-        token expires, as `/` does."""
-        expiry = self._expiry(grant, sid, namespace)
-        if expiry is not None:
-            self._others[(sid, namespace)] = expiry
-
-    def left(self, sid: str, namespace: str) -> None:
-        expiry = self._others.pop((sid, namespace), None)
-        if expiry is not None:
-            expiry.cancel()
+    def _release(self, engine: str) -> None:
+        left = self._engines.pop(engine, 0) - 1
+        if left > 0:
+            self._engines[engine] = left
 
     def _expiry(self, grant: Grant, sid: str, namespace: str) -> asyncio.TimerHandle | None:
         if grant.expires_at is None:
@@ -113,12 +140,16 @@ class Access:
 
     def disconnected(self, sid: str) -> None:
         connection = self._connections.pop(sid, None)
-        if connection is not None and connection.expiry is not None:
+        if connection is None:
+            return
+        if connection.expiry is not None:
             connection.expiry.cancel()
+        self._release(connection.engine)
 
     @property
     def count(self) -> int:
-        return len(self._connections)
+        """Clients admitted: Engine.IO sessions connected to at least one namespace."""
+        return len(self._engines)
 
     def _spawn_expire(self, sid: str, namespace: str) -> None:
         task = asyncio.ensure_future(self._expire(sid, namespace))
@@ -129,8 +160,8 @@ class Access:
         if namespace == NAMESPACE:
             if sid not in self._connections:
                 return
-        elif self._others.pop((sid, namespace), None) is None:
-            return
+        elif (sid, namespace) not in self._others:
+            return  # its disconnect (`left`) releases it
         logger.info("disconnecting a client from %s: its token expired", namespace)
         await self.sio.emit(
             CLOSING_EVENT,

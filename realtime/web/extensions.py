@@ -140,8 +140,9 @@ REALTIME = web.AppKey("realtime", Realtime)
 
 
 class Gate:
-    """The connect of a namespace an extension added: the token is verified first (a
-    refusal is the client's `connect_error`), its claims go into the session."""
+    """The connect of a namespace an extension added: the connection limit and the token
+    are checked first (a refusal is the client's `connect_error`), its claims go into the
+    session."""
 
     def __init__(self, sio: SocketServer, access: Access) -> None:
         self.sio = sio
@@ -150,9 +151,8 @@ class Gate:
     async def __call__(self, namespace: str, sid: str, environ: Any, auth: Any) -> None:
         if namespace == ADMIN_NAMESPACE:
             return  # the Admin UI's own login (realtime/web/admin.py)
-        grant = self.access.verify(auth)  # raises ConnectionRefusedError
+        grant = self.access.join(sid, namespace, auth)  # raises ConnectionRefusedError
         await self.sio.save_session(sid, {CLAIMS: dict(grant.claims)}, namespace)
-        self.access.joined(sid, namespace, grant)
 
     def left(self, namespace: str, sid: str) -> None:
         self.access.left(sid, namespace)

@@ -14,6 +14,8 @@ CHAT = "/chat"
 
 class Chat(socketio.AsyncNamespace):  # type: ignore[misc]
     async def on_connect(self, sid: str, environ: Any, auth: Any = None) -> None:
+        if isinstance(auth, dict) and "refuse" in auth:
+            raise socketio.exceptions.ConnectionRefusedError(auth["refuse"])
         session = await self.get_session(sid)
         await self.emit("hello", {"sub": session[CLAIMS].get("sub")}, to=sid)
 
