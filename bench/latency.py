@@ -15,7 +15,9 @@ probe (publisher -> ingest accepted -> socket, split at the event id's time) and
 stage histograms the web and the worker export (`realtime_stage_seconds{stage}`,
 `realtime_fanout_latency_seconds`, `realtime_delivery_latency_seconds`), read from their
 /metrics before and after each step. Means, so the stages add up to the end-to-end
-mean; the worker's stages are per batch (at these rates nearly always one event).
+mean; the worker's stages are per batch (at these rates nearly always one event). And
+what held the event loops meanwhile, a step's p99 when it recurs: the web's and the
+worker's lag samples over 10 ms, and their GC collections (`realtime.core.loopwatch`).
 
 With `--baseline DIR` (another checkout, e.g. `git archive main | tar -x -C DIR`), a
 third column runs that version of ours (`before`) in the same runs, interleaved too.
@@ -30,7 +32,7 @@ import statistics
 import sys
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +49,7 @@ from realtime.loadtest import stamped
 
 BEFORE = "before"  # ours, from the --baseline checkout
 WARMUP_S = 1.0
+LAG_MS = 10.0  # event-loop lag samples above this count as the loop held (a bucket bound)
 
 # (key, label): the split of ours, in path order. Keys: the probe's `to_ingest` and
 # `socket`, `fanout` and the stages of realtime_stage_seconds.
@@ -68,9 +71,18 @@ SPLIT_KEYS = [key for key, _ in SPLIT] + [key for key, _, _ in PARTS] + ["mean_m
 
 @dataclass
 class Scrape:
-    """Histogram sums and counts from one /metrics page: name (and stage) -> (sum, count)."""
+    """Histogram sums and counts from one /metrics page: name (and stage) -> (sum, count);
+    `held`: what held the event loop (`realtime.core.loopwatch`): `lag_over` lag samples
+    over LAG_MS, `gc` collections of every generation, `gc_s` their pauses."""
 
     series: dict[str, tuple[float, float]]
+    held: dict[str, float] = field(default_factory=dict)
+
+    def held_delta(self, before: Scrape, key: str) -> float:
+        """How much of `held[key]` came between the two pages (NaN: not exported)."""
+        if key not in self.held or key not in before.held:
+            return math.nan
+        return self.held[key] - before.held[key]
 
     def mean_ms(self, before: Scrape, key: str) -> float:
         total, count = self.series.get(key, (0.0, 0.0))
@@ -80,10 +92,30 @@ class Scrape:
 
 async def scrape(session: aiohttp.ClientSession, url: str) -> Scrape:
     async with session.get(url) as response:
-        text = await response.text()
+        return parse(await response.text())
+
+
+def parse(text: str) -> Scrape:
+    """One /metrics page."""
     sums: dict[str, float] = {}
     counts: dict[str, float] = {}
+    held: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
+        if family.name == "realtime_gc_pause_seconds":
+            for sample in family.samples:
+                key = {"_count": "gc", "_sum": "gc_s"}.get(sample.name.removeprefix(family.name))
+                if key is not None:
+                    held[key] = held.get(key, 0.0) + sample.value
+            continue
+        if family.name == "realtime_event_loop_lag_seconds":
+            for sample in family.samples:
+                if sample.name.endswith("_bucket") and float(sample.labels["le"]) == LAG_MS / 1000:
+                    held["lag_under"] = sample.value
+                elif sample.name.endswith("_count"):
+                    held["lag"] = sample.value
+            if "lag" in held and "lag_under" in held:
+                held["lag_over"] = held["lag"] - held["lag_under"]
+            continue
         for sample in family.samples:
             base = family.name.removeprefix("realtime_").removesuffix("_seconds")
             key = sample.labels.get("stage", base)
@@ -91,7 +123,7 @@ async def scrape(session: aiohttp.ClientSession, url: str) -> Scrape:
                 sums[key] = sample.value
             elif sample.name.endswith("_count"):
                 counts[key] = sample.value
-    return Scrape({k: (sums[k], counts[k]) for k in sums if k in counts})
+    return Scrape({k: (sums[k], counts[k]) for k in sums if k in counts}, held)
 
 
 def mean(values: Any) -> float:
@@ -170,6 +202,11 @@ def _split(tally: Tally, before: list[Scrape], after: list[Scrape]) -> dict[str,
         "recovery_log": web.mean_ms(web0, "recovery_log"),
         "handout": web.mean_ms(web0, "handout"),
         "socket": tally.from_ingest.mean - delivered,
+        "web_lag_over": web.held_delta(web0, "lag_over"),
+        "web_lag": web.held_delta(web0, "lag"),
+        "worker_lag_over": worker.held_delta(worker0, "lag_over"),
+        "gc": web.held_delta(web0, "gc") + worker.held_delta(worker0, "gc"),
+        "gc_ms": (web.held_delta(web0, "gc_s") + worker.held_delta(worker0, "gc_s")) * 1000,
     }
 
 
@@ -198,7 +235,7 @@ def _ratios(ours: list[float], node: list[float]) -> str:
 
 def report(runs: list[dict[str, dict[float, dict[str, float]]]], rates: list[float]) -> str:
     def values(kind: str, rate: float, key: str) -> list[float]:
-        return [run[kind][rate][key] for run in runs if kind in run]
+        return [run[kind][rate].get(key, math.nan) for run in runs if kind in run]
 
     kinds = [k for k in (OURS, BEFORE, NODE) if any(k in run for run in runs)]
     pairs = [
@@ -227,6 +264,27 @@ def report(runs: list[dict[str, dict[float, dict[str, float]]]], rates: list[flo
                 "",
             ]
             lines += _split_rows([(key, values(kind, rate, key)) for key in SPLIT_KEYS])
+    held = [
+        (k, r)
+        for k in (OURS, BEFORE)
+        for r in rates
+        if not math.isnan(_stats(values(k, r, "web_lag"))[0])
+    ]
+    if held:
+        lines += [
+            "",
+            f"what held the event loops: lag samples over {LAG_MS:g} ms (one per 100 ms),"
+            " GC collections (web and worker):",
+            "",
+        ]
+    for kind, rate in held:
+        lines.append(
+            f"{kind} at {rate:g} events/s: web {_cell(values(kind, rate, 'web_lag_over'), '.0f')}"
+            f" of {_cell(values(kind, rate, 'web_lag'), '.0f')}, worker"
+            f" {_cell(values(kind, rate, 'worker_lag_over'), '.0f')}; GC"
+            f" {_cell(values(kind, rate, 'gc'), '.0f')} collections,"
+            f" {_cell(values(kind, rate, 'gc_ms'), '.1f')} ms"
+        )
     lines.append("")
     for rate in rates:
         for label, key, scale in (

@@ -105,6 +105,41 @@ def test_latency_report_gives_ratios_and_a_split_that_adds_up() -> None:
     assert total.split()[-1] == "7.00"  # the seven stages, 1 ms each
 
 
+@pytest.mark.unit
+def test_latency_report_says_what_held_the_event_loops() -> None:
+    """From the web's and the worker's /metrics: lag samples over 10 ms and GC pauses,
+    per step; a version that exports neither (an older --baseline) shows none."""
+    from bench.latency import _split, parse, report
+    from bench.loadgen import Tally
+
+    def page(under: int, count: int, gc: tuple[int, int], gc_s: float) -> str:
+        return (
+            "# TYPE realtime_event_loop_lag_seconds histogram\n"
+            f'realtime_event_loop_lag_seconds_bucket{{le="0.005"}} {under - 1}\n'
+            f'realtime_event_loop_lag_seconds_bucket{{le="0.01"}} {under}\n'
+            f'realtime_event_loop_lag_seconds_bucket{{le="+Inf"}} {count}\n'
+            f"realtime_event_loop_lag_seconds_count {count}\n"
+            "realtime_event_loop_lag_seconds_sum 0.5\n"
+            "# TYPE realtime_gc_pause_seconds histogram\n"
+            f'realtime_gc_pause_seconds_count{{generation="0"}} {gc[0]}\n'
+            f'realtime_gc_pause_seconds_sum{{generation="0"}} {gc_s / 2}\n'
+            f'realtime_gc_pause_seconds_count{{generation="2"}} {gc[1]}\n'
+            f'realtime_gc_pause_seconds_sum{{generation="2"}} {gc_s / 2}\n'
+        )
+
+    web0, web = parse(page(10, 10, (1, 0), 0.002)), parse(page(55, 60, (3, 1), 0.042))
+    worker0, worker = parse(page(10, 10, (0, 0), 0.0)), parse(page(60, 60, (0, 0), 0.0))
+    split = _split(Tally(), [web0, worker0], [web, worker])
+    assert (split["web_lag_over"], split["web_lag"], split["worker_lag_over"]) == (5, 50, 0)
+    assert split["gc"] == 3
+    assert split["gc_ms"] == pytest.approx(40.0)
+    old = _split(Tally(), [parse(""), parse("")], [parse(""), parse("")])
+    assert math.isnan(old["web_lag"])
+    text = report([{"ours": {50.0: split}, "before": {50.0: old}}], [50.0])
+    held = [line for line in text.splitlines() if line.startswith(("ours at", "before at"))]
+    assert held == ["ours at 50 events/s: web 5 of 50, worker 0; GC 3 collections, 40.0 ms"]
+
+
 @pytest.mark.system
 @pytest.mark.skipif(not stamped.supported(), reason="no SO_TIMESTAMPNS here")
 async def test_the_probe_process_reports_its_share_of_a_step(
@@ -165,3 +200,29 @@ def test_a_storm_subscriber_counts_gaps_and_repeats_and_when_it_recovered() -> N
     assert (w.gaps, w.first_update, w.recovered) == (2, 101.0, None)
     w.on_update(None, [event(20, 50.0), event(25, 100.5)], 102.0)
     assert (w.dups, w.recovered, w.last_seq) == (1, 102.0, 25)
+
+
+@pytest.mark.unit
+def test_loopdiag_report_attributes_stalls_in_the_window(tmp_path: Path) -> None:
+    """`python -m bench.loopdiag report`: collections by generation, and stalls by what
+    the watchdog saw running, inside the window only."""
+    from bench.loopdiag import report
+
+    log = tmp_path / "wt-web-1.log"
+    log.write_text(
+        "gc 100.5 gen=2 ms=30.0 cpu=29.0\n"
+        "busy 101.0 cpu=25.0 samples=2\n"
+        "   2 recovery.py:399:checkpoints < sessions.py:134:_flush\n"
+        "busy 102.0 cpu=4.0 samples=1\n"
+        "   1 hub.py:350:_deliver < hub.py:251:_hand_out\n"
+        "hist 102.5 busy%=40 cpu {} wall {}\n"
+        "busy 200.0 cpu=99.0 samples=1\n"
+        "   1 hub.py:350:_deliver < hub.py:251:_hand_out\n"
+    )
+    text = report(log, (100.0, 150.0))
+    assert "GC gen=2: 1 collections, CPU max 29.0 ms" in text
+    assert "{'<50': 1, '<5': 1}" in text
+    lines = text.splitlines()
+    assert any("1 x, max  25.0 ms, over 10 ms   1: recovery checkpoint" in x for x in lines)
+    assert any("1 x, max   4.0 ms, over 10 ms   0: hand-out" in x for x in lines)
+    assert "99.0" not in text  # outside the window

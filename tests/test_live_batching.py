@@ -104,6 +104,75 @@ async def test_the_first_event_after_a_quiet_tick_goes_at_once_the_next_ones_tog
         client.abort()
 
 
+async def test_after_a_hand_out_as_long_as_a_tick_the_next_event_goes_at_once(
+    settings: Settings,
+) -> None:
+    """A big room's hand-out takes about a tick (a send to each of 1,000 connections):
+    it counts as the tick, so the next event is not held for another one; but under
+    load (one arrived while it was handed out, or it merged several fan-out messages)
+    the next waits a tick after it, to go out with whatever else comes. The hand-out
+    is made as long as a tick here by a slow recovery-log write, which it waits for."""
+    tick_s = 0.5
+    packets = Packets()
+    async with serving(settings.with_overrides(batch_tick_ms=tick_s * 1000)) as (url, app):
+        (client,) = await subscribed(url, packets, 1)
+        await live(app, [client])
+        delivery = app[DELIVERY]
+        written = delivery.log_written
+        assert written is not None  # recovery is on: the hand-out waits for the log
+
+        began = asyncio.Event()
+
+        async def slow() -> None:
+            began.set()
+            await asyncio.sleep(tick_s)
+            await written()
+
+        async def long_hand_out(n: int) -> None:
+            await asyncio.sleep(tick_s)  # a quiet tick
+            delivery.log_written = slow
+            began.clear()
+            await delivery.live(TOPIC, events(n))
+            await began.wait()
+
+        await long_hand_out(1)
+        sender = delivery._sender
+        assert sender is not None
+        await sender
+        delivery.log_written = written
+        started = time.monotonic()
+        await delivery.live(TOPIC, events(2))
+        await packets.wait_for(client, 2)
+        assert packets.by_client[id(client)][1][0] - started < tick_s / 2  # at once
+
+        await long_hand_out(3)
+        await delivery.live(TOPIC, events(4))  # while 3 is being handed out
+        delivery.log_written = written
+        await packets.wait_for(client, 4)
+        got = packets.by_client[id(client)]
+        assert [ids for _, ids in got] == [["1-0"], ["2-0"], ["3-0"], ["4-0"]]
+        assert got[3][0] - got[2][0] >= tick_s * 0.9  # a tick after the hand-out of 3
+
+        # A batch that merged several fan-out messages is a sign of load too: the next
+        # event waits a tick after its hand-out (more may be on their way).
+        await asyncio.sleep(tick_s)
+        delivery.log_written = slow
+        began.clear()
+        delivery.offer(TOPIC, events(5))
+        delivery.offer(TOPIC, events(6))  # before the hand-out starts: merged with 5
+        await began.wait()
+        sender = delivery._sender
+        assert sender is not None
+        await sender
+        delivery.log_written = written
+        await delivery.live(TOPIC, events(7))
+        await packets.wait_for(client, 7)
+        got = packets.by_client[id(client)]
+        assert [ids for _, ids in got[4:]] == [["5-0", "6-0"], ["7-0"]]
+        assert got[5][0] - got[4][0] >= tick_s * 0.9
+        client.abort()
+
+
 async def test_without_a_tick_each_fan_out_message_is_its_own_packet(settings: Settings) -> None:
     packets = Packets()
     async with serving(settings.with_overrides(batch_tick_ms=0)) as (url, app):

@@ -197,6 +197,86 @@ def test_records_due_without_a_change_are_the_new_and_the_closed_ones() -> None:
     assert [c.pid for c in rec.checkpoints()] == ["s2pid"]  # changed: the shared frame
 
 
+def rounding(rec: Recorder) -> bool:
+    """`rec.rounding`, read afresh (a call: mypy keeps no narrowing across calls)."""
+    return rec.rounding
+
+
+def test_a_round_of_checkpoints_in_slices_writes_each_connection_once() -> None:
+    """With a limit, a round over every connection is made a slice per call (the event
+    loop runs hand-outs in between): every connection whose state changed gets its
+    record in the round, once; one that connects or closes meanwhile is not held up,
+    and agrees with the log at the entry its slice was made at."""
+    log = Log()
+    rec = log.recorder
+    sids = [f"s{i}" for i in range(7)]
+    for sid in sids:
+        log.connect(sid)
+        sub(log, sid, "a", (1, 0))
+    rec.checkpoints(changed=False)  # the first records
+    log.fanout("a", (2, 0))  # every one of them changed
+    written: list[str] = []
+    first = rec.checkpoints(changed=True, limit=3)
+    assert [c.pid for c in first] == ["s0pid", "s1pid", "s2pid"]
+    assert rounding(rec)
+    written += [c.pid for c in first]
+    late = log.fanout("a", (3, 0))  # between two slices
+    log.connect("new")
+    rec.disconnected("s5")
+    rec.disconnected("s1")  # (its record of this round written already)
+    second = rec.checkpoints(changed=False, limit=3)
+    # the slice's three (s5's last record), and the ones due whatever the round: s1's
+    # last record and the new one's first
+    assert [c.pid for c in second] == ["s1pid", "s3pid", "s4pid", "s5pid", "newpid"]
+    assert [c.final for c in second] == [True, False, False, True, False]
+    assert rounding(rec)
+    third = rec.checkpoints(changed=False, limit=3)
+    assert [c.pid for c in third] == ["s6pid"]
+    assert not rounding(rec)
+    written += [c.pid for c in second[1:] + third]
+    assert sorted(written) == sorted([f"{sid}pid" for sid in sids] + ["newpid"])
+    # A slice's records are made at its own entry: the later ones include the frame
+    # handed out between the slices, and each agrees with the log.
+    s0 = first[0].record
+    s6 = third[0].record
+    assert s0["cp"]["t"] == {"a": ["2-0", True, None]}
+    assert s6["cp"]["t"] == {"a": ["3-0", True, None]}
+    assert pos_of(log.at(s0, late)) == pos_of(log.at(s6, late)) == {"a": (3, 0)}
+    assert rec.checkpoints(changed=False, limit=3) == []  # the round is over
+
+
+def test_a_round_due_again_goes_on_and_a_whole_one_starts_afresh() -> None:
+    """Due again before a round ended (thousands of connections, a slow Redis): the
+    round goes on, so the connections at its end are not left out round after round;
+    without a limit (the last flush) every connection is looked at."""
+    log = Log()
+    rec = log.recorder
+    for sid in ("s0", "s1", "s2", "s3"):
+        log.connect(sid)
+        sub(log, sid, "a", (1, 0))
+    rec.checkpoints(changed=False)
+    log.fanout("a", (2, 0))
+    assert [c.pid for c in rec.checkpoints(changed=True, limit=2)] == ["s0pid", "s1pid"]
+    # due again: goes on with s2 and s3 (not s0 and s1 again, refresh or not)
+    assert [c.pid for c in rec.checkpoints(changed=True, all_due=True, limit=2)] == [
+        "s2pid",
+        "s3pid",
+    ]
+    assert not rounding(rec)
+    # a refresh round writes the unchanged ones too, slice by slice
+    assert [c.pid for c in rec.checkpoints(changed=True, all_due=True, limit=3)] == [
+        "s0pid",
+        "s1pid",
+        "s2pid",
+    ]
+    assert [c.pid for c in rec.checkpoints(changed=False, limit=3)] == ["s3pid"]
+    log.fanout("a", (3, 0))
+    assert [c.pid for c in rec.checkpoints(changed=True, limit=1)] == ["s0pid"]
+    everyone = rec.checkpoints(changed=True)  # no limit: all of them, s0 unchanged since
+    assert [c.pid for c in everyone] == ["s1pid", "s2pid", "s3pid"]
+    assert not rounding(rec)
+
+
 def test_off_and_max_rate_subscriptions_take_no_shared_frames() -> None:
     log = Log()
     rec = log.recorder

@@ -12,6 +12,7 @@ from processors.worker.stream_stats import StreamStats
 from realtime.core.connections import connect
 from realtime.core.gctune import tuned_gc
 from realtime.core.keys import Keys
+from realtime.core.loopwatch import watched
 from realtime.core.metrics import WorkerMetrics
 from realtime.core.metrics_server import private_metrics
 from realtime.core.settings import Settings
@@ -48,7 +49,10 @@ async def run_worker(
     )
     try:
         with tuned_gc():
-            async with private_metrics(metrics, settings.host, settings.metrics_port):
+            async with (
+                private_metrics(metrics, settings.host, settings.metrics_port),
+                watched(metrics),
+            ):
                 await consumer.run(stop, burst=burst)
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):

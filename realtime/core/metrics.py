@@ -168,6 +168,24 @@ class ProcessMetrics:
             ["component"],
             registry=self.registry,
         )
+        # What holds the event loop (`realtime.core.loopwatch`): a stall of tens of ms
+        # every few seconds is the p99 of every event's latency.
+        self.loop_lag = WeightedHistogram(
+            "realtime_event_loop_lag_seconds",
+            "How late a timer the event loop is asked to run every 100 ms runs: the "
+            "loop was busy (or the process off its CPU) that long.",
+            STAGE_BUCKETS,
+            self.registry,
+        )
+        self.gc_pause = Histogram(
+            "realtime_gc_pause_seconds",
+            "Cyclic garbage collections and how long each held the process, by generation.",
+            ["generation"],
+            buckets=STAGE_BUCKETS,
+            registry=self.registry,
+        )
+        for generation in ("0", "1", "2"):
+            self.gc_pause.labels(generation)
         self._refreshers: list[Callable[[], Awaitable[None]]] = []
 
     def redis_error(self, component: str) -> None:

@@ -98,10 +98,10 @@ ENVIRONMENT_DOCS: dict[str, str] = {
         "connection; see [Performance](benchmarks.md))"
     ),
     "REALTIME_BATCH_TICK_MS": (
-        "live batching: an event a tick or more after the last batch was handed out goes out at"
-        " once; ones that arrive sooner (or while a batch is handed out) wait until a tick "
-        "after it and go out together, one `update` packet per topic; `0`: one packet per "
-        "fan-out message"
+        "live batching: an event a tick or more after the last hand-out began goes out at "
+        "once; ones that arrive sooner wait until then (under load, while a batch is "
+        "handed out or after one of several fan-out messages, until a tick after it) and go "
+        "out together, one `update` packet per topic; `0`: one packet per fan-out message"
     ),
     "REALTIME_CLIENT_BACKLOG_BYTES": (
         "a connection's unsent bytes past which its updates are held back (see [Slow "

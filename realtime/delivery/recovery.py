@@ -301,6 +301,11 @@ class Recorder:
     # connections whose record is due whatever changed: new ones (first record) and
     # closed ones (last record), so `checkpoints(changed=False)` need not scan them all
     _fresh: set[str] = field(default_factory=set)
+    # the round of checkpoints under way (`checkpoints` with a `limit`): the sids still
+    # to look at, from `_round_at` on, and whether each is due even if unchanged
+    _round: list[str] = field(default_factory=list)
+    _round_at: int = 0
+    _round_all: bool = False
 
     def _add(self, entry: Entry) -> int:
         self.n += 1
@@ -376,30 +381,51 @@ class Recorder:
                 state.advance(shared[1])
         return conn.state
 
-    def checkpoints(self, *, changed: bool = True, all_due: bool = False) -> list[Checkpoint]:
+    def checkpoints(
+        self, *, changed: bool = True, all_due: bool = False, limit: int | None = None
+    ) -> list[Checkpoint]:
         """Records to write now: each new connection's first, each closed one's last
         (then it is forgotten) and, with `changed`, each one whose state changed since
         its last write (every one when `all_due`, to keep its TTL). Made after every
         pending entry was taken for writing, at entry `n`. A record keeps its newest
         checkpoint (`cp`), the one before (`prev`, for a client that got less than was
         sent) and the first (`base`); each holds from entry `s` (its state was the same
-        since) to `n`."""
+        since) to `n`.
+
+        `changed` starts a round over every connection; with a `limit`, each call goes
+        on with at most that many of it (`rounding`: some are left; `changed` then goes
+        on with it, and without a limit starts one afresh), so a round over
+        thousands of connections is many short runs the event loop can interleave
+        hand-outs with, not one of tens of milliseconds (`python -m bench.latency`'s
+        p99). Each call's records are still made at one entry, after its entries."""
         out = []
-        if changed:
-            due = list(self._connections.items())
-        else:  # only the new and the closed: a flush per fan-out hand-out comes here
-            found = ((sid, self._connections.get(sid)) for sid in self._fresh)
-            fresh = [(sid, conn) for sid, conn in found if conn is not None]
-            due = sorted(fresh, key=lambda item: int(item[1].tag, 16))  # connect order
+        if changed and (limit is None or not self.rounding):
+            self._round, self._round_at, self._round_all = list(self._connections), 0, all_due
+        elif changed:  # due again before the round ended: it goes on (none is left out)
+            self._round_all |= all_due
+        end = len(self._round) if limit is None else self._round_at + limit
+        part = self._round[self._round_at : end]
+        self._round_at += len(part)
+        if not self.rounding:
+            self._round, self._round_at = [], 0
+        # the round's part and the new and the closed (a flush per fan-out hand-out
+        # comes here for them alone), in connect order
+        in_round = set(part)
+        fresh = self._fresh - in_round
+        found = ((sid, self._connections.get(sid)) for sid in (*part, *fresh))
+        due = [(sid, conn) for sid, conn in found if conn is not None]
+        if fresh:
+            due.sort(key=lambda item: int(item[1].tag, 16))
         self._fresh.clear()
+        all_due = self._round_all
         for sid, conn in due:
-            if not (changed or conn.closed or conn.written is None):
+            if not (sid in in_round or conn.closed or conn.written is None):
                 continue
             state = self._state(conn)
             text = repr((dump_state(state), dump_watches(state)))
             if text == "({}, [])":
                 text = "({}, [])"  # one shared string for most
-            if text != conn.written or all_due or conn.closed:
+            if text != conn.written or (all_due and sid in in_round) or conn.closed:
                 assert conn.cp is not None
                 # final: the connection's entries end here
                 if text == conn.written:
@@ -417,6 +443,12 @@ class Recorder:
             if conn.closed:
                 del self._connections[sid]
         return out
+
+    @property
+    def rounding(self) -> bool:
+        """A round of checkpoints is under way: `checkpoints(changed=False, limit=...)`
+        goes on with it."""
+        return self._round_at < len(self._round)
 
     # -- entries -------------------------------------------------------------------------
 

@@ -16,8 +16,9 @@ import signal
 from aiohttp import web
 
 from realtime.core.gctune import tuned_gc
+from realtime.core.loopwatch import watched
 from realtime.core.settings import Settings
-from realtime.web.app import DRAIN, server_options
+from realtime.web.app import DRAIN, METRICS, server_options
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +55,8 @@ async def serve(app: web.Application, settings: Settings) -> None:
             runner, settings.host, settings.port, backlog=settings.listen_backlog
         ).start()
         with tuned_gc():
-            await stop.wait()
+            async with watched(app[METRICS]):
+                await stop.wait()
         await drain.run()
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
