@@ -354,3 +354,23 @@ def test_what_a_client_asked_for_after_its_last_update_counts() -> None:
     assert pos_of(log.at(base, last)) == {"a": (2, 0), "b": (7, 0)}
     # The resume token of the CONNECT answer (before any update): all it asked for.
     assert pos_of(log.at(base, str(start))) == {"a": (1, 0), "b": (7, 0)}
+
+
+def test_replay_skips_other_topics_and_connections_and_applies_its_own() -> None:
+    """A record may be a refresh interval behind, so a recovery replays long stretches of
+    the log, mostly other topics' shared frames, which it skips unparsed: what concerns
+    the connection (tag "1") still counts, and nothing else does."""
+    state = {"a": TopicState((1, 0), True, None)}
+    lines = [
+        "F - b 9-0 -",  # another topic's shared frame
+        "S 11 c 1-0 -",  # connection 0x11 subscribes: not "1"
+        "S 1 c 3-0 -",  # it subscribes, from 3-0 (not live: shared frames skip it)
+        "F - c 5-0 -",
+        "F 11 c 8-0 -",  # 0x11's own frame
+        "F 2,1 c 4-0 -",  # a page of history to it and to 0x2
+        "F - a 6-0 -",  # its live topic's shared frame
+        "F - a 7-0 -",  # after its offset: not received
+    ]
+    out = replay(state, "1", 0, [(1, lines)], 7)
+    assert pos_of(out) == {"a": (6, 0), "c": (4, 0)}
+    assert state["a"].pos == (1, 0)  # the checkpoint's state is left as it was

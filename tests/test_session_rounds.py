@@ -12,7 +12,6 @@ from redis.asyncio import Redis
 from realtime.core import jsoncodec
 from realtime.core.keys import Keys
 from realtime.core.settings import Settings
-from realtime.delivery import sessions
 from realtime.delivery.recovery import Checkpoint, Recorder, TopicState
 from realtime.delivery.sessions import ROUND_SLICE, SessionStore
 from tests.helpers.waiting import eventually
@@ -29,8 +28,8 @@ async def test_a_round_is_written_in_slices_with_the_loop_running_between(
     recorder = Recorder(lambda sid, topic: None)
     for i in range(CONNECTIONS):
         recorder.connect(f"s{i}", f"p{i}", {"a": TopicState((1, 0), True)}, None)
-    monkeypatch.setattr(sessions, "CHECKPOINT_S", 0.0)  # the writer's first turn: due
-    store = SessionStore(redis, keys, recorder, 120.0)
+    # The log grew past a round's worth: the writer's next turn (kicked) starts a round.
+    store = SessionStore(redis, keys, recorder, 120.0, lines_per_round=1)
     await store.flush(final=True)  # the first records, all at once
     recorder.shared("a", (2, 0))  # every connection's position moves
     recorder.handed_out()
@@ -42,10 +41,8 @@ async def test_a_round_is_written_in_slices_with_the_loop_running_between(
 
     def counted(**kwargs: object) -> list[Checkpoint]:
         out = made(**kwargs)  # type: ignore[arg-type]
-        if out:
+        if out:  # only the round itself brings the next slice (no refresh is due for 30 s)
             slices.append((ticks, len(out)))
-            # From now on only the round itself may bring the next slice: no interval
-            monkeypatch.setattr(sessions, "CHECKPOINT_S", 3600.0)
         return out
 
     monkeypatch.setattr(recorder, "checkpoints", counted)
@@ -65,6 +62,7 @@ async def test_a_round_is_written_in_slices_with_the_loop_running_between(
 
     ticker = asyncio.create_task(tick())
     store.start()
+    store.kick()
     try:
         await eventually(moved, "every record at the new position", timeout=10.0)
     finally:

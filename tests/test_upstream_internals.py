@@ -224,6 +224,17 @@ INTERNALS: list[Internal] = [
         "REMOTE_ADDR and wsgi.url_scheme the client's, read by the origin check and 'connect')",
         _async=OnInstance(dict, keys=("translate_request",)),
     ),
+    *uses(
+        ENGINE,
+        "realtime/transport/engine.py EngineServer._service_task (override: a sweep of "
+        "every socket per half ping timeout; upstream starts it on the first connect and "
+        "stops it in shutdown through service_task_event)",
+        _service_task=coro("self", exact=True),
+        _handle_connect=Refers("_service_task start_service_task"),
+        shutdown=Refers("service_task_event service_task_handle"),
+        service_task_event=OnInstance(),
+        ping_timeout=OnInstance((int, float)),
+    ),
     *uses(ENGINE, _UPGRADE, max_http_buffer_size=OnInstance(int)),
     *uses(
         f"{ENGINE}.reason",
@@ -901,7 +912,7 @@ _FANOUT_MEANT = (
 )
 SUBCLASSES = [  # ours, its upstream base, the upstream names it means to override
     (EngineSocket, SOCKET, "send poll schedule_ping close _upgrade_websocket"),
-    (EngineServer, ENGINE, "_trigger_event handle_request"),
+    (EngineServer, ENGINE, "_trigger_event handle_request _service_task"),
     (
         SocketServer,
         SERVER,

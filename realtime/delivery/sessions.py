@@ -34,13 +34,18 @@ from realtime.delivery.recovery import Checkpoint, Offset, Recorder
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_S = 2.0  # how often changed sessions are written
+MIN_REFRESH_S = 2.0  # the shortest interval between two rounds of every record
+# A round of the changed records is also due once the log has grown this much since the
+# last one: a recovery replays the log from its record's checkpoint (or the one before,
+# for a client that got less than was sent), so this bounds what it reads (two rounds'
+# worth) well under MAX_READ, and its CPU (`replay` skips other topics' frames unparsed).
+LINES_PER_ROUND = 100_000
 MAX_PENDING = 200_000  # entries held while Redis is away; past it they are dropped
 LOG_PAGE = 500
 RECORDS_PER_WRITE = 1000  # session records per script call
 # Connections a write looks at in a round of checkpoints (`Recorder.checkpoints`): at
 # about 20 us each (make, encode, queue), a round of 1,000 at once held the event loop
-# for 20-30 ms every CHECKPOINT_S, the p99 of `python -m bench.latency` (50: ~1 ms each).
+# for 20-30 ms every round (then every 2 s), the p99 of `python -m bench.latency` (50: ~1 ms each).
 ROUND_SLICE = 50
 MAX_READ = 500_000  # log entries one recovery may read (a busy instance, a long window)
 
@@ -60,16 +65,32 @@ return 1
 
 
 class SessionStore:
-    def __init__(self, redis: Redis, keys: Keys, recorder: Recorder, window_s: float) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        recorder: Recorder,
+        window_s: float,
+        *,
+        lines_per_round: int = LINES_PER_ROUND,
+    ) -> None:
         self.redis = redis
         self.keys = keys
         self.recorder = recorder
         self.window_ms = int(window_s * 1000)
-        # Unchanged sessions are written this often, so their records outlive them by
-        # at least a window; the log is kept as long as any record may point into it.
-        self.refresh_s = min(30.0, max(window_s / 3, CHECKPOINT_S))
+        # Every session is written this often (changed or not, so its record outlives
+        # it by at least a window), and a changed one no more often unless the log grew
+        # `lines_per_round` since: a record is a checkpoint to replay the log from, and
+        # the log holds every change after it, so it need not be current, only within
+        # the log's reach. Rewriting every changed record every 2 s was a fifth of the
+        # web's CPU at 1,000 topics x 1 subscriber (py-spy, bench small-topics).
+        self.refresh_s = min(30.0, max(window_s / 3, MIN_REFRESH_S))
+        self.lines_per_round = lines_per_round
         self.record_ttl_ms = self.window_ms + int(self.refresh_s * 1000)
-        self.log_ttl_ms = self.record_ttl_ms + self.window_ms + int(CHECKPOINT_S * 2000)
+        # The log is kept as long as any record may point into it: a record's oldest
+        # checkpoint read (`prev`) is up to two rounds old when written, and is read up
+        # to record_ttl later (window + 2 x MIN_REFRESH_S >= 2 x refresh_s).
+        self.log_ttl_ms = self.record_ttl_ms + self.window_ms + int(MIN_REFRESH_S * 2000)
         self._write = redis.register_script(_WRITE)
         self._loaded = False  # _WRITE is known to Redis (every primary of a cluster)
         self._kick = asyncio.Event()
@@ -79,8 +100,8 @@ class SessionStore:
         self._task: asyncio.Task[None] | None = None
         self._last_ms = 0
         self._expire_set_ms = 0
-        self._checkpointed = 0.0
-        self._refreshed = 0.0
+        self._checkpointed_n = 0  # the recorder's entry count at the last round
+        self._refreshed = 0.0  # the last round of every record
         self.writes = 0  # log writes so far (each one XADD), for the cost figures
 
     # -- writing -------------------------------------------------------------------------
@@ -98,11 +119,12 @@ class SessionStore:
         while True:
             # At once: the less log a SIGKILL can lose, the fewer clients it costs their
             # session. Under load, entries made while a write is out go in the next one.
+            # Idle, nothing is due before the next refresh: no timer every 2 s.
             if self.recorder.rounding:  # the round's next slice, after what is ready
                 await asyncio.sleep(0)
             else:
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(CHECKPOINT_S):
+                    async with asyncio.timeout(self._until_due()):
                         await self._kick.wait()
             self._kick.clear()
             if self._closing:
@@ -114,6 +136,9 @@ class SessionStore:
                 delay = backoff.next_delay()
                 logger.warning("recovery log not written (%s); retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
+
+    def _until_due(self) -> float:
+        return max(0.0, self._refreshed + self.refresh_s - time.monotonic())
 
     async def flush(self, *, final: bool = False) -> None:
         """Write the pending entries, then the checkpoints that are due. Entries go one
@@ -137,14 +162,15 @@ class SessionStore:
         recorder = self.recorder
         first, lines = recorder.take_pending()
         now = time.monotonic()
-        due = final or now - self._checkpointed >= CHECKPOINT_S
         refresh = now - self._refreshed >= self.refresh_s
+        grown = recorder.n - self._checkpointed_n >= self.lines_per_round
+        due = final or refresh or grown
         checkpoints: list[Checkpoint] = []
         try:
             entry = self._log_entry(first, lines) if lines else None
             if records:
                 checkpoints = recorder.checkpoints(
-                    changed=due, all_due=due and refresh, limit=None if final else ROUND_SLICE
+                    changed=due, all_due=refresh, limit=None if final else ROUND_SLICE
                 )
             if entry is not None and self._expire_due():
                 async with self.redis.pipeline(transaction=False) as pipe:
@@ -165,7 +191,7 @@ class SessionStore:
                     recorder.pending = []
             raise
         if records and due:
-            self._checkpointed = now
+            self._checkpointed_n = recorder.n
             if refresh:
                 self._refreshed = now
         return checkpoints
