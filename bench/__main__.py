@@ -17,7 +17,6 @@ from typing import Any
 from bench import report, scenarios
 from bench.servers import LABELS, NODE, SERVER_KINDS, BenchError, node_ready
 from realtime.core import jsoncodec
-from realtime.dev.embedded import RedisServer
 
 
 def _cpu(value: str) -> int:
@@ -116,19 +115,15 @@ async def run(args: argparse.Namespace, profile: scenarios.Profile, log_dir: Pat
     assert main_task is not None
     for sig in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(sig, main_task.cancel)
-    os.sched_setaffinity(0, {args.client_cpu})
-    redis = RedisServer(directory=log_dir / "redis").start()
-    for tid in os.listdir(f"/proc/{redis.process.pid}/task"):  # type: ignore[union-attr]
-        os.sched_setaffinity(int(tid), {args.client_cpu})
-    bench = scenarios.Bench(
-        redis=redis,
-        server_cpus={args.server_cpu},
-        client_cpus={args.client_cpu},
+    bench = scenarios.Bench.pinned(
+        server_cpu=args.server_cpu,
+        client_cpu=args.client_cpu,
         log_dir=log_dir,
         profile=profile,
         deflate=not args.no_deflate,
         progress=lambda line: print(line, file=sys.stderr, flush=True),
     )
+    redis = bench.redis
     all_runs = []
     try:
         for n in range(args.runs):

@@ -24,7 +24,6 @@ from pathlib import Path
 from bench import scenarios
 from bench.loadgen import Tally, open_clients
 from bench.servers import OURS, BenchError
-from realtime.dev.embedded import RedisServer
 
 SHAPES = ((1000, 1), (100, 10))  # topics x subscribers each
 
@@ -65,19 +64,14 @@ def _span(values: list[float], fmt: str) -> str:
 
 async def run(args: argparse.Namespace) -> None:
     log_dir = Path(tempfile.mkdtemp(prefix="fixed-cost-"))
-    os.sched_setaffinity(0, {args.client_cpu})
-    redis = RedisServer(directory=log_dir / "redis").start()
-    assert redis.process is not None
-    for tid in os.listdir(f"/proc/{redis.process.pid}/task"):
-        os.sched_setaffinity(int(tid), {args.client_cpu})
-    bench = scenarios.Bench(
-        redis=redis,
-        server_cpus={args.server_cpu},
-        client_cpus={args.client_cpu},
+    bench = scenarios.Bench.pinned(
+        server_cpu=args.server_cpu,
+        client_cpu=args.client_cpu,
         log_dir=log_dir,
         profile=scenarios.DEFAULT,
         progress=lambda _line: None,
     )
+    redis = bench.redis
     versions: list[tuple[str, Path | None]] = [("before", args.baseline), ("ours", None)]
     found: dict[tuple[tuple[int, int], str], list[tuple[float, float]]] = {}
     try:

@@ -44,7 +44,7 @@ from bench.__main__ import _cpu, _realtime_setting
 from bench.loadgen import Tally
 from bench.probe import Probe
 from bench.servers import NODE, OURS, BenchError, node_ready
-from realtime.dev.embedded import RedisServer, free_port
+from realtime.dev.embedded import free_port
 from realtime.loadtest import stamped
 
 BEFORE = "before"  # ours, from the --baseline checkout
@@ -327,19 +327,15 @@ def _order(kinds: list[str], run: int) -> Iterator[str]:
 
 
 async def main_async(args: argparse.Namespace, log_dir: Path) -> list[Any]:
-    os.sched_setaffinity(0, {args.client_cpu})
-    redis = RedisServer(directory=log_dir / "redis").start()
-    for tid in os.listdir(f"/proc/{redis.process.pid}/task"):  # type: ignore[union-attr]
-        os.sched_setaffinity(int(tid), {args.client_cpu})
-    bench = scenarios.Bench(
-        redis=redis,
-        server_cpus={args.server_cpu},
-        client_cpus={args.client_cpu},
+    bench = scenarios.Bench.pinned(
+        server_cpu=args.server_cpu,
+        client_cpu=args.client_cpu,
         log_dir=log_dir,
         profile=scenarios.DEFAULT,
         deflate=not args.no_deflate,
         progress=lambda line: print(line, file=sys.stderr, flush=True),
     )
+    redis = bench.redis
     runs = []
     kinds = [k for k in (OURS, NODE) if k in args.servers]
     if args.baseline is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -84,6 +85,34 @@ class Bench:
     deflate: bool = True
     progress: Callable[[str], None] = print
     _step: int = 0
+
+    @classmethod
+    def pinned(
+        cls,
+        *,
+        server_cpu: int,
+        client_cpu: int,
+        log_dir: Path,
+        profile: Profile,
+        deflate: bool = True,
+        progress: Callable[[str], None] = print,
+    ) -> Bench:
+        """A Bench with a Redis of its own started, it and this process (the load
+        generator) pinned to the client core; `bench.redis.cleanup()` when done."""
+        os.sched_setaffinity(0, {client_cpu})
+        redis = RedisServer(directory=log_dir / "redis").start()
+        assert redis.process is not None
+        for tid in os.listdir(f"/proc/{redis.process.pid}/task"):
+            os.sched_setaffinity(int(tid), {client_cpu})
+        return cls(
+            redis=redis,
+            server_cpus={server_cpu},
+            client_cpus={client_cpu},
+            log_dir=log_dir,
+            profile=profile,
+            deflate=deflate,
+            progress=progress,
+        )
 
     @property
     def redis_pid(self) -> int:
