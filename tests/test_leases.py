@@ -25,6 +25,15 @@ def fenced(redis: Redis, keys: Keys, token: str) -> FencedPartition:
     return FencedPartition(redis, keys, 0, token=token, group="g", consumer="c", history_maxlen=100)
 
 
+async def owned(redis: Redis, keys: Keys) -> tuple[Leases, Lease, FencedPartition]:
+    """Partition 0 with its group, its lease held by worker-a, and fenced by it."""
+    await ensure_group(redis, keys.ingest(0), "g")
+    leases = Leases(redis, keys, "worker-a", lease_ms=10_000)
+    lease = await leases.acquire(0)
+    assert lease is not None
+    return leases, lease, fenced(redis, keys, lease.token)
+
+
 @pytest.mark.integration
 async def test_a_lease_has_one_holder_until_released(redis: Redis, keys: Keys) -> None:
     a = Leases(redis, keys, "worker-a", lease_ms=10_000)
@@ -98,11 +107,7 @@ async def test_a_wait_and_its_read_go_in_one_round_trip_and_stay_fenced(
     consumer) from the one pipelined call; with the script gone from Redis it still
     reads; with the lease lost it raises and hands out nothing."""
     stream = keys.ingest(0)
-    await ensure_group(redis, stream, "g")
-    leases = Leases(redis, keys, "worker-a", lease_ms=10_000)
-    lease = await leases.acquire(0)
-    assert lease is not None
-    partition = fenced(redis, keys, lease.token)
+    leases, lease, partition = await owned(redis, keys)
     empty = await partition.read(10)
     assert empty.entries == []
 
@@ -148,11 +153,7 @@ async def test_the_read_after_a_commit_goes_without_lua_and_stays_fenced(
     worker's client speaks RESP2; another may speak RESP3."""
     redis = Redis.from_url(settings.redis_url, protocol=protocol)
     stream = keys.ingest(0)
-    await ensure_group(redis, stream, "g")
-    leases = Leases(redis, keys, "worker-a", lease_ms=10_000)
-    lease = await leases.acquire(0)
-    assert lease is not None
-    partition = fenced(redis, keys, lease.token)
+    leases, lease, partition = await owned(redis, keys)
     ids = [text(await redis.xadd(stream, {"topic": "a", "ts": "1", "data": "{}"})) for _ in "abc"]
     try:
         await partition.commit(CommitPlan())  # loads the commit script (not WATCHed then)
