@@ -479,4 +479,7 @@ async def test_each_chart_shows_how_many_are_watching(web: RealtimeProcess) -> N
         await shows("\u2013")  # the dash of no count
         await page.click("[data-testid=range-now]")
         await shows("1")
+        # Live again: the range's own subscription of the topic is not what ended last.
+        await post_events(web.url, [{"topic": "ui.crowd", "data": {"value": 1}}])
+        await page.wait_for_selector('.chart[data-topic="ui.crowd"][data-points="1"]')
         assert problems.errors == []

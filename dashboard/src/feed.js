@@ -234,13 +234,16 @@ export function startFeed(url = undefined) {
       for (const topic of new Set([...topics, ...series.keys()]))
         series.set(topic, new Series(range.ms ? RANGE_CAPACITY : undefined));
     }
-    for (const topic of live) if (!subs.topics.has(topic)) subs.subscribe(topic);
+    // Unsubscribes first: a range may be served by the live topic itself (its raw tier),
+    // and an `unsubscribe` sent after the live `subscribe` of the same topic would end
+    // the live subscription the server had just made.
     for (const topic of [...subs.topics.keys()])
       if (!live.includes(topic)) {
         subs.unsubscribe(topic);
         forgetWatching(topic); // over a range, the page no longer watches the live topic
       }
     ranged.set(range, topics);
+    for (const topic of live) if (!subs.topics.has(topic)) subs.subscribe(topic);
   };
   follow(useStore.getState().topics, rangeOf(useStore.getState().range));
   useStore.subscribe((state, previous) => {
