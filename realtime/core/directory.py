@@ -18,13 +18,12 @@ Design notes: docs/design-notes.md.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import heapq
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from realtime.core import b64url
 from realtime.core.topics import is_valid_topic
 
 RATE_WINDOW_MS = 10_000  # "recent": the rate is over about the last 10 s
@@ -193,13 +192,13 @@ class CursorError(ValueError):
 
 def encode_cursor(after: str) -> str:
     """The opaque cursor of a page that goes on after topic `after`."""
-    return base64.urlsafe_b64encode(after.encode()).decode().rstrip("=")
+    return b64url.encode(after.encode())
 
 
 def decode_cursor(text: str) -> str:
     try:
-        after = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode("ascii")
-    except (binascii.Error, UnicodeDecodeError, ValueError):
+        after = b64url.decode(text).decode("ascii")
+    except ValueError:  # base64's and UTF-8 errors are ValueErrors
         raise CursorError(text) from None
     if not is_valid_topic(after):
         raise CursorError(text)

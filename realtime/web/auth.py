@@ -9,8 +9,6 @@ Pure apart from the clock PyJWT reads.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import hmac
 import time
@@ -25,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from jwt.algorithms import HMACAlgorithm
 
+from realtime.core import b64url
 from realtime.core.settings import Settings
 
 TOPICS_CLAIM = "topics"
@@ -171,8 +170,8 @@ class TokenVerifier:
 def _segment(text: str) -> Any:
     """One base64url JSON segment of a JWS compact token; None when it is not that."""
     try:
-        return orjson.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
-    except (ValueError, binascii.Error):  # orjson's and UTF-8 errors are ValueErrors
+        return orjson.loads(b64url.decode(text))
+    except ValueError:  # base64's, orjson's and UTF-8 errors are all ValueErrors
         return None
 
 
@@ -206,10 +205,10 @@ def _canonical(segment: str) -> bytes | None:
     """A base64url segment's bytes, if it is written as PyJWT accepts it and the
     encoder writes it (alphabet, no padding, no stray bits); else None."""
     try:
-        data = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-    except (ValueError, binascii.Error):
+        data = b64url.decode(segment)
+    except ValueError:
         return None
-    if base64.urlsafe_b64encode(data).rstrip(b"=") != segment.encode():
+    if b64url.encode(data) != segment:
         return None
     return data
 

@@ -10,15 +10,13 @@ and `retained_from`, the oldest event still held. Same access rule as `subscribe
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
-from realtime.core import errors, jsoncodec
+from realtime.core import b64url, errors, jsoncodec
 from realtime.core.streamids import (
     MAX_ID_PART,
     ZERO,
@@ -71,14 +69,14 @@ def position(text: str, *, upper: bool) -> StreamId:
 
 
 def encode_cursor(after: StreamId) -> str:
-    return base64.urlsafe_b64encode(format_id(after).encode()).decode().rstrip("=")
+    return b64url.encode(format_id(after).encode())
 
 
 def decode_cursor(text: str) -> StreamId:
     try:
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        raw = b64url.decode(text)
         return parse_id(raw.decode("ascii"))
-    except (binascii.Error, UnicodeDecodeError, ValueError):
+    except ValueError:  # base64's and UTF-8 errors are ValueErrors
         raise StreamIdError("not a cursor this server gave") from None
 
 
