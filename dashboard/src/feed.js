@@ -225,6 +225,7 @@ export function startFeed(url = undefined) {
     onServed: (topic, served) =>
       useStore.setState((s) => ({ served: { ...s.served, [topic]: served } })),
     onGap: (topic) => seriesOf(topic).markBreak(),
+    isLive: (topic) => subs.topics.has(topic),
   });
   const follow = (topics, range, previousRange) => {
     const live = range.ms ? [] : topics;

@@ -25,12 +25,15 @@ export class RangeCharts {
    *                 topic whose chart draws it
    * @param onServed (topic, {served, resolution, from, complete} | null) => void
    * @param onGap    (topic) => void: a resume missed events (the chart breaks there)
+   * @param isLive   (topic) => boolean: the page follows `topic` live (feed.js), so a
+   *                 range's late ack must not unsubscribe it
    */
-  constructor(socket, { receive, onServed, onGap, ackTimeoutMs = 10_000 }) {
+  constructor(socket, { receive, onServed, onGap, isLive = () => false, ackTimeoutMs = 10_000 }) {
     this.socket = socket;
     this.receive = receive;
     this.onServed = onServed;
     this.onGap = onGap;
+    this.isLive = isLive;
     this.ackTimeoutMs = ackTimeoutMs;
     this.range = null;
     this.charts = new Map(); // topic -> {served: string | null, lastId, generation}
@@ -90,8 +93,11 @@ export class RangeCharts {
       this.asking -= 1;
     }
     if (this.charts.get(topic)?.generation !== generation) {
-      // The range changed meanwhile: this subscription is no one's.
-      if (ack?.ok && !this.byServed.has(ack.topic)) this.socket.emit("unsubscribe", { topic: ack.topic });
+      // The range changed meanwhile: this subscription is no one's, unless another chart
+      // or the live feed (back at "Now": a range can be served by the topic's raw tier)
+      // subscribed the same topic since; the server keeps one subscription per topic.
+      if (ack?.ok && !this.byServed.has(ack.topic) && !this.isLive(ack.topic))
+        this.socket.emit("unsubscribe", { topic: ack.topic });
       return;
     }
     if (!ack?.ok) return;

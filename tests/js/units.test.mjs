@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import { EventEmitter } from "node:events";
 import { test } from "node:test";
 import { RateMeter, RingLog, Series, numericFields } from "../../dashboard/src/buffers.js";
+import { RangeCharts } from "../../dashboard/src/ranges.js";
 import { Subscriptions, compareIds } from "../../realtime/static/realtime-client.js";
 
 /** Enough of a socket.io-client Socket: records emits, answers with scripted acks. */
@@ -207,4 +208,30 @@ test("a recovered session is not subscribed again; a new one is", async () => {
   await tick();
   assert.deepEqual(socket.sent[1], ["subscribe", { topic: "a", since: "2-0" }]);
   assert.deepEqual(got, ["1-0", "2-0"]);
+});
+
+test("a range's late ack unsubscribes its topic, unless the page now follows it live", async () => {
+  for (const live of [false, true]) {
+    let answer;
+    const socket = new FakeSocket(() => new Promise((resolve) => (answer = resolve)));
+    const unsubscribed = [];
+    socket.on("unsubscribe", (data) => unsubscribed.push(data.topic));
+    const following = new Set();
+    const ranged = new RangeCharts(socket, {
+      receive: () => {},
+      onServed: () => {},
+      onGap: () => {},
+      isLive: (topic) => following.has(topic),
+    });
+    socket.connect();
+    ranged.set({ key: "5m", ms: 300_000 }, ["cpu"]);
+    assert.equal(socket.sent.length, 1);
+    // Back to "Now" before the range's ack: the live feed subscribes `cpu` itself, which
+    // also serves the 5-minute range (its raw tier), so the ack names the same topic.
+    ranged.set(null, ["cpu"]);
+    if (live) following.add("cpu");
+    answer({ ok: true, topic: "cpu", resolution: "raw" });
+    await tick();
+    assert.deepEqual(unsubscribed, live ? [] : ["cpu"]);
+  }
 });
