@@ -172,6 +172,7 @@ _EVERYTHING = dict(
     max_message_bytes=4321,
     max_subscriptions=5,
     subscribe_rate=2.5,
+    event_rate=7.5,
     max_connections=77,
     connect_timeout_s=4.5,
     read_timeout_s=12.5,

@@ -225,6 +225,9 @@ class Settings:
     max_message_bytes: int = 65_536
     max_subscriptions: int = 100
     subscribe_rate: float = 10.0
+    # Events a client may send besides subscribe/unsubscribe (extensions' events), per
+    # second, across its namespaces; 0: no limit.
+    event_rate: float = 100.0
     max_connections: int = 10_000
     connect_timeout_s: float = 45.0
     # A request's headers (from the connection's start, or the end of the previous
@@ -338,6 +341,7 @@ class Settings:
                 e, "REALTIME_MAX_SUBSCRIPTIONS", cls.max_subscriptions, minimum=1
             ),
             subscribe_rate=_float(e, "REALTIME_SUBSCRIBE_RATE", cls.subscribe_rate, 0.01),
+            event_rate=_float(e, "REALTIME_EVENT_RATE", cls.event_rate),
             max_connections=_int(e, "REALTIME_MAX_CONNECTIONS", cls.max_connections, minimum=1),
             read_timeout_s=_float(e, "REALTIME_READ_TIMEOUT_S", cls.read_timeout_s, minimum=0.1),
             connect_timeout_s=_float(

@@ -38,6 +38,11 @@ ENVIRONMENT_DOCS: dict[str, str] = {
     "REALTIME_MAX_MESSAGE_BYTES": "largest packet a Socket.IO client may send (at least 1024)",
     "REALTIME_MAX_SUBSCRIPTIONS": "subscriptions per connection",
     "REALTIME_SUBSCRIBE_RATE": "subscribe/unsubscribe requests per second per connection",
+    "REALTIME_EVENT_RATE": (
+        "other Socket.IO events (an extension's) a client may send per second, in all its "
+        "namespaces together (bursts of as many); over it, the event is not handled and an "
+        "ack asked for is `limit`; 0: no limit"
+    ),
     "REALTIME_MAX_CONNECTIONS": (
         "Socket.IO clients per web instance (one in `/` and an extension namespace counts once)"
     ),

@@ -28,6 +28,11 @@ class Gate(Protocol):
 
     def left(self, namespace: str, sid: str) -> None: ...
 
+    def check(self, namespace: str, sid: str, event: str) -> Any:
+        """Before an event's handlers: None lets it through; anything else is the answer
+        instead (the ack, when the client asked for one), and no handler runs."""
+        ...
+
 
 _ANSWERS = frozenset({packet.CONNECT, packet.CONNECT_ERROR})
 
@@ -89,8 +94,13 @@ class ExtensibleServer(socketio.AsyncServer):  # type: ignore[misc]
             if accepted is False:
                 self.gate.left(namespace, sid)
             return accepted
-        if event == "disconnect" and self.gate is not None:
-            self.gate.left(namespace, args[0])
+        if self.gate is not None:
+            if event == "disconnect":
+                self.gate.left(namespace, args[0])
+            elif args:
+                refused = self.gate.check(namespace, args[0], event)
+                if refused is not None:
+                    return refused
         return await super()._trigger_event(event, namespace, *args)
 
     async def _handle_connect(self, eio_sid: str, namespace: str | None, data: Any) -> None:

@@ -1,6 +1,7 @@
 """Who may connect and what a connection may do, checked before delivery: the token on
-connect, the connection limit, topic grants, subscriptions per connection and the
-subscribe/unsubscribe rate. One `Access` per web process; its state is per connection.
+connect, the connection limit, topic grants, subscriptions per connection, the
+subscribe/unsubscribe rate and the rate of a client's other events (an extension's).
+One `Access` per web process; its state is per connection.
 
 The connection limit counts clients (Engine.IO sessions), whichever namespaces they
 join: one connected only to an extension's namespace counts, one connected to `/` and
@@ -58,12 +59,15 @@ class Access:
         self.max_connections = settings.max_connections
         self.max_subscriptions = settings.max_subscriptions
         self.rate = settings.subscribe_rate
+        self.event_rate = settings.event_rate
         self.clock = clock
         self._connections: dict[str, _Connection] = {}
         # (sid, namespace) of extension namespaces -> (Engine.IO session, token's expiry)
         self._others: dict[tuple[str, str], tuple[str, asyncio.TimerHandle | None]] = {}
         # Engine.IO session -> how many of its namespace connections are admitted
         self._engines: dict[str, int] = {}
+        # Engine.IO session -> the bucket of its events (`check_event`), made at its first
+        self._event_buckets: dict[str, TokenBucket] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     # -- connections ----------------------------------------------------------------------
@@ -114,6 +118,8 @@ class Access:
         left = self._engines.pop(engine, 0) - 1
         if left > 0:
             self._engines[engine] = left
+        else:
+            self._event_buckets.pop(engine, None)
 
     def _expiry(self, grant: Grant, sid: str, namespace: str) -> asyncio.TimerHandle | None:
         if grant.expires_at is None:
@@ -189,6 +195,33 @@ class Access:
             errors.LIMIT,
             f"Too many subscribe/unsubscribe requests: at most {self.rate:g}/s; "
             f"this {event} was not done.",
+        )
+
+    def check_event(self, sid: str, namespace: str, event: str) -> dict[str, Any] | None:
+        """An error ack when the client sends events other than subscribe/unsubscribe
+        (an extension's) faster than `REALTIME_EVENT_RATE`: one budget per client, in
+        all its namespaces, so opening more namespaces does not buy more. A hostile
+        client cannot keep an extension's handlers (publish, a database) busy."""
+        if not self.event_rate:
+            return None
+        if namespace == NAMESPACE:
+            connection = self._connections.get(sid)
+            engine = None if connection is None else connection.engine
+        else:
+            other = self._others.get((sid, namespace))
+            engine = None if other is None else other[0]
+        if engine is None:
+            return None  # not admitted here (the Admin UI's namespace): not ours to limit
+        bucket = self._event_buckets.get(engine)
+        if bucket is None:
+            rate = self.event_rate
+            bucket = self._event_buckets[engine] = TokenBucket(rate, max(1.0, rate), self.clock)
+        if bucket.take():
+            return None
+        return errors.error_ack(
+            errors.LIMIT,
+            f"Too many events: at most {self.event_rate:g}/s per connection; "
+            f"this {event[:64]!r} was not handled.",
         )
 
     def check_subscribe(self, sid: str, topic: str, subscribed: list[str]) -> dict[str, Any] | None:

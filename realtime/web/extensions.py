@@ -142,7 +142,7 @@ REALTIME = web.AppKey("realtime", Realtime)
 class Gate:
     """The connect of a namespace an extension added: the connection limit and the token
     are checked first (a refusal is the client's `connect_error`), its claims go into the
-    session."""
+    session. Its events count towards the client's event rate."""
 
     def __init__(self, sio: SocketServer, access: Access) -> None:
         self.sio = sio
@@ -156,6 +156,9 @@ class Gate:
 
     def left(self, namespace: str, sid: str) -> None:
         self.access.left(sid, namespace)
+
+    def check(self, namespace: str, sid: str, event: str) -> dict[str, Any] | None:
+        return self.access.check_event(sid, namespace, event)
 
 
 def install(

@@ -98,6 +98,9 @@ class TopicNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         if event == "disconnect":
             await self.on_disconnect(*args)
             return await self.server.handlers_event(event, NAMESPACE, *args)
+        limited = self.access.check_event(args[0], NAMESPACE, event) if args else None
+        if limited is not None:
+            return limited  # the ack, if the client asked for one; nothing is handled
         try:
             result = await self.server.handlers_event(event, NAMESPACE, *args)
         except Exception:  # an extension's bug: the client still gets its answer
