@@ -14,7 +14,8 @@ import socketio
 
 from realtime.core import jsoncodec
 from realtime.core.settings import Settings
-from tests.helpers.inprocess import running_app
+from realtime.web.app import ACCESS
+from tests.helpers.inprocess import running_app, serving
 from tests.helpers.tokens import INGEST_KEY, INGEST_KEYS, METRICS_KEY
 
 pytestmark = pytest.mark.integration
@@ -187,7 +188,7 @@ async def test_a_clients_own_events_are_rate_limited_across_its_namespaces(
     (bursts of as many); over it the ack is `limit` and no handler runs. Subscribe has
     its own budget, and each client its own."""
     overrides = {"event_rate": 3.0, "extensions": ("tests.helpers.ext_probe:setup",)}
-    async with running_app(settings.with_overrides(**overrides)) as url:
+    async with serving(settings.with_overrides(**overrides)) as (url, app):
         client = await connect(url, namespaces=["/", "/chat"])
         other = await connect(url)
         try:
@@ -202,8 +203,9 @@ async def test_a_clients_own_events_are_rate_limited_across_its_namespaces(
             for refused, event in zip(answers[3:], ["'say'", "'hyphen-ated'"], strict=True):
                 assert refused["ok"] is False
                 assert refused["error"]["code"] == "limit"
-                assert f"at most 3/s per connection; this {event} was not handled" in (
-                    refused["error"]["message"]
+                assert (
+                    f"at most 3/s per connection; this {event} was not handled"
+                    in (refused["error"]["message"])
                 )
             assert (await client.call("subscribe", {"topic": "x"}))["ok"]  # its own budget
             assert await other.call("hyphen-ated", 4) == {"got": [4]}  # each client its own
@@ -212,6 +214,13 @@ async def test_a_clients_own_events_are_rate_limited_across_its_namespaces(
         finally:
             await client.disconnect()
             await other.disconnect()
+        # A client's budget goes with its last namespace: nothing is kept per gone client.
+        buckets = app[ACCESS]._event_buckets
+        for _ in range(100):
+            if not buckets:
+                break
+            await asyncio.sleep(0.05)
+        assert buckets == {}
 
 
 async def test_a_packet_over_the_size_limit_closes_only_that_connection(
