@@ -185,9 +185,10 @@ async def test_a_clients_own_events_are_rate_limited_across_its_namespaces(
     settings: Settings,
 ) -> None:
     """An extension's events, in `/` and `/chat` together, at most `event_rate` a second
-    (bursts of as many); over it the ack is `limit` and no handler runs. Subscribe has
-    its own budget, and each client its own."""
-    overrides = {"event_rate": 3.0, "extensions": ("tests.helpers.ext_probe:setup",)}
+    (bursts of as many, at least one); over it the ack is `limit` and no handler runs.
+    Subscribe has its own budget, and each client its own. A slow rate, so a busy
+    machine's slow round trips cannot refill the budget in the middle."""
+    overrides = {"event_rate": 0.5, "extensions": ("tests.helpers.ext_probe:setup",)}
     async with serving(settings.with_overrides(**overrides)) as (url, app):
         client = await connect(url, namespaces=["/", "/chat"])
         other = await connect(url)
@@ -196,20 +197,16 @@ async def test_a_clients_own_events_are_rate_limited_across_its_namespaces(
                 await client.call("hyphen-ated", 1),
                 await client.call("say", "hi", namespace="/chat"),
                 await client.call("hyphen-ated", 2),
-                await client.call("say", "again", namespace="/chat"),
-                await client.call("hyphen-ated", 3),
             ]
-            assert answers[:3] == [{"got": [1]}, ("heard", "hi"), {"got": [2]}]
-            for refused, event in zip(answers[3:], ["'say'", "'hyphen-ated'"], strict=True):
+            assert answers[0] == {"got": [1]}
+            for refused, event in zip(answers[1:], ["'say'", "'hyphen-ated'"], strict=True):
                 assert refused["ok"] is False
                 assert refused["error"]["code"] == "limit"
-                assert (
-                    f"at most 3/s per connection; this {event} was not handled"
-                    in (refused["error"]["message"])
-                )
+                message = refused["error"]["message"]
+                assert f"at most 0.5/s per connection; this {event} was not handled" in message
             assert (await client.call("subscribe", {"topic": "x"}))["ok"]  # its own budget
             assert await other.call("hyphen-ated", 4) == {"got": [4]}  # each client its own
-            await asyncio.sleep(0.4)  # refills one
+            await asyncio.sleep(2.1)  # refills one
             assert await client.call("say", "later", namespace="/chat") == ("heard", "later")
         finally:
             await client.disconnect()
