@@ -375,6 +375,8 @@ class SessionStore:
         except (RedisError, OSError) as exc:
             logger.warning("recovery log: last write failed (%s)", exc)
         if self._connection is not None:
+            if self._in_flight is not None:  # its replies unread: not for the pool
+                await self._connection.disconnect()
             await self.redis.connection_pool.release(self._connection)
             self._connection = None
 
@@ -414,7 +416,9 @@ class SessionStore:
 def _in_kernel(connection: Any) -> bool:
     """Whether all a plain connection was given to write is in the kernel (uvloop and
     asyncio write at once what the socket takes, and buffer the rest)."""
-    writer = connection._writer  # redis-py's StreamWriter of the connection
+    # redis-py's StreamWriter of the connection (none: disconnected, or another redis-py
+    # that keeps it elsewhere, and then the write waits for its answer)
+    writer = getattr(connection, "_writer", None)
     transport = None if writer is None else writer.transport
     return (
         transport is not None
