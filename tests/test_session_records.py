@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from realtime.core import jsoncodec
@@ -109,3 +110,21 @@ async def test_a_log_write_in_flight_is_answered_before_the_next_and_a_failed_on
     recorder.shared("t", (5, 0))
     await sessions.flush()
     assert await log(redis, key) == [(4, 2), (6, 1)]
+
+
+async def test_a_log_write_on_a_connection_redis_closed_goes_again_on_a_new_one(
+    redis: Redis, settings: Settings
+) -> None:
+    sessions = store(redis, settings)
+    recorder = sessions.recorder
+    key = Keys.of(settings).recovery_log(recorder.epoch)
+    recorder.shared("t", (1, 0))
+    await sessions.flush()
+    port = sessions._connection._writer.get_extra_info("sockname")[1]
+    assert await redis.client_kill_filter(addr=f"127.0.0.1:{port}") == 1  # (a restart)
+    recorder.shared("t", (2, 0))
+    await sessions.write_log()  # sent on the dead connection, which no one knows yet
+    with pytest.raises(RedisConnectionError):
+        await sessions.flush()
+    await sessions.flush()
+    assert await log(redis, key) == [(1, 1), (2, 1)]
