@@ -43,6 +43,7 @@ import logging
 import time
 from typing import Any
 
+import hiredis
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError, ResponseError
@@ -234,18 +235,19 @@ class SessionStore:
         """Send the XADD of `entry` (and the log's PEXPIRE when due) on the log's own
         connection: in flight until `_settle` reads the replies."""
         key, fields, options = entry
-        command = ["XADD", key, "MINID", "~", options["minid"], options["id"]]
+        command: list[Any] = ["XADD", key, "MINID", "~", options["minid"], options["id"]]
         for name, value in fields.items():
             command += (name, value)
-        commands = [command]
+        # packed in C (redis-py's `pack_commands` encodes each argument in Python)
+        packed = [hiredis.pack_command(tuple(command))]
         if self._expire_due():
-            commands.append(["PEXPIRE", key, self.log_ttl_ms])
+            expire: tuple[Any, ...] = ("PEXPIRE", key, self.log_ttl_ms)
+            packed.append(hiredis.pack_command(expire))
         connection = self._connection
         if connection is None:
             pool = self.redis.connection_pool
             connection = await pool.get_connection()  # type: ignore[no-untyped-call]
             self._connection = connection
-        packed = connection.pack_commands(commands)
         writer = _writer(connection)
         if writer is not None and not writer.transport.is_closing():
             # Straight to the transport, which writes at once what the socket takes:
@@ -254,7 +256,7 @@ class SessionStore:
             # goes on. A write never blocks; what the socket did not take, or a
             # connection found dead, is seen after it (`_in_kernel`, `_settle`).
             writer.writelines(packed)
-            self._in_flight = (first, lines, len(commands))
+            self._in_flight = (first, lines, len(packed))
             return
         try:
             await connection.send_packed_command(packed, check_health=False)
@@ -264,7 +266,7 @@ class SessionStore:
             # disconnects).
             await connection.disconnect()
             await connection.send_packed_command(packed, check_health=False)
-        self._in_flight = (first, lines, len(commands))
+        self._in_flight = (first, lines, len(packed))
 
     async def _settle(self) -> None:
         """Read the replies of the write in flight; if its XADD failed, its entries
