@@ -14,6 +14,7 @@ import pytest
 
 from realtime.dev.embedded import RedisServer
 from tests.helpers.clients import Watcher, post_events
+from tests.helpers.holdproxy import hold_proxy
 from tests.helpers.jsclient import JsClient, require_node
 from tests.helpers.processes import ProcessGroup, RealtimeProcess
 from tests.helpers.stack import fresh_settings
@@ -153,6 +154,42 @@ async def test_sigkilled_instance_session_recovers_on_another(
     after = await post_round(replacement.url, 10, 2)
     wanted = merge(first, missed, after)
     wanted["rec.a"] = first["rec.a"] + extra["rec.a"] + missed["rec.a"] + after["rec.a"]
+    await check_round(client, wanted)
+
+
+async def test_sigkill_while_a_frames_log_entry_is_on_its_way_loses_nothing(
+    redis_server: RedisServer, processes: ProcessGroup, js: Callable[[], Any]
+) -> None:
+    """A hand-out sends its frame's recovery-log entry and goes on without waiting for
+    Redis's answer (realtime/delivery/sessions.py). Here the entry is still on its way
+    (held by a proxy between the instance and Redis) when the client already has the
+    frame, and the instance is SIGKILLed then: what it sent arrives all the same, and
+    the session recovers on its replacement with every update once."""
+    settings = fresh_settings(redis_server)
+    other = processes.web(settings)
+    processes.worker(settings)
+    async with hold_proxy("127.0.0.1", redis_server.port) as proxy:
+        # A Redis timeout longer than the test: a hand-out that waited for the entry's
+        # answer would not go out at all (in a thread: the proxy runs on this loop).
+        behind = settings.with_overrides(redis_url=proxy.url, redis_timeout_s=60.0)
+        web = await asyncio.to_thread(processes.web, behind)
+        client = await subscribed_client(js, web.url)
+        first = await post_round(other.url, 0, 3)
+        await check_round(client, first)
+
+        proxy.hold()  # the instance's writes to Redis stop on the way; its reads flow
+        held = {"rec.a": await post_events(other.url, [{"topic": "rec.a", "data": {"n": 3}}])}
+        await client.wait_events(4, "rec.a")  # the frame, its log entry not in Redis yet
+        assert b"XADD" in proxy.held_bytes()  # the frame's log entry, on its way
+        web.kill()  # SIGKILL
+        proxy.release()  # what the instance sent before it died reaches Redis
+        await client.wait_until(lambda c: bool(c.of("disconnect")), "disconnect")
+    missed = await post_round(other.url, 4, 3)
+    replacement = processes.web(settings, port=web.port)
+    await recovered_after(client, 2)
+    after = await post_round(replacement.url, 7, 2)
+    wanted = merge(first, missed, after)
+    wanted["rec.a"] = first["rec.a"] + held["rec.a"] + missed["rec.a"] + after["rec.a"]
     await check_round(client, wanted)
 
 

@@ -1,11 +1,14 @@
-"""Session records as `SessionStore` writes them to a real Redis (realtime/delivery/
-sessions.py): each only where its connection owns the session (or claims it), with its
-TTL, and a batch of them in one script call."""
+"""Session records and the recovery log as `SessionStore` writes them to a real Redis
+(realtime/delivery/sessions.py): each record only where its connection owns the session
+(or claims it), with its TTL, and a batch of them in one script call; the log's writes
+one in flight at a time, a failed one written again in order."""
 
 from __future__ import annotations
 
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 
 from realtime.core import jsoncodec
 from realtime.core.keys import Keys
@@ -70,3 +73,58 @@ async def test_records_are_written_again_after_redis_forgot_the_script(
     await redis.script_flush()  # a restarted or failed-over Redis
     await sessions._write_records([Checkpoint("a", "e:1", {"n": 2}, False)])
     assert await owner_and_record(redis, keys.session("a")) == ("e:1", {"n": 2})
+
+
+async def log(redis: Redis, key: str) -> list[tuple[int, int]]:
+    """The log's writes: (first entry's number, how many entries)."""
+    return [
+        (int(fields[b"a"]), len(fields[b"e"].split(b"\n"))) for _, fields in await redis.xrange(key)
+    ]
+
+
+async def test_a_log_write_in_flight_is_answered_before_the_next_and_a_failed_one_goes_again(
+    redis: Redis, settings: Settings
+) -> None:
+    sessions = store(redis, settings)
+    recorder = sessions.recorder
+    key = Keys.of(settings).recovery_log(recorder.epoch)
+    recorder.shared("t", (1, 0))
+    await sessions.write_log()  # sent, before a hand-out; not waited for
+    recorder.shared("t", (2, 0))
+    recorder.shared("u", (2, 1))
+    await sessions.write_log()  # the first one's answer is read before this is sent
+    await sessions.flush()  # answered
+    assert await log(redis, key) == [(1, 1), (2, 2)]
+    assert await redis.pttl(key) > 0  # its first write set the log's lifetime
+
+    await redis.delete(key)
+    await redis.set(key, "not a stream")  # every XADD to it fails (WRONGTYPE)
+    recorder.shared("t", (3, 0))
+    await sessions.write_log()
+    recorder.shared("t", (4, 0))  # made while the failing write is in flight
+    with pytest.raises(ResponseError):
+        await sessions.write_log()  # reads the failure first: nothing more is sent
+    await redis.delete(key)
+    await sessions.flush()
+    assert await log(redis, key) == [(4, 2)]  # both, in order, in one write
+    recorder.shared("t", (5, 0))
+    await sessions.flush()
+    assert await log(redis, key) == [(4, 2), (6, 1)]
+
+
+async def test_a_log_write_on_a_connection_redis_closed_goes_again_on_a_new_one(
+    redis: Redis, settings: Settings
+) -> None:
+    sessions = store(redis, settings)
+    recorder = sessions.recorder
+    key = Keys.of(settings).recovery_log(recorder.epoch)
+    recorder.shared("t", (1, 0))
+    await sessions.flush()
+    port = sessions._connection._writer.get_extra_info("sockname")[1]
+    assert await redis.client_kill_filter(addr=f"127.0.0.1:{port}") == 1  # (a restart)
+    recorder.shared("t", (2, 0))
+    await sessions.write_log()  # sent on the dead connection, which no one knows yet
+    with pytest.raises(RedisConnectionError):
+        await sessions.flush()
+    await sessions.flush()
+    assert await log(redis, key) == [(1, 1), (2, 1)]

@@ -100,7 +100,7 @@ class StageHistogram(Collector):
         "(the commit's round trip: history, fan-out publish, ack). The web's, one per "
         "event and client: queue (from receiving the fan-out message to the start of its "
         "hand-out: the batching tick, hand-outs before it), recovery_log (the hand-out "
-        "waiting for its recovery-log entry to be written), handout (from the start of "
+        "waiting for its recovery-log entry to be sent), handout (from the start of "
         "the hand-out to the event being handed to the client's connection, the "
         "recovery-log wait included)."
     )

@@ -189,7 +189,7 @@ class Delivery:
         messages and acks would wait behind all of it. Batches stay in order; a
         connection's events are decided and handed over together, so its packets stay
         in order too. With recovery on, every batch queued is numbered at once and
-        their log entries written in one round trip (`_number`)."""
+        their log entries sent in one write (`_number`)."""
         loop = asyncio.get_running_loop()
         merged = 0
         try:
@@ -274,10 +274,10 @@ class Delivery:
         self, recorder: Recorder, group: list[Batch], offsets: list[str | None], first: int
     ) -> int:
         """Give the batches from `first` on their frames' offsets (a log entry each),
-        written to Redis in one round trip before any client can get a frame (a SIGKILL
-        then cannot lose the entry of a frame a client has), and numbered again if
-        anything was logged while they were being written. Returns the log's entry
-        count then."""
+        sent to Redis in one write before any client can get a frame (a SIGKILL then
+        cannot lose the entry of a frame a client has: `SessionStore.write_log`), and
+        numbered again if anything was logged while they were being sent. Returns the
+        log's entry count then."""
         while True:
             for i in range(first, len(group)):
                 offsets[i] = recorder.shared(group[i].topic, group[i].ids[-1])

@@ -10,10 +10,29 @@ session records, written as they are made, and read back when a client comes bac
   write. A write by a connection that no longer owns the session (the client came back
   elsewhere) changes nothing.
 
-A fan-out frame's entry is written before the frame is handed out (the hub awaits
-`flush`); the other entries right after their frames (the next event-loop turn): a
-SIGKILL in between loses that tail, which `replay` detects (a fresh session, never a
-wrong one). A recovery on the instance that wrote the log writes what is pending first.
+A fan-out frame's entry is sent to Redis before the frame is handed out (the hub
+awaits `write_log`); the other entries right after their frames (the next event-loop
+turn): a SIGKILL in between loses that tail, which `replay` detects (a fresh session,
+never a wrong one). A recovery on the instance that wrote the log writes what is
+pending first, and waits until Redis has it.
+
+Sent, not answered: the hand-out does not wait for the write's reply (a round trip,
+the last one Redis added to a live event's latency, `python -m bench.latency`). The
+promise that a SIGKILL cannot lose the entry of a frame a client already has holds
+because of what a SIGKILL leaves: the process dies, its kernel does not. The entry's
+bytes were in the kernel (the connection's userspace buffer empty) before the first
+frame's were, on the log's own connection. Over loopback or a unix socket they are in
+Redis's receive queue by then; over a network the kernel closes a dead process's
+sockets by sending what they hold before the FIN, as it does for the frames
+themselves. One exception: a close with unread bytes in the receive queue resets the
+connection and drops what was not sent yet. So one write is in flight at a time and
+its replies are read before the next is sent: the queue can only hold replies of the
+write in flight, and once one is there Redis has run its XADD, which comes first (a
+PEXPIRE after it may be lost: the log's lifetime is set again every second, within its
+margin). A TLS connection (whose bytes are not the kernel's until the TLS layer has
+written them) or a write the kernel did not take at once waits for its reply, as do
+cluster clients. `tests/test_recovery.py` kills an instance while a client holds a
+frame whose entry is still on its way.
 """
 
 from __future__ import annotations
@@ -24,8 +43,10 @@ import logging
 import time
 from typing import Any
 
+import hiredis
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from realtime.core import jsoncodec
 from realtime.core.backoff import Backoff
@@ -48,6 +69,7 @@ RECORDS_PER_WRITE = 1000  # session records per script call
 # for 20-30 ms every round (then every 2 s), the p99 of `python -m bench.latency` (50: ~1 ms each).
 ROUND_SLICE = 50
 MAX_READ = 500_000  # log entries one recovery may read (a busy instance, a long window)
+LogEntry = tuple[str, dict[Any, Any], dict[str, Any]]  # an XADD: key, fields, options
 
 # Write session records, each unless another connection owns it now: KEYS[i] a session,
 # ARGV[4i-3 .. 4i] its owner, record, claim ("1": whoever owns it now) and TTL (ms).
@@ -92,6 +114,10 @@ class SessionStore:
         # to record_ttl later (window + 2 x MIN_REFRESH_S >= 2 x refresh_s).
         self.log_ttl_ms = self.record_ttl_ms + self.window_ms + int(MIN_REFRESH_S * 2000)
         self._write = redis.register_script(_WRITE)
+        # The log's own connection (not in a cluster) and the write in flight on it:
+        # (the number of its first entry, its entries, how many replies it awaits).
+        self._connection: Any = None
+        self._in_flight: tuple[int, list[str], int] | None = None
         self._loaded = False  # _WRITE is known to Redis (every primary of a cluster)
         self._kick = asyncio.Event()
         self._lock = asyncio.Lock()  # log writes, one at a time
@@ -152,13 +178,18 @@ class SessionStore:
                 await self._write_records(checkpoints)
 
     async def write_log(self) -> None:
-        """Write the pending entries only: what a fan-out hand-out waits for. The
-        records stay with the writer task (`flush`)."""
+        """Send the pending entries only: what a fan-out hand-out waits for before its
+        first frame. Their reply is read later (see the module's docstring); the
+        records stay with the writer task (`flush`), which also reads that reply."""
         async with self._lock:
-            await self._flush(final=False, records=False)
+            await self._flush(final=False, records=False, answered=False)
 
-    async def _flush(self, *, final: bool, records: bool) -> list[Checkpoint]:
-        """Write the pending entries; returns the checkpoints due now (`records`)."""
+    async def _flush(
+        self, *, final: bool, records: bool, answered: bool = True
+    ) -> list[Checkpoint]:
+        """Write the pending entries; returns the checkpoints due now (`records`).
+        `answered`: return once Redis has them, not once they are sent."""
+        await self._settle()  # first: a failed write's entries go again, in order
         recorder = self.recorder
         first, lines = recorder.take_pending()
         now = time.monotonic()
@@ -172,29 +203,103 @@ class SessionStore:
                 checkpoints = recorder.checkpoints(
                     changed=due, all_due=refresh, limit=None if final else ROUND_SLICE
                 )
-            if entry is not None and self._expire_due():
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    pipe.xadd(*entry[:2], **entry[2])
-                    pipe.pexpire(entry[0], self.log_ttl_ms)
-                    await pipe.execute()
+            if entry is not None and self.keys.cluster:
+                await self._write_cluster(entry)
             elif entry is not None:
-                # Most writes (one per fan-out hand-out): one command, since a
-                # pipeline's machinery costs as much again in the web's CPU.
-                await self.redis.xadd(*entry[:2], **entry[2])
+                await self._send(first, lines, entry)
+                lines = []  # in flight: `_settle` puts them back if they fail
         except BaseException:
-            if lines:  # written again next time, in order (or dropped past the bound)
-                recorder.pending[:0] = lines
-                recorder.pending_from = first
-                if len(recorder.pending) > MAX_PENDING:
-                    logger.warning("recovery log: Redis away, %d entries dropped", len(lines))
-                    recorder.pending_from += len(recorder.pending)
-                    recorder.pending = []
+            self._put_back(first, lines)
             raise
+        if self._in_flight is not None and (answered or not _in_kernel(self._connection)):
+            await self._settle()
         if records and due:
             self._checkpointed_n = recorder.n
             if refresh:
                 self._refreshed = now
         return checkpoints
+
+    def _put_back(self, first: int, lines: list[str]) -> None:
+        """Entries not written: again next time, in order (or dropped past the bound)."""
+        if not lines:
+            return
+        recorder = self.recorder
+        recorder.pending[:0] = lines
+        recorder.pending_from = first
+        if len(recorder.pending) > MAX_PENDING:
+            logger.warning("recovery log: Redis away, %d entries dropped", len(lines))
+            recorder.pending_from += len(recorder.pending)
+            recorder.pending = []
+
+    async def _send(self, first: int, lines: list[str], entry: LogEntry) -> None:
+        """Send the XADD of `entry` (and the log's PEXPIRE when due) on the log's own
+        connection: in flight until `_settle` reads the replies."""
+        key, fields, options = entry
+        command: list[Any] = ["XADD", key, "MINID", "~", options["minid"], options["id"]]
+        for name, value in fields.items():
+            command += (name, value)
+        # packed in C (redis-py's `pack_commands` encodes each argument in Python)
+        packed = [hiredis.pack_command(tuple(command))]
+        if self._expire_due():
+            expire: tuple[Any, ...] = ("PEXPIRE", key, self.log_ttl_ms)
+            packed.append(hiredis.pack_command(expire))
+        connection = self._connection
+        if connection is None:
+            pool = self.redis.connection_pool
+            connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+            self._connection = connection
+        writer = _writer(connection)
+        if writer is not None and not writer.transport.is_closing():
+            # Straight to the transport, which writes at once what the socket takes:
+            # redis-py's write runs in a task of its own under its timeout, a turn of
+            # the event loop (0.3 ms, `python -m bench.latency`) before the hand-out
+            # goes on. A write never blocks; what the socket did not take, or a
+            # connection found dead, is seen after it (`_in_kernel`, `_settle`).
+            writer.writelines(packed)
+            self._in_flight = (first, lines, len(packed))
+            return
+        try:
+            await connection.send_packed_command(packed, check_health=False)
+        except RedisConnectionError:
+            # A connection that died with a restarted Redis: once more on a fresh one,
+            # as the client's own retry does (nothing was sent: a write that fails
+            # disconnects).
+            await connection.disconnect()
+            await connection.send_packed_command(packed, check_health=False)
+        self._in_flight = (first, lines, len(packed))
+
+    async def _settle(self) -> None:
+        """Read the replies of the write in flight; if its XADD failed, its entries
+        are pending again (ahead of any made since) and the error is raised."""
+        if self._in_flight is None:
+            return
+        first, lines, replies = self._in_flight
+        self._in_flight = None
+        connection = self._connection
+        failed: BaseException | None = None
+        try:
+            for i in range(replies):
+                try:
+                    await connection.read_response()
+                except ResponseError as exc:  # the next reply is read all the same
+                    if i == 0:  # the XADD's (a PEXPIRE's loses no entry: set again later)
+                        failed = exc
+        except BaseException as exc:  # replies may be left unread: a fresh connection
+            await connection.disconnect(nowait=True)
+            failed = exc
+        if failed is not None:
+            self._put_back(first, lines)
+            raise failed
+
+    async def _write_cluster(self, entry: LogEntry) -> None:
+        """The XADD of `entry` through the cluster client, answered."""
+        if self._expire_due():
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.xadd(*entry[:2], **entry[2])
+                pipe.pexpire(entry[0], self.log_ttl_ms)
+                await pipe.execute()
+        else:
+            await self.redis.xadd(*entry[:2], **entry[2])
 
     async def _write_records(self, checkpoints: list[Checkpoint]) -> None:
         """In batches of RECORDS_PER_WRITE (a refresh of every session at once would
@@ -217,9 +322,7 @@ class SessionStore:
                 self._loaded = False
                 raise
 
-    def _log_entry(
-        self, first: int, lines: list[str]
-    ) -> tuple[str, dict[Any, Any], dict[str, Any]]:
+    def _log_entry(self, first: int, lines: list[str]) -> LogEntry:
         """The XADD of the pending entries: key, fields, options."""
         # A stream id that grows with the entries: <ms>-<number of the last entry>.
         self._last_ms = max(self._last_ms, int(time.time() * 1000))
@@ -283,6 +386,11 @@ class SessionStore:
             await self.flush(final=True)
         except (RedisError, OSError) as exc:
             logger.warning("recovery log: last write failed (%s)", exc)
+        if self._connection is not None:
+            if self._in_flight is not None:  # its replies unread: not for the pool
+                await self._connection.disconnect()
+            await self.redis.connection_pool.release(self._connection)
+            self._connection = None
 
     # -- reading -------------------------------------------------------------------------
 
@@ -315,6 +423,25 @@ class SessionStore:
                 return out
             if lines > MAX_READ:
                 return None
+
+
+def _writer(connection: Any) -> asyncio.StreamWriter | None:
+    """redis-py's StreamWriter of a connection; None: not connected (or a redis-py that
+    keeps it elsewhere: then the write goes through redis-py and waits for its answer)."""
+    writer = getattr(connection, "_writer", None) if connection.is_connected else None
+    return writer if isinstance(writer, asyncio.StreamWriter) else None
+
+
+def _in_kernel(connection: Any) -> bool:
+    """Whether all a plain connection was given to write is in the kernel (uvloop and
+    asyncio write at once what the socket takes, and buffer the rest)."""
+    writer = _writer(connection)
+    transport = None if writer is None else writer.transport
+    return (
+        transport is not None
+        and transport.get_extra_info("sslcontext") is None
+        and transport.get_write_buffer_size() == 0
+    )
 
 
 __all__ = ["Offset", "SessionStore"]
