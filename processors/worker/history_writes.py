@@ -41,11 +41,11 @@ class HistoryTargets:
     def __init__(self, keys: Keys, retention: Retention = NO_RETENTION) -> None:
         self.keys = keys
         self.retention = retention
-        self._memo: dict[str, tuple[str, int, int]] = {}  # topic -> (key, keep_ms, maxlen)
-        self._trim_ms, self._trim_keep, self._trim_minid, self._trim_point = "", 0, "", 0
-        # topic -> the trim point last written, in ms. Forgetting it only trims sooner:
-        # a trim point is the same whoever writes it (`trim_below`).
-        self._trimmed: dict[str, int] = {}
+        # topic -> [key, keep_ms, maxlen, trim step, the trim point from which the next
+        # write trims]: forgetting it only trims sooner (a trim point is the same
+        # whoever writes it: `trim_below`)
+        self._memo: dict[str, list[Any]] = {}
+        self._trim_ms, self._trim_keep, self._trim_minid, self._trim_point = "", 0, "", -1
 
     def write(
         self, topic: str, event_id: str, ts: int, data: dict[str, Any], raw: bytes | str = b""
@@ -55,8 +55,20 @@ class HistoryTargets:
         if target is None:
             if len(self._memo) >= _MEMO_LIMIT:
                 self._memo.clear()
-            target = self._memo[topic] = (self.keys.topic(topic), *self.retention.of(topic))
-        key, keep_ms, maxlen = target
+            keep_ms, maxlen = self.retention.of(topic)
+            target = [self.keys.topic(topic), keep_ms, maxlen, trim_step(keep_ms), 0]
+            self._memo[topic] = target
+        key, keep_ms, maxlen, step, due = target
+        minid = ""
+        if keep_ms > 0:
+            ms = event_id.partition("-")[0]
+            if ms != self._trim_ms or keep_ms != self._trim_keep:  # a batch's ids share a few
+                self._trim_ms, self._trim_keep = ms, keep_ms
+                self._trim_minid = trim_below(event_id, keep_ms)
+                self._trim_point = int(self._trim_minid) if self._trim_minid else -1
+            if self._trim_point >= due:
+                minid = self._trim_minid
+                target[4] = self._trim_point + step
         ts_text = str(ts)
         if not raw:
             json = orjson.dumps(data).decode()
@@ -67,32 +79,11 @@ class HistoryTargets:
             event_id,
             [HISTORY_TS_FIELD, ts_text, HISTORY_DATA_FIELD, json],
             maxlen,
-            self._trim(topic, event_id, keep_ms) if keep_ms > 0 else "",
+            minid,
             topic,
             ts,
             ts_text,
         )
-
-    def _trim(self, topic: str, event_id: str, keep_ms: int) -> str:
-        """The write's trim point, or '' while the topic's last one is less than
-        `trim_step` behind it."""
-        ms = event_id.partition("-")[0]
-        if ms == self._trim_ms and keep_ms == self._trim_keep:  # a batch's ids share a few
-            minid, point = self._trim_minid, self._trim_point
-        else:
-            minid = trim_below(event_id, keep_ms)
-            point = int(minid) if minid else 0
-            self._trim_ms, self._trim_keep = ms, keep_ms
-            self._trim_minid, self._trim_point = minid, point
-        if not minid:
-            return ""
-        last = self._trimmed.get(topic)
-        if last is not None and point - last < trim_step(keep_ms):
-            return ""
-        if len(self._trimmed) >= _MEMO_LIMIT:
-            self._trimmed.clear()
-        self._trimmed[topic] = point
-        return minid
 
 
 def history_write(

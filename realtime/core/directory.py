@@ -3,7 +3,8 @@ how a reader turns it into a topic's last event, recent rate and idleness, and t
 paging of `GET /api/v1/topics` across partitions.
 
 Per partition (`Keys.directory`), written by the partition's owner in its commit, one
-update per topic per batch, O(1) in the number of events:
+update per topic per batch, O(1) in the number of events (a topic recorded less than a
+second ago is held back by the worker: `processors/worker/unrecorded.py`):
 
 - `names`: a sorted set of topic names, every score 0, so ZRANGEBYLEX pages by prefix;
 - `seen`: a sorted set of topic -> when the last batch wrote it (Redis time, ms), so the
