@@ -124,7 +124,7 @@ local function wrote(topic, id, ts, n)
     written[topic] = {id, ts, n}
   end
 end
--- Written before: counts the worker held back (`Unrecorded`), older than this batch's.
+-- Written before (counts the worker held back: `Unrecorded`) or elsewhere (a cluster).
 for _, t in ipairs(batch.t) do wrote(t[1], t[2], t[3], t[4]) end
 local trims, trimmed, refused = {}, {}, {}
 for e, write in ipairs(batch.h) do
