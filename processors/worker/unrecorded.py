@@ -61,32 +61,37 @@ class Unrecorded:
         held counts due go into this commit."""
         held = Held()
         recording, back, recorded = held.recording, held.back, self._recorded
-        since, step = now - self.step_s, self.step_s
+        step = self.step_s
+        recent = now - step
         for index, write in enumerate(writes):  # per event
             topic = write.topic
             if topic in recording or not topic:
                 continue
             at = recorded.get(topic)
-            if at is not None and at > since:
+            if at is not None and at > recent:
                 docs[index][5] = ""
                 back.append(index)
             else:
                 recording.add(topic)
         flushed = held.flushed
-        for topic, (_, _, _, since) in self._held.items():  # oldest first
+        for topic, (_, _, _, held_since) in self._held.items():  # oldest first
             if topic in recording:
                 continue  # below
-            if since + step > now:
+            if held_since + step > now:
                 break
             flushed.append(topic)
         flushed += [topic for topic in recording if topic in self._held]
-        held.entries = [[topic, *self._held[topic][:3]] for topic in flushed]
+        held.entries = self._entries(flushed)
         return held
 
     def hold_all(self) -> Held:
         """Every held count into this commit (the partition's last)."""
         flushed = list(self._held)
-        return Held(flushed=flushed, entries=[[t, *self._held[t][:3]] for t in flushed])
+        return Held(flushed=flushed, entries=self._entries(flushed))
+
+    def _entries(self, topics: list[str]) -> list[list[Any]]:
+        """The script's "t" entries of these held topics: [topic, id, ts, events]."""
+        return [[topic, *self._held[topic][:3]] for topic in topics]
 
     def committed(
         self,
