@@ -9,6 +9,7 @@ import asyncio
 import pytest
 from redis.asyncio import Redis
 
+from processors.worker.consumer import Consumer
 from processors.worker.fencing import CommitPlan, FencedPartition, HistoryWrite
 from processors.worker.groups import ensure_group
 from processors.worker.leases import Leases
@@ -16,6 +17,9 @@ from processors.worker.unrecorded import Unrecorded
 from realtime.core.directory import decode_info
 from realtime.core.keys import Keys
 from realtime.core.settings import Settings
+from realtime.core.topics import partition_of
+from realtime.core.wire import UpdateEncoder
+from realtime.ingest.api import IngestWriter
 
 
 def write(topic: str, ms: int) -> HistoryWrite:
@@ -114,3 +118,24 @@ async def test_the_directory_counts_every_write_once_though_topics_are_recorded_
     assert await recorded() == ("4-0", 4)
     assert not fenced.unrecorded
     await fenced.close()
+
+
+@pytest.mark.integration
+async def test_a_worker_records_every_event_of_its_burst_by_its_last_commit(
+    redis: Redis, settings: Settings
+) -> None:
+    """Batches of 10 over 3 topics: most writes are held back, and the burst's end
+    hands them all to the directory."""
+    settings = settings.with_overrides(batch_size=10)
+    topics = ["held.a", "held.b", "held.c"]
+    await IngestWriter(redis, settings).append(
+        [{"topic": topics[n % 3], "data": {"n": n}} for n in range(300)]
+    )
+    encoder = UpdateEncoder.of(settings)
+    await asyncio.wait_for(Consumer(redis, encoder, settings).run(asyncio.Event(), burst=True), 20)
+    keys = Keys(settings.prefix)
+    for topic in topics:
+        info = keys.directory(partition_of(topic, settings.partitions))[2]
+        found = decode_info(await redis.hget(info, topic))
+        assert found is not None
+        assert found.count + found.previous == 100  # a 10 s bucket may end meanwhile
