@@ -8,7 +8,8 @@ instructions Redis executes between two `callgrind_control` marks:
 
 - commit: `FencedPartition.commit` of pass-through batches of --batch events over
   --topics topics (history XADD, the topic directory, `XTRIM MINID` by a 15-minute
-  retention, one PUBLISH per topic, XACK), planned before the count starts;
+  retention, one PUBLISH per topic, XACK), planned before the count starts as one
+  partition's worker plans them, with ids as ingest gives them at --rate events/s;
 - fenced read: `FencedPartition.read` of --batch ingest entries, then their XACK in a
   `FencedPartition.commit`, as the worker acknowledges them (a read after a commit may
   go without Lua: processors/worker/fencing.py);
@@ -112,7 +113,7 @@ async def commit_row(redis: Redis, grind: Callgrind, args: argparse.Namespace) -
     from processors.pipelines.retention import Retention
     from processors.pipelines.transform import TopicEvent, group_by_topic
     from processors.worker.fencing import CommitPlan, FencedPartition
-    from processors.worker.history_writes import history_write
+    from processors.worker.history_writes import HistoryTargets
     from realtime.core.keys import Keys
     from realtime.core.wire import UpdateEncoder
 
@@ -123,19 +124,23 @@ async def commit_row(redis: Redis, grind: Callgrind, args: argparse.Namespace) -
         redis, keys, 0, token="token", group="g", consumer="c", history_maxlen=1000
     )
     encoder = UpdateEncoder(keys)
-    retention = Retention(default_keep_ms=900_000)
+    # One for the whole run, as a worker's partition keeps it (what it remembers per
+    # topic, such as the last trim, is the worker's).
+    targets = HistoryTargets(keys, Retention(default_keep_ms=900_000))
     rnd = random.Random(1)
     names = [f"metrics.host{i:04d}" for i in range(args.topics)]
-    plans, ms = [], 1_700_000_000_000
+    plans, n = [], 0
     for _ in range(args.events // args.batch):
         events = []
         for _ in range(args.batch):
-            ms += 1
+            # ids as Redis gives them to ingest at --rate events/s
+            ms = 1_700_000_000_000 + n * 1000 // args.rate
+            n += 1
             data = {"value": round(rnd.gauss(50, 15), 3)}
-            events.append(TopicEvent(names[rnd.randrange(args.topics)], f"{ms}-0", ms, data))
+            events.append(TopicEvent(names[rnd.randrange(args.topics)], f"{ms}-{n}", ms, data))
         plans.append(
             CommitPlan(
-                history=[history_write(keys, e, retention) for e in events],
+                history=[targets.write(e.topic, e.id, e.ts, e.data, e.raw) for e in events],
                 publishes=encoder.encode_updates(group_by_topic(events)),
                 acks=[f"{ms}-{k}" for k in range(args.batch)],
             )
@@ -213,6 +218,9 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=30_208)
     parser.add_argument("--topics", type=int, default=1000)
     parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument(
+        "--rate", type=int, default=100_000, help="events/s the commit's ids are spaced for"
+    )
     parser.add_argument("--baseline", metavar="DIR", help="also count the code in DIR")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -236,6 +244,8 @@ def main() -> None:
                 str(args.topics),
                 "--batch",
                 str(args.batch),
+                "--rate",
+                str(args.rate),
             ],
             cwd=code,
             env={**os.environ, "PYTHONPATH": code},

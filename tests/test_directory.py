@@ -16,6 +16,7 @@ from processors.worker.consumer import Consumer
 from realtime.core.directory import (
     LUA_RECORD,
     RATE_WINDOW_MS,
+    SEEN_STEP_MS,
     CursorError,
     Info,
     decode_cursor,
@@ -357,3 +358,31 @@ async def test_the_commit_counts_on_from_records_in_its_own_form_and_in_any_othe
     assert (b.last_id, b.count, b.previous) == ("9-0", 1, 4)
     assert await redis.zrange(names, 0, -1) == [b"a.one", b"b.two"]
     assert await redis.zcard(seen) == 2
+
+
+@pytest.mark.integration
+async def test_a_topic_seen_within_the_step_keeps_its_seen_time_in_both_keys(
+    settings: Settings, redis: Redis
+) -> None:
+    names, seen, info = Keys.of(settings).directory(0)
+    record = redis.register_script(_RECORD)
+    keys = [names, seen, info]
+    seconds, micros = await redis.time()
+    now = seconds * 1000 + micros // 1000
+    recent, old = now - SEEN_STEP_MS // 2, now - 5 * SEEN_STEP_MS
+    # As earlier commits left them: the record's time and the score are the same.
+    await redis.zadd(names, {"a.one": 0, "b.two": 0})
+    await redis.zadd(seen, {"a.one": recent, "b.two": old})
+    await redis.hset(
+        info,
+        mapping={"a.one": f'["5-0","5",1,1,0,{recent}]', "b.two": f'["6-0","6",1,1,0,{old}]'},
+    )
+    await record(keys=keys, args=["a.one", "7-0", "7", "b.two", "8-0", "8"])
+    a, b = [decode_info(raw) for raw in await redis.hmget(info, ["a.one", "b.two"])]
+    assert a is not None
+    assert b is not None
+    assert (a.last_id, a.count, a.seen_ms) == ("7-0", 2, recent)  # counted, time kept
+    assert await redis.zscore(seen, "a.one") == recent
+    assert (b.last_id, b.count) == ("8-0", 2)
+    assert b.seen_ms >= now  # moved on, in both
+    assert await redis.zscore(seen, "b.two") == b.seen_ms

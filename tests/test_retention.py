@@ -10,6 +10,8 @@ from marshmallow import ValidationError
 from processors.pipelines.config import DEFAULT_PIPELINES, PipelinesError, build
 from processors.pipelines.retention import DEFAULT_RETENTION, Retention, trim_below
 from processors.pipelines.tiers import Tier, pick, tiers_of
+from processors.worker.history_writes import HistoryTargets, trim_step
+from realtime.core.keys import Keys
 from realtime.delivery.history import Extent, covers, reaches
 from realtime.ingest.schemas import SubscribeSchema
 
@@ -71,6 +73,23 @@ def test_a_write_trims_what_is_older_than_keep_before_it() -> None:
     assert trim_below("1700000900000-3", 900_000) == "1700000000000"
     assert trim_below("1700000900000-3", 0) == ""  # no time limit
     assert trim_below("500-0", 900_000) == ""  # nothing can be that old
+
+
+def test_a_topic_is_trimmed_again_once_its_trim_point_has_moved_on_by_the_step() -> None:
+    keep, t = 900_000, 1_700_000_000_000
+    targets = HistoryTargets(Keys("t:"), Retention(default_keep_ms=keep))
+
+    def minid(topic: str, ms: int) -> str:
+        return targets.write(topic, f"{ms}-0", ms, {}).minid
+
+    step = trim_step(keep)
+    assert step == 1000
+    assert minid("a", t) == str(t - keep)  # the first write trims
+    assert minid("a", t + step - 1) == ""  # the history keeps at most keep + step
+    assert minid("b", t + step - 1) == str(t + step - 1 - keep)  # each topic its own
+    assert minid("a", t + step) == str(t + step - keep)
+    assert minid("a", t + step) == ""
+    assert (trim_step(640), trim_step(63)) == (10, 0)  # a short time limit: every write
 
 
 TIERS = [

@@ -14,6 +14,7 @@ Design notes: docs/design-notes.md.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -24,6 +25,7 @@ from redis.asyncio.connection import AbstractConnection, BlockingConnectionPool,
 from redis.exceptions import NoScriptError, ResponseError
 
 from processors.worker.slots import OtherSlots, slot_of, split
+from processors.worker.unrecorded import Held, Unrecorded
 from realtime.core import jsoncodec
 from realtime.core.directory import LUA_RECORD, RATE_WINDOW_MS
 from realtime.core.keys import Keys
@@ -93,13 +95,16 @@ return {0, counts, errors}
 #   then the partition's three topic directory keys (realtime/core/directory.py).
 # ARGV: lease token, group, history maxlen, dead-letter maxlen, then the batch as one
 #   JSON document {"h": [[key, id, [field, value, ...], maxlen (0: ARGV[3]), minid ('':
-#   none), topic ('': none), "ts"], ...], "t": [[topic, id, "ts", events], ...] (written
-#   elsewhere: a cluster's other slots), "i": directory idle ms, "p": [channel, ...],
+#   none), topic ('': not recorded in the directory), "ts"], ...], "t": [[topic, id,
+#   "ts", events], ...] (for the directory, written before or elsewhere: held back by
+#   the worker, or a cluster's other slots), "i": directory idle ms, "p": [channel, ...],
 #   "c": "PUBLISH" or "SPUBLISH", "r": [[ingest stream, [field, value, ...]], ...],
 #   "s": [field, value, ...], "d": [field, ...], "a": [entry id, ...], "x": [entry id
 #   whose attempt count to clear, ...]}, then the count of channels n and n payloads (one
 #   per channel of "p"), then per dead letter: field-arg count f, f field/value args
 #   (binary-safe: the entry's raw fields).
+# Returns {0, refused} or, for a history write that failed, {its index, error, refused}:
+#   refused lists the history writes (1-based) skipped as written before.
 # One JSON argument rather than one argument per value: redis-py packs each argument in
 # Python, cjson decodes the one document in C (`python -m bench.worker` measures it). The
 # payloads are arguments of their own: JSON inside a JSON string would be escaped by the
@@ -119,7 +124,9 @@ local function wrote(topic, id, ts, n)
     written[topic] = {id, ts, n}
   end
 end
-local trims, trimmed = {}, {}
+-- Written before (counts the worker held back: `Unrecorded`) or elsewhere (a cluster).
+for _, t in ipairs(batch.t) do wrote(t[1], t[2], t[3], t[4]) end
+local trims, trimmed, refused = {}, {}, {}
 for e, write in ipairs(batch.h) do
   local cap = write[4]
   if cap == 0 then cap = ARGV[3] end
@@ -128,9 +135,10 @@ for e, write in ipairs(batch.h) do
     -- An id at or below the stream's last: written by an earlier delivery. Skip it.
     if not string.find(r.err, 'equal or smaller', 1, true) then
       -- A key of the wrong type fails this entry every time: report which one.
-      if string.sub(r.err, 1, 9) == 'WRONGTYPE' then return {e, r.err} end
+      if string.sub(r.err, 1, 9) == 'WRONGTYPE' then return {e, r.err, refused} end
       return redis.error_reply(r.err)
     end
+    refused[#refused + 1] = e
   elseif write[6] ~= '' then
     wrote(write[6], write[2], write[7], 1)
   end
@@ -139,7 +147,6 @@ for e, write in ipairs(batch.h) do
     trims[write[1]] = write[5]
   end
 end
-for _, t in ipairs(batch.t) do wrote(t[1], t[2], t[3], t[4]) end
 if next(written) then
   record_directory(KEYS[6], KEYS[7], KEYS[8], written, batch.i, RATE_WINDOW_MS)
 end
@@ -175,7 +182,7 @@ local acks = batch.a
 for first = 1, #acks, 1000 do  -- unpack has a stack limit
   redis.call('XACK', KEYS[2], ARGV[2], unpack(acks, first, math.min(first + 999, #acks)))
 end
-return {0}
+return {0, refused}
 """.replace("RATE_WINDOW_MS", str(RATE_WINDOW_MS))
 )
 
@@ -309,6 +316,9 @@ class FencedPartition:
         # Cluster mode: writes outside the partition's hash slot go first, on their own.
         self.slot = slot_of(self.stream)
         self.other_slots = OtherSlots(redis, history_maxlen) if keys.cluster else None
+        # Directory counts held back (`Unrecorded`); not on a cluster, whose commit
+        # records the writes of other slots on its own.
+        self.unrecorded = Unrecorded() if self.other_slots is None else None
         self.token = token
         self.group = group
         self.consumer = consumer
@@ -460,9 +470,20 @@ class FencedPartition:
             raise reply
         return self._read_result(reply)
 
-    async def commit(self, plan: CommitPlan) -> CommitFailure | None:
+    async def record_due(self) -> None:
+        """Commit the directory counts held back, if the oldest is due (an idle turn)."""
+        if self.unrecorded is not None and self.unrecorded.due(time.monotonic()):
+            await self.commit(CommitPlan())
+
+    async def record_held(self) -> None:
+        """Commit every directory count held back (the partition's last commit)."""
+        if self.unrecorded:
+            await self.commit(CommitPlan(), everything=True)
+
+    async def commit(self, plan: CommitPlan, *, everything: bool = False) -> CommitFailure | None:
         """Write the plan atomically; a CommitFailure names a history write that failed
-        (a key of the wrong type); raises LeaseLost, or ResponseError for anything else."""
+        (a key of the wrong type); raises LeaseLost, or ResponseError for anything else.
+        `everything`: with all the directory counts held back."""
         history_index = list(range(len(plan.history)))
         elsewhere: list[list[str | int]] = []
         if self.other_slots is not None:
@@ -478,8 +499,17 @@ class FencedPartition:
                     if w.topic
                 ]
             plan, history_index = parts.own, parts.history_index
+        documents = [w.document() for w in plan.history]
+        unrecorded, now, held = self.unrecorded, time.monotonic(), None
+        if unrecorded is not None:
+            held = (
+                unrecorded.hold_all()
+                if everything
+                else unrecorded.hold(plan.history, documents, now)
+            )
+            elsewhere = held.entries
         batch = {
-            "h": [w.document() for w in plan.history],
+            "h": documents,
             "t": elsewhere,
             "i": self.directory_idle_ms,
             "p": [channel for channel, _ in plan.publishes],
@@ -509,11 +539,24 @@ class FencedPartition:
         else:
             reply = await self._commit(keys=keys, args=args)
         status = int(reply[0])
-        if status == 0:
-            return None
         if status == LEASE_LOST:
             raise LeaseLost(self.stream)
+        if held is not None:
+            self._count(held, plan.history, reply, now, status)
+        if status == 0:
+            return None
         return CommitFailure(history_index[status - 1], text(reply[1]))
+
+    def _count(
+        self, held: Held, writes: list[HistoryWrite], reply: Any, now: float, status: int
+    ) -> None:
+        """The held-back writes the commit made, into `unrecorded`."""
+        assert self.unrecorded is not None
+        at = 1 if status == 0 else 2  # {0, refused} or {index, error, refused}
+        refused = reply[at] if len(reply) > at else []
+        self.unrecorded.committed(
+            held, writes, {int(i) for i in refused}, now, written=status - 1 if status else None
+        )
 
     async def _commit_watching(self, keys: list[str], args: list[Value]) -> Any:
         """The commit's script after a WATCH of the lease, on our own connection: if the

@@ -4,8 +4,9 @@ whose stream id is the event id.
 Idempotent: the commit (`processors/worker/fencing.py`) writes each entry with its explicit id;
 Redis refuses an id at or below the stream's last one, and the commit skips that refusal
 as "already written", so a redelivered entry cannot create a second history entry.
-Bounded by time (the topic's retention: `XTRIM MINID ~` after the batch's writes) and by
-an approximate MAXLEN as a safety cap. The reading side is `realtime/delivery/history.py`.
+Bounded by time (the topic's retention: `XTRIM MINID ~` after the batch's writes, once
+the trim point has moved on by `trim_step`) and by an approximate MAXLEN as a safety
+cap. The reading side is `realtime/delivery/history.py`.
 Each write names its topic, so the commit also records the topic in the topic directory
 (`realtime/core/directory.py`) once per batch, counting only the entries it wrote.
 """
@@ -23,6 +24,14 @@ from realtime.core.keys import HISTORY_DATA_FIELD, HISTORY_TS_FIELD, Keys
 
 NO_RETENTION = Retention()
 _MEMO_LIMIT = 100_000  # topics come from producers: stay bounded
+TRIM_STEP_MS = 1000
+
+
+def trim_step(keep_ms: int) -> int:
+    """How far a topic's trim point moves before it is trimmed again: a trim per topic
+    per commit was a tenth of the commit's Redis instructions (`python -m
+    bench.commit_cost`), for a time limit kept to within this (a 64th of it at most)."""
+    return min(TRIM_STEP_MS, keep_ms // 64)
 
 
 class HistoryTargets:
@@ -32,8 +41,11 @@ class HistoryTargets:
     def __init__(self, keys: Keys, retention: Retention = NO_RETENTION) -> None:
         self.keys = keys
         self.retention = retention
-        self._memo: dict[str, tuple[str, int, int]] = {}  # topic -> (key, keep_ms, maxlen)
-        self._trim_ms, self._trim_keep, self._trim_minid = "", 0, ""
+        # topic -> [key, keep_ms, maxlen, trim step, the trim point from which the next
+        # write trims]: forgetting it only trims sooner (a trim point is the same
+        # whoever writes it: `trim_below`)
+        self._memo: dict[str, list[Any]] = {}
+        self._trim_ms, self._trim_keep, self._trim_minid, self._trim_point = "", 0, "", -1
 
     def write(
         self, topic: str, event_id: str, ts: int, data: dict[str, Any], raw: bytes | str = b""
@@ -43,8 +55,20 @@ class HistoryTargets:
         if target is None:
             if len(self._memo) >= _MEMO_LIMIT:
                 self._memo.clear()
-            target = self._memo[topic] = (self.keys.topic(topic), *self.retention.of(topic))
-        key, keep_ms, maxlen = target
+            keep_ms, maxlen = self.retention.of(topic)
+            target = [self.keys.topic(topic), keep_ms, maxlen, trim_step(keep_ms), 0]
+            self._memo[topic] = target
+        key, keep_ms, maxlen, step, due = target
+        minid = ""
+        if keep_ms > 0:
+            ms = event_id.partition("-")[0]
+            if ms != self._trim_ms or keep_ms != self._trim_keep:  # a batch's ids share a few
+                self._trim_ms, self._trim_keep = ms, keep_ms
+                self._trim_minid = trim_below(event_id, keep_ms)
+                self._trim_point = int(self._trim_minid) if self._trim_minid else -1
+            if self._trim_point >= due:
+                minid = self._trim_minid
+                target[4] = self._trim_point + step
         ts_text = str(ts)
         if not raw:
             json = orjson.dumps(data).decode()
@@ -55,20 +79,11 @@ class HistoryTargets:
             event_id,
             [HISTORY_TS_FIELD, ts_text, HISTORY_DATA_FIELD, json],
             maxlen,
-            self._trim(event_id, keep_ms) if keep_ms > 0 else "",
+            minid,
             topic,
             ts,
             ts_text,
         )
-
-    def _trim(self, event_id: str, keep_ms: int) -> str:
-        """`trim_below`, remembered for the last id's time: a batch's ids share a few."""
-        ms = event_id.partition("-")[0]
-        if ms == self._trim_ms and keep_ms == self._trim_keep:
-            return self._trim_minid
-        minid = trim_below(event_id, keep_ms)
-        self._trim_ms, self._trim_keep, self._trim_minid = ms, keep_ms, minid
-        return minid
 
 
 def history_write(

@@ -221,6 +221,7 @@ class PartitionRunner:
                         pass
                     elif self.burst:
                         await self._commit([], clock_ms=read.clock_ms, checkpoint=True)
+                        await self.fenced.record_held()
                         return
                     else:
                         await self._commit([], clock_ms=read.clock_ms)
@@ -278,11 +279,12 @@ class PartitionRunner:
         await self._save()
 
     async def _save(self) -> None:
-        """Stopping with the lease: checkpoint, so the next owner replays nothing."""
-        if self.stage.stale or not self.stage.unsaved:
-            return
+        """Stopping with the lease: checkpoint, so the next owner replays nothing, and
+        record the directory counts held back."""
         try:
-            await self._commit([], checkpoint=True)
+            if not self.stage.stale and self.stage.unsaved:
+                await self._commit([], checkpoint=True)
+            await self.fenced.record_held()
         except (LeaseLost, Replay, RedisError, OSError) as exc:
             logger.warning("partition %d: final checkpoint failed: %r", self.partition, exc)
 
@@ -389,6 +391,7 @@ class PartitionRunner:
         self._count_late()
         read_at, self._read_at = self._read_at, None  # the first commit of a batch read
         if not batch.plan:
+            await self.fenced.record_due()  # an idle turn: the directory catches up
             return None
         try:
             if self.fault is not None:

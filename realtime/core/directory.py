@@ -3,7 +3,8 @@ how a reader turns it into a topic's last event, recent rate and idleness, and t
 paging of `GET /api/v1/topics` across partitions.
 
 Per partition (`Keys.directory`), written by the partition's owner in its commit, one
-update per topic per batch, O(1) in the number of events:
+update per topic per batch, O(1) in the number of events (a topic recorded less than a
+second ago is held back by the worker: `processors/worker/unrecorded.py`):
 
 - `names`: a sorted set of topic names, every score 0, so ZRANGEBYLEX pages by prefix;
 - `seen`: a sorted set of topic -> when the last batch wrote it (Redis time, ms), so the
@@ -29,6 +30,9 @@ from realtime.core.topics import is_valid_topic
 RATE_WINDOW_MS = 10_000  # "recent": the rate is over about the last 10 s
 PRUNE_PER_COMMIT = 16  # idle topics a worker's commit removes, at most
 PRUNE_PER_READ = 100  # idle topics a reader removes from one partition, at most
+# A commit moves a topic's `seen` score only once it is this old (or a hundredth of the
+# idle time, if less): a topic may be pruned that much before it is fully idle.
+SEEN_STEP_MS = 1000
 
 # A Lua function both sides use: remove up to `count` topics last written before
 # `cutoff` from the three keys. Atomic inside its script: a topic written since is kept.
@@ -59,6 +63,10 @@ local function record_directory(names, seen, info, written, idle_ms, window_ms)
   local bucket = math.floor(now_ms / window_ms)
   local now_s, bucket_s = string.format('%d', now_ms), string.format('%d', bucket)
   local before_s = string.format('%d', bucket - 1)
+  -- A topic seen this recently keeps its `seen` score, and its record the same time (so
+  -- the two stay equal): the score only finds the idle, and a ZADD per topic was a
+  -- tenth of the commit's instructions (`python -m bench.commit_cost`).
+  local recent = now_ms - math.min(SEEN_STEP_MS, math.floor(idle_ms / 100))
   local digits = {}  -- a count -> its text, each formatted once per commit
   local function int(n)
     local text = digits[n]
@@ -79,6 +87,7 @@ local function record_directory(names, seen, info, written, idle_ms, window_ms)
       local w = written[topic]
       local count, previous = w[3], 0
       local old = olds[j - first + 1]
+      local seen_s = now_s  -- or the record's, if recent: then `seen` stays as it is
       if old then  -- listed already: names and info are added and removed together
         -- the numbers after `["id","ts",`, found by plain search (a pattern costs a
         -- recursive call per character)
@@ -93,6 +102,9 @@ local function record_directory(names, seen, info, written, idle_ms, window_ms)
           c = tonumber(string.sub(old, c1 + 1, c2 - 1))
           p = tonumber(string.sub(old, c2 + 1, c3 - 1))
           if not (c and p and string.find(b, '^%d+$')) then b = nil end
+          local was = string.sub(old, c3 + 1, -2)
+          local s = tonumber(was)
+          if b and s and s >= recent and s <= now_ms then seen_s = was end
         end
         if b == bucket_s then
           count, previous = c + count, p
@@ -110,19 +122,21 @@ local function record_directory(names, seen, info, written, idle_ms, window_ms)
         fresh[#fresh + 1] = '0'
         fresh[#fresh + 1] = topic
       end
-      scores[#scores + 1] = now_s
-      scores[#scores + 1] = topic
+      if seen_s == now_s then
+        scores[#scores + 1] = now_s
+        scores[#scores + 1] = topic
+      end
       records[#records + 1] = topic
       records[#records + 1] = '["' .. w[1] .. '","' .. w[2] .. '",' .. bucket_s .. ','
-        .. int(count) .. ',' .. int(previous) .. ',' .. now_s .. ']'
+        .. int(count) .. ',' .. int(previous) .. ',' .. seen_s .. ']'
     end
     if #fresh > 0 then redis.call('ZADD', names, unpack(fresh)) end
-    redis.call('ZADD', seen, unpack(scores))
+    if #scores > 0 then redis.call('ZADD', seen, unpack(scores)) end
     redis.call('HSET', info, unpack(records))
   end
   prune_directory(names, seen, info, now_ms - idle_ms, PRUNE_PER_COMMIT)
 end
-""".replace("PRUNE_PER_COMMIT", str(PRUNE_PER_COMMIT))
+""".replace("PRUNE_PER_COMMIT", str(PRUNE_PER_COMMIT)).replace("SEEN_STEP_MS", str(SEEN_STEP_MS))
 )
 
 
