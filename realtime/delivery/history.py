@@ -6,11 +6,13 @@ Design notes: docs/design-notes.md.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import ResponseError
 
 from realtime.core import jsoncodec
@@ -21,7 +23,15 @@ from realtime.core.streamids import ZERO, StreamId, before, format_id, parse_id
 from realtime.delivery.coalesce import Coalesced
 
 WireEvent = dict[str, Any]
-RawEntry = tuple[bytes | str, Mapping[bytes, bytes]]
+# An entry as redis-py parses it (fields as a dict) or as Redis sends it (`Raw`: fields
+# as a flat list of names and values).
+RawEntry = tuple[bytes | str, Mapping[bytes, bytes] | Sequence[bytes]]
+
+_TS = TS_FIELD.encode()
+_DATA = DATA_FIELD.encode()
+# XRANGE and XREVRANGE replies taken as Redis sends them: redis-py's parse (a dict per
+# entry, `pairs_to_dict`) was a fifth of a reconnect storm's history reads.
+_RAW_REPLIES = ("XRANGE", "XREVRANGE")
 
 
 def decode_event(topic: str, entry_id: bytes | str, fields: Mapping[bytes, bytes]) -> WireEvent:
@@ -30,9 +40,73 @@ def decode_event(topic: str, entry_id: bytes | str, fields: Mapping[bytes, bytes
     return {
         "topic": topic,
         "id": event_id,
-        "ts": int(fields[TS_FIELD.encode()]),
-        "data": jsoncodec.loads(fields[DATA_FIELD.encode()]),
+        "ts": int(fields[_TS]),
+        "data": jsoncodec.loads(fields[_DATA]),
     }
+
+
+def _ts_and_data(fields: Mapping[bytes, bytes] | Sequence[bytes]) -> tuple[bytes, bytes]:
+    """An entry's `ts` and `data`, its fields parsed by redis-py or as sent (a KeyError
+    if one is missing, as `decode_event` raises)."""
+    if isinstance(fields, Mapping):
+        return fields[_TS], fields[_DATA]
+    if len(fields) == 4 and fields[0] == _TS and fields[2] == _DATA:  # as the worker writes
+        return fields[1], fields[3]
+    pairs = dict(zip(fields[::2], fields[1::2], strict=True))
+    return pairs[_TS], pairs[_DATA]
+
+
+class Decoded:
+    """History entries decoded once: a connect storm reads the same newest entries of a
+    handful of topics thousands of times (snapshots, resumes), and decoding them (JSON
+    included) was most of what those reads cost the web. An entry's event is reused
+    only while its `ts` and `data` bytes are the ones it was decoded from (a stream
+    deleted and written again with the same ids gets new events), and the decoded
+    entries are bounded by their `data` bytes (oldest decoded dropped first).
+
+    The events are shared by every read that returns them: read them, never change them."""
+
+    def __init__(self, budget_bytes: int = 8 * 1024 * 1024) -> None:
+        self.budget_bytes = budget_bytes
+        self._held = 0  # data bytes of the entries held
+        self._events: OrderedDict[tuple[str, bytes | str], tuple[bytes, bytes, WireEvent]] = (
+            OrderedDict()
+        )
+
+    def __call__(self, topic: str, entries: Sequence[RawEntry]) -> list[WireEvent]:
+        events = self._events
+        out = []
+        for entry_id, fields in entries:
+            ts, data = _ts_and_data(fields)
+            known = events.get((topic, entry_id))
+            if known is not None and known[1] == data and known[0] == ts:
+                out.append(known[2])
+                continue
+            event = decode_event(topic, entry_id, {_TS: ts, _DATA: data})
+            self._keep((topic, entry_id), ts, data, event)
+            out.append(event)
+        return out
+
+    def _keep(self, key: tuple[str, bytes | str], ts: bytes, data: bytes, event: WireEvent) -> None:
+        old = self._events.pop(key, None)
+        if old is not None:
+            self._held -= len(old[1])
+        self._events[key] = (ts, data, event)
+        self._held += len(data)
+        while self._held > self.budget_bytes and self._events:
+            _, (_, dropped, _) = self._events.popitem(last=False)
+            self._held -= len(dropped)
+
+    def __len__(self) -> int:
+        return len(self._events)
+
+
+def raw_callbacks(pipe: Any) -> Any:
+    """A pipeline's response callbacks without those of XRANGE and XREVRANGE."""
+    callbacks = pipe.response_callbacks.copy()
+    for name in _RAW_REPLIES:
+        callbacks.pop(name, None)
+    return callbacks
 
 
 @dataclass(frozen=True)
@@ -112,6 +186,8 @@ class HistoryReader:
         self.redis = redis
         self.keys = keys
         self.maxlen = maxlen
+        self._decode = Decoded()
+        self._raw: Any = None  # `raw_callbacks` of this client's pipelines, made once
         # Reads of several topics in one turn go in one round trip, but in a cluster,
         # where their keys may live on different shards.
         single = keys.cluster
@@ -119,8 +195,16 @@ class HistoryReader:
         self._after = Coalesced(self._read_after, None if single else self._after_many)
         self._latest = Coalesced(self._read_latest, None if single else self._latest_many)
 
-    def _decode(self, topic: str, entries: Sequence[RawEntry]) -> list[WireEvent]:
-        return [decode_event(topic, i, f) for i, f in entries]
+    def _pipeline(self, transaction: bool) -> Any:
+        """A pipeline whose XRANGE and XREVRANGE replies are not parsed by redis-py
+        (each entry's fields stay a flat list, which `Decoded` reads as it is). Another
+        kind of pipeline (a cluster's) parses them as usual, which `Decoded` reads too."""
+        pipe = self.redis.pipeline(transaction=transaction)
+        if isinstance(pipe, Pipeline):
+            if self._raw is None:
+                self._raw = raw_callbacks(pipe)
+            pipe.response_callbacks = self._raw
+        return pipe
 
     async def resume(self, topic: str, since: StreamId, count: int, latest: int) -> ResumePoint:
         """Whether history covers `since`, the first `count` events after it and the
@@ -138,7 +222,7 @@ class HistoryReader:
         self, asked: list[tuple[tuple[str, StreamId, int], int]]
     ) -> list[ResumePoint]:
         """`_read_resume` of several topics, in one transaction."""
-        async with self.redis.pipeline(transaction=True) as pipe:
+        async with self._pipeline(transaction=True) as pipe:
             for (topic, since, count), latest in asked:
                 key = self.keys.topic(topic)
                 pipe.xrange(key, min=f"({format_id(since)}", count=count)
@@ -165,16 +249,13 @@ class HistoryReader:
         return page[:count] if len(page) > count else page
 
     async def _read_after(self, asked: tuple[str, StreamId], count: int) -> list[WireEvent]:
-        topic, after = asked
-        page: Any = await self.redis.xrange(
-            self.keys.topic(topic), min=f"({format_id(after)}", count=count
-        )
-        return self._decode(topic, page)
+        # A pipeline of one command: its reply is not parsed by redis-py (`_pipeline`).
+        return (await self._after_many([(asked, count)]))[0]
 
     async def _after_many(
         self, asked: list[tuple[tuple[str, StreamId], int]]
     ) -> list[list[WireEvent]]:
-        async with self.redis.pipeline(transaction=False) as pipe:
+        async with self._pipeline(transaction=False) as pipe:
             for (topic, after), count in asked:
                 pipe.xrange(self.keys.topic(topic), min=f"({format_id(after)}", count=count)
             pages = await pipe.execute()
@@ -189,7 +270,7 @@ class HistoryReader:
         first, and what history holds, read in one transaction so they agree."""
         key = self.keys.topic(topic)
         low, high = format_id(start), format_id(end)
-        async with self.redis.pipeline(transaction=True) as pipe:
+        async with self._pipeline(transaction=True) as pipe:
             if descending:
                 pipe.xrevrange(key, max=high, min=low, count=count)
             else:
@@ -200,7 +281,7 @@ class HistoryReader:
 
     async def extent(self, topic: str) -> Extent:
         key = self.keys.topic(topic)
-        async with self.redis.pipeline(transaction=True) as pipe:
+        async with self._pipeline(transaction=True) as pipe:
             _ask_extent(pipe, key)
             return _extent(*await _execute(pipe))
 
@@ -210,11 +291,10 @@ class HistoryReader:
         return newest[len(newest) - count :] if len(newest) > count else newest
 
     async def _read_latest(self, topic: str, count: int) -> list[WireEvent]:
-        entries: Any = await self.redis.xrevrange(self.keys.topic(topic), count=count)
-        return self._decode(topic, entries[::-1])
+        return (await self._latest_many([(topic, count)]))[0]  # as `_read_after`
 
     async def _latest_many(self, asked: list[tuple[str, int]]) -> list[list[WireEvent]]:
-        async with self.redis.pipeline(transaction=False) as pipe:
+        async with self._pipeline(transaction=False) as pipe:
             for topic, count in asked:
                 pipe.xrevrange(self.keys.topic(topic), count=count)
             replies = await pipe.execute()
