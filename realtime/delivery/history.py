@@ -27,9 +27,9 @@ WireEvent = dict[str, Any]
 # as a flat list of names and values).
 RawEntry = tuple[bytes | str, Mapping[bytes, bytes] | Sequence[bytes]]
 
-# Reads of one kind (resumes, snapshots, catch-up pages) go at most once per 5 ms: under
-# a connect storm each then serves the subscribes of those 5 ms (`coalesce.py`); a
-# subscribe on a quiet server is read at once.
+# A subscribe's reads (resumes, snapshots) go at most once per 5 ms: under a connect
+# storm each then serves the subscribes of those 5 ms (`coalesce.py`); a subscribe on a
+# quiet server is read at once.
 GATHER_S = 0.005
 
 _TS = TS_FIELD.encode()
@@ -197,7 +197,8 @@ class HistoryReader:
         # where their keys may live on different shards.
         single = keys.cluster
         self._resume = Coalesced(self._read_resume, None if single else self._resume_many, GATHER_S)
-        self._after = Coalesced(self._read_after, None if single else self._after_many, GATHER_S)
+        # Not gathered: a catch-up reads its pages one after the other.
+        self._after = Coalesced(self._read_after, None if single else self._after_many)
         self._latest = Coalesced(self._read_latest, None if single else self._latest_many, GATHER_S)
 
     def _pipeline(self, transaction: bool) -> Any:
