@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 from realtime.core.keys import Keys
 from realtime.core.settings import Settings
 from realtime.core.streamids import parse_id
-from realtime.delivery.history import HistoryReader, decode_event
+from realtime.delivery.history import Extent, HistoryReader, decode_event
 
 pytestmark = pytest.mark.integration
 
@@ -110,3 +110,30 @@ async def test_reads_answer_as_redis_py_parses_history_even_when_rewritten(
         (raw,), length = await pipe.execute()
     assert raw == [ids[0].encode(), [b"ts", b"0", b"data", b'{"again":0}']]
     assert length == 4  # other replies parsed as ever
+
+
+async def test_the_extent_is_what_xrange_and_xlen_say_trimmed_emptied_or_missing(
+    redis: Redis, settings: Settings
+) -> None:
+    """`extent` is read from XINFO STREAM alone: its oldest entry and length are the
+    first entry XRANGE returns and XLEN, however the stream was trimmed."""
+    keys = Keys.of(settings)
+    reader = HistoryReader(redis, keys, 1000)
+    key = keys.topic("h.extent")
+    assert await reader.extent("h.extent") == Extent(None, 0, 0)  # never written
+    for n in range(6):
+        await redis.xadd(key, {"ts": str(n), "data": "0"}, id=f"7-{n + 1}")
+
+    async def expected() -> Extent:
+        first = await redis.xrange(key, count=1)
+        oldest = parse_id(first[0][0]) if first else None
+        return Extent(oldest, await redis.xlen(key), 6)
+
+    assert await reader.extent("h.extent") == await expected() == Extent((7, 1), 6, 6)
+    await redis.xtrim(key, minid="7-4", approximate=False)
+    assert await reader.extent("h.extent") == await expected() == Extent((7, 4), 3, 6)
+    point = await reader.resume("h.extent", (7, 2), 10, 1)
+    assert not point.recovered  # 7-3 was trimmed
+    assert (await reader.resume("h.extent", (7, 4), 10, 1)).recovered
+    await redis.xtrim(key, maxlen=0, approximate=False)
+    assert await reader.extent("h.extent") == await expected() == Extent(None, 0, 6)

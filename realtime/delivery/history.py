@@ -147,20 +147,21 @@ def reaches(extent: Extent, start: StreamId, maxlen: int) -> bool:
     return covers(extent, before(start), maxlen)
 
 
-def _extent(oldest_entries: Any, length: Any, info: Any) -> Extent:
-    """The replies of `_ask_extent`, queued in a transaction, as an Extent."""
-    oldest = parse_id(oldest_entries[0][0]) if oldest_entries else None
+def _extent(info: Any) -> Extent:
+    """The reply of `_ask_extent`, queued in a transaction, as an Extent."""
     if isinstance(info, ResponseError):  # no such key: nothing was ever added
         return Extent(None, 0, 0)
+    first = info.get("first-entry")
+    oldest = parse_id(first[0]) if first else None
     added = info.get("entries-added")  # None before Redis 7
-    return Extent(oldest, int(length), None if added is None else int(added))
+    return Extent(oldest, int(info["length"]), None if added is None else int(added))
 
 
 def _ask_extent(pipe: Any, key: str) -> None:
-    """Queue the reads `_extent` takes (XINFO STREAM fails on a missing key: the
-    transaction is executed with `raise_on_error=False`)."""
-    pipe.xrange(key, count=1)
-    pipe.xlen(key)
+    """Queue the read `_extent` takes: XINFO STREAM has the stream's length and oldest
+    entry (an XRANGE and an XLEN besides it were two more commands in each resume of a
+    connect storm). It fails on a missing key: the transaction is executed with
+    `raise_on_error=False`."""
     pipe.xinfo_stream(key)
 
 
@@ -237,8 +238,8 @@ class HistoryReader:
             replies = await _execute(pipe)
         points = []
         for i, ((topic, since, _), _) in enumerate(asked):
-            page, newest, *rest = replies[5 * i : 5 * i + 5]
-            extent = _extent(*rest)
+            page, newest, info = replies[3 * i : 3 * i + 3]
+            extent = _extent(info)
             points.append(
                 ResumePoint(
                     covers(extent, since, self.maxlen),
@@ -282,14 +283,15 @@ class HistoryReader:
             else:
                 pipe.xrange(key, min=low, max=high, count=count)
             _ask_extent(pipe, key)
-            page, *extent = await _execute(pipe)
-        return self._decode(topic, page), _extent(*extent)
+            page, info = await _execute(pipe)
+        return self._decode(topic, page), _extent(info)
 
     async def extent(self, topic: str) -> Extent:
         key = self.keys.topic(topic)
         async with self._pipeline(transaction=True) as pipe:
             _ask_extent(pipe, key)
-            return _extent(*await _execute(pipe))
+            (info,) = await _execute(pipe)
+            return _extent(info)
 
     async def latest(self, topic: str, count: int) -> list[WireEvent]:
         """The newest `count` events, oldest first."""
