@@ -73,7 +73,8 @@ def test_a_page_shared_by_several_replays_is_encoded_once_each_frame_its_own_off
     json = PageJson(size=2)
     first = json(shared)
     assert json(shared) is first
-    assert json(equal) == first and json(equal) is not first
+    assert json(equal) == first
+    assert json(equal) is not first
     for offset in ("abc.1", "abc.2", None):
         frame = _Page(shared, offset, json(shared)).frame()
         assert frame.message == Frame.update(shared, offset).message
