@@ -137,3 +137,30 @@ async def test_the_extent_is_what_xrange_and_xlen_say_trimmed_emptied_or_missing
     assert (await reader.resume("h.extent", (7, 4), 10, 1)).recovered
     await redis.xtrim(key, maxlen=0, approximate=False)
     assert await reader.extent("h.extent") == await expected() == Extent(None, 0, 6)
+
+
+async def test_a_resume_returns_the_same_page_object_while_it_holds_the_same_events(
+    redis: Redis, settings: Settings
+) -> None:
+    """Resumes of one `since` in a storm return one page object while nothing changed
+    (its replay is then encoded once, `catch_up.PageJson`); a new event, or the stream
+    written again, gives a new page with what Redis holds."""
+    keys = Keys.of(settings)
+    reader = HistoryReader(redis, keys, 1000)
+    key = keys.topic("h.same")
+    for n in range(3):
+        await redis.xadd(key, {"ts": str(n), "data": str(n)}, id=f"9-{n + 1}")
+    first = (await reader.resume("h.same", (9, 1), 10, 1)).page
+    again = (await reader.resume("h.same", (9, 1), 10, 1)).page
+    assert again is first
+    assert [e["id"] for e in first] == ["9-2", "9-3"]
+    await redis.xadd(key, {"ts": "3", "data": "3"}, id="9-4")
+    grown = (await reader.resume("h.same", (9, 1), 10, 1)).page
+    assert grown is not first
+    assert grown[:2] == first
+    assert [e["id"] for e in grown] == ["9-2", "9-3", "9-4"]
+    await redis.delete(key)
+    for n in range(4):
+        await redis.xadd(key, {"ts": str(n), "data": "-1"}, id=f"9-{n + 1}")
+    rewritten = (await reader.resume("h.same", (9, 1), 10, 1)).page
+    assert [e["data"] for e in rewritten] == [-1, -1, -1]

@@ -6,6 +6,7 @@ Design notes: docs/design-notes.md.
 
 from __future__ import annotations
 
+import operator
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -193,6 +194,8 @@ class HistoryReader:
         self.keys = keys
         self.maxlen = maxlen
         self._decode = Decoded()
+        # (topic, since, count) -> the page a resume read last returned for it
+        self._pages: OrderedDict[tuple[str, StreamId, int], list[WireEvent]] = OrderedDict()
         self._raw: Any = None  # `raw_callbacks` of this client's pipelines, made once
         # Reads of several topics in one turn go in one round trip, but in a cluster,
         # where their keys may live on different shards.
@@ -237,18 +240,32 @@ class HistoryReader:
                 _ask_extent(pipe, key)
             replies = await _execute(pipe)
         points = []
-        for i, ((topic, since, _), _) in enumerate(asked):
+        for i, (read, _) in enumerate(asked):
             page, newest, info = replies[3 * i : 3 * i + 3]
             extent = _extent(info)
             points.append(
                 ResumePoint(
-                    covers(extent, since, self.maxlen),
-                    self._decode(topic, page),
-                    self._decode(topic, newest[::-1]),
+                    covers(extent, read[1], self.maxlen),
+                    self._same_page(read, self._decode(read[0], page)),
+                    self._decode(read[0], newest[::-1]),
                     extent,
                 )
             )
         return points
+
+    def _same_page(self, key: tuple[str, StreamId, int], page: list[WireEvent]) -> list[WireEvent]:
+        """The page this resume returned last time if it holds the very same events
+        (`Decoded` gives an entry's event again only while its bytes are the same): the
+        reads of a storm's reconnects return one page object, so its replay's JSON is
+        made once for all of them (`catch_up.PageJson`), not once per read."""
+        last = self._pages.pop(key, None)
+        if last is not None and len(last) == len(page) and all(map(operator.is_, last, page)):
+            page = last
+        if page:
+            self._pages[key] = page
+            if len(self._pages) > 256:
+                self._pages.popitem(last=False)
+        return page
 
     async def after(self, topic: str, after: StreamId, count: int) -> list[WireEvent]:
         """Up to `count` events after `after`, oldest first."""
