@@ -81,3 +81,16 @@ def test_a_page_shared_by_several_replays_is_encoded_once_each_frame_its_own_off
     json([])
     json([{}])  # two newer pages: `shared` is let go
     assert json(shared) is not first
+
+
+def test_a_shared_page_is_parsed_once_per_topic() -> None:
+    from realtime.delivery.catch_up import PageJson
+    from realtime.delivery.subscriptions import Batch
+
+    page = [{"topic": "p.t", "id": f"{n}-0", "ts": n, "data": n} for n in (1, 2)]
+    pages = PageJson()
+    batch = pages.batch("p.t", page)
+    assert batch == Batch.of("p.t", page)
+    assert pages.batch("p.t", page) is batch
+    assert pages.batch("p.u", page).topic == "p.u"  # another topic: its own
+    assert pages.batch("p.t", [dict(e) for e in page]) is not batch

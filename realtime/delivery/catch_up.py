@@ -52,26 +52,47 @@ class Page:
 
 
 class PageJson:
-    """The JSON of the last pages sent whole, by the page (its identity): a history read
-    is shared by every subscribe it answered (`coalesce.py`), but each one's replay is
-    its own frame, with its own recovery offset, so the same page was encoded once per
-    connection (1.8% of a 10,000-client reconnect storm's server samples, py-spy).
-    Pages are shared and never changed (`history.py`); a page held here stays alive, so
-    its identity is not reused while it is."""
+    """The JSON and `Batch` of the last pages replayed, by the page (its identity): a
+    history read is shared by every subscribe it answered (`coalesce.py`, and a resume
+    returns the same page object while it holds the same events), but each one's replay
+    is its own frame, with its own recovery offset, so the same page was encoded once
+    per connection (1.8% of a 10,000-client reconnect storm's server samples, py-spy)
+    and its ids parsed once per connection (`Batch.of`, 1.9%). Pages are shared and
+    never changed (`history.py`); a page held here stays alive, so its identity is not
+    reused while it is."""
 
     def __init__(self, size: int = 32) -> None:
         self.size = size
-        self._known: OrderedDict[int, tuple[list[WireEvent], bytes]] = OrderedDict()
+        self._known: OrderedDict[int, _Known] = OrderedDict()
+
+    def batch(self, topic: str, page: list[WireEvent]) -> Batch:
+        known = self._known_of(page)
+        if known.batch is None or known.batch.topic != topic:
+            known.batch = Batch.of(topic, page)
+        return known.batch
 
     def __call__(self, page: list[WireEvent]) -> bytes:
+        known = self._known_of(page)
+        if known.json is None:
+            known.json = orjson.dumps(page)
+        return known.json
+
+    def _known_of(self, page: list[WireEvent]) -> _Known:
         known = self._known.get(id(page))
-        if known is not None and known[0] is page:
-            return known[1]
-        encoded = orjson.dumps(page)
-        self._known[id(page)] = (page, encoded)
-        if len(self._known) > self.size:
-            self._known.popitem(last=False)
-        return encoded
+        if known is None or known.page is not page:
+            known = self._known[id(page)] = _Known(page)
+            if len(self._known) > self.size:
+                self._known.popitem(last=False)
+        return known
+
+
+class _Known:
+    __slots__ = ("batch", "json", "page")
+
+    def __init__(self, page: list[WireEvent]) -> None:
+        self.page = page
+        self.batch: Batch | None = None
+        self.json: bytes | None = None
 
 
 Send = Callable[[str, str, list[WireEvent], Page | None], None]
@@ -130,7 +151,7 @@ class CatchUp:
                 start = min((self.subs.last(t.sid, topic) or ZERO for t in pending), default=ZERO)
                 read = functools.partial(self.history.after, topic, start, PAGE)
                 page = await self.retrying(read)
-            batch = Batch.of(topic, page)
+            batch = self.json.batch(topic, page)
             outs = [(t.sid, self.subs.replayed(t.sid, t.generation, batch)) for t in pending]
             whole = [sid for sid, out in outs if out and out is page]
             offset = self.mark(whole, topic, page) if whole and self.mark is not None else None
