@@ -9,8 +9,8 @@ out, a read goes on the next turn of the event loop (with the others asked for i
 one); while one is out, the reads asked for meanwhile wait for it to end and then go
 together. So an idle server adds no wait, and a busy one at most one read's, or
 `gather_s`: reads go at most once per `gather_s`, so under a storm each read serves the
-subscribes of its last few milliseconds, not of one turn (one or two there: a pipeline
-of history reads was ~100 us of the web's CPU, most of a connect's snapshot cost).
+subscribes of its last few milliseconds, not only those of one turn of the loop (each
+read is a pipeline with a fixed cost in the web's CPU, and its page is decoded again).
 
 Why no subscriber misses an event: each caller has asked (after its subscription began
 buffering live events) before the shared read is sent, so the read sees at least what
