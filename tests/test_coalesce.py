@@ -134,3 +134,29 @@ async def test_a_failed_call_of_several_keys_fails_every_caller() -> None:
         assert isinstance(outcome, ConnectionError)
     reads.fail = None
     assert await asyncio.gather(read("a", 1), read("b", 1)) == [[97], [98]]
+
+
+async def test_with_gather_reads_go_at_most_once_per_gather_together() -> None:
+    """`gather_s`: the first read after a quiet spell goes at the next turn; what is
+    asked within `gather_s` of a send waits and goes in one call, still after every
+    caller asked (never joining a read already sent)."""
+    reads = ManyReads()
+    reads.release.set()
+    loop = asyncio.get_running_loop()
+    read = Coalesced(reads, reads.many, gather_s=0.05)
+    began = loop.time()
+    assert await read("a", 1) == [0]  # alone: the single read
+    assert loop.time() - began < 0.04  # quiet: at once
+    sent = loop.time()
+    calls = [asyncio.ensure_future(read(key, 1)) for key in "ab"]
+    await asyncio.sleep(0.01)
+    calls.append(asyncio.ensure_future(read("c", 2)))  # asked later, within the gather
+    await asyncio.sleep(0.01)
+    assert reads.together == []  # held back
+    assert await asyncio.gather(*calls) == [[97], [98], [99, 99]]
+    assert loop.time() - sent >= 0.049
+    assert reads.together == [[("a", 1), ("b", 1), ("c", 2)]]
+    await asyncio.sleep(0.06)
+    began = loop.time()
+    assert await read("d", 1) == [0]
+    assert loop.time() - began < 0.04  # quiet again: at once

@@ -60,3 +60,37 @@ def test_a_history_page_is_encoded_once_for_everyone_sent_all_of_it() -> None:
     marked = _Page(events, "abc.1f")  # with recovery on: one offset for all of them
     assert marked.frame().message == Frame.update(events, "abc.1f").message
     assert marked.frame().message.endswith(b'],"abc.1f"]')
+
+
+def test_a_page_shared_by_several_replays_is_encoded_once_each_frame_its_own_offset() -> None:
+    """A history read answers several subscribes; each replay is a frame of its own (its
+    recovery offset), but the page's JSON is made once (`PageJson`, by the page)."""
+    from realtime.delivery.catch_up import Page as _Page
+    from realtime.delivery.catch_up import PageJson
+
+    shared = [{"topic": "p.t", "id": f"{n}-0", "ts": n, "data": {"n": n}} for n in (1, 2)]
+    equal = [dict(e) for e in shared]  # equal, but another page
+    json = PageJson(size=2)
+    first = json(shared)
+    assert json(shared) is first
+    assert json(equal) == first
+    assert json(equal) is not first
+    for offset in ("abc.1", "abc.2", None):
+        frame = _Page(shared, offset, json(shared)).frame()
+        assert frame.message == Frame.update(shared, offset).message
+    json([])
+    json([{}])  # two newer pages: `shared` is let go
+    assert json(shared) is not first
+
+
+def test_a_shared_page_is_parsed_once_per_topic() -> None:
+    from realtime.delivery.catch_up import PageJson
+    from realtime.delivery.subscriptions import Batch
+
+    page = [{"topic": "p.t", "id": f"{n}-0", "ts": n, "data": n} for n in (1, 2)]
+    pages = PageJson()
+    batch = pages.batch("p.t", page)
+    assert batch == Batch.of("p.t", page)
+    assert pages.batch("p.t", page) is batch
+    assert pages.batch("p.u", page).topic == "p.u"  # another topic: its own
+    assert pages.batch("p.t", [dict(e) for e in page]) is not batch

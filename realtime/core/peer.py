@@ -12,6 +12,7 @@ appends the address it saw, so everything left of that hop is the client's own w
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -22,6 +23,9 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 SCHEMES = ("http", "https")
 
 
+# Remembered: each request asks (its peer, and the session's owner), and ipaddress's
+# parse was ~7% of a websocket connect's HTTP handling in a reconnect storm (py-spy).
+@functools.lru_cache(maxsize=4096)
 def _address(text: str) -> Address | None:
     text = text.strip()
     if text.startswith("[") and "]" in text:  # "[2001:db8::1]:443"

@@ -7,7 +7,10 @@ XREVRANGE per subscribe was a large part of a connect's cost, and of Redis's
 (`python -m bench.storm`). Here reads of the same key share one: with none of that key
 out, a read goes on the next turn of the event loop (with the others asked for in this
 one); while one is out, the reads asked for meanwhile wait for it to end and then go
-together. So an idle server adds no wait, and a busy one at most one read's.
+together. So an idle server adds no wait, and a busy one at most one read's, or
+`gather_s`: reads go at most once per `gather_s`, so under a storm each read serves the
+subscribes of its last few milliseconds, not only those of one turn of the loop (each
+read is a pipeline with a fixed cost in the web's CPU, and its page is decoded again).
 
 Why no subscriber misses an event: each caller has asked (after its subscription began
 buffering live events) before the shared read is sent, so the read sees at least what
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Hashable
+from math import inf
 from typing import Any, Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
@@ -40,15 +44,22 @@ class Coalesced(Generic[K, T]):
     With `many`, the reads due in one turn of the event loop, whatever their keys, go
     in one call of `many([(key, size), ...])` (one round trip: a Redis command alone
     was ~200 us of the web's CPU, ~60 in a pipeline); a key's next read waits for
-    that whole call to end."""
+    that whole call to end.
+
+    With `gather_s`, reads are sent no sooner than `gather_s` after the last were: what
+    is asked for meanwhile waits and goes together (the first read after a quiet
+    spell goes at the next turn, as without)."""
 
     def __init__(
         self,
         read: Callable[[K, int], Awaitable[T]],
         many: Callable[[list[tuple[K, int]]], Awaitable[list[T]]] | None = None,
+        gather_s: float = 0.0,
     ) -> None:
         self._read = read
         self._many = many
+        self.gather_s = gather_s
+        self._sent_at = -inf  # loop time of the last send
         self._open: dict[K, _Batch[T]] = {}  # asked for, not sent yet
         self._out: set[K] = set()  # keys with a read out
         self._due: list[K] = []  # keys whose read goes at the next turn
@@ -68,7 +79,12 @@ class Coalesced(Generic[K, T]):
 
     def _schedule(self, key: K) -> None:
         if not self._due:
-            asyncio.get_running_loop().call_soon(self._send)
+            loop = asyncio.get_running_loop()
+            at = self._sent_at + self.gather_s
+            if at > loop.time():
+                loop.call_at(at, self._send)
+            else:
+                loop.call_soon(self._send)
         self._due.append(key)
 
     def _send(self) -> None:
@@ -76,6 +92,7 @@ class Coalesced(Generic[K, T]):
         sent = [(key, batch) for key in due if (batch := self._open.pop(key, None)) is not None]
         if not sent:
             return
+        self._sent_at = asyncio.get_running_loop().time()
         self._out.update(key for key, _ in sent)
         if self._many is None or len(sent) == 1:
             for key, batch in sent:

@@ -38,12 +38,15 @@ class Frame:
         self._text: str | None = None
 
     @classmethod
-    def update(cls, events: list[dict[str, Any]], offset: str | None = None) -> Frame:
+    def update(
+        cls, events: list[dict[str, Any]], offset: str | None = None, encoded: bytes | None = None
+    ) -> Frame:
         """`42["update",[events...]]`, serialised once; with connection-state recovery
         on, `42["update",[events...],"<offset>"]` (an offset needs no JSON escaping:
-        `realtime.delivery.recovery.Offset`)."""
+        `realtime.delivery.recovery.Offset`). `encoded`: `events` already as JSON."""
         tail = b"]" if offset is None else b',"' + offset.encode() + b'"]'
-        return cls(b"4" + _UPDATE_PREFIX + orjson.dumps(events) + tail)
+        body = orjson.dumps(events) if encoded is None else encoded
+        return cls(b"4" + _UPDATE_PREFIX + body + tail)
 
     @classmethod
     def event(cls, name: str, data: Any) -> Frame:
