@@ -42,8 +42,13 @@ class Frame:
         """`42["update",[events...]]`, serialised once; with connection-state recovery
         on, `42["update",[events...],"<offset>"]` (an offset needs no JSON escaping:
         `realtime.delivery.recovery.Offset`)."""
+        return cls.update_json(orjson.dumps(events), offset)
+
+    @classmethod
+    def update_json(cls, events: bytes, offset: str | None = None) -> Frame:
+        """`update`, of the events' JSON list as it is (a fan-out message's)."""
         tail = b"]" if offset is None else b',"' + offset.encode() + b'"]'
-        return cls(b"4" + _UPDATE_PREFIX + orjson.dumps(events) + tail)
+        return cls(b"".join((b"4", _UPDATE_PREFIX, events, tail)))
 
     @classmethod
     def event(cls, name: str, data: Any) -> Frame:
