@@ -1,7 +1,9 @@
 """The one fan-out encoder: a topic's `update` emit as python-socketio's Redis manager
 puts it on the wire between processes. The worker publishes these inside its atomic
-commit; the web's `FanoutManager` encodes with it too, and every web instance decodes
-them as the stock manager does (extra keys such as `sent_at` are ignored there).
+commit; the web's `FanoutManager` encodes with it too. A web instance reads the keys
+before `data` alone (`split_update`) and passes the events on undecoded; the stock
+manager, and older web instances, decode it whole (extra keys such as `ids` and
+`sent_at` are ignored there).
 
 Pure: no I/O.
 """
