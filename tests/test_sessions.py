@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from realtime.core.keys import Keys
 from realtime.core.settings import Settings
@@ -92,3 +93,34 @@ async def test_a_live_record_is_a_checkpoint_the_log_moves_on(
     assert await recovered(store, "p1", offsets[10]) == {"a": (11, 0), "b": (12, 0)}
     assert await recovered(store, "p1", offsets[2]) == {"a": (4, 0), "b": (1, 0)}
     await store.aclose()
+
+
+async def test_log_writes_go_on_after_their_connection_is_killed(
+    redis: Redis, settings: Settings
+) -> None:
+    """Log writes have a connection of their own: killed, the write on it fails and its
+    entries go with the next write, on a new connection, in order."""
+    recorder = Recorder(lambda sid, topic: None)
+    store = SessionStore(redis, Keys.of(settings), recorder, 120.0)
+
+    async def write(topic: str, n: int) -> None:
+        recorder.shared(topic, (n, 0))
+        recorder.handed_out()
+        await store.write_log()
+
+    await write("a", 1)  # (with the log's expiry: through the client)
+    await write("b", 2)  # on the log's own connection
+    assert store._log_conn is not None
+    await redis.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+    with pytest.raises((RedisConnectionError, OSError)):
+        await write("c", 3)
+    await write("d", 4)
+    await store.aclose()
+    assert store._log_conn is None
+    chunks = await store.log(recorder.epoch, "0-0", None)
+    assert chunks is not None
+    assert [[line.split()[2] for line in lines] for _, lines in chunks] == [
+        ["a"],
+        ["b"],
+        ["c", "d"],
+    ]
