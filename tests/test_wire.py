@@ -4,6 +4,7 @@ what the whole message cannot encode, it cannot either."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -78,64 +79,49 @@ def test_data_too_deep_for_the_message_fails_as_the_message_would(depth: int) ->
     assert message.split(b',"sent_at"')[0] == expected.split(b',"sent_at"')[0]
 
 
-ids = st.tuples(st.integers(0, 2**63), st.integers(0, 2**63)).map(lambda p: f"{p[0]}-{p[1]}")
-with_ids = st.lists(
-    st.fixed_dictionaries({"id": ids}, optional={"data": values}), min_size=1, max_size=3
-)
-
-
 @given(
     topic=st.text(min_size=1, max_size=12),
-    drawn=st.one_of(with_ids.map(lambda e: (e, True)), events.map(lambda e: (e, False))),
+    events=events,
     host_id=st.text(max_size=8),
+    sent_at=st.one_of(st.floats(min_value=0, max_value=4e9), st.none()),
 )
-def test_a_message_splits_into_the_keys_before_data_and_its_events_as_published(
-    topic: str, drawn: tuple[list[dict[str, Any]], bool], host_id: str
+def test_the_events_json_cut_from_a_message_is_its_events(
+    topic: str, events: list[dict[str, Any]], host_id: str, sent_at: float | None
 ) -> None:
-    """What a web instance reads of the worker's message without decoding its events
-    (`split_update`) is what decoding it whole gives."""
-    events, canonical = drawn
+    """What a web instance makes its frame of (`events_json`) decodes as the message's
+    events, whatever the topic, host or events (keys and strings like the message's
+    own included); with or without `sent_at` (the stock manager's key order)."""
+    message = update_message(topic, events, host_id)
+    if sent_at is None:
+        del message["sent_at"]
+    else:
+        message["sent_at"] = sent_at
     try:
-        [(_, message)] = UpdateEncoder(Keys("rt:"), host_id).encode_updates([(topic, events)])
+        raw = jsoncodec.dumpb(message)
     except jsoncodec.JSONEncodeError:
         return
-    whole = jsoncodec.loads(message)
-    split = wire.split_update(message)
-    assert split is not None
-    head, events_json = split
-    assert jsoncodec.loads(events_json) == whole["data"][0] == events
-    assert head == {k: v for k, v in whole.items() if k not in TAIL_KEYS}
-    if canonical:
-        assert head["ids"] == [int(p) for e in events for p in e["id"].split("-")]
+    cut = wire.events_json(raw)
+    assert cut is not None
+    assert jsoncodec.loads(cut) == jsoncodec.loads(raw)["data"][0]
 
 
-TAIL_KEYS = {"data", "binary", "namespace", "skip_sid", "callback"}
+def test_events_inside_which_the_message_s_own_keys_appear_are_cut_whole() -> None:
+    tail = {"binary": False, "namespace": "/", "room": "a"}
+    events = [{"id": "1-0", "data": [tail, {"x": [1], **tail}]}, {"id": "2-0", **tail}]
+    raw = jsoncodec.dumpb(update_message("a", events, "h"))
+    assert jsoncodec.loads(wire.events_json(raw) or b"null") == events
 
 
 @pytest.mark.parametrize(
     "message",
     [
-        # an older worker's: data first
-        b'{"method":"emit","event":"update","data":[[{"id":"1-0"}]],"binary":false,'
-        b'"namespace":"/","room":"a","skip_sid":null,"callback":null,"host_id":"h",'
-        b'"sent_at":1.5}',
-        # python-socketio's own emit
-        b'{"method":"emit","event":"update","data":[[{"id":"1-0"}]],"binary":false,'
-        b'"namespace":"/","room":"a","skip_sid":null,"callback":null,"host_id":"h"}',
-        # another namespace
+        # python-socketio's own emit, as its json module writes it (spaces)
+        json.dumps(update_message("a", [{"id": "1-0"}], "h")).encode(),
+        # another key order
         b'{"method":"emit","event":"update","room":"a","data":[[{"id":"1-0"}]],'
-        b'"binary":false,"namespace":"/x","skip_sid":null,"callback":null}',
+        b'"binary":false,"namespace":"/","skip_sid":null,"callback":null}',
         b"not json",
     ],
 )
-def test_any_other_message_is_decoded_whole(message: bytes) -> None:
-    assert wire.split_update(message) is None
-
-
-def test_ids_are_left_out_unless_each_is_a_canonical_stream_id() -> None:
-    assert wire.flat_ids([{"id": "1700000000000-0"}, {"id": "1700000000000-1"}]) == (
-        "1700000000000,0,1700000000000,1"
-    )
-    for bad in ("01-0", "1-00", "1", "1-0 ", "-1-0", "1-1e3", "99999999999999999999-0", 5):
-        assert wire.flat_ids([{"id": "1-0"}, {"id": bad}]) is None, bad
-    assert wire.flat_ids([]) is None
+def test_any_other_layout_is_encoded_again(message: bytes) -> None:
+    assert wire.events_json(message) is None

@@ -157,13 +157,9 @@ class Delivery:
         """`offer`, as a coroutine."""
         self.offer(topic, events)
 
-    def offer(self, topic: str, events: list[WireEvent]) -> None:
-        """`take`, of decoded events."""
-        self.take(Batch.of(topic, events))
-
-    def offer_json(self, topic: str, ids: list[StreamId], events: bytes) -> None:
-        """`take`, of the events' JSON list as published, and their ids."""
-        self.take(Batch(topic, None, ids, events))
+    def offer(self, topic: str, events: list[WireEvent], json: bytes | None = None) -> None:
+        """`take`, of events (`json`: their JSON list as published, if known)."""
+        self.take(Batch.of(topic, events, json))
 
     def take(self, batch: Batch) -> None:
         """A fan-out batch of one topic for the local members of its room.
