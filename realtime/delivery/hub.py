@@ -158,21 +158,18 @@ class Delivery:
         self.offer(topic, events)
 
     def offer(self, topic: str, events: list[WireEvent], json: bytes | None = None) -> None:
-        """`take`, of events (`json`: their JSON list as published, if known)."""
-        self.take(Batch.of(topic, events, json))
-
-    def take(self, batch: Batch) -> None:
-        """A fan-out batch of one topic for the local members of its room.
+        """A fan-out batch of one topic for the local members of its room (`json`: the
+        events' JSON list as published, if known: the shared frame is made of it).
 
         With a batch tick, events that arrive a tick or more after the last hand-out
         began go out at once; the ones that arrive sooner wait until then, and the ones
         that arrive while a batch is being handed out until a tick after it, and go out
         together, one packet per topic. Without one, each fan-out message is its own
         packet."""
-        topic, n = batch.topic, len(batch.ids)
+        batch = Batch.of(topic, events, json)
+        n = len(events)
         self._received += n
-        if self.streams.members(topic):
-            self.streams.live(topic, batch.events)
+        self.streams.live(topic, events)
         now = time.monotonic()
         if self.batch_tick_s <= 0:
             self._queue.append((batch, now))
