@@ -20,7 +20,7 @@ from processors.worker.history_writes import history_write
 from realtime.core import jsoncodec
 from realtime.core.keys import UPDATE_EVENT, Keys
 from realtime.core.settings import Settings
-from realtime.core.wire import UpdateEncoder, events_json
+from realtime.core.wire import UpdateEncoder, split_update
 from realtime.delivery.history import decode_event
 from realtime.ingest.api import _big_integers, ingest_fields
 from realtime.ingest.schemas import MAX_DATA_DEPTH, EventSchema
@@ -70,10 +70,10 @@ def through_the_pipeline(event: dict[str, Any]) -> list[Any]:
     )
     published = decoded["p"][0][1].encode()
     live = jsoncodec.loads(published)["data"][0]
-    # The web's frame of the events as published, not encoded again (`events_json`).
-    cut = events_json(published)
-    assert cut is not None
-    got = [jsoncodec.loads(Frame.update_json(cut).message[2:])[1][0]["data"]]
+    # The web's frame of the events as published, undecoded (`split_update`).
+    split = split_update(published)
+    assert split is not None
+    got = [jsoncodec.loads(Frame.update_json(split[1]).message[2:])[1][0]["data"]]
     for events in (live, [replayed]):
         # The web's own frame, and python-socketio's packet (emits other than updates).
         frame = Frame.update(events).message

@@ -157,19 +157,28 @@ class Delivery:
         """`offer`, as a coroutine."""
         self.offer(topic, events)
 
-    def offer(self, topic: str, events: list[WireEvent], json: bytes | None = None) -> None:
-        """A fan-out batch of one topic for the local members of its room (`json`: the
-        events' JSON list as published, if known: the shared frame is made of it).
+    def offer(self, topic: str, events: list[WireEvent]) -> None:
+        """`take`, of decoded events."""
+        self.take(Batch.of(topic, events))
+
+    def offer_json(self, topic: str, ids: list[StreamId], events: bytes) -> None:
+        """`take`, of the events' JSON list as published, and their ids: the shared
+        frame is made of it, and the events are decoded only for a connection that
+        needs part of them."""
+        self.take(Batch(topic, None, ids, events))
+
+    def take(self, batch: Batch) -> None:
+        """A fan-out batch of one topic for the local members of its room.
 
         With a batch tick, events that arrive a tick or more after the last hand-out
         began go out at once; the ones that arrive sooner wait until then, and the ones
         that arrive while a batch is being handed out until a tick after it, and go out
         together, one packet per topic. Without one, each fan-out message is its own
         packet."""
-        batch = Batch.of(topic, events, json)
-        n = len(events)
+        topic, n = batch.topic, len(batch.ids)
         self._received += n
-        self.streams.live(topic, events)
+        if self.streams.members(topic):
+            self.streams.live(topic, batch.events)
         now = time.monotonic()
         if self.batch_tick_s <= 0:
             self._queue.append((batch, now))

@@ -34,10 +34,10 @@ Observer = Callable[[str, str, str, StreamId | None, float | None], None]
 
 
 class Batch:
-    """Events of one topic in id order, with their ids parsed once. A fan-out batch also
-    carries its events' JSON as the worker published it (`json`), when known: the
-    shared frame is made of it as it is, not encoded again. Batches joined by their
-    JSON decode their events only if a connection needs part of them (`events`)."""
+    """Events of one topic in id order, with their ids parsed once. A fan-out batch may
+    come as the JSON of its events, as the worker published it (`json`): the shared
+    frame is made of it as it is, and the events are decoded only if a connection
+    needs fewer than all of them (`events`)."""
 
     __slots__ = ("_events", "ids", "json", "topic")
 
@@ -54,8 +54,8 @@ class Batch:
         self.json = json  # the events' JSON list, if they came as it (None: `events`)
 
     @classmethod
-    def of(cls, topic: str, events: list[WireEvent], json: bytes | None = None) -> Batch:
-        return cls(topic, events, [parse_id(e["id"]) for e in events], json)
+    def of(cls, topic: str, events: list[WireEvent]) -> Batch:
+        return cls(topic, events, [parse_id(e["id"]) for e in events])
 
     @property
     def events(self) -> list[WireEvent]:
