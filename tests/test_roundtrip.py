@@ -1,7 +1,8 @@
 """Promise 8, as a property: whatever the ingest schema accepts, every encoder on the way
 to a client (the ingest entry, the worker's history write, fan-out message and commit
-batch, the web's `update` frames and python-socketio's packet) encodes, and what the
-client decodes is the data the producer sent, exactly."""
+batch, the web's `update` frames, of decoded events or of the events' JSON as the worker
+published it, and python-socketio's packet) encodes, and what the client decodes is the
+data the producer sent, exactly."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from processors.worker.history_writes import history_write
 from realtime.core import jsoncodec
 from realtime.core.keys import UPDATE_EVENT, Keys
 from realtime.core.settings import Settings
-from realtime.core.wire import UpdateEncoder
+from realtime.core.wire import UpdateEncoder, split_update
 from realtime.delivery.history import decode_event
 from realtime.ingest.api import _big_integers, ingest_fields
 from realtime.ingest.schemas import MAX_DATA_DEPTH, EventSchema
@@ -67,8 +68,12 @@ def through_the_pipeline(event: dict[str, Any]) -> list[Any]:
     replayed = decode_event(
         event["topic"], "1-0", {k.encode(): v.encode() for k, v in stored.items()}
     )
-    live = jsoncodec.loads(decoded["p"][0][1])["data"][0]
-    got = []
+    published = decoded["p"][0][1].encode()
+    live = jsoncodec.loads(published)["data"][0]
+    # The web's frame of the events as published, undecoded (`split_update`).
+    split = split_update(published)
+    assert split is not None
+    got = [jsoncodec.loads(Frame.update_json(split[1]).message[2:])[1][0]["data"]]
     for events in (live, [replayed]):
         # The web's own frame, and python-socketio's packet (emits other than updates).
         frame = Frame.update(events).message

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -202,6 +203,27 @@ def test_merged_batches_keep_id_order_and_leave_out_republished_events() -> None
     merged = Batch.merged("t", events(1, 2, 3) + events(2, 3, 4) + events(5))
     assert ids(merged.events) == [1, 2, 3, 4, 5]
     assert merged.ids == [(n, 0) for n in (1, 2, 3, 4, 5)]
+
+
+@given(
+    parts=st.lists(
+        st.tuples(st.lists(st.integers(1, 12), max_size=4), st.booleans()), min_size=1, max_size=5
+    )
+)
+def test_fan_out_batches_joined_are_the_same_as_their_events_merged(
+    parts: list[tuple[list[int], bool]],
+) -> None:
+    """Whether each part came as decoded events or as the JSON the worker published
+    (passed through undecoded), joined they are what merging all their events gives."""
+    batches = [
+        Batch("t", None, batch(*ns).ids, orjson.dumps(events(*ns))) if as_json else batch(*ns)
+        for ns, as_json in parts
+    ]
+    joined = Batch.joined("t", batches)
+    merged = Batch.merged("t", [e for ns, _ in parts for e in events(*ns)])
+    assert (joined.events, joined.ids) == (merged.events, merged.ids)
+    if joined.json is not None:
+        assert orjson.loads(joined.json) == merged.events
 
 
 def test_a_suspended_connection_gets_nothing_then_catches_up_from_its_position() -> None:

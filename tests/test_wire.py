@@ -4,6 +4,7 @@ what the whole message cannot encode, it cannot either."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -76,3 +77,66 @@ def test_data_too_deep_for_the_message_fails_as_the_message_would(depth: int) ->
         return
     [(_, message)] = encoder.encode_updates([("a", events)])
     assert message.split(b',"sent_at"')[0] == expected.split(b',"sent_at"')[0]
+
+
+ids = st.tuples(st.integers(0, 2**64 - 1), st.integers(0, 2**64 - 1)).map("{0[0]}-{0[1]}".format)
+with_ids = st.lists(
+    st.fixed_dictionaries({"id": ids}, optional={"data": values}), min_size=1, max_size=3
+)
+
+
+@given(
+    topic=st.text(min_size=1, max_size=12),
+    events=st.one_of(with_ids, events),
+    host_id=st.text(max_size=8),
+)
+def test_a_message_splits_into_the_keys_before_data_and_its_events_as_published(
+    topic: str, events: list[dict[str, Any]], host_id: str
+) -> None:
+    """What a web instance reads of the worker's message without decoding its events
+    (`split_update`) is what decoding it whole gives, whatever the topic, host, ids or
+    events (keys and strings like the message's own included)."""
+    try:
+        [(_, message)] = UpdateEncoder(Keys("rt:"), host_id).encode_updates([(topic, events)])
+    except jsoncodec.JSONEncodeError:
+        return
+    whole = jsoncodec.loads(message)
+    split = wire.split_update(message)
+    if split is None:  # only when an id holds the message's own `,"data":[[`
+        assert b',"data":[[' in jsoncodec.dumpb(whole["ids"])
+        return
+    head, events_json = split
+    assert jsoncodec.loads(events_json) == whole["data"][0] == events
+    assert head == {k: v for k, v in whole.items() if k not in TAIL_KEYS}
+    assert head["ids"] == [e.get("id") for e in events]
+
+
+TAIL_KEYS = {"data", "binary", "namespace", "skip_sid", "callback"}
+
+
+def test_events_inside_which_the_message_s_own_keys_appear_are_split_whole() -> None:
+    tail = {"binary": False, "namespace": "/", "skip_sid": None, "callback": None}
+    events = [{"id": "1-0", "data": [[tail]], "x": {"data": [[1]]}}, {"id": "2-0", **tail}]
+    [(_, message)] = UpdateEncoder(Keys("rt:"), "h").encode_updates([("a", events)])
+    split = wire.split_update(message)
+    assert split is not None
+    assert jsoncodec.loads(split[1]) == events
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        # an older worker's: data first
+        b'{"method":"emit","event":"update","data":[[{"id":"1-0"}]],"binary":false,'
+        b'"namespace":"/","room":"a","skip_sid":null,"callback":null,"host_id":"h",'
+        b'"sent_at":1.5}',
+        # python-socketio's own emit, as its json module writes it (spaces)
+        json.dumps(update_message("a", [{"id": "1-0"}], "h")).encode(),
+        # another namespace
+        b'{"method":"emit","event":"update","room":"a","ids":["1-0"],"data":[[{"id":"1-0"}]],'
+        b'"binary":false,"namespace":"/x","skip_sid":null,"callback":null}',
+        b"not json",
+    ],
+)
+def test_any_other_message_is_decoded_whole(message: bytes) -> None:
+    assert wire.split_update(message) is None

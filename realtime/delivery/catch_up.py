@@ -47,7 +47,10 @@ class Page:
     def frame(self) -> Frame:
         """The whole page's frame (a target sent part of it gets a frame of its own)."""
         if self._frame is None:
-            self._frame = Frame.update(self.events, self.offset, self.encoded)
+            if self.encoded is None:
+                self._frame = Frame.update(self.events, self.offset)
+            else:
+                self._frame = Frame.update_json(self.encoded, self.offset)
         return self._frame
 
 

@@ -74,11 +74,14 @@ class Delivery:
         self.slow_client_s = slow_client_s
         self.metrics = metrics if metrics is not None else WebMetrics()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._pending: dict[str, list[WireEvent]] = {}  # topic -> events within the tick
+        self._pending: dict[str, list[Batch]] = {}  # topic -> batches within the tick
         # topic -> (sum of the pending events' arrival times, their count): their mean
         # arrival, for the `queue` stage of the metrics
         self._arrived: dict[str, tuple[float, int]] = {}
         self._offers = 0  # fan-out messages pending (merged into one batch per topic)
+        # Events received and not counted in the metric yet: counted once per hand-out,
+        # not per fan-out message (a lock each in prometheus_client).
+        self._received = 0
         # batches to hand out, in order, with their (mean) arrival time (monotonic)
         self._queue: deque[tuple[Batch, float]] = deque()
         self._next_flush = 0.0  # loop time: pending events wait until then (see `live`)
@@ -155,6 +158,16 @@ class Delivery:
         self.offer(topic, events)
 
     def offer(self, topic: str, events: list[WireEvent]) -> None:
+        """`take`, of decoded events."""
+        self.take(Batch.of(topic, events))
+
+    def offer_json(self, topic: str, ids: list[StreamId], events: bytes) -> None:
+        """`take`, of the events' JSON list as published, and their ids: the shared
+        frame is made of it, and the events are decoded only for a connection that
+        needs part of them."""
+        self.take(Batch(topic, None, ids, events))
+
+    def take(self, batch: Batch) -> None:
         """A fan-out batch of one topic for the local members of its room.
 
         With a batch tick, events that arrive a tick or more after the last hand-out
@@ -162,20 +175,21 @@ class Delivery:
         that arrive while a batch is being handed out until a tick after it, and go out
         together, one packet per topic. Without one, each fan-out message is its own
         packet."""
-        self.metrics.events_received.inc(len(events))
-        self.streams.live(topic, events)
+        topic, n = batch.topic, len(batch.ids)
+        self._received += n
+        if self.streams.members(topic):
+            self.streams.live(topic, batch.events)
         now = time.monotonic()
         if self.batch_tick_s <= 0:
-            self._queue.append((Batch.of(topic, events), now))
+            self._queue.append((batch, now))
         else:
             self._offers += 1
             pending = self._pending.get(topic)
-            n = len(events)
             if pending is None:
-                self._pending[topic] = list(events)
+                self._pending[topic] = [batch]
                 self._arrived[topic] = (now * n, n)
             else:
-                pending += events
+                pending.append(batch)
                 total, count = self._arrived[topic]
                 self._arrived[topic] = (total + now * n, count + n)
         if self._sender is None:
@@ -204,10 +218,13 @@ class Delivery:
                     arrived, self._arrived = self._arrived, {}
                     merged, self._offers = self._offers, 0
                     self._queue.extend(
-                        (Batch.merged(t, e), arrived[t][0] / max(arrived[t][1], 1))
-                        for t, e in pending.items()
+                        (Batch.joined(t, parts), arrived[t][0] / max(arrived[t][1], 1))
+                        for t, parts in pending.items()
                     )
-                group = [(batch, at) for batch, at in self._queue if batch.events]
+                if self._received:
+                    self.metrics.events_received.inc(self._received)
+                    self._received = 0
+                group = [(batch, at) for batch, at in self._queue if batch.ids]
                 self._queue.clear()
                 began = loop.time()
                 if group:
@@ -243,7 +260,7 @@ class Delivery:
         try:
             for i, batch in enumerate(group):
                 version, members = self._route(batch.topic)
-                n = len(batch.events)
+                n = len(batch.ids)
                 stage["queue"].observe(max(started - received[i], 0.0), n * len(members))
                 shared: Frame | None = None
                 for start in range(0, len(members), SLICE):
@@ -340,7 +357,10 @@ class Delivery:
         cursors = self.subs.cursors
         topic = batch.topic
         if shared is None:
-            shared = Frame.update(batch.events, offset)
+            if batch.json is None:
+                shared = Frame.update(batch.events, offset)
+            else:
+                shared = Frame.update_json(batch.json, offset)
         data = shared.websocket
         for sid, eio_sid, member_socket, member_cursor in members:
             if current:

@@ -12,10 +12,13 @@ Design notes: docs/design-notes.md.
 from __future__ import annotations
 
 import bisect
+import itertools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
+
+import orjson
 
 from realtime.core.streamids import StreamId, parse_id
 from realtime.delivery.conflate import Conflater
@@ -30,17 +33,36 @@ _NO_CURSORS: Mapping[str, Cursor] = MappingProxyType({})
 Observer = Callable[[str, str, str, StreamId | None, float | None], None]
 
 
-@dataclass(frozen=True)
 class Batch:
-    """Events of one topic in id order, with their ids parsed once."""
+    """Events of one topic in id order, with their ids parsed once. A fan-out batch may
+    come as the JSON of its events, as the worker published it (`json`): the shared
+    frame is made of it as it is, and the events are decoded only if a connection
+    needs fewer than all of them (`events`)."""
 
-    topic: str
-    events: list[WireEvent]
-    ids: list[StreamId]
+    __slots__ = ("_events", "ids", "json", "topic")
+
+    def __init__(
+        self,
+        topic: str,
+        events: list[WireEvent] | None,
+        ids: list[StreamId],
+        json: bytes | None = None,
+    ) -> None:
+        self.topic = topic
+        self._events = events
+        self.ids = ids
+        self.json = json  # the events' JSON list, if they came as it (None: `events`)
 
     @classmethod
     def of(cls, topic: str, events: list[WireEvent]) -> Batch:
         return cls(topic, events, [parse_id(e["id"]) for e in events])
+
+    @property
+    def events(self) -> list[WireEvent]:
+        if self._events is None:
+            assert self.json is not None
+            self._events = orjson.loads(self.json)
+        return self._events
 
     @classmethod
     def merged(cls, topic: str, events: list[WireEvent]) -> Batch:
@@ -55,11 +77,34 @@ class Batch:
                 ids.append(event_id)
         return cls(topic, kept, ids)
 
+    @classmethod
+    def joined(cls, topic: str, parts: list[Batch]) -> Batch:
+        """`merged`, of batches: when each part's ids increase and follow the part
+        before (nearly always), the parts as they are, their JSON joined."""
+        if len(parts) == 1 and len(parts[0].ids) == 1:
+            return parts[0]  # one event, as most of small topics' messages
+        ids: list[StreamId] = []
+        parts = [part for part in parts if part.ids]
+        for part in parts:
+            if (ids and part.ids[0] <= ids[-1]) or not _increasing(part.ids):
+                return cls.merged(topic, [e for p in parts for e in p.events])
+            ids += part.ids
+        if len(parts) <= 1:
+            return parts[0] if parts else cls(topic, [], [])
+        if all(part.json is not None for part in parts):
+            inner = b",".join(part.json[1:-1] for part in parts if part.json is not None)
+            return cls(topic, None, ids, b"[" + inner + b"]")
+        return cls(topic, [e for p in parts for e in p.events], ids)
+
     def after(self, last: StreamId | None) -> list[WireEvent]:
         """The events with an id above `last` (all of them: the very same list)."""
         if last is None or not self.ids or self.ids[0] > last:
             return self.events
         return self.events[bisect.bisect_right(self.ids, last) :]
+
+
+def _increasing(ids: list[StreamId]) -> bool:
+    return all(a < b for a, b in itertools.pairwise(ids))
 
 
 @dataclass(slots=True)
@@ -229,15 +274,15 @@ class Subscriptions:
         if cursor.backlog:
             if cursor.stale:
                 return []
-            if cursor.buffered + len(batch.events) > self.buffer_limit:
+            if cursor.buffered + len(batch.ids) > self.buffer_limit:
                 cursor.buffer, cursor.buffered, cursor.stale = [], 0, True
             else:
                 cursor.buffer.append(batch)
-                cursor.buffered += len(batch.events)
+                cursor.buffered += len(batch.ids)
             return []
         out = cursor.take(batch)
-        if len(out) != len(batch.events):
-            self.duplicates += len(batch.events) - len(out)
+        if len(out) != len(batch.ids):
+            self.duplicates += len(batch.ids) - len(out)
         return out
 
     # -- a connection that fell behind ---------------------------------------------------

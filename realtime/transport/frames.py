@@ -38,15 +38,18 @@ class Frame:
         self._text: str | None = None
 
     @classmethod
-    def update(
-        cls, events: list[dict[str, Any]], offset: str | None = None, encoded: bytes | None = None
-    ) -> Frame:
+    def update(cls, events: list[dict[str, Any]], offset: str | None = None) -> Frame:
         """`42["update",[events...]]`, serialised once; with connection-state recovery
         on, `42["update",[events...],"<offset>"]` (an offset needs no JSON escaping:
-        `realtime.delivery.recovery.Offset`). `encoded`: `events` already as JSON."""
+        `realtime.delivery.recovery.Offset`)."""
+        return cls.update_json(orjson.dumps(events), offset)
+
+    @classmethod
+    def update_json(cls, events: bytes, offset: str | None = None) -> Frame:
+        """`update`, of the events' JSON list as it is (a fan-out message's, a shared
+        history page's)."""
         tail = b"]" if offset is None else b',"' + offset.encode() + b'"]'
-        body = orjson.dumps(events) if encoded is None else encoded
-        return cls(b"4" + _UPDATE_PREFIX + body + tail)
+        return cls(b"".join((b"4", _UPDATE_PREFIX, events, tail)))
 
     @classmethod
     def event(cls, name: str, data: Any) -> Frame:
