@@ -339,9 +339,8 @@ record_directory(KEYS[1], KEYS[2], KEYS[3], written, 86400000, 1000000000000)
 async def test_the_commit_counts_on_from_records_in_its_own_form_and_in_any_other(
     settings: Settings, redis: Redis
 ) -> None:
-    names, seen, info = Keys.of(settings).directory(0)
+    names, seen, info = keys = Keys.of(settings).directory(0)
     record = redis.register_script(_RECORD)
-    keys = [names, seen, info]
     await record(keys=keys, args=["a.one", "5-0", "5", "b.two", "6-0", "6"])
     await record(keys=keys, args=["a.one", "7-1", "7"])
     current = await redis.hget(info, "a.one")
@@ -364,9 +363,8 @@ async def test_the_commit_counts_on_from_records_in_its_own_form_and_in_any_othe
 async def test_a_topic_seen_within_the_step_keeps_its_seen_time_in_both_keys(
     settings: Settings, redis: Redis
 ) -> None:
-    names, seen, info = Keys.of(settings).directory(0)
+    names, seen, info = keys = Keys.of(settings).directory(0)
     record = redis.register_script(_RECORD)
-    keys = [names, seen, info]
     seconds, micros = await redis.time()
     now = seconds * 1000 + micros // 1000
     recent, old = now - SEEN_STEP_MS // 2, now - 5 * SEEN_STEP_MS

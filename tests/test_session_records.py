@@ -23,6 +23,12 @@ def store(redis: Redis, settings: Settings) -> SessionStore:
     return SessionStore(redis, Keys.of(settings), Recorder(lambda sid, topic: None), 60.0)
 
 
+def logging_store(redis: Redis, settings: Settings) -> tuple[SessionStore, str]:
+    """A store and the key of its recovery log."""
+    sessions = store(redis, settings)
+    return sessions, Keys.of(settings).recovery_log(sessions.recorder.epoch)
+
+
 async def owner_and_record(redis: Redis, key: str) -> tuple[str | None, object]:
     owner, record = await redis.hmget(key, "o", "s")  # type: ignore[misc]
     return (
@@ -85,9 +91,8 @@ async def log(redis: Redis, key: str) -> list[tuple[int, int]]:
 async def test_a_log_write_in_flight_is_answered_before_the_next_and_a_failed_one_goes_again(
     redis: Redis, settings: Settings
 ) -> None:
-    sessions = store(redis, settings)
+    sessions, key = logging_store(redis, settings)
     recorder = sessions.recorder
-    key = Keys.of(settings).recovery_log(recorder.epoch)
     recorder.shared("t", (1, 0))
     await sessions.write_log()  # sent, before a hand-out; not waited for
     recorder.shared("t", (2, 0))
@@ -115,9 +120,8 @@ async def test_a_log_write_in_flight_is_answered_before_the_next_and_a_failed_on
 async def test_a_log_write_on_a_connection_redis_closed_goes_again_on_a_new_one(
     redis: Redis, settings: Settings
 ) -> None:
-    sessions = store(redis, settings)
+    sessions, key = logging_store(redis, settings)
     recorder = sessions.recorder
-    key = Keys.of(settings).recovery_log(recorder.epoch)
     recorder.shared("t", (1, 0))
     await sessions.flush()
     port = sessions._connection._writer.get_extra_info("sockname")[1]
